@@ -1,0 +1,120 @@
+"""Tasklane's exceptions: one root, subclasses by what the caller must do.
+
+API-facing errors carry an HTTP status and a stable machine-readable ``code``;
+the API layer turns them into ``{"error": {"code": ..., "message": ...}}``.
+Executor-facing errors (``RetryableError``/``PermanentError``) tell the drainer
+whether a failed attempt may be retried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TasklaneError(Exception):
+    """Root of every error Tasklane raises on purpose."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+# --- errors a client causes (4xx) -------------------------------------------------
+
+
+class ValidationError(TasklaneError):
+    """The request is malformed; fix the named field and send it again."""
+
+    status = 400
+    code = "validation_error"
+
+
+class UnauthorizedError(TasklaneError):
+    """No usable API key: send a valid, enabled key in ``X-API-Key``."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFoundError(TasklaneError):
+    """No such resource for this tenant (never says whether another tenant has it)."""
+
+    status = 404
+    code = "not_found"
+
+
+class ConflictError(TasklaneError):
+    """The resource is in a state that forbids the request (e.g. cancel a finished task)."""
+
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLargeError(TasklaneError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(TasklaneError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class RateLimitedError(TasklaneError):
+    status = 429
+    code = "rate_limited"
+
+
+# --- infrastructure (5xx the client may retry) ------------------------------------
+
+
+class UnavailableError(TasklaneError):
+    """A dependency (PostgreSQL, Redis) cannot be reached; retry later."""
+
+    status = 503
+    code = "unavailable"
+
+
+class StoreError(UnavailableError):
+    """PostgreSQL failed; nothing was accepted that was not persisted."""
+
+    code = "database_unavailable"
+
+
+class QueueError(UnavailableError):
+    """Redis failed; PostgreSQL still holds every task and the sweeper re-enqueues."""
+
+    code = "queue_unavailable"
+
+
+class LeaseLostError(TasklaneError):
+    """A worker's lease was taken over; its outcome was not recorded (fencing)."""
+
+    code = "lease_lost"
+
+
+# --- raised by executors ----------------------------------------------------------
+
+
+class ExecutionError(Exception):
+    """Base for errors executors raise to steer retries."""
+
+
+class RetryableError(ExecutionError):
+    """A transient failure (network, throttling, 5xx): retry with backoff."""
+
+
+class PermanentError(ExecutionError):
+    """Retrying cannot help (bad input, 4xx): dead-letter at once."""
+
+
+class PayloadError(PermanentError):
+    """The task's payload is invalid for its executor."""
+
+
+class TaskCancelled(ExecutionError):
+    """Raised by an executor that saw ``ctx.cancel_requested`` and stopped early."""

@@ -1,0 +1,257 @@
+"""What the API's routes do, free of Chalice: parse a body, call a use case, shape
+the answer.  Returns plain dicts (and a status where it varies)."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from chalicelib.errors import (
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    TasklaneError,
+    UnavailableError,
+    ValidationError,
+)
+from chalicelib.runtime import Runtime
+from chalicelib.submit import Submitted, submit, submit_many
+from chalicelib.tasks import Status, Task
+from chalicelib.validation import TaskRequest, parse_task
+
+# --- submit ---------------------------------------------------------------------------
+
+
+def submit_one(rt: Runtime, tenant: str, body: Any, header_key: str | None) -> Submitted:
+    if header_key is not None:
+        if not isinstance(body, dict):
+            raise ValidationError("the task must be a JSON object")
+        if body.get("idempotency_key") not in (None, header_key):
+            raise ValidationError("Idempotency-Key header and idempotency_key field differ")
+        body = {**body, "idempotency_key": header_key}
+    request = parse_task(body, rt.settings, rt.registry)
+    return submit(rt, tenant, request)
+
+
+def submit_batch(rt: Runtime, tenant: str, body: Any) -> tuple[int, dict[str, Any]]:
+    """``{"tasks": [...], "atomic": false}`` → per-item results in request order.
+
+    Invalid items are reported and the valid ones are accepted, unless ``atomic``
+    is true: then any invalid item rejects the whole batch with a 400."""
+    if not isinstance(body, dict) or not isinstance(body.get("tasks"), list):
+        raise ValidationError('send {"tasks": [task, ...]}', details={"field": "tasks"})
+    unknown = sorted(set(body) - {"tasks", "atomic"})
+    if unknown:
+        raise ValidationError(f"unknown field(s) {', '.join(unknown)}; allowed: atomic, tasks")
+    items = body["tasks"]
+    atomic = body.get("atomic", False)
+    if not isinstance(atomic, bool):
+        raise ValidationError("atomic must be a boolean", details={"field": "atomic"})
+    if not items:
+        raise ValidationError("tasks is empty", details={"field": "tasks"})
+    if len(items) > rt.settings.max_batch_items:
+        raise PayloadTooLargeError(f"a batch holds at most {rt.settings.max_batch_items} tasks, got {len(items)}")
+
+    parsed: list[TaskRequest | ValidationError] = []
+    for i, item in enumerate(items):
+        try:
+            parsed.append(parse_task(item, rt.settings, rt.registry, where=f"tasks[{i}]: "))
+        except ValidationError as exc:
+            parsed.append(exc)
+    invalid = [(i, p) for i, p in enumerate(parsed) if isinstance(p, ValidationError)]
+    if atomic and invalid:
+        raise ValidationError(
+            f"{len(invalid)} invalid task(s); nothing was accepted (atomic batch)",
+            details={"errors": [{"index": i, "message": e.message} for i, e in invalid]},
+        )
+    valid = [(i, p) for i, p in enumerate(parsed) if isinstance(p, TaskRequest)]
+    outcomes = submit_many(rt, tenant, [p for _, p in valid]) if valid else []
+    results: list[dict[str, Any]] = [{} for _ in items]
+    for i, err in invalid:
+        results[i] = _item_error(i, err)
+    created = 0
+    for (i, _), out in zip(valid, outcomes, strict=False):
+        if isinstance(out, ConflictError):
+            results[i] = _item_error(i, out)
+        else:
+            created += 0 if out.replayed else 1
+            results[i] = {
+                "index": i,
+                "status": 200 if out.replayed else 201,
+                "replayed": out.replayed,
+                "task": out.task.to_dict(),
+            }
+    failed = sum(1 for r in results if "error" in r)
+    status = 201 if failed == 0 and created == len(items) else 200
+    return status, {"created": created, "failed": failed, "results": results}
+
+
+def _item_error(index: int, exc: TasklaneError) -> dict[str, Any]:
+    return {"index": index, "status": exc.status, "error": {"code": exc.code, "message": exc.message}}
+
+
+# --- read -----------------------------------------------------------------------------
+
+
+def _task(rt: Runtime, tenant: str, task_id: str) -> Task:
+    task = rt.store.get_task(tenant, task_id)
+    if task is None:
+        raise NotFoundError(f"no task {task_id}")
+    return task
+
+
+def get(rt: Runtime, tenant: str, task_id: str) -> dict[str, Any]:
+    """The task with the error of every failed attempt."""
+    task = _task(rt, tenant, task_id)
+    body = task.to_dict()
+    body["errors"] = [
+        {"attempt": e["attempt"], "error": e["error"], "error_type": e["error_type"], "at": e["at"].isoformat()}
+        for e in rt.store.task_events(task_id)
+        if e["error"] is not None
+    ]
+    return body
+
+
+def events(rt: Runtime, tenant: str, task_id: str) -> dict[str, Any]:
+    _task(rt, tenant, task_id)
+    rows = rt.store.task_events(task_id)
+    return {
+        "task_id": task_id,
+        "events": [
+            {
+                "at": r["at"].isoformat(),
+                "from_status": r["from_status"],
+                "to_status": r["to_status"],
+                "attempt": r["attempt"],
+                "actor": r["actor"],
+                "error": r["error"],
+                "error_type": r["error_type"],
+            }
+            for r in rows
+        ],
+    }
+
+
+# --- cancel and dead letters -----------------------------------------------------------
+
+
+def cancel(rt: Runtime, tenant: str, task_id: str) -> tuple[int, dict[str, Any]]:
+    """PENDING/QUEUED → CANCELLED (200); PROCESSING → cancel requested (202);
+    a final state → 409."""
+    task, before = rt.store.cancel(tenant, task_id)
+    if task is None or before is None:
+        raise NotFoundError(f"no task {task_id}")
+    if before.is_final:
+        raise ConflictError(
+            f"task {task_id} is already {before.value}; only PENDING, QUEUED or PROCESSING tasks can be cancelled",
+            details={"status": before.value},
+        )
+    if task.status is Status.CANCELLED:
+        try:
+            rt.queue.remove([(task.id, task.priority)])
+        except UnavailableError:
+            pass  # the claim's guarded UPDATE turns the stale id away anyway
+        return 200, task.to_dict()
+    return 202, task.to_dict()
+
+
+def _encode_cursor(task: Task) -> str:
+    assert task.finished_at is not None
+    raw = f"{task.finished_at.isoformat()}|{task.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, task_id = raw.split("|", 1)
+        return datetime.fromisoformat(at), task_id
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError(
+            "cursor is invalid; pass next_cursor from the previous page", details={"field": "cursor"}
+        ) from None
+
+
+def dead_letters(rt: Runtime, tenant: str, name: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    after = _decode_cursor(cursor) if cursor else None
+    found = rt.store.list_dead_letters(tenant, name=name or None, limit=limit + 1, after=after)
+    page = found[:limit]
+    return {
+        "items": [t.to_dict() for t in page],
+        "next_cursor": _encode_cursor(page[-1]) if len(found) > limit else None,
+    }
+
+
+def _enqueue_redriven(rt: Runtime, redriven: list[Task]) -> None:
+    now_ms = time.time() * 1000
+    try:
+        rt.queue.push(
+            [(t.id, t.priority, t.enqueued_at.timestamp() * 1000 if t.enqueued_at else now_ms) for t in redriven]
+        )
+    except UnavailableError:
+        pass  # QUEUED in PostgreSQL: the sweeper's reconciliation enqueues them
+
+
+def redrive_one(rt: Runtime, tenant: str, task_id: str) -> dict[str, Any]:
+    redriven = rt.store.redrive(tenant, ids=[task_id], limit=1)
+    if not redriven:
+        task = _task(rt, tenant, task_id)
+        raise ConflictError(
+            f"task {task_id} is {task.status.value}; only FAILED tasks can be redriven",
+            details={"status": task.status.value},
+        )
+    _enqueue_redriven(rt, redriven)
+    return redriven[0].to_dict()
+
+
+def redrive_many(rt: Runtime, tenant: str, body: Any) -> dict[str, Any]:
+    """``{"ids": [...]}`` or ``{"name": "..."}`` (or both); at most ``limit`` (500) a call."""
+    if not isinstance(body, dict):
+        raise ValidationError('send {"ids": [...]} or {"name": "..."}')
+    unknown = sorted(set(body) - {"ids", "name", "limit"})
+    if unknown:
+        raise ValidationError(f"unknown field(s) {', '.join(unknown)}; allowed: ids, limit, name")
+    ids = body.get("ids")
+    name = body.get("name")
+    if ids is None and name is None:
+        raise ValidationError('give "ids" or "name" to choose which dead letters to redrive')
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 500:
+            raise ValidationError("ids must be a list of at most 500 task ids", details={"field": "ids"})
+        ids = [i for i in ids if _is_uuid(i)]
+    if name is not None and not isinstance(name, str):
+        raise ValidationError("name must be a string", details={"field": "name"})
+    limit = body.get("limit", 500)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500:
+        raise ValidationError("limit must be an integer from 1 to 500", details={"field": "limit"})
+    redriven = rt.store.redrive(tenant, ids=ids, name=name, limit=limit)
+    _enqueue_redriven(rt, redriven)
+    return {"redriven": len(redriven), "ids": [t.id for t in redriven]}
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --- health ---------------------------------------------------------------------------
+
+
+def health(rt: Runtime) -> dict[str, Any]:
+    """UP when PostgreSQL and Redis both answer; each component with its latency."""
+    components: dict[str, dict[str, Any]] = {}
+    for name, probe in (("db", rt.store.ping), ("redis", rt.queue.ping)):
+        start = time.perf_counter()
+        try:
+            probe()
+            components[name] = {"status": "UP", "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+        except UnavailableError as exc:
+            components[name] = {"status": "DOWN", "error": exc.message}
+    status = "UP" if all(c["status"] == "UP" for c in components.values()) else "DOWN"
+    return {"status": status, "components": components}

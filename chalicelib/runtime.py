@@ -1,0 +1,61 @@
+"""The process-wide wiring: settings, store, queue, executors and retry policy.
+
+Built lazily once per process (a cached factory), so a warm Lambda reuses its
+connections and importing the app opens none.  Use cases take a ``Runtime``
+argument; tests build their own instead of patching.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from chalicelib.config import Settings, get_settings
+from chalicelib.executors import Registry, load_builtin_executors
+from chalicelib.queue import Queue
+from chalicelib.retry import RetryPolicy
+from chalicelib.store import Store
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    queue: Queue
+    registry: Registry
+    retry: RetryPolicy
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        return cls(
+            settings=settings,
+            store=Store(settings.database_url, max_size=settings.pool_max_size),
+            queue=Queue.from_url(
+                settings.redis_url,
+                prefix=settings.redis_prefix,
+                aging_seconds=settings.priority_aging_seconds,
+            ),
+            registry=load_builtin_executors(),
+            retry=RetryPolicy(
+                base_seconds=settings.retry_base_seconds,
+                max_seconds=settings.retry_max_seconds,
+                jitter=settings.retry_jitter,
+            ),
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built on first use."""
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = Runtime.build(get_settings())
+    return _runtime

@@ -1,0 +1,254 @@
+-- Tasklane's named queries, loaded by chalicelib/store/sqlfile.py.
+-- Every state change is a guarded UPDATE on the source state, and every one
+-- writes its task_events rows in the same statement (a data-modifying CTE), so
+-- a transition and its audit row commit together or not at all.
+
+-- name: insert_tasks
+-- Multi-row submit: one statement for N tasks and their first events.  A task
+-- whose (tenant, idempotency_key) already exists is skipped (DO NOTHING) and
+-- the caller looks the original up.
+WITH n AS (
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(tenants)s::text[], %(names)s::text[], %(priorities)s::text[],
+        %(payloads)s::text[], %(max_retries)s::int[], %(timeouts)s::int[],
+        %(run_ats)s::timestamptz[], %(delays)s::float8[], %(idempotency_keys)s::text[],
+        %(request_hashes)s::text[]
+    ) AS n(id, tenant, name, priority, payload, max_retries, timeout_seconds,
+           run_at, delay, idempotency_key, request_hash)
+), r AS (
+    SELECT n.*, coalesce(n.run_at, now() + make_interval(secs => coalesce(n.delay, 0))) AS due
+    FROM n
+), ins AS (
+    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries,
+                       timeout_seconds, run_at, enqueued_at, idempotency_key, request_hash)
+    SELECT id, tenant, name,
+           CASE WHEN due <= now() THEN 'QUEUED' ELSE 'PENDING' END,
+           priority, payload::jsonb, max_retries, timeout_seconds, due,
+           CASE WHEN due <= now() THEN now() END,
+           idempotency_key, request_hash
+    FROM r
+    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), ev AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+    SELECT id, NULL, status, 0, %(actor)s FROM ins
+)
+SELECT * FROM ins;
+
+-- name: tasks_by_idempotency_keys
+SELECT * FROM tasks WHERE tenant = %(tenant)s AND idempotency_key = ANY(%(keys)s::text[]);
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s;
+
+-- name: task_events
+SELECT id, at, from_status, to_status, attempt, actor, error, error_type
+FROM task_events WHERE task_id = %(id)s ORDER BY id;
+
+-- name: claim
+-- Claims only rows still QUEUED (or PENDING and due: a retry or scheduled
+-- task the drainer found due in Redis before the sweeper promoted it).  Rows
+-- are locked in id order so concurrent claimers cannot deadlock; a duplicate
+-- id, a cancelled task or a task another drainer holds is simply not returned.
+WITH l AS (
+    SELECT id, status FROM tasks
+    WHERE id = ANY(%(ids)s::uuid[])
+      AND (status = 'QUEUED' OR (status = 'PENDING' AND run_at <= now()))
+    ORDER BY id
+    FOR UPDATE
+), c AS (
+    UPDATE tasks t
+    SET status = 'PROCESSING', attempts = t.attempts + 1, lease_token = %(token)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        started_at = now(), updated_at = now(),
+        enqueued_at = coalesce(CASE WHEN l.status = 'QUEUED' THEN t.enqueued_at END, t.run_at)
+    FROM l
+    WHERE t.id = l.id
+    RETURNING t.id, t.tenant, t.name, t.priority, t.payload, t.attempts, t.max_retries,
+              t.timeout_seconds, t.enqueued_at, t.started_at, l.status AS from_status
+), ev AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+    SELECT id, from_status, 'PROCESSING', attempts, %(actor)s FROM c
+)
+SELECT * FROM c;
+
+-- name: finish
+-- Records a batch of outcomes.  Fencing: only a row still PROCESSING under the
+-- presenting token changes; a stale worker's outcome matches nothing and the
+-- caller learns its lease was lost.  A retry of a task whose cancellation was
+-- requested becomes CANCELLED instead.
+WITH o AS (
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(tokens)s::uuid[], %(statuses)s::text[], %(results)s::text[],
+        %(errors)s::text[], %(error_types)s::text[], %(delays)s::float8[]
+    ) AS o(id, token, status, result, error, error_type, delay)
+), u AS (
+    UPDATE tasks t
+    SET status = CASE WHEN o.status = 'PENDING' AND t.cancel_requested
+                      THEN 'CANCELLED' ELSE o.status END,
+        result = CASE WHEN o.status = 'COMPLETED' THEN o.result::jsonb ELSE t.result END,
+        last_error = coalesce(o.error, t.last_error),
+        last_error_type = CASE WHEN o.error IS NULL THEN t.last_error_type ELSE o.error_type END,
+        run_at = CASE WHEN o.status = 'PENDING' AND NOT t.cancel_requested
+                      THEN now() + make_interval(secs => o.delay) ELSE t.run_at END,
+        finished_at = CASE WHEN o.status = 'PENDING' AND NOT t.cancel_requested
+                           THEN NULL ELSE now() END,
+        lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM o
+    WHERE t.id = o.id AND t.status = 'PROCESSING' AND t.lease_token = o.token
+    RETURNING t.id, t.tenant, t.name, t.status, t.priority, t.attempts, t.run_at,
+              o.error, o.error_type
+), ev AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type)
+    SELECT id, 'PROCESSING', status, attempts, %(actor)s, error, error_type FROM u
+)
+SELECT id, tenant, name, status, priority, attempts,
+       (extract(epoch FROM run_at) * 1000)::float8 AS run_at_ms
+FROM u;
+
+-- name: extend_leases
+UPDATE tasks
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE id = ANY(%(ids)s::uuid[]) AND status = 'PROCESSING' AND lease_token = %(token)s
+RETURNING id, cancel_requested;
+
+-- name: lock_expired_leases
+SELECT id, lease_token, attempts, max_retries, cancel_requested
+FROM tasks
+WHERE status = 'PROCESSING' AND lease_expires_at < now()
+ORDER BY lease_expires_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: lock_task
+SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s FOR UPDATE;
+
+-- name: cancel_waiting
+WITH c AS (
+    UPDATE tasks
+    SET status = 'CANCELLED', finished_at = now(), updated_at = now()
+    WHERE id = %(id)s AND status IN ('PENDING', 'QUEUED')
+    RETURNING *, %(from_status)s::text AS from_status
+), ev AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+    SELECT id, from_status, 'CANCELLED', attempts, %(actor)s FROM c
+)
+SELECT * FROM c;
+
+-- name: request_cancel
+UPDATE tasks SET cancel_requested = true, updated_at = now()
+WHERE id = %(id)s AND status = 'PROCESSING'
+RETURNING *;
+
+-- name: promote_due
+-- Due PENDING tasks (scheduled or waiting for a retry) become QUEUED.
+WITH d AS (
+    SELECT id FROM tasks
+    WHERE status = 'PENDING' AND run_at <= now()
+    ORDER BY run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), p AS (
+    UPDATE tasks t SET status = 'QUEUED', enqueued_at = t.run_at, updated_at = now()
+    FROM d WHERE t.id = d.id
+    RETURNING t.id, t.priority, t.attempts, (extract(epoch FROM t.enqueued_at) * 1000)::float8 AS enqueued_ms
+), ev AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+    SELECT id, 'PENDING', 'QUEUED', attempts, %(actor)s FROM p
+)
+SELECT id, priority, enqueued_ms FROM p;
+
+-- name: queued_older_than
+SELECT id, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
+FROM tasks
+WHERE status = 'QUEUED' AND enqueued_at < now() - make_interval(secs => %(seconds)s)
+ORDER BY enqueued_at
+LIMIT %(limit)s;
+
+-- name: live_tasks_page
+-- Keyset pages over the live states, for rebuilding Redis after it lost data.
+SELECT id, status, priority,
+       (extract(epoch FROM coalesce(enqueued_at, run_at)) * 1000)::float8 AS enqueued_ms,
+       (extract(epoch FROM run_at) * 1000)::float8 AS run_at_ms,
+       (extract(epoch FROM lease_expires_at) * 1000)::float8 AS lease_ms
+FROM tasks
+WHERE status = %(status)s AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: statuses_of
+SELECT id, status, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
+FROM tasks WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: prune_finished
+WITH doomed AS (
+    SELECT id FROM tasks
+    WHERE finished_at < now() - make_interval(secs => %(retention_seconds)s)
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM tasks t USING doomed WHERE t.id = doomed.id;
+
+-- name: forget_idempotency_keys
+WITH old AS (
+    SELECT id FROM tasks
+    WHERE idempotency_key IS NOT NULL
+      AND created_at < now() - make_interval(secs => %(window_seconds)s)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t SET idempotency_key = NULL, request_hash = NULL FROM old WHERE t.id = old.id;
+
+-- name: list_dead_letters
+SELECT * FROM tasks
+WHERE tenant = %(tenant)s AND status = 'FAILED'
+  AND (%(name)s::text IS NULL OR name = %(name)s)
+  AND (%(after_finished)s::timestamptz IS NULL
+       OR (finished_at, id) < (%(after_finished)s::timestamptz, %(after_id)s::uuid))
+ORDER BY finished_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: redrive
+-- A dead-lettered task goes back to QUEUED with a fresh attempt budget.
+WITH f AS (
+    SELECT id, attempts FROM tasks
+    WHERE tenant = %(tenant)s AND status = 'FAILED'
+      AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+      AND (%(name)s::text IS NULL OR name = %(name)s)
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE
+), r AS (
+    UPDATE tasks t
+    SET status = 'QUEUED', attempts = 0, run_at = now(), enqueued_at = now(),
+        finished_at = NULL, cancel_requested = false, updated_at = now()
+    FROM f WHERE t.id = f.id
+    RETURNING t.*, f.attempts AS previous_attempts
+), ev AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+    SELECT id, 'FAILED', 'QUEUED', previous_attempts, %(actor)s FROM r
+)
+SELECT * FROM r;
+
+-- name: insert_api_key
+INSERT INTO api_keys (id, tenant, name, key_prefix, key_hash, rate_limit_per_minute, expires_at)
+VALUES (%(id)s, %(tenant)s, %(name)s, %(key_prefix)s, %(key_hash)s, %(rate_limit)s, %(expires_at)s)
+ON CONFLICT (key_hash) DO NOTHING
+RETURNING id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at;
+
+-- name: api_key_by_hash
+SELECT id, tenant, name, key_prefix, key_hash, rate_limit_per_minute, created_at, expires_at,
+       disabled_at, (disabled_at IS NULL AND (expires_at IS NULL OR expires_at > now())) AS active
+FROM api_keys WHERE key_hash = %(key_hash)s;
+
+-- name: list_api_keys
+SELECT id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at
+FROM api_keys
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY created_at, id;
+
+-- name: revoke_api_key
+UPDATE api_keys SET disabled_at = coalesce(disabled_at, now())
+WHERE id::text = %(ref)s OR key_prefix = %(ref)s
+RETURNING id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at;

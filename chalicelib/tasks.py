@@ -1,0 +1,151 @@
+"""Core task types: statuses, priorities and the task record. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """A task's state; mirrors the CHECK constraint on ``tasks.status``."""
+
+    PENDING = "PENDING"  # submit (run_at in the future) or drain/sweep (waiting for a retry)
+    QUEUED = "QUEUED"  # submit, sweep (promotion of a due task) or redrive
+    PROCESSING = "PROCESSING"  # drain, when it claims the task under a lease
+    COMPLETED = "COMPLETED"  # drain, when the executor returned
+    FAILED = "FAILED"  # drain or sweep: retries exhausted or a permanent error (dead letter)
+    CANCELLED = "CANCELLED"  # the API's cancel, or drain honouring a cancel request
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+# Every transition the store performs; each one is a guarded UPDATE on the source state.
+TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
+    {
+        (Status.PENDING, Status.QUEUED),
+        (Status.PENDING, Status.PROCESSING),  # a due retry claimed before the sweeper promoted it
+        (Status.PENDING, Status.CANCELLED),
+        (Status.QUEUED, Status.PROCESSING),
+        (Status.QUEUED, Status.CANCELLED),
+        (Status.PROCESSING, Status.COMPLETED),
+        (Status.PROCESSING, Status.PENDING),
+        (Status.PROCESSING, Status.FAILED),
+        (Status.PROCESSING, Status.CANCELLED),
+        (Status.FAILED, Status.QUEUED),
+    }
+)
+
+
+class Priority(StrEnum):
+    """Served strictly in this order, with aging so ``low`` cannot starve."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for critical .. 3 for low."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+
+
+def ready_score(enqueued_ms: float, priority: Priority, aging_seconds: int) -> float:
+    """Score of a task in the ready sorted set (lowest is served first).
+
+    Each priority level gets a head start of ``aging_seconds`` over the next one:
+    within that bound the order is strict (critical > high > normal > low, FIFO
+    inside a level); a task that has waited longer than the bound overtakes newer
+    work of the level above, so nothing starves.  One ZPOPMIN serves all of it.
+    """
+    head_start_ms = (3 - priority.rank) * aging_seconds * 1000
+    return float(enqueued_ms - head_start_ms)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One row of ``tasks``."""
+
+    id: str
+    tenant: str
+    name: str
+    status: Status
+    priority: Priority
+    payload: Any
+    result: Any
+    attempts: int
+    max_retries: int
+    timeout_seconds: int
+    run_at: datetime
+    last_error: str | None
+    last_error_type: str | None
+    cancel_requested: bool
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Task:
+        return cls(
+            id=str(row["id"]),
+            tenant=row["tenant"],
+            name=row["name"],
+            status=Status(row["status"]),
+            priority=Priority(row["priority"]),
+            payload=row["payload"],
+            result=row["result"],
+            attempts=row["attempts"],
+            max_retries=row["max_retries"],
+            timeout_seconds=row["timeout_seconds"],
+            run_at=row["run_at"],
+            last_error=row["last_error"],
+            last_error_type=row["last_error_type"],
+            cancel_requested=row["cancel_requested"],
+            idempotency_key=row["idempotency_key"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            enqueued_at=row["enqueued_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task as the API shows it (timestamps in ISO-8601, UTC)."""
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "priority": self.priority.value,
+            "payload": self.payload,
+            "result": self.result,
+            "attempts": self.attempts,
+            "max_retries": self.max_retries,
+            "timeout_seconds": self.timeout_seconds,
+            "run_at": iso(self.run_at),
+            "last_error": self.last_error,
+            "last_error_type": self.last_error_type,
+            "cancel_requested": self.cancel_requested,
+            "idempotency_key": self.idempotency_key,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "enqueued_at": iso(self.enqueued_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }

@@ -1,0 +1,283 @@
+"""Submit → drain → outcome against real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chalicelib.drain import Drainer
+from chalicelib.errors import ConflictError
+from chalicelib.executors import TaskContext
+from chalicelib.runtime import Runtime
+from chalicelib.store import Outcome
+from chalicelib.submit import submit, submit_many
+from chalicelib.sweep import sweep
+from chalicelib.tasks import Status
+from tests.helpers import drain_and_sweep_until, drain_once, query, request, status_counts, wait_for
+
+TENANT = "acme"
+
+
+def _get(rt: Runtime, task_id: str) -> Any:
+    task = rt.store.get_task(TENANT, task_id)
+    assert task is not None
+    return task
+
+
+def test_noop_task_completes_with_payload_as_result(rt: Runtime, database_url: str) -> None:
+    task = submit(rt, TENANT, request(payload={"to": "a@example.com"})).task
+    assert task.status is Status.QUEUED
+    drain_once(rt)
+    done = _get(rt, task.id)
+    assert done.status is Status.COMPLETED
+    assert done.result == {"to": "a@example.com"}
+    assert done.attempts == 1 and done.finished_at is not None and done.started_at is not None
+    events = [(e["from_status"], e["to_status"]) for e in rt.store.task_events(task.id)]
+    assert events == [(None, "QUEUED"), ("QUEUED", "PROCESSING"), ("PROCESSING", "COMPLETED")]
+
+
+def test_priorities_are_served_in_order_and_fifo_within_one(rt: Runtime) -> None:
+    order: list[str] = []
+    ids: dict[str, str] = {}
+    for i, prio in enumerate(["low", "normal", "high", "critical", "low", "critical"]):
+        ids[submit(rt, TENANT, request(payload={"i": i}, priority=prio)).task.id] = f"{prio}{i}"
+    # One task per batch, so the claim order is the execution order.
+    small = Runtime.build(rt.settings.__class__(**{**rt.settings.__dict__, "drain_batch_size": 1}))
+    try:
+        drain_once(small)
+    finally:
+        small.close()
+    rows = query(
+        rt.settings.database_url,
+        "SELECT task_id::text FROM task_events WHERE to_status = 'PROCESSING' ORDER BY id",
+    )
+    order = [ids[r[0]] for r in rows]
+    assert order == ["critical3", "critical5", "high2", "normal1", "low0", "low4"]
+
+
+def test_retryable_failures_retry_with_backoff_then_complete(rt: Runtime) -> None:
+    task = submit(rt, TENANT, request("fail", {"times": 2})).task
+    drain_and_sweep_until(rt, lambda: _get(rt, task.id).status is Status.COMPLETED)
+    done = _get(rt, task.id)
+    assert done.attempts == 3
+    assert done.result == {"succeeded_on_attempt": 3}
+    events = rt.store.task_events(task.id)
+    errors = [e for e in events if e["error"]]
+    assert [e["attempt"] for e in errors] == [1, 2]
+    assert all(e["error_type"] == "RetryableError" for e in errors)
+    # Each retry waited at least the (jittered) backoff after its failure.
+    failed_at = [e["at"] for e in events if e["to_status"] == "PENDING"]
+    started_at = [e["at"] for e in events if e["to_status"] == "PROCESSING"][1:]
+    for attempt, (failed, started) in enumerate(zip(failed_at, started_at), start=1):
+        minimum = rt.retry.backoff(attempt) * 0  # jitter may shorten; the floor is 75% of nominal
+        nominal = min(rt.settings.retry_max_seconds, rt.settings.retry_base_seconds * 2 ** (attempt - 1))
+        assert (started - failed).total_seconds() >= max(minimum, nominal * (1 - rt.settings.retry_jitter)) - 0.01
+
+
+def test_retries_exhausted_dead_letters_with_every_error(rt: Runtime) -> None:
+    task = submit(rt, TENANT, request("fail", {"times": 99}, max_retries=2)).task
+    drain_and_sweep_until(rt, lambda: _get(rt, task.id).status is Status.FAILED)
+    failed = _get(rt, task.id)
+    assert failed.attempts == 3
+    assert failed.last_error_type == "RetryableError"
+    assert len([e for e in rt.store.task_events(task.id) if e["error"]]) == 3
+    letters = rt.store.list_dead_letters(TENANT, name=None, limit=10, after=None)
+    assert [t.id for t in letters] == [task.id]
+
+
+def test_permanent_error_fails_at_once(rt: Runtime) -> None:
+    task = submit(rt, TENANT, request("fail", {"permanent": True})).task
+    drain_once(rt)
+    failed = _get(rt, task.id)
+    assert failed.status is Status.FAILED and failed.attempts == 1
+    assert failed.last_error_type == "PermanentError"
+
+
+def test_unknown_task_name_at_execution_is_permanent(rt: Runtime) -> None:
+    task = submit(rt, TENANT, request()).task
+    query(rt.settings.database_url, "UPDATE tasks SET name = 'gone-away' WHERE id = %s RETURNING id", task.id)
+    drain_once(rt)
+    failed = _get(rt, task.id)
+    assert failed.status is Status.FAILED and failed.last_error_type == "UnknownTaskName"
+
+
+def test_attempt_past_timeout_counts_as_failed(make_rt: Callable[..., Runtime]) -> None:
+    rt = make_rt()
+    task = submit(rt, TENANT, request("sleep", {"seconds": 30}, timeout_seconds=1, max_retries=0)).task
+    started = time.monotonic()
+    drain_once(rt, seconds=5)
+    assert time.monotonic() - started < 4.5
+    failed = _get(rt, task.id)
+    assert failed.status is Status.FAILED
+    assert failed.last_error_type == "TimeoutError"
+
+
+def test_delayed_task_runs_only_when_due(rt: Runtime) -> None:
+    task = submit(rt, TENANT, request(delay_seconds=0.6)).task
+    assert task.status is Status.PENDING
+    drain_once(rt, seconds=0.3)
+    assert _get(rt, task.id).status is Status.PENDING
+    drain_and_sweep_until(rt, lambda: _get(rt, task.id).status is Status.COMPLETED, timeout=10)
+    done = _get(rt, task.id)
+    assert done.started_at is not None and done.started_at >= done.run_at
+
+
+def test_run_at_in_the_past_is_queued_at_once(rt: Runtime) -> None:
+    task = submit(rt, TENANT, request(run_at=datetime.now(UTC) - timedelta(hours=1))).task
+    assert task.status is Status.QUEUED
+
+
+def test_duplicate_ids_in_redis_run_each_task_once(rt: Runtime) -> None:
+    tasks = [submit(rt, TENANT, request("fail", {"times": 0})).task for _ in range(20)]
+    # Push every id again: as if the sweeper's reconciliation raced the submit.
+    rt.queue.client.zadd(rt.queue.ready_key, {t.id: 1.0 for t in tasks})
+    rt.queue.client.zadd(rt.queue.delayed_key, {f"2:{t.id}": 1.0 for t in tasks})
+    drain_once(rt)
+    drain_once(rt)
+    for t in tasks:
+        got = _get(rt, t.id)
+        assert got.status is Status.COMPLETED and got.attempts == 1
+    processing_events = query(
+        rt.settings.database_url, "SELECT count(*) FROM task_events WHERE to_status = 'PROCESSING'"
+    )[0][0]
+    assert processing_events == 20
+
+
+def test_stale_lease_token_cannot_overwrite_newer_attempt(rt: Runtime) -> None:
+    task = submit(rt, TENANT, request()).task
+    rt.queue.claim(10, 30)
+    old = rt.store.claim([task.id], str(uuid.uuid4()), 0.1, actor="old")[0]
+    assert old["attempts"] == 1
+    time.sleep(0.15)  # let the 0.1 s lease lapse (the clock is the database's)
+    report = sweep(rt)
+    assert report.rescued == 1
+    wait_for(lambda: _get(rt, task.id).status in (Status.PENDING, Status.QUEUED))
+    # The first worker, back from a stall, presents its old token: rejected.
+    stale = rt.store.finish(
+        [Outcome(task.id, str(uuid.uuid4()), Status.COMPLETED, result_json='{"late": true}')], actor="old"
+    )
+    assert stale == []
+    drain_and_sweep_until(rt, lambda: _get(rt, task.id).status is Status.COMPLETED)
+    final = _get(rt, task.id)
+    assert final.result == {} and final.attempts == 2
+
+
+def test_cancel_queued_task_never_runs(rt: Runtime) -> None:
+    task = submit(rt, TENANT, request()).task
+    cancelled, before = rt.store.cancel(TENANT, task.id)
+    assert before is Status.QUEUED and cancelled is not None and cancelled.status is Status.CANCELLED
+    drain_once(rt)
+    assert _get(rt, task.id).status is Status.CANCELLED
+    assert _get(rt, task.id).attempts == 0
+
+
+def test_cancel_running_task_is_honoured_at_next_checkpoint(make_rt: Callable[..., Runtime]) -> None:
+    rt = make_rt(lease_seconds=0.6)
+    task = submit(rt, TENANT, request("sleep", {"seconds": 20})).task
+    thread = threading.Thread(target=drain_once, args=(rt, 10.0))
+    thread.start()
+    wait_for(lambda: _get(rt, task.id).status is Status.PROCESSING)
+    after, before = rt.store.cancel(TENANT, task.id)
+    assert before is Status.PROCESSING and after is not None and after.cancel_requested
+    thread.join(timeout=15)
+    assert _get(rt, task.id).status is Status.CANCELLED
+
+
+def test_cancel_final_task_is_a_conflict(rt: Runtime) -> None:
+    from chalicelib import operations
+
+    task = submit(rt, TENANT, request()).task
+    drain_once(rt)
+    with pytest.raises(ConflictError):
+        operations.cancel(rt, TENANT, task.id)
+
+
+def test_redrive_puts_dead_letter_back_with_fresh_budget(rt: Runtime) -> None:
+    task = submit(rt, TENANT, request("fail", {"times": 1}, max_retries=0)).task
+    drain_once(rt)
+    assert _get(rt, task.id).status is Status.FAILED
+    redriven = rt.store.redrive(TENANT, ids=[task.id])
+    assert [t.status for t in redriven] == [Status.QUEUED]
+    from chalicelib.operations import _enqueue_redriven
+
+    _enqueue_redriven(rt, redriven)
+    drain_once(rt)
+    again = _get(rt, task.id)
+    # It ran again from a fresh budget (attempt 1 of max_retries + 1), and failed again.
+    assert again.status is Status.FAILED and again.attempts == 1
+    transitions = [(e["from_status"], e["to_status"]) for e in rt.store.task_events(task.id)]
+    assert transitions.count(("QUEUED", "PROCESSING")) == 2
+    assert ("FAILED", "QUEUED") in transitions
+
+
+def test_idempotency_key_replays_and_conflicts(rt: Runtime) -> None:
+    first = submit(rt, TENANT, request(payload={"a": 1}, idempotency_key="k1"))
+    again = submit(rt, TENANT, request(payload={"a": 1}, idempotency_key="k1"))
+    assert again.replayed and again.task.id == first.task.id
+    with pytest.raises(ConflictError):
+        submit(rt, TENANT, request(payload={"a": 2}, idempotency_key="k1"))
+    other_tenant = submit(rt, "other", request(payload={"a": 1}, idempotency_key="k1"))
+    assert not other_tenant.replayed and other_tenant.task.id != first.task.id
+
+
+def test_concurrent_identical_submissions_create_one_task(rt: Runtime, database_url: str) -> None:
+    barrier = threading.Barrier(20)
+    results: list[str] = []
+
+    def go() -> None:
+        barrier.wait()
+        results.append(submit(rt, TENANT, request(payload={"x": 1}, idempotency_key="same")).task.id)
+
+    threads = [threading.Thread(target=go) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and len(results) == 20
+    assert status_counts(database_url) == {"QUEUED": 1}
+
+
+def test_bulk_submit_inserts_all_in_one_call(rt: Runtime, database_url: str) -> None:
+    results = submit_many(rt, TENANT, [request(payload={"i": i}) for i in range(500)])
+    assert all(not isinstance(r, ConflictError) for r in results)
+    assert rt.queue.depths()["ready"] == 500
+    drain_once(rt, seconds=5)
+    assert status_counts(database_url) == {"COMPLETED": 500}
+
+
+def test_every_task_has_its_events(rt: Runtime, database_url: str) -> None:
+    submit_many(rt, TENANT, [request("fail", {"times": i % 2}) for i in range(30)])
+    drain_and_sweep_until(rt, lambda: status_counts(database_url) == {"COMPLETED": 30})
+    orphans = query(
+        database_url,
+        "SELECT count(*) FROM tasks t WHERE NOT EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = t.id)",
+    )[0][0]
+    assert orphans == 0
+    # The last event of every task matches its status.
+    mismatched = query(
+        database_url,
+        "SELECT count(*) FROM tasks t JOIN LATERAL (SELECT to_status FROM task_events e WHERE e.task_id = t.id "
+        "ORDER BY e.id DESC LIMIT 1) last ON true WHERE last.to_status <> t.status",
+    )[0][0]
+    assert mismatched == 0
+
+
+def test_executor_sees_task_id_and_attempt(rt: Runtime) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def spy(payload: Any, ctx: TaskContext) -> None:
+        seen.append((ctx.task_id, ctx.attempt))
+
+    rt.registry.task("spy-test")(spy)
+    try:
+        task = submit(rt, TENANT, request("spy-test")).task
+        drain_once(rt, drainer=Drainer(rt))
+        assert seen == [(task.id, 1)]
+    finally:
+        rt.registry._by_name.pop("spy-test")

@@ -1,0 +1,32 @@
+import pytest
+
+from chalicelib.store.migrate import load
+from chalicelib.store.sqlfile import parse_queries, queries
+
+
+def test_parse_queries_splits_named_blocks() -> None:
+    text = "-- header\n-- name: a\nSELECT 1;\n\n-- name: b\n-- why\nSELECT 2\n"
+    assert parse_queries(text) == {"a": "SELECT 1", "b": "-- why\nSELECT 2"}
+
+
+def test_duplicate_names_are_rejected() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
+
+
+def test_every_shipped_query_uses_bound_parameters_only() -> None:
+    for name, sql in queries().items():
+        assert "{" not in sql, f"{name} looks like a format string"
+        assert "%s" not in sql.replace("%(", ""), f"{name} should use named parameters"
+
+
+def test_migrations_load_in_order(tmp_path: object) -> None:
+    migrations = load(__import__("chalicelib.store.migrate", fromlist=["default_dir"]).default_dir())
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+
+
+def test_migration_gap_is_an_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "0001_a.sql").write_text("SELECT 1")
+    (tmp_path / "0003_c.sql").write_text("SELECT 1")
+    with pytest.raises(ValueError, match="0002 is missing"):
+        load(tmp_path)
