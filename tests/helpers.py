@@ -17,9 +17,7 @@ from chalicelib.validation import TaskRequest
 T = TypeVar("T")
 
 
-def wait_for(
-    condition: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.02, message: str = ""
-) -> T:
+def wait_for(condition: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.02, message: str = "") -> T:
     """Poll ``condition`` until it returns something truthy; fail at the deadline."""
     deadline = time.monotonic() + timeout
     last: T = condition()
@@ -64,7 +62,7 @@ def drain_and_sweep_until(rt: Runtime, done: Callable[[], bool], *, timeout: flo
             if time.monotonic() > deadline:
                 raise AssertionError("timed out draining")
             budget = time.monotonic() + 0.5
-            drainer.run(lambda: budget - time.monotonic(), idle_exit_seconds=0.05)
+            drainer.run(lambda b=budget: b - time.monotonic(), idle_exit_seconds=0.05)
             sweep(rt)
     finally:
         drainer.close()

@@ -22,8 +22,6 @@ from chalicelib import devservices as ds
 REPO = Path(__file__).resolve().parents[2]
 
 
-
-
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (ds.ENV_DATABASE_URL, ds.ENV_REDIS_URL, ds.ENV_PRIVATE_SERVICES):

@@ -74,7 +74,7 @@ def test_retryable_failures_retry_with_backoff_then_complete(rt: Runtime) -> Non
     # Each retry waited at least the (jittered) backoff after its failure.
     failed_at = [e["at"] for e in events if e["to_status"] == "PENDING"]
     started_at = [e["at"] for e in events if e["to_status"] == "PROCESSING"][1:]
-    for attempt, (failed, started) in enumerate(zip(failed_at, started_at), start=1):
+    for attempt, (failed, started) in enumerate(zip(failed_at, started_at, strict=False), start=1):
         minimum = rt.retry.backoff(attempt) * 0  # jitter may shorten; the floor is 75% of nominal
         nominal = min(rt.settings.retry_max_seconds, rt.settings.retry_base_seconds * 2 ** (attempt - 1))
         assert (started - failed).total_seconds() >= max(minimum, nominal * (1 - rt.settings.retry_jitter)) - 0.01

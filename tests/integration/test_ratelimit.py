@@ -246,7 +246,7 @@ def test_concurrent_callers_never_exceed_limit(redis_client: redis.Redis) -> Non
     barrier = threading.Barrier(threads_n)
 
     def worker() -> list[RateLimitDecision]:
-        client = redis.Redis.from_url(REDIS_URL)
+        client = redis.Redis(connection_pool=redis.ConnectionPool(**redis_client.connection_pool.connection_kwargs))
         try:
             limiter = RateLimiter(client, window_seconds=window)
             barrier.wait(timeout=5)  # all threads hit Redis at the same moment

@@ -1,0 +1,274 @@
+"""The local stack: what API Gateway, EventBridge and Lambda do in AWS, on a laptop.
+
+``python -m chalicelib.local run`` finds (or starts) PostgreSQL and Redis, migrates,
+ensures the bootstrap API key, then starts and supervises:
+
+- the API: ``chalice local`` (HTTP routes only; it never runs scheduled functions);
+- ``TASKLANE_DRAINERS`` drain workers, each invoking the drain function back to back
+  with a Lambda-like time budget, as EventBridge plus Lambda concurrency would;
+- one sweep worker invoking the sweep function every ``TASKLANE_SWEEP_INTERVAL_SECONDS``.
+
+A worker that dies is restarted (a new Lambda invocation); Ctrl-C stops everything
+this command started, including private database servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE_DIR = ROOT / ".tasklane"
+DRAIN_BUDGET_SECONDS = 900.0  # Lambda's ceiling; the worker re-invokes when it ends
+
+
+class LocalContext:
+    """Stands in for the Lambda context: a deadline, cut short on shutdown."""
+
+    def __init__(self, budget_seconds: float, stop: threading.Event) -> None:
+        self._deadline = time.monotonic() + budget_seconds
+        self._stop = stop
+
+    def get_remaining_time_in_millis(self) -> int:
+        if self._stop.is_set():
+            return 0
+        return max(int((self._deadline - time.monotonic()) * 1000), 0)
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def drain_worker() -> int:
+    """Invoke the drain function back to back until told to stop."""
+    from chalicelib import functions
+    from chalicelib.config import get_settings
+    from chalicelib.observability import logger
+
+    stop = _stop_event()
+    idle_exit = get_settings().drain_idle_exit_seconds
+    while not stop.is_set():
+        stats = functions.drain(LocalContext(DRAIN_BUDGET_SECONDS, stop), idle_exit_seconds=idle_exit)
+        if stats["claimed"]:
+            logger.info("drain invocation finished", extra=stats)
+        if stats["errors"]:
+            stop.wait(1.0)  # a dependency is down: don't spin on re-invocations
+    return 0
+
+
+def sweep_worker() -> int:
+    """Invoke the sweep function on its rate until told to stop."""
+    from chalicelib import functions
+    from chalicelib.config import get_settings
+    from chalicelib.observability import logger
+
+    stop = _stop_event()
+    interval = get_settings().sweep_interval_seconds
+    while not stop.is_set():
+        started = time.monotonic()
+        report = functions.sweep()
+        busy = {k: v for k, v in report.items() if v and k != "errors"}
+        if busy or report["errors"]:
+            logger.info("sweep finished", extra=report)
+        stop.wait(max(interval - (time.monotonic() - started), 0.0))
+    return 0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    restart: bool
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env, start_new_session=True)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"chalice local exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (503 while a dependency is down is still an answer)
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"the API did not answer on port {port} within {timeout:.0f} s")
+
+
+def run_stack(args: argparse.Namespace) -> int:
+    from chalicelib import devservices
+    from chalicelib.auth import ensure_key
+    from chalicelib.config import Settings
+    from chalicelib.store import Store
+    from chalicelib.store.migrate import migrate
+
+    settings = Settings.from_env()
+    if not _port_free(settings.port):
+        raise SystemExit(f"port {settings.port} is in use; set TASKLANE_PORT to another port")
+    pg = devservices.ensure_postgres(STATE_DIR)
+    rd = devservices.ensure_redis(STATE_DIR)
+    try:
+        if os.environ.get("TASKLANE_DATABASE_URL"):
+            db_url = os.environ["TASKLANE_DATABASE_URL"]
+            dbname = db_url.rsplit("/", 1)[-1].split("?", 1)[0]
+            devservices.ensure_database(devservices.database_url(db_url, "postgres"), dbname)
+        else:
+            db_url = devservices.ensure_database(pg.url, "tasklane")
+        redis_url = os.environ.get("TASKLANE_REDIS_URL") or rd.url
+        applied = migrate(db_url)
+        env = {**os.environ, "TASKLANE_DATABASE_URL": db_url, "TASKLANE_REDIS_URL": redis_url}
+        env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+        if settings.bootstrap_api_key:
+            store = Store(db_url)
+            ensure_key(store, settings.bootstrap_api_key)
+            store.close()
+        chalice = str(Path(sys.executable).with_name("chalice"))
+        children = [
+            Child(
+                "api",
+                [
+                    chalice,
+                    "local",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(settings.port),
+                    "--stage",
+                    "local",
+                    "--no-autoreload",
+                ],
+                restart=False,
+            ),
+            *[
+                Child(f"drain-{i + 1}", [sys.executable, "-m", "chalicelib.local", "drain"], restart=True)
+                for i in range(settings.drainers)
+            ],
+            Child("sweep", [sys.executable, "-m", "chalicelib.local", "sweep"], restart=True),
+        ]
+        return _supervise(children, env, settings.port, db_url, redis_url, applied)
+    finally:
+        rd.stop()
+        pg.stop()
+
+
+def _supervise(
+    children: list[Child], env: dict[str, str], port: int, db_url: str, redis_url: str, applied: list[int]
+) -> int:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    for child in children:
+        child.start(env)
+    api = children[0]
+    assert api.proc is not None
+    code = 0
+    try:
+        _wait_http(port, api.proc)
+        print(
+            f"Tasklane is up: http://127.0.0.1:{port}  (database {_redact(db_url)}, redis {redis_url}, "
+            f"{len(children) - 2} drainers, migrations applied now: {applied or 'none'}). Ctrl-C stops it.",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            for child in children:
+                assert child.proc is not None
+                if child.proc.poll() is None:
+                    continue
+                if not child.restart:
+                    print(f"{child.name} exited with code {child.proc.returncode}; stopping", flush=True)
+                    code = 1
+                    stop.set()
+                    break
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+                if len(child.restarts) > 1:
+                    stop.wait(min(2 ** len(child.restarts) * 0.1, 10))  # crash loop: back off
+                print(f"{child.name} exited with code {child.proc.returncode}; restarting", flush=True)
+                child.start(env)
+    finally:
+        _terminate(children)
+    return code
+
+
+def _terminate(children: list[Child]) -> None:
+    running = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
+    for proc in running:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    for proc in running:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def _redact(url: str) -> str:
+    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+        scheme, rest = url.split("//", 1)
+        creds, host = rest.split("@", 1)
+        return f"{scheme}//{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chalicelib.local", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the whole local stack (API, drainers, sweeper)")
+    sub.add_parser("drain", help="run one drain worker (invokes drain back to back)")
+    sub.add_parser("sweep", help="run one sweep worker (invokes sweep on its rate)")
+    args = parser.parse_args(argv)
+    if args.command == "drain":
+        return drain_worker()
+    if args.command == "sweep":
+        return sweep_worker()
+    return run_stack(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
