@@ -29,7 +29,7 @@ def sleep(payload: Any, ctx: TaskContext) -> dict[str, Any]:
     seconds = float(payload.get("seconds", 0))
     if ctx.wait(seconds):
         raise TaskCancelled("cancelled while sleeping")
-    return {"slept": seconds}
+    return {"slept": seconds, "attempt": ctx.attempt}
 
 
 def _validate_fail(payload: Any) -> None:
