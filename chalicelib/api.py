@@ -1,46 +1,73 @@
-"""HTTP routes (a Chalice blueprint).  Each handler parses, calls one use case and
-maps the result; the use cases know nothing of HTTP."""
+"""HTTP routes (a Chalice blueprint).  Each handler parses, calls one operation and
+maps the result; the operations know nothing of HTTP."""
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from chalice.app import Blueprint, Response
 
 from chalicelib import operations as ops
-from chalicelib.auth import ApiKey, Authenticator
-from chalicelib.errors import UnauthorizedError
-from chalicelib.http import handle_errors, int_query, json_response, task_id_param
+from chalicelib.access import Access
+from chalicelib.auth import ApiKey
+from chalicelib.errors import PayloadTooLargeError, TasklaneError
+from chalicelib.http import error_response, handle_errors, json_response, task_id_param, tasklane_error_response
+from chalicelib.observability import logger
 from chalicelib.runtime import Runtime, get_runtime
 from chalicelib.validation import parse_json
 
 bp = Blueprint(__name__)
 
-_auth: Authenticator | None = None
+_access: Access | None = None
+_access_lock = threading.Lock()
 
 
 def _rt() -> Runtime:
     return get_runtime()
 
 
-def _key() -> ApiKey:
-    """The caller's API key (401 unless valid)."""
-    global _auth
-    if _auth is None:
-        _auth = Authenticator(_rt().store)
-    headers = bp.current_request.headers
-    presented = headers.get("x-api-key")
-    if presented is None:
-        raise UnauthorizedError("missing API key: send it in the X-API-Key header")
-    return _auth.authenticate(presented)
+def _get_access() -> Access:
+    global _access
+    with _access_lock:
+        if _access is None:
+            _access = Access(_rt())
+        return _access
 
 
 def _body() -> Any:
-    return parse_json(bp.current_request.raw_body)
+    raw = bp.current_request.raw_body
+    limit = _rt().settings.max_payload_bytes
+    if raw is not None and len(raw) > limit:
+        raise PayloadTooLargeError(f"the request body is {len(raw)} bytes; the limit is {limit}")
+    return parse_json(raw)
 
 
 def _query() -> dict[str, str]:
     return dict(bp.current_request.query_params or {})
+
+
+def authed(fn: Callable[..., Response]) -> Callable[..., Response]:
+    """Authenticate and rate-limit, run the handler with the caller's key, and put the
+    rate-limit headers on whatever the handler answers (errors included)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        rate_headers: dict[str, str] = {}
+        try:
+            key, rate_headers = _get_access().check(bp.current_request.headers.get("x-api-key"))
+            response = fn(key, *args, **kwargs)
+        except TasklaneError as exc:
+            response = tasklane_error_response(exc)
+        except Exception:  # noqa: BLE001 - the last line of defence: never a raw 500
+            logger.exception("unhandled error")
+            response = error_response(500, "internal_error", "internal error; it has been logged")
+        response.headers.update(rate_headers)
+        return response
+
+    return wrapper
 
 
 @bp.route("/health", methods=["GET"])
@@ -51,64 +78,59 @@ def health() -> Response:
 
 
 @bp.route("/api/v1/tasks", methods=["POST"])
-@handle_errors
-def submit_task() -> Response:
-    key = _key()
-    body = _body()
+@authed
+def submit_task(key: ApiKey) -> Response:
     header_key = bp.current_request.headers.get("idempotency-key")
-    submitted = ops.submit_one(_rt(), key.tenant, body, header_key)
+    submitted = ops.submit_one(_rt(), key.tenant, _body(), header_key)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return json_response(submitted.task.to_dict(), 200 if submitted.replayed else 201, headers)
 
 
+@bp.route("/api/v1/tasks", methods=["GET"])
+@authed
+def list_tasks(key: ApiKey) -> Response:
+    return json_response(ops.list_tasks(_rt(), key.tenant, _query()))
+
+
 @bp.route("/api/v1/tasks/batch", methods=["POST"])
-@handle_errors
-def submit_batch() -> Response:
-    key = _key()
+@authed
+def submit_batch(key: ApiKey) -> Response:
     status, body = ops.submit_batch(_rt(), key.tenant, _body())
     return json_response(body, status)
 
 
 @bp.route("/api/v1/tasks/{task_id}", methods=["GET"])
-@handle_errors
-def get_task(task_id: str) -> Response:
-    key = _key()
+@authed
+def get_task(key: ApiKey, task_id: str) -> Response:
     return json_response(ops.get(_rt(), key.tenant, task_id_param(task_id)))
 
 
 @bp.route("/api/v1/tasks/{task_id}/events", methods=["GET"])
-@handle_errors
-def task_events(task_id: str) -> Response:
-    key = _key()
+@authed
+def task_events(key: ApiKey, task_id: str) -> Response:
     return json_response(ops.events(_rt(), key.tenant, task_id_param(task_id)))
 
 
 @bp.route("/api/v1/tasks/{task_id}/cancel", methods=["POST"])
-@handle_errors
-def cancel_task(task_id: str) -> Response:
-    key = _key()
+@authed
+def cancel_task(key: ApiKey, task_id: str) -> Response:
     status, body = ops.cancel(_rt(), key.tenant, task_id_param(task_id))
     return json_response(body, status)
 
 
 @bp.route("/api/v1/dead-letters", methods=["GET"])
-@handle_errors
-def dead_letters() -> Response:
-    key = _key()
-    q = _query()
-    limit = int_query(q, "limit", 50, 1, 500)
-    return json_response(ops.dead_letters(_rt(), key.tenant, q.get("name"), limit, q.get("cursor")))
+@authed
+def dead_letters(key: ApiKey) -> Response:
+    return json_response(ops.dead_letters(_rt(), key.tenant, _query()))
 
 
 @bp.route("/api/v1/dead-letters/{task_id}/redrive", methods=["POST"])
-@handle_errors
-def redrive_one(task_id: str) -> Response:
-    key = _key()
+@authed
+def redrive_one(key: ApiKey, task_id: str) -> Response:
     return json_response(ops.redrive_one(_rt(), key.tenant, task_id_param(task_id)))
 
 
 @bp.route("/api/v1/dead-letters/redrive", methods=["POST"])
-@handle_errors
-def redrive_many() -> Response:
-    key = _key()
+@authed
+def redrive_many(key: ApiKey) -> Response:
     return json_response(ops.redrive_many(_rt(), key.tenant, _body()))

@@ -23,6 +23,7 @@ from chalicelib.store import Store
 KEY_PREFIX = "tl_"
 _DISPLAY_CHARS = 11  # "tl_" + 8 characters: enough to recognise a key in a list
 _CACHE_SECONDS = 5.0  # a revoked key stops working within this long on a warm process
+_MISS_SECONDS = 2.0  # unknown keys are remembered briefly so a flood of them cannot hammer PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,13 @@ def create_key(
     return secret, row
 
 
-def ensure_key(store: Store, key: str, tenant: str = "default") -> None:
+def ensure_key(
+    store: Store, key: str, tenant: str = "default", *, rate_limit_per_minute: int | None = None
+) -> None:
     """Make sure ``key`` exists (the local stack's ``TASKLANE_BOOTSTRAP_API_KEY``)."""
     if store.api_key_by_hash(hash_key(key)) is None:
         try:
-            create_key(store, tenant, name="bootstrap", key=key)
+            create_key(store, tenant, name="bootstrap", key=key, rate_limit_per_minute=rate_limit_per_minute)
         except ValidationError:
             pass  # created concurrently by another process
 
@@ -88,7 +91,7 @@ class Authenticator:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cache: dict[str, tuple[float, ApiKey]] = {}
+        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._lock = threading.Lock()
 
     def authenticate(self, presented: str | None) -> ApiKey:
@@ -99,9 +102,12 @@ class Authenticator:
         with self._lock:
             hit = self._cache.get(digest)
         if hit and hit[0] > now:
+            if hit[1] is None:
+                raise UnauthorizedError("unknown API key")
             return hit[1]
         row = self.store.api_key_by_hash(digest)
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
+            self._remember(digest, now + _MISS_SECONDS, None)
             raise UnauthorizedError("unknown API key")
         if not row["active"]:
             raise UnauthorizedError("this API key is disabled or expired")
@@ -112,8 +118,11 @@ class Authenticator:
             key_prefix=row["key_prefix"],
             rate_limit_per_minute=row["rate_limit_per_minute"],
         )
+        self._remember(digest, now + _CACHE_SECONDS, key)
+        return key
+
+    def _remember(self, digest: str, until: float, key: ApiKey | None) -> None:
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[digest] = (now + _CACHE_SECONDS, key)
-        return key
+            self._cache[digest] = (until, key)

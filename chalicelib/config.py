@@ -72,6 +72,8 @@ class Settings:
     max_payload_bytes: int = 262144
     max_batch_items: int = 500
     pool_max_size: int = 4
+    rate_limit_per_minute: int = 100
+    bootstrap_rate_limit_per_minute: int = 10000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -102,6 +104,8 @@ class Settings:
             max_payload_bytes=_int(e, "TASKLANE_MAX_PAYLOAD_BYTES", 262144, 1),
             max_batch_items=_int(e, "TASKLANE_MAX_BATCH_ITEMS", 500, 1),
             pool_max_size=_int(e, "TASKLANE_POOL_MAX_SIZE", 4, 1),
+            rate_limit_per_minute=_int(e, "TASKLANE_RATE_LIMIT_PER_MINUTE", 100, 1),
+            bootstrap_rate_limit_per_minute=_int(e, "TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE", 10000, 1),
         )
 
 

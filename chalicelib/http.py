@@ -53,6 +53,12 @@ def error_response(
     return json_response({"error": error}, status, headers)
 
 
+def tasklane_error_response(exc: TasklaneError) -> Response:
+    if exc.status >= 500:
+        logger.warning("request failed", extra={"code": exc.code, "error": exc.message})
+    return error_response(exc.status, exc.code, exc.message, exc.details or None, exc.headers or None)
+
+
 def handle_errors(fn: Callable[..., Response]) -> Callable[..., Response]:
     """Map ``TasklaneError`` to its status and JSON body; anything else to a 500."""
 
@@ -61,10 +67,7 @@ def handle_errors(fn: Callable[..., Response]) -> Callable[..., Response]:
         try:
             return fn(*args, **kwargs)
         except TasklaneError as exc:
-            headers = exc.details.pop("_headers", None) if exc.details else None
-            if exc.status >= 500:
-                logger.warning("request failed", extra={"code": exc.code, "error": exc.message})
-            return error_response(exc.status, exc.code, exc.message, exc.details or None, headers)
+            return tasklane_error_response(exc)
         except Exception:  # noqa: BLE001 - the last line of defence: never a raw 500
             logger.exception("unhandled error")
             return error_response(500, "internal_error", "internal error; it has been logged")

@@ -155,7 +155,9 @@ def run_stack(args: argparse.Namespace) -> int:
         env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
         if settings.bootstrap_api_key:
             store = Store(db_url)
-            ensure_key(store, settings.bootstrap_api_key)
+            ensure_key(
+                store, settings.bootstrap_api_key, rate_limit_per_minute=settings.bootstrap_rate_limit_per_minute
+            )
             store.close()
         chalice = str(Path(sys.executable).with_name("chalice"))
         children = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.errors import (
@@ -17,9 +17,10 @@ from chalicelib.errors import (
     UnavailableError,
     ValidationError,
 )
+from chalicelib.http import int_query
 from chalicelib.runtime import Runtime
 from chalicelib.submit import Submitted, submit, submit_many
-from chalicelib.tasks import Status, Task
+from chalicelib.tasks import Priority, Status, Task
 from chalicelib.validation import TaskRequest, parse_task
 
 # --- submit ---------------------------------------------------------------------------
@@ -158,9 +159,9 @@ def cancel(rt: Runtime, tenant: str, task_id: str) -> tuple[int, dict[str, Any]]
     return 202, task.to_dict()
 
 
-def _encode_cursor(task: Task) -> str:
-    assert task.finished_at is not None
-    raw = f"{task.finished_at.isoformat()}|{task.id}"
+def _encode_cursor(at: datetime | None, task_id: str) -> str:
+    assert at is not None
+    raw = f"{at.isoformat()}|{task_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -168,20 +169,73 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, task_id = raw.split("|", 1)
-        return datetime.fromisoformat(at), task_id
+        return datetime.fromisoformat(at), str(uuid.UUID(task_id))
     except (ValueError, UnicodeDecodeError):
         raise ValidationError(
             "cursor is invalid; pass next_cursor from the previous page", details={"field": "cursor"}
         ) from None
 
 
-def dead_letters(rt: Runtime, tenant: str, name: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+def _check_params(query: dict[str, str], allowed: set[str]) -> None:
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise ValidationError(
+            f"unknown query parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            details={"fields": unknown},
+        )
+
+
+def _choice(query: dict[str, str], name: str, values: list[str]) -> str | None:
+    value = query.get(name) or None
+    if value is not None and value not in values:
+        raise ValidationError(f"{name} must be one of {', '.join(values)}; got {value!r}", details={"field": name})
+    return value
+
+
+def _timestamp(query: dict[str, str], name: str) -> datetime | None:
+    raw = query.get(name)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{name} must be an ISO-8601 timestamp", details={"field": name}) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def list_tasks(rt: Runtime, tenant: str, query: dict[str, str]) -> dict[str, Any]:
+    """Newest first, keyset-paginated: ``next_cursor`` is stable under inserts."""
+    _check_params(query, {"status", "name", "priority", "created_after", "created_before", "limit", "cursor"})
+    limit = int_query(query, "limit", 50, 1, 500)
+    cursor = query.get("cursor")
+    found = rt.store.list_tasks(
+        tenant,
+        status=_choice(query, "status", [s.value for s in Status]),
+        name=query.get("name") or None,
+        priority=_choice(query, "priority", [p.value for p in Priority]),
+        created_after=_timestamp(query, "created_after"),
+        created_before=_timestamp(query, "created_before"),
+        after=_decode_cursor(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    page = found[:limit]
+    more = len(found) > limit
+    return {
+        "items": [t.to_dict() for t in page],
+        "next_cursor": _encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+    }
+
+
+def dead_letters(rt: Runtime, tenant: str, query: dict[str, str]) -> dict[str, Any]:
+    _check_params(query, {"name", "limit", "cursor"})
+    limit = int_query(query, "limit", 50, 1, 500)
+    cursor = query.get("cursor")
     after = _decode_cursor(cursor) if cursor else None
-    found = rt.store.list_dead_letters(tenant, name=name or None, limit=limit + 1, after=after)
+    found = rt.store.list_dead_letters(tenant, name=query.get("name") or None, limit=limit + 1, after=after)
     page = found[:limit]
     return {
         "items": [t.to_dict() for t in page],
-        "next_cursor": _encode_cursor(page[-1]) if len(found) > limit else None,
+        "next_cursor": _encode_cursor(page[-1].finished_at, page[-1].id) if len(found) > limit else None,
     }
 
 

@@ -94,6 +94,7 @@ def start_stack(
         "TASKLANE_DRAINERS": "2",
         "TASKLANE_DRAIN_IDLE_WAIT_SECONDS": "0.2",
         "TASKLANE_LOG_LEVEL": "WARNING",
+        "TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE": "1000000",
         **(env or {}),
     }
     log_dir.mkdir(parents=True, exist_ok=True)

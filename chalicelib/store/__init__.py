@@ -163,6 +163,33 @@ class Store:
         row = self._one("get_task", {"id": task_id, "tenant": tenant})
         return Task.from_row(row) if row else None
 
+    def list_tasks(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        priority: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[Task]:
+        """A tenant's tasks, newest first; ``after`` is the (created_at, id) of the
+        previous page's last row."""
+        params = {
+            "tenant": tenant,
+            "status": status,
+            "name": name,
+            "priority": priority,
+            "created_after": created_after,
+            "created_before": created_before,
+            "after_created": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit,
+        }
+        return [Task.from_row(r) for r in self._all("list_tasks", params)]
+
     def task_events(self, task_id: str) -> list[Row]:
         return self._all("task_events", {"id": task_id})
 

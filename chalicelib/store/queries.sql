@@ -252,3 +252,18 @@ ORDER BY created_at, id;
 UPDATE api_keys SET disabled_at = coalesce(disabled_at, now())
 WHERE id::text = %(ref)s OR key_prefix = %(ref)s
 RETURNING id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at;
+
+-- name: list_tasks
+-- Keyset pagination on (created_at, id) descending: stable under inserts (new rows
+-- sort before the cursor) and served by tasks_tenant_created however deep the page.
+SELECT * FROM tasks
+WHERE tenant = %(tenant)s
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(name)s::text IS NULL OR name = %(name)s)
+  AND (%(priority)s::text IS NULL OR priority = %(priority)s)
+  AND (%(created_after)s::timestamptz IS NULL OR created_at > %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+  AND (%(after_created)s::timestamptz IS NULL
+       OR (created_at, id) < (%(after_created)s::timestamptz, %(after_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;

@@ -112,7 +112,9 @@ def test_no_illegal_transition_is_ever_accepted(rt: Runtime) -> None:
                 conn.execute("UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (i,))
 
             def decide(row: dict[str, Any]) -> Outcome:
-                return Outcome(str(row["id"]), str(row["lease_token"]), Status.PENDING, error="lease", delay_seconds=3600.0)
+                return Outcome(
+                    str(row["id"]), str(row["lease_token"]), Status.PENDING, error="lease", delay_seconds=3600.0
+                )
 
             rescued = rt.store.rescue_expired(decide, limit=100)
             assert [str(r["id"]) for r in rescued] == [i]
