@@ -9,11 +9,11 @@ from chalice.app import Chalice, CloudWatchEvent, Rate
 
 from chalicelib import functions
 from chalicelib.api import bp
-from chalicelib.http import normalize_chalice_errors
+from chalicelib.http import error_normalizer
 
 app = Chalice(app_name="tasklane")
 app.register_blueprint(bp)
-app.register_middleware(normalize_chalice_errors, "http")
+app.register_middleware(error_normalizer(app.routes), "http")
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="drain")

@@ -16,6 +16,7 @@ from chalicelib.auth import ApiKey
 from chalicelib.errors import PayloadTooLargeError, TasklaneError
 from chalicelib.http import error_response, handle_errors, json_response, task_id_param, tasklane_error_response
 from chalicelib.observability import logger
+from chalicelib.openapi import spec as openapi_spec
 from chalicelib.runtime import Runtime, get_runtime
 from chalicelib.validation import parse_json
 
@@ -75,6 +76,12 @@ def authed(fn: Callable[..., Response]) -> Callable[..., Response]:
 def health() -> Response:
     report = ops.health(_rt())
     return json_response(report, 200 if report["status"] == "UP" else 503)
+
+
+@bp.route("/openapi.json", methods=["GET"])
+@handle_errors
+def openapi() -> Response:
+    return json_response(openapi_spec(_rt().registry))
 
 
 @bp.route("/api/v1/tasks", methods=["POST"])

@@ -74,9 +74,7 @@ def create_key(
     return secret, row
 
 
-def ensure_key(
-    store: Store, key: str, tenant: str = "default", *, rate_limit_per_minute: int | None = None
-) -> None:
+def ensure_key(store: Store, key: str, tenant: str = "default", *, rate_limit_per_minute: int | None = None) -> None:
     """Make sure ``key`` exists (the local stack's ``TASKLANE_BOOTSTRAP_API_KEY``)."""
     if store.api_key_by_hash(hash_key(key)) is None:
         try:

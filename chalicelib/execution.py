@@ -23,7 +23,8 @@ from chalicelib.retry import RetryPolicy, describe, is_permanent
 from chalicelib.store import Outcome
 from chalicelib.tasks import Status
 
-# Heartbeat(ids still running or waiting) -> ids whose cancellation was requested.
+# Heartbeat(ids of the batch whose outcomes are not recorded yet) -> ids whose
+# cancellation was requested.
 Heartbeat = Callable[[list[str]], set[str]]
 
 
@@ -113,8 +114,9 @@ class BatchRunner:
                         self._failure(task, token, TimeoutError(f"attempt exceeded {ctx.timeout_seconds:g} s"))
                     )
             if pending and now >= next_beat:
-                waiting = [running[f][0].id for f in pending]
-                for cancelled_id in heartbeat(waiting):
+                # Finished tasks keep their leases too: their outcomes are recorded with
+                # the whole batch, so they wait for the slowest one.
+                for cancelled_id in heartbeat([t.id for t in batch]):
                     for f in pending:
                         if running[f][0].id == cancelled_id:
                             running[f][1].request_cancel()

@@ -75,13 +75,22 @@ def handle_errors(fn: Callable[..., Response]) -> Callable[..., Response]:
     return wrapper
 
 
-def normalize_chalice_errors(event: Any, get_response: Callable[[Any], Response]) -> Response:
-    """HTTP middleware: rewrite Chalice's own error bodies into Tasklane's shape."""
-    response = get_response(event)
-    if response.status_code >= 400 and isinstance(response.body, dict) and "Code" in response.body:
-        code = _CHALICE_CODES.get(str(response.body.get("Code")), "error")
-        return error_response(response.status_code, code, str(response.body.get("Message", "")))
-    return response
+def error_normalizer(routes: dict[str, dict[str, Any]]) -> Callable[[Any, Callable[[Any], Response]], Response]:
+    """HTTP middleware: rewrite Chalice's own error bodies into Tasklane's shape, and
+    give a 405 the ``Allow`` header RFC 9110 asks for."""
+
+    def normalize(event: Any, get_response: Callable[[Any], Response]) -> Response:
+        response = get_response(event)
+        if response.status_code >= 400 and isinstance(response.body, dict) and "Code" in response.body:
+            code = _CHALICE_CODES.get(str(response.body.get("Code")), "error")
+            headers: dict[str, str] = {}
+            if response.status_code == 405:
+                resource = str((getattr(event, "context", None) or {}).get("resourcePath", ""))
+                headers["Allow"] = ", ".join(sorted(routes.get(resource, {})))
+            return error_response(response.status_code, code, str(response.body.get("Message", "")), None, headers)
+        return response
+
+    return normalize
 
 
 def task_id_param(raw: str) -> str:
@@ -94,7 +103,7 @@ def task_id_param(raw: str) -> str:
 
 def int_query(params: dict[str, str] | None, name: str, default: int, lo: int, hi: int) -> int:
     raw = (params or {}).get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)

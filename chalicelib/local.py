@@ -90,6 +90,65 @@ def sweep_worker() -> int:
     return 0
 
 
+def api_server(host: str, port: int) -> int:
+    """Serve the API the way ``chalice local`` does, with two differences: the shell's
+    environment wins over the stage's ``environment_variables`` (so a variable you set
+    reaches the API exactly as it reaches the drainers), and HTTP methods the dev
+    server does not know (TRACE, CONNECT, ...) get a JSON 405 instead of an HTML 501,
+    as API Gateway would refuse them."""
+    import json
+    import logging
+
+    from chalice.cli.factory import CLIFactory
+    from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer, RouteMatcher
+
+    class Handler(ChaliceRequestHandler):
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("do_"):
+                return self._method_not_allowed
+            raise AttributeError(name)
+
+        def _method_not_allowed(self) -> None:
+            body = json.dumps(
+                {"error": {"code": "method_not_allowed", "message": f"unsupported method: {self.command}"}}
+            ).encode()
+            self.send_response(405)
+            try:
+                route = matcher.match_route(self.path).route
+                self.send_header("Allow", ", ".join(sorted(routes[route])))
+            except ValueError:
+                pass  # an unknown path: nothing is allowed there
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    shell_env = dict(os.environ)
+    os.environ["AWS_CHALICE_CLI_MODE"] = "true"
+    factory = CLIFactory(str(ROOT), environ=os.environ)
+    config = factory.create_config_obj(chalice_stage_name="local")
+    os.environ.update(shell_env)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    routes = config.chalice_app.routes
+    matcher = RouteMatcher(list(routes))
+    app = config.chalice_app
+    # What chalice.local.create_local_server does before serving: the dev server runs
+    # each request on a thread of its own, so ``current_request`` must be thread-local
+    # or concurrent requests read each other's bodies and headers.
+    CustomLocalChalice.__bases__ = (LocalChalice, type(app))
+    app.__class__ = CustomLocalChalice
+    server = LocalDevServer(app, config, host, port, handler_cls=Handler)
+    stop = _stop_event()
+
+    def shutdown_on_signal() -> None:
+        stop.wait()
+        server.shutdown()
+
+    threading.Thread(target=shutdown_on_signal, daemon=True).start()
+    server.serve_forever()
+    return 0
+
+
 @dataclass
 class Child:
     name: str
@@ -119,7 +178,7 @@ def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"chalice local exited with code {proc.returncode}")
+            raise SystemExit(f"the API server exited with code {proc.returncode}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
                 return
@@ -159,23 +218,9 @@ def run_stack(args: argparse.Namespace) -> int:
                 store, settings.bootstrap_api_key, rate_limit_per_minute=settings.bootstrap_rate_limit_per_minute
             )
             store.close()
-        chalice = str(Path(sys.executable).with_name("chalice"))
+        api_argv = [sys.executable, "-m", "chalicelib.local", "api", "--port", str(settings.port)]
         children = [
-            Child(
-                "api",
-                [
-                    chalice,
-                    "local",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(settings.port),
-                    "--stage",
-                    "local",
-                    "--no-autoreload",
-                ],
-                restart=False,
-            ),
+            Child("api", api_argv, restart=False),
             *[
                 Child(f"drain-{i + 1}", [sys.executable, "-m", "chalicelib.local", "drain"], restart=True)
                 for i in range(settings.drainers)
@@ -262,9 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chalicelib.local", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="start the whole local stack (API, drainers, sweeper)")
+    api = sub.add_parser("api", help="serve only the HTTP API (chalice local's server)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
     sub.add_parser("drain", help="run one drain worker (invokes drain back to back)")
     sub.add_parser("sweep", help="run one sweep worker (invokes sweep on its rate)")
     args = parser.parse_args(argv)
+    if args.command == "api":
+        return api_server(args.host, args.port)
     if args.command == "drain":
         return drain_worker()
     if args.command == "sweep":

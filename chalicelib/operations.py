@@ -12,11 +12,11 @@ from typing import Any
 from chalicelib.errors import (
     ConflictError,
     NotFoundError,
-    PayloadTooLargeError,
     TasklaneError,
     UnavailableError,
     ValidationError,
 )
+from chalicelib.executors import as_int
 from chalicelib.http import int_query
 from chalicelib.runtime import Runtime
 from chalicelib.submit import Submitted, submit, submit_many
@@ -30,9 +30,10 @@ def submit_one(rt: Runtime, tenant: str, body: Any, header_key: str | None) -> S
     if header_key is not None:
         if not isinstance(body, dict):
             raise ValidationError("the task must be a JSON object")
-        if body.get("idempotency_key") not in (None, header_key):
-            raise ValidationError("Idempotency-Key header and idempotency_key field differ")
-        body = {**body, "idempotency_key": header_key}
+        if "idempotency_key" not in body:
+            body = {**body, "idempotency_key": header_key}
+        elif body["idempotency_key"] != header_key:
+            raise ConflictError("the Idempotency-Key header and the idempotency_key field differ; send one")
     request = parse_task(body, rt.settings, rt.registry)
     return submit(rt, tenant, request)
 
@@ -54,8 +55,17 @@ def submit_batch(rt: Runtime, tenant: str, body: Any) -> tuple[int, dict[str, An
     if not items:
         raise ValidationError("tasks is empty", details={"field": "tasks"})
     if len(items) > rt.settings.max_batch_items:
-        raise PayloadTooLargeError(f"a batch holds at most {rt.settings.max_batch_items} tasks, got {len(items)}")
+        raise ValidationError(
+            f"a batch holds at most {rt.settings.max_batch_items} tasks, got {len(items)}; split it",
+            details={"field": "tasks"},
+        )
 
+    not_objects = [i for i, item in enumerate(items) if not isinstance(item, dict)]
+    if not_objects:
+        raise ValidationError(
+            f"every item of tasks must be a JSON object; tasks[{not_objects[0]}] is not",
+            details={"indexes": not_objects[:50]},
+        )
     parsed: list[TaskRequest | ValidationError] = []
     for i, item in enumerate(items):
         try:
@@ -186,7 +196,7 @@ def _check_params(query: dict[str, str], allowed: set[str]) -> None:
 
 
 def _choice(query: dict[str, str], name: str, values: list[str]) -> str | None:
-    value = query.get(name) or None
+    value = query.get(name)
     if value is not None and value not in values:
         raise ValidationError(f"{name} must be one of {', '.join(values)}; got {value!r}", details={"field": name})
     return value
@@ -194,7 +204,7 @@ def _choice(query: dict[str, str], name: str, values: list[str]) -> str | None:
 
 def _timestamp(query: dict[str, str], name: str) -> datetime | None:
     raw = query.get(name)
-    if not raw:
+    if raw is None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
@@ -268,6 +278,9 @@ def redrive_many(rt: Runtime, tenant: str, body: Any) -> dict[str, Any]:
     unknown = sorted(set(body) - {"ids", "name", "limit"})
     if unknown:
         raise ValidationError(f"unknown field(s) {', '.join(unknown)}; allowed: ids, limit, name")
+    nulls = sorted(k for k, v in body.items() if v is None)
+    if nulls:
+        raise ValidationError(f"field(s) {', '.join(nulls)} may not be null", details={"fields": nulls})
     ids = body.get("ids")
     name = body.get("name")
     if ids is None and name is None:
@@ -278,8 +291,8 @@ def redrive_many(rt: Runtime, tenant: str, body: Any) -> dict[str, Any]:
         ids = [i for i in ids if _is_uuid(i)]
     if name is not None and not isinstance(name, str):
         raise ValidationError("name must be a string", details={"field": "name"})
-    limit = body.get("limit", 500)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500:
+    limit = as_int(body.get("limit", 500))
+    if limit is None or not 1 <= limit <= 500:
         raise ValidationError("limit must be an integer from 1 to 500", details={"field": "limit"})
     redriven = rt.store.redrive(tenant, ids=ids, name=name, limit=limit)
     _enqueue_redriven(rt, redriven)

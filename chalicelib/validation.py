@@ -15,7 +15,7 @@ from typing import Any
 
 from chalicelib.config import Settings
 from chalicelib.errors import PayloadError, ValidationError
-from chalicelib.executors import Registry
+from chalicelib.executors import Registry, as_int
 from chalicelib.tasks import Priority
 
 TASK_FIELDS = frozenset(
@@ -76,10 +76,10 @@ def parse_json(raw: bytes | str | None) -> Any:
 
 
 def _int_field(body: dict[str, Any], field: str, default: int, lo: int, hi: int) -> int:
-    value = body.get(field, default)
-    if value is None:
+    if field not in body:
         return default
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = as_int(body[field])
+    if value is None:
         raise ValidationError(f"{field} must be an integer from {lo} to {hi}", details={"field": field})
     if not lo <= value <= hi:
         raise ValidationError(f"{field} must be from {lo} to {hi}, got {value}", details={"field": field})
@@ -97,10 +97,12 @@ def _parse_run_at(value: Any) -> datetime:
             details={"field": "run_at"},
         ) from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)  # documented: no offset means UTC
-    if parsed.year < 2000 or parsed.year > 9000:
-        raise ValidationError("run_at is out of range", details={"field": "run_at"})
-    return parsed
+        return parsed.replace(tzinfo=UTC)  # documented: no offset means UTC
+    try:
+        # In UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO-8601 allows.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("run_at is out of range", details={"field": "run_at"}) from None
 
 
 def parse_task(body: Any, settings: Settings, registry: Registry, *, where: str = "") -> TaskRequest:
@@ -122,6 +124,15 @@ def _parse_task(body: Any, settings: Settings, registry: Registry) -> TaskReques
         raise ValidationError(
             f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(TASK_FIELDS))}",
             details={"fields": unknown},
+        )
+    if "\\u0000" in json.dumps(body):
+        # PostgreSQL's jsonb and text cannot hold U+0000; say so instead of failing in the driver.
+        raise ValidationError("the task contains a NUL character (\\u0000), which cannot be stored; remove it")
+    nulls = sorted(k for k, v in body.items() if v is None)
+    if nulls:
+        raise ValidationError(
+            f"field(s) {', '.join(nulls)} may not be null; leave a field out to get its default",
+            details={"fields": nulls},
         )
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():

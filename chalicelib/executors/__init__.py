@@ -16,6 +16,7 @@ backoff, ``PermanentError`` (or ``PayloadError``) to dead-letter at once.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -70,6 +71,7 @@ class Registered:
     run: Executor
     validate: Validator | None
     description: str
+    payload_schema: dict[str, Any]
 
 
 class Registry:
@@ -78,8 +80,13 @@ class Registry:
     def __init__(self) -> None:
         self._by_name: dict[str, Registered] = {}
 
-    def task(self, name: str, *, validate: Validator | None = None) -> Callable[[Executor], Executor]:
+    def task(
+        self, name: str, *, validate: Validator | None = None, payload_schema: dict[str, Any] | None = None
+    ) -> Callable[[Executor], Executor]:
         """Register the decorated function as the executor of ``name``.
+
+        ``payload_schema`` (JSON Schema) documents the payload in ``/openapi.json``;
+        the API's fuzz test holds it and ``validate`` to the same rules.
 
         ``validate(payload)`` raises ``PayloadError``; it runs at submit (a 400 for
         the client) and again before each attempt (a permanent failure)."""
@@ -88,7 +95,8 @@ class Registry:
             if name in self._by_name:
                 raise ValueError(f"task {name!r} is registered twice")
             doc = (fn.__doc__ or "").strip().splitlines()
-            self._by_name[name] = Registered(name, fn, validate, doc[0] if doc else "")
+            schema = payload_schema or {"type": "object"}
+            self._by_name[name] = Registered(name, fn, validate, doc[0] if doc else "", schema)
             return fn
 
         return decorator
@@ -113,6 +121,18 @@ def require(condition: bool, message: str) -> None:
     """Validator helper: raise ``PayloadError(message)`` unless ``condition``."""
     if not condition:
         raise PayloadError(message)
+
+
+def as_int(value: Any) -> int | None:
+    """JSON Schema's notion of an integer: any number without a fractional part
+    (``3`` and ``3.0`` alike); ``None`` for anything else, booleans included."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
 
 
 def load_builtin_executors() -> Registry:

@@ -10,18 +10,31 @@ from chalicelib import devservices
 from tests.stack import ROOT, Stack, start_stack
 
 E2E_REDIS_DB = 14
+FUZZ_REDIS_DB = 9
+
+
+def _stack(pg_server: str, redis_server: str, db: int) -> Iterator[Stack]:
+    redis_url = redis_server.rsplit("/", 1)[0] + f"/{db}"
+    redis.Redis.from_url(redis_url).flushdb()
+    s = start_stack(pg_server, redis_url, ROOT / "test-artifacts")
+    try:
+        yield s
+    finally:
+        s.stop()
+        devservices.drop_database(pg_server, s.database_url.rsplit("/", 1)[-1])
 
 
 @pytest.fixture(scope="session")
 def stack(pg_server: str, redis_server: str) -> Iterator[Stack]:
     """One live local stack for the e2e layer: fresh database, its own Redis db."""
-    redis_url = redis_server.rsplit("/", 1)[0] + f"/{E2E_REDIS_DB}"
-    redis.Redis.from_url(redis_url).flushdb()
-    s = start_stack(pg_server, redis_url, ROOT / "test-artifacts")
-    yield s
-    s.stop()
-    dbname = s.database_url.rsplit("/", 1)[-1]
-    devservices.drop_database(pg_server, dbname)
+    yield from _stack(pg_server, redis_server, E2E_REDIS_DB)
+
+
+@pytest.fixture(scope="module")
+def fuzz_stack(pg_server: str, redis_server: str) -> Iterator[Stack]:
+    """A stack of its own for the fuzzer, whose random tasks (long sleeps among them)
+    must not slow down the other e2e tests."""
+    yield from _stack(pg_server, redis_server, FUZZ_REDIS_DB)
 
 
 @pytest.fixture

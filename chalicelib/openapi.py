@@ -1,0 +1,383 @@
+"""The OpenAPI 3 description of the HTTP API, served at ``GET /openapi.json``.
+
+Kept true by tests: every Chalice route must appear here and nothing else may, and
+a fuzzer (schemathesis) checks live responses against these schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from chalicelib.executors import Registry
+
+_TS = {"type": "string", "format": "date-time"}
+_TS_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+_ID = {"type": "string", "format": "uuid"}
+_STATUS = {"type": "string", "enum": ["PENDING", "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]}
+_PRIORITY = {"type": "string", "enum": ["critical", "high", "normal", "low"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_RATE_HEADERS = {
+    "RateLimit-Limit": {"schema": {"type": "string"}, "description": "requests allowed per window"},
+    "RateLimit-Remaining": {"schema": {"type": "string"}, "description": "requests left now"},
+    "RateLimit-Reset": {"schema": {"type": "string"}, "description": "seconds until the allowance is full"},
+}
+_COMMON_ERRORS = {
+    "400": _error("invalid request: the message names the field"),
+    "401": _error("missing, unknown, disabled or expired API key"),
+    "429": _error("rate limit exceeded; see Retry-After"),
+    "503": _error("PostgreSQL unreachable; nothing was accepted"),
+}
+_TASK_ID_PARAM = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "task id (a UUID; anything else is simply not found)",
+}
+
+
+def _op(
+    summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None, params: list[Any] | None = None
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{"ApiKey": []}],
+        "responses": {**responses, **_COMMON_ERRORS},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["responses"].setdefault("413", _error("body larger than the configured limit"))
+        op["responses"].setdefault("415", _error("Content-Type is not application/json"))
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {"type": "object"},
+                },
+            }
+        },
+    },
+    "TaskSubmission": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "description": "a registered task name"},
+            "payload": {"type": "object", "default": {}},
+            "priority": {**_PRIORITY, "default": "normal"},
+            "run_at": {"type": "string", "format": "date-time", "description": "when to run; no offset means UTC"},
+            "delay_seconds": {"type": "number", "minimum": 0, "maximum": 31536000},
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": 100, "default": 3},
+            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 900, "default": 300},
+            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+    },
+    "Task": {
+        "type": "object",
+        "required": ["id", "name", "status", "priority", "payload", "attempts", "max_retries", "created_at"],
+        "properties": {
+            "id": _ID,
+            "name": {"type": "string"},
+            "status": _STATUS,
+            "priority": _PRIORITY,
+            "payload": {},
+            "result": {},
+            "attempts": {"type": "integer", "minimum": 0},
+            "max_retries": {"type": "integer", "minimum": 0},
+            "timeout_seconds": {"type": "integer"},
+            "run_at": _TS,
+            "last_error": {"type": ["string", "null"]},
+            "last_error_type": {"type": ["string", "null"]},
+            "cancel_requested": {"type": "boolean"},
+            "idempotency_key": {"type": ["string", "null"]},
+            "created_at": _TS,
+            "updated_at": _TS,
+            "enqueued_at": _TS_OR_NULL,
+            "started_at": _TS_OR_NULL,
+            "finished_at": _TS_OR_NULL,
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "attempt": {"type": "integer"},
+                        "error": {"type": "string"},
+                        "error_type": {"type": ["string", "null"]},
+                        "at": _TS,
+                    },
+                },
+            },
+        },
+    },
+    "TaskPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": _ref("Task")}, "next_cursor": {"type": ["string", "null"]}},
+    },
+    "BatchRequest": {
+        "type": "object",
+        "required": ["tasks"],
+        "additionalProperties": False,
+        "properties": {
+            "tasks": {"type": "array", "minItems": 1, "maxItems": 500, "items": {"type": "object"}},
+            "atomic": {"type": "boolean", "default": False},
+        },
+        # Not atomic: items are validated one by one and reported per item (BatchResult),
+        # so an invalid item does not make the request invalid.  Atomic: every item must
+        # be a valid TaskSubmission or the whole request is a 400.
+        "oneOf": [
+            {"properties": {"atomic": {"const": False}}},
+            {
+                "required": ["atomic"],
+                "properties": {"atomic": {"const": True}, "tasks": {"items": _ref("TaskSubmission")}},
+            },
+        ],
+    },
+    "BatchResult": {
+        "type": "object",
+        "required": ["created", "failed", "results"],
+        "properties": {
+            "created": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "status"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "status": {"type": "integer"},
+                        "replayed": {"type": "boolean"},
+                        "task": _ref("Task"),
+                        "error": {"type": "object"},
+                    },
+                },
+            },
+        },
+    },
+    "Events": {
+        "type": "object",
+        "required": ["task_id", "events"],
+        "properties": {
+            "task_id": _ID,
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "to_status", "attempt", "actor"],
+                    "properties": {
+                        "at": _TS,
+                        "from_status": {"type": ["string", "null"]},
+                        "to_status": _STATUS,
+                        "attempt": {"type": "integer"},
+                        "actor": {"type": "string"},
+                        "error": {"type": ["string", "null"]},
+                        "error_type": {"type": ["string", "null"]},
+                    },
+                },
+            },
+        },
+    },
+    "Redrive": {
+        "type": "object",
+        "additionalProperties": False,
+        "anyOf": [{"required": ["ids"]}, {"required": ["name"]}],
+        "properties": {
+            "ids": {"type": "array", "maxItems": 500, "items": {"type": "string"}},
+            "name": {"type": "string"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 500},
+        },
+    },
+    "RedriveResult": {
+        "type": "object",
+        "required": ["redriven", "ids"],
+        "properties": {"redriven": {"type": "integer"}, "ids": {"type": "array", "items": _ID}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "components"],
+        "properties": {
+            "status": {"type": "string", "enum": ["UP", "DOWN"]},
+            "components": {"type": "object", "additionalProperties": {"type": "object"}},
+        },
+    },
+}
+
+_LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)")
+_CURSOR = _query("cursor", {"type": "string"}, "next_cursor of the previous page")
+
+
+def _submission_schema(registry: Registry) -> dict[str, Any]:
+    """TaskSubmission, with the registered task names and each one's payload schema."""
+    schema = copy.deepcopy(_SCHEMAS["TaskSubmission"])
+    names = registry.names()
+    schema["properties"]["name"] = {"type": "string", "enum": names, "description": "a registered task name"}
+    schema["not"] = {"required": ["run_at", "delay_seconds"]}  # one or the other
+    schema["oneOf"] = [
+        {"properties": {"name": {"const": n}, "payload": registry.get(n).payload_schema}}  # type: ignore[union-attr]
+        for n in names
+    ]
+    return dict(schema)
+
+
+def spec(registry: Registry) -> dict[str, Any]:
+    """The OpenAPI document for the task types in ``registry``."""
+    task = _ref("Task")
+    schemas = {**_SCHEMAS, "TaskSubmission": _submission_schema(registry)}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tasklane",
+            "version": "1.0.0",
+            "description": "A serverless task queue: PostgreSQL is the source of truth, Redis the fast queue.",
+        },
+        "components": {
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "schemas": schemas,
+        },
+        "paths": {
+            "/health": {
+                "get": {
+                    "summary": "Health of PostgreSQL and Redis",
+                    "security": [],
+                    "responses": {
+                        "200": _json(_ref("Health"), "all components UP"),
+                        "503": _json(_ref("Health"), "a component is DOWN"),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {}}}},
+                }
+            },
+            "/api/v1/tasks": {
+                "post": _op(
+                    "Submit a task",
+                    {
+                        "201": _json(task, "accepted: the row is committed", _RATE_HEADERS),
+                        "200": _json(task, "replay of an earlier submission with the same idempotency key"),
+                        "409": _error("idempotency key reused with a different request"),
+                    },
+                    body=_ref("TaskSubmission"),
+                    params=[
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        }
+                    ],
+                ),
+                "get": _op(
+                    "List tasks, newest first",
+                    {"200": _json(_ref("TaskPage"), "a page of tasks", _RATE_HEADERS)},
+                    params=[
+                        _query("status", _STATUS, "only this status"),
+                        _query("name", {"type": "string"}, "only this task name"),
+                        _query("priority", _PRIORITY, "only this priority"),
+                        _query("created_after", {"type": "string", "format": "date-time"}, "created after"),
+                        _query("created_before", {"type": "string", "format": "date-time"}, "created before"),
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                ),
+            },
+            "/api/v1/tasks/batch": {
+                "post": _op(
+                    "Submit up to 500 tasks in one request",
+                    {
+                        "201": _json(_ref("BatchResult"), "every task accepted"),
+                        "200": _json(_ref("BatchResult"), "per-item results; some failed or were replayed"),
+                    },
+                    body=_ref("BatchRequest"),
+                )
+            },
+            "/api/v1/tasks/{task_id}": {
+                "get": _op(
+                    "A task with the errors of its failed attempts",
+                    {"200": _json(task, "the task"), "404": _error("no such task for this tenant")},
+                    params=[_TASK_ID_PARAM],
+                )
+            },
+            "/api/v1/tasks/{task_id}/events": {
+                "get": _op(
+                    "A task's audit trail",
+                    {"200": _json(_ref("Events"), "every transition"), "404": _error("no such task")},
+                    params=[_TASK_ID_PARAM],
+                )
+            },
+            "/api/v1/tasks/{task_id}/cancel": {
+                "post": _op(
+                    "Cancel a task",
+                    {
+                        "200": _json(task, "PENDING or QUEUED task cancelled; it will never run"),
+                        "202": _json(task, "PROCESSING task: cancellation requested"),
+                        "404": _error("no such task"),
+                        "409": _error("the task is already final"),
+                    },
+                    params=[_TASK_ID_PARAM],
+                )
+            },
+            "/api/v1/dead-letters": {
+                "get": _op(
+                    "FAILED tasks, newest first",
+                    {"200": _json(_ref("TaskPage"), "a page of dead letters")},
+                    params=[_query("name", {"type": "string"}, "only this task name"), _LIMIT, _CURSOR],
+                )
+            },
+            "/api/v1/dead-letters/{task_id}/redrive": {
+                "post": _op(
+                    "Send one dead letter back to QUEUED with a fresh attempt budget",
+                    {
+                        "200": _json(task, "redriven"),
+                        "404": _error("no such task"),
+                        "409": _error("the task is not FAILED"),
+                    },
+                    params=[_TASK_ID_PARAM],
+                )
+            },
+            "/api/v1/dead-letters/redrive": {
+                "post": _op(
+                    "Redrive dead letters by ids and/or name",
+                    {"200": _json(_ref("RedriveResult"), "how many were redriven")},
+                    body=_ref("Redrive"),
+                )
+            },
+        },
+    }
