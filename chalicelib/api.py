@@ -11,10 +11,18 @@ from typing import Any
 from chalice.app import Blueprint, Response
 
 from chalicelib import operations as ops
+from chalicelib import schedules
 from chalicelib.access import Access
 from chalicelib.auth import ApiKey
 from chalicelib.errors import PayloadTooLargeError, TasklaneError
-from chalicelib.http import error_response, handle_errors, json_response, task_id_param, tasklane_error_response
+from chalicelib.http import (
+    error_response,
+    handle_errors,
+    json_response,
+    task_id_param,
+    tasklane_error_response,
+    uuid_param,
+)
 from chalicelib.observability import logger
 from chalicelib.openapi import spec as openapi_spec
 from chalicelib.runtime import Runtime, get_runtime
@@ -141,3 +149,34 @@ def redrive_one(key: ApiKey, task_id: str) -> Response:
 @authed
 def redrive_many(key: ApiKey) -> Response:
     return json_response(ops.redrive_many(_rt(), key.tenant, _body()))
+
+
+@bp.route("/api/v1/schedules", methods=["POST"])
+@authed
+def create_schedule(key: ApiKey) -> Response:
+    return json_response(schedules.create(_rt(), key.tenant, _body()), 201)
+
+
+@bp.route("/api/v1/schedules", methods=["GET"])
+@authed
+def list_schedules(key: ApiKey) -> Response:
+    return json_response(schedules.list_all(_rt(), key.tenant))
+
+
+@bp.route("/api/v1/schedules/{schedule_id}", methods=["GET"])
+@authed
+def get_schedule(key: ApiKey, schedule_id: str) -> Response:
+    return json_response(schedules.get(_rt(), key.tenant, uuid_param(schedule_id, "schedule")))
+
+
+@bp.route("/api/v1/schedules/{schedule_id}", methods=["PATCH"])
+@authed
+def update_schedule(key: ApiKey, schedule_id: str) -> Response:
+    return json_response(schedules.update(_rt(), key.tenant, uuid_param(schedule_id, "schedule"), _body()))
+
+
+@bp.route("/api/v1/schedules/{schedule_id}", methods=["DELETE"])
+@authed
+def delete_schedule(key: ApiKey, schedule_id: str) -> Response:
+    schedules.delete(_rt(), key.tenant, uuid_param(schedule_id, "schedule"))
+    return Response(body="", status_code=204)

@@ -73,6 +73,7 @@ class Settings:
     max_batch_items: int = 500
     pool_max_size: int = 4
     rate_limit_per_minute: int = 100
+    schedule_grace_seconds: float = 120.0
     bootstrap_rate_limit_per_minute: int = 10000
 
     @classmethod
@@ -105,6 +106,7 @@ class Settings:
             max_batch_items=_int(e, "TASKLANE_MAX_BATCH_ITEMS", 500, 1),
             pool_max_size=_int(e, "TASKLANE_POOL_MAX_SIZE", 4, 1),
             rate_limit_per_minute=_int(e, "TASKLANE_RATE_LIMIT_PER_MINUTE", 100, 1),
+            schedule_grace_seconds=_float(e, "TASKLANE_SCHEDULE_GRACE_SECONDS", 120.0, 0.0),
             bootstrap_rate_limit_per_minute=_int(e, "TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE", 10000, 1),
         )
 

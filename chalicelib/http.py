@@ -93,12 +93,16 @@ def error_normalizer(routes: dict[str, dict[str, Any]]) -> Callable[[Any, Callab
     return normalize
 
 
-def task_id_param(raw: str) -> str:
+def uuid_param(raw: str, what: str) -> str:
     """A path id; a malformed one is simply not found (404), like an unknown one."""
     try:
         return str(uuid.UUID(raw))
     except (ValueError, AttributeError, TypeError):
-        raise NotFoundError(f"no task {raw!r}") from None
+        raise NotFoundError(f"no {what} {raw!r}") from None
+
+
+def task_id_param(raw: str) -> str:
+    return uuid_param(raw, "task")
 
 
 def int_query(params: dict[str, str] | None, name: str, default: int, lo: int, hi: int) -> int:

@@ -226,6 +226,73 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["redriven", "ids"],
         "properties": {"redriven": {"type": "integer"}, "ids": {"type": "array", "items": _ID}},
     },
+    "ScheduleTask": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "payload": {"type": "object"},
+            "priority": _PRIORITY,
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": 100},
+            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 900},
+        },
+    },
+    "ScheduleSubmission": {
+        "type": "object",
+        "required": ["name", "cron", "task"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "cron": {"type": "string", "description": "5 fields, or 6 with seconds last (croniter)"},
+            "timezone": {"type": "string", "default": "UTC", "description": "IANA time zone"},
+            "task": _ref("ScheduleTask"),
+            "enabled": {"type": "boolean", "default": True},
+            "catch_up": {"type": "string", "enum": ["once", "skip"], "default": "once"},
+        },
+    },
+    "ScheduleUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "cron": {"type": "string"},
+            "timezone": {"type": "string"},
+            "task": _ref("ScheduleTask"),
+            "enabled": {"type": "boolean"},
+            "catch_up": {"type": "string", "enum": ["once", "skip"]},
+        },
+    },
+    "Schedule": {
+        "type": "object",
+        "required": ["id", "name", "cron", "timezone", "task", "enabled", "catch_up", "next_fire_at"],
+        "properties": {
+            "id": _ID,
+            "name": {"type": "string"},
+            "cron": {"type": "string"},
+            "timezone": {"type": "string"},
+            "task": {"type": "object"},
+            "enabled": {"type": "boolean"},
+            "catch_up": {"type": "string", "enum": ["once", "skip"]},
+            "next_fire_at": _TS,
+            "last_fired_at": _TS_OR_NULL,
+            "created_at": _TS,
+            "updated_at": _TS,
+            "next_fire_times": {"type": "array", "items": _TS},
+            "recent_runs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"fire_at": _TS, "task_id": _ID, "status": {"type": ["string", "null"]}},
+                },
+            },
+        },
+    },
+    "ScheduleList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": _ref("Schedule")}},
+    },
     "Health": {
         "type": "object",
         "required": ["status", "components"],
@@ -236,6 +303,8 @@ _SCHEMAS: dict[str, Any] = {
     },
 }
 
+_SCHEDULE_TASK_FIELDS = {"name", "payload", "priority", "max_retries", "timeout_seconds"}
+_SCHEDULE_ID_PARAM = {**_TASK_ID_PARAM, "name": "schedule_id", "description": "schedule id (a UUID)"}
 _LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)")
 _CURSOR = _query("cursor", {"type": "string"}, "next_cursor of the previous page")
 
@@ -256,7 +325,14 @@ def _submission_schema(registry: Registry) -> dict[str, Any]:
 def spec(registry: Registry) -> dict[str, Any]:
     """The OpenAPI document for the task types in ``registry``."""
     task = _ref("Task")
-    schemas = {**_SCHEMAS, "TaskSubmission": _submission_schema(registry)}
+    submission = _submission_schema(registry)
+    schedule_task = {
+        **submission,
+        "required": ["name"],
+        "properties": {k: v for k, v in submission["properties"].items() if k in _SCHEDULE_TASK_FIELDS},
+    }
+    schedule_task.pop("not", None)
+    schemas = {**_SCHEMAS, "TaskSubmission": submission, "ScheduleTask": schedule_task}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -371,6 +447,39 @@ def spec(registry: Registry) -> dict[str, Any]:
                     },
                     params=[_TASK_ID_PARAM],
                 )
+            },
+            "/api/v1/schedules": {
+                "post": _op(
+                    "Create a cron schedule",
+                    {
+                        "201": _json(_ref("Schedule"), "created, with its next fire times"),
+                        "409": _error("a schedule of that name exists"),
+                    },
+                    body=_ref("ScheduleSubmission"),
+                ),
+                "get": _op("The tenant's schedules", {"200": _json(_ref("ScheduleList"), "all schedules")}),
+            },
+            "/api/v1/schedules/{schedule_id}": {
+                "get": _op(
+                    "A schedule with its next fire times and recent runs",
+                    {"200": _json(_ref("Schedule"), "the schedule"), "404": _error("no such schedule")},
+                    params=[_SCHEDULE_ID_PARAM],
+                ),
+                "patch": _op(
+                    "Change a schedule (absent fields keep their value)",
+                    {
+                        "200": _json(_ref("Schedule"), "the updated schedule"),
+                        "404": _error("no such schedule"),
+                        "409": _error("a schedule of that name exists"),
+                    },
+                    body=_ref("ScheduleUpdate"),
+                    params=[_SCHEDULE_ID_PARAM],
+                ),
+                "delete": _op(
+                    "Delete a schedule (tasks it already created stay)",
+                    {"204": {"description": "deleted"}, "404": _error("no such schedule")},
+                    params=[_SCHEDULE_ID_PARAM],
+                ),
             },
             "/api/v1/dead-letters/redrive": {
                 "post": _op(

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chalicelib import schedules
 from chalicelib.errors import LeaseLostError, QueueError, UnavailableError
 from chalicelib.execution import failure_outcome
 from chalicelib.observability import logger
@@ -32,6 +33,7 @@ PAGE = 1000
 @dataclass
 class SweepReport:
     rebuilt: bool = False
+    scheduled: int = 0
     promoted: int = 0
     rescued: int = 0
     dead_lettered: int = 0
@@ -47,7 +49,7 @@ class SweepReport:
 def sweep(rt: Runtime, *, actor: str = "sweep") -> SweepReport:
     """One sweep.  A failing step is logged and the others still run."""
     report = SweepReport()
-    for step in (_rebuild, _promote, _rescue, _requeue_orphan_leases, _reconcile, _prune):
+    for step in (_rebuild, _fire_schedules, _promote, _rescue, _requeue_orphan_leases, _reconcile, _prune):
         try:
             step(rt, report, actor)
         except UnavailableError as exc:
@@ -78,6 +80,10 @@ def _rebuild(rt: Runtime, report: SweepReport, actor: str) -> None:
         counts["leases"] += len(rows)
     report.rebuilt = True
     logger.info("rebuilt Redis from PostgreSQL", extra=counts)
+
+
+def _fire_schedules(rt: Runtime, report: SweepReport, actor: str) -> None:
+    report.scheduled += len(schedules.fire_due(rt, actor=actor))
 
 
 def _promote(rt: Runtime, report: SweepReport, actor: str) -> None:

@@ -20,7 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from chalicelib.errors import StoreError, ValidationError
+from chalicelib.errors import ConflictError, StoreError, ValidationError
 from chalicelib.store.sqlfile import queries
 from chalicelib.tasks import Status, Task
 
@@ -109,6 +109,8 @@ class Store:
             raise StoreError(f"PostgreSQL is unreachable: {_first_line(exc)}") from exc
         except psycopg.errors.DataError as exc:
             raise ValidationError(f"invalid value: {_first_line(exc)}") from exc
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConflictError(f"already exists: {_first_line(exc)}") from exc
         except psycopg.errors.IntegrityError as exc:
             raise ValidationError(f"rejected by the database: {_first_line(exc)}") from exc
         except psycopg.InterfaceError as exc:
@@ -320,6 +322,55 @@ class Store:
             "actor": actor,
         }
         return [Task.from_row(r) for r in self._all("redrive", params)]
+
+    # --- schedules ----------------------------------------------------------------------
+
+    def insert_schedule(self, params: dict[str, Any]) -> Row | None:
+        """None when the tenant already has a schedule of that name."""
+        return self._one("insert_schedule", params)
+
+    def get_schedule(self, tenant: str, schedule_id: str) -> Row | None:
+        return self._one("get_schedule", {"id": schedule_id, "tenant": tenant})
+
+    def list_schedules(self, tenant: str, *, limit: int = 500) -> list[Row]:
+        return self._all("list_schedules", {"tenant": tenant, "limit": limit})
+
+    def update_schedule(self, params: dict[str, Any]) -> Row | None:
+        return self._one("update_schedule", params)
+
+    def delete_schedule(self, tenant: str, schedule_id: str) -> bool:
+        return self._one("delete_schedule", {"id": schedule_id, "tenant": tenant}) is not None
+
+    def schedule_runs(self, schedule_id: str, *, limit: int = 10) -> list[Row]:
+        return self._all("schedule_runs", {"id": schedule_id, "limit": limit})
+
+    def fire_due_schedules(
+        self,
+        plan: Callable[[Row], tuple[datetime | None, datetime]],
+        *,
+        limit: int = 100,
+        actor: str = "sweep",
+    ) -> list[Task]:
+        """For each due schedule, ``plan(row)`` says which tick to fire (or None) and the
+        next fire time; fires and advances them in one transaction.  Returns the tasks
+        created (to be pushed to Redis after the commit)."""
+        created: list[Task] = []
+        with self.connection() as conn, conn.transaction():
+            for row in conn.execute(self._q["lock_due_schedules"], {"limit": limit}).fetchall():
+                fire_at, next_fire_at = plan(row)
+                if fire_at is not None:
+                    params = {
+                        "schedule_id": row["id"],
+                        "fire_at": fire_at,
+                        "task_id": str(uuid.uuid4()),
+                        "actor": actor,
+                    }
+                    created += [Task.from_row(r) for r in conn.execute(self._q["fire_schedule"], params)]
+                conn.execute(
+                    self._q["advance_schedule"],
+                    {"id": row["id"], "next_fire_at": next_fire_at, "fired_at": fire_at},
+                )
+        return created
 
     # --- API keys ---------------------------------------------------------------------
 

@@ -267,3 +267,73 @@ WHERE tenant = %(tenant)s
        OR (created_at, id) < (%(after_created)s::timestamptz, %(after_id)s::uuid))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
+
+-- name: insert_schedule
+INSERT INTO schedules (id, tenant, name, cron, timezone, task_name, payload, priority, max_retries,
+                       timeout_seconds, enabled, catch_up, next_fire_at)
+VALUES (%(id)s, %(tenant)s, %(name)s, %(cron)s, %(timezone)s, %(task_name)s, %(payload)s::jsonb,
+        %(priority)s, %(max_retries)s, %(timeout_seconds)s, %(enabled)s, %(catch_up)s, %(next_fire_at)s)
+ON CONFLICT (tenant, name) DO NOTHING
+RETURNING *;
+
+-- name: get_schedule
+SELECT * FROM schedules WHERE id = %(id)s AND tenant = %(tenant)s;
+
+-- name: list_schedules
+SELECT * FROM schedules WHERE tenant = %(tenant)s ORDER BY name LIMIT %(limit)s;
+
+-- name: update_schedule
+UPDATE schedules
+SET name = %(name)s, cron = %(cron)s, timezone = %(timezone)s, task_name = %(task_name)s,
+    payload = %(payload)s::jsonb, priority = %(priority)s, max_retries = %(max_retries)s,
+    timeout_seconds = %(timeout_seconds)s, enabled = %(enabled)s, catch_up = %(catch_up)s,
+    next_fire_at = %(next_fire_at)s, updated_at = now()
+WHERE id = %(id)s AND tenant = %(tenant)s
+RETURNING *;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE id = %(id)s AND tenant = %(tenant)s RETURNING id;
+
+-- name: schedule_runs
+SELECT r.fire_at, r.task_id, t.status
+FROM schedule_runs r LEFT JOIN tasks t ON t.id = r.task_id
+WHERE r.schedule_id = %(id)s
+ORDER BY r.fire_at DESC
+LIMIT %(limit)s;
+
+-- name: lock_due_schedules
+-- Concurrent sweepers split the due schedules between them (SKIP LOCKED); the
+-- primary key of schedule_runs makes each tick fire once even if they did not.
+SELECT *, now() AS db_now FROM schedules
+WHERE enabled AND next_fire_at <= now()
+ORDER BY next_fire_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: fire_schedule
+-- One tick: the run row, its task and the task's first event, and the schedule's
+-- next fire time, in one statement.  A tick that already fired inserts nothing.
+WITH run AS (
+    INSERT INTO schedule_runs (schedule_id, fire_at, task_id)
+    VALUES (%(schedule_id)s, %(fire_at)s, %(task_id)s)
+    ON CONFLICT DO NOTHING
+    RETURNING task_id
+), ins AS (
+    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
+                       run_at, enqueued_at, schedule_id)
+    SELECT run.task_id, s.tenant, s.task_name, 'QUEUED', s.priority, s.payload, s.max_retries,
+           s.timeout_seconds, now(), now(), s.id
+    FROM run JOIN schedules s ON s.id = %(schedule_id)s
+    RETURNING *
+), ev AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+    SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM ins
+)
+SELECT * FROM ins;
+
+-- name: advance_schedule
+UPDATE schedules
+SET next_fire_at = %(next_fire_at)s,
+    last_fired_at = coalesce(%(fired_at)s, last_fired_at),
+    updated_at = now()
+WHERE id = %(id)s;

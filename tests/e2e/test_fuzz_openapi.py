@@ -46,7 +46,12 @@ def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, fuzz_stac
         # A cursor is an opaque token the server issued; which strings are valid cannot
         # be said in JSON Schema, so generated ones are dropped (pagination has its own tests).
         case.query.pop("cursor", None)
-    case.call_and_validate(base_url=fuzz_stack.base_url)
+    excluded = []
+    if case.path.startswith("/api/v1/schedules") and case.method in ("POST", "PATCH"):
+        # Which strings are valid cron expressions or IANA time zones cannot be said in
+        # JSON Schema, so a generated "valid" one is usually refused with a 400.
+        excluded.append(schemathesis.checks.positive_data_acceptance)
+    case.call_and_validate(base_url=fuzz_stack.base_url, excluded_checks=excluded)
     if case.path.startswith("/api/"):
         # Without a valid key nothing succeeds: a documented method is refused with
         # 401; an undeclared one is refused before any authentication (the local dev

@@ -1,0 +1,56 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from chalicelib.config import Settings
+from chalicelib.errors import ValidationError
+from chalicelib.executors import load_builtin_executors
+from chalicelib.schedules import latest_tick, next_fire_times, parse_schedule
+
+REG = load_builtin_executors()
+SET = Settings()
+
+
+def test_next_fire_times_follow_local_time_across_dst() -> None:
+    # 09:00 in Paris is 08:00 UTC in winter and 07:00 UTC in summer.
+    before_switch = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+    ticks = next_fire_times("0 9 * * *", "Europe/Paris", before_switch, 2)
+    assert [t.hour for t in ticks] == [7, 7]
+    winter = next_fire_times("0 9 * * *", "Europe/Paris", datetime(2026, 1, 10, tzinfo=UTC))[0]
+    assert winter.hour == 8
+
+
+def test_latest_tick_includes_an_exact_tick() -> None:
+    at = datetime(2026, 5, 1, 10, 15, tzinfo=UTC)
+    assert latest_tick("*/15 * * * *", "UTC", at) == at
+    assert latest_tick("*/15 * * * *", "UTC", at.replace(minute=29)) == at
+
+
+def test_six_fields_means_seconds_last() -> None:
+    start = datetime(2026, 5, 1, 10, 0, 0, tzinfo=UTC)
+    assert [t.second for t in next_fire_times("* * * * * */20", "UTC", start, 3)] == [20, 40, 0]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"name": "a", "cron": "nope", "task": {"name": "noop"}}, "not a valid cron"),
+        ({"name": "a", "cron": "* * *", "task": {"name": "noop"}}, "not a valid cron"),
+        ({"name": "a", "cron": "* * * * *", "timezone": "Mars/Base", "task": {"name": "noop"}}, "IANA"),
+        ({"name": "a", "cron": "* * * * *", "task": {"name": "missing"}}, "unknown task name"),
+        ({"name": "a", "cron": "* * * * *", "task": {"name": "noop", "run_at": "x"}}, "unknown task field"),
+        ({"name": "a", "cron": "* * * * *", "task": {"name": "noop"}, "catch_up": "all"}, "catch_up"),
+        ({"cron": "* * * * *", "task": {"name": "noop"}}, "missing field(s) name"),
+        ({"name": "a", "cron": "* * * * *", "task": {"name": "noop"}, "every": 1}, "unknown field(s) every"),
+    ],
+)
+def test_invalid_schedules_are_refused_with_a_named_field(body: dict[str, object], needle: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_schedule(body, SET, REG)
+    assert needle in err.value.message
+
+
+def test_patch_keeps_absent_fields() -> None:
+    spec = parse_schedule({"name": "n", "cron": "0 * * * *", "task": {"name": "noop", "payload": {"a": 1}}}, SET, REG)
+    patched = parse_schedule({"enabled": False}, SET, REG, current=spec)
+    assert (patched.cron, patched.payload, patched.enabled) == ("0 * * * *", {"a": 1}, False)
