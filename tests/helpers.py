@@ -77,3 +77,92 @@ def status_counts(database_url: str) -> dict[str, int]:
 def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(database_url) as conn:
         return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+# --- task stories: each task's row with its audit trail, and what contradicts it -------
+
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+
+
+def task_stories(database_url: str, ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """``{id: {"status", "attempts", "result", "run_at", "last_error_type", "events": [...]}}``
+    for ``ids`` (default: every task), events in the order they were written."""
+    with psycopg.connect(database_url) as conn:
+        if ids is None:
+            rows = conn.execute(
+                "SELECT id::text, status, attempts, result, run_at, last_error_type FROM tasks"
+            ).fetchall()
+            evs = conn.execute(
+                "SELECT task_id::text, id, at, from_status, to_status, attempt, actor, error_type "
+                "FROM task_events ORDER BY task_id, id"
+            ).fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT id::text, status, attempts, result, run_at, last_error_type FROM tasks "
+                "WHERE id = ANY(%s::uuid[])",
+                (ids,),
+            ).fetchall()
+            evs = conn.execute(
+                "SELECT task_id::text, id, at, from_status, to_status, attempt, actor, error_type "
+                "FROM task_events WHERE task_id = ANY(%s::uuid[]) ORDER BY task_id, id",
+                (ids,),
+            ).fetchall()
+    stories: dict[str, dict[str, Any]] = {
+        r[0]: {
+            "status": r[1],
+            "attempts": r[2],
+            "result": r[3],
+            "run_at": r[4],
+            "last_error_type": r[5],
+            "events": [],
+        }
+        for r in rows
+    }
+    for task_id, _id, at, frm, to, attempt, actor, error_type in evs:
+        if task_id in stories:
+            stories[task_id]["events"].append(
+                {"at": at, "from": frm, "to": to, "attempt": attempt, "actor": actor, "error_type": error_type}
+            )
+    return stories
+
+
+def story_problems(stories: dict[str, dict[str, Any]]) -> list[str]:
+    """Everything in ``stories`` that contradicts the lifecycle's invariants:
+
+    - the events chain (each starts where the previous one ended, the first from
+      nothing) and the last one ends in the task's status;
+    - a final task has exactly one final event per run (one, plus one per redrive);
+    - the PROCESSING events since the last redrive number 1..attempts, and every
+      outcome is recorded under the attempt that was running.
+    """
+    from itertools import pairwise
+
+    problems: list[str] = []
+    for task_id, s in stories.items():
+        events = s["events"]
+        if not events:
+            problems.append(f"{task_id}: no events")
+            continue
+        if events[0]["from"] is not None:
+            problems.append(f"{task_id}: first event starts from {events[0]['from']}")
+        for prev, ev in pairwise(events):
+            if ev["from"] != prev["to"]:
+                problems.append(f"{task_id}: event {prev['to']} is followed by one from {ev['from']}")
+        if events[-1]["to"] != s["status"]:
+            problems.append(f"{task_id}: status {s['status']} but the last event says {events[-1]['to']}")
+        redrives = sum(1 for e in events if (e["from"], e["to"]) == ("FAILED", "QUEUED"))
+        finals = sum(1 for e in events if e["to"] in FINAL_STATES)
+        expected_finals = redrives + (1 if s["status"] in FINAL_STATES else 0)
+        if finals != expected_finals:
+            problems.append(f"{task_id}: {finals} final events, expected {expected_finals}")
+        since = max((i for i, e in enumerate(events) if (e["from"], e["to"]) == ("FAILED", "QUEUED")), default=-1)
+        runs = [e["attempt"] for e in events[since + 1 :] if e["to"] == "PROCESSING"]
+        if runs != list(range(1, s["attempts"] + 1)):
+            problems.append(f"{task_id}: attempts={s['attempts']} but PROCESSING events for attempts {runs}")
+        running: int | None = None
+        for e in events:
+            if e["to"] == "PROCESSING":
+                running = e["attempt"]
+            elif e["from"] == "PROCESSING" and e["attempt"] != running:
+                problems.append(f"{task_id}: outcome recorded for attempt {e['attempt']} while {running} ran")
+    return problems
