@@ -180,3 +180,15 @@ def update_schedule(key: ApiKey, schedule_id: str) -> Response:
 def delete_schedule(key: ApiKey, schedule_id: str) -> Response:
     schedules.delete(_rt(), key.tenant, uuid_param(schedule_id, "schedule"))
     return Response(body="", status_code=204)
+
+
+@bp.route("/api/v1/webhook-secret", methods=["GET"])
+@authed
+def webhook_secret(key: ApiKey) -> Response:
+    return json_response(ops.webhook_secret(_rt(), key.tenant, rotate=False))
+
+
+@bp.route("/api/v1/webhook-secret/rotate", methods=["POST"])
+@authed
+def rotate_webhook_secret(key: ApiKey) -> Response:
+    return json_response(ops.webhook_secret(_rt(), key.tenant, rotate=True))

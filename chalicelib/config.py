@@ -6,8 +6,10 @@ in Lambda (variables from ``.chalice/config.json``) and locally (the shell).
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tasklane"
@@ -31,6 +33,13 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip().lower() or default
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
 def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -42,6 +51,67 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0)
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class TypeLimit:
+    """Per-task-type limits enforced at claim time: concurrency (tasks of the type
+    leased at once across all drainers) and a token-bucket rate with a burst."""
+
+    concurrency: int = 0  # 0: unlimited
+    rate_per_second: float = 0.0  # 0: unlimited
+    burst: int = 1
+
+
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(text: str) -> float:
+    """``"10/s"``, ``"600/min"``, ``"100/h"`` or a bare number (per second) → per second."""
+    count, _, unit = str(text).strip().lower().partition("/")
+    try:
+        value = float(count) / _PER[unit.strip() or "s"]
+    except (ValueError, KeyError):
+        raise ConfigError(f"rate must look like 10/s, 600/min or 100/h, got {text!r}") from None
+    if value <= 0:
+        raise ConfigError(f"rate must be positive, got {text!r}")
+    return value
+
+
+def parse_task_limits(raw: str | None) -> dict[str, TypeLimit]:
+    """``TASKLANE_TASK_LIMITS``: ``{"send-email": {"concurrency": 2, "rate": "10/s", "burst": 5}}``."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"TASKLANE_TASK_LIMITS is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("TASKLANE_TASK_LIMITS must be a JSON object of task name -> limits")
+    limits: dict[str, TypeLimit] = {}
+    for name, spec in data.items():
+        if not isinstance(spec, dict) or set(spec) - {"concurrency", "rate", "burst"}:
+            raise ConfigError(f"TASKLANE_TASK_LIMITS[{name!r}] takes concurrency, rate and burst")
+        concurrency = spec.get("concurrency", 0)
+        if not isinstance(concurrency, int) or concurrency < 0:
+            raise ConfigError(f"TASKLANE_TASK_LIMITS[{name!r}].concurrency must be a non-negative integer")
+        rate = parse_rate(spec["rate"]) if spec.get("rate") else 0.0
+        burst = spec.get("burst", max(1, math.ceil(rate)))
+        if not isinstance(burst, int) or burst < 1:
+            raise ConfigError(f"TASKLANE_TASK_LIMITS[{name!r}].burst must be a positive integer")
+        limits[name] = TypeLimit(concurrency, rate, burst)
+    return limits
 
 
 @dataclass(frozen=True)
@@ -74,14 +144,36 @@ class Settings:
     pool_max_size: int = 4
     rate_limit_per_minute: int = 100
     schedule_grace_seconds: float = 120.0
+    webhook_allow_private: bool = True
+    webhook_max_retries: int = 5
+    webhook_timeout_seconds: int = 10
+    max_result_bytes: int = 262144
     bootstrap_rate_limit_per_minute: int = 10000
+    task_limits: dict[str, TypeLimit] = field(default_factory=dict)
+    # --- AWS (see chalicelib/awsclients.py, secrets.py, executors/aws.py) ---------------
+    # Empty database_url + a secret ARN: the URL is built from the Secrets Manager secret.
+    database_secret_arn: str | None = None
+    secret_max_age_seconds: int = 300
+    aws_region: str = "us-east-1"
+    s3_bucket: str | None = None
+    ses_sender: str | None = None
+    executor_mode: str = "inline"  # inline | lambda
+    executor_function: str = "tasklane-executor"
+    executor_idempotency_hours: float = 24.0
+    wake_drain: str = "off"  # off | lambda
+    drain_function: str = "tasklane-drain"
+    drain_fanout: int = 1
+    drainer_alive_seconds: float = 10.0
+    fault_injection: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default: ``os.environ``)."""
         e = dict(os.environ if env is None else env)
+        secret_arn = e.get("TASKLANE_DATABASE_SECRET_ARN") or None
         return cls(
-            database_url=e.get("TASKLANE_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            # TASKLANE_DATABASE_URL wins; else the secret (resolved by chalicelib.secrets); else the default.
+            database_url=e.get("TASKLANE_DATABASE_URL") or ("" if secret_arn else DEFAULT_DATABASE_URL),
             redis_url=e.get("TASKLANE_REDIS_URL") or DEFAULT_REDIS_URL,
             redis_prefix=e.get("TASKLANE_REDIS_PREFIX") or "tasklane",
             port=_int(e, "TASKLANE_PORT", 8000, 1),
@@ -107,7 +199,25 @@ class Settings:
             pool_max_size=_int(e, "TASKLANE_POOL_MAX_SIZE", 4, 1),
             rate_limit_per_minute=_int(e, "TASKLANE_RATE_LIMIT_PER_MINUTE", 100, 1),
             schedule_grace_seconds=_float(e, "TASKLANE_SCHEDULE_GRACE_SECONDS", 120.0, 0.0),
+            webhook_allow_private=_bool(e, "TASKLANE_WEBHOOK_ALLOW_PRIVATE", True),
+            webhook_max_retries=_int(e, "TASKLANE_WEBHOOK_MAX_RETRIES", 5, 0),
+            webhook_timeout_seconds=_int(e, "TASKLANE_WEBHOOK_TIMEOUT_SECONDS", 10, 1),
+            max_result_bytes=_int(e, "TASKLANE_MAX_RESULT_BYTES", 262144, 1),
             bootstrap_rate_limit_per_minute=_int(e, "TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE", 10000, 1),
+            task_limits=parse_task_limits(e.get("TASKLANE_TASK_LIMITS")),
+            database_secret_arn=secret_arn,
+            secret_max_age_seconds=_int(e, "TASKLANE_SECRET_MAX_AGE_SECONDS", 300, 0),
+            aws_region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
+            s3_bucket=e.get("TASKLANE_S3_BUCKET") or None,
+            ses_sender=e.get("TASKLANE_SES_SENDER") or None,
+            executor_mode=_choice(e, "TASKLANE_EXECUTOR_MODE", "inline", ("inline", "lambda")),
+            executor_function=e.get("TASKLANE_EXECUTOR_FUNCTION") or "tasklane-executor",
+            executor_idempotency_hours=_float(e, "TASKLANE_EXECUTOR_IDEMPOTENCY_HOURS", 24.0, 0.01),
+            wake_drain=_choice(e, "TASKLANE_WAKE_DRAIN", "off", ("off", "lambda")),
+            drain_function=e.get("TASKLANE_DRAIN_FUNCTION") or "tasklane-drain",
+            drain_fanout=_int(e, "TASKLANE_DRAIN_FANOUT", 1, 1),
+            drainer_alive_seconds=_float(e, "TASKLANE_DRAINER_ALIVE_SECONDS", 10.0, 0.5),
+            fault_injection=_bool(e, "TASKLANE_FAULT_INJECTION", False),
         )
 
 

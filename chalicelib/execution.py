@@ -11,14 +11,17 @@ work keeps them while short-lived drainers lose them quickly when they die.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.errors import TaskCancelled
 from chalicelib.executors import Registry, TaskContext
+from chalicelib.powertools import task_log_context
 from chalicelib.retry import RetryPolicy, describe, is_permanent
 from chalicelib.store import Outcome
 from chalicelib.tasks import Status
@@ -47,10 +50,20 @@ class Claimed:
 class BatchRunner:
     """Executes batches with per-task timeouts, heartbeats and cancellation."""
 
-    def __init__(self, registry: Registry, retry: RetryPolicy, *, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        retry: RetryPolicy,
+        *,
+        concurrency: int = 8,
+        max_result_bytes: int = 262144,
+        services: Any = None,
+    ) -> None:
         self.registry = registry
         self.retry = retry
         self.concurrency = concurrency
+        self.max_result_bytes = max_result_bytes
+        self.services = services
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="tasklane-exec")
 
     def close(self) -> None:
@@ -65,7 +78,7 @@ class BatchRunner:
         heartbeat_every: float,
     ) -> list[Outcome]:
         outcomes: list[Outcome] = []
-        running: dict[Future[Any], tuple[Claimed, TaskContext]] = {}
+        items: list[_Item] = []
         for task in batch:
             entry = self.registry.get(task.name)
             if entry is None:
@@ -86,55 +99,100 @@ class BatchRunner:
                 attempt=task.attempts,
                 max_retries=task.max_retries,
                 timeout_seconds=task.timeout_seconds,
+                services=self.services,
+                lease_token=token,
             )
-            running[self._pool.submit(_call, entry.run, entry.validate, task.payload, ctx)] = (task, ctx)
+            items.append(_Item(task, entry.run, entry.validate, ctx))
+        if not items:
+            return outcomes
 
-        abandoned = False
+        # A few "lanes" (one pool job each) work through the batch's shared queue:
+        # one job per lane instead of one future per task keeps the per-task cost of
+        # tiny tasks to a queue pop and a counter, and the calling thread wakes once
+        # when the whole batch is done, or at a heartbeat or a task's deadline.
+        state = _BatchState(items)
+        self._start_lanes(state, min(self.concurrency, len(items)))
+        shortest = min(item.ctx.timeout_seconds for item in items)
         next_beat = time.monotonic() + heartbeat_every
-        pending = set(running)
-        while pending:
+        while True:
             now = time.monotonic()
             wake_at = next_beat
-            for fut in pending:
-                ctx = running[fut][1]
-                if ctx.started_monotonic > 0:
-                    wake_at = min(wake_at, ctx.started_monotonic + ctx.timeout_seconds)
-            done, pending = wait(pending, timeout=max(wake_at - now, 0.0), return_when=ALL_COMPLETED)
-            for fut in done:
-                task, ctx = running[fut]
-                outcomes.append(self._outcome(task, token, fut))
+            with state.lock:
+                if state.remaining == 0:
+                    break
+                unstarted = bool(state.queue)
+                running = [i for i in items if not i.done and i.ctx.started_monotonic > 0]
+            for item in running:
+                wake_at = min(wake_at, item.ctx.started_monotonic + item.ctx.timeout_seconds)
+            if unstarted:
+                # Tasks still queued start later: look again within the shortest timeout.
+                wake_at = min(wake_at, now + shortest)
+            state.all_done.wait(max(wake_at - now, 0.0))
             now = time.monotonic()
-            for fut in list(pending):
-                task, ctx = running[fut]
-                if ctx.started_monotonic > 0 and now - ctx.started_monotonic > ctx.timeout_seconds:
-                    pending.discard(fut)
-                    ctx.request_cancel()  # a cooperative executor stops; the result is ignored anyway
-                    abandoned = True
-                    outcomes.append(
-                        self._failure(task, token, TimeoutError(f"attempt exceeded {ctx.timeout_seconds:g} s"))
-                    )
+            stuck = 0
+            with state.lock:
+                for item in items:
+                    ctx = item.ctx
+                    if (
+                        not item.done
+                        and ctx.started_monotonic > 0
+                        and now - ctx.started_monotonic > ctx.timeout_seconds
+                    ):
+                        # Python cannot stop the thread: record the attempt as failed, ignore
+                        # whatever it returns later, and let another lane take the queue.
+                        item.done = True
+                        item.timed_out = True
+                        state.remaining -= 1
+                        stuck += 1
+                        ctx.request_cancel()  # a cooperative executor stops
+                if state.remaining == 0:
+                    state.all_done.set()
+                pending = [i for i in items if not i.done]
+                more = bool(state.queue)
+            if stuck:
+                # The stuck threads keep their pool slots: later batches get a fresh pool,
+                # and this batch's queued tasks get fresh lanes now.
+                self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="tasklane-exec")
+                if more:
+                    self._start_lanes(state, min(self.concurrency, len(state.queue)))
             if pending and now >= next_beat:
                 # Finished tasks keep their leases too: their outcomes are recorded with
                 # the whole batch, so they wait for the slowest one.
-                for cancelled_id in heartbeat([t.id for t in batch]):
-                    for f in pending:
-                        if running[f][0].id == cancelled_id:
-                            running[f][1].request_cancel()
+                cancelled = heartbeat([t.id for t in batch])
+                for item in pending:
+                    if item.task.id in cancelled:
+                        item.ctx.request_cancel()
                 next_beat = now + heartbeat_every
-        if abandoned:
-            # A stuck thread keeps its pool slot: start a fresh pool for the next batch.
-            self._pool.shutdown(wait=False)
-            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="tasklane-exec")
+        for item in items:
+            if item.timed_out:
+                outcomes.append(
+                    self._failure(item.task, token, TimeoutError(f"attempt exceeded {item.ctx.timeout_seconds:g} s"))
+                )
+            else:
+                outcomes.append(self._outcome(item.task, token, item.value, item.error))
         return outcomes
 
-    def _outcome(self, task: Claimed, token: str, fut: Future[Any]) -> Outcome:
-        exc = fut.exception()
+    def _start_lanes(self, state: _BatchState, lanes: int) -> None:
+        for _ in range(lanes):
+            self._pool.submit(_lane, state)
+
+    def _outcome(self, task: Claimed, token: str, value: Any, exc: BaseException | None) -> Outcome:
         if exc is None:
             try:
-                result_json = json.dumps(fut.result(), separators=(",", ":"))
+                result_json = json.dumps(value, separators=(",", ":"))
             except (TypeError, ValueError) as err:
                 return Outcome(
                     task.id, token, Status.FAILED, error=f"result is not JSON: {err}", error_type="ResultError"
+                )
+            if len(result_json) > self.max_result_bytes:
+                return Outcome(
+                    task.id,
+                    token,
+                    Status.FAILED,
+                    error=f"result is {len(result_json)} bytes; the limit is {self.max_result_bytes}"
+                    " (store large outputs elsewhere, e.g. S3, and return a reference)",
+                    error_type="ResultTooLarge",
                 )
             return Outcome(task.id, token, Status.COMPLETED, result_json=result_json)
         if isinstance(exc, TaskCancelled):
@@ -144,6 +202,57 @@ class BatchRunner:
 
     def _failure(self, task: Claimed, token: str, exc: BaseException) -> Outcome:
         return failure_outcome(self.retry, task.id, token, task.attempts, task.max_retries, exc)
+
+
+class _Item:
+    """One task of a batch on its way through a lane."""
+
+    __slots__ = ("ctx", "done", "error", "run", "task", "timed_out", "validate", "value")
+
+    def __init__(self, task: Claimed, run: Callable[[Any, TaskContext], Any], validate: Any, ctx: TaskContext) -> None:
+        self.task = task
+        self.run = run
+        self.validate = validate
+        self.ctx = ctx
+        self.done = False
+        self.timed_out = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class _BatchState:
+    """The queue the lanes share, and how many tasks are not finished yet."""
+
+    def __init__(self, items: list[_Item]) -> None:
+        self.queue: deque[_Item] = deque(items)
+        self.remaining = len(items)
+        self.lock = threading.Lock()
+        self.all_done = threading.Event()
+
+
+def _lane(state: _BatchState) -> None:
+    """Run queued tasks one after another until the batch's queue is empty."""
+    queue = state.queue
+    while True:
+        try:
+            item = queue.popleft()
+        except IndexError:
+            return
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = _call(item.run, item.validate, item.task.payload, item.ctx)
+        except BaseException as exc:  # noqa: BLE001 - recorded as the attempt's outcome, as a future would
+            error = exc
+        with state.lock:
+            if item.done:  # timed out meanwhile: the outcome is already decided
+                continue
+            item.value = value
+            item.error = error
+            item.done = True
+            state.remaining -= 1
+            if state.remaining == 0:
+                state.all_done.set()
 
 
 def failure_outcome(
@@ -160,6 +269,7 @@ def _call(run: Callable[[Any, TaskContext], Any], validate: Any, payload: Any, c
     ctx.started_monotonic = time.monotonic()
     if ctx.cancel_requested:
         raise TaskCancelled("cancelled before it started")
-    if validate is not None:
-        validate(payload)
-    return run(payload, ctx)
+    with task_log_context(ctx.task_id, ctx.name, ctx.tenant, ctx.attempt):  # every log line names the task
+        if validate is not None:
+            validate(payload)
+        return run(payload, ctx)

@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from chalicelib.executors import Registry
+from chalicelib.webhooks import CALLBACK_URL_PATTERN
 
 _TS = {"type": "string", "format": "date-time"}
 _TS_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
@@ -103,6 +104,21 @@ _SCHEMAS: dict[str, Any] = {
             "max_retries": {"type": "integer", "minimum": 0, "maximum": 100, "default": 3},
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 900, "default": 300},
             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+            "callback_url": {
+                "type": "string",
+                "pattern": CALLBACK_URL_PATTERN,
+                "maxLength": 2000,
+                "description": "POSTed a signed event when the task reaches a final state",
+            },
+        },
+    },
+    "WebhookSecret": {
+        "type": "object",
+        "required": ["secret", "algorithm", "header"],
+        "properties": {
+            "secret": {"type": "string"},
+            "algorithm": {"type": "string"},
+            "header": {"type": "string"},
         },
     },
     "Task": {
@@ -128,6 +144,10 @@ _SCHEMAS: dict[str, Any] = {
             "enqueued_at": _TS_OR_NULL,
             "started_at": _TS_OR_NULL,
             "finished_at": _TS_OR_NULL,
+            "callback_url": {"type": ["string", "null"]},
+            "schedule_id": {"type": ["string", "null"]},
+            "progress": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+            "progress_message": {"type": ["string", "null"]},
             "errors": {
                 "type": "array",
                 "items": {
@@ -298,9 +318,108 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["status", "components"],
         "properties": {
             "status": {"type": "string", "enum": ["UP", "DOWN"]},
-            "components": {"type": "object", "additionalProperties": {"type": "object"}},
+            "components": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"type": "string", "enum": ["UP", "DOWN", "UNKNOWN"]}},
+                },
+            },
+            "migration_version": {"type": ["integer", "null"], "description": "newest applied SQL migration"},
         },
     },
+}
+
+# --- operator routes (chalicelib/api_ops.py): metrics, stats, dashboard ------------------
+
+_COUNTS = ["submitted", "completed", "failed", "cancelled", "queued", "pending", "processing", "dead_letters"]
+_NUM_OR_NULL = {"type": ["number", "null"], "minimum": 0}
+_STATS_GROUP = {
+    "type": "object",
+    "required": [*_COUNTS, "queue_size", "avg_run_seconds", "avg_wait_seconds", "oldest_queued_age_seconds"],
+    "properties": {
+        **{c: {"type": "integer", "minimum": 0} for c in _COUNTS},
+        "queue_size": {"type": "integer", "minimum": 0, "description": "queued + pending"},
+        "avg_run_seconds": {**_NUM_OR_NULL, "description": "completed today: started → finished"},
+        "avg_wait_seconds": {**_NUM_OR_NULL, "description": "completed today: enqueued → started"},
+        "oldest_queued_age_seconds": _NUM_OR_NULL,
+    },
+}
+_OPS_SCHEMAS: dict[str, Any] = {
+    "StatsGroup": _STATS_GROUP,
+    "Stats": {
+        "type": "object",
+        "required": ["tenant", "generated_at", "today_since", "totals", "by_priority", "by_name", "per_minute"],
+        "properties": {
+            "tenant": {"type": "string"},
+            "generated_at": _TS,
+            "today_since": {**_TS, "description": "00:00 UTC today: submitted/completed/failed count from here"},
+            "totals": _ref("StatsGroup"),
+            "by_priority": {
+                "type": "array",
+                "items": {
+                    "allOf": [_ref("StatsGroup"), {"required": ["priority"], "properties": {"priority": _PRIORITY}}]
+                },
+            },
+            "by_name": {
+                "type": "array",
+                "items": {
+                    "allOf": [_ref("StatsGroup"), {"required": ["name"], "properties": {"name": {"type": "string"}}}]
+                },
+            },
+            "per_minute": {
+                "type": "array",
+                "description": "the last 60 minutes, oldest first",
+                "items": {
+                    "type": "object",
+                    "required": ["minute", "submitted", "completed", "failed", "cancelled"],
+                    "properties": {
+                        "minute": _TS,
+                        **{
+                            k: {"type": "integer", "minimum": 0}
+                            for k in ("submitted", "completed", "failed", "cancelled")
+                        },
+                    },
+                },
+            },
+            "sweeper": {"type": "object", "required": ["status"]},
+        },
+    },
+}
+
+
+def _text(content_type: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {content_type: {"schema": {"type": "string"}}}}
+
+
+def _public_page(summary: str, content_type: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "security": [], "responses": {"200": _text(content_type, "the file")}}}
+
+
+_OPS_PATHS: dict[str, Any] = {
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics for the whole queue (text exposition format)",
+            "security": [{"MetricsToken": []}],
+            "responses": {
+                "200": _text("text/plain", "counters, gauges and histograms (Prometheus text format 0.0.4)"),
+                "401": _error("missing or wrong bearer token"),
+                "403": _error("a token was sent but metrics are disabled: TASKLANE_METRICS_TOKEN is not set"),
+                "503": _error("PostgreSQL unreachable"),
+            },
+        }
+    },
+    "/api/v1/stats": {
+        "get": _op(
+            "The caller's tenant in numbers: today's totals, queue by priority and name, the last hour per minute",
+            {"200": _json(_ref("Stats"), "the numbers")},
+        )
+    },
+    "/dashboard": _public_page("The operator dashboard (asks for an API key)", "text/html"),
+    "/dashboard/app.js": _public_page("The dashboard's script", "text/javascript"),
+    "/dashboard/app.css": _public_page("The dashboard's stylesheet", "text/css"),
+    "/dashboard/favicon.svg": _public_page("The dashboard's icon", "image/svg+xml"),
 }
 
 _SCHEDULE_TASK_FIELDS = {"name", "payload", "priority", "max_retries", "timeout_seconds"}
@@ -309,16 +428,22 @@ _LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "pag
 _CURSOR = _query("cursor", {"type": "string"}, "next_cursor of the previous page")
 
 
+def _variant(name: str, payload_schema: dict[str, Any]) -> dict[str, Any]:
+    """One task type's part of TaskSubmission: its name, and its payload's schema (the
+    payload itself is required when that schema requires fields, since it defaults to {})."""
+    variant: dict[str, Any] = {"properties": {"name": {"const": name}, "payload": payload_schema}}
+    if payload_schema.get("required"):
+        variant["required"] = ["payload"]
+    return variant
+
+
 def _submission_schema(registry: Registry) -> dict[str, Any]:
     """TaskSubmission, with the registered task names and each one's payload schema."""
     schema = copy.deepcopy(_SCHEMAS["TaskSubmission"])
     names = registry.names()
     schema["properties"]["name"] = {"type": "string", "enum": names, "description": "a registered task name"}
     schema["not"] = {"required": ["run_at", "delay_seconds"]}  # one or the other
-    schema["oneOf"] = [
-        {"properties": {"name": {"const": n}, "payload": registry.get(n).payload_schema}}  # type: ignore[union-attr]
-        for n in names
-    ]
+    schema["oneOf"] = [_variant(n, registry.get(n).payload_schema) for n in names]  # type: ignore[union-attr]
     return dict(schema)
 
 
@@ -341,13 +466,17 @@ def spec(registry: Registry) -> dict[str, Any]:
             "description": "A serverless task queue: PostgreSQL is the source of truth, Redis the fast queue.",
         },
         "components": {
-            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
-            "schemas": schemas,
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "MetricsToken": {"type": "http", "scheme": "bearer", "description": "TASKLANE_METRICS_TOKEN"},
+            },
+            "schemas": {**schemas, **_OPS_SCHEMAS},
         },
         "paths": {
+            **_OPS_PATHS,
             "/health": {
                 "get": {
-                    "summary": "Health of PostgreSQL and Redis",
+                    "summary": "Health of PostgreSQL, Redis and the sweeper, and the schema version",
                     "security": [],
                     "responses": {
                         "200": _json(_ref("Health"), "all components UP"),
@@ -480,6 +609,18 @@ def spec(registry: Registry) -> dict[str, Any]:
                     {"204": {"description": "deleted"}, "404": _error("no such schedule")},
                     params=[_SCHEDULE_ID_PARAM],
                 ),
+            },
+            "/api/v1/webhook-secret": {
+                "get": _op(
+                    "The tenant's webhook signing secret (created on first use)",
+                    {"200": _json(_ref("WebhookSecret"), "the secret and how signatures are made")},
+                )
+            },
+            "/api/v1/webhook-secret/rotate": {
+                "post": _op(
+                    "Replace the tenant's webhook signing secret",
+                    {"200": _json(_ref("WebhookSecret"), "the new secret")},
+                )
             },
             "/api/v1/dead-letters/redrive": {
                 "post": _op(

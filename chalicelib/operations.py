@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib import metrics, stats
 from chalicelib.errors import (
     ConflictError,
     NotFoundError,
@@ -22,6 +23,7 @@ from chalicelib.runtime import Runtime
 from chalicelib.submit import Submitted, submit, submit_many
 from chalicelib.tasks import Priority, Status, Task
 from chalicelib.validation import TaskRequest, parse_task
+from chalicelib.webhooks import WEBHOOK_TASK
 
 # --- submit ---------------------------------------------------------------------------
 
@@ -152,7 +154,8 @@ def events(rt: Runtime, tenant: str, task_id: str) -> dict[str, Any]:
 def cancel(rt: Runtime, tenant: str, task_id: str) -> tuple[int, dict[str, Any]]:
     """PENDING/QUEUED → CANCELLED (200); PROCESSING → cancel requested (202);
     a final state → 409."""
-    task, before = rt.store.cancel(tenant, task_id)
+    hooks: list[tuple[str, float]] = []
+    task, before = rt.store.cancel(tenant, task_id, hooks=hooks)
     if task is None or before is None:
         raise NotFoundError(f"no task {task_id}")
     if before.is_final:
@@ -160,11 +163,13 @@ def cancel(rt: Runtime, tenant: str, task_id: str) -> tuple[int, dict[str, Any]]
             f"task {task_id} is already {before.value}; only PENDING, QUEUED or PROCESSING tasks can be cancelled",
             details={"status": before.value},
         )
+    metrics.log_cancelled(tenant, task, before)
     if task.status is Status.CANCELLED:
         try:
-            rt.queue.remove([(task.id, task.priority)])
+            rt.queue.remove([(task.id, task.priority, task.name)])
+            rt.queue.push([(hook_id, Priority.HIGH, ms, WEBHOOK_TASK) for hook_id, ms in hooks])
         except UnavailableError:
-            pass  # the claim's guarded UPDATE turns the stale id away anyway
+            pass  # the claim's guard turns the stale id away; the sweeper pushes the webhook
         return 200, task.to_dict()
     return 202, task.to_dict()
 
@@ -253,7 +258,10 @@ def _enqueue_redriven(rt: Runtime, redriven: list[Task]) -> None:
     now_ms = time.time() * 1000
     try:
         rt.queue.push(
-            [(t.id, t.priority, t.enqueued_at.timestamp() * 1000 if t.enqueued_at else now_ms) for t in redriven]
+            [
+                (t.id, t.priority, t.enqueued_at.timestamp() * 1000 if t.enqueued_at else now_ms, t.name)
+                for t in redriven
+            ]
         )
     except UnavailableError:
         pass  # QUEUED in PostgreSQL: the sweeper's reconciliation enqueues them
@@ -268,6 +276,7 @@ def redrive_one(rt: Runtime, tenant: str, task_id: str) -> dict[str, Any]:
             details={"status": task.status.value},
         )
     _enqueue_redriven(rt, redriven)
+    metrics.log_redriven(tenant, redriven)
     return redriven[0].to_dict()
 
 
@@ -296,6 +305,7 @@ def redrive_many(rt: Runtime, tenant: str, body: Any) -> dict[str, Any]:
         raise ValidationError("limit must be an integer from 1 to 500", details={"field": "limit"})
     redriven = rt.store.redrive(tenant, ids=ids, name=name, limit=limit)
     _enqueue_redriven(rt, redriven)
+    metrics.log_redriven(tenant, redriven)
     return {"redriven": len(redriven), "ids": [t.id for t in redriven]}
 
 
@@ -311,14 +321,42 @@ def _is_uuid(value: str) -> bool:
 
 
 def health(rt: Runtime) -> dict[str, Any]:
-    """UP when PostgreSQL and Redis both answer; each component with its latency."""
+    """UP when PostgreSQL and Redis answer and the sweeper ran recently; DOWN (a 503)
+    otherwise.  Two round trips (one each to PostgreSQL and Redis), cheap enough for a
+    load balancer every second.  The db probe reads the applied migration version."""
     components: dict[str, dict[str, Any]] = {}
-    for name, probe in (("db", rt.store.ping), ("redis", rt.queue.ping)):
-        start = time.perf_counter()
-        try:
-            probe()
-            components[name] = {"status": "UP", "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
-        except UnavailableError as exc:
-            components[name] = {"status": "DOWN", "error": exc.message}
-    status = "UP" if all(c["status"] == "UP" for c in components.values()) else "DOWN"
-    return {"status": status, "components": components}
+    version: int | None = None
+    start = time.perf_counter()
+    try:
+        version = rt.store.schema_version()
+        components["db"] = {
+            "status": "UP",
+            "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+            "migration_version": version,
+        }
+    except UnavailableError as exc:
+        components["db"] = {"status": "DOWN", "error": exc.message}
+    start = time.perf_counter()
+    try:
+        last_sweep = rt.queue.last_sweep()
+        components["redis"] = {"status": "UP", "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+        components["sweeper"] = stats.sweeper_component(
+            last_sweep, stats.observability_settings(rt).sweep_stale_seconds
+        )
+    except UnavailableError as exc:
+        components["redis"] = {"status": "DOWN", "error": exc.message}
+        components["sweeper"] = {"status": "UNKNOWN", "message": "Redis is unreachable"}
+    status = "DOWN" if any(c["status"] == "DOWN" for c in components.values()) else "UP"
+    return {"status": status, "components": components, "migration_version": version}
+
+
+# --- webhooks -------------------------------------------------------------------------
+
+
+def webhook_secret(rt: Runtime, tenant: str, *, rotate: bool) -> dict[str, Any]:
+    secret = rt.store.rotate_webhook_secret(tenant) if rotate else rt.store.webhook_secret(tenant)
+    return {
+        "secret": secret,
+        "algorithm": "HMAC-SHA256 over f'{timestamp}.{raw body}', hex, prefixed v1=",
+        "header": "Tasklane-Signature (timestamp in Tasklane-Timestamp)",
+    }

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from chalicelib.config import Settings, get_settings
 from chalicelib.executors import Registry, load_builtin_executors
+from chalicelib.lambda_executor import registry_for
 from chalicelib.queue import Queue
 from chalicelib.retry import RetryPolicy
+from chalicelib.secrets import database_url
 from chalicelib.store import Store
 
 
@@ -29,13 +31,19 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         return cls(
             settings=settings,
-            store=Store(settings.database_url, max_size=settings.pool_max_size),
+            store=Store(
+                database_url(settings),
+                max_size=settings.pool_max_size,
+                webhook_max_retries=settings.webhook_max_retries,
+                webhook_timeout_seconds=settings.webhook_timeout_seconds,
+            ),
             queue=Queue.from_url(
                 settings.redis_url,
                 prefix=settings.redis_prefix,
                 aging_seconds=settings.priority_aging_seconds,
+                limits=settings.task_limits,
             ),
-            registry=load_builtin_executors(),
+            registry=registry_for(load_builtin_executors(), settings),
             retry=RetryPolicy(
                 base_seconds=settings.retry_base_seconds,
                 max_seconds=settings.retry_max_seconds,

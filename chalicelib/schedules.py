@@ -23,6 +23,7 @@ from chalicelib.config import Settings
 from chalicelib.errors import ConflictError, NotFoundError, QueueError, ValidationError
 from chalicelib.executors import Registry
 from chalicelib.observability import logger
+from chalicelib.queue import Item
 from chalicelib.runtime import Runtime
 from chalicelib.store import dumps
 from chalicelib.tasks import Task
@@ -263,7 +264,9 @@ def fire_due(rt: Runtime, *, actor: str = "sweep") -> list[Task]:
     created = rt.store.fire_due_schedules(plan, actor=actor)
     if created:
         try:
-            ready = [(t.id, t.priority, t.enqueued_at.timestamp() * 1000) for t in created if t.enqueued_at]
+            ready: list[Item] = [
+                (t.id, t.priority, t.enqueued_at.timestamp() * 1000, t.name) for t in created if t.enqueued_at
+            ]
             rt.queue.push(ready)
         except QueueError as exc:
             logger.warning("scheduled tasks persisted; Redis push failed", extra={"error": str(exc)})

@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from chalicelib import metrics
 from chalicelib.errors import ConflictError, QueueError
 from chalicelib.observability import logger
+from chalicelib.queue import Item
 from chalicelib.runtime import Runtime
 from chalicelib.store import NewTask, dumps
 from chalicelib.tasks import Status, Task
@@ -58,6 +60,7 @@ def submit_many(
             delay_seconds=r.delay_seconds,
             idempotency_key=r.idempotency_key,
             request_hash=r.fingerprint() if r.idempotency_key else None,
+            callback_url=r.callback_url,
         )
         for r in requests
     ]
@@ -85,18 +88,19 @@ def submit_many(
             )
         else:
             results.append(Submitted(Task.from_row(row), replayed=True))
-    for t in inserted.values():
-        logger.debug("task submitted", extra={"task_id": t.id, "task_name": t.name, "tenant": t.tenant})
+    metrics.log_submitted(tenant, list(inserted.values()), actor=actor, duplicates=len(new) - len(inserted))
     return results
 
 
 def _enqueue(rt: Runtime, tasks: Sequence[Task]) -> None:
-    ready = [
-        (t.id, t.priority, t.enqueued_at.timestamp() * 1000)
+    ready: list[Item] = [
+        (t.id, t.priority, t.enqueued_at.timestamp() * 1000, t.name)
         for t in tasks
         if t.status is Status.QUEUED and t.enqueued_at is not None
     ]
-    delayed = [(t.id, t.priority, t.run_at.timestamp() * 1000) for t in tasks if t.status is Status.PENDING]
+    delayed: list[Item] = [
+        (t.id, t.priority, t.run_at.timestamp() * 1000, t.name) for t in tasks if t.status is Status.PENDING
+    ]
     try:
         rt.queue.push(ready, delayed)
     except QueueError as exc:

@@ -19,13 +19,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chalicelib import schedules
+from chalicelib import metrics, schedules
 from chalicelib.errors import LeaseLostError, QueueError, UnavailableError
 from chalicelib.execution import failure_outcome
 from chalicelib.observability import logger
+from chalicelib.queue import Item
 from chalicelib.runtime import Runtime
 from chalicelib.store import Outcome
 from chalicelib.tasks import Priority, Status
+from chalicelib.webhooks import WEBHOOK_TASK
 
 PAGE = 1000
 
@@ -55,11 +57,17 @@ def sweep(rt: Runtime, *, actor: str = "sweep") -> SweepReport:
         except UnavailableError as exc:
             report.errors.append(f"{step.__name__.strip('_')}: {exc}")
             logger.warning("sweep step failed", extra={"step": step.__name__, "error": str(exc)})
+    metrics.fold(rt.store)
     try:
         rt.queue.client.set(f"{{{rt.settings.redis_prefix}}}:last_sweep", f"{time.time():.3f}")
     except Exception as exc:  # noqa: BLE001 - freshness marker only; Redis errors are reported above
         logger.debug("could not record sweep time", extra={"error": str(exc)})
     return report
+
+
+def _item(row: dict[str, Any], ms: str) -> Item:
+    """A queue item ``(id, priority, time, task type)`` from a store row."""
+    return (str(row["id"]), Priority(row["priority"]), row[ms], row["name"])
 
 
 def _rebuild(rt: Runtime, report: SweepReport, actor: str) -> None:
@@ -70,13 +78,13 @@ def _rebuild(rt: Runtime, report: SweepReport, actor: str) -> None:
     rt.queue.mark_rebuilt()
     counts = {"ready": 0, "delayed": 0, "leases": 0}
     for rows in rt.store.live_tasks(Status.QUEUED, page_size=PAGE * 5):
-        rt.queue.push([(str(r["id"]), Priority(r["priority"]), r["enqueued_ms"]) for r in rows], only_new=True)
+        rt.queue.push([_item(r, "enqueued_ms") for r in rows], only_new=True)
         counts["ready"] += len(rows)
     for rows in rt.store.live_tasks(Status.PENDING, page_size=PAGE * 5):
-        rt.queue.push(delayed=[(str(r["id"]), Priority(r["priority"]), r["run_at_ms"]) for r in rows], only_new=True)
+        rt.queue.push(delayed=[_item(r, "run_at_ms") for r in rows], only_new=True)
         counts["delayed"] += len(rows)
     for rows in rt.store.live_tasks(Status.PROCESSING, page_size=PAGE * 5):
-        rt.queue.lease_all((str(r["id"]), r["lease_ms"]) for r in rows)
+        rt.queue.lease_all((str(r["id"]), r["lease_ms"], r["name"]) for r in rows)
         counts["leases"] += len(rows)
     report.rebuilt = True
     logger.info("rebuilt Redis from PostgreSQL", extra=counts)
@@ -90,10 +98,10 @@ def _promote(rt: Runtime, report: SweepReport, actor: str) -> None:
     while True:
         rows = rt.store.promote_due(limit=PAGE, actor=actor)
         if rows:
-            ids = [(str(r["id"]), Priority(r["priority"])) for r in rows]
             try:
-                rt.queue.remove(ids)
-                rt.queue.push([(tid, prio, r["enqueued_ms"]) for (tid, prio), r in zip(ids, rows, strict=False)])
+                # Out of delayed (a drainer may have moved some already), into ready.
+                rt.queue.remove([(str(r["id"]), Priority(r["priority"]), r["name"]) for r in rows])
+                rt.queue.push([_item(r, "enqueued_ms") for r in rows])
             except QueueError as exc:
                 # Committed as QUEUED already: reconciliation pushes them once Redis is back.
                 report.errors.append(f"promote: {exc}")
@@ -112,18 +120,18 @@ def _rescue(rt: Runtime, report: SweepReport, actor: str) -> None:
     while True:
         rows = rt.store.rescue_expired(decide, limit=PAGE, actor=actor)
         if rows:
-            retries = [
-                (str(r["id"]), Priority(r["priority"]), r["run_at_ms"])
-                for r in rows
-                if r["status"] == Status.PENDING.value
-            ]
+            retries = [_item(r, "run_at_ms") for r in rows if r["status"] == Status.PENDING.value]
             report.rescued += len(rows)
             report.dead_lettered += sum(1 for r in rows if r["status"] == Status.FAILED.value)
-            logger.info(
-                "rescued expired leases", extra={"count": len(rows), "task_ids": [str(r["id"]) for r in rows[:20]]}
-            )
+            metrics.log_rescued(rows)
+            hooks: list[Item] = [
+                (str(r["hook_id"]), Priority.HIGH, r["hook_enqueued_ms"], WEBHOOK_TASK)
+                for r in rows
+                if r.get("hook_id")
+            ]
             try:
-                rt.queue.ack([str(r["id"]) for r in rows], retries)
+                rt.queue.ack([str(r["id"]) for r in rows], retries, {str(r["id"]): r["name"] for r in rows})
+                rt.queue.push(hooks)
             except QueueError as exc:
                 report.errors.append(f"rescue ack: {exc}")
         if len(rows) < PAGE:
@@ -136,15 +144,11 @@ def _requeue_orphan_leases(rt: Runtime, report: SweepReport, actor: str) -> None
         return
     rows = rt.store.statuses_of(ids)
     by_id = {str(r["id"]): r for r in rows}
-    back = [
-        (tid, Priority(r["priority"]), r["enqueued_ms"])
-        for tid, r in by_id.items()
-        if r["status"] == Status.QUEUED.value
-    ]
+    back = [_item(r, "enqueued_ms") for r in rows if r["status"] == Status.QUEUED.value]
     # PROCESSING ones are PostgreSQL's to rescue (step 3); anything else is done with.
     done = [tid for tid in ids if by_id.get(tid, {}).get("status") != Status.PROCESSING.value]
     rt.queue.push(back, only_new=True)
-    rt.queue.ack(done)
+    rt.queue.ack(done, names={tid: r["name"] for tid, r in by_id.items()})
     report.requeued_leases += len(back)
 
 
@@ -152,7 +156,7 @@ def _reconcile(rt: Runtime, report: SweepReport, actor: str) -> None:
     grace = max(2.0, rt.settings.sweep_interval_seconds)
     rows = rt.store.queued_older_than(grace, limit=PAGE * 5)
     if rows:
-        rt.queue.push([(str(r["id"]), Priority(r["priority"]), r["enqueued_ms"]) for r in rows], only_new=True)
+        rt.queue.push([_item(r, "enqueued_ms") for r in rows], only_new=True)
         report.reconciled += len(rows)
 
 

@@ -96,6 +96,10 @@ class Task:
     enqueued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    callback_url: str | None = None
+    schedule_id: str | None = None
+    progress: int | None = None
+    progress_message: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Task:
@@ -120,6 +124,10 @@ class Task:
             enqueued_at=row["enqueued_at"],
             started_at=row["started_at"],
             finished_at=row["finished_at"],
+            callback_url=row.get("callback_url"),
+            schedule_id=str(row["schedule_id"]) if row.get("schedule_id") else None,
+            progress=row.get("progress"),
+            progress_message=row.get("progress_message"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,4 +156,8 @@ class Task:
             "enqueued_at": iso(self.enqueued_at),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
+            "callback_url": self.callback_url,
+            "schedule_id": self.schedule_id,
+            "progress": self.progress,
+            "progress_message": self.progress_message,
         }

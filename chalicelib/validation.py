@@ -17,6 +17,7 @@ from chalicelib.config import Settings
 from chalicelib.errors import PayloadError, ValidationError
 from chalicelib.executors import Registry, as_int
 from chalicelib.tasks import Priority
+from chalicelib.webhooks import check_callback_url
 
 TASK_FIELDS = frozenset(
     {
@@ -28,6 +29,7 @@ TASK_FIELDS = frozenset(
         "max_retries",
         "timeout_seconds",
         "idempotency_key",
+        "callback_url",
     }
 )
 MAX_DELAY_SECONDS = 365 * 24 * 3600
@@ -48,6 +50,7 @@ class TaskRequest:
     max_retries: int
     timeout_seconds: int
     idempotency_key: str | None
+    callback_url: str | None = None
 
     def fingerprint(self) -> str:
         """Hash of what the client asked for, minus the idempotency key: the same key
@@ -60,6 +63,7 @@ class TaskRequest:
             "delay_seconds": self.delay_seconds,
             "max_retries": self.max_retries,
             "timeout_seconds": self.timeout_seconds,
+            "callback_url": self.callback_url,
         }
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -137,7 +141,7 @@ def _parse_task(body: Any, settings: Settings, registry: Registry) -> TaskReques
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("name is required: a non-empty string", details={"field": "name"})
-    if registry.get(name) is None:
+    if not registry.submittable(name):
         raise ValidationError(
             f"unknown task name {name!r}; known task names: {', '.join(registry.names())}",
             details={"field": "name", "known": registry.names()},
@@ -186,7 +190,16 @@ def _parse_task(body: Any, settings: Settings, registry: Registry) -> TaskReques
             f"idempotency_key must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters",
             details={"field": "idempotency_key"},
         )
+    callback_url = body.get("callback_url")
+    if callback_url is not None:
+        if not isinstance(callback_url, str):
+            raise ValidationError("callback_url must be a string", details={"field": "callback_url"})
+        try:
+            check_callback_url(callback_url, allow_private=settings.webhook_allow_private)
+        except PayloadError as exc:
+            raise ValidationError(f"callback_url: {exc}", details={"field": "callback_url"}) from None
     return TaskRequest(
+        callback_url=callback_url,
         name=name,
         payload=payload,
         priority=priority,

@@ -39,6 +39,7 @@ def request(name: str = "noop", payload: dict[str, Any] | None = None, **kw: Any
         max_retries=kw.pop("max_retries", 3),
         timeout_seconds=kw.pop("timeout_seconds", 30),
         idempotency_key=kw.pop("idempotency_key", None),
+        callback_url=kw.pop("callback_url", None),
     )
 
 

@@ -38,6 +38,9 @@ class TaskContext:
     attempt: int
     max_retries: int
     timeout_seconds: float
+    services: Any = None  # the drainer's Runtime, for Tasklane's own internal executors
+    lease_token: str | None = None
+    _last_progress: float = 0.0
     started_monotonic: float = 0.0  # set when the attempt starts running
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -52,6 +55,20 @@ class TaskContext:
         if not self.started_monotonic:
             return self.timeout_seconds
         return self.timeout_seconds - (time.monotonic() - self.started_monotonic)
+
+    def report_progress(self, percent: int, message: str | None = None) -> bool:
+        """Record progress (0-100 and a short message), visible in ``GET /api/v1/tasks/{id}``.
+
+        Writes at most twice a second per task (calls in between are dropped, except
+        100 %); returns False when nothing was written or the lease was lost."""
+        if not 0 <= int(percent) <= 100:
+            raise ValueError("percent must be from 0 to 100")
+        now = time.monotonic()
+        if self.services is None or self.lease_token is None or (now - self._last_progress < 0.5 and percent < 100):
+            return False
+        self._last_progress = now
+        text = None if message is None else str(message)[:500]
+        return bool(self.services.store.set_progress(self.task_id, self.lease_token, int(percent), text))
 
     def request_cancel(self) -> None:
         """Called by the drainer when the task's cancellation was requested."""
@@ -72,6 +89,7 @@ class Registered:
     validate: Validator | None
     description: str
     payload_schema: dict[str, Any]
+    internal: bool = False
 
 
 class Registry:
@@ -81,7 +99,12 @@ class Registry:
         self._by_name: dict[str, Registered] = {}
 
     def task(
-        self, name: str, *, validate: Validator | None = None, payload_schema: dict[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        validate: Validator | None = None,
+        payload_schema: dict[str, Any] | None = None,
+        internal: bool = False,
     ) -> Callable[[Executor], Executor]:
         """Register the decorated function as the executor of ``name``.
 
@@ -96,7 +119,7 @@ class Registry:
                 raise ValueError(f"task {name!r} is registered twice")
             doc = (fn.__doc__ or "").strip().splitlines()
             schema = payload_schema or {"type": "object"}
-            self._by_name[name] = Registered(name, fn, validate, doc[0] if doc else "", schema)
+            self._by_name[name] = Registered(name, fn, validate, doc[0] if doc else "", schema, internal)
             return fn
 
         return decorator
@@ -105,7 +128,12 @@ class Registry:
         return self._by_name.get(name)
 
     def names(self) -> list[str]:
-        return sorted(self._by_name)
+        """Task names clients may submit (internal ones, such as webhooks, are left out)."""
+        return sorted(n for n, r in self._by_name.items() if not r.internal)
+
+    def submittable(self, name: str) -> bool:
+        entry = self._by_name.get(name)
+        return entry is not None and not entry.internal
 
     def validate(self, name: str, payload: Any) -> None:
         """Raise ``PayloadError`` when ``payload`` is not valid for ``name``."""
@@ -137,6 +165,6 @@ def as_int(value: Any) -> int | None:
 
 def load_builtin_executors() -> Registry:
     """Import the modules whose decorators fill ``registry``; returns it."""
-    from chalicelib.executors import builtin  # noqa: F401  (registers on import)
+    from chalicelib.executors import builtin, email, http_request, pdf, sms, webhook  # noqa: F401  (registers on import)
 
     return registry

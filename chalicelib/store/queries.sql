@@ -7,25 +7,25 @@
 -- Multi-row submit: one statement for N tasks and their first events.  A task
 -- whose (tenant, idempotency_key) already exists is skipped (DO NOTHING) and
 -- the caller looks the original up.
+-- The tasks arrive as one JSON array of objects (one parameter, built by
+-- Store.insert_tasks): far cheaper to send than a dozen arrays.
 WITH n AS (
-    SELECT * FROM unnest(
-        %(ids)s::uuid[], %(tenants)s::text[], %(names)s::text[], %(priorities)s::text[],
-        %(payloads)s::text[], %(max_retries)s::int[], %(timeouts)s::int[],
-        %(run_ats)s::timestamptz[], %(delays)s::float8[], %(idempotency_keys)s::text[],
-        %(request_hashes)s::text[]
-    ) AS n(id, tenant, name, priority, payload, max_retries, timeout_seconds,
-           run_at, delay, idempotency_key, request_hash)
+    SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS n(
+        id uuid, tenant text, name text, priority text, payload text, max_retries int,
+        timeout_seconds int, run_at timestamptz, delay float8, idempotency_key text,
+        request_hash text, callback_url text)
 ), r AS (
     SELECT n.*, coalesce(n.run_at, now() + make_interval(secs => coalesce(n.delay, 0))) AS due
     FROM n
 ), ins AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries,
-                       timeout_seconds, run_at, enqueued_at, idempotency_key, request_hash)
+                       timeout_seconds, run_at, enqueued_at, idempotency_key, request_hash,
+                       callback_url)
     SELECT id, tenant, name,
            CASE WHEN due <= now() THEN 'QUEUED' ELSE 'PENDING' END,
            priority, payload::jsonb, max_retries, timeout_seconds, due,
            CASE WHEN due <= now() THEN now() END,
-           idempotency_key, request_hash
+           idempotency_key, request_hash, callback_url
     FROM r
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
@@ -77,11 +77,11 @@ SELECT * FROM c;
 -- presenting token changes; a stale worker's outcome matches nothing and the
 -- caller learns its lease was lost.  A retry of a task whose cancellation was
 -- requested becomes CANCELLED instead.
+-- The outcomes arrive as one JSON array of objects (built by Store._finish); a
+-- result is the JSON text of the executor's return value.
 WITH o AS (
-    SELECT * FROM unnest(
-        %(ids)s::uuid[], %(tokens)s::uuid[], %(statuses)s::text[], %(results)s::text[],
-        %(errors)s::text[], %(error_types)s::text[], %(delays)s::float8[]
-    ) AS o(id, token, status, result, error, error_type, delay)
+    SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
+        id uuid, token uuid, status text, result text, error text, error_type text, delay float8)
 ), u AS (
     UPDATE tasks t
     SET status = CASE WHEN o.status = 'PENDING' AND t.cancel_requested
@@ -96,15 +96,32 @@ WITH o AS (
         lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     FROM o
     WHERE t.id = o.id AND t.status = 'PROCESSING' AND t.lease_token = o.token
-    RETURNING t.id, t.tenant, t.name, t.status, t.priority, t.attempts, t.run_at,
+    RETURNING t.id, t.tenant, t.name, t.status, t.priority, t.attempts, t.run_at, t.result,
+              t.last_error, t.last_error_type, t.finished_at, t.callback_url,
               o.error, o.error_type
 ), ev AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type)
     SELECT id, 'PROCESSING', status, attempts, %(actor)s, error, error_type FROM u
+), hooks AS (
+    -- A completion webhook is a task of its own, born with the final transition.
+    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
+                       run_at, enqueued_at)
+    SELECT gen_random_uuid(), f.tenant, 'tasklane.webhook', 'QUEUED', 'high',
+           tasklane_webhook_payload(f.callback_url, f.id, f.name, f.status, f.attempts, f.result,
+                                    f.last_error, f.last_error_type, f.finished_at),
+           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now()
+    FROM u f
+    WHERE f.callback_url IS NOT NULL AND f.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+    RETURNING id, (payload->'task'->>'id')::uuid AS parent,
+              (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
+), hook_events AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+    SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
 )
-SELECT id, tenant, name, status, priority, attempts,
-       (extract(epoch FROM run_at) * 1000)::float8 AS run_at_ms
-FROM u;
+SELECT u.id, u.tenant, u.name, u.status, u.priority, u.attempts,
+       (extract(epoch FROM u.run_at) * 1000)::float8 AS run_at_ms,
+       h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms
+FROM u LEFT JOIN hooks h ON h.parent = u.id;
 
 -- name: extend_leases
 UPDATE tasks
@@ -132,8 +149,23 @@ WITH c AS (
 ), ev AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s FROM c
+), hooks AS (
+    -- A completion webhook is a task of its own, born with the final transition.
+    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
+                       run_at, enqueued_at)
+    SELECT gen_random_uuid(), f.tenant, 'tasklane.webhook', 'QUEUED', 'high',
+           tasklane_webhook_payload(f.callback_url, f.id, f.name, f.status, f.attempts, f.result,
+                                    f.last_error, f.last_error_type, f.finished_at),
+           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now()
+    FROM c f
+    WHERE f.callback_url IS NOT NULL AND f.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+    RETURNING id, (payload->'task'->>'id')::uuid AS parent,
+              (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
+), hook_events AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+    SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
 )
-SELECT * FROM c;
+SELECT c.*, h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms FROM c LEFT JOIN hooks h ON h.parent = c.id;
 
 -- name: request_cancel
 UPDATE tasks SET cancel_requested = true, updated_at = now()
@@ -151,15 +183,16 @@ WITH d AS (
 ), p AS (
     UPDATE tasks t SET status = 'QUEUED', enqueued_at = t.run_at, updated_at = now()
     FROM d WHERE t.id = d.id
-    RETURNING t.id, t.priority, t.attempts, (extract(epoch FROM t.enqueued_at) * 1000)::float8 AS enqueued_ms
+    RETURNING t.id, t.name, t.priority, t.attempts,
+              (extract(epoch FROM t.enqueued_at) * 1000)::float8 AS enqueued_ms
 ), ev AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, 'PENDING', 'QUEUED', attempts, %(actor)s FROM p
 )
-SELECT id, priority, enqueued_ms FROM p;
+SELECT id, name, priority, enqueued_ms FROM p;
 
 -- name: queued_older_than
-SELECT id, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
+SELECT id, name, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
 FROM tasks
 WHERE status = 'QUEUED' AND enqueued_at < now() - make_interval(secs => %(seconds)s)
 ORDER BY enqueued_at
@@ -167,7 +200,7 @@ LIMIT %(limit)s;
 
 -- name: live_tasks_page
 -- Keyset pages over the live states, for rebuilding Redis after it lost data.
-SELECT id, status, priority,
+SELECT id, name, status, priority,
        (extract(epoch FROM coalesce(enqueued_at, run_at)) * 1000)::float8 AS enqueued_ms,
        (extract(epoch FROM run_at) * 1000)::float8 AS run_at_ms,
        (extract(epoch FROM lease_expires_at) * 1000)::float8 AS lease_ms
@@ -177,7 +210,7 @@ ORDER BY id
 LIMIT %(limit)s;
 
 -- name: statuses_of
-SELECT id, status, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
+SELECT id, name, status, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
 FROM tasks WHERE id = ANY(%(ids)s::uuid[]);
 
 -- name: prune_finished
@@ -337,3 +370,124 @@ SET next_fire_at = %(next_fire_at)s,
     last_fired_at = coalesce(%(fired_at)s, last_fired_at),
     updated_at = now()
 WHERE id = %(id)s;
+
+-- name: webhook_secret
+-- The tenant's signing secret, created on first use (the candidate is kept only if
+-- no secret exists yet, so concurrent first uses agree).
+WITH ins AS (
+    INSERT INTO tenant_settings (tenant, webhook_secret) VALUES (%(tenant)s, %(candidate)s)
+    ON CONFLICT (tenant) DO NOTHING
+    RETURNING webhook_secret
+)
+SELECT webhook_secret FROM ins
+UNION ALL
+SELECT webhook_secret FROM tenant_settings WHERE tenant = %(tenant)s
+LIMIT 1;
+
+-- name: rotate_webhook_secret
+INSERT INTO tenant_settings (tenant, webhook_secret) VALUES (%(tenant)s, %(candidate)s)
+ON CONFLICT (tenant) DO UPDATE SET webhook_secret = excluded.webhook_secret
+RETURNING webhook_secret;
+
+-- name: set_progress
+UPDATE tasks SET progress = %(progress)s, progress_message = %(message)s, updated_at = now()
+WHERE id = %(id)s AND status = 'PROCESSING' AND lease_token = %(token)s
+RETURNING id;
+
+-- ---------------------------------------------------------------------------------
+-- Observability (chalicelib/metrics.py, stats.py, health): read-only, except the
+-- fold of metric deltas.  The counters themselves are written by the trigger of
+-- migration 0003 in the same statement as each transition.
+
+-- name: metric_totals
+-- Counters and histogram buckets by task name: folded totals plus the deltas not
+-- folded yet, read in one statement so a concurrent fold is counted exactly once.
+SELECT name, metric, le, sum(n)::bigint AS n, sum(total)::float8 AS total
+FROM (
+    SELECT name, metric, le, n, total FROM task_metric_totals
+    UNION ALL
+    SELECT name, metric, le, n, total FROM task_metric_deltas
+) AS m
+GROUP BY name, metric, le
+ORDER BY name, metric, le;
+
+-- name: fold_metric_deltas
+-- Moves the trigger's deltas into the totals.  Run under an advisory lock (one
+-- folder at a time); the ORDER BY keeps row locks in one order.
+WITH moved AS (
+    DELETE FROM task_metric_deltas RETURNING name, metric, le, n, total
+), summed AS (
+    SELECT name, metric, le, sum(n)::bigint AS n, sum(total)::float8 AS total
+    FROM moved GROUP BY name, metric, le
+)
+INSERT INTO task_metric_totals AS t (name, metric, le, n, total)
+SELECT name, metric, le, n, total FROM summed ORDER BY name, metric, le
+ON CONFLICT (name, metric, le) DO UPDATE SET n = t.n + excluded.n, total = t.total + excluded.total;
+
+-- name: queue_gauges
+-- Live tasks by status and priority, each arm served by its partial index, the
+-- age of the oldest ready task per priority, and the dead-letter count.
+SELECT 'QUEUED' AS status, priority, count(*) AS n,
+       extract(epoch FROM now() - min(enqueued_at))::float8 AS oldest_age_seconds
+FROM tasks WHERE status = 'QUEUED' GROUP BY priority
+UNION ALL
+SELECT 'PENDING', priority, count(*), NULL FROM tasks WHERE status = 'PENDING' GROUP BY priority
+UNION ALL
+SELECT 'PROCESSING', priority, count(*), NULL FROM tasks WHERE status = 'PROCESSING' GROUP BY priority
+UNION ALL
+SELECT 'FAILED', NULL, count(*), NULL FROM tasks WHERE status = 'FAILED';
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) AS version FROM schema_migrations;
+
+-- name: stats_clock
+-- The database's clock and the windows the stats cover: today (UTC) and the last hour.
+SELECT now() AS now,
+       date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS today,
+       date_trunc('minute', now()) - interval '59 minutes' AS hour_start;
+
+-- name: stats_live
+-- A tenant's waiting, running and dead-lettered tasks by name and priority.
+SELECT name, priority, 'QUEUED' AS status, count(*) AS n, min(enqueued_at) AS oldest_enqueued_at
+FROM tasks WHERE status = 'QUEUED' AND tenant = %(tenant)s GROUP BY name, priority
+UNION ALL
+SELECT name, priority, 'PENDING', count(*), NULL
+FROM tasks WHERE status = 'PENDING' AND tenant = %(tenant)s GROUP BY name, priority
+UNION ALL
+SELECT name, priority, 'PROCESSING', count(*), NULL
+FROM tasks WHERE status = 'PROCESSING' AND tenant = %(tenant)s GROUP BY name, priority
+UNION ALL
+SELECT name, priority, 'FAILED', count(*), NULL
+FROM tasks WHERE status = 'FAILED' AND tenant = %(tenant)s GROUP BY name, priority;
+
+-- name: stats_submitted_since
+SELECT name, priority, count(*) AS n
+FROM tasks WHERE tenant = %(tenant)s AND created_at >= %(since)s
+GROUP BY name, priority;
+
+-- name: stats_finished_since
+-- Final tasks by outcome; sums (not averages) so callers can roll them up.
+SELECT name, priority, status, count(*) AS n,
+       count(started_at) AS timed,
+       coalesce(sum(extract(epoch FROM finished_at - started_at)), 0)::float8 AS run_seconds,
+       coalesce(sum(extract(epoch FROM started_at - enqueued_at)), 0)::float8 AS wait_seconds
+FROM tasks WHERE tenant = %(tenant)s AND finished_at >= %(since)s
+GROUP BY name, priority, status;
+
+-- name: stats_per_minute
+-- Submitted and finished tasks per minute since %(since)s.
+SELECT date_trunc('minute', finished_at) AS minute, status AS kind, count(*) AS n
+FROM tasks WHERE tenant = %(tenant)s AND finished_at >= %(since)s
+GROUP BY 1, 2
+UNION ALL
+SELECT date_trunc('minute', created_at), 'SUBMITTED', count(*)
+FROM tasks WHERE tenant = %(tenant)s AND created_at >= %(since)s
+GROUP BY 1;
+
+-- name: try_fold_lock
+-- One metrics fold at a time (any constant works; the same in every process).
+SELECT pg_try_advisory_xact_lock(7301955003) AS locked;
+
+-- name: stats_snapshot
+-- Every stats query in one snapshot, so the numbers add up.
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;

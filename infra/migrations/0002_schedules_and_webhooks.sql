@@ -42,3 +42,17 @@ CREATE TABLE tenant_settings (
     webhook_secret text        NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- The body of a completion webhook, built where the final transition happens.
+CREATE FUNCTION tasklane_webhook_payload(
+    url text, task_id uuid, task_name text, status text, attempts integer, result jsonb,
+    last_error text, last_error_type text, finished_at timestamptz
+) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object(
+        'url', url,
+        'event', 'task.' || lower(status),
+        'task', jsonb_build_object(
+            'id', task_id, 'name', task_name, 'status', status, 'attempts', attempts,
+            'result', result, 'last_error', last_error, 'last_error_type', last_error_type,
+            'finished_at', finished_at))
+$$;

@@ -55,7 +55,7 @@ def test_200_noop_tasks_in_four_priorities_complete_with_payload(stack: Stack) -
         ("{not json", 400, "validation_error", "not valid JSON"),
         ({"payload": {}}, 400, "validation_error", "name is required"),
         ({"name": "noop", "payload": [1, 2]}, 400, "validation_error", "payload must be a JSON object"),
-        ({"name": "no-such-task"}, 400, "validation_error", "known task names: fail, noop, sleep"),
+        ({"name": "no-such-task"}, 400, "validation_error", "known task names: "),
         ({"name": "noop", "priority": "urgent"}, 400, "validation_error", "priority must be one of"),
         ({"name": "noop", "delay_seconds": -1}, 400, "validation_error", "delay_seconds"),
         ({"name": "noop", "run_at": "tomorrow"}, 400, "validation_error", "run_at must be ISO-8601"),
