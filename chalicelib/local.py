@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class LocalContext:
 
 
 def _stop_event() -> threading.Event:
+    """Set on SIGTERM/SIGINT, or when the supervisor that started us is gone."""
     stop = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
@@ -52,7 +54,22 @@ def _stop_event() -> threading.Event:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    stop_with_parent(stop)
     return stop
+
+
+def stop_with_parent(stop: threading.Event, interval: float = 1.0) -> None:
+    """Children run in sessions of their own (so Ctrl-C reaches only the supervisor,
+    which stops them in order); if the supervisor is killed outright they would be
+    orphans, so each one watches its parent and stops when it changes."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stop.wait(interval):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 
 
 def drain_worker() -> int:
@@ -156,9 +173,12 @@ class Child:
     restart: bool
     proc: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    after_start: Callable[[subprocess.Popen[bytes]], None] | None = None  # e.g. wait for and seed the emulator
 
     def start(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env, start_new_session=True)
+        if self.after_start is not None:
+            self.after_start(self.proc)
 
 
 def _port_free(port: int) -> bool:
@@ -218,6 +238,9 @@ def run_stack(args: argparse.Namespace) -> int:
                 store, settings.bootstrap_api_key, rate_limit_per_minute=settings.bootstrap_rate_limit_per_minute
             )
             store.close()
+        emulator = aws_emulator(env, db_url, redis_url)
+        if emulator is not None:
+            emulator.start(env)  # before the rest: executors need it seeded
         api_argv = [sys.executable, "-m", "chalicelib.local", "api", "--port", str(settings.port)]
         children = [
             Child("api", api_argv, restart=False),
@@ -226,11 +249,62 @@ def run_stack(args: argparse.Namespace) -> int:
                 for i in range(settings.drainers)
             ],
             Child("sweep", [sys.executable, "-m", "chalicelib.local", "sweep"], restart=True),
+            *([emulator] if emulator is not None else []),
         ]
         return _supervise(children, env, settings.port, db_url, redis_url, applied)
     finally:
         rd.stop()
         pg.stop()
+
+
+def aws_emulator(env: dict[str, str], db_url: str, redis_url: str) -> Child | None:
+    """Point the children at an AWS emulator (``env`` is updated) and return the one to
+    start, if any.  ``TASKLANE_AWS_EMULATOR=off`` leaves AWS alone (real endpoints, your
+    credentials); ``TASKLANE_AWS_ENDPOINT`` names one you run yourself; otherwise
+    whatever answers on ``TASKLANE_AWS_EMULATOR_PORT`` (4566: a LocalStack, a moto) is
+    used, else moto's server is started there.  Either way it is seeded."""
+    from chalicelib import emulator
+
+    mode = (env.get("TASKLANE_AWS_EMULATOR") or "auto").lower()
+    if mode in ("off", "0", "false", "no"):
+        return None
+    env.setdefault("TASKLANE_S3_BUCKET", emulator.DEFAULT_BUCKET)
+    env.setdefault("TASKLANE_SES_SENDER", emulator.DEFAULT_SENDER)
+    env.setdefault("AWS_DEFAULT_REGION", emulator.DEFAULT_REGION)
+    # Dummy credentials: an emulator needs none, and real ones must not leave the laptop.
+    env.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
+    env.pop("AWS_SESSION_TOKEN", None)
+    env.pop("AWS_PROFILE", None)
+    port = int(env.get("TASKLANE_AWS_EMULATOR_PORT") or emulator.DEFAULT_PORT)
+    endpoint = env.get("TASKLANE_AWS_ENDPOINT") or emulator.endpoint_for(port)
+    if not env.get("TASKLANE_AWS_ENDPOINT"):
+        env.pop("AWS_ENDPOINT_URL", None)  # it would win over LOCALSTACK_HOST in localstack-client
+        env["LOCALSTACK_HOST"] = f"127.0.0.1:{port}"
+
+    def seed(proc: subprocess.Popen[bytes] | None = None) -> None:
+        try:
+            emulator.wait_ready(endpoint, proc=proc)
+            emulator.seed(
+                endpoint,
+                region=env["AWS_DEFAULT_REGION"],
+                bucket=env["TASKLANE_S3_BUCKET"],
+                sender=env["TASKLANE_SES_SENDER"],
+                database_url=db_url,
+                redis_url=redis_url,
+            )
+        except Exception as exc:  # noqa: BLE001 - the queue works without it; AWS tasks will fail
+            print(f"AWS emulator at {endpoint} is not usable: {exc}", flush=True)
+
+    if env.get("TASKLANE_AWS_ENDPOINT") or emulator.answers(endpoint):
+        seed()  # someone else's emulator (LocalStack, moto): use it as it is
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("moto") is None:
+        print("moto is not installed (requirements-dev.txt): no AWS emulator; AWS task types will fail", flush=True)
+        return None
+    argv = [sys.executable, "-m", "chalicelib.emulator", "serve", "--port", str(port)]
+    return Child("aws-emulator", argv, restart=True, after_start=seed)
 
 
 def _supervise(
@@ -244,15 +318,17 @@ def _supervise(
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     for child in children:
-        child.start(env)
+        if child.proc is None:
+            child.start(env)
     api = children[0]
     assert api.proc is not None
     code = 0
+    drainers = sum(c.name.startswith("drain-") for c in children)
     try:
         _wait_http(port, api.proc)
         print(
             f"Tasklane is up: http://127.0.0.1:{port}  (database {_redact(db_url)}, redis {redis_url}, "
-            f"{len(children) - 2} drainers, migrations applied now: {applied or 'none'}). Ctrl-C stops it.",
+            f"{drainers} drainers, migrations applied now: {applied or 'none'}). Ctrl-C stops it.",
             flush=True,
         )
         while not stop.wait(0.5):

@@ -48,7 +48,10 @@ rm -f "$outdir/sam.yaml" "$outdir/deployment.zip" "$outdir/packaged.yaml"
 mkdir -p "$outdir"
 
 echo "==> chalice package (stage $stage, region $region) -> $outdir"
-"$chalice" package --stage "$stage" --pkg-format cloudformation --template-format yaml "$outdir"
+# Fixed function names (the stack must be tasklane-<stage>) so the drainer can invoke
+# the executor function and the API can wake the drain function by name.
+"$chalice" package --stage "$stage" --pkg-format cloudformation --template-format yaml \
+  --merge-template infra/app-overrides.json "$outdir"
 if [[ ! -f "$outdir/sam.yaml" || ! -f "$outdir/deployment.zip" ]]; then
   echo "package.sh: chalice package did not write $outdir/sam.yaml and deployment.zip" >&2
   exit 1

@@ -29,6 +29,7 @@ class Stack:
     redis_url: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    aws_endpoint: str = ""  # the stack's own AWS emulator (moto), on a free port
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"X-API-Key": key or self.api_key, "Content-Type": "application/json"}
@@ -80,6 +81,7 @@ def start_stack(
     name = database or f"tasklane_e2e_{uuid.uuid4().hex[:10]}"
     db_url = devservices.ensure_database(pg_server, name)
     port = devservices.find_free_port()
+    aws_port = devservices.find_free_port()  # never the developer's emulator on 4566
     key = "e2e-" + uuid.uuid4().hex
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("TASKLANE_")},
@@ -95,6 +97,7 @@ def start_stack(
         "TASKLANE_DRAIN_IDLE_WAIT_SECONDS": "0.2",
         "TASKLANE_LOG_LEVEL": "WARNING",
         "TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE": "1000000",
+        "TASKLANE_AWS_EMULATOR_PORT": str(aws_port),
         **(env or {}),
     }
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +111,8 @@ def start_stack(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    stack = Stack(f"http://127.0.0.1:{port}", key, db_url, redis_server_url, proc, log_path)
+    aws_endpoint = full_env.get("TASKLANE_AWS_ENDPOINT") or f"http://127.0.0.1:{full_env['TASKLANE_AWS_EMULATOR_PORT']}"
+    stack = Stack(f"http://127.0.0.1:{port}", key, db_url, redis_server_url, proc, log_path, aws_endpoint)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
