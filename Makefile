@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint unit venv bench package clean stop-services
+.PHONY: run test lint unit venv bench package clean stop-services chromium
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Tasklane needs Python 3.11+"'
@@ -26,14 +26,28 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: venv lint
+test: venv lint chromium
 	$(BIN)/python -m pytest
+
+# The dashboard's browser test drives Debian's Chromium through Playwright (never a
+# downloaded browser build).  Installed here when missing and we may; otherwise the
+# test fails with a message saying how to install it.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the dashboard's browser test"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	      || echo "could not install chromium: the browser test will fail"; \
+	  else \
+	    echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will fail"; \
+	  fi; }
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit
 
 bench: venv
-	$(BIN)/python -m bench
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 package: venv
 	bash infra/package.sh

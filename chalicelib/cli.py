@@ -6,6 +6,9 @@ database URL, not an API key):
     python -m chalicelib.cli keys create --tenant acme --rate-limit 600/min
     python -m chalicelib.cli keys list [--tenant acme]
     python -m chalicelib.cli keys revoke tl_AbCdEfGh      # an id or the shown prefix
+
+``submit``, ``status``, ``tail``, ``dlq`` and ``stats`` talk to the HTTP API with
+an API key instead (``TASKLANE_API_URL``, ``TASKLANE_API_KEY``): see ``opscli``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib import opscli
 from chalicelib.auth import create_key
 from chalicelib.config import DEFAULT_DATABASE_URL
 from chalicelib.errors import TasklaneError
@@ -114,11 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="disable a key by id or shown prefix")
     revoke.add_argument("key")
     revoke.set_defaults(fn=keys_revoke)
+    opscli.add_commands(sub)  # submit, status, tail, dlq, stats: over the HTTP API
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "api"):
+        return opscli.run(args)
     store = Store(_database_url())
     try:
         code: int = args.fn(store, args)

@@ -1,0 +1,197 @@
+"""Metrics exposition, stats shaping and the sweeper's freshness, without I/O."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from chalicelib import metrics, stats
+from chalicelib.errors import QueueError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FakeStore:
+    def __init__(self, totals: list[dict[str, Any]], gauges: list[dict[str, Any]]) -> None:
+        self.totals, self.gauges = totals, gauges
+
+    def metric_totals(self) -> list[dict[str, Any]]:
+        return self.totals
+
+    def queue_gauges(self) -> list[dict[str, Any]]:
+        return self.gauges
+
+
+class FakeQueue:
+    def __init__(self, snap: dict[str, float | None] | None) -> None:
+        self.snap = snap
+
+    def snapshot(self) -> dict[str, float | None]:
+        if self.snap is None:
+            raise QueueError("Redis is unreachable or failed: connection refused")
+        return self.snap
+
+
+INF = float("inf")
+TOTALS = [
+    {"name": "noop", "metric": "submitted", "le": INF, "n": 7, "total": 0.0},
+    {"name": "noop", "metric": "completed", "le": INF, "n": 5, "total": 0.0},
+    {"name": "fail", "metric": "dead_lettered", "le": INF, "n": 2, "total": 0.0},
+    {"name": "noop", "metric": "run", "le": 0.005, "n": 3, "total": 0.006},
+    {"name": "noop", "metric": "run", "le": 1.0, "n": 1, "total": 0.7},
+    {"name": "noop", "metric": "run", "le": INF, "n": 1, "total": 5000.0},
+]
+GAUGES = [
+    {"status": "QUEUED", "priority": "high", "n": 4, "oldest_age_seconds": 12.5},
+    {"status": "PENDING", "priority": "low", "n": 2, "oldest_age_seconds": None},
+    {"status": "PROCESSING", "priority": "normal", "n": 1, "oldest_age_seconds": None},
+    {"status": "FAILED", "priority": None, "n": 9, "oldest_age_seconds": None},
+]
+
+
+def parse(text: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
+    out: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[frozenset(s.labels.items())] = s.value
+    return out
+
+
+def test_bucket_bounds_equal_the_triggers() -> None:
+    sql = (ROOT / "infra/migrations/0003_task_metrics.sql").read_text()
+    found = re.search(r"'\{([0-9.,]+),Infinity\}'::float8\[\]", sql)
+    assert found, "the trigger's bucket array"
+    assert tuple(float(x) for x in found.group(1).split(",")) == metrics.BUCKETS
+
+
+def test_exposition_parses_and_reports_counters_gauges_and_histograms() -> None:
+    text = metrics.render(
+        FakeStore(TOTALS, GAUGES), FakeQueue({"ready": 4, "delayed": 2, "leased": 1, "last_sweep": 1700000000.5})
+    )
+    got = parse(text)
+    assert got["tasklane_tasks_submitted_total"][frozenset({("task_name", "noop")})] == 7
+    assert got["tasklane_tasks_submitted_total"][frozenset({("task_name", "fail")})] == 0
+    assert got["tasklane_tasks_dead_lettered_total"][frozenset({("task_name", "fail")})] == 2
+    assert got["tasklane_ready_tasks"][frozenset({("priority", "high")})] == 4
+    assert got["tasklane_ready_tasks"][frozenset({("priority", "critical")})] == 0
+    assert got["tasklane_delayed_tasks"][frozenset({("priority", "low")})] == 2
+    assert got["tasklane_in_flight_tasks"][frozenset({("priority", "normal")})] == 1
+    assert got["tasklane_oldest_ready_task_age_seconds"][frozenset({("priority", "high")})] == 12.5
+    assert got["tasklane_dead_letter_tasks"][frozenset()] == 9
+    assert got["tasklane_last_sweep_timestamp_seconds"][frozenset()] == 1700000000.5
+    assert got["tasklane_redis_up"][frozenset()] == 1
+    buckets = {dict(k)["le"]: v for k, v in got["tasklane_task_run_seconds_bucket"].items()}
+    assert buckets["0.005"] == 3 and buckets["0.5"] == 3 and buckets["1.0"] == 4 and buckets["+Inf"] == 5
+    assert got["tasklane_task_run_seconds_count"][frozenset({("task_name", "noop")})] == 5
+    assert got["tasklane_task_run_seconds_sum"][frozenset({("task_name", "noop")})] == pytest.approx(5000.706)
+    assert "# TYPE tasklane_tasks_completed_total counter" in text
+    assert "# TYPE tasklane_task_queue_wait_seconds histogram" in text
+
+
+def test_redis_down_still_renders_the_postgresql_numbers() -> None:
+    got = parse(metrics.render(FakeStore(TOTALS, GAUGES), FakeQueue(None)))
+    assert got["tasklane_redis_up"][frozenset()] == 0
+    assert "tasklane_redis_queue_members" not in got
+    assert got["tasklane_tasks_completed_total"][frozenset({("task_name", "noop")})] == 5
+
+
+def test_sweeper_is_up_while_fresh_and_down_when_stale() -> None:
+    now = 1_700_000_000.0
+    assert stats.sweeper_component(now - 10, 180, now)["status"] == "UP"
+    stale = stats.sweeper_component(now - 200, 180, now)
+    assert stale["status"] == "DOWN" and "200 s" in stale["message"]
+
+
+def test_a_missing_sweep_is_unknown_for_one_window_then_down() -> None:
+    now = 1_700_000_000.0
+    stats.sweeper_component(now, 180, now)  # resets the "first noticed" clock
+    assert stats.sweeper_component(None, 180, now)["status"] == "UNKNOWN"
+    assert stats.sweeper_component(None, 180, now + 100)["status"] == "UNKNOWN"
+    assert stats.sweeper_component(None, 180, now + 181)["status"] == "DOWN"
+    assert stats.sweeper_component(now + 182, 180, now + 182)["status"] == "UP"
+
+
+def test_stale_window_defaults_to_three_aws_minutes_and_can_be_set() -> None:
+    assert stats.ObservabilitySettings.from_env(5.0, {}).sweep_stale_seconds == 180
+    assert stats.ObservabilitySettings.from_env(120.0, {}).sweep_stale_seconds == 360
+    custom = stats.ObservabilitySettings.from_env(
+        5.0, {"TASKLANE_SWEEP_STALE_SECONDS": "15", "TASKLANE_METRICS_TOKEN": "t"}
+    )
+    assert custom.sweep_stale_seconds == 15 and custom.metrics_token == "t"
+    assert stats.ObservabilitySettings.from_env(5.0, {"TASKLANE_METRICS_TOKEN": ""}).metrics_token is None
+    with pytest.raises(ValueError, match="TASKLANE_SWEEP_STALE_SECONDS"):
+        stats.ObservabilitySettings.from_env(5.0, {"TASKLANE_SWEEP_STALE_SECONDS": "soon"})
+
+
+def test_stats_roll_rows_up_by_name_priority_and_minute() -> None:
+    now = datetime(2026, 1, 2, 12, 30, 15, tzinfo=UTC)
+    hour_start = datetime(2026, 1, 2, 11, 31, tzinfo=UTC)
+    raw = {
+        "clock": {"now": now, "today": datetime(2026, 1, 2, tzinfo=UTC), "hour_start": hour_start},
+        "live": [
+            {
+                "name": "a",
+                "priority": "high",
+                "status": "QUEUED",
+                "n": 2,
+                "oldest_enqueued_at": now - timedelta(seconds=30),
+            },
+            {"name": "b", "priority": "low", "status": "PENDING", "n": 1, "oldest_enqueued_at": None},
+            {"name": "b", "priority": "low", "status": "FAILED", "n": 4, "oldest_enqueued_at": None},
+        ],
+        "submitted": [{"name": "a", "priority": "high", "n": 10}, {"name": "b", "priority": "low", "n": 3}],
+        "finished": [
+            {
+                "name": "a",
+                "priority": "high",
+                "status": "COMPLETED",
+                "n": 8,
+                "timed": 8,
+                "run_seconds": 4.0,
+                "wait_seconds": 8.0,
+            },
+            {
+                "name": "b",
+                "priority": "low",
+                "status": "FAILED",
+                "n": 1,
+                "timed": 1,
+                "run_seconds": 9.0,
+                "wait_seconds": 1.0,
+            },
+        ],
+        "per_minute": [
+            {"minute": hour_start, "kind": "SUBMITTED", "n": 5},
+            {"minute": hour_start + timedelta(minutes=59), "kind": "COMPLETED", "n": 3},
+        ],
+    }
+    body = stats.build_stats(raw)
+    t = body["totals"]
+    assert (t["submitted"], t["completed"], t["failed"], t["queued"], t["pending"], t["dead_letters"]) == (
+        13,
+        8,
+        1,
+        2,
+        1,
+        4,
+    )
+    assert t["queue_size"] == 3 and t["avg_run_seconds"] == 0.5 and t["avg_wait_seconds"] == 1.0
+    assert t["oldest_queued_age_seconds"] == 30.0
+    assert [p["priority"] for p in body["by_priority"]] == ["critical", "high", "normal", "low"]
+    assert body["by_priority"][0]["submitted"] == 0 and body["by_priority"][1]["completed"] == 8
+    assert [n["name"] for n in body["by_name"]] == ["a", "b"]
+    assert body["by_name"][1]["failed"] == 1 and body["by_name"][1]["avg_run_seconds"] is None
+    assert len(body["per_minute"]) == 60
+    assert body["per_minute"][0]["submitted"] == 5 and body["per_minute"][-1]["completed"] == 3
+
+
+def test_stats_reject_query_parameters() -> None:
+    from chalicelib.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="takes none"):
+        stats.tenant_stats(None, "t", {"since": "x"})  # type: ignore[arg-type]
