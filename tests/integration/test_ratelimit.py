@@ -1,6 +1,6 @@
 """Integration tests for chalicelib.ratelimit against a real Redis.
 
-They use database 13 on redis://127.0.0.1:6379 and only that database. The
+They use database 13 of the test Redis (tests/conftest.py) and only that database. The
 fixture runs FLUSHDB on it before each test. Nothing here calls FLUSHALL.
 One test runs SCRIPT FLUSH, which clears the script cache for the whole
 server; redis-py reloads scripts on NOSCRIPT, so other clients are unharmed.
