@@ -117,7 +117,14 @@ def api_server(host: str, port: int) -> int:
     import logging
 
     from chalice.cli.factory import CLIFactory
-    from chalice.local import ChaliceRequestHandler, CustomLocalChalice, LocalChalice, LocalDevServer, RouteMatcher
+    from chalice.local import (
+        ChaliceRequestHandler,
+        CustomLocalChalice,
+        LocalChalice,
+        LocalDevServer,
+        RouteMatcher,
+        ThreadedHTTPServer,
+    )
 
     class Handler(ChaliceRequestHandler):
         def __getattr__(self, name: str) -> Any:
@@ -154,7 +161,14 @@ def api_server(host: str, port: int) -> int:
     # or concurrent requests read each other's bodies and headers.
     CustomLocalChalice.__bases__ = (LocalChalice, type(app))
     app.__class__ = CustomLocalChalice
-    server = LocalDevServer(app, config, host, port, handler_cls=Handler)
+
+    class Server(ThreadedHTTPServer):
+        # socketserver's default listen backlog is 5: a burst of concurrent clients
+        # would see connections reset before a thread ever accepts them.
+        request_queue_size = 128
+        daemon_threads = True
+
+    server = LocalDevServer(app, config, host, port, handler_cls=Handler, server_cls=Server)
     stop = _stop_event()
 
     def shutdown_on_signal() -> None:
