@@ -22,7 +22,7 @@ from chalicelib.http import int_query
 from chalicelib.runtime import Runtime
 from chalicelib.submit import Submitted, submit, submit_many
 from chalicelib.tasks import Priority, Status, Task
-from chalicelib.validation import TaskRequest, parse_task
+from chalicelib.validation import TaskRequest, check_fields, parse_task
 from chalicelib.webhooks import WEBHOOK_TASK
 
 # --- submit ---------------------------------------------------------------------------
@@ -47,9 +47,7 @@ def submit_batch(rt: Runtime, tenant: str, body: Any) -> tuple[int, dict[str, An
     is true: then any invalid item rejects the whole batch with a 400."""
     if not isinstance(body, dict) or not isinstance(body.get("tasks"), list):
         raise ValidationError('send {"tasks": [task, ...]}', details={"field": "tasks"})
-    unknown = sorted(set(body) - {"tasks", "atomic"})
-    if unknown:
-        raise ValidationError(f"unknown field(s) {', '.join(unknown)}; allowed: atomic, tasks")
+    check_fields(body, {"tasks", "atomic"})
     items = body["tasks"]
     atomic = body.get("atomic", False)
     if not isinstance(atomic, bool):
@@ -284,12 +282,7 @@ def redrive_many(rt: Runtime, tenant: str, body: Any) -> dict[str, Any]:
     """``{"ids": [...]}`` or ``{"name": "..."}`` (or both); at most ``limit`` (500) a call."""
     if not isinstance(body, dict):
         raise ValidationError('send {"ids": [...]} or {"name": "..."}')
-    unknown = sorted(set(body) - {"ids", "name", "limit"})
-    if unknown:
-        raise ValidationError(f"unknown field(s) {', '.join(unknown)}; allowed: ids, limit, name")
-    nulls = sorted(k for k, v in body.items() if v is None)
-    if nulls:
-        raise ValidationError(f"field(s) {', '.join(nulls)} may not be null", details={"fields": nulls})
+    check_fields(body, {"ids", "name", "limit"})
     ids = body.get("ids")
     name = body.get("name")
     if ids is None and name is None:

@@ -27,7 +27,7 @@ from chalicelib.queue import Item
 from chalicelib.runtime import Runtime
 from chalicelib.store import dumps
 from chalicelib.tasks import Task
-from chalicelib.validation import parse_task
+from chalicelib.validation import check_fields, parse_task
 
 SCHEDULE_FIELDS = frozenset({"name", "cron", "timezone", "task", "enabled", "catch_up"})
 TASK_FIELDS = frozenset({"name", "payload", "priority", "max_retries", "timeout_seconds"})
@@ -75,15 +75,7 @@ def parse_schedule(
     """Validate a schedule body; with ``current`` (PATCH) absent fields keep their value."""
     if not isinstance(body, dict):
         raise ValidationError("the schedule must be a JSON object")
-    unknown = sorted(set(body) - SCHEDULE_FIELDS)
-    if unknown:
-        raise ValidationError(
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SCHEDULE_FIELDS))}",
-            details={"fields": unknown},
-        )
-    nulls = sorted(k for k, v in body.items() if v is None)
-    if nulls:
-        raise ValidationError(f"field(s) {', '.join(nulls)} may not be null", details={"fields": nulls})
+    check_fields(body, SCHEDULE_FIELDS)
     if current is None:
         missing = [f for f in ("name", "cron", "task") if f not in body]
         if missing:

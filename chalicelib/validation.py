@@ -69,6 +69,23 @@ class TaskRequest:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def check_fields(body: dict[str, Any], allowed: frozenset[str] | set[str]) -> None:
+    """Refuse unknown fields (a typo must not silently change what runs) and explicit
+    nulls (leave a field out to get its default), naming them."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValidationError(
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            details={"fields": unknown},
+        )
+    nulls = sorted(k for k, v in body.items() if v is None)
+    if nulls:
+        raise ValidationError(
+            f"field(s) {', '.join(nulls)} may not be null; leave a field out to get its default",
+            details={"fields": nulls},
+        )
+
+
 def parse_json(raw: bytes | str | None) -> Any:
     """Decode a request body, with a 400 that says where the JSON breaks."""
     if raw is None or raw in (b"", ""):
@@ -123,21 +140,10 @@ def parse_task(body: Any, settings: Settings, registry: Registry, *, where: str 
 def _parse_task(body: Any, settings: Settings, registry: Registry) -> TaskRequest:
     if not isinstance(body, dict):
         raise ValidationError("the task must be a JSON object")
-    unknown = sorted(set(body) - TASK_FIELDS)
-    if unknown:
-        raise ValidationError(
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(TASK_FIELDS))}",
-            details={"fields": unknown},
-        )
+    check_fields(body, TASK_FIELDS)
     if "\\u0000" in json.dumps(body):
         # PostgreSQL's jsonb and text cannot hold U+0000; say so instead of failing in the driver.
         raise ValidationError("the task contains a NUL character (\\u0000), which cannot be stored; remove it")
-    nulls = sorted(k for k, v in body.items() if v is None)
-    if nulls:
-        raise ValidationError(
-            f"field(s) {', '.join(nulls)} may not be null; leave a field out to get its default",
-            details={"fields": nulls},
-        )
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("name is required: a non-empty string", details={"field": "name"})
