@@ -288,7 +288,9 @@
     return el("tr", { "data-task-id": t.id, "data-status": t.status, onclick: () => showDetail(t.id).catch(report) },
       el("td", {}, el("code", { text: shortId(t.id), title: t.id })),
       el("td", { text: t.name }),
-      el("td", {}, pill(t.status)),
+      el("td", {}, pill(t.status),
+        t.status === "PROCESSING" && t.progress !== null && t.progress !== undefined
+          ? el("span", { class: "muted", text: ` ${t.progress}%`, title: t.progress_message || "" }) : ""),
       el("td", {}, prio(t.priority)),
       el("td", { class: "num", text: `${t.attempts}/${t.max_retries + 1}` }),
       el("td", { class: "muted", text: ago(t.created_at), title: t.created_at }),
@@ -325,7 +327,10 @@
       ["Started", fmtTs(task.started_at)],
       ["Finished", fmtTs(task.finished_at)],
       ["Run time", runTime(task)],
+      ["Progress", task.progress === null || task.progress === undefined
+        ? "–" : `${task.progress}%${task.progress_message ? " · " + task.progress_message : ""}`],
       ["Idempotency key", task.idempotency_key || "–"],
+      ["Callback", task.callback_url || "–"],
     ];
     $("d-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
     $("d-errors").replaceChildren(...(task.errors.length ? task.errors.map((e) => el("li", {},
