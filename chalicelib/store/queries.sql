@@ -50,10 +50,15 @@ FROM task_events WHERE task_id = %(id)s ORDER BY id;
 -- task the drainer found due in Redis before the sweeper promoted it).  Rows
 -- are locked in id order so concurrent claimers cannot deadlock; a duplicate
 -- id, a cancelled task or a task another drainer holds is simply not returned.
+-- The claimable test is a CASE on purpose: no partial index can match it, so the
+-- rows are found through the primary key (one probe per id).  Written as
+-- "status = 'QUEUED' OR ...", the planner picks the partial QUEUED index whenever
+-- its statistics say few rows are QUEUED (a fresh or freshly analysed table), and
+-- then reads every queued task for each claim: O(backlog) per batch.
 WITH l AS (
     SELECT id, status FROM tasks
     WHERE id = ANY(%(ids)s::uuid[])
-      AND (status = 'QUEUED' OR (status = 'PENDING' AND run_at <= now()))
+      AND CASE status WHEN 'QUEUED' THEN true WHEN 'PENDING' THEN run_at <= now() ELSE false END
     ORDER BY id
     FOR UPDATE
 ), c AS (
