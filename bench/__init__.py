@@ -1,0 +1,1 @@
+"""Tasklane's benchmark: ``python -m bench`` (see bench/README.md)."""

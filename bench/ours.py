@@ -1,0 +1,375 @@
+"""Tasklane's own workloads: submit (service layer and HTTP), bulk submit, drain with
+N real drainer subprocesses, end-to-end latency at a steady rate, CPU and RSS."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import requests
+
+from bench import stats
+from bench.common import BenchError, blocked_clients, paced, rate, self_cpu, wait_for
+from bench.env import BENCH_REDIS_DB, BENCH_REDIS_PREFIX, BenchEnv, Proc
+from chalicelib import devservices
+from chalicelib.config import Settings
+from chalicelib.runtime import Runtime
+from chalicelib.submit import submit, submit_many
+from chalicelib.tasks import Priority
+from chalicelib.validation import TaskRequest
+
+DRAIN_ARGV = ["-m", "chalicelib.local", "drain"]
+STAMP_DRAIN_ARGV = ["-m", "bench.stampdrain"]
+SWEEP_ARGV = ["-m", "chalicelib.local", "sweep"]
+
+
+def runtime(env: BenchEnv, **overrides: Any) -> Runtime:
+    settings = Settings(database_url=env.database_url, redis_url=env.named_redis_url, redis_prefix=BENCH_REDIS_PREFIX)
+    settings = replace(settings, **overrides)
+    return Runtime.build(settings)
+
+
+def request(name: str = "noop", payload: dict[str, Any] | None = None) -> TaskRequest:
+    return TaskRequest(
+        name=name,
+        payload=payload if payload is not None else {"n": 1},
+        priority=Priority.NORMAL,
+        run_at=None,
+        delay_seconds=None,
+        max_retries=3,
+        timeout_seconds=60,
+        idempotency_key=None,
+    )
+
+
+def close_runtime(rt: Runtime) -> None:
+    """Close the pool and the Redis connections (``Runtime.close`` keeps the latter)."""
+    rt.close()
+    rt.queue.client.close()
+
+
+class DeferredQueue:
+    """Stands in for ``rt.queue`` during a pre-submit: records pushes so the bench can
+    release all ids to Redis at one instant, after the drainers are idle."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.ready: list[tuple[str, Priority, float]] = []
+
+    def push(self, ready: Iterable[tuple[str, Priority, float]] = (), delayed: Iterable[Any] = (), **kw: Any) -> None:
+        self.ready.extend(ready)
+        assert not list(delayed)
+
+    def release(self, chunk: int = 5000) -> None:
+        for i in range(0, len(self.ready), chunk):
+            self.real.push(self.ready[i : i + chunk])
+
+
+def _with_queue(rt: Runtime, queue: Any) -> Runtime:
+    return Runtime(settings=rt.settings, store=rt.store, queue=queue, registry=rt.registry, retry=rt.retry)
+
+
+# --- single and bulk submit ------------------------------------------------------------
+
+
+def single_submit(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, Any]:
+    """Sequential ``chalicelib.submit.submit`` calls (INSERT + Redis push each)."""
+    env.flush_redis()
+    rt = runtime(env)
+    tenant = "bench-single-" + uuid.uuid4().hex[:6]
+    try:
+        submit(rt, tenant, request())  # warm the pool
+        lat: list[float] = []
+        cpu0 = self_cpu()
+        start = time.perf_counter()
+        for _ in range(max_count):
+            t = time.perf_counter()
+            submit(rt, tenant, request())
+            lat.append(time.perf_counter() - t)
+            if t - start > seconds:
+                break
+        wall = time.perf_counter() - start
+        cpu = self_cpu() - cpu0
+    finally:
+        close_runtime(rt)
+    return {
+        "rate": rate(len(lat), wall),
+        "cpu_ms_per_submit": cpu / len(lat) * 1000,
+        **stats.latency_summary(lat),
+    }
+
+
+def bulk_submit(env: BenchEnv, *, calls: int, per_call: int = 500) -> dict[str, Any]:
+    """``submit_many`` with ``per_call`` tasks per call (one INSERT + one Redis trip)."""
+    env.flush_redis()
+    rt = runtime(env)
+    tenant = "bench-bulk-" + uuid.uuid4().hex[:6]
+    batches = [[request() for _ in range(per_call)] for _ in range(calls)]
+    try:
+        submit_many(rt, tenant, batches[0][:5])
+        lat = []
+        cpu0 = self_cpu()
+        start = time.perf_counter()
+        for b in batches:
+            t = time.perf_counter()
+            submit_many(rt, tenant, b)
+            lat.append(time.perf_counter() - t)
+        wall = time.perf_counter() - start
+        cpu = self_cpu() - cpu0
+    finally:
+        close_runtime(rt)
+    n = calls * per_call
+    return {
+        "rate": rate(n, wall),
+        "call_p50_ms": stats.percentile(lat, 50) * 1000,
+        "cpu_s_per_1000": cpu / n * 1000,
+    }
+
+
+# --- drain -------------------------------------------------------------------------------
+
+
+def start_workers(
+    env: BenchEnv,
+    count: int,
+    *,
+    argv: Sequence[str] = DRAIN_ARGV,
+    sweeper: bool = True,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[list[Proc], Proc | None]:
+    child_env = env.child_env(**(extra_env or {}))
+    drainers = [env.python(f"drain{i + 1}", *argv, env=child_env) for i in range(count)]
+    sweep = env.python("sweep", *SWEEP_ARGV, env=child_env) if sweeper else None
+
+    def ready() -> bool:
+        for p in [*drainers, *([sweep] if sweep else [])]:
+            if not p.alive():
+                raise BenchError(f"{p.name} exited early:\n{p.log_tail()}")
+        return blocked_clients(env.redis(), BENCH_REDIS_DB, ("blpop",)) >= count
+
+    wait_for(ready, timeout=90, interval=0.05, what=f"{count} idle drainers")
+    return drainers, sweep
+
+
+def stop_workers(env: BenchEnv, procs: Iterable[Proc | None]) -> None:
+    for p in procs:
+        if p is not None:
+            p.stop()
+            if p in env.procs:
+                env.procs.remove(p)
+
+
+def _wait_drained(env: BenchEnv, rt: Runtime, tenant: str, n: int, timeout: float) -> dict[str, Any]:
+    """Wait until every task of ``tenant`` is COMPLETED; Redis's ready+lease sets going
+    empty is the cheap signal, PostgreSQL the authority."""
+
+    def redis_empty() -> bool:
+        d = rt.queue.depths()
+        return d["ready"] == 0 and d["leased"] == 0
+
+    wait_for(redis_empty, timeout=timeout, interval=0.01, what="ready and lease sets to empty")
+    q = """SELECT count(*) FILTER (WHERE status = 'COMPLETED'),
+                  extract(epoch FROM max(finished_at)), extract(epoch FROM min(started_at)),
+                  count(*) FILTER (WHERE attempts > 1)
+           FROM tasks WHERE tenant = %s"""
+    with env.connect() as conn:
+
+        def all_done() -> tuple[Any, ...] | None:
+            row = conn.execute(q, (tenant,)).fetchone()
+            assert row is not None
+            return row if row[0] >= n else None
+
+        try:
+            row = wait_for(all_done, timeout=30, interval=0.05, what=f"{n} COMPLETED rows")
+        except BenchError as exc:
+            counts = conn.execute(
+                "SELECT status, count(*) FROM tasks WHERE tenant = %s GROUP BY 1", (tenant,)
+            ).fetchall()
+            raise BenchError(f"{exc}; statuses {dict(counts)}; redis {rt.queue.depths()}") from None
+    return {"completed": row[0], "last_finish": float(row[1]), "first_start": float(row[2]), "retried": row[3]}
+
+
+def drain_run(
+    env: BenchEnv,
+    *,
+    drainers: int,
+    n: int,
+    timeout: float = 180.0,
+    on_release: Any = None,
+    truncate: bool = True,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """N pre-submitted noop tasks, ``drainers`` real drain subprocesses (+ a sweeper):
+    tasks/s from release to the last COMPLETED row, CPU per 1,000 tasks, drainer RSS."""
+    env.flush_redis()
+    if truncate:
+        env.truncate()
+    extra = {"TASKLANE_DRAIN_BATCH_SIZE": str(batch_size)} if batch_size else None
+    procs, sweep = start_workers(env, drainers, extra_env=extra)
+    rt = runtime(env)
+    try:
+        tenant = "bench-drain-" + uuid.uuid4().hex[:6]
+        reqs = [request() for _ in range(n)]
+        deferred = DeferredQueue(rt.queue)
+        rt_deferred = _with_queue(rt, deferred)
+        cpu0 = self_cpu()
+        for i in range(0, n, 500):
+            submit_many(rt_deferred, tenant, reqs[i : i + 500])
+        submit_cpu = self_cpu() - cpu0
+        drain_cpu0 = [p.cpu_seconds() for p in procs]
+        sweep_cpu0 = sweep.cpu_seconds() if sweep else 0.0
+        if on_release is not None:
+            on_release(procs)
+        servers0 = env.server_cpu()
+        busy0 = stats.system_cpu_busy()
+        cpu0 = self_cpu()
+        t_release = time.time()
+        deferred.release()
+        submit_cpu += self_cpu() - cpu0
+        done = _wait_drained(env, rt, tenant, n, timeout)
+        busy1 = stats.system_cpu_busy()
+        servers = env.server_cpu_delta(servers0)
+        drain_cpu = sum(p.cpu_seconds() - c for p, c in zip(procs, drain_cpu0, strict=True))
+        sweep_cpu = (sweep.cpu_seconds() - sweep_cpu0) if sweep else 0.0
+        rss = max(p.hwm_mb() for p in procs)
+    finally:
+        close_runtime(rt)
+        stop_workers(env, [*procs, sweep])
+    seconds = done["last_finish"] - t_release
+    machine_busy = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) if busy1[1] > busy0[1] else math.nan
+    return {
+        "drainers": drainers,
+        "n": n,
+        "rate": rate(n, seconds),
+        "seconds": seconds,
+        "cpu_s_per_1000": (submit_cpu + drain_cpu + sweep_cpu) / n * 1000,
+        "submit_cpu_s_per_1000": submit_cpu / n * 1000,
+        "drain_cpu_s_per_1000": drain_cpu / n * 1000,
+        "sweep_cpu_s_per_1000": sweep_cpu / n * 1000,
+        "drainer_rss_mb": rss,
+        "pg_cpu_s_per_1000": servers["pg"] / n * 1000,
+        "redis_cpu_s_per_1000": servers["redis"] / n * 1000,
+        # What 2 otherwise idle cores could sustain at this CPU cost per task
+        # (drainers + sweeper + PostgreSQL backends + Redis; tasks pre-submitted).
+        "ceiling_2_cores": 2.0 / ((drain_cpu + sweep_cpu + servers["pg"] + servers["redis"]) / n),
+        "machine_busy": machine_busy,
+        "retried": done["retried"],
+    }
+
+
+# --- end-to-end latency --------------------------------------------------------------------
+
+
+def latency_run(env: BenchEnv, *, per_second: float, count: int, on_start: Any = None) -> dict[str, Any]:
+    """Submit at a steady rate with one drainer alive; latency = executor start (stamped
+    by the executor) minus the moment the client called ``submit``."""
+    env.flush_redis()
+    env.truncate()
+    procs, sweep = start_workers(env, 1, argv=STAMP_DRAIN_ARGV)
+    rt = runtime(env)
+    tenant = "bench-lat-" + uuid.uuid4().hex[:6]
+    try:
+        submit(rt, tenant, request("bench_stamp", {"t0": time.time(), "warmup": True}))
+        time.sleep(0.3)
+        if on_start is not None:
+            on_start(procs)
+        cpu_before = [p.cpu_seconds() for p in [*procs, sweep] if p]
+        cpu0 = self_cpu()
+
+        def one(i: int) -> None:
+            submit(rt, tenant, request("bench_stamp", {"t0": time.time()}))
+
+        sent, seconds = paced(per_second, count, count / per_second * 1.5 + 5, one)
+        _wait_drained(env, rt, tenant, sent + 1, 60)
+        cpu = self_cpu() - cpu0 + sum(p.cpu_seconds() for p in [*procs, sweep] if p) - sum(cpu_before)
+        with env.connect() as conn:
+            rows = conn.execute(
+                """SELECT (result->>'t1')::float8 - (payload->>'t0')::float8,
+                          extract(epoch FROM started_at - created_at),
+                          extract(epoch FROM created_at) - (payload->>'t0')::float8,
+                          (result->>'t1')::float8 - extract(epoch FROM started_at)
+                   FROM tasks WHERE tenant = %s AND NOT payload ? 'warmup'""",
+                (tenant,),
+            ).fetchall()
+    finally:
+        close_runtime(rt)
+        stop_workers(env, [*procs, sweep])
+    exec_lat = [r[0] for r in rows]
+    db_lat = [float(r[1]) for r in rows]
+    return {
+        "achieved_rate": rate(sent, seconds),
+        **stats.latency_summary(exec_lat),
+        "db_p50_ms": stats.percentile(db_lat, 50) * 1000,
+        "db_p99_ms": stats.percentile(db_lat, 99) * 1000,
+        # where the p50 goes: client -> INSERT's transaction start; INSERT start -> claim
+        # start (commit, Redis push, wake, Redis claim); claim start -> executor start.
+        "split_submit_p50_ms": stats.percentile([float(r[2]) for r in rows], 50) * 1000,
+        "split_queue_p50_ms": stats.percentile(db_lat, 50) * 1000,
+        "split_claim_p50_ms": stats.percentile([float(r[3]) for r in rows], 50) * 1000,
+        "cpu_s_per_1000": cpu / sent * 1000,
+    }
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+
+def http_submit(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, Any]:
+    """Sequential POST /api/v1/tasks against a live local stack (API, 2 drainers, sweeper)."""
+    env.flush_redis()
+    port = devservices.find_free_port()
+    key = "bench-" + uuid.uuid4().hex
+    stack_env = env.child_env(
+        TASKLANE_PORT=str(port),
+        TASKLANE_BOOTSTRAP_API_KEY=key,
+        TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE="10000000",
+    )
+    stack = env.python("stack", "-m", "chalicelib.local", "run", env=stack_env)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if not stack.alive():
+            raise BenchError(f"the local stack exited:\n{stack.log_tail()}")
+        return "Tasklane is up" in stack.log_tail(200)
+
+    try:
+        wait_for(up, timeout=120, interval=0.1, what="the local stack")
+        headers = {"X-API-Key": key, "Content-Type": "application/json"}
+        # bytes, not str: http.client then sends headers and body in one segment (a str
+        # body goes in a second send and meets Nagle + delayed ACK: +40 ms a request).
+        body = json.dumps({"name": "noop", "payload": {"n": 1}}).encode()
+        with requests.Session() as s:
+            for _ in range(20):
+                s.post(base + "/api/v1/tasks", data=body, headers=headers, timeout=10).raise_for_status()
+            lat: list[float] = []
+            start = time.perf_counter()
+            for _ in range(max_count):
+                t = time.perf_counter()
+                r = s.post(base + "/api/v1/tasks", data=body, headers=headers, timeout=10)
+                lat.append(time.perf_counter() - t)
+                if r.status_code != 201:
+                    raise BenchError(f"HTTP submit answered {r.status_code}: {r.text[:200]}")
+                if t - start > seconds:
+                    break
+            wall = time.perf_counter() - start
+            batch = json.dumps({"tasks": [{"name": "noop", "payload": {"n": 1}}] * 500}).encode()
+            blat = []
+            bstart = time.perf_counter()
+            for _ in range(max(2, int(seconds))):
+                t = time.perf_counter()
+                r = s.post(base + "/api/v1/tasks/batch", data=batch, headers=headers, timeout=30)
+                blat.append(time.perf_counter() - t)
+                if r.status_code not in (200, 201, 207):
+                    raise BenchError(f"HTTP batch answered {r.status_code}: {r.text[:200]}")
+            bwall = time.perf_counter() - bstart
+    finally:
+        stop_workers(env, [stack])
+    return {
+        "rate": rate(len(lat), wall),
+        **stats.latency_summary(lat),
+        "batch_rate": rate(len(blat) * 500, bwall),
+    }

@@ -1,0 +1,25 @@
+"""``python -m bench.stampdrain``: the real drain worker (``chalicelib.local drain``)
+with one extra executor, ``bench_stamp``, that records when it started running
+(wall clock, the same clock as PostgreSQL's ``now()`` on this host).  Used only
+for the end-to-end latency workload; throughput runs use ``chalicelib.local drain``
+itself with the built-in ``noop``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from chalicelib.executors import TaskContext, registry
+
+
+@registry.task("bench_stamp")
+def bench_stamp(payload: Any, ctx: TaskContext) -> dict[str, Any]:
+    """Returns when it started, next to the submitter's t0."""
+    return {"t1": time.time(), "t0": payload.get("t0") if isinstance(payload, dict) else None}
+
+
+if __name__ == "__main__":
+    from chalicelib import local
+
+    sys.exit(local.main(["drain"]))

@@ -1,0 +1,122 @@
+"""The benchmark's pure helpers: percentiles, /proc parsing, ratios, the report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from bench import report, stats
+
+
+def test_percentile_interpolates_and_handles_edges() -> None:
+    xs = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert stats.percentile(xs, 50) == 3.0
+    assert stats.percentile(xs, 0) == 1.0
+    assert stats.percentile(xs, 100) == 5.0
+    assert stats.percentile([1.0, 2.0], 50) == 1.5
+    assert stats.percentile([7.0], 99) == 7.0
+    assert math.isnan(stats.percentile([], 50))
+
+
+def test_latency_summary_is_in_milliseconds() -> None:
+    s = stats.latency_summary([0.001] * 98 + [0.010, 0.020])
+    assert s["n"] == 100
+    assert s["p50_ms"] == 1.0
+    assert s["max_ms"] == 20.0
+    assert 1.0 < s["p99_ms"] <= 20.0
+
+
+def test_median_and_spread_ignore_nan() -> None:
+    assert stats.median([3.0, math.nan, 1.0, 2.0]) == 2.0
+    assert math.isnan(stats.median([]))
+    assert stats.spread([90.0, 100.0, 110.0]) == 0.2
+    assert stats.spread([5.0]) == 0.0
+
+
+def test_advantage_reads_as_times_better() -> None:
+    assert stats.advantage(10_000, 2_500, higher_is_better=True) == 4.0
+    assert stats.advantage(2.0, 8.0, higher_is_better=False) == 4.0
+    assert stats.advantage(1.0, 0.5, higher_is_better=False) == 0.5
+    assert math.isnan(stats.advantage(math.nan, 1.0, higher_is_better=True))
+
+
+def test_proc_stat_parsing_survives_odd_command_names() -> None:
+    # comm may contain spaces and parentheses; utime/stime are fields 14 and 15.
+    text = "4242 (python (drain) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 9 0 100 0 0"
+    assert stats.parse_proc_stat(text) == (250, 31)
+    assert stats.parse_ppid(text) == 1
+
+
+def test_status_field_in_kb() -> None:
+    text = "Name:\tpython\nVmPeak:\t  100 kB\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n"
+    assert stats.parse_status_kb(text, "VmHWM") == 51200
+    assert stats.parse_status_kb(text, "VmSwap") is None
+
+
+def test_fmt() -> None:
+    assert stats.fmt(12345.6) == "12,346"
+    assert stats.fmt(1.23456, 2) == "1.23"
+    assert stats.fmt(math.nan) == "n/a"
+    assert stats.fmt(None) == "n/a"
+
+
+def _results() -> dict:
+    return {
+        "environment": {
+            "started": "2026-01-01 00:00",
+            "mode": "full",
+            "repeats": 3,
+            "duration_seconds": 200.0,
+            "cpus": 2,
+            "load_before": "1.0 1.0 1.0",
+            "load_after": "1.0 1.0 1.0",
+            "python": "3.11",
+            "versions": {},
+            "pg": {},
+        },
+        "medians": {
+            "ours": {
+                "single": {"rate": 900.0, "p50_ms": 1.1, "p99_ms": 3.0},
+                "bulk": {"rate": 31_000.0},
+                "drain2": {"rate": 10_500.0, "cpu_s_per_1000": 0.12, "rss_mb": 50.0},
+                "latency": {"p50_ms": 1.9, "p95_ms": 3.0, "p99_ms": 4.5},
+                "single_vs_insert": 0.85,
+            },
+            "naive": {"drain2": {"rate": 500.0, "cpu_s_per_1000": 1.0, "rss_mb": 40.0}},
+            "dramatiq": {"drain2": {"rate": 5_000.0}},
+            "hardware": {"pg_single_insert": {"rate": 1000.0, "ms_per_commit": 1.0}},
+        },
+        "noise": {"ours/drain2": 0.1},
+        "skipped": ["procrastinate/single: ImportError: nope"],
+    }
+
+
+def test_goals_are_judged_from_the_medians() -> None:
+    goals = {g["goal"]: g["met"] for g in report.goals(_results())}
+    assert goals["drain, 2 drainers"] is True
+    assert goals["drain vs naive seed"] is True  # 21x >= 4x
+    assert goals["drain vs Dramatiq"] is True  # 2.1x >= 2x
+    assert "drain vs Procrastinate" not in goals  # peer missing: no verdict
+    assert goals["bulk submit"] is True
+    assert goals["single submit vs bare INSERT"] is True
+    assert goals["e2e latency p50 at 200/s"] is True
+    assert goals["CPU per 1,000 tasks"] is True
+    assert goals["drainer peak RSS"] is True
+
+
+def test_render_has_every_section_and_the_ratio_direction() -> None:
+    text = report.render(_results())
+    assert "### Goals" in text and "### Hardware baselines" in text
+    assert "| drain, 2 drainers / workers (tasks/s) | 10,500 | 500 | 5,000 | 21.0x | 2.1x |" in text
+    assert "failed: procrastinate/single" in text
+
+
+def test_results_md_keeps_the_hand_written_analysis(tmp_path: Path) -> None:
+    path = tmp_path / "RESULTS.md"
+    report.write_results_md(path, "table one")
+    text = path.read_text()
+    assert "table one" in text and "## Analysis" in text
+    path.write_text(text.replace("(to be written)", "my analysis"))
+    report.write_results_md(path, "table two")
+    text = path.read_text()
+    assert "table two" in text and "table one" not in text and "my analysis" in text
