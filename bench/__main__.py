@@ -312,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
             "skipped": run.skipped,
             "interference": run.interference,
         }
+        from bench import coldstart
+
+        print("-- cold start: import app in fresh interpreters", flush=True)
+        results["cold_start"] = coldstart.measure(runs=3 if args.quick else 7)
         if args.big_table:
             from bench import bigtable
 

@@ -135,6 +135,16 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     add("CPU per 1,000 tasks", "<= 0.15 CPU-s", cpu, cpu <= 0.15, f"{fmt(cpu, 3)} s")
     rss = _get(o, "drain2", "rss_mb")
     add("drainer peak RSS", "<= 150 MB", rss, rss <= 150, f"{fmt(rss, 1)} MB")
+    cold = results.get("cold_start")
+    if cold:
+        ms = cold["import_ms_best"]
+        add(
+            "cold start: import app (best)",
+            "<= 300 ms",
+            ms,
+            ms <= 300,
+            f"{ms:.0f} ms (median {cold['import_ms_median']:.0f})",
+        )
     big = results.get("big_table")
     if big:
         dr = big["drain_ratio"]
