@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from chalicelib import devservices as ds
+from chalicelib.devservices import postgres as ds_postgres
+from chalicelib.devservices import redis_server as ds_redis
 
 
 def _exe(path: Path, body: str = "#!/bin/sh\nexit 0\n") -> Path:
@@ -123,14 +125,16 @@ def test_drop_database_refuses_system_databases(name: str) -> None:
 
 
 def test_missing_pg_binaries_give_install_hint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ds, "find_pg_bindir", lambda **_: None)
+    # Patched where _start_private_postgres looks it up (the postgres submodule).
+    monkeypatch.setattr(ds_postgres, "find_pg_bindir", lambda **_: None)
     with pytest.raises(RuntimeError, match="apt-get install postgresql") as info:
         ds.start_private_postgres(tmp_path / "pg")
     assert ds.ENV_DATABASE_URL in str(info.value)
 
 
 def test_missing_redis_binary_gives_install_hint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ds, "find_redis_server", lambda **_: None)
+    # Patched where _start_private_redis looks it up (the redis_server submodule).
+    monkeypatch.setattr(ds_redis, "find_redis_server", lambda **_: None)
     with pytest.raises(RuntimeError, match="apt-get install redis-server") as info:
         ds.start_private_redis(tmp_path / "redis")
     assert ds.ENV_REDIS_URL in str(info.value)
