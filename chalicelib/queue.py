@@ -13,6 +13,7 @@ Keys (one hash tag, so the multi-key Lua scripts also run on Redis Cluster):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -178,6 +179,7 @@ class RedisLike(Protocol):
     def ping(self) -> Any: ...
     def exists(self, *names: Any) -> Any: ...
     def set(self, name: Any, value: Any) -> Any: ...
+    def get(self, name: Any) -> Any: ...
     def zcard(self, name: Any) -> Any: ...
 
 
@@ -388,15 +390,9 @@ class Queue:
                 pipe.execute()
 
     def depths(self) -> dict[str, int]:
-        with _translate():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zcard(self.ready_key)
-            pipe.zcard(self.delayed_key)
-            pipe.zcard(self.leases_key)
-            for name in self.limits:
-                pipe.zcard(self._ready_key(name))
-            ready, delayed, leased, *typed = pipe.execute()
-        return {"ready": int(ready) + sum(int(n) for n in typed), "delayed": int(delayed), "leased": int(leased)}
+        """Sizes of ready (limited types' sets included), delayed and leases."""
+        snap = self.snapshot()
+        return {k: int(snap[k] or 0) for k in ("ready", "delayed", "leased")}
 
     def ping(self) -> None:
         with _translate():
@@ -407,16 +403,18 @@ class Queue:
     @property
     def last_sweep_key(self) -> str:
         """Where the sweeper records when it last ran (epoch seconds)."""
-        return self.ready_key.removesuffix(":ready") + ":last_sweep"
+        return f"{self.tag}:last_sweep"
+
+    def mark_swept(self) -> None:
+        """Record that a sweep just finished (health and metrics read it)."""
+        with _translate():
+            self.client.set(self.last_sweep_key, f"{time.time():.3f}")
 
     def last_sweep(self) -> float | None:
         """When a sweep last finished (epoch seconds), None if none is recorded; one
         round trip that also proves Redis answers."""
         with _translate():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(self.last_sweep_key)
-            (raw,) = pipe.execute()
-        return _epoch(raw)
+            return _epoch(self.client.get(self.last_sweep_key))
 
     def snapshot(self) -> dict[str, float | None]:
         """Sizes of ready, delayed and leases plus the last sweep time; one round trip."""

@@ -15,7 +15,6 @@ UPDATEs) and from Redis writes that are idempotent (ZADD NX, ZREM).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,8 +58,8 @@ def sweep(rt: Runtime, *, actor: str = "sweep") -> SweepReport:
             logger.warning("sweep step failed", extra={"step": step.__name__, "error": str(exc)})
     metrics.fold(rt.store)
     try:
-        rt.queue.client.set(f"{{{rt.settings.redis_prefix}}}:last_sweep", f"{time.time():.3f}")
-    except Exception as exc:  # noqa: BLE001 - freshness marker only; Redis errors are reported above
+        rt.queue.mark_swept()
+    except QueueError as exc:  # freshness marker only; Redis errors are reported above
         logger.debug("could not record sweep time", extra={"error": str(exc)})
     return report
 
