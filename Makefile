@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 venv: $(STAMP)
 
 run: venv
-	$(BIN)/python -m chalicelib.local run
+	$(BIN)/python -m tools.devstack run
 
 lint: venv
 	$(BIN)/ruff check .
@@ -53,7 +53,7 @@ package: venv
 	bash infra/package.sh
 
 stop-services: venv
-	$(BIN)/python -m chalicelib.devservices stop --state-dir .tasklane
+	$(BIN)/python -m tools.devstack.services stop --state-dir .tasklane
 
 clean: stop-services
 	rm -rf $(VENV) .tasklane

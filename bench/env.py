@@ -21,8 +21,8 @@ import psycopg
 import redis
 
 from bench import stats
-from chalicelib import devservices
-from chalicelib.store.migrate import migrate
+from chalicelib.adapters.postgres.migrate import migrate
+from tools.devstack import services as devservices
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = ROOT / ".tasklane"
@@ -233,7 +233,7 @@ def bench_env(logs: Path | None = None) -> Iterator[BenchEnv]:
     for url in (pg.url, rd.url):
         if _host_of(url) not in LOCAL_HOSTS:
             raise SystemExit(f"the bench only loads servers on 127.0.0.1, not {url}")
-    dbname = f"tasklane_bench_{uuid.uuid4().hex[:10]}"
+    dbname = devservices.test_database_name("bench")
     db_url = devservices.ensure_database(pg.url, dbname)
     env = BenchEnv(
         pg_server_url=pg.url,

@@ -16,22 +16,22 @@ import requests
 from bench import stats
 from bench.common import BenchError, blocked_clients, paced, rate, self_cpu, wait_for
 from bench.env import BENCH_REDIS_DB, BENCH_REDIS_PREFIX, BenchEnv, Proc
-from chalicelib import devservices
 from chalicelib.config import Settings
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit, submit_many
-from chalicelib.tasks import Priority
-from chalicelib.validation import TaskRequest
+from chalicelib.container import Container
+from chalicelib.core.model import Priority
+from chalicelib.core.requests import TaskRequest
+from chalicelib.services.submit import submit, submit_many
+from tools.devstack import services as devservices
 
-DRAIN_ARGV = ["-m", "chalicelib.local", "drain"]
+DRAIN_ARGV = ["-m", "tools.devstack", "drain"]
 STAMP_DRAIN_ARGV = ["-m", "bench.stampdrain"]
-SWEEP_ARGV = ["-m", "chalicelib.local", "sweep"]
+SWEEP_ARGV = ["-m", "tools.devstack", "sweep"]
 
 
-def runtime(env: BenchEnv, **overrides: Any) -> Runtime:
+def runtime(env: BenchEnv, **overrides: Any) -> Container:
     settings = Settings(database_url=env.database_url, redis_url=env.named_redis_url, redis_prefix=BENCH_REDIS_PREFIX)
     settings = replace(settings, **overrides)
-    return Runtime.build(settings)
+    return Container.build(settings)
 
 
 def request(name: str = "noop", payload: dict[str, Any] | None = None) -> TaskRequest:
@@ -47,8 +47,8 @@ def request(name: str = "noop", payload: dict[str, Any] | None = None) -> TaskRe
     )
 
 
-def close_runtime(rt: Runtime) -> None:
-    """Close the pool and the Redis connections (``Runtime.close`` keeps the latter)."""
+def close_runtime(rt: Container) -> None:
+    """Close the pool and the Redis connections (``Container.close`` keeps the latter)."""
     rt.close()
     rt.queue.client.close()
 
@@ -70,15 +70,15 @@ class DeferredQueue:
             self.real.push(self.ready[i : i + chunk])
 
 
-def _with_queue(rt: Runtime, queue: Any) -> Runtime:
-    return Runtime(settings=rt.settings, store=rt.store, queue=queue, registry=rt.registry, retry=rt.retry)
+def _with_queue(rt: Container, queue: Any) -> Container:
+    return Container(settings=rt.settings, store=rt.store, queue=queue, registry=rt.registry, retry=rt.retry)
 
 
 # --- single and bulk submit ------------------------------------------------------------
 
 
 def single_submit(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, Any]:
-    """Sequential ``chalicelib.submit.submit`` calls (INSERT + Redis push each)."""
+    """Sequential ``chalicelib.services.submit.submit`` calls (INSERT + Redis push each)."""
     env.flush_redis()
     rt = runtime(env)
     tenant = "bench-single-" + uuid.uuid4().hex[:6]
@@ -164,7 +164,7 @@ def stop_workers(env: BenchEnv, procs: Iterable[Proc | None]) -> None:
                 env.procs.remove(p)
 
 
-def _wait_drained(env: BenchEnv, rt: Runtime, tenant: str, n: int, timeout: float) -> dict[str, Any]:
+def _wait_drained(env: BenchEnv, rt: Container, tenant: str, n: int, timeout: float) -> dict[str, Any]:
     """Wait until every task of ``tenant`` is COMPLETED; Redis's ready+lease sets going
     empty is the cheap signal, PostgreSQL the authority."""
 
@@ -328,7 +328,7 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, A
         TASKLANE_BOOTSTRAP_API_KEY=key,
         TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE="10000000",
     )
-    stack = env.python("stack", "-m", "chalicelib.local", "run", env=stack_env)
+    stack = env.python("stack", "-m", "tools.devstack", "run", env=stack_env)
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

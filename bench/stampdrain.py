@@ -1,7 +1,7 @@
-"""``python -m bench.stampdrain``: the real drain worker (``chalicelib.local drain``)
+"""``python -m bench.stampdrain``: the real drain worker (``tools.devstack drain``)
 with one extra executor, ``bench_stamp``, that records when it started running
 (wall clock, the same clock as PostgreSQL's ``now()`` on this host).  Used only
-for the end-to-end latency workload; throughput runs use ``chalicelib.local drain``
+for the end-to-end latency workload; throughput runs use ``tools.devstack drain``
 itself with the built-in ``noop``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from chalicelib.executors import TaskContext, registry
+from chalicelib.tasktypes import TaskContext, registry
 
 
 @registry.task("bench_stamp")
@@ -20,6 +20,6 @@ def bench_stamp(payload: Any, ctx: TaskContext) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from chalicelib import local
+    from tools.devstack import supervisor as local
 
     sys.exit(local.main(["drain"]))

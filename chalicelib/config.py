@@ -172,7 +172,7 @@ class Settings:
         e = dict(os.environ if env is None else env)
         secret_arn = e.get("TASKLANE_DATABASE_SECRET_ARN") or None
         return cls(
-            # TASKLANE_DATABASE_URL wins; else the secret (resolved by chalicelib.secrets); else the default.
+            # TASKLANE_DATABASE_URL wins; else the secret (adapters.aws.secrets resolves it); else the default.
             database_url=e.get("TASKLANE_DATABASE_URL") or ("" if secret_arn else DEFAULT_DATABASE_URL),
             redis_url=e.get("TASKLANE_REDIS_URL") or DEFAULT_REDIS_URL,
             redis_prefix=e.get("TASKLANE_REDIS_PREFIX") or "tasklane",

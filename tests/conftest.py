@@ -3,24 +3,29 @@
 - Unit tests use none of these.
 - Integration tests get a fresh PostgreSQL database per run (created here,
   dropped at the end) and a Redis db index of their own, flushed before each test.
-- Servers: ``TASKLANE_DATABASE_URL``/``TASKLANE_REDIS_URL`` when set, else the usual
-  local ports, else private instances under ``.tasklane/`` (see devservices).
+- PostgreSQL: ``TASKLANE_DATABASE_URL`` when set, else the usual local port, else a
+  private instance under ``.tasklane/`` (see tools.devstack.services).  The suite only
+  creates and drops databases named ``tasklane_test_*``/``tasklane_e2e_*``/
+  ``tasklane_fault_*``; stale ones left by an interrupted run are dropped at start.
+- Redis: always a private server of this run's own, on a free port, stopped at the
+  end.  The suite flushes Redis dbs, so it never runs against a Redis it did not
+  start (``TASKLANE_REDIS_URL`` is ignored here): two runs on one machine, or a user's
+  own Redis, can never lose data to it.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from chalicelib import devservices
+from chalicelib.adapters.postgres.migrate import migrate
 from chalicelib.config import Settings
-from chalicelib.runtime import Runtime
-from chalicelib.store.migrate import migrate
+from chalicelib.container import Container
+from tools.devstack import services as devservices
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = ROOT / ".tasklane"
@@ -30,13 +35,16 @@ INTEGRATION_REDIS_DB = 15
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     handle = devservices.ensure_postgres(STATE_DIR)
+    devservices.drop_stale_test_databases(handle.url)
     yield handle.url
     handle.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[str]:
-    handle = devservices.ensure_redis(STATE_DIR)
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private Redis for this run: the suite flushes dbs, so never a shared server."""
+    handle = devservices.start_private_redis(tmp_path_factory.mktemp("redis"))
+    assert handle.started, "the suite's Redis must be one it started"
     yield handle.url
     handle.stop()
 
@@ -49,7 +57,7 @@ def _redis_db_url(server_url: str, db: int) -> str:
 @pytest.fixture(scope="session")
 def database_url(pg_server: str) -> Iterator[str]:
     """A fresh, migrated database for this test run."""
-    name = f"tasklane_test_{uuid.uuid4().hex[:10]}"
+    name = devservices.test_database_name("test")
     url = devservices.ensure_database(pg_server, name)
     migrate(url)
     yield url
@@ -87,10 +95,10 @@ def _clean(database_url: str, redis_url: str) -> None:
 
 
 @pytest.fixture
-def rt(database_url: str, redis_url: str) -> Iterator[Runtime]:
+def rt(database_url: str, redis_url: str) -> Iterator[Container]:
     """A runtime on clean tables and an empty Redis db."""
     _clean(database_url, redis_url)
-    runtime = Runtime.build(fast_settings(database_url, redis_url))
+    runtime = Container.build(fast_settings(database_url, redis_url))
     yield runtime
     runtime.close()
 
@@ -99,10 +107,10 @@ def rt(database_url: str, redis_url: str) -> Iterator[Runtime]:
 def make_rt(database_url: str, redis_url: str) -> Iterator[object]:
     """Factory for runtimes with other settings (cleans once, closes all at the end)."""
     _clean(database_url, redis_url)
-    made: list[Runtime] = []
+    made: list[Container] = []
 
-    def factory(**overrides: object) -> Runtime:
-        runtime = Runtime.build(fast_settings(database_url, redis_url, **overrides))
+    def factory(**overrides: object) -> Container:
+        runtime = Container.build(fast_settings(database_url, redis_url, **overrides))
         made.append(runtime)
         return runtime
 

@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from chalicelib.drain import Drainer
-from chalicelib.runtime import Runtime
-from chalicelib.sweep import sweep
-from chalicelib.tasks import Priority
-from chalicelib.validation import TaskRequest
+from chalicelib.container import Container
+from chalicelib.core.model import Priority
+from chalicelib.core.requests import TaskRequest
+from chalicelib.services.drain import Drainer
+from chalicelib.services.sweep import sweep
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ def request(name: str = "noop", payload: dict[str, Any] | None = None, **kw: Any
     )
 
 
-def drain_once(rt: Runtime, seconds: float = 2.0, drainer: Drainer | None = None) -> dict[str, Any]:
+def drain_once(rt: Container, seconds: float = 2.0, drainer: Drainer | None = None) -> dict[str, Any]:
     """Run one drain invocation with a short budget (exits early when idle)."""
     d = drainer or Drainer(rt, name="test-drain")
     deadline = time.monotonic() + seconds
@@ -54,7 +54,7 @@ def drain_once(rt: Runtime, seconds: float = 2.0, drainer: Drainer | None = None
             d.close()
 
 
-def drain_and_sweep_until(rt: Runtime, done: Callable[[], bool], *, timeout: float = 30.0) -> None:
+def drain_and_sweep_until(rt: Container, done: Callable[[], bool], *, timeout: float = 30.0) -> None:
     """Alternate drain and sweep (as the scheduler would) until ``done()``."""
     drainer = Drainer(rt, name="test-drain")
     try:

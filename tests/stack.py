@@ -1,4 +1,4 @@
-"""Start the real local stack (``python -m chalicelib.local run``) as a subprocess,
+"""Start the real local stack (``python -m tools.devstack run``) as a subprocess,
 and talk to it over HTTP."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from chalicelib import devservices
+from tools.devstack import services as devservices
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def start_stack(
     timeout: float = 90.0,
 ) -> Stack:
     """Start a stack on a fresh database (or ``database``) and a free port."""
-    name = database or f"tasklane_e2e_{uuid.uuid4().hex[:10]}"
+    name = database or devservices.test_database_name("e2e")
     db_url = devservices.ensure_database(pg_server, name)
     port = devservices.find_free_port()
     aws_port = devservices.find_free_port()  # never the developer's emulator on 4566
@@ -104,7 +104,7 @@ def start_stack(
     log_path = log_dir / f"stack-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chalicelib.local", "run"],
+            [sys.executable, "-m", "tools.devstack", "run"],
             cwd=ROOT,
             env=full_env,
             stdout=log,

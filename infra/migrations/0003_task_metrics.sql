@@ -34,7 +34,7 @@ CREATE TABLE task_metric_totals (
 CREATE FUNCTION tasklane_count_task_events() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    -- The bucket bounds must equal chalicelib.metrics.BUCKETS (a unit test checks).
+    -- The bucket bounds must equal chalicelib.observability.metrics.BUCKETS (a unit test checks).
     WITH ev AS (
         SELECT t.name, e.from_status, e.to_status, e.error_type, t.started_at, t.enqueued_at
         FROM new_events e JOIN tasks t ON t.id = e.task_id

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from chalicelib import devservices
 from tests.stack import ROOT, Stack, start_stack
+from tools.devstack import services as devservices
 
 E2E_REDIS_DB = 14
 FUZZ_REDIS_DB = 9

@@ -22,8 +22,9 @@ import pytest
 import redis
 from pypdf import PdfReader
 
-from chalicelib import devservices, emulator
 from tests.stack import ROOT, Stack, start_stack
+from tools.devstack import emulator
+from tools.devstack import services as devservices
 
 AWS_REDIS_DB = 5  # free: 6-7 are the AWS integration tests, 8 the benchmark, 9-15 other suites
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}

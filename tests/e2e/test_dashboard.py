@@ -77,7 +77,7 @@ def tenant_key(stack: Stack) -> tuple[str, str]:
     tenant = f"ops-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "TASKLANE_DATABASE_URL": stack.database_url}
     done = subprocess.run(
-        [sys.executable, "-m", "chalicelib.cli", "keys", "create", "--tenant", tenant, "--rate-limit", "100000/min"],
+        [sys.executable, "-m", "tools.cli", "keys", "create", "--tenant", tenant, "--rate-limit", "100000/min"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from chalicelib.executors import load_builtin_executors
-from chalicelib.openapi import spec as build_spec
+from chalicelib.api.openapi import spec as build_spec
+from chalicelib.tasktypes import load_builtin_executors
 from tests.stack import Stack
 
 

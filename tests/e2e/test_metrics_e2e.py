@@ -18,9 +18,9 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from chalicelib import devservices
 from tests.helpers import query, wait_for
 from tests.stack import ROOT, Stack, start_stack
+from tools.devstack import services as devservices
 
 TOKEN = "metrics-" + uuid.uuid4().hex
 METRICS_REDIS_DB = 10

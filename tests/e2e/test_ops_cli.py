@@ -1,4 +1,4 @@
-"""The operator CLI (python -m chalicelib.cli submit/status/tail/dlq/stats) against the
+"""The operator CLI (python -m tools.cli submit/status/tail/dlq/stats) against the
 live local stack over HTTP."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def ops(stack: Stack, key: str | None, *args: str, timeout: float = 120) -> subp
     if key:
         env["TASKLANE_API_KEY"] = key
     return subprocess.run(
-        [sys.executable, "-m", "chalicelib.cli", *args],
+        [sys.executable, "-m", "tools.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -18,7 +18,7 @@ from tests.stack import ROOT, Stack
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TASKLANE_DATABASE_URL": stack.database_url}
     return subprocess.run(
-        [sys.executable, "-m", "chalicelib.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tools.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from chalicelib import devservices
+from chalicelib.adapters.postgres.migrate import migrate
 from chalicelib.config import Settings
-from chalicelib.runtime import Runtime
-from chalicelib.store.migrate import migrate
+from chalicelib.container import Container
 from tests.fault.workers import Workers, worker_env
+from tools.devstack import services as devservices
 
 FAULT_REDIS_DB = 10  # 10, 11 and 12 belong to this layer; 13-15 to the others
 TENANT = "fault"
@@ -36,7 +36,7 @@ def redis_db_url(server_url: str, db: int) -> str:
 @pytest.fixture
 def fault_db(pg_server: str) -> Iterator[str]:
     """A fresh, migrated database on the shared server, dropped at the end."""
-    name = f"tasklane_fault_{uuid.uuid4().hex[:10]}"
+    name = devservices.test_database_name("fault")
     url = devservices.ensure_database(pg_server, name)
     try:
         migrate(url)
@@ -80,7 +80,7 @@ def private_pg(tmp_path: Path) -> Iterator[devservices.PostgresHandle]:
         handle.stop(remove_data=True)
 
 
-def make_runtime(database_url: str, redis_url: str, prefix: str, **overrides: object) -> Runtime:
+def make_runtime(database_url: str, redis_url: str, prefix: str, **overrides: object) -> Container:
     """An in-process runtime (for submitting, cancelling and inspecting) that shares
     the workers' database, Redis and key prefix."""
     values: dict[str, object] = {
@@ -92,16 +92,16 @@ def make_runtime(database_url: str, redis_url: str, prefix: str, **overrides: ob
         "retry_max_seconds": 1.0,
     }
     values.update(overrides)
-    return Runtime.build(Settings(**values))  # type: ignore[arg-type]
+    return Container.build(Settings(**values))  # type: ignore[arg-type]
 
 
-def queue_is_empty(rt: Runtime) -> bool:
+def queue_is_empty(rt: Container) -> bool:
     """True when Redis holds no id at all: nothing ready, delayed or leased."""
     return not any(rt.queue.depths().values())
 
 
 @pytest.fixture
-def runtime(fault_db: str, fault_redis: str, prefix: str) -> Iterator[Runtime]:
+def runtime(fault_db: str, fault_redis: str, prefix: str) -> Iterator[Container]:
     rt = make_runtime(fault_db, fault_redis, prefix)
     try:
         yield rt

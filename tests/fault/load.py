@@ -22,9 +22,9 @@ from typing import Any
 import psycopg
 import requests
 
-from chalicelib import devservices
 from tests.helpers import wait_for
 from tests.stack import Stack, start_stack
+from tools.devstack import services as devservices
 
 
 def descendants(pid: int) -> list[int]:

@@ -14,9 +14,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit_many
-from chalicelib.tasks import Status
+from chalicelib.container import Container
+from chalicelib.core.model import Status
+from chalicelib.services.submit import submit_many
 from tests.fault.conftest import TENANT
 from tests.fault.workers import SPY_LOG_ENV, Workers, read_spy_log
 from tests.helpers import FINAL_STATES, request, status_counts, story_problems, task_stories
@@ -25,7 +25,7 @@ CHUNKS, PER_CHUNK, CANCELLERS = 40, 15, 3
 
 
 def test_a_task_reported_cancelled_never_runs(
-    runtime: Runtime, workers: Workers, fault_db: str, tmp_path: Path
+    runtime: Container, workers: Workers, fault_db: str, tmp_path: Path
 ) -> None:
     spy_log = tmp_path / "executions.log"
     workers.sweep()

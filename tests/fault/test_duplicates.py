@@ -11,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit_many
-from chalicelib.tasks import Priority
+from chalicelib.container import Container
+from chalicelib.core.model import Priority
+from chalicelib.services.submit import submit_many
 from tests.fault.conftest import TENANT, queue_is_empty
 from tests.fault.workers import SPY_LOG_ENV, Workers, read_spy_log
 from tests.helpers import request, status_counts, story_problems, task_stories
@@ -21,7 +21,7 @@ from tests.helpers import request, status_counts, story_problems, task_stories
 CHUNKS, PER_CHUNK = 8, 50
 
 
-def _push_duplicates(rt: Runtime, ids: list[str]) -> None:
+def _push_duplicates(rt: Container, ids: list[str]) -> None:
     """Each id into ready and into delayed (due now), as a racing producer would."""
     now_ms = time.time() * 1000
     items = [(tid, Priority.NORMAL, now_ms) for tid in ids]
@@ -29,7 +29,7 @@ def _push_duplicates(rt: Runtime, ids: list[str]) -> None:
 
 
 def test_ids_in_redis_twice_run_once_per_attempt(
-    runtime: Runtime, workers: Workers, fault_db: str, tmp_path: Path
+    runtime: Container, workers: Workers, fault_db: str, tmp_path: Path
 ) -> None:
     spy_log = tmp_path / "executions.log"
     workers.sweep()

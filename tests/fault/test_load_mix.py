@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit_many
+from chalicelib.container import Container
+from chalicelib.services.submit import submit_many
 from tests.fault.conftest import TENANT
 from tests.fault.workers import Workers
 from tests.helpers import FINAL_STATES, request, status_counts, story_problems, task_stories
@@ -24,7 +24,7 @@ def _kind(i: int) -> str:
     return "ok"
 
 
-def test_4_drainers_2_sweepers_5000_tasks_with_failures(runtime: Runtime, workers: Workers, fault_db: str) -> None:
+def test_4_drainers_2_sweepers_5000_tasks_with_failures(runtime: Container, workers: Workers, fault_db: str) -> None:
     knobs = {
         "TASKLANE_RETRY_BASE_SECONDS": str(BASE),
         "TASKLANE_RETRY_MAX_SECONDS": str(CAP),

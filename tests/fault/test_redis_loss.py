@@ -5,7 +5,6 @@ Each test runs its own Redis server: the shared one is never flushed or stopped.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,19 +13,19 @@ import pytest
 import redis
 import requests
 
-from chalicelib import devservices
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit_many
+from chalicelib.container import Container
+from chalicelib.services.submit import submit_many
 from tests.fault.conftest import TENANT, make_runtime, queue_is_empty
 from tests.fault.load import live_stack, wait_on_stack
 from tests.fault.workers import Workers, worker_env
 from tests.helpers import query, request, status_counts, story_problems, task_stories
+from tools.devstack import services as devservices
 
 TOTAL = 2000
 
 
 @pytest.fixture
-def private_rt(fault_db: str, private_redis: devservices.RedisHandle, prefix: str) -> Iterator[Runtime]:
+def private_rt(fault_db: str, private_redis: devservices.RedisHandle, prefix: str) -> Iterator[Container]:
     rt = make_runtime(fault_db, private_redis.url, prefix)
     try:
         yield rt
@@ -52,7 +51,7 @@ def _completed(database_url: str) -> int:
 @pytest.mark.parametrize("loss", ["flushall", "kill-and-restart"])
 def test_redis_losing_its_data_mid_run_loses_no_task(
     loss: str,
-    private_rt: Runtime,
+    private_rt: Container,
     private_workers: Workers,
     private_redis: devservices.RedisHandle,
     fault_db: str,
@@ -100,7 +99,7 @@ def test_redis_losing_its_data_mid_run_loses_no_task(
 def test_health_is_503_while_redis_is_down_and_submit_still_persists(
     pg_server: str, private_redis: devservices.RedisHandle, tmp_path: Path
 ) -> None:
-    database = f"tasklane_fault_{uuid.uuid4().hex[:10]}"
+    database = devservices.test_database_name("fault")
     try:
         with live_stack(pg_server, private_redis.url, tmp_path / "stack", database=database) as stack:
             r = requests.get(stack.base_url + "/health", timeout=10)

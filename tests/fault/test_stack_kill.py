@@ -9,11 +9,11 @@ from typing import Any
 
 import redis
 
-from chalicelib import devservices
 from tests.fault.conftest import redis_db_url
 from tests.fault.load import SubmitLoad, kill_tree, shutdown_stack, wait_on_stack
 from tests.helpers import FINAL_STATES, query, story_problems, task_stories
 from tests.stack import start_stack
+from tools.devstack import services as devservices
 
 STACK_KILL_REDIS_DB = 12
 
@@ -40,7 +40,7 @@ def _expected_result(body: dict[str, Any], attempts: int) -> Any:
 def test_whole_stack_killed_mid_load_then_restarted(pg_server: str, redis_server: str, tmp_path: Path) -> None:
     redis_url = redis_db_url(redis_server, STACK_KILL_REDIS_DB)
     redis.Redis.from_url(redis_url).flushdb()
-    database = f"tasklane_fault_{uuid.uuid4().hex[:10]}"
+    database = devservices.test_database_name("fault")
     env = {"TASKLANE_REDIS_PREFIX": f"tlfault-{uuid.uuid4().hex[:8]}", "TASKLANE_DRAINERS": "2"}
     db_url = devservices.database_url(pg_server, database)
     stacks = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit, submit_many
+from chalicelib.container import Container
+from chalicelib.services.submit import submit, submit_many
 from tests.fault.conftest import TENANT, queue_is_empty
 from tests.fault.workers import Workers
 from tests.helpers import query, request, story_problems, task_stories
@@ -23,7 +23,7 @@ def _rescue(events: list[dict[str, Any]]) -> dict[str, Any]:
     return events[first_run + 1]
 
 
-def test_drainer_killed_mid_batch_loses_nothing(runtime: Runtime, workers: Workers, fault_db: str) -> None:
+def test_drainer_killed_mid_batch_loses_nothing(runtime: Container, workers: Workers, fault_db: str) -> None:
     # One batch: 16 tasks that may retry and 4 with no retries left after one attempt.
     retrying = [request("sleep", {"seconds": 2}, timeout_seconds=60) for _ in range(16)]
     last_chance = [request("sleep", {"seconds": 2}, timeout_seconds=60, max_retries=0) for _ in range(4)]
@@ -87,7 +87,7 @@ def test_drainer_killed_mid_batch_loses_nothing(runtime: Runtime, workers: Worke
 
 
 def test_stalled_worker_cannot_overwrite_the_attempt_that_took_over(
-    runtime: Runtime, workers: Workers, fault_db: str
+    runtime: Container, workers: Workers, fault_db: str
 ) -> None:
     task = submit(runtime, TENANT, request("sleep", {"seconds": 1.5}, timeout_seconds=60)).task
     workers.sweep()
@@ -137,7 +137,9 @@ def test_stalled_worker_cannot_overwrite_the_attempt_that_took_over(
     assert [e for e in events if e["actor"] == stalled.actor and e["to"] != "PROCESSING"] == []
 
 
-def test_a_slow_batch_keeps_the_leases_of_its_finished_tasks(runtime: Runtime, workers: Workers, fault_db: str) -> None:
+def test_a_slow_batch_keeps_the_leases_of_its_finished_tasks(
+    runtime: Container, workers: Workers, fault_db: str
+) -> None:
     # A live worker is not a dead one: tasks that finished early in a batch wait for
     # the batch's slowest task before their outcomes are recorded, so they must keep
     # their leases meanwhile, or the sweeper "rescues" them and they run twice.

@@ -1,6 +1,6 @@
 """Real worker subprocesses for the fault layer.
 
-``Workers`` starts ``python -m chalicelib.local drain|sweep`` (each in a session of
+``Workers`` starts ``python -m tools.devstack drain|sweep`` (each in a session of
 its own, so a test can SIGKILL/SIGSTOP it without touching anything else) and
 kills whatever is left in teardown.
 
@@ -65,7 +65,7 @@ class Worker:
 
     @property
     def actor(self) -> str:
-        """The actor its drain writes into task_events (chalicelib.drain.worker_id)."""
+        """The actor its drain writes into task_events (chalicelib.services.drain.worker_id)."""
         return f"drain:{socket.gethostname()}:{self.proc.pid}"
 
     def signal(self, sig: signal.Signals) -> None:
@@ -120,11 +120,11 @@ class Workers:
         return worker
 
     def drain(self, *, spy: bool = False, **env: str) -> Worker:
-        module = "tests.fault.workers" if spy else "chalicelib.local"
+        module = "tests.fault.workers" if spy else "tools.devstack"
         return self._start("drain", [sys.executable, "-m", module, "drain"], env)
 
     def sweep(self, **env: str) -> Worker:
-        return self._start("sweep", [sys.executable, "-m", "chalicelib.local", "sweep"], env)
+        return self._start("sweep", [sys.executable, "-m", "tools.devstack", "sweep"], env)
 
     def describe(self) -> str:
         lines = []
@@ -161,8 +161,8 @@ def read_spy_log(path: Path) -> Counter[tuple[str, int]]:
 
 
 def _register_spy() -> None:
-    from chalicelib.errors import RetryableError, TaskCancelled
-    from chalicelib.executors import TaskContext, registry
+    from chalicelib.core.errors import RetryableError, TaskCancelled
+    from chalicelib.tasktypes import TaskContext, registry
 
     log_path = os.environ[SPY_LOG_ENV]
 
@@ -184,6 +184,6 @@ def _register_spy() -> None:
 
 if __name__ == "__main__":
     _register_spy()
-    from chalicelib.local import main
+    from tools.devstack.supervisor import main
 
     sys.exit(main(sys.argv[1:]))

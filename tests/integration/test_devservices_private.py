@@ -1,4 +1,4 @@
-"""Private PostgreSQL/Redis servers from chalicelib.devservices, for real.
+"""Private PostgreSQL/Redis servers from tools.devstack.services, for real.
 
 Starts servers of its own on free ports under tmp dirs; never touches the
 machine's shared servers on 5432/6379 beyond a read-only probe.
@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import redis
 
-from chalicelib import devservices as ds
+from tools.devstack import services as ds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,7 +160,7 @@ def test_ensure_private_reuse_and_cli(tmp_path: Path, monkeypatch: pytest.Monkey
 
         # The CLI finds the same servers, prints them, and stops them.
         env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLANE_")}
-        cli = [sys.executable, "-m", "chalicelib.devservices"]
+        cli = [sys.executable, "-m", "tools.devstack.services"]
         out = subprocess.run(
             [*cli, "ensure", "--state-dir", str(state), "--force-private"],
             cwd=REPO,

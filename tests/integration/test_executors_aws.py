@@ -17,14 +17,15 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from pypdf import PdfReader
 
-from chalicelib import awsclients, secrets
+from chalicelib.adapters.aws import clients as awsclients
+from chalicelib.adapters.aws import secrets
 from chalicelib.config import ConfigError, Settings
-from chalicelib.errors import PermanentError, RetryableError
-from chalicelib.executors import TaskContext
-from chalicelib.executors.aws import once_per_task
-from chalicelib.executors.http_request import http_request
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit
+from chalicelib.container import Container
+from chalicelib.core.errors import PermanentError, RetryableError
+from chalicelib.services.submit import submit
+from chalicelib.tasktypes import TaskContext
+from chalicelib.tasktypes.aws import once_per_task
+from chalicelib.tasktypes.http_request import http_request
 from tests.conftest import _clean, _redis_db_url, fast_settings
 from tests.helpers import drain_and_sweep_until, request
 
@@ -53,14 +54,14 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def make_aws_rt(database_url: str, redis_server: str) -> Iterator[Callable[..., Runtime]]:
+def make_aws_rt(database_url: str, redis_server: str) -> Iterator[Callable[..., Container]]:
     redis_url = _redis_db_url(redis_server, AWS_REDIS_DB)
     _clean(database_url, redis_url)
-    made: list[Runtime] = []
+    made: list[Container] = []
 
-    def factory(**overrides: object) -> Runtime:
+    def factory(**overrides: object) -> Container:
         values: dict[str, object] = {"ses_sender": SENDER, "s3_bucket": BUCKET, "fault_injection": True}
-        made.append(Runtime.build(fast_settings(database_url, redis_url, **{**values, **overrides})))
+        made.append(Container.build(fast_settings(database_url, redis_url, **{**values, **overrides})))
         return made[-1]
 
     yield factory
@@ -69,12 +70,12 @@ def make_aws_rt(database_url: str, redis_server: str) -> Iterator[Callable[..., 
 
 
 @pytest.fixture
-def aws_rt(aws: None, make_aws_rt: Callable[..., Runtime]) -> Runtime:
+def aws_rt(aws: None, make_aws_rt: Callable[..., Container]) -> Container:
     return make_aws_rt()
 
 
 @pytest.fixture
-def rt(make_aws_rt: Callable[..., Runtime]) -> Runtime:
+def rt(make_aws_rt: Callable[..., Container]) -> Container:
     return make_aws_rt()
 
 
@@ -84,7 +85,7 @@ def sent_emails() -> list[Any]:
     return list(ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages)
 
 
-def run(rt: Runtime, name: str, payload: dict[str, Any], **kw: Any) -> dict[str, Any]:
+def run(rt: Container, name: str, payload: dict[str, Any], **kw: Any) -> dict[str, Any]:
     task = submit(rt, "t1", request(name, payload, **kw)).task
     drain_and_sweep_until(rt, lambda: rt.store.get_task("t1", task.id).status.value in ("COMPLETED", "FAILED"))  # type: ignore[union-attr]
     final = rt.store.get_task("t1", task.id)
@@ -92,7 +93,7 @@ def run(rt: Runtime, name: str, payload: dict[str, Any], **kw: Any) -> dict[str,
     return {"id": task.id, "status": final.status.value, "attempts": final.attempts, "result": final.result}
 
 
-def test_send_email_goes_through_ses(aws_rt: Runtime) -> None:
+def test_send_email_goes_through_ses(aws_rt: Container) -> None:
     done = run(aws_rt, "send-email", {"to": ["a@example.com", "b@example.com"], "subject": "Hi", "text": "Hello"})
     assert done["status"] == "COMPLETED" and done["attempts"] == 1
     [message] = sent_emails()
@@ -100,20 +101,20 @@ def test_send_email_goes_through_ses(aws_rt: Runtime) -> None:
     assert done["result"]["message_id"] == message.id
 
 
-def test_retried_email_after_the_send_is_sent_once(aws_rt: Runtime) -> None:
+def test_retried_email_after_the_send_is_sent_once(aws_rt: Container) -> None:
     payload = {"to": "a@example.com", "subject": "Once", "text": "x", "_fault": "fail-after-side-effect"}
     done = run(aws_rt, "send-email", payload)
     assert done["status"] == "COMPLETED" and done["attempts"] == 2
     assert len(sent_emails()) == 1
 
 
-def test_rejected_sender_fails_permanently(aws_rt: Runtime) -> None:
+def test_rejected_sender_fails_permanently(aws_rt: Container) -> None:
     done = run(aws_rt, "send-email", {"to": "a@example.com", "from": "unverified@x.test", "subject": "s", "text": "t"})
     assert done["status"] == "FAILED" and done["attempts"] == 1
     assert sent_emails() == []
 
 
-def test_send_sms_publishes_to_the_phone_number(aws_rt: Runtime) -> None:
+def test_send_sms_publishes_to_the_phone_number(aws_rt: Container) -> None:
     from moto.sns.models import sns_backends
 
     done = run(aws_rt, "send-sms", {"phone_number": "+447700900123", "message": "code 1234"})
@@ -122,7 +123,7 @@ def test_send_sms_publishes_to_the_phone_number(aws_rt: Runtime) -> None:
     assert list(sms.values()) == [("+447700900123", "code 1234")]
 
 
-def test_generate_pdf_is_stored_and_readable(aws_rt: Runtime) -> None:
+def test_generate_pdf_is_stored_and_readable(aws_rt: Container) -> None:
     done = run(aws_rt, "generate-pdf", {"title": "Report", "body": "Line one\nLine two: café"})
     assert done["status"] == "COMPLETED"
     result = done["result"]
@@ -133,7 +134,7 @@ def test_generate_pdf_is_stored_and_readable(aws_rt: Runtime) -> None:
     assert "Report" in text and "Line two: café" in text
 
 
-def test_generate_pdf_without_a_bucket_fails_permanently(aws: None, make_aws_rt: Callable[..., Runtime]) -> None:
+def test_generate_pdf_without_a_bucket_fails_permanently(aws: None, make_aws_rt: Callable[..., Container]) -> None:
     done = run(make_aws_rt(s3_bucket=None), "generate-pdf", {"title": "x"})
     assert done["status"] == "FAILED" and done["attempts"] == 1
 
@@ -144,7 +145,7 @@ def _ctx(task_id: str = "7f0c6a86-1b1c-4c8e-9d43-0c7e6c1d3c11", attempt: int = 1
     return ctx
 
 
-def test_once_per_task_reruns_failures_and_replays_successes(rt: Runtime) -> None:
+def test_once_per_task_reruns_failures_and_replays_successes(rt: Container) -> None:
     calls: list[int] = []
 
     def work(fail: bool) -> Callable[[], dict[str, int]]:
@@ -168,12 +169,12 @@ def test_once_per_task_reruns_failures_and_replays_successes(rt: Runtime) -> Non
     assert once_per_task("demo", _with(rt, _ctx(task_id="other")), {}, work(fail=False)) == {"n": 3}
 
 
-def _with(rt: Runtime, ctx: TaskContext) -> TaskContext:
+def _with(rt: Container, ctx: TaskContext) -> TaskContext:
     ctx.services = rt
     return ctx
 
 
-def test_a_duplicate_while_the_first_attempt_runs_is_retryable(rt: Runtime) -> None:
+def test_a_duplicate_while_the_first_attempt_runs_is_retryable(rt: Container) -> None:
     started, release = threading.Event(), threading.Event()
     results: list[Any] = []
 
@@ -193,7 +194,7 @@ def test_a_duplicate_while_the_first_attempt_runs_is_retryable(rt: Runtime) -> N
     assert once_per_task("demo", _with(rt, _ctx(attempt=3)), {}, lambda: "twice") == "sent"
 
 
-def test_an_attempt_that_died_in_progress_blocks_only_until_its_timeout(rt: Runtime) -> None:
+def test_an_attempt_that_died_in_progress_blocks_only_until_its_timeout(rt: Container) -> None:
     # Simulate a worker killed mid-call: an INPROGRESS record whose lock is the attempt's timeout (1 s).
     ctx = _with(rt, _ctx(timeout=1.0))
 
@@ -234,7 +235,7 @@ class _Server:
     ("code", "error"),
     [(200, None), (404, PermanentError), (400, PermanentError), (503, RetryableError), (429, RetryableError)],
 )
-def test_http_request_classifies_statuses(rt: Runtime, code: int, error: type[Exception] | None) -> None:
+def test_http_request_classifies_statuses(rt: Container, code: int, error: type[Exception] | None) -> None:
     server = _Server(lambda h: (code, b'{"ok": true}'))
     try:
         if error is None:
@@ -246,7 +247,7 @@ def test_http_request_classifies_statuses(rt: Runtime, code: int, error: type[Ex
         server.close()
 
 
-def test_http_request_timeout_and_connection_errors_are_retryable(rt: Runtime) -> None:
+def test_http_request_timeout_and_connection_errors_are_retryable(rt: Container) -> None:
     server = _Server(lambda h: (time.sleep(1.0), (200, b""))[1])
     try:
         with pytest.raises(RetryableError, match="timed out"):
@@ -257,7 +258,7 @@ def test_http_request_timeout_and_connection_errors_are_retryable(rt: Runtime) -
         http_request({"url": "http://127.0.0.1:1/"}, _with(rt, _ctx(task_id="t-2")))
 
 
-def test_http_request_refuses_metadata_endpoints(rt: Runtime) -> None:
+def test_http_request_refuses_metadata_endpoints(rt: Container) -> None:
     with pytest.raises(PermanentError, match="link-local"):
         http_request({"url": "http://169.254.169.254/latest/meta-data/"}, _with(rt, _ctx()))
 
@@ -293,7 +294,7 @@ def test_a_secret_without_credentials_is_a_config_error(aws: None) -> None:
 def test_the_seeded_local_secret_gives_the_local_database(aws: None, database_url: str, redis_url: str) -> None:
     from urllib.parse import urlsplit
 
-    from chalicelib import emulator
+    from tools.devstack import emulator
 
     secret = emulator.database_secret(database_url)
     sm = boto3.client("secretsmanager", region_name="us-east-1")

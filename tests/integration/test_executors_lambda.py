@@ -15,9 +15,11 @@ import pytest
 from chalice.test import Client
 
 import app as tasklane_app
-from chalicelib import awsclients, functions, runtime
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit
+from chalicelib import container as runtime
+from chalicelib import entrypoints as functions
+from chalicelib.adapters.aws import clients as awsclients
+from chalicelib.container import Container
+from chalicelib.services.submit import submit
 from tests.conftest import _clean, _redis_db_url, fast_settings
 from tests.helpers import request, status_counts
 
@@ -25,14 +27,14 @@ LAMBDA_REDIS_DB = 6  # its own db: see tests/integration/test_executors_aws.py
 
 
 @pytest.fixture
-def install(database_url: str, redis_server: str) -> Iterator[Callable[..., Runtime]]:
+def install(database_url: str, redis_server: str) -> Iterator[Callable[..., Container]]:
     """Make the app's process-wide runtime one built from test settings."""
     redis_url = _redis_db_url(redis_server, LAMBDA_REDIS_DB)
     _clean(database_url, redis_url)
-    built: list[Runtime] = []
+    built: list[Container] = []
 
-    def factory(**overrides: object) -> Runtime:
-        rt = Runtime.build(fast_settings(database_url, redis_url, **overrides))
+    def factory(**overrides: object) -> Container:
+        rt = Container.build(fast_settings(database_url, redis_url, **overrides))
         built.append(rt)
         _reset()
         runtime._runtime = rt
@@ -57,7 +59,7 @@ def scheduled_event(client: Client) -> dict[str, Any]:
     )
 
 
-def test_drain_stops_claiming_when_its_budget_runs_low(install: Callable[..., Runtime]) -> None:
+def test_drain_stops_claiming_when_its_budget_runs_low(install: Callable[..., Container]) -> None:
     # Chalice's test context gives the invocation 3 s; with a 2 s margin the drain may
     # start batches only during its first second.
     rt = install(drain_margin_seconds=2.0, drain_batch_size=2, drain_idle_exit_seconds=5.0)
@@ -73,7 +75,7 @@ def test_drain_stops_claiming_when_its_budget_runs_low(install: Callable[..., Ru
     assert counts.get("QUEUED") == len(ids) - stats["claimed"], counts
 
 
-def test_a_batch_left_behind_by_a_dead_drain_is_rescued(install: Callable[..., Runtime]) -> None:
+def test_a_batch_left_behind_by_a_dead_drain_is_rescued(install: Callable[..., Container]) -> None:
     rt = install()
     task = submit(rt, "t1", request("noop", {"n": 1})).task
     # A drain claims the task (Redis lease and PostgreSQL row) and is killed before running it.
@@ -91,7 +93,9 @@ def test_a_batch_left_behind_by_a_dead_drain_is_rescued(install: Callable[..., R
     assert found is not None and found.attempts == 2 and found.result == {"n": 1}
 
 
-def test_handlers_flush_powertools_metrics(install: Callable[..., Runtime], capsys: pytest.CaptureFixture[str]) -> None:
+def test_handlers_flush_powertools_metrics(
+    install: Callable[..., Container], capsys: pytest.CaptureFixture[str]
+) -> None:
     rt = install()
     submit(rt, "t1", request("noop"))
     with Client(tasklane_app.app, stage_name="local") as client:
@@ -125,7 +129,7 @@ class FakeLambda:
 
 
 def test_executor_mode_lambda_runs_tasks_in_the_executor_function(
-    install: Callable[..., Runtime], monkeypatch: pytest.MonkeyPatch
+    install: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rt = install(executor_mode="lambda", executor_function="tasklane-local-executor", executor_concurrency=1)
     ok = submit(rt, "t1", request("noop", {"hello": "lambda"}, timeout_seconds=40)).task
@@ -160,7 +164,7 @@ def test_executor_mode_lambda_runs_tasks_in_the_executor_function(
 
 
 def test_executor_function_rejects_unknown_task_names() -> None:
-    from chalicelib.errors import PermanentError
+    from chalicelib.core.errors import PermanentError
 
     with Client(tasklane_app.app, stage_name="local") as client:
         event = {"tasklane": 1, "task": {"id": "x", "name": "nope", "tenant": "t", "attempt": 1}, "payload": {}}

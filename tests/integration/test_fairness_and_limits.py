@@ -7,15 +7,15 @@ import time
 from collections.abc import Callable
 
 from chalicelib.config import TypeLimit
-from chalicelib.drain import Drainer
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit, submit_many
+from chalicelib.container import Container
+from chalicelib.services.drain import Drainer
+from chalicelib.services.submit import submit, submit_many
 from tests.helpers import query, request, status_counts, wait_for
 
 TENANT = "fair"
 
 
-def _drainers(rt: Runtime, n: int, seconds: float) -> list[threading.Thread]:
+def _drainers(rt: Container, n: int, seconds: float) -> list[threading.Thread]:
     def run() -> None:
         d = Drainer(rt)
         deadline = time.monotonic() + seconds
@@ -31,7 +31,7 @@ def _drainers(rt: Runtime, n: int, seconds: float) -> list[threading.Thread]:
 
 
 def test_limited_type_never_exceeds_its_concurrency_and_others_keep_flowing(
-    make_rt: Callable[..., Runtime],
+    make_rt: Callable[..., Container],
 ) -> None:
     rt = make_rt(task_limits={"sleep": TypeLimit(concurrency=2)}, executor_concurrency=8)
     db = rt.settings.database_url
@@ -59,7 +59,7 @@ def test_limited_type_never_exceeds_its_concurrency_and_others_keep_flowing(
     assert first_fast_done_at is not None and first_fast_done_at < 1.5
 
 
-def test_rate_limited_type_is_spread_over_time(make_rt: Callable[..., Runtime]) -> None:
+def test_rate_limited_type_is_spread_over_time(make_rt: Callable[..., Container]) -> None:
     rt = make_rt(task_limits={"noop": TypeLimit(rate_per_second=20, burst=5)})
     submit_many(rt, TENANT, [request("noop") for _ in range(25)])
     threads = _drainers(rt, 2, 10)
@@ -72,7 +72,7 @@ def test_rate_limited_type_is_spread_over_time(make_rt: Callable[..., Runtime]) 
 
 
 def test_low_priority_task_waiting_past_the_aging_bound_beats_new_normal_work(
-    make_rt: Callable[..., Runtime],
+    make_rt: Callable[..., Container],
 ) -> None:
     rt = make_rt(priority_aging_seconds=1, drain_batch_size=1)
     low = submit(rt, TENANT, request("noop", priority="low")).task
@@ -89,7 +89,7 @@ def test_low_priority_task_waiting_past_the_aging_bound_beats_new_normal_work(
     assert order[0] == low.id
 
 
-def test_flood_of_high_priority_cannot_starve_low_beyond_the_bound(make_rt: Callable[..., Runtime]) -> None:
+def test_flood_of_high_priority_cannot_starve_low_beyond_the_bound(make_rt: Callable[..., Container]) -> None:
     rt = make_rt(priority_aging_seconds=1, drain_batch_size=5)
     low = submit(rt, TENANT, request("noop", priority="low")).task
     stop = threading.Event()

@@ -11,26 +11,26 @@ from typing import Any
 
 import pytest
 
-from chalicelib.drain import Drainer
-from chalicelib.errors import ConflictError
-from chalicelib.executors import TaskContext
-from chalicelib.runtime import Runtime
-from chalicelib.store import Outcome
-from chalicelib.submit import submit, submit_many
-from chalicelib.sweep import sweep
-from chalicelib.tasks import Status
+from chalicelib.adapters.postgres.store import Outcome
+from chalicelib.container import Container
+from chalicelib.core.errors import ConflictError
+from chalicelib.core.model import Status
+from chalicelib.services.drain import Drainer
+from chalicelib.services.submit import submit, submit_many
+from chalicelib.services.sweep import sweep
+from chalicelib.tasktypes import TaskContext
 from tests.helpers import drain_and_sweep_until, drain_once, query, request, status_counts, wait_for
 
 TENANT = "acme"
 
 
-def _get(rt: Runtime, task_id: str) -> Any:
+def _get(rt: Container, task_id: str) -> Any:
     task = rt.store.get_task(TENANT, task_id)
     assert task is not None
     return task
 
 
-def test_noop_task_completes_with_payload_as_result(rt: Runtime, database_url: str) -> None:
+def test_noop_task_completes_with_payload_as_result(rt: Container, database_url: str) -> None:
     task = submit(rt, TENANT, request(payload={"to": "a@example.com"})).task
     assert task.status is Status.QUEUED
     drain_once(rt)
@@ -42,13 +42,13 @@ def test_noop_task_completes_with_payload_as_result(rt: Runtime, database_url: s
     assert events == [(None, "QUEUED"), ("QUEUED", "PROCESSING"), ("PROCESSING", "COMPLETED")]
 
 
-def test_priorities_are_served_in_order_and_fifo_within_one(rt: Runtime) -> None:
+def test_priorities_are_served_in_order_and_fifo_within_one(rt: Container) -> None:
     order: list[str] = []
     ids: dict[str, str] = {}
     for i, prio in enumerate(["low", "normal", "high", "critical", "low", "critical"]):
         ids[submit(rt, TENANT, request(payload={"i": i}, priority=prio)).task.id] = f"{prio}{i}"
     # One task per batch, so the claim order is the execution order.
-    small = Runtime.build(rt.settings.__class__(**{**rt.settings.__dict__, "drain_batch_size": 1}))
+    small = Container.build(rt.settings.__class__(**{**rt.settings.__dict__, "drain_batch_size": 1}))
     try:
         drain_once(small)
     finally:
@@ -61,7 +61,7 @@ def test_priorities_are_served_in_order_and_fifo_within_one(rt: Runtime) -> None
     assert order == ["critical3", "critical5", "high2", "normal1", "low0", "low4"]
 
 
-def test_retryable_failures_retry_with_backoff_then_complete(rt: Runtime) -> None:
+def test_retryable_failures_retry_with_backoff_then_complete(rt: Container) -> None:
     task = submit(rt, TENANT, request("fail", {"times": 2})).task
     drain_and_sweep_until(rt, lambda: _get(rt, task.id).status is Status.COMPLETED)
     done = _get(rt, task.id)
@@ -80,7 +80,7 @@ def test_retryable_failures_retry_with_backoff_then_complete(rt: Runtime) -> Non
         assert (started - failed).total_seconds() >= max(minimum, nominal * (1 - rt.settings.retry_jitter)) - 0.01
 
 
-def test_retries_exhausted_dead_letters_with_every_error(rt: Runtime) -> None:
+def test_retries_exhausted_dead_letters_with_every_error(rt: Container) -> None:
     task = submit(rt, TENANT, request("fail", {"times": 99}, max_retries=2)).task
     drain_and_sweep_until(rt, lambda: _get(rt, task.id).status is Status.FAILED)
     failed = _get(rt, task.id)
@@ -91,7 +91,7 @@ def test_retries_exhausted_dead_letters_with_every_error(rt: Runtime) -> None:
     assert [t.id for t in letters] == [task.id]
 
 
-def test_permanent_error_fails_at_once(rt: Runtime) -> None:
+def test_permanent_error_fails_at_once(rt: Container) -> None:
     task = submit(rt, TENANT, request("fail", {"permanent": True})).task
     drain_once(rt)
     failed = _get(rt, task.id)
@@ -99,7 +99,7 @@ def test_permanent_error_fails_at_once(rt: Runtime) -> None:
     assert failed.last_error_type == "PermanentError"
 
 
-def test_unknown_task_name_at_execution_is_permanent(rt: Runtime) -> None:
+def test_unknown_task_name_at_execution_is_permanent(rt: Container) -> None:
     task = submit(rt, TENANT, request()).task
     query(rt.settings.database_url, "UPDATE tasks SET name = 'gone-away' WHERE id = %s RETURNING id", task.id)
     drain_once(rt)
@@ -107,7 +107,7 @@ def test_unknown_task_name_at_execution_is_permanent(rt: Runtime) -> None:
     assert failed.status is Status.FAILED and failed.last_error_type == "UnknownTaskName"
 
 
-def test_attempt_past_timeout_counts_as_failed(make_rt: Callable[..., Runtime]) -> None:
+def test_attempt_past_timeout_counts_as_failed(make_rt: Callable[..., Container]) -> None:
     rt = make_rt()
     task = submit(rt, TENANT, request("sleep", {"seconds": 30}, timeout_seconds=1, max_retries=0)).task
     started = time.monotonic()
@@ -118,7 +118,7 @@ def test_attempt_past_timeout_counts_as_failed(make_rt: Callable[..., Runtime]) 
     assert failed.last_error_type == "TimeoutError"
 
 
-def test_delayed_task_runs_only_when_due(rt: Runtime) -> None:
+def test_delayed_task_runs_only_when_due(rt: Container) -> None:
     task = submit(rt, TENANT, request(delay_seconds=0.6)).task
     assert task.status is Status.PENDING
     drain_once(rt, seconds=0.3)
@@ -128,12 +128,12 @@ def test_delayed_task_runs_only_when_due(rt: Runtime) -> None:
     assert done.started_at is not None and done.started_at >= done.run_at
 
 
-def test_run_at_in_the_past_is_queued_at_once(rt: Runtime) -> None:
+def test_run_at_in_the_past_is_queued_at_once(rt: Container) -> None:
     task = submit(rt, TENANT, request(run_at=datetime.now(UTC) - timedelta(hours=1))).task
     assert task.status is Status.QUEUED
 
 
-def test_duplicate_ids_in_redis_run_each_task_once(rt: Runtime) -> None:
+def test_duplicate_ids_in_redis_run_each_task_once(rt: Container) -> None:
     tasks = [submit(rt, TENANT, request("fail", {"times": 0})).task for _ in range(20)]
     # Push every id again: as if the sweeper's reconciliation raced the submit.
     rt.queue.client.zadd(rt.queue.ready_key, {t.id: 1.0 for t in tasks})
@@ -149,7 +149,7 @@ def test_duplicate_ids_in_redis_run_each_task_once(rt: Runtime) -> None:
     assert processing_events == 20
 
 
-def test_stale_lease_token_cannot_overwrite_newer_attempt(rt: Runtime) -> None:
+def test_stale_lease_token_cannot_overwrite_newer_attempt(rt: Container) -> None:
     task = submit(rt, TENANT, request()).task
     rt.queue.claim(10, 30)
     old = rt.store.claim([task.id], str(uuid.uuid4()), 0.1, actor="old")[0]
@@ -168,7 +168,7 @@ def test_stale_lease_token_cannot_overwrite_newer_attempt(rt: Runtime) -> None:
     assert final.result == {} and final.attempts == 2
 
 
-def test_cancel_queued_task_never_runs(rt: Runtime) -> None:
+def test_cancel_queued_task_never_runs(rt: Container) -> None:
     task = submit(rt, TENANT, request()).task
     cancelled, before = rt.store.cancel(TENANT, task.id)
     assert before is Status.QUEUED and cancelled is not None and cancelled.status is Status.CANCELLED
@@ -177,7 +177,7 @@ def test_cancel_queued_task_never_runs(rt: Runtime) -> None:
     assert _get(rt, task.id).attempts == 0
 
 
-def test_cancel_running_task_is_honoured_at_next_checkpoint(make_rt: Callable[..., Runtime]) -> None:
+def test_cancel_running_task_is_honoured_at_next_checkpoint(make_rt: Callable[..., Container]) -> None:
     rt = make_rt(lease_seconds=0.6)
     task = submit(rt, TENANT, request("sleep", {"seconds": 20})).task
     thread = threading.Thread(target=drain_once, args=(rt, 10.0))
@@ -189,8 +189,8 @@ def test_cancel_running_task_is_honoured_at_next_checkpoint(make_rt: Callable[..
     assert _get(rt, task.id).status is Status.CANCELLED
 
 
-def test_cancel_final_task_is_a_conflict(rt: Runtime) -> None:
-    from chalicelib import operations
+def test_cancel_final_task_is_a_conflict(rt: Container) -> None:
+    from chalicelib.services import operations
 
     task = submit(rt, TENANT, request()).task
     drain_once(rt)
@@ -198,13 +198,13 @@ def test_cancel_final_task_is_a_conflict(rt: Runtime) -> None:
         operations.cancel(rt, TENANT, task.id)
 
 
-def test_redrive_puts_dead_letter_back_with_fresh_budget(rt: Runtime) -> None:
+def test_redrive_puts_dead_letter_back_with_fresh_budget(rt: Container) -> None:
     task = submit(rt, TENANT, request("fail", {"times": 1}, max_retries=0)).task
     drain_once(rt)
     assert _get(rt, task.id).status is Status.FAILED
     redriven = rt.store.redrive(TENANT, ids=[task.id])
     assert [t.status for t in redriven] == [Status.QUEUED]
-    from chalicelib.operations import _enqueue_redriven
+    from chalicelib.services.operations import _enqueue_redriven
 
     _enqueue_redriven(rt, redriven)
     drain_once(rt)
@@ -216,7 +216,7 @@ def test_redrive_puts_dead_letter_back_with_fresh_budget(rt: Runtime) -> None:
     assert ("FAILED", "QUEUED") in transitions
 
 
-def test_idempotency_key_replays_and_conflicts(rt: Runtime) -> None:
+def test_idempotency_key_replays_and_conflicts(rt: Container) -> None:
     first = submit(rt, TENANT, request(payload={"a": 1}, idempotency_key="k1"))
     again = submit(rt, TENANT, request(payload={"a": 1}, idempotency_key="k1"))
     assert again.replayed and again.task.id == first.task.id
@@ -226,7 +226,7 @@ def test_idempotency_key_replays_and_conflicts(rt: Runtime) -> None:
     assert not other_tenant.replayed and other_tenant.task.id != first.task.id
 
 
-def test_concurrent_identical_submissions_create_one_task(rt: Runtime, database_url: str) -> None:
+def test_concurrent_identical_submissions_create_one_task(rt: Container, database_url: str) -> None:
     barrier = threading.Barrier(20)
     results: list[str] = []
 
@@ -243,7 +243,7 @@ def test_concurrent_identical_submissions_create_one_task(rt: Runtime, database_
     assert status_counts(database_url) == {"QUEUED": 1}
 
 
-def test_bulk_submit_inserts_all_in_one_call(rt: Runtime, database_url: str) -> None:
+def test_bulk_submit_inserts_all_in_one_call(rt: Container, database_url: str) -> None:
     results = submit_many(rt, TENANT, [request(payload={"i": i}) for i in range(500)])
     assert all(not isinstance(r, ConflictError) for r in results)
     assert rt.queue.depths()["ready"] == 500
@@ -251,7 +251,7 @@ def test_bulk_submit_inserts_all_in_one_call(rt: Runtime, database_url: str) -> 
     assert status_counts(database_url) == {"COMPLETED": 500}
 
 
-def test_every_task_has_its_events(rt: Runtime, database_url: str) -> None:
+def test_every_task_has_its_events(rt: Container, database_url: str) -> None:
     submit_many(rt, TENANT, [request("fail", {"times": i % 2}) for i in range(30)])
     drain_and_sweep_until(rt, lambda: status_counts(database_url) == {"COMPLETED": 30})
     orphans = query(
@@ -268,7 +268,7 @@ def test_every_task_has_its_events(rt: Runtime, database_url: str) -> None:
     assert mismatched == 0
 
 
-def test_executor_sees_task_id_and_attempt(rt: Runtime) -> None:
+def test_executor_sees_task_id_and_attempt(rt: Container) -> None:
     seen: list[tuple[str, int]] = []
 
     def spy(payload: Any, ctx: TaskContext) -> None:

@@ -13,13 +13,14 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from chalicelib import metrics, stats
-from chalicelib.drain import Drainer
-from chalicelib.operations import cancel, health, redrive_one
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit, submit_many
-from chalicelib.sweep import sweep
-from chalicelib.tasks import Status
+from chalicelib.container import Container
+from chalicelib.core.model import Status
+from chalicelib.observability import metrics
+from chalicelib.services import stats
+from chalicelib.services.drain import Drainer
+from chalicelib.services.operations import cancel, health, redrive_one
+from chalicelib.services.submit import submit, submit_many
+from chalicelib.services.sweep import sweep
 from tests.conftest import fast_settings
 from tests.helpers import drain_and_sweep_until, drain_once, query, request, status_counts
 
@@ -30,18 +31,18 @@ METRICS_REDIS_DB = 11  # a db of its own: other suites flush and drain 15
 
 
 @pytest.fixture
-def mrt(database_url: str, redis_server: str) -> Iterator[Runtime]:
+def mrt(database_url: str, redis_server: str) -> Iterator[Container]:
     """A runtime on empty tables (metric tables included) and an empty Redis db."""
     redis_url = redis_server.rsplit("/", 1)[0] + f"/{METRICS_REDIS_DB}"
     redis.Redis.from_url(redis_url).flushdb()
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE tasks, task_events, task_metric_deltas, task_metric_totals")
-    runtime = Runtime.build(fast_settings(database_url, redis_url))
+    runtime = Container.build(fast_settings(database_url, redis_url))
     yield runtime
     runtime.close()
 
 
-def scrape(rt: Runtime) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def scrape(rt: Container) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """``{sample name: {sorted labels: value}}`` parsed by Prometheus' own parser."""
     text = metrics.render(rt.store, rt.queue)
     out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
@@ -84,7 +85,7 @@ def expected_counters(database_url: str) -> dict[str, Counter[str]]:
     return want
 
 
-def assert_counters_match(rt: Runtime) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def assert_counters_match(rt: Container) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     got = scrape(rt)
     want = expected_counters(rt.settings.database_url)
     for key, (prom, _) in metrics.COUNTERS.items():
@@ -92,7 +93,7 @@ def assert_counters_match(rt: Runtime) -> dict[str, dict[tuple[tuple[str, str], 
     return got
 
 
-def test_counters_match_the_audit_trail_after_every_kind_of_transition(mrt: Runtime) -> None:
+def test_counters_match_the_audit_trail_after_every_kind_of_transition(mrt: Container) -> None:
     rt = mrt
     submit_many(rt, TENANT, [request(priority=p) for p in ("critical", "high", "normal", "low") * 3])
     submit(rt, TENANT, request("fail", {"times": 1}))  # one retry, then completes
@@ -120,7 +121,7 @@ def _same_counters(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a[k] == b.get(k) for k in keys)
 
 
-def _settled(rt: Runtime) -> bool:
+def _settled(rt: Container) -> bool:
     counts = status_counts(rt.settings.database_url)
     return not any(counts.get(s, 0) for s in ("QUEUED", "PROCESSING")) and not query(
         rt.settings.database_url,
@@ -128,7 +129,7 @@ def _settled(rt: Runtime) -> bool:
     )
 
 
-def test_histograms_count_every_claim_and_every_recorded_outcome(mrt: Runtime) -> None:
+def test_histograms_count_every_claim_and_every_recorded_outcome(mrt: Container) -> None:
     rt = mrt
     submit_many(rt, TENANT, [request() for _ in range(5)] + [request("sleep", {"seconds": 0.3})])
     drain_once(rt)
@@ -147,7 +148,7 @@ def test_histograms_count_every_claim_and_every_recorded_outcome(mrt: Runtime) -
     assert by_name(got["tasklane_task_run_seconds_sum"])["sleep"] >= 0.3
 
 
-def test_a_rescued_lease_counts_as_failed_retried_and_rescued(mrt: Runtime) -> None:
+def test_a_rescued_lease_counts_as_failed_retried_and_rescued(mrt: Container) -> None:
     rt = mrt
     task = submit(rt, TENANT, request()).task
     rt.queue.claim(10, 0.2)
@@ -160,7 +161,7 @@ def test_a_rescued_lease_counts_as_failed_retried_and_rescued(mrt: Runtime) -> N
     assert by_name(got.get("tasklane_task_run_seconds_count", {})) == {}  # a dead worker's attempt has no run time
 
 
-def test_gauges_show_the_live_tasks_by_state_and_priority(mrt: Runtime) -> None:
+def test_gauges_show_the_live_tasks_by_state_and_priority(mrt: Container) -> None:
     rt = mrt
     submit_many(rt, TENANT, [request(priority="high"), request(priority="high"), request(priority="low")])
     submit(rt, TENANT, request(delay_seconds=600, priority="critical"))
@@ -183,7 +184,7 @@ def test_gauges_show_the_live_tasks_by_state_and_priority(mrt: Runtime) -> None:
     assert scrape(rt)["tasklane_last_sweep_timestamp_seconds"][()] == pytest.approx(time.time(), abs=5)
 
 
-def test_stats_are_tenant_scoped_and_add_up(mrt: Runtime) -> None:
+def test_stats_are_tenant_scoped_and_add_up(mrt: Container) -> None:
     rt = mrt
     submit_many(rt, TENANT, [request(priority="high") for _ in range(3)] + [request("fail", {"permanent": True})])
     submit(rt, "other-tenant", request())
@@ -205,7 +206,7 @@ def test_stats_are_tenant_scoped_and_add_up(mrt: Runtime) -> None:
     assert other["submitted"] == 1 and other["completed"] == 1
 
 
-def test_health_reports_migration_version_and_sweeper_freshness(mrt: Runtime) -> None:
+def test_health_reports_migration_version_and_sweeper_freshness(mrt: Container) -> None:
     rt = mrt
     sweep(rt)
     report = health(rt)
@@ -219,10 +220,12 @@ def test_health_reports_migration_version_and_sweeper_freshness(mrt: Runtime) ->
     assert "sweep" in stale["components"]["sweeper"]["message"]
 
 
-def test_event_log_lines_carry_ids_and_outcomes_but_no_payload(mrt: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+def test_event_log_lines_carry_ids_and_outcomes_but_no_payload(
+    mrt: Container, caplog: pytest.LogCaptureFixture
+) -> None:
     rt = mrt
     secret = "s3cret-payload-value"
-    from chalicelib.observability import logger
+    from chalicelib.observability.log import logger
 
     previous = logger.log_level
     logger.setLevel("DEBUG")

@@ -1,4 +1,4 @@
-"""Integration tests for chalicelib.ratelimit against a real Redis.
+"""Integration tests for chalicelib.adapters.redis.ratelimit against a real Redis.
 
 They use database 13 of the test Redis (tests/conftest.py) and only that database. The
 fixture runs FLUSHDB on it before each test. Nothing here calls FLUSHALL.
@@ -23,7 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from chalicelib.ratelimit import RateLimitDecision, RateLimiter
+from chalicelib.adapters.redis.ratelimit import RateLimitDecision, RateLimiter
 
 TEST_DB = 13
 

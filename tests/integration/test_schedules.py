@@ -8,15 +8,15 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from chalicelib import schedules
-from chalicelib.runtime import Runtime
-from chalicelib.sweep import sweep
+from chalicelib.container import Container
+from chalicelib.services import schedules
+from chalicelib.services.sweep import sweep
 from tests.helpers import query
 
 TENANT = "cron"
 
 
-def test_five_racing_sweepers_fire_each_tick_exactly_once(make_rt: Callable[..., Runtime]) -> None:
+def test_five_racing_sweepers_fire_each_tick_exactly_once(make_rt: Callable[..., Container]) -> None:
     rts = [make_rt() for _ in range(5)]
     created = schedules.create(
         rts[0], TENANT, {"name": "every-second", "cron": "* * * * * *", "task": {"name": "noop", "payload": {"k": 1}}}
@@ -24,7 +24,7 @@ def test_five_racing_sweepers_fire_each_tick_exactly_once(make_rt: Callable[...,
     stop = time.monotonic() + 4.0
     errors: list[BaseException] = []
 
-    def sweeper(rt: Runtime) -> None:
+    def sweeper(rt: Container) -> None:
         try:
             while time.monotonic() < stop:
                 sweep(rt)
@@ -51,7 +51,7 @@ def test_five_racing_sweepers_fire_each_tick_exactly_once(make_rt: Callable[...,
     assert all(t[2] == {"k": 1} for t in tasks)
 
 
-def _stale_hourly(rt: Runtime, name: str, catch_up: str) -> dict[str, object]:
+def _stale_hourly(rt: Container, name: str, catch_up: str) -> dict[str, object]:
     """An hourly schedule whose latest tick is half an hour old and whose due tick is
     hours old: the sweeper was down meanwhile."""
     minute = (datetime.now(UTC).minute + 30) % 60
@@ -66,7 +66,7 @@ def _stale_hourly(rt: Runtime, name: str, catch_up: str) -> dict[str, object]:
     return s
 
 
-def test_catch_up_once_fires_a_single_task_after_downtime(rt: Runtime) -> None:
+def test_catch_up_once_fires_a_single_task_after_downtime(rt: Container) -> None:
     s = _stale_hourly(rt, "hourly-once", "once")
     sweep(rt)
     sweep(rt)
@@ -75,7 +75,7 @@ def test_catch_up_once_fires_a_single_task_after_downtime(rt: Runtime) -> None:
     assert after["next_fire_at"] > after["last_fired_at"]
 
 
-def test_catch_up_skip_fires_nothing_for_stale_ticks(rt: Runtime) -> None:
+def test_catch_up_skip_fires_nothing_for_stale_ticks(rt: Container) -> None:
     s = _stale_hourly(rt, "hourly-skip", "skip")
     sweep(rt)
     assert rt.store.schedule_runs(str(s["id"]), limit=100) == []
@@ -83,7 +83,7 @@ def test_catch_up_skip_fires_nothing_for_stale_ticks(rt: Runtime) -> None:
     assert after["last_fired_at"] is None and after["next_fire_at"] > datetime.now(UTC).isoformat()
 
 
-def test_disabled_schedule_does_not_fire_and_patch_re_enables(rt: Runtime) -> None:
+def test_disabled_schedule_does_not_fire_and_patch_re_enables(rt: Container) -> None:
     s = schedules.create(rt, TENANT, {"name": "off", "cron": "* * * * * *", "enabled": False, "task": {"name": "noop"}})
     time.sleep(1.1)  # at least one tick passes while disabled (the tick, not work, is awaited)
     sweep(rt)

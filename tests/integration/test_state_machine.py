@@ -17,15 +17,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from chalicelib.runtime import Runtime
-from chalicelib.store import NewTask, Outcome
-from chalicelib.tasks import FINAL_STATUSES, TRANSITIONS, Status
+from chalicelib.adapters.postgres.store import NewTask, Outcome
+from chalicelib.container import Container
+from chalicelib.core.model import FINAL_STATUSES, TRANSITIONS, Status
 
 TENANT = "sm"
 OUTCOMES = [Status.COMPLETED, Status.PENDING, Status.FAILED, Status.CANCELLED]
 
 
-def test_no_illegal_transition_is_ever_accepted(rt: Runtime) -> None:
+def test_no_illegal_transition_is_ever_accepted(rt: Container) -> None:
     db = rt.settings.database_url
 
     class TaskMachine(RuleBasedStateMachine):

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from chalicelib.runtime import Runtime
-from chalicelib.submit import submit
-from chalicelib.tasks import Status
-from chalicelib.webhooks import WEBHOOK_TASK, verify
+from chalicelib.adapters.webhooks import WEBHOOK_TASK, verify
+from chalicelib.container import Container
+from chalicelib.core.model import Status
+from chalicelib.services.submit import submit
 from tests.helpers import drain_and_sweep_until, query, request
 
 TENANT = "hooks"
@@ -52,11 +52,11 @@ def receiver() -> Iterator[Receiver]:
     r.server.server_close()
 
 
-def _webhook_tasks(rt: Runtime) -> list[tuple[Any, ...]]:
+def _webhook_tasks(rt: Container) -> list[tuple[Any, ...]]:
     return query(rt.settings.database_url, "SELECT status, attempts, payload FROM tasks WHERE name = %s", WEBHOOK_TASK)
 
 
-def test_completed_task_posts_a_signed_event_that_verifies(rt: Runtime, receiver: Receiver) -> None:
+def test_completed_task_posts_a_signed_event_that_verifies(rt: Container, receiver: Receiver) -> None:
     task = submit(rt, TENANT, request(payload={"x": 1}, callback_url=receiver.url)).task
     drain_and_sweep_until(rt, lambda: len(receiver.calls) == 1)
     call = receiver.calls[0]
@@ -70,7 +70,7 @@ def test_completed_task_posts_a_signed_event_that_verifies(rt: Runtime, receiver
     drain_and_sweep_until(rt, lambda: [r[0] for r in _webhook_tasks(rt)] == ["COMPLETED"])
 
 
-def test_failing_receiver_gets_retries_with_backoff(rt: Runtime, receiver: Receiver) -> None:
+def test_failing_receiver_gets_retries_with_backoff(rt: Container, receiver: Receiver) -> None:
     receiver.script = [500, 503]
     submit(rt, TENANT, request("fail", {"permanent": True}, callback_url=receiver.url))
     drain_and_sweep_until(rt, lambda: [r[0] for r in _webhook_tasks(rt)] == ["COMPLETED"])
@@ -80,15 +80,15 @@ def test_failing_receiver_gets_retries_with_backoff(rt: Runtime, receiver: Recei
     assert attempts == 3
 
 
-def test_receiver_refusing_with_4xx_dead_letters_the_webhook(rt: Runtime, receiver: Receiver) -> None:
+def test_receiver_refusing_with_4xx_dead_letters_the_webhook(rt: Container, receiver: Receiver) -> None:
     receiver.script = [410]
     submit(rt, TENANT, request(callback_url=receiver.url))
     drain_and_sweep_until(rt, lambda: [r[0] for r in _webhook_tasks(rt)] == ["FAILED"])
     assert len(receiver.calls) == 1
 
 
-def test_cancel_sends_a_cancelled_event(rt: Runtime, receiver: Receiver) -> None:
-    from chalicelib import operations
+def test_cancel_sends_a_cancelled_event(rt: Container, receiver: Receiver) -> None:
+    from chalicelib.services import operations
 
     task = submit(rt, TENANT, request(delay_seconds=3600, callback_url=receiver.url)).task
     status, _ = operations.cancel(rt, TENANT, task.id)
@@ -97,9 +97,9 @@ def test_cancel_sends_a_cancelled_event(rt: Runtime, receiver: Receiver) -> None
     assert json.loads(receiver.calls[0]["body"])["event"] == "task.cancelled"
 
 
-def test_private_targets_are_refused_when_configured(make_rt: Callable[..., Runtime]) -> None:
-    from chalicelib.errors import ValidationError
-    from chalicelib.validation import parse_task
+def test_private_targets_are_refused_when_configured(make_rt: Callable[..., Container]) -> None:
+    from chalicelib.core.errors import ValidationError
+    from chalicelib.core.requests import parse_task
 
     strict = make_rt(webhook_allow_private=False)
     for url in ("http://127.0.0.1:9/x", "http://localhost/x", "http://10.0.0.1/x", "ftp://example.com/x"):
@@ -107,9 +107,9 @@ def test_private_targets_are_refused_when_configured(make_rt: Callable[..., Runt
             parse_task({"name": "noop", "callback_url": url}, strict.settings, strict.registry)
 
 
-def test_webhook_task_name_cannot_be_submitted_by_clients(rt: Runtime) -> None:
-    from chalicelib.errors import ValidationError
-    from chalicelib.validation import parse_task
+def test_webhook_task_name_cannot_be_submitted_by_clients(rt: Container) -> None:
+    from chalicelib.core.errors import ValidationError
+    from chalicelib.core.requests import parse_task
 
     with pytest.raises(ValidationError, match="unknown task name"):
         parse_task({"name": WEBHOOK_TASK, "payload": {"url": "http://x"}}, rt.settings, rt.registry)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.errors import PayloadError
-from chalicelib.executors import load_builtin_executors
+from chalicelib.core.errors import PayloadError
+from chalicelib.tasktypes import load_builtin_executors
 
 AWS_TASKS = ("send-email", "send-sms", "generate-pdf", "http-request")
 registry = load_builtin_executors()

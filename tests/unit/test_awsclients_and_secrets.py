@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from chalicelib import awsclients, emulator
+from chalicelib.adapters.aws import clients as awsclients
+from chalicelib.adapters.aws.secrets import database_url, url_from_secret
 from chalicelib.config import ConfigError, Settings
-from chalicelib.observability import logger
-from chalicelib.powertools import task_log_context
-from chalicelib.secrets import database_url, url_from_secret
+from chalicelib.observability.log import logger
+from chalicelib.observability.powertools import task_log_context
+from tools.devstack import emulator
 
 
 def test_the_emulator_endpoint_comes_from_the_environment() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests for the pure parts of chalicelib.devservices (no servers started)."""
+"""Unit tests for the pure parts of tools.devstack.services (no servers started)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from chalicelib import devservices as ds
-from chalicelib.devservices import postgres as ds_postgres
-from chalicelib.devservices import redis_server as ds_redis
+from tools.devstack import services as ds
+from tools.devstack.services import postgres as ds_postgres
+from tools.devstack.services import redis_server as ds_redis
 
 
 def _exe(path: Path, body: str = "#!/bin/sh\nexit 0\n") -> Path:

@@ -6,11 +6,11 @@ import threading
 import time
 from typing import Any
 
-from chalicelib.errors import PermanentError, RetryableError, TaskCancelled
-from chalicelib.execution import BatchRunner, Claimed
-from chalicelib.executors import Registry, TaskContext
-from chalicelib.retry import RetryPolicy
-from chalicelib.tasks import Status
+from chalicelib.core.errors import PermanentError, RetryableError, TaskCancelled
+from chalicelib.core.model import Status
+from chalicelib.core.retry import RetryPolicy
+from chalicelib.execution.runner import BatchRunner, Claimed
+from chalicelib.tasktypes import Registry, TaskContext
 
 
 def registry() -> Registry:

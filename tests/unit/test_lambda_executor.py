@@ -14,11 +14,12 @@ from botocore.exceptions import ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
-from chalicelib import awsclients, wake
+from chalicelib.adapters.aws import clients as awsclients
+from chalicelib.adapters.aws import wake
 from chalicelib.config import Settings
-from chalicelib.errors import PermanentError, RetryableError, TaskCancelled
-from chalicelib.executors import TaskContext, load_builtin_executors
-from chalicelib.lambda_executor import RemoteExecutor, RemoteRegistry, registry_for
+from chalicelib.core.errors import PermanentError, RetryableError, TaskCancelled
+from chalicelib.execution.remote import RemoteExecutor, RemoteRegistry, registry_for
+from chalicelib.tasktypes import TaskContext, load_builtin_executors
 
 
 def _stream(data: Any) -> StreamingBody:
@@ -69,7 +70,7 @@ def test_remote_executor_returns_the_functions_result(lam: tuple[Stubber, list[d
         ("RetryableError", RetryableError),
         ("TaskCancelled", TaskCancelled),
         ("Sandbox.Timedout", RetryableError),
-        ("Runtime.ExitError", RetryableError),
+        ("Container.ExitError", RetryableError),
         ("KeyError", RetryableError),
     ],
 )

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chalicelib import metrics, stats
-from chalicelib.errors import QueueError
+from chalicelib.core.errors import QueueError
+from chalicelib.observability import metrics
+from chalicelib.services import stats
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,7 +192,7 @@ def test_stats_roll_rows_up_by_name_priority_and_minute() -> None:
 
 
 def test_stats_reject_query_parameters() -> None:
-    from chalicelib.errors import ValidationError
+    from chalicelib.core.errors import ValidationError
 
     with pytest.raises(ValidationError, match="takes none"):
         stats.tenant_stats(None, "t", {"since": "x"})  # type: ignore[arg-type]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import app
-from chalicelib.executors import load_builtin_executors
-from chalicelib.openapi import spec as build_spec
+from chalicelib.api.openapi import spec as build_spec
+from chalicelib.tasktypes import load_builtin_executors
 
 
 def spec() -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""Unit tests for chalicelib.ratelimit that need no Redis.
+"""Unit tests for chalicelib.adapters.redis.ratelimit that need no Redis.
 
 They cover the headers, the conversion of the script's reply, argument
 checking, and what gets sent to the script. A fake client stands in for
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.ratelimit import (
+from chalicelib.adapters.redis.ratelimit import (
     RateLimitDecision,
     RateLimiter,
     _ceil_seconds,

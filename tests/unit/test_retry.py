@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from chalicelib.errors import PayloadError, PermanentError, RetryableError
-from chalicelib.retry import RetryPolicy, describe, is_permanent
-from chalicelib.tasks import Status
+from chalicelib.core.errors import PayloadError, PermanentError, RetryableError
+from chalicelib.core.model import Status
+from chalicelib.core.retry import RetryPolicy, describe, is_permanent
 
 
 def test_backoff_follows_seed_schedule_without_jitter() -> None:

@@ -3,9 +3,9 @@ from datetime import UTC, datetime
 import pytest
 
 from chalicelib.config import Settings
-from chalicelib.errors import ValidationError
-from chalicelib.executors import load_builtin_executors
-from chalicelib.schedules import latest_tick, next_fire_times, parse_schedule
+from chalicelib.core.errors import ValidationError
+from chalicelib.services.schedules import latest_tick, next_fire_times, parse_schedule
+from chalicelib.tasktypes import load_builtin_executors
 
 REG = load_builtin_executors()
 SET = Settings()

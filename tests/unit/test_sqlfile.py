@@ -1,7 +1,7 @@
 import pytest
 
-from chalicelib.store.migrate import load
-from chalicelib.store.sqlfile import parse_queries, queries
+from chalicelib.adapters.postgres.migrate import load
+from chalicelib.adapters.postgres.sqlfile import parse_queries, queries
 
 
 def test_parse_queries_splits_named_blocks() -> None:
@@ -21,7 +21,7 @@ def test_every_shipped_query_uses_bound_parameters_only() -> None:
 
 
 def test_migrations_load_in_order(tmp_path: object) -> None:
-    migrations = load(__import__("chalicelib.store.migrate", fromlist=["default_dir"]).default_dir())
+    migrations = load(__import__("chalicelib.adapters.postgres.migrate", fromlist=["default_dir"]).default_dir())
     assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
 
 

@@ -1,4 +1,4 @@
-from chalicelib.tasks import FINAL_STATUSES, TRANSITIONS, Priority, Status, ready_score
+from chalicelib.core.model import FINAL_STATUSES, TRANSITIONS, Priority, Status, ready_score
 
 
 def test_strict_priority_order_within_the_aging_bound() -> None:

@@ -3,10 +3,10 @@ from datetime import UTC, datetime
 import pytest
 
 from chalicelib.config import Settings
-from chalicelib.errors import ValidationError
-from chalicelib.executors import as_int, load_builtin_executors
-from chalicelib.tasks import Priority
-from chalicelib.validation import parse_json, parse_task
+from chalicelib.core.errors import ValidationError
+from chalicelib.core.model import Priority
+from chalicelib.core.requests import parse_json, parse_task
+from chalicelib.tasktypes import as_int, load_builtin_executors
 
 REG = load_builtin_executors()
 SET = Settings()

@@ -1,0 +1,113 @@
+"""Wake a drainer when none is alive (``TASKLANE_WAKE_DRAIN=lambda``).
+
+In AWS the drain function runs on a one-minute schedule and, while it runs, picks
+up a new task within milliseconds.  Between runs (an idle drain exits after
+``TASKLANE_DRAIN_IDLE_EXIT_SECONDS``) a task could wait up to a minute; so after
+a successful submit or redrive the API checks a heartbeat key that every drainer
+refreshes on each loop (``{prefix}:drainer:alive``, TTL
+``TASKLANE_DRAINER_ALIVE_SECONDS``).  When it is missing, the API invokes the drain
+function asynchronously (``InvocationType=Event``) ``TASKLANE_DRAIN_FANOUT`` times.
+A short ``SET NX`` guard (``{prefix}:drainer:waking``) makes one request of a burst
+do the waking.
+
+Locally this is off: the local stack's drainers always run.  Failures here never
+fail the request: the task is committed and the schedule will drain it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.observability.log import logger
+
+_last_mark = 0.0
+WAKE_PATHS = {
+    "/api/v1/tasks",
+    "/api/v1/tasks/batch",
+    "/api/v1/dead-letters/redrive",
+    "/api/v1/dead-letters/{task_id}/redrive",
+}
+
+
+def _keys(prefix: str) -> tuple[str, str]:
+    tag = "{" + prefix + "}"
+    return f"{tag}:drainer:alive", f"{tag}:drainer:waking"
+
+
+def mark_alive(rt: Any) -> None:
+    """Called by drainers on every loop; writes at most every third of the TTL."""
+    global _last_mark
+    s = rt.settings
+    now = time.monotonic()
+    if now - _last_mark < s.drainer_alive_seconds / 3:
+        return
+    try:
+        rt.queue.client.set(_keys(s.redis_prefix)[0], "1", px=int(s.drainer_alive_seconds * 1000))
+        _last_mark = now
+    except Exception as exc:  # noqa: BLE001 - a heartbeat must never stop the drain loop
+        logger.debug("drainer heartbeat failed", extra={"error": str(exc)})
+
+
+def drain_event() -> dict[str, Any]:
+    """A scheduled-event-shaped payload, so Chalice's schedule handler accepts it."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "tasklane.wake",
+        "account": "",
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "",
+        "resources": [],
+        "detail": {"reason": "no drainer alive"},
+    }
+
+
+def maybe_wake(rt: Any) -> int:
+    """Invoke the drain function when no drainer is alive; returns how many were invoked."""
+    s = rt.settings
+    if s.wake_drain != "lambda":
+        return 0
+    alive, waking = _keys(s.redis_prefix)
+    try:
+        if rt.queue.client.exists(alive):
+            return 0
+        # One waker per burst; the woken drainers mark themselves alive within a second or two.
+        if not rt.queue.client.set(waking, "1", nx=True, px=int(s.drainer_alive_seconds * 1000)):
+            return 0
+    except Exception as exc:  # noqa: BLE001 - Redis trouble: the schedule will drain
+        logger.warning("could not check for live drainers", extra={"error": str(exc)})
+        return 0
+    from chalicelib.adapters.aws import clients as awsclients
+
+    client = awsclients.client("lambda", read_timeout=3.0, max_attempts=1)
+    invoked = 0
+    for _ in range(s.drain_fanout):
+        try:
+            client.invoke(
+                FunctionName=s.drain_function, InvocationType="Event", Payload=json.dumps(drain_event()).encode()
+            )
+            invoked += 1
+        except Exception as exc:  # noqa: BLE001 - never fail the submit over this
+            logger.warning("could not wake a drainer", extra={"error": str(exc), "function": s.drain_function})
+            break
+    if invoked:
+        logger.info("woke drainers", extra={"count": invoked, "function": s.drain_function})
+    return invoked
+
+
+def after_request(method: str, path: str, status: int) -> int:
+    """HTTP middleware hook: wake drainers after work was accepted."""
+    from chalicelib.config import get_settings
+
+    if get_settings().wake_drain != "lambda":
+        return 0
+    if method != "POST" or path not in WAKE_PATHS or status not in (200, 201, 207):
+        return 0
+    from chalicelib.container import get_container
+
+    return maybe_wake(get_container())

@@ -1,0 +1,502 @@
+"""PostgreSQL adapter: the only place that talks to the database.
+
+PostgreSQL is the source of truth.  Every method is one round trip (or one short
+transaction) however many tasks it touches: arrays go in through ``unnest``, and
+transitions write their events in the same statement.  Driver errors are
+translated here into ``StoreError`` (503) or ``ValidationError`` (400).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from chalicelib.adapters.postgres.sqlfile import queries
+from chalicelib.core.errors import ConflictError, StoreError, ValidationError
+from chalicelib.core.model import Status, Task
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A validated task ready to insert."""
+
+    id: str
+    tenant: str
+    name: str
+    priority: str
+    payload_json: str
+    max_retries: int
+    timeout_seconds: int
+    run_at: datetime | None = None
+    delay_seconds: float | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    callback_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended, as the drainer or the sweeper records it."""
+
+    id: str
+    token: str
+    status: Status  # COMPLETED, PENDING (retry), FAILED or CANCELLED
+    result_json: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    delay_seconds: float | None = None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (uuid.UUID, datetime)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a jsonb column."""
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+class Store:
+    """Task, event and API-key persistence on a small connection pool.
+
+    The pool opens lazily on first use so importing the app (a Lambda cold
+    start) costs no connection; a warm Lambda reuses it across invocations.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_size: int = 4,
+        timeout: float = 5.0,
+        webhook_max_retries: int = 5,
+        webhook_timeout_seconds: int = 10,
+    ) -> None:
+        self.url = url
+        self._webhook = {"webhook_max_retries": webhook_max_retries, "webhook_timeout": webhook_timeout_seconds}
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
+            name="tasklane",
+        )
+        self._opened = False
+        self._q = queries()
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _ensure_open(self) -> None:
+        if not self._opened:
+            self._pool.open(wait=False)
+            self._opened = True
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Row]]:
+        """A pooled autocommit connection; database errors become Tasklane errors."""
+        self._ensure_open()
+        try:
+            with self._pool.connection() as conn:
+                yield cast("psycopg.Connection[Row]", conn)
+        except PoolTimeout as exc:
+            raise StoreError("PostgreSQL is unreachable (no connection available); retry later") from exc
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"PostgreSQL is unreachable: {_first_line(exc)}") from exc
+        except psycopg.errors.DataError as exc:
+            raise ValidationError(f"invalid value: {_first_line(exc)}") from exc
+        except psycopg.errors.UniqueViolation as exc:
+            raise ConflictError(f"already exists: {_first_line(exc)}") from exc
+        except psycopg.errors.IntegrityError as exc:
+            raise ValidationError(f"rejected by the database: {_first_line(exc)}") from exc
+        except psycopg.InterfaceError as exc:
+            raise StoreError(f"PostgreSQL connection failed: {_first_line(exc)}") from exc
+
+    def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
+        with self.connection() as conn:
+            return conn.execute(self._q[name], params).fetchall()
+
+    def _one(self, name: str, params: dict[str, Any]) -> Row | None:
+        with self.connection() as conn:
+            return conn.execute(self._q[name], params).fetchone()
+
+    def close(self) -> None:
+        if self._opened:
+            self._pool.close()
+            self._opened = False
+
+    def ping(self) -> None:
+        """Raise ``StoreError`` unless PostgreSQL answers."""
+        with self.connection() as conn:
+            conn.execute("SELECT 1")
+
+    # --- submit and read -----------------------------------------------------------
+
+    def insert_tasks(self, tasks: Sequence[NewTask], *, actor: str = "api") -> list[Task]:
+        """Insert tasks with one statement; returns those inserted (idempotency
+        conflicts are left out: see ``tasks_by_idempotency_keys``)."""
+        if not tasks:
+            return []
+        return [Task.from_row(r) for r in self._all("insert_tasks", {"tasks": _tasks_json(tasks), "actor": actor})]
+
+    def tasks_by_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, Row]:
+        rows = self._all("tasks_by_idempotency_keys", {"tenant": tenant, "keys": list(keys)})
+        return {r["idempotency_key"]: r for r in rows}
+
+    def get_task(self, tenant: str, task_id: str) -> Task | None:
+        row = self._one("get_task", {"id": task_id, "tenant": tenant})
+        return Task.from_row(row) if row else None
+
+    def list_tasks(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        priority: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[Task]:
+        """A tenant's tasks, newest first; ``after`` is the (created_at, id) of the
+        previous page's last row."""
+        params = {
+            "tenant": tenant,
+            "status": status,
+            "name": name,
+            "priority": priority,
+            "created_after": created_after,
+            "created_before": created_before,
+            "after_created": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit,
+        }
+        return [Task.from_row(r) for r in self._all("list_tasks", params)]
+
+    def task_events(self, task_id: str) -> list[Row]:
+        return self._all("task_events", {"id": task_id})
+
+    # --- drain ---------------------------------------------------------------------
+
+    def claim(self, ids: Sequence[str], token: str, lease_seconds: float, *, actor: str) -> list[Row]:
+        """Mark the claimable ones of ``ids`` PROCESSING under ``token``; returns their rows."""
+        if not ids:
+            return []
+        params = {"ids": list(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
+        return self._all("claim", params)
+
+    def finish(self, outcomes: Sequence[Outcome], *, actor: str) -> list[Row]:
+        """Record outcomes; returns the rows that changed (the others lost their lease)."""
+        if not outcomes:
+            return []
+        with self.connection() as conn:
+            return self._finish(conn, outcomes, actor)
+
+    def _finish(self, conn: psycopg.Connection[Row], outcomes: Sequence[Outcome], actor: str) -> list[Row]:
+        params = {
+            "outcomes": _outcomes_json(outcomes),
+            "actor": actor,
+            **self._webhook,
+        }
+        return conn.execute(self._q["finish"], params).fetchall()
+
+    def extend_leases(self, ids: Sequence[str], token: str, lease_seconds: float) -> list[Row]:
+        """Heartbeat: push the lease deadline out; returns ``id``/``cancel_requested`` of
+        the leases still held."""
+        if not ids:
+            return []
+        return self._all("extend_leases", {"ids": list(ids), "token": token, "lease_seconds": lease_seconds})
+
+    # --- sweep ---------------------------------------------------------------------
+
+    def rescue_expired(self, decide: Callable[[Row], Outcome], *, limit: int, actor: str = "sweep") -> list[Row]:
+        """Lock tasks whose lease expired and record ``decide(row)`` for each, in one
+        transaction; concurrent sweepers skip each other's rows."""
+        with self.connection() as conn, conn.transaction():
+            rows = conn.execute(self._q["lock_expired_leases"], {"limit": limit}).fetchall()
+            if not rows:
+                return []
+            return self._finish(conn, [decide(r) for r in rows], actor)
+
+    def promote_due(self, *, limit: int, actor: str = "sweep") -> list[Row]:
+        return self._all("promote_due", {"limit": limit, "actor": actor})
+
+    def queued_older_than(self, seconds: float, *, limit: int) -> list[Row]:
+        return self._all("queued_older_than", {"seconds": seconds, "limit": limit})
+
+    def live_tasks(self, status: Status, *, page_size: int = 5000) -> Iterator[list[Row]]:
+        """All rows in one live status, in keyset pages."""
+        after = "00000000-0000-0000-0000-000000000000"
+        while True:
+            rows = self._all("live_tasks_page", {"status": status.value, "after": after, "limit": page_size})
+            if not rows:
+                return
+            yield rows
+            after = str(rows[-1]["id"])
+
+    def statuses_of(self, ids: Sequence[str]) -> list[Row]:
+        if not ids:
+            return []
+        return self._all("statuses_of", {"ids": list(ids)})
+
+    def prune_finished(self, retention_seconds: float, *, limit: int = 5000) -> int:
+        with self.connection() as conn:
+            cur = conn.execute(self._q["prune_finished"], {"retention_seconds": retention_seconds, "limit": limit})
+            return cur.rowcount
+
+    def forget_idempotency_keys(self, window_seconds: float, *, limit: int = 5000) -> int:
+        with self.connection() as conn:
+            cur = conn.execute(self._q["forget_idempotency_keys"], {"window_seconds": window_seconds, "limit": limit})
+            return cur.rowcount
+
+    # --- cancel and dead letters -------------------------------------------------
+
+    def cancel(
+        self, tenant: str, task_id: str, *, actor: str = "api", hooks: list[tuple[str, float]] | None = None
+    ) -> tuple[Task | None, Status | None]:
+        """Cancel a waiting task, or request cancellation of a running one.
+
+        Returns ``(task after, status before)``; ``(None, None)`` when not found.  A
+        completion webhook created by the cancellation is appended to ``hooks`` as
+        ``(id, enqueued_ms)`` for the caller to push to Redis.
+        """
+        with self.connection() as conn, conn.transaction():
+            row = conn.execute(self._q["lock_task"], {"id": task_id, "tenant": tenant}).fetchone()
+            if row is None:
+                return None, None
+            before = Status(row["status"])
+            if before in (Status.PENDING, Status.QUEUED):
+                params = {"id": task_id, "from_status": before.value, "actor": actor, **self._webhook}
+                row = conn.execute(self._q["cancel_waiting"], params).fetchone()
+                if row is not None and row.get("hook_id") is not None and hooks is not None:
+                    hooks.append((str(row["hook_id"]), row["hook_enqueued_ms"]))
+            elif before is Status.PROCESSING:
+                row = conn.execute(self._q["request_cancel"], {"id": task_id}).fetchone()
+            assert row is not None  # the row is locked: it cannot vanish in between
+            return Task.from_row(row), before
+
+    def list_dead_letters(
+        self, tenant: str, *, name: str | None, limit: int, after: tuple[datetime, str] | None
+    ) -> list[Task]:
+        params = {
+            "tenant": tenant,
+            "name": name,
+            "limit": limit,
+            "after_finished": after[0] if after else None,
+            "after_id": after[1] if after else None,
+        }
+        return [Task.from_row(r) for r in self._all("list_dead_letters", params)]
+
+    def redrive(
+        self,
+        tenant: str,
+        *,
+        ids: Sequence[str] | None = None,
+        name: str | None = None,
+        limit: int = 500,
+        actor: str = "api",
+    ) -> list[Task]:
+        params = {
+            "tenant": tenant,
+            "ids": list(ids) if ids is not None else None,
+            "name": name,
+            "limit": limit,
+            "actor": actor,
+        }
+        return [Task.from_row(r) for r in self._all("redrive", params)]
+
+    # --- schedules ----------------------------------------------------------------------
+
+    def insert_schedule(self, params: dict[str, Any]) -> Row | None:
+        """None when the tenant already has a schedule of that name."""
+        return self._one("insert_schedule", params)
+
+    def get_schedule(self, tenant: str, schedule_id: str) -> Row | None:
+        return self._one("get_schedule", {"id": schedule_id, "tenant": tenant})
+
+    def list_schedules(self, tenant: str, *, limit: int = 500) -> list[Row]:
+        return self._all("list_schedules", {"tenant": tenant, "limit": limit})
+
+    def update_schedule(self, params: dict[str, Any]) -> Row | None:
+        return self._one("update_schedule", params)
+
+    def delete_schedule(self, tenant: str, schedule_id: str) -> bool:
+        return self._one("delete_schedule", {"id": schedule_id, "tenant": tenant}) is not None
+
+    def schedule_runs(self, schedule_id: str, *, limit: int = 10) -> list[Row]:
+        return self._all("schedule_runs", {"id": schedule_id, "limit": limit})
+
+    def fire_due_schedules(
+        self,
+        plan: Callable[[Row], tuple[datetime | None, datetime]],
+        *,
+        limit: int = 100,
+        actor: str = "sweep",
+    ) -> list[Task]:
+        """For each due schedule, ``plan(row)`` says which tick to fire (or None) and the
+        next fire time; fires and advances them in one transaction.  Returns the tasks
+        created (to be pushed to Redis after the commit)."""
+        created: list[Task] = []
+        with self.connection() as conn, conn.transaction():
+            for row in conn.execute(self._q["lock_due_schedules"], {"limit": limit}).fetchall():
+                fire_at, next_fire_at = plan(row)
+                if fire_at is not None:
+                    params = {
+                        "schedule_id": row["id"],
+                        "fire_at": fire_at,
+                        "task_id": str(uuid.uuid4()),
+                        "actor": actor,
+                    }
+                    created += [Task.from_row(r) for r in conn.execute(self._q["fire_schedule"], params)]
+                conn.execute(
+                    self._q["advance_schedule"],
+                    {"id": row["id"], "next_fire_at": next_fire_at, "fired_at": fire_at},
+                )
+        return created
+
+    def set_progress(self, task_id: str, token: str, progress: int, message: str | None) -> bool:
+        """Progress of a running attempt; False when the lease was lost (fencing)."""
+        params = {"id": task_id, "token": token, "progress": progress, "message": message}
+        return self._one("set_progress", params) is not None
+
+    # --- webhooks -----------------------------------------------------------------------
+
+    def webhook_secret(self, tenant: str) -> str:
+        """The tenant's webhook signing secret, created on first use."""
+        row = self._one("webhook_secret", {"tenant": tenant, "candidate": secrets.token_urlsafe(32)})
+        assert row is not None
+        return str(row["webhook_secret"])
+
+    def rotate_webhook_secret(self, tenant: str) -> str:
+        row = self._one("rotate_webhook_secret", {"tenant": tenant, "candidate": secrets.token_urlsafe(32)})
+        assert row is not None
+        return str(row["webhook_secret"])
+
+    # --- API keys ---------------------------------------------------------------------
+
+    def insert_api_key(self, params: dict[str, Any]) -> Row | None:
+        return self._one("insert_api_key", params)
+
+    def api_key_by_hash(self, key_hash: str) -> Row | None:
+        return self._one("api_key_by_hash", {"key_hash": key_hash})
+
+    def list_api_keys(self, tenant: str | None = None) -> list[Row]:
+        return self._all("list_api_keys", {"tenant": tenant})
+
+    def revoke_api_key(self, ref: str) -> Row | None:
+        return self._one("revoke_api_key", {"ref": ref})
+
+    # --- observability: metrics, stats, health ---------------------------------------
+
+    def metric_totals(self) -> list[Row]:
+        """``name, metric, le, n, total`` rows: the counters and histogram buckets the
+        trigger of migration 0003 keeps (``le`` is +Inf for plain counters)."""
+        return self._all("metric_totals", {})
+
+    def fold_metric_deltas(self) -> bool:
+        """Fold the trigger's append-only deltas into the totals (keeps reads cheap).
+        False when another process is folding right now (it does the work)."""
+        with self.connection() as conn, conn.transaction():
+            row = conn.execute(self._q["try_fold_lock"]).fetchone()
+            if not row or not row["locked"]:
+                return False
+            conn.execute(self._q["fold_metric_deltas"])
+            return True
+
+    def queue_gauges(self) -> list[Row]:
+        """``status, priority, n, oldest_age_seconds`` for the live states and FAILED."""
+        return self._all("queue_gauges", {})
+
+    def schema_version(self) -> int:
+        """The newest applied migration; doubles as the health check's ping."""
+        try:
+            row = self._one("schema_version", {})
+        except psycopg.errors.UndefinedTable:
+            return 0  # never migrated
+        return int(row["version"]) if row else 0
+
+    def tenant_stats(self, tenant: str) -> dict[str, Any]:
+        """A tenant's numbers in one snapshot: ``clock`` (now, today, hour_start), ``live``
+        (waiting/running/dead-lettered by name and priority), ``submitted`` and
+        ``finished`` since the start of the day (UTC) and ``per_minute`` for the last hour."""
+        with self.connection() as conn, conn.transaction():
+            conn.execute(self._q["stats_snapshot"])
+            clock = conn.execute(self._q["stats_clock"]).fetchone()
+            assert clock is not None
+            today = {"tenant": tenant, "since": clock["today"]}
+            return {
+                "clock": clock,
+                "live": conn.execute(self._q["stats_live"], {"tenant": tenant}).fetchall(),
+                "submitted": conn.execute(self._q["stats_submitted_since"], today).fetchall(),
+                "finished": conn.execute(self._q["stats_finished_since"], today).fetchall(),
+                "per_minute": conn.execute(
+                    self._q["stats_per_minute"], {"tenant": tenant, "since": clock["hour_start"]}
+                ).fetchall(),
+            }
+
+
+# Batches go to PostgreSQL as one JSON document (``jsonb_to_recordset`` in the query)
+# rather than as a dozen arrays: psycopg adapts arrays element by element in Python,
+# one encoder call is C (2 instead of 7 microseconds a task).  Payloads and results
+# travel as JSON strings holding their JSON text, cast with ``::jsonb`` as before.
+_js = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _tasks_json(tasks: Sequence[NewTask]) -> str:
+    return _js(
+        [
+            {
+                "id": t.id,
+                "tenant": t.tenant,
+                "name": t.name,
+                "priority": t.priority,
+                "payload": t.payload_json,
+                "max_retries": t.max_retries,
+                "timeout_seconds": t.timeout_seconds,
+                "run_at": t.run_at.isoformat() if t.run_at is not None else None,
+                "delay": t.delay_seconds,
+                "idempotency_key": t.idempotency_key,
+                "request_hash": t.request_hash,
+                "callback_url": t.callback_url,
+            }
+            for t in tasks
+        ]
+    )
+
+
+def _outcomes_json(outcomes: Sequence[Outcome]) -> str:
+    return _js(
+        [
+            {
+                "id": o.id,
+                "token": o.token,
+                "status": o.status.value,
+                "result": o.result_json,
+                "error": o.error,
+                "error_type": o.error_type,
+                "delay": o.delay_seconds,
+            }
+            for o in outcomes
+        ]
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,363 @@
+"""The OpenAPI 3 description of the HTTP API, served at ``GET /openapi.json``.
+
+Kept true by tests: every Chalice route must appear here and nothing else may, and
+a fuzzer (schemathesis) checks live responses against these schemas.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from chalicelib.api.openapi_schemas import (
+    _PRIORITY,
+    _STATUS,
+    _TS,
+    _error,
+    _json,
+    _ref,
+)
+from chalicelib.api.openapi_schemas import (
+    SCHEMAS as _SCHEMAS,
+)
+from chalicelib.tasktypes import Registry
+
+_RATE_HEADERS = {
+    "RateLimit-Limit": {"schema": {"type": "string"}, "description": "requests allowed per window"},
+    "RateLimit-Remaining": {"schema": {"type": "string"}, "description": "requests left now"},
+    "RateLimit-Reset": {"schema": {"type": "string"}, "description": "seconds until the allowance is full"},
+}
+_COMMON_ERRORS = {
+    "400": _error("invalid request: the message names the field"),
+    "401": _error("missing, unknown, disabled or expired API key"),
+    "429": _error("rate limit exceeded; see Retry-After"),
+    "503": _error("PostgreSQL unreachable; nothing was accepted"),
+}
+_TASK_ID_PARAM = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "task id (a UUID; anything else is simply not found)",
+}
+
+
+def _op(
+    summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None, params: list[Any] | None = None
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{"ApiKey": []}],
+        "responses": {**responses, **_COMMON_ERRORS},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["responses"].setdefault("413", _error("body larger than the configured limit"))
+        op["responses"].setdefault("415", _error("Content-Type is not application/json"))
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_COUNTS = ["submitted", "completed", "failed", "cancelled", "queued", "pending", "processing", "dead_letters"]
+_NUM_OR_NULL = {"type": ["number", "null"], "minimum": 0}
+_STATS_GROUP = {
+    "type": "object",
+    "required": [*_COUNTS, "queue_size", "avg_run_seconds", "avg_wait_seconds", "oldest_queued_age_seconds"],
+    "properties": {
+        **{c: {"type": "integer", "minimum": 0} for c in _COUNTS},
+        "queue_size": {"type": "integer", "minimum": 0, "description": "queued + pending"},
+        "avg_run_seconds": {**_NUM_OR_NULL, "description": "completed today: started → finished"},
+        "avg_wait_seconds": {**_NUM_OR_NULL, "description": "completed today: enqueued → started"},
+        "oldest_queued_age_seconds": _NUM_OR_NULL,
+    },
+}
+_OPS_SCHEMAS: dict[str, Any] = {
+    "StatsGroup": _STATS_GROUP,
+    "Stats": {
+        "type": "object",
+        "required": ["tenant", "generated_at", "today_since", "totals", "by_priority", "by_name", "per_minute"],
+        "properties": {
+            "tenant": {"type": "string"},
+            "generated_at": _TS,
+            "today_since": {**_TS, "description": "00:00 UTC today: submitted/completed/failed count from here"},
+            "totals": _ref("StatsGroup"),
+            "by_priority": {
+                "type": "array",
+                "items": {
+                    "allOf": [_ref("StatsGroup"), {"required": ["priority"], "properties": {"priority": _PRIORITY}}]
+                },
+            },
+            "by_name": {
+                "type": "array",
+                "items": {
+                    "allOf": [_ref("StatsGroup"), {"required": ["name"], "properties": {"name": {"type": "string"}}}]
+                },
+            },
+            "per_minute": {
+                "type": "array",
+                "description": "the last 60 minutes, oldest first",
+                "items": {
+                    "type": "object",
+                    "required": ["minute", "submitted", "completed", "failed", "cancelled"],
+                    "properties": {
+                        "minute": _TS,
+                        **{
+                            k: {"type": "integer", "minimum": 0}
+                            for k in ("submitted", "completed", "failed", "cancelled")
+                        },
+                    },
+                },
+            },
+            "sweeper": {"type": "object", "required": ["status"]},
+        },
+    },
+}
+
+
+def _text(content_type: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {content_type: {"schema": {"type": "string"}}}}
+
+
+def _public_page(summary: str, content_type: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "security": [], "responses": {"200": _text(content_type, "the file")}}}
+
+
+_OPS_PATHS: dict[str, Any] = {
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics for the whole queue (text exposition format)",
+            "security": [{"MetricsToken": []}],
+            "responses": {
+                "200": _text("text/plain", "counters, gauges and histograms (Prometheus text format 0.0.4)"),
+                "401": _error("missing or wrong bearer token"),
+                "403": _error("a token was sent but metrics are disabled: TASKLANE_METRICS_TOKEN is not set"),
+                "503": _error("PostgreSQL unreachable"),
+            },
+        }
+    },
+    "/api/v1/stats": {
+        "get": _op(
+            "The caller's tenant in numbers: today's totals, queue by priority and name, the last hour per minute",
+            {"200": _json(_ref("Stats"), "the numbers")},
+        )
+    },
+    "/dashboard": _public_page("The operator dashboard (asks for an API key)", "text/html"),
+    "/dashboard/app.js": _public_page("The dashboard's script", "text/javascript"),
+    "/dashboard/app.css": _public_page("The dashboard's stylesheet", "text/css"),
+    "/dashboard/favicon.svg": _public_page("The dashboard's icon", "image/svg+xml"),
+}
+
+_SCHEDULE_TASK_FIELDS = {"name", "payload", "priority", "max_retries", "timeout_seconds"}
+_SCHEDULE_ID_PARAM = {**_TASK_ID_PARAM, "name": "schedule_id", "description": "schedule id (a UUID)"}
+_LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)")
+_CURSOR = _query("cursor", {"type": "string"}, "next_cursor of the previous page")
+
+
+def _variant(name: str, payload_schema: dict[str, Any]) -> dict[str, Any]:
+    """One task type's part of TaskSubmission: its name, and its payload's schema (the
+    payload itself is required when that schema requires fields, since it defaults to {})."""
+    variant: dict[str, Any] = {"properties": {"name": {"const": name}, "payload": payload_schema}}
+    if payload_schema.get("required"):
+        variant["required"] = ["payload"]
+    return variant
+
+
+def _submission_schema(registry: Registry) -> dict[str, Any]:
+    """TaskSubmission, with the registered task names and each one's payload schema."""
+    schema = copy.deepcopy(_SCHEMAS["TaskSubmission"])
+    names = registry.names()
+    schema["properties"]["name"] = {"type": "string", "enum": names, "description": "a registered task name"}
+    schema["not"] = {"required": ["run_at", "delay_seconds"]}  # one or the other
+    schema["oneOf"] = [_variant(n, registry.get(n).payload_schema) for n in names]  # type: ignore[union-attr]
+    return dict(schema)
+
+
+def spec(registry: Registry) -> dict[str, Any]:
+    """The OpenAPI document for the task types in ``registry``."""
+    task = _ref("Task")
+    submission = _submission_schema(registry)
+    schedule_task = {
+        **submission,
+        "required": ["name"],
+        "properties": {k: v for k, v in submission["properties"].items() if k in _SCHEDULE_TASK_FIELDS},
+    }
+    schedule_task.pop("not", None)
+    schemas = {**_SCHEMAS, "TaskSubmission": submission, "ScheduleTask": schedule_task}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tasklane",
+            "version": "1.0.0",
+            "description": "A serverless task queue: PostgreSQL is the source of truth, Redis the fast queue.",
+        },
+        "components": {
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "MetricsToken": {"type": "http", "scheme": "bearer", "description": "TASKLANE_METRICS_TOKEN"},
+            },
+            "schemas": {**schemas, **_OPS_SCHEMAS},
+        },
+        "paths": {
+            **_OPS_PATHS,
+            "/health": {
+                "get": {
+                    "summary": "Health of PostgreSQL, Redis and the sweeper, and the schema version",
+                    "security": [],
+                    "responses": {
+                        "200": _json(_ref("Health"), "all components UP"),
+                        "503": _json(_ref("Health"), "a component is DOWN"),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {}}}},
+                }
+            },
+            "/api/v1/tasks": {
+                "post": _op(
+                    "Submit a task",
+                    {
+                        "201": _json(task, "accepted: the row is committed", _RATE_HEADERS),
+                        "200": _json(task, "replay of an earlier submission with the same idempotency key"),
+                        "409": _error("idempotency key reused with a different request"),
+                    },
+                    body=_ref("TaskSubmission"),
+                    params=[
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        }
+                    ],
+                ),
+                "get": _op(
+                    "List tasks, newest first",
+                    {"200": _json(_ref("TaskPage"), "a page of tasks", _RATE_HEADERS)},
+                    params=[
+                        _query("status", _STATUS, "only this status"),
+                        _query("name", {"type": "string"}, "only this task name"),
+                        _query("priority", _PRIORITY, "only this priority"),
+                        _query("created_after", {"type": "string", "format": "date-time"}, "created after"),
+                        _query("created_before", {"type": "string", "format": "date-time"}, "created before"),
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                ),
+            },
+            "/api/v1/tasks/batch": {
+                "post": _op(
+                    "Submit up to 500 tasks in one request",
+                    {
+                        "201": _json(_ref("BatchResult"), "every task accepted"),
+                        "200": _json(_ref("BatchResult"), "per-item results; some failed or were replayed"),
+                    },
+                    body=_ref("BatchRequest"),
+                )
+            },
+            "/api/v1/tasks/{task_id}": {
+                "get": _op(
+                    "A task with the errors of its failed attempts",
+                    {"200": _json(task, "the task"), "404": _error("no such task for this tenant")},
+                    params=[_TASK_ID_PARAM],
+                )
+            },
+            "/api/v1/tasks/{task_id}/events": {
+                "get": _op(
+                    "A task's audit trail",
+                    {"200": _json(_ref("Events"), "every transition"), "404": _error("no such task")},
+                    params=[_TASK_ID_PARAM],
+                )
+            },
+            "/api/v1/tasks/{task_id}/cancel": {
+                "post": _op(
+                    "Cancel a task",
+                    {
+                        "200": _json(task, "PENDING or QUEUED task cancelled; it will never run"),
+                        "202": _json(task, "PROCESSING task: cancellation requested"),
+                        "404": _error("no such task"),
+                        "409": _error("the task is already final"),
+                    },
+                    params=[_TASK_ID_PARAM],
+                )
+            },
+            "/api/v1/dead-letters": {
+                "get": _op(
+                    "FAILED tasks, newest first",
+                    {"200": _json(_ref("TaskPage"), "a page of dead letters")},
+                    params=[_query("name", {"type": "string"}, "only this task name"), _LIMIT, _CURSOR],
+                )
+            },
+            "/api/v1/dead-letters/{task_id}/redrive": {
+                "post": _op(
+                    "Send one dead letter back to QUEUED with a fresh attempt budget",
+                    {
+                        "200": _json(task, "redriven"),
+                        "404": _error("no such task"),
+                        "409": _error("the task is not FAILED"),
+                    },
+                    params=[_TASK_ID_PARAM],
+                )
+            },
+            "/api/v1/schedules": {
+                "post": _op(
+                    "Create a cron schedule",
+                    {
+                        "201": _json(_ref("Schedule"), "created, with its next fire times"),
+                        "409": _error("a schedule of that name exists"),
+                    },
+                    body=_ref("ScheduleSubmission"),
+                ),
+                "get": _op("The tenant's schedules", {"200": _json(_ref("ScheduleList"), "all schedules")}),
+            },
+            "/api/v1/schedules/{schedule_id}": {
+                "get": _op(
+                    "A schedule with its next fire times and recent runs",
+                    {"200": _json(_ref("Schedule"), "the schedule"), "404": _error("no such schedule")},
+                    params=[_SCHEDULE_ID_PARAM],
+                ),
+                "patch": _op(
+                    "Change a schedule (absent fields keep their value)",
+                    {
+                        "200": _json(_ref("Schedule"), "the updated schedule"),
+                        "404": _error("no such schedule"),
+                        "409": _error("a schedule of that name exists"),
+                    },
+                    body=_ref("ScheduleUpdate"),
+                    params=[_SCHEDULE_ID_PARAM],
+                ),
+                "delete": _op(
+                    "Delete a schedule (tasks it already created stay)",
+                    {"204": {"description": "deleted"}, "404": _error("no such schedule")},
+                    params=[_SCHEDULE_ID_PARAM],
+                ),
+            },
+            "/api/v1/webhook-secret": {
+                "get": _op(
+                    "The tenant's webhook signing secret (created on first use)",
+                    {"200": _json(_ref("WebhookSecret"), "the secret and how signatures are made")},
+                )
+            },
+            "/api/v1/webhook-secret/rotate": {
+                "post": _op(
+                    "Replace the tenant's webhook signing secret",
+                    {"200": _json(_ref("WebhookSecret"), "the new secret")},
+                )
+            },
+            "/api/v1/dead-letters/redrive": {
+                "post": _op(
+                    "Redrive dead letters by ids and/or name",
+                    {"200": _json(_ref("RedriveResult"), "how many were redriven")},
+                    body=_ref("Redrive"),
+                )
+            },
+        },
+    }

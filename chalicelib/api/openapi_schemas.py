@@ -1,0 +1,287 @@
+"""Schema literals of the OpenAPI document (``chalicelib.api.openapi`` assembles them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.adapters.webhooks import CALLBACK_URL_PATTERN
+
+_TS = {"type": "string", "format": "date-time"}
+_TS_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+_ID = {"type": "string", "format": "uuid"}
+_STATUS = {"type": "string", "enum": ["PENDING", "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]}
+_PRIORITY = {"type": "string", "enum": ["critical", "high", "normal", "low"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {"type": "object"},
+                },
+            }
+        },
+    },
+    "TaskSubmission": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "description": "a registered task name"},
+            "payload": {"type": "object", "default": {}},
+            "priority": {**_PRIORITY, "default": "normal"},
+            "run_at": {"type": "string", "format": "date-time", "description": "when to run; no offset means UTC"},
+            "delay_seconds": {"type": "number", "minimum": 0, "maximum": 31536000},
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": 100, "default": 3},
+            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 900, "default": 300},
+            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+            "callback_url": {
+                "type": "string",
+                "pattern": CALLBACK_URL_PATTERN,
+                "maxLength": 2000,
+                "description": "POSTed a signed event when the task reaches a final state",
+            },
+        },
+    },
+    "WebhookSecret": {
+        "type": "object",
+        "required": ["secret", "algorithm", "header"],
+        "properties": {
+            "secret": {"type": "string"},
+            "algorithm": {"type": "string"},
+            "header": {"type": "string"},
+        },
+    },
+    "Task": {
+        "type": "object",
+        "required": ["id", "name", "status", "priority", "payload", "attempts", "max_retries", "created_at"],
+        "properties": {
+            "id": _ID,
+            "name": {"type": "string"},
+            "status": _STATUS,
+            "priority": _PRIORITY,
+            "payload": {},
+            "result": {},
+            "attempts": {"type": "integer", "minimum": 0},
+            "max_retries": {"type": "integer", "minimum": 0},
+            "timeout_seconds": {"type": "integer"},
+            "run_at": _TS,
+            "last_error": {"type": ["string", "null"]},
+            "last_error_type": {"type": ["string", "null"]},
+            "cancel_requested": {"type": "boolean"},
+            "idempotency_key": {"type": ["string", "null"]},
+            "created_at": _TS,
+            "updated_at": _TS,
+            "enqueued_at": _TS_OR_NULL,
+            "started_at": _TS_OR_NULL,
+            "finished_at": _TS_OR_NULL,
+            "callback_url": {"type": ["string", "null"]},
+            "schedule_id": {"type": ["string", "null"]},
+            "progress": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
+            "progress_message": {"type": ["string", "null"]},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "attempt": {"type": "integer"},
+                        "error": {"type": "string"},
+                        "error_type": {"type": ["string", "null"]},
+                        "at": _TS,
+                    },
+                },
+            },
+        },
+    },
+    "TaskPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": _ref("Task")}, "next_cursor": {"type": ["string", "null"]}},
+    },
+    "BatchRequest": {
+        "type": "object",
+        "required": ["tasks"],
+        "additionalProperties": False,
+        "properties": {
+            "tasks": {"type": "array", "minItems": 1, "maxItems": 500, "items": {"type": "object"}},
+            "atomic": {"type": "boolean", "default": False},
+        },
+        # Not atomic: items are validated one by one and reported per item (BatchResult),
+        # so an invalid item does not make the request invalid.  Atomic: every item must
+        # be a valid TaskSubmission or the whole request is a 400.
+        "oneOf": [
+            {"properties": {"atomic": {"const": False}}},
+            {
+                "required": ["atomic"],
+                "properties": {"atomic": {"const": True}, "tasks": {"items": _ref("TaskSubmission")}},
+            },
+        ],
+    },
+    "BatchResult": {
+        "type": "object",
+        "required": ["created", "failed", "results"],
+        "properties": {
+            "created": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "status"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "status": {"type": "integer"},
+                        "replayed": {"type": "boolean"},
+                        "task": _ref("Task"),
+                        "error": {"type": "object"},
+                    },
+                },
+            },
+        },
+    },
+    "Events": {
+        "type": "object",
+        "required": ["task_id", "events"],
+        "properties": {
+            "task_id": _ID,
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "to_status", "attempt", "actor"],
+                    "properties": {
+                        "at": _TS,
+                        "from_status": {"type": ["string", "null"]},
+                        "to_status": _STATUS,
+                        "attempt": {"type": "integer"},
+                        "actor": {"type": "string"},
+                        "error": {"type": ["string", "null"]},
+                        "error_type": {"type": ["string", "null"]},
+                    },
+                },
+            },
+        },
+    },
+    "Redrive": {
+        "type": "object",
+        "additionalProperties": False,
+        "anyOf": [{"required": ["ids"]}, {"required": ["name"]}],
+        "properties": {
+            "ids": {"type": "array", "maxItems": 500, "items": {"type": "string"}},
+            "name": {"type": "string"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 500},
+        },
+    },
+    "RedriveResult": {
+        "type": "object",
+        "required": ["redriven", "ids"],
+        "properties": {"redriven": {"type": "integer"}, "ids": {"type": "array", "items": _ID}},
+    },
+    "ScheduleTask": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "payload": {"type": "object"},
+            "priority": _PRIORITY,
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": 100},
+            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 900},
+        },
+    },
+    "ScheduleSubmission": {
+        "type": "object",
+        "required": ["name", "cron", "task"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "cron": {"type": "string", "description": "5 fields, or 6 with seconds last (croniter)"},
+            "timezone": {"type": "string", "default": "UTC", "description": "IANA time zone"},
+            "task": _ref("ScheduleTask"),
+            "enabled": {"type": "boolean", "default": True},
+            "catch_up": {"type": "string", "enum": ["once", "skip"], "default": "once"},
+        },
+    },
+    "ScheduleUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "cron": {"type": "string"},
+            "timezone": {"type": "string"},
+            "task": _ref("ScheduleTask"),
+            "enabled": {"type": "boolean"},
+            "catch_up": {"type": "string", "enum": ["once", "skip"]},
+        },
+    },
+    "Schedule": {
+        "type": "object",
+        "required": ["id", "name", "cron", "timezone", "task", "enabled", "catch_up", "next_fire_at"],
+        "properties": {
+            "id": _ID,
+            "name": {"type": "string"},
+            "cron": {"type": "string"},
+            "timezone": {"type": "string"},
+            "task": {"type": "object"},
+            "enabled": {"type": "boolean"},
+            "catch_up": {"type": "string", "enum": ["once", "skip"]},
+            "next_fire_at": _TS,
+            "last_fired_at": _TS_OR_NULL,
+            "created_at": _TS,
+            "updated_at": _TS,
+            "next_fire_times": {"type": "array", "items": _TS},
+            "recent_runs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"fire_at": _TS, "task_id": _ID, "status": {"type": ["string", "null"]}},
+                },
+            },
+        },
+    },
+    "ScheduleList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": _ref("Schedule")}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "components"],
+        "properties": {
+            "status": {"type": "string", "enum": ["UP", "DOWN"]},
+            "components": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"type": "string", "enum": ["UP", "DOWN", "UNKNOWN"]}},
+                },
+            },
+            "migration_version": {"type": ["integer", "null"], "description": "newest applied SQL migration"},
+        },
+    },
+}
+
+# --- operator routes (chalicelib/api_ops.py): metrics, stats, dashboard ------------------

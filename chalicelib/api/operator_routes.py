@@ -1,0 +1,113 @@
+"""Operator routes (a second blueprint): Prometheus metrics, tenant stats and the
+dashboard with its static assets.
+
+- ``GET /metrics`` is cluster-wide (every tenant's tasks), so a tenant's API key does
+  not open it: it takes ``Authorization: Bearer $TASKLANE_METRICS_TOKEN`` and answers
+  403 while no token is configured.
+- ``GET /api/v1/stats`` is tenant-scoped like the rest of ``/api/v1``.
+- ``GET /dashboard`` and its assets are public files with no data in them; the page
+  asks for an API key and calls the JSON API with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from pathlib import Path
+
+from chalice.app import Blueprint, Response
+
+from chalicelib.api.responses import error_response, handle_errors, json_response
+from chalicelib.api.routes import authed
+from chalicelib.container import get_container
+from chalicelib.core.errors import TasklaneError, UnauthorizedError
+from chalicelib.observability import metrics
+from chalicelib.services import stats
+from chalicelib.services.apikeys import ApiKey
+
+ops_bp = Blueprint(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+# The page loads only its own script and stylesheet and talks only to this API:
+# no inline script, no third-party origin, no framing.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+class _MetricsDisabled(TasklaneError):
+    status = 403
+    code = "metrics_disabled"
+
+
+def _check_metrics_token(header: str | None) -> None:
+    scheme, _, presented = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        raise UnauthorizedError(
+            "send Authorization: Bearer <TASKLANE_METRICS_TOKEN>",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    expected = stats.observability_settings(get_container()).metrics_token
+    if expected is None:
+        raise _MetricsDisabled("metrics are disabled: set TASKLANE_METRICS_TOKEN and scrape with that bearer token")
+    if not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+        raise UnauthorizedError("wrong metrics token", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+
+
+@ops_bp.route("/metrics", methods=["GET"])
+@handle_errors
+def prometheus_metrics() -> Response:
+    _check_metrics_token(ops_bp.current_request.headers.get("authorization"))
+    rt = get_container()
+    return Response(
+        body=metrics.render(rt.store, rt.queue),
+        status_code=200,
+        headers={"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": "no-store"},
+    )
+
+
+@ops_bp.route("/api/v1/stats", methods=["GET"])
+@authed
+def tenant_stats(key: ApiKey) -> Response:
+    query = dict(ops_bp.current_request.query_params or {})
+    return json_response(stats.tenant_stats(get_container(), key.tenant, query), headers={"Cache-Control": "no-store"})
+
+
+@functools.lru_cache(maxsize=8)
+def _asset(name: str) -> str:
+    return (STATIC_DIR / name).read_text(encoding="utf-8")
+
+
+def _static(name: str, content_type: str) -> Response:
+    try:
+        body = _asset(name)
+    except OSError:
+        return error_response(500, "internal_error", f"dashboard asset {name} is missing from the package")
+    return Response(body=body, status_code=200, headers={**_PAGE_HEADERS, "Content-Type": content_type})
+
+
+@ops_bp.route("/dashboard", methods=["GET"])
+def dashboard() -> Response:
+    return _static("index.html", "text/html; charset=utf-8")
+
+
+@ops_bp.route("/dashboard/app.js", methods=["GET"])
+def dashboard_js() -> Response:
+    return _static("app.js", "text/javascript; charset=utf-8")
+
+
+@ops_bp.route("/dashboard/app.css", methods=["GET"])
+def dashboard_css() -> Response:
+    return _static("app.css", "text/css; charset=utf-8")
+
+
+@ops_bp.route("/dashboard/favicon.svg", methods=["GET"])
+def dashboard_icon() -> Response:
+    return _static("favicon.svg", "image/svg+xml")

@@ -1,0 +1,69 @@
+"""The process-wide wiring: settings, store, queue, executors and retry policy.
+
+Built lazily once per process (a cached factory), so a warm Lambda reuses its
+connections and importing the app opens none.  Use cases take a ``Container``
+argument; tests build their own instead of patching.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from chalicelib.adapters.aws.secrets import database_url
+from chalicelib.adapters.postgres.store import Store
+from chalicelib.adapters.redis.queue import Queue
+from chalicelib.config import Settings, get_settings
+from chalicelib.core.retry import RetryPolicy
+from chalicelib.execution.remote import registry_for
+from chalicelib.tasktypes import Registry, load_builtin_executors
+
+
+@dataclass
+class Container:
+    settings: Settings
+    store: Store
+    queue: Queue
+    registry: Registry
+    retry: RetryPolicy
+
+    @classmethod
+    def build(cls, settings: Settings) -> Container:
+        return cls(
+            settings=settings,
+            store=Store(
+                database_url(settings),
+                max_size=settings.pool_max_size,
+                webhook_max_retries=settings.webhook_max_retries,
+                webhook_timeout_seconds=settings.webhook_timeout_seconds,
+            ),
+            queue=Queue.from_url(
+                settings.redis_url,
+                prefix=settings.redis_prefix,
+                aging_seconds=settings.priority_aging_seconds,
+                limits=settings.task_limits,
+            ),
+            registry=registry_for(load_builtin_executors(), settings),
+            retry=RetryPolicy(
+                base_seconds=settings.retry_base_seconds,
+                max_seconds=settings.retry_max_seconds,
+                jitter=settings.retry_jitter,
+            ),
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+
+_lock = threading.Lock()
+_runtime: Container | None = None
+
+
+def get_container() -> Container:
+    """The process's runtime, built on first use."""
+    global _runtime
+    if _runtime is None:
+        with _lock:
+            if _runtime is None:
+                _runtime = Container.build(get_settings())
+    return _runtime

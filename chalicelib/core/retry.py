@@ -1,0 +1,47 @@
+"""Retry policy: classify a failed attempt and compute its backoff.  No I/O."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from chalicelib.core.errors import PermanentError
+from chalicelib.core.model import Status
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: ``min(cap, base * 2**(attempt-1))``, shortened
+    by up to ``jitter`` (a fraction) so that tasks failing together spread out
+    instead of retrying in lockstep.  With base 2 s the seed schedule is 2, 4, 8 s."""
+
+    base_seconds: float = 2.0
+    max_seconds: float = 300.0
+    jitter: float = 0.25
+
+    def backoff(self, attempt: int, rand: random.Random | None = None) -> float:
+        """Delay before the retry that follows failed attempt number ``attempt`` (1-based)."""
+        exponent = min(max(attempt - 1, 0), 62)
+        delay = min(self.max_seconds, self.base_seconds * (2**exponent))
+        r = (rand or random).random()
+        return float(delay * (1.0 - min(self.jitter, 1.0) * r))
+
+    def next_status(self, attempts: int, max_retries: int, permanent: bool) -> Status:
+        """PENDING (retry) while the budget lasts and the error is retryable, else FAILED.
+
+        ``attempts`` counts executions so far; ``max_retries`` more may follow the first.
+        """
+        if permanent or attempts > max_retries:
+            return Status.FAILED
+        return Status.PENDING
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Permanent errors skip the retries; anything else (network, timeout, a bug) retries."""
+    return isinstance(exc, PermanentError)
+
+
+def describe(exc: BaseException) -> tuple[str, str]:
+    """``(message, type name)`` of an exception, the message bounded for storage."""
+    message = str(exc) or type(exc).__name__
+    return message[:2000], type(exc).__name__

@@ -1,0 +1,385 @@
+"""What the queue is doing: Prometheus metrics and the task event log lines.
+
+**Metrics** (``GET /metrics``, Prometheus text format, built with ``prometheus_client``)
+are correct however many API, drain and sweep processes run, because no process
+counts anything in its own memory:
+
+- Counters and histograms by task name are kept by PostgreSQL: a trigger on
+  ``task_events`` (migration 0003) turns every transition statement into counter
+  deltas *in the same transaction as the transition*, so they match the tasks
+  table exactly, survive a Redis flush and cost no extra round trip on the hot
+  path.  The sweeper folds the deltas into totals (``fold``).
+- Gauges are read at scrape time from the source of truth: live tasks by state and
+  priority from PostgreSQL (each arm served by a partial index), the Redis
+  structures' sizes and the last sweep time from Redis.
+
+**Event logs** (``log_*``): JSON lines through the Powertools logger with the task
+id, name, tenant, attempt, duration and outcome.  Per task at DEBUG, one aggregate
+line per batch at INFO, dead letters per task at WARNING.  Payloads, results and
+API keys are never logged; error messages are cut to 200 characters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from chalicelib.adapters.postgres.store import Outcome, Row
+from chalicelib.core.errors import TasklaneError, UnavailableError
+from chalicelib.core.model import Priority, Status, Task
+from chalicelib.observability.log import logger
+
+# The Prometheus text format every scraper understands (0.0.4; same bytes as the
+# newer content type for names like ours).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Histogram bucket bounds in seconds (+Inf is implied).  Migration 0003's trigger
+# buckets observations with the same list; tests/unit/test_metrics.py holds them equal.
+BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
+
+# metric key written by the trigger -> (Prometheus name without _total, help)
+COUNTERS: dict[str, tuple[str, str]] = {
+    "submitted": ("tasklane_tasks_submitted", "Tasks accepted (API, batch, schedules)."),
+    "started": ("tasklane_tasks_started", "Attempts started: a drainer claimed the task."),
+    "completed": ("tasklane_tasks_completed", "Tasks that completed."),
+    "failed": ("tasklane_tasks_failed", "Attempts that failed (then retried or dead-lettered)."),
+    "retried": ("tasklane_tasks_retried", "Failed attempts scheduled for a retry."),
+    "dead_lettered": ("tasklane_tasks_dead_lettered", "Tasks that reached FAILED (the dead-letter queue)."),
+    "cancelled": ("tasklane_tasks_cancelled", "Tasks cancelled (waiting, or honoured while running)."),
+    "redriven": ("tasklane_tasks_redriven", "Dead letters sent back to QUEUED."),
+    "rescued": ("tasklane_tasks_rescued", "Attempts whose lease expired (worker died or stalled); also failed."),
+}
+HISTOGRAMS: dict[str, tuple[str, str]] = {
+    "queue_wait": ("tasklane_task_queue_wait_seconds", "Time from enqueued (or due) to claimed by a drainer."),
+    "run": (
+        "tasklane_task_run_seconds",
+        "Time from claim to recorded outcome (a batch records together, so it includes the batch's slowest task).",
+    ),
+}
+PRIORITIES = [p.value for p in Priority]
+
+
+class MetricsStore(Protocol):
+    def metric_totals(self) -> list[Row]: ...
+    def queue_gauges(self) -> list[Row]: ...
+
+
+class MetricsQueue(Protocol):
+    def snapshot(self) -> dict[str, float | None]: ...
+
+
+class TasklaneCollector(Collector):
+    """A custom collector: every scrape reads PostgreSQL and Redis afresh.
+
+    PostgreSQL unreachable: the scrape fails (``UnavailableError``, a 503), since the
+    counters cannot be read.  Redis unreachable: ``tasklane_redis_up`` is 0 and its
+    gauges are left out; everything else is still reported."""
+
+    def __init__(self, store: MetricsStore, queue: MetricsQueue) -> None:
+        self.store = store
+        self.queue = queue
+
+    def collect(self) -> Iterator[Metric]:
+        yield from counter_families(self.store.metric_totals())
+        yield from gauge_families(self.store.queue_gauges())
+        yield from redis_families(self.queue)
+
+
+def counter_families(rows: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:
+    """Counter and histogram families from ``metric_totals`` rows."""
+    counts: dict[str, dict[str, float]] = defaultdict(dict)  # metric -> name -> n
+    buckets: dict[str, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for r in rows:
+        if r["metric"] in COUNTERS:
+            counts[r["metric"]][r["name"]] = counts[r["metric"]].get(r["name"], 0) + float(r["n"])
+        elif r["metric"] in HISTOGRAMS:
+            per_le = buckets[r["metric"]][r["name"]]
+            per_le[float(r["le"])] = per_le.get(float(r["le"]), 0) + float(r["n"])
+            sums[r["metric"]][r["name"]] += float(r["total"] or 0)
+    names = sorted({n for per in counts.values() for n in per} | {n for per in buckets.values() for n in per})
+    for key, (prom, doc) in COUNTERS.items():
+        family = CounterMetricFamily(prom, doc, labels=["task_name"])
+        for name in names:
+            family.add_metric([name], counts[key].get(name, 0.0))
+        yield family
+    for key, (prom, doc) in HISTOGRAMS.items():
+        hist = HistogramMetricFamily(prom, doc, labels=["task_name"])
+        for name, per_le in sorted(buckets[key].items()):
+            cumulative, running = [], 0.0
+            for bound in (*BUCKETS, float("inf")):
+                running += per_le.get(bound, 0.0)
+                cumulative.append((_le(bound), running))
+            # An observation above the last finite bound lands in +Inf; anything with
+            # an unknown bound (never, if BUCKETS matches the trigger) is counted there too.
+            extra = sum(v for le, v in per_le.items() if le not in BUCKETS and le != float("inf"))
+            cumulative[-1] = ("+Inf", running + extra)
+            hist.add_metric([name], cumulative, sum_value=sums[key][name])
+        yield hist
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def gauge_families(rows: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:
+    """Queue gauges from ``queue_gauges`` rows (PostgreSQL: the source of truth)."""
+    by: dict[str, dict[str, float]] = {s: dict.fromkeys(PRIORITIES, 0.0) for s in ("QUEUED", "PENDING", "PROCESSING")}
+    oldest = dict.fromkeys(PRIORITIES, 0.0)
+    dead = 0.0
+    for r in rows:
+        if r["status"] == "FAILED":
+            dead += float(r["n"])
+        elif r["status"] in by and r["priority"] in oldest:
+            by[r["status"]][r["priority"]] = float(r["n"])
+            if r["status"] == "QUEUED" and r["oldest_age_seconds"] is not None:
+                oldest[r["priority"]] = max(float(r["oldest_age_seconds"]), 0.0)
+    for status, (prom, doc) in {
+        "QUEUED": ("tasklane_ready_tasks", "Tasks ready to run (QUEUED) by priority."),
+        "PENDING": ("tasklane_delayed_tasks", "Tasks waiting for their run_at or a retry (PENDING) by priority."),
+        "PROCESSING": ("tasklane_in_flight_tasks", "Tasks a drainer holds under a lease (PROCESSING) by priority."),
+    }.items():
+        gauge = GaugeMetricFamily(prom, doc, labels=["priority"])
+        for p in PRIORITIES:
+            gauge.add_metric([p], by[status][p])
+        yield gauge
+    age = GaugeMetricFamily(
+        "tasklane_oldest_ready_task_age_seconds",
+        "Age of the oldest ready task by priority (0 when none).",
+        labels=["priority"],
+    )
+    for p in PRIORITIES:
+        age.add_metric([p], oldest[p])
+    yield age
+    yield GaugeMetricFamily("tasklane_dead_letter_tasks", "Tasks in the dead-letter queue (FAILED).", value=dead)
+
+
+def redis_families(queue: MetricsQueue) -> Iterator[Metric]:
+    try:
+        snap = queue.snapshot()
+    except TasklaneError as exc:
+        logger.warning("metrics: Redis unreachable", extra={"error": exc.message})
+        yield GaugeMetricFamily("tasklane_redis_up", "1 when Redis answered this scrape.", value=0)
+        return
+    yield GaugeMetricFamily("tasklane_redis_up", "1 when Redis answered this scrape.", value=1)
+    members = GaugeMetricFamily(
+        "tasklane_redis_queue_members",
+        "Ids in the Redis structures (ready, delayed, leases); rebuilt from PostgreSQL when lost.",
+        labels=["structure"],
+    )
+    for structure, key in (("ready", "ready"), ("delayed", "delayed"), ("leases", "leased")):
+        members.add_metric([structure], float(snap[key] or 0))
+    yield members
+    if snap["last_sweep"] is not None:
+        yield GaugeMetricFamily(
+            "tasklane_last_sweep_timestamp_seconds", "When a sweep last finished (Unix time).", value=snap["last_sweep"]
+        )
+
+
+def render(store: MetricsStore, queue: MetricsQueue) -> str:
+    """The exposition text for one scrape."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TasklaneCollector(store, queue))
+    return generate_latest(registry).decode()
+
+
+class FoldingStore(Protocol):
+    def fold_metric_deltas(self) -> bool: ...
+
+
+def fold(store: FoldingStore) -> None:
+    """Fold the trigger's deltas into totals (the sweeper calls this); never raises."""
+    try:
+        store.fold_metric_deltas()
+    except UnavailableError as exc:
+        logger.warning("metrics fold skipped", extra={"error": exc.message})
+
+
+# --- event log lines ---------------------------------------------------------------------
+
+
+def _debug() -> bool:
+    return bool(logger.log_level <= logging.DEBUG)
+
+
+def _short(text: str | None) -> str | None:
+    return None if text is None else text[:200]
+
+
+def _counts(names: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for n in names:
+        out[n] += 1
+    return dict(out)
+
+
+def log_submitted(tenant: str, tasks: Sequence[Task], *, actor: str, duplicates: int = 0) -> None:
+    """One INFO line per submit call; one DEBUG line per task."""
+    if not tasks and not duplicates:
+        return
+    if _debug():
+        for t in tasks:
+            logger.debug(
+                "task submitted",
+                extra={
+                    "event": "submit",
+                    "task_id": t.id,
+                    "task_name": t.name,
+                    "tenant": t.tenant,
+                    "priority": t.priority.value,
+                    "status": t.status.value,
+                    "attempt": t.attempts,
+                },
+            )
+    logger.info(
+        "tasks submitted",
+        extra={
+            "event": "submit",
+            "tenant": tenant,
+            "actor": actor,
+            "count": len(tasks),
+            "duplicates": duplicates,  # idempotency keys seen before (replays or conflicts)
+            "task_names": _counts(t.name for t in tasks),
+            "task_ids": [t.id for t in tasks[:20]],
+        },
+    )
+
+
+def log_claimed(worker: str, rows: Sequence[Row]) -> None:
+    """DEBUG per claimed task, with how long it waited in the queue."""
+    if not _debug():
+        return
+    for r in rows:
+        wait = None
+        if r.get("started_at") and r.get("enqueued_at"):
+            wait = round((r["started_at"] - r["enqueued_at"]).total_seconds() * 1000, 1)
+        logger.debug(
+            "task claimed",
+            extra={
+                "event": "claim",
+                "task_id": str(r["id"]),
+                "task_name": r["name"],
+                "tenant": r["tenant"],
+                "attempt": r["attempts"],
+                "wait_ms": wait,
+                "worker": worker,
+            },
+        )
+
+
+def log_finished(worker: str, outcomes: Sequence[Outcome], recorded: Sequence[Row], duration_seconds: float) -> None:
+    """Per task: DEBUG for completions and retries, WARNING for dead letters; then one
+    INFO line for the batch.  ``duration_ms`` is claim → outcome recorded."""
+    by_id = {o.id: o for o in outcomes}
+    duration_ms = round(duration_seconds * 1000, 1)
+    tally: dict[str, int] = defaultdict(int)
+    debug = _debug()
+    for r in recorded:
+        task_id = str(r["id"])
+        status = Status(r["status"])
+        outcome = {
+            Status.COMPLETED: "completed",
+            Status.PENDING: "retry",
+            Status.FAILED: "dead_letter",
+            Status.CANCELLED: "cancelled",
+        }.get(status, status.value.lower())
+        tally[outcome] += 1
+        o = by_id.get(task_id)
+        fields: dict[str, Any] = {
+            "event": "finish" if outcome in ("completed", "cancelled") else outcome,
+            "outcome": outcome,
+            "task_id": task_id,
+            "task_name": r["name"],
+            "tenant": r["tenant"],
+            "attempt": r["attempts"],
+            "duration_ms": duration_ms,
+            "worker": worker,
+        }
+        if o is not None and o.error is not None:
+            fields["error_type"] = o.error_type
+            fields["error"] = _short(o.error)
+        if outcome == "dead_letter":
+            logger.warning("task dead-lettered", extra=fields)
+        elif debug:
+            if outcome == "retry" and o is not None and o.delay_seconds is not None:
+                fields["retry_in_seconds"] = round(o.delay_seconds, 3)
+            logger.debug(f"task {outcome}", extra=fields)
+    lost = len(outcomes) - len(recorded)
+    if recorded or lost:
+        logger.info(
+            "batch finished",
+            extra={
+                "event": "batch",
+                "worker": worker,
+                "count": len(outcomes),
+                "duration_ms": duration_ms,
+                "lease_lost": lost,
+                **{k: tally.get(k, 0) for k in ("completed", "retry", "dead_letter", "cancelled")},
+            },
+        )
+
+
+def log_rescued(rows: Sequence[Row]) -> None:
+    """Expired leases the sweeper counted as failed attempts."""
+    if not rows:
+        return
+    for r in rows:
+        fields = {
+            "event": "rescue",
+            "task_id": str(r["id"]),
+            "task_name": r["name"],
+            "tenant": r["tenant"],
+            "attempt": r["attempts"],
+            "outcome": "dead_letter" if r["status"] == Status.FAILED.value else "retry",
+            "error_type": "LeaseLostError",
+        }
+        if r["status"] == Status.FAILED.value:
+            logger.warning("task dead-lettered after its lease expired", extra=fields)
+        elif _debug():
+            logger.debug("task rescued for a retry", extra=fields)
+    logger.info(
+        "rescued expired leases",
+        extra={
+            "event": "rescue",
+            "count": len(rows),
+            "dead_lettered": sum(1 for r in rows if r["status"] == Status.FAILED.value),
+            "task_ids": [str(r["id"]) for r in rows[:20]],
+        },
+    )
+
+
+def log_cancelled(tenant: str, task: Task, before: Status) -> None:
+    logger.info(
+        "task cancelled" if task.status is Status.CANCELLED else "task cancel requested",
+        extra={
+            "event": "cancel",
+            "task_id": task.id,
+            "task_name": task.name,
+            "tenant": tenant,
+            "attempt": task.attempts,
+            "from_status": before.value,
+            "outcome": task.status.value,
+        },
+    )
+
+
+def log_redriven(tenant: str, tasks: Sequence[Task]) -> None:
+    if tasks:
+        logger.info(
+            "dead letters redriven",
+            extra={
+                "event": "redrive",
+                "tenant": tenant,
+                "count": len(tasks),
+                "task_names": _counts(t.name for t in tasks),
+                "task_ids": [t.id for t in tasks[:20]],
+            },
+        )

@@ -1,0 +1,126 @@
+"""API keys: random, shown once, stored as a SHA-256 hash, scoped to a tenant.
+
+A key is ``tl_`` plus 32 random bytes (URL-safe base64), so hashing it without a
+salt is safe: nobody can brute-force 256 bits.  Lookups go by hash (an index
+probe); the final comparison is constant time all the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chalicelib.adapters.postgres.store import Store
+from chalicelib.core.errors import UnauthorizedError, ValidationError
+
+KEY_PREFIX = "tl_"
+_DISPLAY_CHARS = 11  # "tl_" + 8 characters: enough to recognise a key in a list
+_CACHE_SECONDS = 5.0  # a revoked key stops working within this long on a warm process
+_MISS_SECONDS = 2.0  # unknown keys are remembered briefly so a flood of them cannot hammer PostgreSQL
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    tenant: str
+    name: str
+    key_prefix: str
+    rate_limit_per_minute: int | None
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def create_key(
+    store: Store,
+    tenant: str,
+    *,
+    name: str = "",
+    rate_limit_per_minute: int | None = None,
+    expires_at: datetime | None = None,
+    key: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Create a key for ``tenant``; returns ``(secret, record)``.  The secret is not
+    stored and cannot be shown again.  ``key`` imports a chosen secret (bootstrap)."""
+    if not tenant or len(tenant) > 100:
+        raise ValidationError("tenant must be 1 to 100 characters")
+    secret = key or new_key()
+    if len(secret) < 16:
+        raise ValidationError("an API key must be at least 16 characters long")
+    params = {
+        "id": str(uuid.uuid4()),
+        "tenant": tenant,
+        "name": name,
+        "key_prefix": secret[:_DISPLAY_CHARS],
+        "key_hash": hash_key(secret),
+        "rate_limit": rate_limit_per_minute,
+        "expires_at": expires_at,
+    }
+    row = store.insert_api_key(params)
+    if row is None:
+        raise ValidationError("that key already exists")
+    return secret, row
+
+
+def ensure_key(store: Store, key: str, tenant: str = "default", *, rate_limit_per_minute: int | None = None) -> None:
+    """Make sure ``key`` exists (the local stack's ``TASKLANE_BOOTSTRAP_API_KEY``)."""
+    if store.api_key_by_hash(hash_key(key)) is None:
+        try:
+            create_key(store, tenant, name="bootstrap", key=key, rate_limit_per_minute=rate_limit_per_minute)
+        except ValidationError:
+            pass  # created concurrently by another process
+
+
+class Authenticator:
+    """Resolves ``X-API-Key`` to an ``ApiKey``, with a short in-process cache so a
+    warm API does not query PostgreSQL on every request."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, presented: str | None) -> ApiKey:
+        if not presented:
+            raise UnauthorizedError("missing API key: send it in the X-API-Key header")
+        digest = hash_key(presented)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit and hit[0] > now:
+            if hit[1] is None:
+                raise UnauthorizedError("unknown API key")
+            return hit[1]
+        row = self.store.api_key_by_hash(digest)
+        if row is None or not hmac.compare_digest(row["key_hash"], digest):
+            self._remember(digest, now + _MISS_SECONDS, None)
+            raise UnauthorizedError("unknown API key")
+        if not row["active"]:
+            raise UnauthorizedError("this API key is disabled or expired")
+        key = ApiKey(
+            id=str(row["id"]),
+            tenant=row["tenant"],
+            name=row["name"],
+            key_prefix=row["key_prefix"],
+            rate_limit_per_minute=row["rate_limit_per_minute"],
+        )
+        self._remember(digest, now + _CACHE_SECONDS, key)
+        return key
+
+    def _remember(self, digest: str, until: float, key: ApiKey | None) -> None:
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (until, key)

@@ -1,0 +1,233 @@
+"""Drain use case: claim a batch → mark PROCESSING → run executors → record → ack.
+
+Loops until its time budget is spent (the Lambda's remaining time minus a margin)
+or the queue has stayed empty for ``idle_exit_seconds``.  While idle it blocks on
+Redis for a wake token, so a new task starts within milliseconds.  Several
+drains may run at once: Redis hands each id to one claimer, and PostgreSQL's
+guarded UPDATE turns away any duplicate.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.adapters.aws.wake import mark_alive
+from chalicelib.adapters.postgres.store import Outcome
+from chalicelib.adapters.redis.queue import Item
+from chalicelib.adapters.webhooks import WEBHOOK_TASK
+from chalicelib.container import Container
+from chalicelib.core.errors import QueueError, StoreError, UnavailableError
+from chalicelib.core.model import Priority, Status
+from chalicelib.execution.runner import BatchRunner, Claimed
+from chalicelib.observability import metrics
+from chalicelib.observability.log import logger
+
+Clock = Callable[[], float]  # seconds of budget left
+
+
+@dataclass
+class DrainStats:
+    batches: int = 0
+    claimed: int = 0
+    completed: int = 0
+    retried: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    lease_lost: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "batches": self.batches,
+            "claimed": self.claimed,
+            "completed": self.completed,
+            "retried": self.retried,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "lease_lost": self.lease_lost,
+            "errors": self.errors[-5:],
+        }
+
+
+def worker_id() -> str:
+    return f"drain:{socket.gethostname()}:{os.getpid()}"
+
+
+class Drainer:
+    """One drain loop; keep one per process to reuse its executor threads."""
+
+    def __init__(self, rt: Container, *, name: str | None = None) -> None:
+        self.rt = rt
+        self.name = name or worker_id()
+        s = rt.settings
+        self.runner = BatchRunner(
+            rt.registry,
+            rt.retry,
+            concurrency=s.executor_concurrency,
+            max_result_bytes=s.max_result_bytes,
+            services=rt,
+        )
+        # Outcomes are recorded (UPDATE + events, then the Redis ack) on a thread of
+        # their own while this loop claims and runs the next batch: the two commits of
+        # a cycle overlap instead of adding up.  One batch in flight at most.
+        self._recorder = ThreadPoolExecutor(1, thread_name_prefix="tasklane-record")
+        self._recording: Future[None] | None = None
+
+    def run(self, remaining: Clock, *, idle_exit_seconds: float | None = None) -> DrainStats:
+        """Drain until ``remaining()`` drops below the margin, or the queue has been
+        empty for ``idle_exit_seconds`` (None: until the budget is spent)."""
+        s = self.rt.settings
+        stats = DrainStats()
+        idle_since: float | None = None
+        failures = 0
+        while remaining() > s.drain_margin_seconds:
+            mark_alive(self.rt)  # lets the API see a live drainer (chalicelib.adapters.aws.wake)
+            try:
+                ids = self.rt.queue.claim(s.drain_batch_size, s.lease_seconds)
+                if not ids:
+                    now = time.monotonic()
+                    idle_since = idle_since or now
+                    if idle_exit_seconds is not None and now - idle_since >= idle_exit_seconds:
+                        break
+                    wait = min(s.drain_idle_wait_seconds, remaining() - s.drain_margin_seconds)
+                    if wait > 0:
+                        self.rt.queue.wait_for_work(wait)
+                    continue
+                idle_since = None
+                if len(ids) == s.drain_batch_size:
+                    # More is probably waiting: let an idle peer start on it now.
+                    self.rt.queue.wake()
+                self._run_batch(ids, stats)
+                failures = 0
+            except UnavailableError as exc:
+                # PostgreSQL or Redis is away.  Ids already moved to the lease set stay
+                # there and the sweeper hands them out again; back off and retry.
+                failures += 1
+                stats.errors.append(str(exc))
+                delay = min(0.1 * 2**failures, 5.0, max(remaining() - s.drain_margin_seconds, 0))
+                logger.warning("drain backing off", extra={"error": str(exc), "delay": delay})
+                time.sleep(delay)
+        self._wait_recording(stats)
+        return stats
+
+    def close(self) -> None:
+        self.runner.close()
+        self._recorder.shutdown(wait=True)
+
+    def _wait_recording(self, stats: DrainStats) -> None:
+        """Wait until the previous batch's outcomes are recorded.  If recording gave up
+        (PostgreSQL away for most of a lease), those tasks keep their leases and the
+        sweeper retries them; the loop goes on."""
+        fut, self._recording = self._recording, None
+        if fut is None:
+            return
+        try:
+            fut.result()
+        except UnavailableError as exc:
+            stats.errors.append(str(exc))
+            logger.warning("outcomes not recorded; the sweeper will rescue them", extra={"error": str(exc)})
+
+    def _run_batch(self, names: dict[str, str], stats: DrainStats) -> None:
+        """``names`` maps the claimed ids to their task type (as Redis knows it)."""
+        s = self.rt.settings
+        token = str(uuid.uuid4())
+        ids = list(names)
+        rows = self.rt.store.claim(ids, token, s.lease_seconds, actor=self.name)
+        claimed_at = time.monotonic()
+        metrics.log_claimed(self.name, rows)
+        stats.batches += 1
+        stats.claimed += len(rows)
+        claimed_ids = {str(r["id"]) for r in rows}
+        stale = [i for i in ids if i not in claimed_ids]
+        if stale:
+            # Duplicates, cancelled or finished tasks: nothing to run, drop the lease entry.
+            self.rt.queue.ack(stale, names=names)
+        if not rows:
+            return
+        names.update({str(r["id"]): r["name"] for r in rows})
+        batch = [
+            Claimed(
+                id=str(r["id"]),
+                tenant=r["tenant"],
+                name=r["name"],
+                priority=r["priority"],
+                payload=r["payload"],
+                attempts=r["attempts"],
+                max_retries=r["max_retries"],
+                timeout_seconds=r["timeout_seconds"],
+            )
+            for r in rows
+        ]
+
+        def heartbeat(still_running: list[str]) -> set[str]:
+            try:
+                held = self.rt.store.extend_leases(still_running, token, s.lease_seconds)
+                self.rt.queue.extend(still_running, s.lease_seconds, names)
+            except UnavailableError as exc:
+                logger.warning("lease heartbeat failed", extra={"error": str(exc)})
+                return set()
+            return {str(r["id"]) for r in held if r["cancel_requested"]}
+
+        outcomes = self.runner.run(batch, token, heartbeat=heartbeat, heartbeat_every=s.lease_seconds / 3)
+        self._wait_recording(stats)
+        self._recording = self._recorder.submit(self._finish_batch, outcomes, names, claimed_at, stats)
+
+    def _finish_batch(
+        self, outcomes: list[Outcome], names: dict[str, str], claimed_at: float, stats: DrainStats
+    ) -> None:
+        """Record a batch's outcomes, then ack its leases and queue retries and hooks."""
+        recorded = self._record(outcomes)
+        metrics.log_finished(self.name, outcomes, recorded, time.monotonic() - claimed_at)
+        by_id = {str(r["id"]): r for r in recorded}
+        lost = [o.id for o in outcomes if o.id not in by_id]
+        if lost:
+            stats.lease_lost += len(lost)
+            logger.warning(
+                "lease lost: outcomes not recorded (another attempt owns these tasks)",
+                extra={"task_ids": lost[:20], "count": len(lost)},
+            )
+        retries: list[Item] = []
+        hooks: list[Item] = [
+            (str(r["hook_id"]), Priority.HIGH, r["hook_enqueued_ms"], WEBHOOK_TASK)
+            for r in recorded
+            if r.get("hook_id")
+        ]
+        for r in recorded:
+            status = Status(r["status"])
+            if status is Status.COMPLETED:
+                stats.completed += 1
+            elif status is Status.PENDING:
+                stats.retried += 1
+                retries.append((str(r["id"]), Priority(r["priority"]), r["run_at_ms"], r["name"]))
+            elif status is Status.FAILED:
+                stats.failed += 1
+            elif status is Status.CANCELLED:
+                stats.cancelled += 1
+        try:
+            self.rt.queue.ack([o.id for o in outcomes if o.id in by_id], retries, names)
+            if hooks:
+                self.rt.queue.push(hooks)
+        except QueueError as exc:
+            # PostgreSQL has the outcome; the sweeper cleans stale leases and re-adds retries.
+            logger.warning("ack failed", extra={"error": str(exc)})
+
+    def _record(self, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+        """Record outcomes, riding out a short PostgreSQL outage: the work is done and
+        redoing it is the costlier choice.  Gives up before the leases expire."""
+        deadline = time.monotonic() + self.rt.settings.lease_seconds * 0.8
+        delay = 0.05
+        while True:
+            try:
+                return self.rt.store.finish(outcomes, actor=self.name)
+            except StoreError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)

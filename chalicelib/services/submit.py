@@ -1,0 +1,110 @@
+"""Submit use case: persist tasks first, then tell Redis.
+
+A task is accepted only after its row is committed.  The push to Redis comes
+afterwards and may fail (Redis down, a timeout): the row is QUEUED all the same
+and the sweeper's reconciliation pushes it later, so an accepted task is never
+lost; it may only start later than usual.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chalicelib.adapters.postgres.store import NewTask, dumps
+from chalicelib.adapters.redis.queue import Item
+from chalicelib.container import Container
+from chalicelib.core.errors import ConflictError, QueueError
+from chalicelib.core.model import Status, Task
+from chalicelib.core.requests import TaskRequest
+from chalicelib.observability import metrics
+from chalicelib.observability.log import logger
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """One submission's outcome: the task, and whether an earlier one was replayed."""
+
+    task: Task
+    replayed: bool = False
+
+
+def submit(rt: Container, tenant: str, request: TaskRequest, *, actor: str = "api") -> Submitted:
+    """Persist and enqueue one task (see ``submit_many``)."""
+    result = submit_many(rt, tenant, [request], actor=actor)[0]
+    if isinstance(result, ConflictError):
+        raise result
+    return result
+
+
+def submit_many(
+    rt: Container, tenant: str, requests: Sequence[TaskRequest], *, actor: str = "api"
+) -> list[Submitted | ConflictError]:
+    """Persist N tasks with one INSERT and enqueue them with one Redis round trip.
+
+    Results are in request order.  An idempotency key seen before yields the
+    original task (``replayed``) when the request is the same, else a
+    ``ConflictError`` in that slot.
+    """
+    new = [
+        NewTask(
+            id=str(uuid.uuid4()),
+            tenant=tenant,
+            name=r.name,
+            priority=r.priority.value,
+            payload_json=dumps(r.payload),
+            max_retries=r.max_retries,
+            timeout_seconds=r.timeout_seconds,
+            run_at=r.run_at,
+            delay_seconds=r.delay_seconds,
+            idempotency_key=r.idempotency_key,
+            request_hash=r.fingerprint() if r.idempotency_key else None,
+            callback_url=r.callback_url,
+        )
+        for r in requests
+    ]
+    inserted = {t.id: t for t in rt.store.insert_tasks(new, actor=actor)}
+    _enqueue(rt, list(inserted.values()))
+
+    missing_keys = [n.idempotency_key for n in new if n.id not in inserted and n.idempotency_key]
+    existing = rt.store.tasks_by_idempotency_keys(tenant, missing_keys) if missing_keys else {}
+    results: list[Submitted | ConflictError] = []
+    for n in new:
+        if n.id in inserted:
+            results.append(Submitted(inserted[n.id]))
+            continue
+        row = existing.get(n.idempotency_key or "")
+        if row is None:
+            # Inserted by a concurrent request and already forgotten: vanishingly
+            # rare, but the client must not believe the task was accepted.
+            results.append(ConflictError(f"idempotency key {n.idempotency_key!r} is being reused; retry"))
+        elif row["request_hash"] != n.request_hash:
+            results.append(
+                ConflictError(
+                    f"idempotency key {n.idempotency_key!r} was already used with a different request",
+                    details={"task_id": str(row["id"])},
+                )
+            )
+        else:
+            results.append(Submitted(Task.from_row(row), replayed=True))
+    metrics.log_submitted(tenant, list(inserted.values()), actor=actor, duplicates=len(new) - len(inserted))
+    return results
+
+
+def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
+    ready: list[Item] = [
+        (t.id, t.priority, t.enqueued_at.timestamp() * 1000, t.name)
+        for t in tasks
+        if t.status is Status.QUEUED and t.enqueued_at is not None
+    ]
+    delayed: list[Item] = [
+        (t.id, t.priority, t.run_at.timestamp() * 1000, t.name) for t in tasks if t.status is Status.PENDING
+    ]
+    try:
+        rt.queue.push(ready, delayed)
+    except QueueError as exc:
+        logger.warning(
+            "tasks persisted but not pushed to Redis; the sweeper will enqueue them",
+            extra={"count": len(tasks), "error": str(exc)},
+        )

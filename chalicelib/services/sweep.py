@@ -1,0 +1,166 @@
+"""Sweep use case: idempotent housekeeping, safe to run many at once.
+
+1. Rebuild Redis from PostgreSQL when the sentinel key is gone (restart, flush).
+2. Promote due PENDING tasks (scheduled, or waiting for a retry) to QUEUED.
+3. Rescue tasks whose lease expired (the worker died or stalled): the attempt
+   counts as failed, so the task retries or is dead-lettered.
+4. Return ids stuck in the Redis lease set whose claim never reached PostgreSQL.
+5. Reconcile: QUEUED rows older than a grace period are re-added to the ready set
+   (a submit whose Redis push failed); ZADD NX keeps this harmless when present.
+6. Prune finished tasks past retention and forget expired idempotency keys.
+
+Concurrency safety comes from PostgreSQL (``FOR UPDATE SKIP LOCKED`` and guarded
+UPDATEs) and from Redis writes that are idempotent (ZADD NX, ZREM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chalicelib.adapters.postgres.store import Outcome
+from chalicelib.adapters.redis.queue import Item
+from chalicelib.adapters.webhooks import WEBHOOK_TASK
+from chalicelib.container import Container
+from chalicelib.core.errors import LeaseLostError, QueueError, UnavailableError
+from chalicelib.core.model import Priority, Status
+from chalicelib.execution.runner import failure_outcome
+from chalicelib.observability import metrics
+from chalicelib.observability.log import logger
+from chalicelib.services import schedules
+
+PAGE = 1000
+
+
+@dataclass
+class SweepReport:
+    rebuilt: bool = False
+    scheduled: int = 0
+    promoted: int = 0
+    rescued: int = 0
+    dead_lettered: int = 0
+    requeued_leases: int = 0
+    reconciled: int = 0
+    pruned: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
+    """One sweep.  A failing step is logged and the others still run."""
+    report = SweepReport()
+    for step in (_rebuild, _fire_schedules, _promote, _rescue, _requeue_orphan_leases, _reconcile, _prune):
+        try:
+            step(rt, report, actor)
+        except UnavailableError as exc:
+            report.errors.append(f"{step.__name__.strip('_')}: {exc}")
+            logger.warning("sweep step failed", extra={"step": step.__name__, "error": str(exc)})
+    metrics.fold(rt.store)
+    try:
+        rt.queue.mark_swept()
+    except QueueError as exc:  # freshness marker only; Redis errors are reported above
+        logger.debug("could not record sweep time", extra={"error": str(exc)})
+    return report
+
+
+def _item(row: dict[str, Any], ms: str) -> Item:
+    """A queue item ``(id, priority, time, task type)`` from a store row."""
+    return (str(row["id"]), Priority(row["priority"]), row[ms], row["name"])
+
+
+def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
+    if not rt.queue.needs_rebuild():
+        return
+    # The sentinel goes in first: if Redis is flushed again mid-rebuild, the next
+    # sweep sees it missing and rebuilds once more.
+    rt.queue.mark_rebuilt()
+    counts = {"ready": 0, "delayed": 0, "leases": 0}
+    for rows in rt.store.live_tasks(Status.QUEUED, page_size=PAGE * 5):
+        rt.queue.push([_item(r, "enqueued_ms") for r in rows], only_new=True)
+        counts["ready"] += len(rows)
+    for rows in rt.store.live_tasks(Status.PENDING, page_size=PAGE * 5):
+        rt.queue.push(delayed=[_item(r, "run_at_ms") for r in rows], only_new=True)
+        counts["delayed"] += len(rows)
+    for rows in rt.store.live_tasks(Status.PROCESSING, page_size=PAGE * 5):
+        rt.queue.lease_all((str(r["id"]), r["lease_ms"], r["name"]) for r in rows)
+        counts["leases"] += len(rows)
+    report.rebuilt = True
+    logger.info("rebuilt Redis from PostgreSQL", extra=counts)
+
+
+def _fire_schedules(rt: Container, report: SweepReport, actor: str) -> None:
+    report.scheduled += len(schedules.fire_due(rt, actor=actor))
+
+
+def _promote(rt: Container, report: SweepReport, actor: str) -> None:
+    while True:
+        rows = rt.store.promote_due(limit=PAGE, actor=actor)
+        if rows:
+            try:
+                # Out of delayed (a drainer may have moved some already), into ready.
+                rt.queue.remove([(str(r["id"]), Priority(r["priority"]), r["name"]) for r in rows])
+                rt.queue.push([_item(r, "enqueued_ms") for r in rows])
+            except QueueError as exc:
+                # Committed as QUEUED already: reconciliation pushes them once Redis is back.
+                report.errors.append(f"promote: {exc}")
+        report.promoted += len(rows)
+        if len(rows) < PAGE:
+            return
+
+
+def _rescue(rt: Container, report: SweepReport, actor: str) -> None:
+    def decide(row: dict[str, Any]) -> Outcome:
+        exc = LeaseLostError("lease expired: the worker died, stalled or ran past its timeout")
+        return failure_outcome(
+            rt.retry, str(row["id"]), str(row["lease_token"]), row["attempts"], row["max_retries"], exc
+        )
+
+    while True:
+        rows = rt.store.rescue_expired(decide, limit=PAGE, actor=actor)
+        if rows:
+            retries = [_item(r, "run_at_ms") for r in rows if r["status"] == Status.PENDING.value]
+            report.rescued += len(rows)
+            report.dead_lettered += sum(1 for r in rows if r["status"] == Status.FAILED.value)
+            metrics.log_rescued(rows)
+            hooks: list[Item] = [
+                (str(r["hook_id"]), Priority.HIGH, r["hook_enqueued_ms"], WEBHOOK_TASK)
+                for r in rows
+                if r.get("hook_id")
+            ]
+            try:
+                rt.queue.ack([str(r["id"]) for r in rows], retries, {str(r["id"]): r["name"] for r in rows})
+                rt.queue.push(hooks)
+            except QueueError as exc:
+                report.errors.append(f"rescue ack: {exc}")
+        if len(rows) < PAGE:
+            return
+
+
+def _requeue_orphan_leases(rt: Container, report: SweepReport, actor: str) -> None:
+    ids = rt.queue.expired_leases(PAGE)
+    if not ids:
+        return
+    rows = rt.store.statuses_of(ids)
+    by_id = {str(r["id"]): r for r in rows}
+    back = [_item(r, "enqueued_ms") for r in rows if r["status"] == Status.QUEUED.value]
+    # PROCESSING ones are PostgreSQL's to rescue (step 3); anything else is done with.
+    done = [tid for tid in ids if by_id.get(tid, {}).get("status") != Status.PROCESSING.value]
+    rt.queue.push(back, only_new=True)
+    rt.queue.ack(done, names={tid: r["name"] for tid, r in by_id.items()})
+    report.requeued_leases += len(back)
+
+
+def _reconcile(rt: Container, report: SweepReport, actor: str) -> None:
+    grace = max(2.0, rt.settings.sweep_interval_seconds)
+    rows = rt.store.queued_older_than(grace, limit=PAGE * 5)
+    if rows:
+        rt.queue.push([_item(r, "enqueued_ms") for r in rows], only_new=True)
+        report.reconciled += len(rows)
+
+
+def _prune(rt: Container, report: SweepReport, actor: str) -> None:
+    s = rt.settings
+    report.pruned = rt.store.prune_finished(s.retention_days * 86400)
+    rt.store.forget_idempotency_keys(s.idempotency_window_hours * 3600)

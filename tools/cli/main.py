@@ -1,0 +1,124 @@
+"""``python -m tools.cli``: Tasklane's command-line tool.
+
+``keys`` manages API keys directly in PostgreSQL (an operator's tool: it needs the
+database URL, not an API key):
+
+    python -m tools.cli keys create --tenant acme --rate-limit 600/min
+    python -m tools.cli keys list [--tenant acme]
+    python -m tools.cli keys revoke tl_AbCdEfGh      # an id or the shown prefix
+
+``submit``, ``status``, ``tail``, ``dlq`` and ``stats`` talk to the HTTP API with
+an API key instead (``TASKLANE_API_URL``, ``TASKLANE_API_KEY``): see ``opscli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from chalicelib.adapters.postgres.store import Store
+from chalicelib.config import DEFAULT_DATABASE_URL
+from chalicelib.core.errors import TasklaneError
+from chalicelib.services.apikeys import create_key
+from tools.cli import ops as opscli
+from tools.cli.render import table
+
+_RATE = re.compile(r"^(\d+)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?$")
+_PER_MINUTE = {None: 1.0, "m": 1.0, "min": 1.0, "minute": 1.0, "s": 60.0, "sec": 60.0, "second": 60.0}
+_PER_MINUTE.update({"h": 1 / 60, "hour": 1 / 60})
+
+
+def parse_rate(text: str) -> int:
+    """``"600/min"``, ``"10/s"``, ``"3600/hour"`` or a bare number (per minute) → per minute."""
+    m = _RATE.match(text.strip().lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"rate limit must look like 600/min or 10/s, got {text!r}")
+    per_minute = int(m.group(1)) * _PER_MINUTE[m.group(2)]
+    if per_minute < 1:
+        raise argparse.ArgumentTypeError("rate limit must be at least 1 request per minute")
+    return int(per_minute)
+
+
+def _database_url() -> str:
+    return os.environ.get("TASKLANE_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def keys_create(store: Store, args: argparse.Namespace) -> int:
+    expires = datetime.now(UTC) + timedelta(days=args.expires_in_days) if args.expires_in_days else None
+    secret, row = create_key(
+        store, args.tenant, name=args.name or "", rate_limit_per_minute=args.rate_limit, expires_at=expires
+    )
+    print(secret)
+    print(
+        f"# key {row['id']} for tenant {row['tenant']!r}"
+        f" (rate limit {row['rate_limit_per_minute'] or 'default'}/min"
+        f"{', expires ' + row['expires_at'].isoformat() if row['expires_at'] else ''})."
+        " Store it now: it is not shown again.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def keys_list(store: Store, args: argparse.Namespace) -> int:
+    rows = store.list_api_keys(args.tenant)
+    now = datetime.now(UTC)
+    for r in rows:
+        expired = r["expires_at"] is not None and r["expires_at"] <= now
+        r["state"] = "revoked" if r["disabled_at"] else "expired" if expired else "active"
+        r["rate_limit"] = f"{r['rate_limit_per_minute']}/min" if r["rate_limit_per_minute"] else "default"
+    columns = ["id", "key_prefix", "tenant", "name", "state", "rate_limit", "created_at", "expires_at"]
+    print(table(rows, columns) if rows else "no keys")
+    return 0
+
+
+def keys_revoke(store: Store, args: argparse.Namespace) -> int:
+    row = store.revoke_api_key(args.key)
+    if row is None:
+        print(f"no key with id or prefix {args.key!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {row['key_prefix']}… (tenant {row['tenant']}, id {row['id']})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.cli", description="Tasklane's command-line tool.")
+    sub = parser.add_subparsers(dest="group", required=True)
+    keys = sub.add_parser("keys", help="manage API keys (needs TASKLANE_DATABASE_URL or the local default)")
+    keys_sub = keys.add_subparsers(dest="command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="")
+    create.add_argument("--rate-limit", type=parse_rate, default=None, help="e.g. 600/min or 10/s")
+    create.add_argument("--expires-in-days", type=float, default=None)
+    create.set_defaults(fn=keys_create)
+    lst = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    lst.add_argument("--tenant", default=None)
+    lst.set_defaults(fn=keys_list)
+    revoke = keys_sub.add_parser("revoke", help="disable a key by id or shown prefix")
+    revoke.add_argument("key")
+    revoke.set_defaults(fn=keys_revoke)
+    opscli.add_commands(sub)  # submit, status, tail, dlq, stats: over the HTTP API
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "api"):
+        return opscli.run(args)
+    store = Store(_database_url())
+    try:
+        code: int = args.fn(store, args)
+        return code
+    except TasklaneError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""Operator commands of ``python -m tools.cli`` that talk to the HTTP API.
+
+    python -m tools.cli submit noop --payload '{"x": 1}' --priority high --count 1000
+    python -m tools.cli status <task id>
+    python -m tools.cli tail [--name fail] [--status FAILED]
+    python -m tools.cli dlq list [--name fail]
+    python -m tools.cli dlq redrive --name fail | --id ID [--id ID ...] | --all
+    python -m tools.cli stats
+
+The API is ``TASKLANE_API_URL`` (default http://127.0.0.1:8000) and the key is
+``TASKLANE_API_KEY`` or ``--api-key``.  Only the standard library is used, so the
+commands work wherever Tasklane's package is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+from tools.cli.render import table
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+BATCH = 500  # the API's batch and bulk-redrive limit
+FINAL = ("COMPLETED", "FAILED", "CANCELLED")
+_EPSILON = timedelta(microseconds=1)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Client:
+    """A tiny JSON client for Tasklane's API (urllib; retries 429 and 503 politely)."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        url = self.base_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"X-API-Key": self.api_key, "Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        for attempt in range(6):
+            req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - http(s) URL from config
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
+                    return json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                raw = exc.read()
+                try:
+                    message = json.loads(raw)["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    message = raw.decode(errors="replace")[:200] or exc.reason
+                if exc.code in (429, 503) and attempt < 5:
+                    time.sleep(float(exc.headers.get("Retry-After") or 0.5 * 2**attempt))
+                    continue
+                raise ApiError(exc.code, f"{method} {path}: {exc.code} {message}") from None
+            except urllib.error.URLError as exc:
+                raise ApiError(0, f"cannot reach {self.base_url}: {exc.reason} (set TASKLANE_API_URL)") from None
+        raise AssertionError("unreachable")
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, body)
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+        self.total = max(total, 0)
+        self.label = label
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.started = time.monotonic()
+        self._last_line = -1.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.done / elapsed
+        frac = self.done / self.total if self.total else 1.0
+        if self.tty:
+            width = 30
+            filled = int(width * min(frac, 1.0))
+            bar = "█" * filled + "·" * (width - filled)
+            self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {frac:4.0%} {rate:,.0f}/s ")
+            self.stream.flush()
+        elif self.done >= self.total or time.monotonic() - self._last_line >= 2:
+            self._last_line = time.monotonic()
+            print(f"{self.label}: {self.done}/{self.total} ({frac:.0%}, {rate:,.0f}/s)", file=self.stream)
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _short_ts(iso: str | None) -> str | None:
+    return iso[:19].replace("T", " ") if iso else None
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _run_time(task: dict[str, Any]) -> str:
+    if not task.get("started_at") or not task.get("finished_at"):
+        return "-"
+    started = datetime.fromisoformat(task["started_at"])
+    finished = datetime.fromisoformat(task["finished_at"])
+    return _seconds((finished - started).total_seconds())
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_submit(client: Client, args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.payload) if args.payload else {}
+    except ValueError as exc:
+        print(f"error: --payload is not JSON: {exc}", file=sys.stderr)
+        return 2
+    task: dict[str, Any] = {"name": args.name, "payload": payload, "priority": args.priority}
+    if args.delay is not None:
+        task["delay_seconds"] = args.delay
+    if args.count == 1:
+        created = client.post("/api/v1/tasks", task)
+        print(table([created], ["id", "name", "status", "priority"]))
+        return 0
+    bar = Progress(args.count, f"submitting {args.name}")
+    accepted = failed = 0
+    first_error = ""
+    remaining = args.count
+    try:
+        while remaining:
+            n = min(BATCH, remaining)
+            result = client.post("/api/v1/tasks/batch", {"tasks": [task] * n})
+            accepted += result["created"]
+            failed += result["failed"]
+            if result["failed"] and not first_error:
+                first_error = next(r["error"]["message"] for r in result["results"] if "error" in r)
+            remaining -= n
+            bar.update(n)
+    finally:
+        bar.close()
+    elapsed = time.monotonic() - bar.started
+    print(f"submitted {accepted} {args.name} task(s) in {elapsed:.1f} s ({accepted / max(elapsed, 1e-6):,.0f}/s)")
+    if failed:
+        print(f"{failed} rejected: {first_error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    task = client.get(f"/api/v1/tasks/{urllib.parse.quote(args.id)}")
+    events = client.get(f"/api/v1/tasks/{urllib.parse.quote(args.id)}/events")["events"]
+    fields = [
+        ("id", task["id"]),
+        ("name", task["name"]),
+        ("status", task["status"] + (" (cancel requested)" if task.get("cancel_requested") else "")),
+        ("priority", task["priority"]),
+        ("attempts", f"{task['attempts']} of {task['max_retries'] + 1}"),
+        ("created", _short_ts(task["created_at"])),
+        ("started", _short_ts(task.get("started_at")) or "-"),
+        ("finished", _short_ts(task.get("finished_at")) or "-"),
+        ("run time", _run_time(task)),
+    ]
+    if task.get("last_error"):
+        fields.append(("last error", f"{task.get('last_error_type') or 'Error'}: {task['last_error']}"))
+    width = max(len(k) for k, _ in fields)
+    for key, value in fields:
+        print(f"{key.rjust(width)}  {value}")
+    if task.get("result") is not None:
+        print(f"{'result'.rjust(width)}  {json.dumps(task['result'])[:500]}")
+    print()
+    rows = [
+        {
+            "at": _short_ts(e["at"]),
+            "transition": f"{e['from_status'] or 'new'} -> {e['to_status']}",
+            "attempt": e["attempt"],
+            "actor": e["actor"],
+            "error": f"{e['error_type']}: {e['error'][:80]}" if e.get("error") else None,
+        }
+        for e in events
+    ]
+    print(table(rows, ["at", "transition", "attempt", "actor", "error"]))
+    return 0
+
+
+def _pages(client: Client, path: str, **params: Any) -> Iterator[list[dict[str, Any]]]:
+    cursor = None
+    while True:
+        page = client.get(path, cursor=cursor, **params)
+        yield page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+
+
+def follow(
+    client: Client,
+    *,
+    name: str | None,
+    statuses: Sequence[str],
+    since: datetime,
+    emit: Callable[[dict[str, Any]], None],
+    interval: float = 1.0,
+    max_pages: int = 20,
+    until: Callable[[], bool] = lambda: False,
+) -> None:
+    """Poll ``GET /api/v1/tasks?created_after=`` and emit each task once it is final.
+
+    The window starts at the oldest task still waiting or running, so a task created
+    long ago that finishes now is still seen; tasks already final when first seen are
+    emitted at once."""
+    seen: dict[str, str] = {}  # id -> created_at of tasks already emitted (or skipped)
+    waiting: dict[str, str] = {}  # id -> created_at of tasks not final yet
+    watermark = since.isoformat()
+    while not until():
+        newest = watermark
+        for pages, items in enumerate(_pages(client, "/api/v1/tasks", created_after=watermark, name=name, limit=500)):
+            for task in items:
+                newest = max(newest, task["created_at"])
+                if task["id"] in seen:
+                    continue
+                if task["status"] in FINAL:
+                    seen[task["id"]] = task["created_at"]
+                    waiting.pop(task["id"], None)
+                    if task["status"] in statuses:
+                        emit(task)
+                else:
+                    waiting[task["id"]] = task["created_at"]
+            if pages + 1 >= max_pages:
+                break
+        # Next window: from just before the oldest unfinished task, else from the newest seen.
+        start = min(waiting.values(), default=newest)
+        watermark = (datetime.fromisoformat(start) - _EPSILON).isoformat()
+        seen = {i: c for i, c in seen.items() if c >= start}  # older ones cannot come back
+        if until():
+            return
+        time.sleep(interval)
+
+
+def cmd_tail(client: Client, args: argparse.Namespace) -> int:
+    statuses = [args.status] if args.status else list(FINAL)
+    since = datetime.now(UTC) - timedelta(seconds=args.since)
+    deadline = time.monotonic() + args.duration if args.duration else None
+
+    def emit(task: dict[str, Any]) -> None:
+        err = (
+            f"  {task.get('last_error_type')}: {(task.get('last_error') or '')[:80]}"
+            if task["status"] == "FAILED"
+            else ""
+        )
+        print(
+            f"{_short_ts(task['finished_at']) or '-'}  {task['status']:<9}  {task['name']:<16}  {task['id']}"
+            f"  attempts={task['attempts']}  run={_run_time(task)}{err}",
+            flush=True,
+        )
+
+    try:
+        follow(
+            client,
+            name=args.name,
+            statuses=statuses,
+            since=since,
+            emit=emit,
+            interval=args.interval,
+            until=lambda: deadline is not None and time.monotonic() >= deadline,
+        )
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_dlq_list(client: Client, args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for items in _pages(client, "/api/v1/dead-letters", name=args.name, limit=min(args.limit, 500)):
+        rows.extend(items)
+        if len(rows) >= args.limit:
+            break
+    rows = rows[: args.limit]
+    for r in rows:
+        r["failed_at"] = _short_ts(r.get("finished_at"))
+        r["error"] = f"{r.get('last_error_type') or 'Error'}: {(r.get('last_error') or '')[:60]}"
+    print(table(rows, ["id", "name", "priority", "attempts", "failed_at", "error"]) if rows else "no dead letters")
+    return 0
+
+
+def cmd_dlq_redrive(client: Client, args: argparse.Namespace) -> int:
+    if args.ids:
+        ids = list(dict.fromkeys(args.ids))
+    else:
+        ids = [t["id"] for items in _pages(client, "/api/v1/dead-letters", name=args.name, limit=500) for t in items]
+    if not ids:
+        print("no dead letters to redrive")
+        return 0
+    bar = Progress(len(ids), "redriving")
+    redriven = 0
+    try:
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            redriven += client.post("/api/v1/dead-letters/redrive", {"ids": chunk})["redriven"]
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    print(f"redriven {redriven} of {len(ids)} task(s)")
+    return 0 if redriven == len(ids) else 1
+
+
+def cmd_stats(client: Client, args: argparse.Namespace) -> int:
+    s = client.get("/api/v1/stats")
+    t = s["totals"]
+    sweeper = s.get("sweeper", {})
+    print(f"tenant {s['tenant']}: today since {_short_ts(s['today_since'])} UTC")
+    print(
+        f"submitted {t['submitted']}  completed {t['completed']}  failed {t['failed']}  cancelled {t['cancelled']}"
+        f"  |  queue {t['queue_size']} ({t['queued']} ready, {t['pending']} delayed)  running {t['processing']}"
+        f"  dead letters {t['dead_letters']}  |  avg run {_seconds(t['avg_run_seconds'])}"
+        f"  avg wait {_seconds(t['avg_wait_seconds'])}  |  sweeper {sweeper.get('status', '?')}"
+    )
+    print()
+    cols = ["submitted", "completed", "failed", "queued", "pending", "processing", "dead_letters"]
+    prio = [{**p, "avg_run": _seconds(p["avg_run_seconds"])} for p in s["by_priority"]]
+    print(table(prio, ["priority", *cols, "avg_run"]))
+    print()
+    names = [{**n, "avg_run": _seconds(n["avg_run_seconds"])} for n in s["by_name"]]
+    print(table(names, ["name", *cols, "avg_run"]) if names else "no tasks today")
+    return 0
+
+
+# --- wiring -------------------------------------------------------------------------------
+
+
+def add_commands(sub: Any) -> None:
+    """Add the API commands to ``python -m tools.cli``'s subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--api-url", default=None, help=f"default $TASKLANE_API_URL or {DEFAULT_API_URL}")
+    common.add_argument("--api-key", default=None, help="default $TASKLANE_API_KEY")
+
+    submit = sub.add_parser("submit", parents=[common], help="submit tasks (bulk with --count, via the batch API)")
+    submit.add_argument("name")
+    submit.add_argument("--payload", default=None, help="a JSON object")
+    submit.add_argument("--priority", default="normal", choices=["critical", "high", "normal", "low"])
+    submit.add_argument("--delay", type=float, default=None, help="seconds before it may run")
+    submit.add_argument("--count", type=_positive, default=1)
+    submit.set_defaults(api=cmd_submit)
+
+    status = sub.add_parser("status", parents=[common], help="a task with its history")
+    status.add_argument("id")
+    status.set_defaults(api=cmd_status)
+
+    tail = sub.add_parser("tail", parents=[common], help="follow tasks as they finish (Ctrl-C stops)")
+    tail.add_argument("--name", default=None)
+    tail.add_argument("--status", default=None, choices=list(FINAL))
+    tail.add_argument("--since", type=float, default=60.0, help="also show tasks created this many seconds ago")
+    tail.add_argument("--interval", type=float, default=1.0, help="poll interval in seconds")
+    tail.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    tail.set_defaults(api=cmd_tail)
+
+    dlq = sub.add_parser("dlq", help="the dead-letter queue")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    lst = dlq_sub.add_parser("list", parents=[common], help="dead letters, newest first")
+    lst.add_argument("--name", default=None)
+    lst.add_argument("--limit", type=_positive, default=50)
+    lst.set_defaults(api=cmd_dlq_list)
+    redrive = dlq_sub.add_parser("redrive", parents=[common], help="send dead letters back to the queue")
+    which = redrive.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", dest="ids", action="append", help="a task id (repeatable)")
+    which.add_argument("--name", default=None, help="every dead letter of this task name")
+    which.add_argument("--all", action="store_true", help="every dead letter of the tenant")
+    redrive.set_defaults(api=cmd_dlq_redrive)
+
+    stats = sub.add_parser("stats", parents=[common], help="today's numbers by priority and task name")
+    stats.set_defaults(api=cmd_stats)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run an API command; returns the exit code."""
+    api_url = args.api_url or os.environ.get("TASKLANE_API_URL") or DEFAULT_API_URL
+    api_key = args.api_key or os.environ.get("TASKLANE_API_KEY")
+    if not api_key:
+        print("error: set TASKLANE_API_KEY or pass --api-key", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.api(Client(api_url, api_key), args)
+        return code
+    except ApiError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1

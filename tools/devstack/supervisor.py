@@ -1,0 +1,408 @@
+"""The local stack: what API Gateway, EventBridge and Lambda do in AWS, on a laptop.
+
+``python -m tools.devstack run`` finds (or starts) PostgreSQL and Redis, migrates,
+ensures the bootstrap API key, then starts and supervises:
+
+- the API: ``chalice local`` (HTTP routes only; it never runs scheduled functions);
+- ``TASKLANE_DRAINERS`` drain workers, each invoking the drain function back to back
+  with a Lambda-like time budget, as EventBridge plus Lambda concurrency would;
+- one sweep worker invoking the sweep function every ``TASKLANE_SWEEP_INTERVAL_SECONDS``.
+
+A worker that dies is restarted (a new Lambda invocation); Ctrl-C stops everything
+this command started, including private database servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.devstack.orphans import stop_with_parent
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE_DIR = ROOT / ".tasklane"
+DRAIN_BUDGET_SECONDS = 900.0  # Lambda's ceiling; the worker re-invokes when it ends
+
+
+class LocalContext:
+    """Stands in for the Lambda context: a deadline, cut short on shutdown."""
+
+    def __init__(self, budget_seconds: float, stop: threading.Event) -> None:
+        self._deadline = time.monotonic() + budget_seconds
+        self._stop = stop
+
+    def get_remaining_time_in_millis(self) -> int:
+        if self._stop.is_set():
+            return 0
+        return max(int((self._deadline - time.monotonic()) * 1000), 0)
+
+
+def _stop_event() -> threading.Event:
+    """Set on SIGTERM/SIGINT, or when the supervisor that started us is gone."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    stop_with_parent(stop)
+    return stop
+
+
+def drain_worker() -> int:
+    """Invoke the drain function back to back until told to stop."""
+    from chalicelib import entrypoints as functions
+    from chalicelib.config import get_settings
+    from chalicelib.observability.log import logger
+
+    stop = _stop_event()
+    idle_exit = get_settings().drain_idle_exit_seconds
+    while not stop.is_set():
+        stats = functions.drain(LocalContext(DRAIN_BUDGET_SECONDS, stop), idle_exit_seconds=idle_exit)
+        if stats["claimed"]:
+            logger.info("drain invocation finished", extra=stats)
+        if stats["errors"]:
+            stop.wait(1.0)  # a dependency is down: don't spin on re-invocations
+    return 0
+
+
+def sweep_worker() -> int:
+    """Invoke the sweep function on its rate until told to stop."""
+    from chalicelib import entrypoints as functions
+    from chalicelib.config import get_settings
+    from chalicelib.observability.log import logger
+
+    stop = _stop_event()
+    interval = get_settings().sweep_interval_seconds
+    while not stop.is_set():
+        started = time.monotonic()
+        report = functions.sweep()
+        busy = {k: v for k, v in report.items() if v and k != "errors"}
+        if busy or report["errors"]:
+            logger.info("sweep finished", extra=report)
+        stop.wait(max(interval - (time.monotonic() - started), 0.0))
+    return 0
+
+
+def api_server(host: str, port: int) -> int:
+    """Serve the API the way ``chalice local`` does, with two differences: the shell's
+    environment wins over the stage's ``environment_variables`` (so a variable you set
+    reaches the API exactly as it reaches the drainers), and HTTP methods the dev
+    server does not know (TRACE, CONNECT, ...) get a JSON 405 instead of an HTML 501,
+    as API Gateway would refuse them."""
+    import json
+    import logging
+
+    from chalice.cli.factory import CLIFactory
+    from chalice.local import (
+        ChaliceRequestHandler,
+        CustomLocalChalice,
+        LocalChalice,
+        LocalDevServer,
+        RouteMatcher,
+        ThreadedHTTPServer,
+    )
+
+    class Handler(ChaliceRequestHandler):
+        # Headers and body go out in separate writes; with Nagle's algorithm on, the
+        # client's delayed ACK then adds ~40 ms to every response.
+        disable_nagle_algorithm = True
+
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("do_"):
+                return self._method_not_allowed
+            raise AttributeError(name)
+
+        def _method_not_allowed(self) -> None:
+            body = json.dumps(
+                {"error": {"code": "method_not_allowed", "message": f"unsupported method: {self.command}"}}
+            ).encode()
+            self.send_response(405)
+            try:
+                route = matcher.match_route(self.path).route
+                self.send_header("Allow", ", ".join(sorted(routes[route])))
+            except ValueError:
+                pass  # an unknown path: nothing is allowed there
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    shell_env = dict(os.environ)
+    os.environ["AWS_CHALICE_CLI_MODE"] = "true"
+    factory = CLIFactory(str(ROOT), environ=os.environ)
+    config = factory.create_config_obj(chalice_stage_name="local")
+    os.environ.update(shell_env)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    routes = config.chalice_app.routes
+    matcher = RouteMatcher(list(routes))
+    app = config.chalice_app
+    # What chalice.local.create_local_server does before serving: the dev server runs
+    # each request on a thread of its own, so ``current_request`` must be thread-local
+    # or concurrent requests read each other's bodies and headers.
+    CustomLocalChalice.__bases__ = (LocalChalice, type(app))
+    app.__class__ = CustomLocalChalice
+
+    class Server(ThreadedHTTPServer):
+        # socketserver's default listen backlog is 5: a burst of concurrent clients
+        # would see connections reset before a thread ever accepts them.
+        request_queue_size = 128
+        daemon_threads = True
+
+    server = LocalDevServer(app, config, host, port, handler_cls=Handler, server_cls=Server)
+    stop = _stop_event()
+
+    def shutdown_on_signal() -> None:
+        stop.wait()
+        server.shutdown()
+
+    threading.Thread(target=shutdown_on_signal, daemon=True).start()
+    server.serve_forever()
+    return 0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    restart: bool
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+    after_start: Callable[[subprocess.Popen[bytes]], None] | None = None  # e.g. wait for and seed the emulator
+
+    def start(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env, start_new_session=True)
+        if self.after_start is not None:
+            self.after_start(self.proc)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the API server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (503 while a dependency is down is still an answer)
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"the API did not answer on port {port} within {timeout:.0f} s")
+
+
+def run_stack(args: argparse.Namespace) -> int:
+    from chalicelib.adapters.postgres.migrate import migrate
+    from chalicelib.adapters.postgres.store import Store
+    from chalicelib.config import Settings
+    from chalicelib.services.apikeys import ensure_key
+    from tools.devstack import services as devservices
+
+    settings = Settings.from_env()
+    if not _port_free(settings.port):
+        raise SystemExit(f"port {settings.port} is in use; set TASKLANE_PORT to another port")
+    pg = devservices.ensure_postgres(STATE_DIR)
+    rd = devservices.ensure_redis(STATE_DIR)
+    try:
+        if os.environ.get("TASKLANE_DATABASE_URL"):
+            db_url = os.environ["TASKLANE_DATABASE_URL"]
+            dbname = db_url.rsplit("/", 1)[-1].split("?", 1)[0]
+            devservices.ensure_database(devservices.database_url(db_url, "postgres"), dbname)
+        else:
+            db_url = devservices.ensure_database(pg.url, "tasklane")
+        redis_url = os.environ.get("TASKLANE_REDIS_URL") or rd.url
+        applied = migrate(db_url)
+        env = {**os.environ, "TASKLANE_DATABASE_URL": db_url, "TASKLANE_REDIS_URL": redis_url}
+        env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+        if settings.bootstrap_api_key:
+            store = Store(db_url)
+            ensure_key(
+                store, settings.bootstrap_api_key, rate_limit_per_minute=settings.bootstrap_rate_limit_per_minute
+            )
+            store.close()
+        emulator = aws_emulator(env, db_url, redis_url)
+        if emulator is not None:
+            emulator.start(env)  # before the rest: executors need it seeded
+        api_argv = [sys.executable, "-m", "tools.devstack", "api", "--port", str(settings.port)]
+        children = [
+            Child("api", api_argv, restart=False),
+            *[
+                Child(f"drain-{i + 1}", [sys.executable, "-m", "tools.devstack", "drain"], restart=True)
+                for i in range(settings.drainers)
+            ],
+            Child("sweep", [sys.executable, "-m", "tools.devstack", "sweep"], restart=True),
+            *([emulator] if emulator is not None else []),
+        ]
+        return _supervise(children, env, settings.port, db_url, redis_url, applied)
+    finally:
+        rd.stop()
+        pg.stop()
+
+
+def aws_emulator(env: dict[str, str], db_url: str, redis_url: str) -> Child | None:
+    """Point the children at an AWS emulator (``env`` is updated) and return the one to
+    start, if any.  ``TASKLANE_AWS_EMULATOR=off`` leaves AWS alone (real endpoints, your
+    credentials); ``TASKLANE_AWS_ENDPOINT`` names one you run yourself; otherwise
+    whatever answers on ``TASKLANE_AWS_EMULATOR_PORT`` (4566: a LocalStack, a moto) is
+    used, else moto's server is started there.  Either way it is seeded."""
+    from tools.devstack import emulator
+
+    mode = (env.get("TASKLANE_AWS_EMULATOR") or "auto").lower()
+    if mode in ("off", "0", "false", "no"):
+        return None
+    env.setdefault("TASKLANE_S3_BUCKET", emulator.DEFAULT_BUCKET)
+    env.setdefault("TASKLANE_SES_SENDER", emulator.DEFAULT_SENDER)
+    env.setdefault("AWS_DEFAULT_REGION", emulator.DEFAULT_REGION)
+    # Dummy credentials: an emulator needs none, and real ones must not leave the laptop.
+    env.update({"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
+    env.pop("AWS_SESSION_TOKEN", None)
+    env.pop("AWS_PROFILE", None)
+    port = int(env.get("TASKLANE_AWS_EMULATOR_PORT") or emulator.DEFAULT_PORT)
+    endpoint = env.get("TASKLANE_AWS_ENDPOINT") or emulator.endpoint_for(port)
+    if not env.get("TASKLANE_AWS_ENDPOINT"):
+        env.pop("AWS_ENDPOINT_URL", None)  # it would win over LOCALSTACK_HOST in localstack-client
+        env["LOCALSTACK_HOST"] = f"127.0.0.1:{port}"
+
+    def seed(proc: subprocess.Popen[bytes] | None = None) -> None:
+        try:
+            emulator.wait_ready(endpoint, proc=proc)
+            emulator.seed(
+                endpoint,
+                region=env["AWS_DEFAULT_REGION"],
+                bucket=env["TASKLANE_S3_BUCKET"],
+                sender=env["TASKLANE_SES_SENDER"],
+                database_url=db_url,
+                redis_url=redis_url,
+            )
+        except Exception as exc:  # noqa: BLE001 - the queue works without it; AWS tasks will fail
+            print(f"AWS emulator at {endpoint} is not usable: {exc}", flush=True)
+
+    if env.get("TASKLANE_AWS_ENDPOINT") or emulator.answers(endpoint):
+        seed()  # someone else's emulator (LocalStack, moto): use it as it is
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("moto") is None:
+        print("moto is not installed (requirements-dev.txt): no AWS emulator; AWS task types will fail", flush=True)
+        return None
+    argv = [sys.executable, "-m", "tools.devstack.emulator", "serve", "--port", str(port)]
+    return Child("aws-emulator", argv, restart=True, after_start=seed)
+
+
+def _supervise(
+    children: list[Child], env: dict[str, str], port: int, db_url: str, redis_url: str, applied: list[int]
+) -> int:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    for child in children:
+        if child.proc is None:
+            child.start(env)
+    api = children[0]
+    assert api.proc is not None
+    code = 0
+    drainers = sum(c.name.startswith("drain-") for c in children)
+    try:
+        _wait_http(port, api.proc)
+        print(
+            f"Tasklane is up: http://127.0.0.1:{port}  (database {_redact(db_url)}, redis {redis_url}, "
+            f"{drainers} drainers, migrations applied now: {applied or 'none'}). Ctrl-C stops it.",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            for child in children:
+                assert child.proc is not None
+                if child.proc.poll() is None:
+                    continue
+                if not child.restart:
+                    print(f"{child.name} exited with code {child.proc.returncode}; stopping", flush=True)
+                    code = 1
+                    stop.set()
+                    break
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+                if len(child.restarts) > 1:
+                    stop.wait(min(2 ** len(child.restarts) * 0.1, 10))  # crash loop: back off
+                print(f"{child.name} exited with code {child.proc.returncode}; restarting", flush=True)
+                child.start(env)
+    finally:
+        _terminate(children)
+    return code
+
+
+def _terminate(children: list[Child]) -> None:
+    running = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
+    for proc in running:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    for proc in running:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def _redact(url: str) -> str:
+    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+        scheme, rest = url.split("//", 1)
+        creds, host = rest.split("@", 1)
+        return f"{scheme}//{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.devstack", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start the whole local stack (API, drainers, sweeper)")
+    api = sub.add_parser("api", help="serve only the HTTP API (chalice local's server)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    sub.add_parser("drain", help="run one drain worker (invokes drain back to back)")
+    sub.add_parser("sweep", help="run one sweep worker (invokes sweep on its rate)")
+    args = parser.parse_args(argv)
+    if args.command == "api":
+        return api_server(args.host, args.port)
+    if args.command == "drain":
+        return drain_worker()
+    if args.command == "sweep":
+        return sweep_worker()
+    return run_stack(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
