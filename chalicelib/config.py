@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tasklane"
@@ -153,6 +153,9 @@ class Settings:
     # --- AWS (see chalicelib/awsclients.py, secrets.py, executors/aws.py) ---------------
     # Empty database_url + a secret ARN: the URL is built from the Secrets Manager secret.
     database_secret_arn: str | None = None
+    # A Secrets Manager secret holding the ElastiCache AUTH token (a plain string); when
+    # set, get_settings() puts it into redis_url as the password (chalicelib.secrets).
+    redis_auth_secret_arn: str | None = None
     secret_max_age_seconds: int = 300
     aws_region: str = "us-east-1"
     s3_bucket: str | None = None
@@ -206,6 +209,7 @@ class Settings:
             bootstrap_rate_limit_per_minute=_int(e, "TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE", 10000, 1),
             task_limits=parse_task_limits(e.get("TASKLANE_TASK_LIMITS")),
             database_secret_arn=secret_arn,
+            redis_auth_secret_arn=e.get("TASKLANE_REDIS_AUTH_SECRET_ARN") or None,
             secret_max_age_seconds=_int(e, "TASKLANE_SECRET_MAX_AGE_SECONDS", 300, 0),
             aws_region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
             s3_bucket=e.get("TASKLANE_S3_BUCKET") or None,
@@ -224,4 +228,9 @@ class Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (cached: a warm Lambda reads the environment once)."""
-    return Settings.from_env()
+    settings = Settings.from_env()
+    if settings.redis_auth_secret_arn:
+        from chalicelib.secrets import redis_url  # lazy: chalicelib.secrets imports this module
+
+        settings = replace(settings, redis_url=redis_url(settings))
+    return settings

@@ -28,7 +28,8 @@ AWS_SWEEP_PERIOD_SECONDS = 60.0  # app.py schedules sweep at Rate(1 minute)
 @dataclass(frozen=True)
 class ObservabilitySettings:
     """``TASKLANE_METRICS_TOKEN``: the bearer token ``/metrics`` requires (unset: the
-    endpoint answers 403).  ``TASKLANE_SWEEP_STALE_SECONDS``: the sweeper is DOWN in
+    endpoint answers 403); in AWS ``TASKLANE_METRICS_TOKEN_SECRET_ARN`` names a
+    Secrets Manager secret holding it instead.  ``TASKLANE_SWEEP_STALE_SECONDS``: the sweeper is DOWN in
     ``/health`` when no sweep finished for this long; default
     3 * max(``TASKLANE_SWEEP_INTERVAL_SECONDS``, 60 s), since in AWS the sweep runs
     once a minute whatever the local interval says."""
@@ -47,7 +48,12 @@ class ObservabilitySettings:
             raise ValueError(f"TASKLANE_SWEEP_STALE_SECONDS must be a number, got {raw!r}") from None
         if stale <= 0:
             raise ValueError("TASKLANE_SWEEP_STALE_SECONDS must be > 0")
-        return cls(metrics_token=e.get("TASKLANE_METRICS_TOKEN") or None, sweep_stale_seconds=stale)
+        token = e.get("TASKLANE_METRICS_TOKEN") or None
+        if token is None and e.get("TASKLANE_METRICS_TOKEN_SECRET_ARN"):  # AWS: the token is a secret
+            from chalicelib.secrets import read_secret_string
+
+            token = read_secret_string(e["TASKLANE_METRICS_TOKEN_SECRET_ARN"])
+        return cls(metrics_token=token, sweep_stale_seconds=stale)
 
 
 _settings: ObservabilitySettings | None = None

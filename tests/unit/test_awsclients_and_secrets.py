@@ -90,3 +90,35 @@ def test_task_log_context_puts_the_task_on_every_line() -> None:
         logger._logger.removeHandler(handler)
     assert '"task_id":"t-9"' in lines[0] and '"tenant":"acme"' in lines[0] and '"attempt":3' in lines[0]
     assert "task_id" not in lines[1]
+
+
+class _FakeSecrets:
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get(self, name: str, max_age: int = 300, transform: str | None = None) -> str:
+        return self.values[name]
+
+
+def test_the_redis_auth_token_becomes_the_urls_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib import secrets
+
+    monkeypatch.setattr(secrets, "_secrets_provider", lambda: _FakeSecrets({"arn:redis": "t0k/en"}))
+    url = "rediss://master.x.cache.amazonaws.com:6379/0"
+    with_arn = Settings(redis_url=url, redis_auth_secret_arn="arn:redis")
+    assert secrets.redis_url(with_arn) == "rediss://:t0k%2Fen@master.x.cache.amazonaws.com:6379/0"
+    assert secrets.redis_url(Settings(redis_url=url)) == url  # no secret: unchanged
+    has_password = Settings(redis_url="redis://:p@h:6379/0", redis_auth_secret_arn="arn:redis")
+    assert secrets.redis_url(has_password) == "redis://:p@h:6379/0"
+    env = {"TASKLANE_REDIS_URL": url, "TASKLANE_REDIS_AUTH_SECRET_ARN": "arn:redis"}
+    assert Settings.from_env(env).redis_auth_secret_arn == "arn:redis"
+
+
+def test_the_metrics_token_can_come_from_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib import secrets, stats
+
+    monkeypatch.setattr(secrets, "_secrets_provider", lambda: _FakeSecrets({"arn:metrics": "s3cret"}))
+    from_secret = stats.ObservabilitySettings.from_env(5.0, {"TASKLANE_METRICS_TOKEN_SECRET_ARN": "arn:metrics"})
+    assert from_secret.metrics_token == "s3cret"
+    both = {"TASKLANE_METRICS_TOKEN": "plain", "TASKLANE_METRICS_TOKEN_SECRET_ARN": "arn:metrics"}
+    assert stats.ObservabilitySettings.from_env(5.0, both).metrics_token == "plain"

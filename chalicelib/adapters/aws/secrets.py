@@ -10,6 +10,11 @@ named by ``TASKLANE_DATABASE_SECRET_ARN``; else the local default.  The secret i
 read through Powertools' parameters utility, which caches it for
 ``TASKLANE_SECRET_MAX_AGE_SECONDS`` (default 300); the ``Container`` is built once
 per process anyway, so a warm Lambda reads it once and keeps its connections.
+
+Plain-string secrets (no JSON): the ElastiCache AUTH token named by
+``TASKLANE_REDIS_AUTH_SECRET_ARN`` (``redis_url`` puts it into the Redis URL as the
+password) and the ``/metrics`` bearer token named by
+``TASKLANE_METRICS_TOKEN_SECRET_ARN`` (read by ``chalicelib.stats``).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from chalicelib.config import DEFAULT_DATABASE_URL, ConfigError, Settings
 
@@ -35,6 +40,17 @@ def database_url(settings: Settings) -> str:
         secret = read_secret(settings.database_secret_arn, max_age=settings.secret_max_age_seconds)
         return url_from_secret(secret)
     return DEFAULT_DATABASE_URL
+
+
+def redis_url(settings: Settings) -> str:
+    """``settings.redis_url`` with the AUTH token from ``redis_auth_secret_arn`` as its
+    password (``rediss://:token@host:port/0``); a URL that already has one is kept."""
+    parts = urlsplit(settings.redis_url)
+    if not settings.redis_auth_secret_arn or parts.password:
+        return settings.redis_url
+    token = read_secret_string(settings.redis_auth_secret_arn, max_age=settings.secret_max_age_seconds)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f":{quote(token, safe='')}@{host}"))
 
 
 def url_from_secret(secret: dict[str, Any]) -> str:
@@ -61,6 +77,16 @@ def read_secret(secret_id: str, *, max_age: int = 300) -> dict[str, Any]:
         value = json.loads(value)
     if not isinstance(value, dict):
         raise ConfigError(f"secret {secret_id!r} is not a JSON object")
+    return value
+
+
+def read_secret_string(secret_id: str, *, max_age: int = 300) -> str:
+    """A plain-string secret from Secrets Manager, cached for ``max_age`` seconds."""
+    value = _secrets_provider().get(secret_id, max_age=max_age)
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"secret {secret_id!r} is empty or not a string")
     return value
 
 
