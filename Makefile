@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint unit venv bench package clean stop-services chromium
+.PHONY: run test lint unit venv checkov-venv bench package clean stop-services chromium
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Tasklane needs Python 3.11+"'
@@ -18,6 +18,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+# checkov gets its own virtualenv: its pins would downgrade boto3, botocore, packaging
+# and networkx in .venv (pip install --dry-run checkov shows it).
+# tests/integration/test_packaging.py runs .venv-checkov/bin/checkov.
+CHECKOV_VENV    ?= .venv-checkov
+CHECKOV_VERSION := 3.3.30
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+
+$(CHECKOV_STAMP):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "checkov==$(CHECKOV_VERSION)"
+	@rm -f $(CHECKOV_VENV)/.installed-* && touch $(CHECKOV_STAMP)
+
+checkov-venv: $(CHECKOV_STAMP)
+
 run: venv
 	$(BIN)/python -m tools.devstack run
 
@@ -26,7 +40,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: venv lint chromium
+test: venv checkov-venv lint chromium
 	$(BIN)/python -m pytest
 
 # The dashboard's browser test drives Debian's Chromium through Playwright (never a
@@ -56,4 +70,4 @@ stop-services: venv
 	$(BIN)/python -m tools.devstack.services stop --state-dir .tasklane
 
 clean: stop-services
-	rm -rf $(VENV) .tasklane
+	rm -rf $(VENV) $(CHECKOV_VENV) .tasklane
