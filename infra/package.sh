@@ -72,10 +72,15 @@ cat <<EOF
 aws cloudformation deploy --region $region \\
   --stack-name tasklane-$stage-infra \\
   --template-file infra/template.yaml \\
-  --parameter-overrides Stage=$stage SesSender=<verified-sender@your-domain>
+  --parameter-overrides Stage=$stage SesSender=<verified-sender@your-domain> \\
+  --capabilities CAPABILITY_IAM
 
 aws cloudformation describe-stacks --region $region --stack-name tasklane-$stage-infra \\
   --query 'Stacks[0].Outputs[].[OutputKey,OutputValue]' --output table
+
+# The bearer token GET /metrics wants (Prometheus' scrape config):
+aws secretsmanager get-secret-value --region $region \\
+  --secret-id tasklane/$stage/metrics-token --query SecretString --output text
 
 # 2. The app. Its template reads the infra outputs from SSM (/tasklane/$stage/...),
 #    so no parameters are passed. The stack name must be tasklane-$stage: function
