@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tasklane"
@@ -154,7 +154,7 @@ class Settings:
     # Empty database_url + a secret ARN: the URL is built from the Secrets Manager secret.
     database_secret_arn: str | None = None
     # A Secrets Manager secret holding the ElastiCache AUTH token (a plain string); when
-    # set, get_settings() puts it into redis_url as the password (chalicelib.secrets).
+    # set, adapters.aws.secrets.with_secrets() puts it into redis_url as the password.
     redis_auth_secret_arn: str | None = None
     secret_max_age_seconds: int = 300
     aws_region: str = "us-east-1"
@@ -228,9 +228,4 @@ class Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (cached: a warm Lambda reads the environment once)."""
-    settings = Settings.from_env()
-    if settings.redis_auth_secret_arn:
-        from chalicelib.secrets import redis_url  # lazy: chalicelib.secrets imports this module
-
-        settings = replace(settings, redis_url=redis_url(settings))
-    return settings
+    return Settings.from_env()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from chalicelib.adapters.aws.secrets import database_url
+from chalicelib.adapters.aws.secrets import database_url, with_secrets
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.adapters.redis.queue import Queue
 from chalicelib.config import Settings, get_settings
@@ -29,6 +29,7 @@ class Container:
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
+        settings = with_secrets(settings)
         return cls(
             settings=settings,
             store=Store(

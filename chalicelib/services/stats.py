@@ -50,7 +50,7 @@ class ObservabilitySettings:
             raise ValueError("TASKLANE_SWEEP_STALE_SECONDS must be > 0")
         token = e.get("TASKLANE_METRICS_TOKEN") or None
         if token is None and e.get("TASKLANE_METRICS_TOKEN_SECRET_ARN"):  # AWS: the token is a secret
-            from chalicelib.secrets import read_secret_string
+            from chalicelib.adapters.aws.secrets import read_secret_string
 
             token = read_secret_string(e["TASKLANE_METRICS_TOKEN_SECRET_ARN"])
         return cls(metrics_token=token, sweep_stale_seconds=stale)

@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from chalicelib.adapters.aws.secrets import with_secrets
 from chalicelib.config import Settings, get_settings
 from chalicelib.core.errors import PermanentError, RetryableError
 from chalicelib.tasktypes import TaskContext, require
@@ -55,7 +56,7 @@ def settings_of(ctx: TaskContext) -> Settings:
     """The drainer's settings when it passed its runtime, else the process's."""
     services = getattr(ctx, "services", None)
     settings = getattr(services, "settings", None)
-    return settings if isinstance(settings, Settings) else get_settings()
+    return settings if isinstance(settings, Settings) else with_secrets(get_settings())
 
 
 def _redis_client(ctx: TaskContext, settings: Settings) -> Any:

@@ -7,12 +7,12 @@ import logging
 from typing import Any
 
 import pytest
+from chalicelib.observability.log import logger
+from chalicelib.observability.powertools import task_log_context
 
 from chalicelib.adapters.aws import clients as awsclients
 from chalicelib.adapters.aws.secrets import database_url, url_from_secret
 from chalicelib.config import ConfigError, Settings
-from chalicelib.observability.log import logger
-from chalicelib.observability.powertools import task_log_context
 from tools.devstack import emulator
 
 
@@ -101,7 +101,7 @@ class _FakeSecrets:
 
 
 def test_the_redis_auth_token_becomes_the_urls_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    from chalicelib import secrets
+    from chalicelib.adapters.aws import secrets
 
     monkeypatch.setattr(secrets, "_secrets_provider", lambda: _FakeSecrets({"arn:redis": "t0k/en"}))
     url = "rediss://master.x.cache.amazonaws.com:6379/0"
@@ -115,7 +115,8 @@ def test_the_redis_auth_token_becomes_the_urls_password(monkeypatch: pytest.Monk
 
 
 def test_the_metrics_token_can_come_from_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    from chalicelib import secrets, stats
+    from chalicelib.adapters.aws import secrets
+    from chalicelib.services import stats
 
     monkeypatch.setattr(secrets, "_secrets_provider", lambda: _FakeSecrets({"arn:metrics": "s3cret"}))
     from_secret = stats.ObservabilitySettings.from_env(5.0, {"TASKLANE_METRICS_TOKEN_SECRET_ARN": "arn:metrics"})

@@ -14,13 +14,14 @@ per process anyway, so a warm Lambda reads it once and keeps its connections.
 Plain-string secrets (no JSON): the ElastiCache AUTH token named by
 ``TASKLANE_REDIS_AUTH_SECRET_ARN`` (``redis_url`` puts it into the Redis URL as the
 password) and the ``/metrics`` bearer token named by
-``TASKLANE_METRICS_TOKEN_SECRET_ARN`` (read by ``chalicelib.stats``).
+``TASKLANE_METRICS_TOKEN_SECRET_ARN`` (read by ``chalicelib.services.stats``).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -51,6 +52,14 @@ def redis_url(settings: Settings) -> str:
     token = read_secret_string(settings.redis_auth_secret_arn, max_age=settings.secret_max_age_seconds)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f":{quote(token, safe='')}@{host}"))
+
+
+def with_secrets(settings: Settings) -> Settings:
+    """``settings`` with every secret it names resolved (today: the Redis AUTH token).
+    The container applies it once per process; config itself does no I/O."""
+    if not settings.redis_auth_secret_arn:
+        return settings
+    return replace(settings, redis_url=redis_url(settings))
 
 
 def url_from_secret(secret: dict[str, Any]) -> str:
