@@ -1,0 +1,413 @@
+"""Typed views of what the API returns (frozen dataclasses).
+
+Every model keeps the JSON it was built from in ``raw`` so fields added to the API
+later are reachable before this client names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its lifecycle."""
+
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        """True for COMPLETED, FAILED and CANCELLED (FAILED may still be redriven)."""
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class Priority(StrEnum):
+    """Served strictly critical > high > normal > low, with aging."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+def parse_datetime(value: Any) -> datetime | None:
+    """An ISO-8601 string from the API (``Z`` accepted), or None."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _required_datetime(value: Any) -> datetime:
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise ValueError("expected a timestamp, got null")
+    return parsed
+
+
+@dataclass(frozen=True)
+class AttemptError:
+    """The error of one failed attempt (``Task.errors``)."""
+
+    attempt: int
+    error: str
+    error_type: str | None
+    at: datetime | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttemptError:
+        return cls(
+            attempt=int(data["attempt"]),
+            error=str(data.get("error") or ""),
+            error_type=data.get("error_type"),
+            at=parse_datetime(data.get("at")),
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as the API shows it.
+
+    ``errors`` is filled by :meth:`Client.get` (and :meth:`Client.wait`), empty in
+    listings.  ``replayed`` is True when a submit returned the task an earlier request
+    with the same idempotency key created.
+    """
+
+    id: str
+    name: str
+    status: TaskStatus
+    priority: str
+    payload: Any
+    result: Any
+    attempts: int
+    max_retries: int
+    timeout_seconds: int
+    run_at: datetime | None
+    last_error: str | None
+    last_error_type: str | None
+    cancel_requested: bool
+    idempotency_key: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    callback_url: str | None
+    schedule_id: str | None
+    progress: float | None
+    progress_message: str | None
+    errors: list[AttemptError] = field(default_factory=list)
+    replayed: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_final(self) -> bool:
+        """True once the task is COMPLETED, FAILED or CANCELLED."""
+        return self.status.is_final
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, replayed: bool = False) -> Task:
+        progress = data.get("progress")
+        return cls(
+            id=str(data["id"]),
+            name=str(data["name"]),
+            status=TaskStatus(data["status"]),
+            priority=str(data.get("priority", "normal")),
+            payload=data.get("payload"),
+            result=data.get("result"),
+            attempts=int(data.get("attempts") or 0),
+            max_retries=int(data.get("max_retries") or 0),
+            timeout_seconds=int(data.get("timeout_seconds") or 0),
+            run_at=parse_datetime(data.get("run_at")),
+            last_error=data.get("last_error"),
+            last_error_type=data.get("last_error_type"),
+            cancel_requested=bool(data.get("cancel_requested", False)),
+            idempotency_key=data.get("idempotency_key"),
+            created_at=parse_datetime(data.get("created_at")),
+            updated_at=parse_datetime(data.get("updated_at")),
+            enqueued_at=parse_datetime(data.get("enqueued_at")),
+            started_at=parse_datetime(data.get("started_at")),
+            finished_at=parse_datetime(data.get("finished_at")),
+            callback_url=data.get("callback_url"),
+            schedule_id=data.get("schedule_id"),
+            progress=float(progress) if progress is not None else None,
+            progress_message=data.get("progress_message"),
+            errors=[AttemptError.from_dict(e) for e in data.get("errors") or []],
+            replayed=replayed,
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One transition of a task's audit trail."""
+
+    at: datetime | None
+    from_status: str | None
+    to_status: str
+    attempt: int | None
+    actor: str | None
+    error: str | None
+    error_type: str | None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskEvent:
+        return cls(
+            at=parse_datetime(data.get("at")),
+            from_status=data.get("from_status"),
+            to_status=str(data["to_status"]),
+            attempt=data.get("attempt"),
+            actor=data.get("actor"),
+            error=data.get("error"),
+            error_type=data.get("error_type"),
+        )
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to submit in :meth:`Client.submit_many` (a plain mapping works too)."""
+
+    name: str
+    payload: Any = None
+    priority: str | Priority | None = None
+    run_at: datetime | str | None = None
+    delay_seconds: float | None = None
+    max_retries: int | None = None
+    timeout_seconds: int | None = None
+    idempotency_key: str | None = None
+    callback_url: str | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body; fields left as None are omitted (the API rejects nulls)."""
+        return task_body(
+            self.name,
+            self.payload,
+            priority=self.priority,
+            run_at=self.run_at,
+            delay_seconds=self.delay_seconds,
+            max_retries=self.max_retries,
+            timeout_seconds=self.timeout_seconds,
+            idempotency_key=self.idempotency_key,
+            callback_url=self.callback_url,
+        )
+
+
+def task_body(
+    name: str,
+    payload: Any = None,
+    *,
+    priority: str | Priority | None = None,
+    run_at: datetime | str | None = None,
+    delay_seconds: float | None = None,
+    max_retries: int | None = None,
+    timeout_seconds: int | None = None,
+    idempotency_key: str | None = None,
+    callback_url: str | None = None,
+) -> dict[str, Any]:
+    """A task's JSON body without the fields left as None."""
+    body: dict[str, Any] = {"name": name, "payload": {} if payload is None else payload}
+    if priority is not None:
+        body["priority"] = priority.value if isinstance(priority, Priority) else priority
+    if run_at is not None:
+        body["run_at"] = run_at.isoformat() if isinstance(run_at, datetime) else run_at
+    if delay_seconds is not None:
+        body["delay_seconds"] = delay_seconds
+    if max_retries is not None:
+        body["max_retries"] = max_retries
+    if timeout_seconds is not None:
+        body["timeout_seconds"] = timeout_seconds
+    if idempotency_key is not None:
+        body["idempotency_key"] = idempotency_key
+    if callback_url is not None:
+        body["callback_url"] = callback_url
+    return body
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One item of a :meth:`Client.submit_many` answer, in request order: either
+    ``task`` (created, or ``replayed``) or ``error``."""
+
+    index: int
+    status: int
+    task: Task | None
+    error: Exception | None
+    replayed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The answer of :meth:`Client.submit_many`."""
+
+    created: int
+    failed: int
+    results: list[BatchItem]
+
+    @property
+    def tasks(self) -> list[Task]:
+        """The accepted tasks (created or replayed), in request order."""
+        return [r.task for r in self.results if r.task is not None]
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a cursor-paginated listing; pass ``next_cursor`` to get the next."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class RedriveResult:
+    """What a bulk redrive moved back to QUEUED."""
+
+    redriven: int
+    ids: list[str]
+
+
+@dataclass(frozen=True)
+class ScheduleTask:
+    """The task a schedule creates at every tick."""
+
+    name: str
+    payload: Any = None
+    priority: str | None = None
+    max_retries: int | None = None
+    timeout_seconds: int | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": self.name, "payload": {} if self.payload is None else self.payload}
+        for key in ("priority", "max_retries", "timeout_seconds"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        return body
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScheduleTask:
+        return cls(
+            name=str(data["name"]),
+            payload=data.get("payload"),
+            priority=data.get("priority"),
+            max_retries=data.get("max_retries"),
+            timeout_seconds=data.get("timeout_seconds"),
+        )
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """A tick that fired, with the task it created."""
+
+    fire_at: datetime
+    task_id: str
+    status: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ScheduleRun:
+        return cls(_required_datetime(data["fire_at"]), str(data["task_id"]), str(data["status"]))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron schedule.  ``next_fire_times`` and ``recent_runs`` come with
+    :meth:`Client.get_schedule` only."""
+
+    id: str
+    name: str
+    cron: str
+    timezone: str
+    task: ScheduleTask
+    enabled: bool
+    catch_up: str
+    next_fire_at: datetime | None
+    last_fired_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    next_fire_times: list[datetime] = field(default_factory=list)
+    recent_runs: list[ScheduleRun] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Schedule:
+        return cls(
+            id=str(data["id"]),
+            name=str(data["name"]),
+            cron=str(data["cron"]),
+            timezone=str(data.get("timezone", "UTC")),
+            task=ScheduleTask.from_dict(data["task"]),
+            enabled=bool(data.get("enabled", True)),
+            catch_up=str(data.get("catch_up", "once")),
+            next_fire_at=parse_datetime(data.get("next_fire_at")),
+            last_fired_at=parse_datetime(data.get("last_fired_at")),
+            created_at=parse_datetime(data.get("created_at")),
+            updated_at=parse_datetime(data.get("updated_at")),
+            next_fire_times=[_required_datetime(t) for t in data.get("next_fire_times") or []],
+            recent_runs=[ScheduleRun.from_dict(r) for r in data.get("recent_runs") or []],
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class WebhookSecret:
+    """The tenant's webhook signing secret."""
+
+    secret: str
+    algorithm: str
+    header: str
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WebhookSecret:
+        return cls(str(data["secret"]), str(data.get("algorithm", "")), str(data.get("header", "")))
+
+
+@dataclass(frozen=True)
+class Stats:
+    """``GET /api/v1/stats``: today's totals, by priority, by task name and per minute.
+    The groups are kept as the API's dicts (counts such as ``submitted``, ``completed``,
+    ``queue_size``, ``avg_run_seconds``)."""
+
+    tenant: str | None
+    generated_at: datetime | None
+    totals: dict[str, Any]
+    by_priority: list[dict[str, Any]]
+    by_name: list[dict[str, Any]]
+    per_minute: list[dict[str, Any]]
+    sweeper: dict[str, Any]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Stats:
+        return cls(
+            tenant=data.get("tenant"),
+            generated_at=parse_datetime(data.get("generated_at")),
+            totals=dict(data.get("totals") or {}),
+            by_priority=list(data.get("by_priority") or []),
+            by_name=list(data.get("by_name") or []),
+            per_minute=list(data.get("per_minute") or []),
+            sweeper=dict(data.get("sweeper") or {}),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A verified completion webhook: ``event`` (e.g. ``task.completed``) and the task's
+    summary (``id``, ``name``, ``status``, ``attempts``, ``result``, ``last_error``, ...)."""
+
+    event: str
+    task: dict[str, Any]
+    timestamp: int
+    delivery_id: str | None
