@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -103,14 +103,6 @@ def make_client(handler: Callable[[httpx.Request], httpx.Response], **kw: Any) -
     slept: list[float] = []
     client._sleep = slept.append
     return client, slept
-
-
-@pytest.fixture
-def closing() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for c in made:
-        c.close()
 
 
 # --- request building ----------------------------------------------------------------
