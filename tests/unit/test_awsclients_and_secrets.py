@@ -7,12 +7,12 @@ import logging
 from typing import Any
 
 import pytest
-from chalicelib.observability.log import logger
-from chalicelib.observability.powertools import task_log_context
 
 from chalicelib.adapters.aws import clients as awsclients
 from chalicelib.adapters.aws.secrets import database_url, url_from_secret
 from chalicelib.config import ConfigError, Settings
+from chalicelib.observability.log import logger
+from chalicelib.observability.powertools import task_log_context
 from tools.devstack import emulator
 
 

@@ -1,4 +1,4 @@
-"""tasklane_client.verify_webhook against the server's own signing (chalicelib.webhooks)."""
+"""tasklane_client.verify_webhook against the server's own signing (chalicelib.adapters.webhooks)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 from tasklane_client import WebhookVerificationError, sign_webhook, verify_webhook
 
-from chalicelib import webhooks as server
+from chalicelib.adapters import webhooks as server
 
 SECRET = "whsec_0123456789abcdef"
 BODY = json.dumps(
