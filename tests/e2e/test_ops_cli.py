@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 from tests.e2e.test_dashboard import tenant_counts, tenant_key
@@ -71,11 +70,12 @@ def test_tail_follows_tasks_as_they_finish(stack: Stack) -> None:
     result: dict[str, subprocess.CompletedProcess[str]] = {}
     follower = threading.Thread(
         target=lambda: result.setdefault(
-            "tail", ops(stack, key, "tail", "--since", "0", "--duration", "6", "--interval", "0.3")
+            "tail", ops(stack, key, "tail", "--since", "60", "--duration", "10", "--interval", "0.3")
         )
     )
+    # The tenant is new, so "--since 60" sees exactly these three tasks, whenever the
+    # CLI process gets going relative to the submits below.
     follower.start()
-    time.sleep(1.5)
     slow = stack.post("/api/v1/tasks", {"name": "sleep", "payload": {"seconds": 1.5}}, key=key).json()
     quick = stack.post("/api/v1/tasks", {"name": "noop"}, key=key).json()
     dead = stack.post("/api/v1/tasks", {"name": "fail", "payload": {"permanent": True}}, key=key).json()

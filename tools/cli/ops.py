@@ -8,8 +8,9 @@
     python -m tools.cli stats
 
 The API is ``TASKLANE_API_URL`` (default http://127.0.0.1:8000) and the key is
-``TASKLANE_API_KEY`` or ``--api-key``.  Only the standard library is used, so the
-commands work wherever Tasklane's package is installed.
+``TASKLANE_API_KEY`` or ``--api-key``.  Every call goes through the Python client
+(``tasklane_client``): one HTTP client in the project, with its safe retries
+(idempotency keys on submits, 429 ``Retry-After``, backoff on 503 and network errors).
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
+
+from tasklane_client import Client, NetworkError, NewTask, TasklaneError
 
 from tools.cli.render import table
 
@@ -32,54 +32,6 @@ DEFAULT_API_URL = "http://127.0.0.1:8000"
 BATCH = 500  # the API's batch and bulk-redrive limit
 FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 _EPSILON = timedelta(microseconds=1)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class Client:
-    """A tiny JSON client for Tasklane's API (urllib; retries 429 and 503 politely)."""
-
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.timeout = timeout
-
-    def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        url = self.base_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"X-API-Key": self.api_key, "Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        for attempt in range(6):
-            req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 - http(s) URL from config
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                    return json.loads(resp.read() or b"null")
-            except urllib.error.HTTPError as exc:
-                raw = exc.read()
-                try:
-                    message = json.loads(raw)["error"]["message"]
-                except (ValueError, KeyError, TypeError):
-                    message = raw.decode(errors="replace")[:200] or exc.reason
-                if exc.code in (429, 503) and attempt < 5:
-                    time.sleep(float(exc.headers.get("Retry-After") or 0.5 * 2**attempt))
-                    continue
-                raise ApiError(exc.code, f"{method} {path}: {exc.code} {message}") from None
-            except urllib.error.URLError as exc:
-                raise ApiError(0, f"cannot reach {self.base_url}: {exc.reason} (set TASKLANE_API_URL)") from None
-        raise AssertionError("unreachable")
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params)
-
-    def post(self, path: str, body: Any = None) -> Any:
-        return self.request("POST", path, body)
 
 
 class Progress:
@@ -142,12 +94,10 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: --payload is not JSON: {exc}", file=sys.stderr)
         return 2
-    task: dict[str, Any] = {"name": args.name, "payload": payload, "priority": args.priority}
-    if args.delay is not None:
-        task["delay_seconds"] = args.delay
+    task = NewTask(args.name, payload, priority=args.priority, delay_seconds=args.delay)
     if args.count == 1:
-        created = client.post("/api/v1/tasks", task)
-        print(table([created], ["id", "name", "status", "priority"]))
+        created = client.submit(args.name, payload, priority=args.priority, delay_seconds=args.delay)
+        print(table([created.raw], ["id", "name", "status", "priority"]))
         return 0
     bar = Progress(args.count, f"submitting {args.name}")
     accepted = failed = 0
@@ -156,11 +106,11 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     try:
         while remaining:
             n = min(BATCH, remaining)
-            result = client.post("/api/v1/tasks/batch", {"tasks": [task] * n})
-            accepted += result["created"]
-            failed += result["failed"]
-            if result["failed"] and not first_error:
-                first_error = next(r["error"]["message"] for r in result["results"] if "error" in r)
+            result = client.submit_many([task] * n)  # each item gets its own idempotency key
+            accepted += result.created
+            failed += result.failed
+            if result.failed and not first_error:
+                first_error = next(str(r.error) for r in result.results if r.error is not None)
             remaining -= n
             bar.update(n)
     finally:
@@ -174,8 +124,8 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_status(client: Client, args: argparse.Namespace) -> int:
-    task = client.get(f"/api/v1/tasks/{urllib.parse.quote(args.id)}")
-    events = client.get(f"/api/v1/tasks/{urllib.parse.quote(args.id)}/events")["events"]
+    task = client.get(args.id).raw
+    events = client.events(args.id)
     fields = [
         ("id", task["id"]),
         ("name", task["name"]),
@@ -197,11 +147,11 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     print()
     rows = [
         {
-            "at": _short_ts(e["at"]),
-            "transition": f"{e['from_status'] or 'new'} -> {e['to_status']}",
-            "attempt": e["attempt"],
-            "actor": e["actor"],
-            "error": f"{e['error_type']}: {e['error'][:80]}" if e.get("error") else None,
+            "at": e.at,
+            "transition": f"{e.from_status or 'new'} -> {e.to_status}",
+            "attempt": e.attempt,
+            "actor": e.actor,
+            "error": f"{e.error_type}: {e.error[:80]}" if e.error else None,
         }
         for e in events
     ]
@@ -209,12 +159,13 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _pages(client: Client, path: str, **params: Any) -> Iterator[list[dict[str, Any]]]:
+def _pages(client: Client, *, name: str | None, created_after: str) -> Iterator[list[dict[str, Any]]]:
+    """Pages of tasks created after ``created_after``, newest first, as the API's JSON."""
     cursor = None
     while True:
-        page = client.get(path, cursor=cursor, **params)
-        yield page["items"]
-        cursor = page.get("next_cursor")
+        page = client.list_page(created_after=created_after, name=name, limit=500, cursor=cursor)
+        yield [task.raw for task in page.items]
+        cursor = page.next_cursor
         if not cursor:
             return
 
@@ -240,7 +191,7 @@ def follow(
     watermark = since.isoformat()
     while not until():
         newest = watermark
-        for pages, items in enumerate(_pages(client, "/api/v1/tasks", created_after=watermark, name=name, limit=500)):
+        for pages, items in enumerate(_pages(client, name=name, created_after=watermark)):
             for task in items:
                 newest = max(newest, task["created_at"])
                 if task["id"] in seen:
@@ -297,11 +248,10 @@ def cmd_tail(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_dlq_list(client: Client, args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
-    for items in _pages(client, "/api/v1/dead-letters", name=args.name, limit=min(args.limit, 500)):
-        rows.extend(items)
+    for task in client.dead_letters(name=args.name, page_size=min(args.limit, 500)):
+        rows.append(dict(task.raw))
         if len(rows) >= args.limit:
             break
-    rows = rows[: args.limit]
     for r in rows:
         r["failed_at"] = _short_ts(r.get("finished_at"))
         r["error"] = f"{r.get('last_error_type') or 'Error'}: {(r.get('last_error') or '')[:60]}"
@@ -313,7 +263,7 @@ def cmd_dlq_redrive(client: Client, args: argparse.Namespace) -> int:
     if args.ids:
         ids = list(dict.fromkeys(args.ids))
     else:
-        ids = [t["id"] for items in _pages(client, "/api/v1/dead-letters", name=args.name, limit=500) for t in items]
+        ids = [t.id for t in client.dead_letters(name=args.name, page_size=500)]
     if not ids:
         print("no dead letters to redrive")
         return 0
@@ -322,7 +272,7 @@ def cmd_dlq_redrive(client: Client, args: argparse.Namespace) -> int:
     try:
         for start in range(0, len(ids), BATCH):
             chunk = ids[start : start + BATCH]
-            redriven += client.post("/api/v1/dead-letters/redrive", {"ids": chunk})["redriven"]
+            redriven += client.redrive_many(ids=chunk).redriven
             bar.update(len(chunk))
     finally:
         bar.close()
@@ -331,7 +281,7 @@ def cmd_dlq_redrive(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_stats(client: Client, args: argparse.Namespace) -> int:
-    s = client.get("/api/v1/stats")
+    s = client.stats().raw
     t = s["totals"]
     sweeper = s.get("sweeper", {})
     print(f"tenant {s['tenant']}: today since {_short_ts(s['today_since'])} UTC")
@@ -412,8 +362,12 @@ def run(args: argparse.Namespace) -> int:
         print("error: set TASKLANE_API_KEY or pass --api-key", file=sys.stderr)
         return 2
     try:
-        code: int = args.api(Client(api_url, api_key), args)
+        with Client(api_url, api_key, timeout=30.0, max_retries=5) as client:
+            code: int = args.api(client, args)
         return code
-    except ApiError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+    except NetworkError as exc:
+        print(f"error: cannot reach {api_url}: {exc} (set TASKLANE_API_URL or --api-url)", file=sys.stderr)
+        return 1
+    except TasklaneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
