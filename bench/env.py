@@ -1,12 +1,16 @@
-"""The bench's private corner of the shared servers: a fresh PostgreSQL database
-per run (dropped at the end) and Redis db 8 (FLUSHDB'd first; never FLUSHALL,
-no other db index touched).  Also starts and stops the subprocesses the bench
-launches, always by their own pid / process group."""
+"""The bench's own data: a fresh PostgreSQL database per run (dropped at the end)
+on the usual server, and a private Redis server the bench starts on a free port
+and stops at the end (``tools.devstack.services.start_private_redis``).  The bench
+FLUSHDBs its Redis db, so it never runs against a Redis it did not start: a
+developer's or another suite's data on 6379 can never be lost to it.  Also starts
+and stops the subprocesses the bench launches, always by their own pid / process
+group."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,8 +195,7 @@ class BenchEnv:
 
     def server_cpu(self, dsn: str | None = None) -> dict[str, Any]:
         """CPU so far of the PostgreSQL backends serving ``dsn``'s database (default:
-        the bench database) and of the Redis server (shared: other clients' work
-        shows up there too)."""
+        the bench database) and of the bench's private Redis server."""
         with self.connect(dsn) as conn:
             pids = [
                 r[0]
@@ -227,9 +230,10 @@ class BenchEnv:
 
 @contextlib.contextmanager
 def bench_env(logs: Path | None = None) -> Iterator[BenchEnv]:
-    """Set up a fresh database and Redis db 8; tear everything down at the end."""
+    """Set up a fresh database and a private Redis; tear everything down at the end."""
     pg = devservices.ensure_postgres(STATE_DIR)
-    rd = devservices.ensure_redis(STATE_DIR)
+    rd = devservices.start_private_redis(STATE_DIR / f"bench-redis-{uuid.uuid4().hex[:8]}")
+    assert rd.started, "the bench's Redis must be one it started (it is flushed)"
     for url in (pg.url, rd.url):
         if _host_of(url) not in LOCAL_HOSTS:
             raise SystemExit(f"the bench only loads servers on 127.0.0.1, not {url}")
@@ -264,5 +268,7 @@ def bench_env(logs: Path | None = None) -> Iterator[BenchEnv]:
                 break
             except Exception:
                 time.sleep(1)
-        rd.stop()  # no-op for the shared servers; stops only what ensure_* started
-        pg.stop()
+        rd.stop()
+        if rd.data_dir is not None:
+            shutil.rmtree(rd.data_dir, ignore_errors=True)
+        pg.stop()  # no-op for the shared server; stops only what ensure_postgres started

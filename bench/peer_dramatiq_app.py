@@ -8,6 +8,7 @@ second, so the bench measures them without a per-message round trip."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -17,7 +18,8 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
+# Set by the bench to its private Redis: never a default that could be someone else's.
+REDIS_URL = os.environ.get("BENCH_REDIS_URL") or sys.exit("BENCH_REDIS_URL is not set: run this under python -m bench")
 GO_KEY = "bench:dramatiq:go"
 STATS_PREFIX = "bench:dramatiq:stats:"
 LATENCY_KEY = "bench:dramatiq:latency"

@@ -11,7 +11,8 @@ import time
 import procrastinate
 
 DSN = os.environ.get("BENCH_PROCRASTINATE_DSN", "")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
+# Set by the bench to its private Redis: never a default that could be someone else's.
+REDIS_URL = os.environ.get("BENCH_REDIS_URL") or sys.exit("BENCH_REDIS_URL is not set: run this under python -m bench")
 LATENCY_KEY = "bench:procrastinate:latency"
 CONCURRENCY = 8
 

@@ -3,6 +3,8 @@
 - Unit tests use none of these.
 - Integration tests get a fresh PostgreSQL database per run (created here,
   dropped at the end) and a Redis db index of their own, flushed before each test.
+  Tables are emptied before each test, and schedules again after it (``rt``,
+  ``make_rt``), so no cron schedule outlives the test that made it.
 - PostgreSQL: ``TASKLANE_DATABASE_URL`` when set, else the usual local port, else a
   private instance under ``.tasklane/`` (see tools.devstack.services).  The suite only
   creates and drops databases named ``tasklane_test_*``/``tasklane_e2e_*``/
@@ -90,8 +92,17 @@ def _clean(database_url: str, redis_url: str) -> None:
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE tasks, task_events, api_keys")
+        conn.execute("TRUNCATE tasks, task_events, api_keys, schedules, schedule_runs")
     redis.Redis.from_url(redis_url).flushdb()
+
+
+def _drop_schedules(database_url: str) -> None:
+    """A test's schedules end with it: an every-second cron left enabled would fire
+    in every later test's sweeps and change the counts those tests assert."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE schedules, schedule_runs")
 
 
 @pytest.fixture
@@ -99,8 +110,11 @@ def rt(database_url: str, redis_url: str) -> Iterator[Container]:
     """A runtime on clean tables and an empty Redis db."""
     _clean(database_url, redis_url)
     runtime = Container.build(fast_settings(database_url, redis_url))
-    yield runtime
-    runtime.close()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+        _drop_schedules(database_url)
 
 
 @pytest.fixture
@@ -114,9 +128,12 @@ def make_rt(database_url: str, redis_url: str) -> Iterator[object]:
         made.append(runtime)
         return runtime
 
-    yield factory
-    for runtime in made:
-        runtime.close()
+    try:
+        yield factory
+    finally:
+        for runtime in made:
+            runtime.close()
+        _drop_schedules(database_url)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -77,10 +77,11 @@ def start_stack(
     database: str | None = None,
     timeout: float = 90.0,
 ) -> Stack:
-    """Start a stack on a fresh database (or ``database``) and a free port."""
+    """Start a stack on a fresh database (or ``database``) and a free port (or
+    ``env["TASKLANE_PORT"]``)."""
     name = database or devservices.test_database_name("e2e")
     db_url = devservices.ensure_database(pg_server, name)
-    port = devservices.find_free_port()
+    port = int((env or {}).get("TASKLANE_PORT") or devservices.find_free_port())
     aws_port = devservices.find_free_port()  # never the developer's emulator on 4566
     key = "e2e-" + uuid.uuid4().hex
     full_env = {

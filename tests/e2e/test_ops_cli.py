@@ -57,11 +57,18 @@ def test_bulk_submit_stats_status_and_dead_letters(stack: Stack) -> None:
     redrive = ops(stack, key, "dlq", "redrive", "--name", "fail")
     assert redrive.returncode == 0, redrive.stderr
     assert "redriven 1 of 1 task(s)" in redrive.stdout
-    assert stack.get(f"/api/v1/tasks/{failed_id}/events", key=key).json()["events"][-1]["from_status"] in (
-        "FAILED",
-        "QUEUED",
-        "PROCESSING",
-    )
+    # Redriven means back to QUEUED and run again (the permanent error fails it again):
+    # a FAILED status alone would not tell a redrive from nothing happening.
+    first_run = [(None, "QUEUED"), ("QUEUED", "PROCESSING"), ("PROCESSING", "FAILED")]
+
+    def events() -> list[tuple[str | None, str]]:
+        body = stack.get(f"/api/v1/tasks/{failed_id}/events", key=key).json()
+        return [(e["from_status"], e["to_status"]) for e in body["events"]]
+
+    wait_for(lambda: len(events()) == 6, timeout=30, message="the redriven task to run again")
+    assert events() == [*first_run, ("FAILED", "QUEUED"), ("QUEUED", "PROCESSING"), ("PROCESSING", "FAILED")]
+    again = stack.get(f"/api/v1/tasks/{failed_id}", key=key).json()
+    assert (again["status"], again["attempts"]) == ("FAILED", 1)  # a fresh budget, spent again
     assert ops(stack, key, "status", str(uuid.uuid4())).returncode == 1
 
 

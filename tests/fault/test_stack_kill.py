@@ -10,8 +10,8 @@ from typing import Any
 import redis
 
 from tests.fault.conftest import redis_db_url
-from tests.fault.load import SubmitLoad, kill_tree, shutdown_stack, wait_on_stack
-from tests.helpers import FINAL_STATES, query, story_problems, task_stories
+from tests.fault.load import SubmitLoad, descendants, kill_tree, shutdown_stack, wait_on_stack
+from tests.helpers import FINAL_STATES, query, story_problems, task_stories, wait_for
 from tests.stack import start_stack
 from tools.devstack import services as devservices
 
@@ -101,4 +101,45 @@ def test_whole_stack_killed_mid_load_then_restarted(pg_server: str, redis_server
     finally:
         for stack in stacks:
             shutdown_stack(stack)
+        devservices.drop_database(pg_server, database)
+
+
+def test_supervisor_killed_then_started_again_at_once_on_the_same_port(
+    pg_server: str, redis_server: str, tmp_path: Path
+) -> None:
+    """``kill -9`` of the supervisor alone: its children (API, drainers, sweeper)
+    stop by themselves at once, so ``make run`` right away gets the port back."""
+    redis_url = redis_db_url(redis_server, STACK_KILL_REDIS_DB)
+    redis.Redis.from_url(redis_url).flushdb()
+    database = devservices.test_database_name("fault")
+    port = str(devservices.find_free_port())
+    env = {"TASKLANE_REDIS_PREFIX": f"tlfault-{uuid.uuid4().hex[:8]}", "TASKLANE_PORT": port}
+    stacks = []
+    children: list[int] = []
+    try:
+        first = start_stack(pg_server, redis_url, tmp_path / "first", env=env, database=database)
+        stacks.append(first)
+        children = descendants(first.proc.pid)
+        assert len(children) >= 4, children  # API, 2 drainers, sweeper (+ the AWS emulator)
+        first.proc.kill()  # the supervisor only: nothing stops its children for it
+        first.proc.wait(timeout=10)
+
+        second = start_stack(pg_server, redis_url, tmp_path / "second", env=env, database=database, timeout=60)
+        stacks.append(second)
+        assert second.base_url == first.base_url
+        task = second.submit("noop", {"after": "restart"})
+        wait_for(
+            lambda: second.task(task["id"])["status"] == "COMPLETED", timeout=30, message="a task on the new stack"
+        )
+        wait_for(
+            lambda: not any(devservices.pid_alive(pid) for pid in children),
+            timeout=5,
+            message=f"the first stack's children {children} to exit",
+        )
+    finally:
+        for stack in stacks:
+            shutdown_stack(stack)
+        for pid in children:
+            if devservices.pid_alive(pid):
+                kill_tree(pid)  # a surviving orphan (the test failed): never leave it running
         devservices.drop_database(pg_server, database)

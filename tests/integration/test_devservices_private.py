@@ -192,17 +192,47 @@ def test_ensure_private_reuse_and_cli(tmp_path: Path, monkeypatch: pytest.Monkey
         rd.stop()
 
 
-def test_shared_servers_are_used_but_never_owned(tmp_path: Path) -> None:
-    if not ds.postgres_answers(ds.SHARED_PG_URL) or not ds.redis_answers(ds.SHARED_REDIS_URL):
-        return  # nothing shared to protect on this machine; the private tests above cover it
+@pytest.fixture
+def shared_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    """The machine's shared servers on 5432/6379 when they answer; otherwise private
+    stand-ins this fixture starts and puts in their place (the URLs ``ensure_*``
+    probe), so the ownership rules are checked on every machine, never skipped."""
+    from tools.devstack.services import postgres as pg_module
+    from tools.devstack.services import redis_server as redis_module
+
+    started: list[ds.PostgresHandle | ds.RedisHandle] = []
+    pg_url, redis_url = ds.SHARED_PG_URL, ds.SHARED_REDIS_URL
+    if not ds.postgres_answers(pg_url):
+        pg = ds.start_private_postgres(tmp_path / "stand-in-pg")
+        started.append(pg)
+        pg_url = pg.url
+        monkeypatch.setattr(pg_module, "SHARED_PG_URL", pg_url)
+    if not ds.redis_answers(redis_url):
+        rd = ds.start_private_redis(tmp_path / "stand-in-redis")
+        started.append(rd)
+        redis_url = rd.url
+        monkeypatch.setattr(redis_module, "SHARED_REDIS_URL", redis_url)
+    assert ds.postgres_answers(pg_url) and ds.redis_answers(redis_url), "no PostgreSQL/Redis to share"
+    try:
+        yield pg_url, redis_url
+    finally:
+        for handle in started:
+            if isinstance(handle, ds.PostgresHandle):
+                handle.stop(remove_data=True)
+            else:
+                handle.stop()
+
+
+def test_shared_servers_are_used_but_never_owned(tmp_path: Path, shared_servers: tuple[str, str]) -> None:
+    pg_url, redis_url = shared_servers
     pg = ds.ensure_postgres(tmp_path / "state")
     rd = ds.ensure_redis(tmp_path / "state")
-    assert (pg.url, pg.started) == (ds.SHARED_PG_URL, False)
-    assert (rd.url, rd.started) == (ds.SHARED_REDIS_URL, False)
+    assert (pg.url, pg.started) == (pg_url, False)
+    assert (rd.url, rd.started) == (redis_url, False)
     pg.stop()
     rd.stop()
     for action in (pg.kill, pg.restart, rd.kill, rd.restart):
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError, match="did not start"):
             action()
-    assert ds.postgres_answers(ds.SHARED_PG_URL) and ds.redis_answers(ds.SHARED_REDIS_URL)
+    assert ds.postgres_answers(pg_url) and ds.redis_answers(redis_url)
     assert not (tmp_path / "state").exists()

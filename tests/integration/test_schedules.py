@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from chalicelib.container import Container
 from chalicelib.services import schedules
 from chalicelib.services.sweep import sweep
-from tests.helpers import query
+from tests.helpers import query, wait_for
 
 TENANT = "cron"
 
@@ -84,9 +84,37 @@ def test_catch_up_skip_fires_nothing_for_stale_ticks(rt: Container) -> None:
 
 
 def test_disabled_schedule_does_not_fire_and_patch_re_enables(rt: Container) -> None:
+    db = rt.settings.database_url
     s = schedules.create(rt, TENANT, {"name": "off", "cron": "* * * * * *", "enabled": False, "task": {"name": "noop"}})
-    time.sleep(1.1)  # at least one tick passes while disabled (the tick, not work, is awaited)
+    # Its tick is overdue (as if seconds passed while disabled): still nothing fires.
+    query(db, "UPDATE schedules SET next_fire_at = now() - interval '5 seconds' WHERE id = %s RETURNING id", s["id"])
+    sweep(rt)
     sweep(rt)
     assert rt.store.schedule_runs(s["id"]) == []
+    assert query(db, "SELECT count(*) FROM tasks WHERE schedule_id = %s", s["id"]) == [(0,)]
+
+    [(enabled_at,)] = query(db, "SELECT now()")
     on = schedules.update(rt, TENANT, s["id"], {"enabled": True})
     assert on["enabled"] is True
+
+    def fired() -> list[tuple[object, ...]]:
+        sweep(rt)
+        return query(db, "SELECT fire_at, task_id FROM schedule_runs WHERE schedule_id = %s", s["id"])
+
+    runs = wait_for(fired, timeout=10, interval=0.1, message="the re-enabled schedule to fire")
+    # It fires again, and only for ticks after it was enabled: none of the missed ones.
+    assert all(fire_at > enabled_at for fire_at, _ in runs)
+    tasks = query(db, "SELECT id FROM tasks WHERE schedule_id = %s", s["id"])
+    assert sorted(t[0] for t in tasks) == sorted(r[1] for r in runs)
+
+
+def test_a_schedule_left_enabled_by_a_test(rt: Container) -> None:
+    s = schedules.create(rt, TENANT, {"name": "leftover", "cron": "* * * * * *", "task": {"name": "noop"}})
+    assert s["enabled"] is True  # deliberately not deleted: the fixture's teardown must
+
+
+def test_is_gone_before_the_next_test_cleans_anything(database_url: str) -> None:
+    """Runs after the test above without the cleaning fixtures: the teardown of ``rt``
+    removed its every-second schedule, which would otherwise fire in every later
+    test's sweeps."""
+    assert query(database_url, "SELECT count(*) FROM schedules WHERE enabled") == [(0,)]

@@ -22,6 +22,39 @@ def test_backoff_jitter_stays_within_bounds(attempt: int) -> None:
         assert nominal * 0.75 <= delay <= nominal
 
 
+class _Fixed(random.Random):
+    """A ``random()`` that always returns ``value``: the jitter's two extremes."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+@pytest.mark.parametrize("policy", [RetryPolicy(), "settings"], ids=["RetryPolicy()", "Settings.from_env({})"])
+def test_default_backoff_is_2_4_8_seconds_less_up_to_a_quarter(policy: RetryPolicy | str) -> None:
+    """The documented defaults (README: 2 s, 4 s, 8 s, shortened by up to 25 % jitter),
+    both for the bare policy and for the one the settings of an empty environment give."""
+    if policy == "settings":
+        from chalicelib.config import Settings
+
+        s = Settings.from_env({})
+        policy = RetryPolicy(base_seconds=s.retry_base_seconds, max_seconds=s.retry_max_seconds, jitter=s.retry_jitter)
+    assert isinstance(policy, RetryPolicy)
+    nominal = [2.0, 4.0, 8.0]
+    assert [policy.backoff(a, _Fixed(0.0)) for a in (1, 2, 3)] == nominal
+    almost_one = 1.0 - 2**-53  # random() is in [0, 1)
+    longest_cut = [policy.backoff(a, _Fixed(almost_one)) for a in (1, 2, 3)]
+    assert longest_cut == pytest.approx([1.5, 3.0, 6.0])
+    rand = random.Random(7)
+    for attempt, n in zip((1, 2, 3), nominal, strict=True):
+        delays = [policy.backoff(attempt, rand) for _ in range(500)]
+        assert all(0.75 * n < d <= n for d in delays)
+        assert max(delays) - min(delays) > 0.2 * n  # jitter really spreads them
+
+
 def test_backoff_is_capped_even_for_huge_attempts() -> None:
     policy = RetryPolicy(base_seconds=2, max_seconds=60, jitter=0)
     assert policy.backoff(10_000) == 60

@@ -1,4 +1,4 @@
-from chalicelib.core.model import FINAL_STATUSES, TRANSITIONS, Priority, Status, ready_score
+from chalicelib.core.model import Priority, ready_score
 
 
 def test_strict_priority_order_within_the_aging_bound() -> None:
@@ -23,9 +23,3 @@ def test_low_task_older_than_bound_overtakes_new_normal_work() -> None:
     old_low = ready_score(0.0, Priority.LOW, aging)
     new_normal = ready_score(61_000.0, Priority.NORMAL, aging)
     assert old_low < new_normal
-
-
-def test_final_states_have_no_way_out_but_redrive() -> None:
-    exits = {(a, b) for a, b in TRANSITIONS if a in FINAL_STATUSES}
-    assert exits == {(Status.FAILED, Status.QUEUED)}
-    assert all(s.is_final for s in FINAL_STATUSES)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.devstack.orphans import stop_with_parent
+from tools.devstack.orphans import SUPERVISOR_PID_ENV, stop_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = ROOT / ".tasklane"
@@ -197,6 +197,26 @@ def _port_free(port: int) -> bool:
     return True
 
 
+PORT_WAIT_SECONDS = 10.0
+
+
+def _wait_for_port(port: int, timeout: float = PORT_WAIT_SECONDS) -> None:
+    """Wait briefly for ``port`` to be free: the API of a stack that was just stopped
+    (or whose supervisor was killed) takes a moment to close its socket."""
+    if _port_free(port):
+        return
+    print(f"port {port} is in use; waiting up to {timeout:.0f} s for it to be freed", flush=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        if _port_free(port):
+            return
+    raise SystemExit(
+        f"port {port} is still in use after {timeout:.0f} s: another program (or a stack still running) "
+        "holds it; stop it or set TASKLANE_PORT to another port"
+    )
+
+
 def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     import urllib.error
     import urllib.request
@@ -223,8 +243,7 @@ def run_stack(args: argparse.Namespace) -> int:
     from tools.devstack import services as devservices
 
     settings = Settings.from_env()
-    if not _port_free(settings.port):
-        raise SystemExit(f"port {settings.port} is in use; set TASKLANE_PORT to another port")
+    _wait_for_port(settings.port)
     pg = devservices.ensure_postgres(STATE_DIR)
     rd = devservices.ensure_redis(STATE_DIR)
     try:
@@ -237,6 +256,7 @@ def run_stack(args: argparse.Namespace) -> int:
         redis_url = os.environ.get("TASKLANE_REDIS_URL") or rd.url
         applied = migrate(db_url)
         env = {**os.environ, "TASKLANE_DATABASE_URL": db_url, "TASKLANE_REDIS_URL": redis_url}
+        env[SUPERVISOR_PID_ENV] = str(os.getpid())  # children stop when this process is gone
         env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
         if settings.bootstrap_api_key:
             store = Store(db_url)

@@ -1,0 +1,106 @@
+"""Retention: the sweeper prunes finished tasks (and their audit trail) past
+``TASKLANE_RETENTION_DAYS`` and forgets idempotency keys past
+``TASKLANE_IDEMPOTENCY_WINDOW_HOURS``; live tasks are never pruned."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chalicelib.container import Container
+from chalicelib.core.model import Status
+from chalicelib.services.submit import submit
+from chalicelib.services.sweep import sweep
+from tests.helpers import drain_once, query, request
+
+TENANT = "retention"
+
+
+_AGE = {
+    "finished_at": "UPDATE tasks SET finished_at = finished_at - %s::interval WHERE id = %s RETURNING id",
+    "created_at": "UPDATE tasks SET created_at = created_at - %s::interval WHERE id = %s RETURNING id",
+}
+
+
+def _age(rt: Container, task_id: str, column: str, interval: str) -> None:
+    """Move one of a task's timestamps into the past (the database's clock decides)."""
+    assert query(rt.settings.database_url, _AGE[column], interval, task_id), f"no task {task_id}"
+
+
+def _exists(rt: Container, task_id: str) -> tuple[bool, int]:
+    """Whether the task's row is there, and how many audit events it has."""
+    db = rt.settings.database_url
+    rows = query(db, "SELECT count(*) FROM tasks WHERE id = %s", task_id)[0][0]
+    events = query(db, "SELECT count(*) FROM task_events WHERE task_id = %s", task_id)[0][0]
+    return rows == 1, events
+
+
+def _finished(rt: Container) -> dict[str, str]:
+    """One task in each final state, finished just now."""
+    completed = submit(rt, TENANT, request(payload={"k": "done"})).task.id
+    failed = submit(rt, TENANT, request("fail", {"permanent": True})).task.id
+    cancelled = submit(rt, TENANT, request(delay_seconds=3600)).task.id
+    rt.store.cancel(TENANT, cancelled)
+    drain_once(rt)
+    statuses = {t: rt.store.get_task(TENANT, t).status for t in (completed, failed, cancelled)}  # type: ignore[union-attr]
+    assert statuses == {completed: Status.COMPLETED, failed: Status.FAILED, cancelled: Status.CANCELLED}
+    return {"COMPLETED": completed, "FAILED": failed, "CANCELLED": cancelled}
+
+
+def test_completed_and_cancelled_tasks_past_retention_are_pruned_with_their_events(
+    make_rt: Callable[..., Container],
+) -> None:
+    rt = make_rt(retention_days=1)
+    old, fresh = _finished(rt), _finished(rt)
+    for status in ("COMPLETED", "CANCELLED"):
+        _age(rt, old[status], "finished_at", "25 hours")
+        _age(rt, fresh[status], "finished_at", "23 hours")  # inside the window
+    report = sweep(rt)
+    assert report.errors == []
+    for status in ("COMPLETED", "CANCELLED"):
+        assert _exists(rt, old[status]) == (False, 0), f"an old {status} task survived"
+        present, events = _exists(rt, fresh[status])
+        assert present and events >= 2, f"a {status} task inside retention was pruned"
+    assert report.pruned == 2
+
+
+def test_live_tasks_are_never_pruned_however_old(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt(retention_days=1)
+    queued = submit(rt, TENANT, request()).task.id
+    pending = submit(rt, TENANT, request(delay_seconds=3600)).task.id
+    for task_id in (queued, pending):
+        _age(rt, task_id, "created_at", "30 days")
+    assert sweep(rt).pruned == 0
+    assert _exists(rt, queued)[0] and _exists(rt, pending)[0]
+
+
+def test_failed_tasks_past_retention_are_pruned_as_documented(make_rt: Callable[..., Container]) -> None:
+    """README ("Progress and results", and TASKLANE_RETENTION_DAYS in the
+    configuration table): *finished* tasks, dead letters included, are pruned
+    after the retention period.  A change making dead letters exempt must update
+    the README and this expectation together."""
+    rt = make_rt(retention_days=1)
+    old = _finished(rt)
+    _age(rt, old["FAILED"], "finished_at", "25 hours")
+    sweep(rt)
+    assert _exists(rt, old["FAILED"]) == (False, 0)
+    assert rt.store.list_dead_letters(TENANT, name=None, limit=10, after=None) == []
+
+
+def test_idempotency_key_is_forgotten_after_its_window(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt(idempotency_window_hours=1)
+    first = submit(rt, TENANT, request(payload={"a": 1}, idempotency_key="k-old")).task
+    recent = submit(rt, TENANT, request(payload={"a": 1}, idempotency_key="k-recent")).task
+    _age(rt, first.id, "created_at", "61 minutes")
+    _age(rt, recent.id, "created_at", "59 minutes")
+    sweep(rt)
+
+    # Inside the window the key still replays the original task.
+    again = submit(rt, TENANT, request(payload={"a": 1}, idempotency_key="k-recent"))
+    assert again.replayed and again.task.id == recent.id
+    # Past it, the key is free: the same key makes a new task, even with another
+    # body (no 409), and the original task is kept, only without its key.
+    reused = submit(rt, TENANT, request(payload={"a": 2}, idempotency_key="k-old"))
+    assert not reused.replayed and reused.task.id != first.id
+    kept = rt.store.get_task(TENANT, first.id)
+    assert kept is not None and kept.idempotency_key is None
+    assert query(rt.settings.database_url, "SELECT count(*) FROM tasks WHERE idempotency_key = 'k-old'") == [(1,)]
