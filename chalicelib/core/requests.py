@@ -16,8 +16,11 @@ from typing import Any
 from chalicelib.adapters.webhooks import check_callback_url
 from chalicelib.config import Settings
 from chalicelib.core.errors import PayloadError, ValidationError
+from chalicelib.core.jsonbody import parse_json
 from chalicelib.core.model import Priority
 from chalicelib.tasktypes import Registry, as_int
+
+__all__ = ["TaskRequest", "check_fields", "parse_json", "parse_task"]
 
 TASK_FIELDS = frozenset(
     {
@@ -86,16 +89,6 @@ def check_fields(body: dict[str, Any], allowed: frozenset[str] | set[str]) -> No
         )
 
 
-def parse_json(raw: bytes | str | None) -> Any:
-    """Decode a request body, with a 400 that says where the JSON breaks."""
-    if raw is None or raw in (b"", ""):
-        raise ValidationError("the request body is empty; send a JSON object")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"the request body is not valid JSON: {exc}") from None
-
-
 def _int_field(body: dict[str, Any], field: str, default: int, lo: int, hi: int) -> int:
     if field not in body:
         return default
@@ -141,9 +134,6 @@ def _parse_task(body: Any, settings: Settings, registry: Registry) -> TaskReques
     if not isinstance(body, dict):
         raise ValidationError("the task must be a JSON object")
     check_fields(body, TASK_FIELDS)
-    if "\\u0000" in json.dumps(body):
-        # PostgreSQL's jsonb and text cannot hold U+0000; say so instead of failing in the driver.
-        raise ValidationError("the task contains a NUL character (\\u0000), which cannot be stored; remove it")
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("name is required: a non-empty string", details={"field": "name"})

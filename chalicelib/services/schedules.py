@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
 from chalicelib.adapters.postgres.store import dumps
 from chalicelib.adapters.redis.queue import Item
@@ -32,6 +32,7 @@ from chalicelib.tasktypes import Registry
 SCHEDULE_FIELDS = frozenset({"name", "cron", "timezone", "task", "enabled", "catch_up"})
 TASK_FIELDS = frozenset({"name", "payload", "priority", "max_retries", "timeout_seconds"})
 CATCH_UP = ("once", "skip")
+MAX_CRON_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,37 @@ def latest_tick(cron: str, timezone: str, at_or_before: datetime) -> datetime:
     return it.get_prev(datetime).astimezone(UTC)  # type: ignore[no-any-return]
 
 
+def check_cron(cron: Any, timezone: str) -> str:
+    """A cron expression croniter reads and that fires at all ("0 0 31 2 *" parses
+    but names no date, and croniter raises when asked for its next tick).
+
+    A cron finer than the sweep interval, down to every second, is accepted on
+    purpose: each sweep fires the latest due tick once (catch-up "once"), so it
+    means "on every sweep", with no pile-up of missed ticks."""
+    if isinstance(cron, str) and len(cron) > MAX_CRON_LENGTH:
+        raise ValidationError(f"cron must be at most {MAX_CRON_LENGTH} characters", details={"field": "cron"})
+    if not isinstance(cron, str) or len(cron.split()) not in (5, 6) or not _readable(cron):
+        raise ValidationError(
+            f"cron {cron!r} is not a valid cron expression (5 fields, or 6 with seconds last)",
+            details={"field": "cron"},
+        )
+    try:
+        next_fire_times(cron, timezone, datetime.now(UTC))
+    except (CroniterError, ValueError, OverflowError):
+        raise ValidationError(
+            f"cron {cron!r} never fires (it names a date that does not exist, such as 31 February)",
+            details={"field": "cron"},
+        ) from None
+    return cron
+
+
+def _readable(cron: str) -> bool:
+    try:
+        return bool(croniter.is_valid(cron))
+    except (CroniterError, ValueError, OverflowError, TypeError, KeyError, IndexError):
+        return False
+
+
 def parse_schedule(
     body: Any, settings: Settings, registry: Registry, *, current: ScheduleSpec | None = None
 ) -> ScheduleSpec:
@@ -85,15 +117,11 @@ def parse_schedule(
     if not isinstance(name, str) or not 1 <= len(name) <= 200:
         raise ValidationError("name must be a string of 1 to 200 characters", details={"field": "name"})
     cron = body.get("cron", current.cron if current else None)
-    if not isinstance(cron, str) or len(cron.split()) not in (5, 6) or not croniter.is_valid(cron):
-        raise ValidationError(
-            f"cron {cron!r} is not a valid cron expression (5 fields, or 6 with seconds last)",
-            details={"field": "cron"},
-        )
     timezone = body.get("timezone", current.timezone if current else "UTC")
     if not isinstance(timezone, str):
         raise ValidationError("timezone must be a string", details={"field": "timezone"})
     _zone(timezone)
+    cron = check_cron(cron, timezone)
     enabled = body.get("enabled", current.enabled if current else True)
     if not isinstance(enabled, bool):
         raise ValidationError("enabled must be a boolean", details={"field": "enabled"})

@@ -54,3 +54,20 @@ def test_patch_keeps_absent_fields() -> None:
     spec = parse_schedule({"name": "n", "cron": "0 * * * *", "task": {"name": "noop", "payload": {"a": 1}}}, SET, REG)
     patched = parse_schedule({"enabled": False}, SET, REG, current=spec)
     assert (patched.cron, patched.payload, patched.enabled) == ("0 * * * *", {"a": 1}, False)
+
+
+@pytest.mark.parametrize("cron", ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4 *"])
+def test_a_cron_that_never_fires_is_refused(cron: str) -> None:
+    with pytest.raises(ValidationError, match="never fires") as err:
+        parse_schedule({"name": "a", "cron": cron, "task": {"name": "noop"}}, SET, REG)
+    assert err.value.details == {"field": "cron"}
+
+
+def test_an_every_second_cron_is_accepted_on_purpose() -> None:
+    assert parse_schedule({"name": "a", "cron": "* * * * * *", "task": {"name": "noop"}}, SET, REG).cron
+
+
+def test_an_oversized_cron_is_refused_without_being_echoed() -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_schedule({"name": "a", "cron": "9" * 10_000, "task": {"name": "noop"}}, SET, REG)
+    assert len(err.value.message) < 100

@@ -60,8 +60,9 @@ def test_integral_floats_count_as_integers_like_json_schema() -> None:
 
 
 def test_nul_characters_are_refused_before_the_database_sees_them() -> None:
-    with pytest.raises(ValidationError, match="NUL"):
-        parse({"name": "noop", "payload": {"k": "a\x00b"}})
+    with pytest.raises(ValidationError, match="NUL") as err:
+        parse_json(b'{"name": "noop", "payload": {"k": "a\\u0000b"}}')
+    assert err.value.details == {"field": "payload.k"}
 
 
 def test_fingerprint_ignores_the_key_but_not_the_content() -> None:

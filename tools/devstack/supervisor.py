@@ -100,8 +100,9 @@ def api_server(host: str, port: int) -> int:
     environment wins over the stage's ``environment_variables`` (so a variable you set
     reaches the API exactly as it reaches the drainers), and HTTP methods the dev
     server does not know (TRACE, CONNECT, ...) get a JSON 405 instead of an HTML 501,
-    as API Gateway would refuse them."""
-    import json
+    as API Gateway would refuse them; a malformed request (a bad Content-Length, an
+    over-long header) gets a JSON 4xx instead of a dropped connection or an HTML page
+    (``tools.devstack.api_handler``)."""
     import logging
 
     from chalice.cli.factory import CLIFactory
@@ -114,30 +115,8 @@ def api_server(host: str, port: int) -> int:
         ThreadedHTTPServer,
     )
 
-    class Handler(ChaliceRequestHandler):
-        # Headers and body go out in separate writes; with Nagle's algorithm on, the
-        # client's delayed ACK then adds ~40 ms to every response.
-        disable_nagle_algorithm = True
-
-        def __getattr__(self, name: str) -> Any:
-            if name.startswith("do_"):
-                return self._method_not_allowed
-            raise AttributeError(name)
-
-        def _method_not_allowed(self) -> None:
-            body = json.dumps(
-                {"error": {"code": "method_not_allowed", "message": f"unsupported method: {self.command}"}}
-            ).encode()
-            self.send_response(405)
-            try:
-                route = matcher.match_route(self.path).route
-                self.send_header("Allow", ", ".join(sorted(routes[route])))
-            except ValueError:
-                pass  # an unknown path: nothing is allowed there
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    from chalicelib.config import get_settings
+    from tools.devstack.api_handler import make_handler
 
     shell_env = dict(os.environ)
     os.environ["AWS_CHALICE_CLI_MODE"] = "true"
@@ -146,7 +125,7 @@ def api_server(host: str, port: int) -> int:
     os.environ.update(shell_env)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     routes = config.chalice_app.routes
-    matcher = RouteMatcher(list(routes))
+    handler = make_handler(ChaliceRequestHandler, routes, RouteMatcher(list(routes)), get_settings().max_payload_bytes)
     app = config.chalice_app
     # What chalice.local.create_local_server does before serving: the dev server runs
     # each request on a thread of its own, so ``current_request`` must be thread-local
@@ -160,7 +139,7 @@ def api_server(host: str, port: int) -> int:
         request_queue_size = 128
         daemon_threads = True
 
-    server = LocalDevServer(app, config, host, port, handler_cls=Handler, server_cls=Server)
+    server = LocalDevServer(app, config, host, port, handler_cls=handler, server_cls=Server)
     stop = _stop_event()
 
     def shutdown_on_signal() -> None:
