@@ -1,4 +1,6 @@
-"""Core task types: statuses, priorities and the task record. No I/O here."""
+"""Core task types: statuses, priorities, the task record, and what the services hand
+the store (``NewTask``, ``Outcome``) or get back for a claimed attempt (``Claimed``).
+No I/O here."""
 
 from __future__ import annotations
 
@@ -41,6 +43,76 @@ TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
         (Status.FAILED, Status.QUEUED),
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A validated task ready to insert (``Store.insert_tasks``)."""
+
+    id: str
+    tenant: str
+    name: str
+    priority: str
+    payload_json: str
+    max_retries: int
+    timeout_seconds: int
+    run_at: datetime | None = None
+    delay_seconds: float | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    callback_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as the drainer or the sweeper records it (``Store.finish``)."""
+
+    id: str
+    token: str
+    status: Status  # COMPLETED, PENDING (retry), FAILED or CANCELLED
+    result_json: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    delay_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A task the drainer holds under a lease: one row of the ``claim`` query
+    (``Store.claim`` builds it; the columns are listed there)."""
+
+    id: str
+    tenant: str
+    name: str
+    priority: str
+    payload: Any
+    attempts: int
+    max_retries: int
+    timeout_seconds: float
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Claimed:
+        return cls(
+            row["id"],
+            row["tenant"],
+            row["name"],
+            row["priority"],
+            row["payload"],
+            row["attempts"],
+            row["max_retries"],
+            row["timeout_seconds"],
+            row["enqueued_at"],
+            row["started_at"],
+        )
+
+    @property
+    def wait_seconds(self) -> float | None:
+        """How long the task waited between ready and claimed (None when unknown)."""
+        if self.started_at is None or self.enqueued_at is None:
+            return None
+        return (self.started_at - self.enqueued_at).total_seconds()
 
 
 class Priority(StrEnum):

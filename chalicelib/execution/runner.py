@@ -16,12 +16,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.adapters.postgres.store import Outcome
 from chalicelib.core.errors import TaskCancelled
-from chalicelib.core.model import Status
+from chalicelib.core.model import Claimed, Outcome, Status
 from chalicelib.core.retry import RetryPolicy, describe, is_permanent
 from chalicelib.observability.powertools import task_log_context
 from chalicelib.tasktypes import Registry, TaskContext
@@ -29,22 +27,6 @@ from chalicelib.tasktypes import Registry, TaskContext
 # Heartbeat(ids of the batch whose outcomes are not recorded yet) -> ids whose
 # cancellation was requested.
 Heartbeat = Callable[[list[str]], set[str]]
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A task the drainer holds under a lease."""
-
-    id: str
-    tenant: str
-    name: str
-    priority: str
-    payload: Any
-    attempts: int
-    max_retries: int
-    timeout_seconds: float
-    enqueued_at_ms: float | None = None
-    started_at_ms: float | None = None
 
 
 class BatchRunner:

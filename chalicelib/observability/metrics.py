@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from chalicelib.adapters.postgres.store import Outcome, Row
 from chalicelib.core.errors import TasklaneError, UnavailableError
-from chalicelib.core.model import Priority, Status, Task
+from chalicelib.core.model import Claimed, Outcome, Priority, Status, Task
+from chalicelib.core.records import Recorded
+from chalicelib.core.stats import MetricTotal, QueueGauge
 from chalicelib.observability.log import logger
 
 # The Prometheus text format every scraper understands (0.0.4; same bytes as the
@@ -68,8 +69,8 @@ PRIORITIES = [p.value for p in Priority]
 
 
 class MetricsStore(Protocol):
-    def metric_totals(self) -> list[Row]: ...
-    def queue_gauges(self) -> list[Row]: ...
+    def metric_totals(self) -> list[MetricTotal]: ...
+    def queue_gauges(self) -> list[QueueGauge]: ...
 
 
 class MetricsQueue(Protocol):
@@ -93,18 +94,18 @@ class TasklaneCollector(Collector):
         yield from redis_families(self.queue)
 
 
-def counter_families(rows: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:
-    """Counter and histogram families from ``metric_totals`` rows."""
+def counter_families(rows: Iterable[MetricTotal]) -> Iterator[Metric]:
+    """Counter and histogram families from the store's metric totals."""
     counts: dict[str, dict[str, float]] = defaultdict(dict)  # metric -> name -> n
     buckets: dict[str, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for r in rows:
-        if r["metric"] in COUNTERS:
-            counts[r["metric"]][r["name"]] = counts[r["metric"]].get(r["name"], 0) + float(r["n"])
-        elif r["metric"] in HISTOGRAMS:
-            per_le = buckets[r["metric"]][r["name"]]
-            per_le[float(r["le"])] = per_le.get(float(r["le"]), 0) + float(r["n"])
-            sums[r["metric"]][r["name"]] += float(r["total"] or 0)
+        if r.metric in COUNTERS:
+            counts[r.metric][r.name] = counts[r.metric].get(r.name, 0) + float(r.n)
+        elif r.metric in HISTOGRAMS:
+            per_le = buckets[r.metric][r.name]
+            per_le[r.le] = per_le.get(r.le, 0) + float(r.n)
+            sums[r.metric][r.name] += float(r.total or 0)
     names = sorted({n for per in counts.values() for n in per} | {n for per in buckets.values() for n in per})
     for key, (prom, doc) in COUNTERS.items():
         family = CounterMetricFamily(prom, doc, labels=["task_name"])
@@ -130,18 +131,18 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
-def gauge_families(rows: Iterable[Mapping[str, Any]]) -> Iterator[Metric]:
-    """Queue gauges from ``queue_gauges`` rows (PostgreSQL: the source of truth)."""
+def gauge_families(rows: Iterable[QueueGauge]) -> Iterator[Metric]:
+    """Queue gauges from the store's counts (PostgreSQL: the source of truth)."""
     by: dict[str, dict[str, float]] = {s: dict.fromkeys(PRIORITIES, 0.0) for s in ("QUEUED", "PENDING", "PROCESSING")}
     oldest = dict.fromkeys(PRIORITIES, 0.0)
     dead = 0.0
     for r in rows:
-        if r["status"] == "FAILED":
-            dead += float(r["n"])
-        elif r["status"] in by and r["priority"] in oldest:
-            by[r["status"]][r["priority"]] = float(r["n"])
-            if r["status"] == "QUEUED" and r["oldest_age_seconds"] is not None:
-                oldest[r["priority"]] = max(float(r["oldest_age_seconds"]), 0.0)
+        if r.status == "FAILED":
+            dead += float(r.n)
+        elif r.status in by and r.priority is not None and r.priority in oldest:
+            by[r.status][r.priority] = float(r.n)
+            if r.status == "QUEUED" and r.oldest_age_seconds is not None:
+                oldest[r.priority] = max(float(r.oldest_age_seconds), 0.0)
     for status, (prom, doc) in {
         "QUEUED": ("tasklane_ready_tasks", "Tasks ready to run (QUEUED) by priority."),
         "PENDING": ("tasklane_delayed_tasks", "Tasks waiting for their run_at or a retry (PENDING) by priority."),
@@ -253,29 +254,29 @@ def log_submitted(tenant: str, tasks: Sequence[Task], *, actor: str, duplicates:
     )
 
 
-def log_claimed(worker: str, rows: Sequence[Row]) -> None:
+def log_claimed(worker: str, claimed: Sequence[Claimed]) -> None:
     """DEBUG per claimed task, with how long it waited in the queue."""
     if not _debug():
         return
-    for r in rows:
-        wait = None
-        if r.get("started_at") and r.get("enqueued_at"):
-            wait = round((r["started_at"] - r["enqueued_at"]).total_seconds() * 1000, 1)
+    for t in claimed:
+        wait = t.wait_seconds
         logger.debug(
             "task claimed",
             extra={
                 "event": "claim",
-                "task_id": str(r["id"]),
-                "task_name": r["name"],
-                "tenant": r["tenant"],
-                "attempt": r["attempts"],
-                "wait_ms": wait,
+                "task_id": t.id,
+                "task_name": t.name,
+                "tenant": t.tenant,
+                "attempt": t.attempts,
+                "wait_ms": round(wait * 1000, 1) if wait is not None else None,
                 "worker": worker,
             },
         )
 
 
-def log_finished(worker: str, outcomes: Sequence[Outcome], recorded: Sequence[Row], duration_seconds: float) -> None:
+def log_finished(
+    worker: str, outcomes: Sequence[Outcome], recorded: Sequence[Recorded], duration_seconds: float
+) -> None:
     """Per task: DEBUG for completions and retries, WARNING for dead letters; then one
     INFO line for the batch.  ``duration_ms`` is claim → outcome recorded."""
     by_id = {o.id: o for o in outcomes}
@@ -283,8 +284,8 @@ def log_finished(worker: str, outcomes: Sequence[Outcome], recorded: Sequence[Ro
     tally: dict[str, int] = defaultdict(int)
     debug = _debug()
     for r in recorded:
-        task_id = str(r["id"])
-        status = Status(r["status"])
+        task_id = r.id
+        status = r.status
         outcome = {
             Status.COMPLETED: "completed",
             Status.PENDING: "retry",
@@ -297,9 +298,9 @@ def log_finished(worker: str, outcomes: Sequence[Outcome], recorded: Sequence[Ro
             "event": "finish" if outcome in ("completed", "cancelled") else outcome,
             "outcome": outcome,
             "task_id": task_id,
-            "task_name": r["name"],
-            "tenant": r["tenant"],
-            "attempt": r["attempts"],
+            "task_name": r.name,
+            "tenant": r.tenant,
+            "attempt": r.attempts,
             "duration_ms": duration_ms,
             "worker": worker,
         }
@@ -327,21 +328,21 @@ def log_finished(worker: str, outcomes: Sequence[Outcome], recorded: Sequence[Ro
         )
 
 
-def log_rescued(rows: Sequence[Row]) -> None:
+def log_rescued(rows: Sequence[Recorded]) -> None:
     """Expired leases the sweeper counted as failed attempts."""
     if not rows:
         return
     for r in rows:
         fields = {
             "event": "rescue",
-            "task_id": str(r["id"]),
-            "task_name": r["name"],
-            "tenant": r["tenant"],
-            "attempt": r["attempts"],
-            "outcome": "dead_letter" if r["status"] == Status.FAILED.value else "retry",
+            "task_id": r.id,
+            "task_name": r.name,
+            "tenant": r.tenant,
+            "attempt": r.attempts,
+            "outcome": "dead_letter" if r.status is Status.FAILED else "retry",
             "error_type": "LeaseLostError",
         }
-        if r["status"] == Status.FAILED.value:
+        if r.status is Status.FAILED:
             logger.warning("task dead-lettered after its lease expired", extra=fields)
         elif _debug():
             logger.debug("task rescued for a retry", extra=fields)
@@ -350,8 +351,8 @@ def log_rescued(rows: Sequence[Row]) -> None:
         extra={
             "event": "rescue",
             "count": len(rows),
-            "dead_lettered": sum(1 for r in rows if r["status"] == Status.FAILED.value),
-            "task_ids": [str(r["id"]) for r in rows[:20]],
+            "dead_lettered": sum(1 for r in rows if r.status is Status.FAILED),
+            "task_ids": [r.id for r in rows[:20]],
         },
     )
 

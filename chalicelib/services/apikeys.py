@@ -15,10 +15,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.core.errors import UnauthorizedError, ValidationError
+from chalicelib.core.records import ApiKeyRecord, NewApiKey
 
 KEY_PREFIX = "tl_"
 _DISPLAY_CHARS = 11  # "tl_" + 8 characters: enough to recognise a key in a list
@@ -51,7 +51,7 @@ def create_key(
     rate_limit_per_minute: int | None = None,
     expires_at: datetime | None = None,
     key: str | None = None,
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, ApiKeyRecord]:
     """Create a key for ``tenant``; returns ``(secret, record)``.  The secret is not
     stored and cannot be shown again.  ``key`` imports a chosen secret (bootstrap)."""
     if not tenant or len(tenant) > 100:
@@ -59,19 +59,19 @@ def create_key(
     secret = key or new_key()
     if len(secret) < 16:
         raise ValidationError("an API key must be at least 16 characters long")
-    params = {
-        "id": str(uuid.uuid4()),
-        "tenant": tenant,
-        "name": name,
-        "key_prefix": secret[:_DISPLAY_CHARS],
-        "key_hash": hash_key(secret),
-        "rate_limit": rate_limit_per_minute,
-        "expires_at": expires_at,
-    }
-    row = store.insert_api_key(params)
-    if row is None:
+    new = NewApiKey(
+        id=str(uuid.uuid4()),
+        tenant=tenant,
+        name=name,
+        key_prefix=secret[:_DISPLAY_CHARS],
+        key_hash=hash_key(secret),
+        rate_limit_per_minute=rate_limit_per_minute,
+        expires_at=expires_at,
+    )
+    record = store.insert_api_key(new)
+    if record is None:
         raise ValidationError("that key already exists")
-    return secret, row
+    return secret, record
 
 
 def ensure_key(store: Store, key: str, tenant: str = "default", *, rate_limit_per_minute: int | None = None) -> None:
@@ -103,18 +103,19 @@ class Authenticator:
             if hit[1] is None:
                 raise UnauthorizedError("unknown API key")
             return hit[1]
-        row = self.store.api_key_by_hash(digest)
-        if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        stored = self.store.api_key_by_hash(digest)
+        if stored is None or not hmac.compare_digest(stored.key_hash, digest):
             self._remember(digest, now + _MISS_SECONDS, None)
             raise UnauthorizedError("unknown API key")
-        if not row["active"]:
+        if not stored.active:
             raise UnauthorizedError("this API key is disabled or expired")
+        record = stored.key
         key = ApiKey(
-            id=str(row["id"]),
-            tenant=row["tenant"],
-            name=row["name"],
-            key_prefix=row["key_prefix"],
-            rate_limit_per_minute=row["rate_limit_per_minute"],
+            id=record.id,
+            tenant=record.tenant,
+            name=record.name,
+            key_prefix=record.key_prefix,
+            rate_limit_per_minute=record.rate_limit_per_minute,
         )
         self._remember(digest, now + _CACHE_SECONDS, key)
         return key

@@ -16,16 +16,15 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from chalicelib.adapters.aws.wake import mark_alive
-from chalicelib.adapters.postgres.store import Outcome
 from chalicelib.adapters.redis.queue import Item
 from chalicelib.adapters.webhooks import WEBHOOK_TASK
 from chalicelib.container import Container
 from chalicelib.core.errors import QueueError, StoreError, UnavailableError
-from chalicelib.core.model import Priority, Status
-from chalicelib.execution.runner import BatchRunner, Claimed
+from chalicelib.core.model import Outcome, Priority, Status
+from chalicelib.core.records import Recorded
+from chalicelib.execution.runner import BatchRunner
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
 
@@ -139,32 +138,19 @@ class Drainer:
         s = self.rt.settings
         token = str(uuid.uuid4())
         ids = list(names)
-        rows = self.rt.store.claim(ids, token, s.lease_seconds, actor=self.name)
+        batch = self.rt.store.claim(ids, token, s.lease_seconds, actor=self.name)
         claimed_at = time.monotonic()
-        metrics.log_claimed(self.name, rows)
+        metrics.log_claimed(self.name, batch)
         stats.batches += 1
-        stats.claimed += len(rows)
-        claimed_ids = {str(r["id"]) for r in rows}
+        stats.claimed += len(batch)
+        claimed_ids = {t.id for t in batch}
         stale = [i for i in ids if i not in claimed_ids]
         if stale:
             # Duplicates, cancelled or finished tasks: nothing to run, drop the lease entry.
             self.rt.queue.ack(stale, names=names)
-        if not rows:
+        if not batch:
             return
-        names.update({str(r["id"]): r["name"] for r in rows})
-        batch = [
-            Claimed(
-                id=str(r["id"]),
-                tenant=r["tenant"],
-                name=r["name"],
-                priority=r["priority"],
-                payload=r["payload"],
-                attempts=r["attempts"],
-                max_retries=r["max_retries"],
-                timeout_seconds=r["timeout_seconds"],
-            )
-            for r in rows
-        ]
+        names.update({t.id: t.name for t in batch})
 
         def heartbeat(still_running: list[str]) -> set[str]:
             try:
@@ -173,7 +159,7 @@ class Drainer:
             except UnavailableError as exc:
                 logger.warning("lease heartbeat failed", extra={"error": str(exc)})
                 return set()
-            return {str(r["id"]) for r in held if r["cancel_requested"]}
+            return {lease.id for lease in held if lease.cancel_requested}
 
         outcomes = self.runner.run(batch, token, heartbeat=heartbeat, heartbeat_every=s.lease_seconds / 3)
         self._wait_recording(stats)
@@ -185,7 +171,7 @@ class Drainer:
         """Record a batch's outcomes, then ack its leases and queue retries and hooks."""
         recorded = self._record(outcomes)
         metrics.log_finished(self.name, outcomes, recorded, time.monotonic() - claimed_at)
-        by_id = {str(r["id"]): r for r in recorded}
+        by_id = {r.id: r for r in recorded}
         lost = [o.id for o in outcomes if o.id not in by_id]
         if lost:
             stats.lease_lost += len(lost)
@@ -195,17 +181,17 @@ class Drainer:
             )
         retries: list[Item] = []
         hooks: list[Item] = [
-            (str(r["hook_id"]), Priority.HIGH, r["hook_enqueued_ms"], WEBHOOK_TASK)
+            (r.hook_id, Priority.HIGH, r.hook_enqueued_ms, WEBHOOK_TASK)
             for r in recorded
-            if r.get("hook_id")
+            if r.hook_id is not None and r.hook_enqueued_ms is not None
         ]
         for r in recorded:
-            status = Status(r["status"])
+            status = r.status
             if status is Status.COMPLETED:
                 stats.completed += 1
             elif status is Status.PENDING:
                 stats.retried += 1
-                retries.append((str(r["id"]), Priority(r["priority"]), r["run_at_ms"], r["name"]))
+                retries.append((r.id, r.priority, r.run_at_ms, r.name))
             elif status is Status.FAILED:
                 stats.failed += 1
             elif status is Status.CANCELLED:
@@ -218,7 +204,7 @@ class Drainer:
             # PostgreSQL has the outcome; the sweeper cleans stale leases and re-adds retries.
             logger.warning("ack failed", extra={"error": str(exc)})
 
-    def _record(self, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    def _record(self, outcomes: list[Outcome]) -> list[Recorded]:
         """Record outcomes, riding out a short PostgreSQL outage: the work is done and
         redoing it is the costlier choice.  Gives up before the leases expire."""
         deadline = time.monotonic() + self.rt.settings.lease_seconds * 0.8

@@ -20,6 +20,7 @@ from chalicelib.core.errors import (
     ValidationError,
 )
 from chalicelib.core.model import Priority, Status, Task
+from chalicelib.core.records import WebhookHook
 from chalicelib.core.requests import TaskRequest, check_fields, parse_task
 from chalicelib.observability import metrics
 from chalicelib.services import stats
@@ -120,9 +121,9 @@ def get(rt: Container, tenant: str, task_id: str) -> dict[str, Any]:
     task = _task(rt, tenant, task_id)
     body = task.to_dict()
     body["errors"] = [
-        {"attempt": e["attempt"], "error": e["error"], "error_type": e["error_type"], "at": e["at"].isoformat()}
+        {"attempt": e.attempt, "error": e.error, "error_type": e.error_type, "at": e.at.isoformat()}
         for e in rt.store.task_events(task_id)
-        if e["error"] is not None
+        if e.error is not None
     ]
     return body
 
@@ -134,15 +135,15 @@ def events(rt: Container, tenant: str, task_id: str) -> dict[str, Any]:
         "task_id": task_id,
         "events": [
             {
-                "at": r["at"].isoformat(),
-                "from_status": r["from_status"],
-                "to_status": r["to_status"],
-                "attempt": r["attempt"],
-                "actor": r["actor"],
-                "error": r["error"],
-                "error_type": r["error_type"],
+                "at": e.at.isoformat(),
+                "from_status": e.from_status.value if e.from_status else None,
+                "to_status": e.to_status.value,
+                "attempt": e.attempt,
+                "actor": e.actor,
+                "error": e.error,
+                "error_type": e.error_type,
             }
-            for r in rows
+            for e in rows
         ],
     }
 
@@ -153,7 +154,7 @@ def events(rt: Container, tenant: str, task_id: str) -> dict[str, Any]:
 def cancel(rt: Container, tenant: str, task_id: str) -> tuple[int, dict[str, Any]]:
     """PENDING/QUEUED → CANCELLED (200); PROCESSING → cancel requested (202);
     a final state → 409."""
-    hooks: list[tuple[str, float]] = []
+    hooks: list[WebhookHook] = []
     task, before = rt.store.cancel(tenant, task_id, hooks=hooks)
     if task is None or before is None:
         raise NotFoundError(f"no task {task_id}")
@@ -166,7 +167,7 @@ def cancel(rt: Container, tenant: str, task_id: str) -> tuple[int, dict[str, Any
     if task.status is Status.CANCELLED:
         try:
             rt.queue.remove([(task.id, task.priority, task.name)])
-            rt.queue.push([(hook_id, Priority.HIGH, ms, WEBHOOK_TASK) for hook_id, ms in hooks])
+            rt.queue.push([(hook.id, Priority.HIGH, hook.enqueued_ms, WEBHOOK_TASK) for hook in hooks])
         except UnavailableError:
             pass  # the claim's guard turns the stale id away; the sweeper pushes the webhook
         return 200, task.to_dict()

@@ -12,19 +12,18 @@ for ticks older than the grace period and waits for the next one.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
-from chalicelib.adapters.postgres.store import dumps
 from chalicelib.adapters.redis.queue import Item
 from chalicelib.config import Settings
 from chalicelib.container import Container
 from chalicelib.core.errors import ConflictError, NotFoundError, QueueError, ValidationError
 from chalicelib.core.model import Task
+from chalicelib.core.records import Schedule, ScheduleRun, ScheduleSpec
 from chalicelib.core.requests import check_fields, parse_task
 from chalicelib.observability.log import logger
 from chalicelib.tasktypes import Registry
@@ -33,20 +32,6 @@ SCHEDULE_FIELDS = frozenset({"name", "cron", "timezone", "task", "enabled", "cat
 TASK_FIELDS = frozenset({"name", "payload", "priority", "max_retries", "timeout_seconds"})
 CATCH_UP = ("once", "skip")
 MAX_CRON_LENGTH = 200
-
-
-@dataclass(frozen=True)
-class ScheduleSpec:
-    name: str
-    cron: str
-    timezone: str
-    task_name: str
-    payload: dict[str, Any]
-    priority: str
-    max_retries: int
-    timeout_seconds: int
-    enabled: bool
-    catch_up: str
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -154,65 +139,34 @@ def parse_schedule(
     return ScheduleSpec(name, cron, timezone, *task, enabled=enabled, catch_up=catch_up)
 
 
-def spec_from_row(row: dict[str, Any]) -> ScheduleSpec:
-    return ScheduleSpec(
-        name=row["name"],
-        cron=row["cron"],
-        timezone=row["timezone"],
-        task_name=row["task_name"],
-        payload=row["payload"],
-        priority=row["priority"],
-        max_retries=row["max_retries"],
-        timeout_seconds=row["timeout_seconds"],
-        enabled=row["enabled"],
-        catch_up=row["catch_up"],
-    )
-
-
-def _params(spec: ScheduleSpec, tenant: str, schedule_id: str, next_fire_at: datetime) -> dict[str, Any]:
-    return {
-        "id": schedule_id,
-        "tenant": tenant,
+def to_dict(schedule: Schedule, *, upcoming: int = 0, runs: list[ScheduleRun] | None = None) -> dict[str, Any]:
+    spec = schedule.spec
+    out: dict[str, Any] = {
+        "id": schedule.id,
         "name": spec.name,
         "cron": spec.cron,
         "timezone": spec.timezone,
-        "task_name": spec.task_name,
-        "payload": dumps(spec.payload),
-        "priority": spec.priority,
-        "max_retries": spec.max_retries,
-        "timeout_seconds": spec.timeout_seconds,
+        "task": {
+            "name": spec.task_name,
+            "payload": spec.payload,
+            "priority": spec.priority,
+            "max_retries": spec.max_retries,
+            "timeout_seconds": spec.timeout_seconds,
+        },
         "enabled": spec.enabled,
         "catch_up": spec.catch_up,
-        "next_fire_at": next_fire_at,
-    }
-
-
-def to_dict(row: dict[str, Any], *, upcoming: int = 0, runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": str(row["id"]),
-        "name": row["name"],
-        "cron": row["cron"],
-        "timezone": row["timezone"],
-        "task": {
-            "name": row["task_name"],
-            "payload": row["payload"],
-            "priority": row["priority"],
-            "max_retries": row["max_retries"],
-            "timeout_seconds": row["timeout_seconds"],
-        },
-        "enabled": row["enabled"],
-        "catch_up": row["catch_up"],
-        "next_fire_at": row["next_fire_at"].isoformat(),
-        "last_fired_at": row["last_fired_at"].isoformat() if row["last_fired_at"] else None,
-        "created_at": row["created_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
+        "next_fire_at": schedule.next_fire_at.isoformat(),
+        "last_fired_at": schedule.last_fired_at.isoformat() if schedule.last_fired_at else None,
+        "created_at": schedule.created_at.isoformat(),
+        "updated_at": schedule.updated_at.isoformat(),
     }
     if upcoming:
-        ticks = next_fire_times(row["cron"], row["timezone"], row["next_fire_at"], upcoming - 1)
-        out["next_fire_times"] = [t.isoformat() for t in [row["next_fire_at"], *ticks]]
+        ticks = next_fire_times(spec.cron, spec.timezone, schedule.next_fire_at, upcoming - 1)
+        out["next_fire_times"] = [t.isoformat() for t in [schedule.next_fire_at, *ticks]]
     if runs is not None:
         out["recent_runs"] = [
-            {"fire_at": r["fire_at"].isoformat(), "task_id": str(r["task_id"]), "status": r["status"]} for r in runs
+            {"fire_at": r.fire_at.isoformat(), "task_id": r.task_id, "status": r.status.value if r.status else None}
+            for r in runs
         ]
     return out
 
@@ -223,22 +177,22 @@ def to_dict(row: dict[str, Any], *, upcoming: int = 0, runs: list[dict[str, Any]
 def create(rt: Container, tenant: str, body: Any) -> dict[str, Any]:
     spec = parse_schedule(body, rt.settings, rt.registry)
     first = next_fire_times(spec.cron, spec.timezone, datetime.now(UTC))[0]
-    row = rt.store.insert_schedule(_params(spec, tenant, str(uuid.uuid4()), first))
-    if row is None:
+    schedule = rt.store.insert_schedule(tenant, str(uuid.uuid4()), spec, first)
+    if schedule is None:
         raise ConflictError(f"a schedule named {spec.name!r} already exists", details={"field": "name"})
-    return to_dict(row, upcoming=5)
+    return to_dict(schedule, upcoming=5)
 
 
-def _get_row(rt: Container, tenant: str, schedule_id: str) -> dict[str, Any]:
-    row = rt.store.get_schedule(tenant, schedule_id)
-    if row is None:
+def _get_schedule(rt: Container, tenant: str, schedule_id: str) -> Schedule:
+    schedule = rt.store.get_schedule(tenant, schedule_id)
+    if schedule is None:
         raise NotFoundError(f"no schedule {schedule_id}")
-    return row
+    return schedule
 
 
 def get(rt: Container, tenant: str, schedule_id: str) -> dict[str, Any]:
-    row = _get_row(rt, tenant, schedule_id)
-    return to_dict(row, upcoming=5, runs=rt.store.schedule_runs(schedule_id, limit=10))
+    schedule = _get_schedule(rt, tenant, schedule_id)
+    return to_dict(schedule, upcoming=5, runs=rt.store.schedule_runs(schedule_id, limit=10))
 
 
 def list_all(rt: Container, tenant: str) -> dict[str, Any]:
@@ -246,13 +200,13 @@ def list_all(rt: Container, tenant: str) -> dict[str, Any]:
 
 
 def update(rt: Container, tenant: str, schedule_id: str, body: Any) -> dict[str, Any]:
-    row = _get_row(rt, tenant, schedule_id)
-    current = spec_from_row(row)
+    schedule = _get_schedule(rt, tenant, schedule_id)
+    current = schedule.spec
     spec = parse_schedule(body, rt.settings, rt.registry, current=current)
-    next_fire_at = row["next_fire_at"]
+    next_fire_at = schedule.next_fire_at
     if (spec.cron, spec.timezone) != (current.cron, current.timezone) or (spec.enabled and not current.enabled):
         next_fire_at = next_fire_times(spec.cron, spec.timezone, datetime.now(UTC))[0]
-    updated = rt.store.update_schedule(_params(spec, tenant, schedule_id, next_fire_at))
+    updated = rt.store.update_schedule(tenant, schedule_id, spec, next_fire_at)
     if updated is None:
         raise NotFoundError(f"no schedule {schedule_id}")
     return to_dict(updated, upcoming=5)
@@ -267,17 +221,17 @@ def fire_due(rt: Container, *, actor: str = "sweep") -> list[Task]:
     """The sweeper's step: fire due ticks (exactly once each) and push their tasks."""
     grace = timedelta(seconds=rt.settings.schedule_grace_seconds)
 
-    def plan(row: dict[str, Any]) -> tuple[datetime | None, datetime]:
-        now: datetime = row["db_now"]
+    def plan(schedule: Schedule, now: datetime) -> tuple[datetime | None, datetime]:
+        spec = schedule.spec
         try:
-            latest = latest_tick(row["cron"], row["timezone"], now)
-            following = next_fire_times(row["cron"], row["timezone"], now)[0]
+            latest = latest_tick(spec.cron, spec.timezone, now)
+            following = next_fire_times(spec.cron, spec.timezone, now)[0]
         except (CroniterBadCronError, CroniterBadDateError, ValidationError) as exc:
-            logger.warning("schedule cannot be evaluated", extra={"schedule_id": str(row["id"]), "error": str(exc)})
+            logger.warning("schedule cannot be evaluated", extra={"schedule_id": schedule.id, "error": str(exc)})
             return None, now + timedelta(days=1)
         # Only the latest due tick fires, however many were missed (catch-up "once").
-        fire_at = max(latest, row["next_fire_at"])
-        if row["catch_up"] == "skip" and now - fire_at > grace:
+        fire_at = max(latest, schedule.next_fire_at)
+        if spec.catch_up == "skip" and now - fire_at > grace:
             return None, following
         return fire_at, following
 

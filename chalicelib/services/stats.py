@@ -21,6 +21,7 @@ from typing import Any
 from chalicelib.container import Container
 from chalicelib.core.errors import TasklaneError, ValidationError
 from chalicelib.core.model import Priority
+from chalicelib.core.stats import StatsSnapshot
 
 AWS_SWEEP_PERIOD_SECONDS = 60.0  # app.py schedules sweep at Rate(1 minute)
 
@@ -141,49 +142,50 @@ _LIVE = {"QUEUED": "queued", "PENDING": "pending", "PROCESSING": "processing", "
 _FINAL = {"COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled"}
 
 
-def build_stats(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Shape ``Store.tenant_stats`` rows into the API's JSON (no I/O)."""
-    now: datetime = raw["clock"]["now"]
+def build_stats(raw: StatsSnapshot) -> dict[str, Any]:
+    """Shape ``Store.tenant_stats`` into the API's JSON (no I/O)."""
+    now = raw.clock.now
     total = _Acc()
     by_name: dict[str, _Acc] = defaultdict(_Acc)
     by_priority: dict[str, _Acc] = {p.value: _Acc() for p in Priority}
 
-    def groups(row: Mapping[str, Any]) -> list[_Acc]:
-        return [total, by_name[row["name"]], by_priority.setdefault(row["priority"], _Acc())]
+    def groups(name: str, priority: str) -> list[_Acc]:
+        return [total, by_name[name], by_priority.setdefault(priority, _Acc())]
 
-    for r in raw["live"]:
-        for acc in groups(r):
-            acc.n[_LIVE[r["status"]]] += int(r["n"])
-            if r["status"] == "QUEUED" and r["oldest_enqueued_at"] is not None:
-                acc.oldest = min(acc.oldest or r["oldest_enqueued_at"], r["oldest_enqueued_at"])
-    for r in raw["submitted"]:
-        for acc in groups(r):
-            acc.n["submitted"] += int(r["n"])
-    for r in raw["finished"]:
-        field = _FINAL.get(r["status"])
+    for live in raw.live:
+        for acc in groups(live.name, live.priority):
+            acc.n[_LIVE[live.status]] += live.n
+            oldest = live.oldest_enqueued_at
+            if live.status == "QUEUED" and oldest is not None:
+                acc.oldest = min(acc.oldest or oldest, oldest)
+    for sub in raw.submitted:
+        for acc in groups(sub.name, sub.priority):
+            acc.n["submitted"] += sub.n
+    for fin in raw.finished:
+        field = _FINAL.get(fin.status)
         if field is None:
             continue
-        for acc in groups(r):
-            acc.n[field] += int(r["n"])
-            if r["status"] == "COMPLETED":
-                acc.run_seconds += float(r["run_seconds"])
-                acc.wait_seconds += float(r["wait_seconds"])
-                acc.timed += int(r["timed"])
+        for acc in groups(fin.name, fin.priority):
+            acc.n[field] += fin.n
+            if fin.status == "COMPLETED":
+                acc.run_seconds += fin.run_seconds
+                acc.wait_seconds += fin.wait_seconds
+                acc.timed += fin.timed
 
-    start: datetime = raw["clock"]["hour_start"]
+    start = raw.clock.hour_start
     minutes = [start + timedelta(minutes=i) for i in range(60)]
     series: dict[datetime, dict[str, int]] = {
         m: {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0} for m in minutes
     }
-    for r in raw["per_minute"]:
-        slot = series.get(r["minute"])
-        kind = "submitted" if r["kind"] == "SUBMITTED" else _FINAL.get(r["kind"])
+    for count in raw.per_minute:
+        slot = series.get(count.minute)
+        kind = "submitted" if count.kind == "SUBMITTED" else _FINAL.get(count.kind)
         if slot is not None and kind is not None:
-            slot[kind] += int(r["n"])
+            slot[kind] += count.n
 
     return {
         "generated_at": now.isoformat(),
-        "today_since": raw["clock"]["today"].isoformat(),
+        "today_since": raw.clock.today.isoformat(),
         "totals": total.as_dict(now),
         "by_priority": [{"priority": p, **acc.as_dict(now)} for p, acc in by_priority.items()],
         "by_name": [{"name": n, **by_name[n].as_dict(now)} for n in sorted(by_name)],

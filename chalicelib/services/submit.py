@@ -12,11 +12,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chalicelib.adapters.postgres.store import NewTask, dumps
+from chalicelib.adapters.postgres.store import dumps
 from chalicelib.adapters.redis.queue import Item
 from chalicelib.container import Container
 from chalicelib.core.errors import ConflictError, QueueError
-from chalicelib.core.model import Status, Task
+from chalicelib.core.model import NewTask, Status, Task
 from chalicelib.core.requests import TaskRequest
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
@@ -74,20 +74,20 @@ def submit_many(
         if n.id in inserted:
             results.append(Submitted(inserted[n.id]))
             continue
-        row = existing.get(n.idempotency_key or "")
-        if row is None:
+        found = existing.get(n.idempotency_key or "")
+        if found is None:
             # Inserted by a concurrent request and already forgotten: vanishingly
             # rare, but the client must not believe the task was accepted.
             results.append(ConflictError(f"idempotency key {n.idempotency_key!r} is being reused; retry"))
-        elif row["request_hash"] != n.request_hash:
+        elif found.request_hash != n.request_hash:
             results.append(
                 ConflictError(
                     f"idempotency key {n.idempotency_key!r} was already used with a different request",
-                    details={"task_id": str(row["id"])},
+                    details={"task_id": found.task.id},
                 )
             )
         else:
-            results.append(Submitted(Task.from_row(row), replayed=True))
+            results.append(Submitted(found.task, replayed=True))
     metrics.log_submitted(tenant, list(inserted.values()), actor=actor, duplicates=len(new) - len(inserted))
     return results
 

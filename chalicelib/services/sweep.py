@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chalicelib.adapters.postgres.store import Outcome
 from chalicelib.adapters.redis.queue import Item
 from chalicelib.adapters.webhooks import WEBHOOK_TASK
 from chalicelib.container import Container
 from chalicelib.core.errors import LeaseLostError, QueueError, UnavailableError
-from chalicelib.core.model import Priority, Status
+from chalicelib.core.model import Outcome, Priority, Status
+from chalicelib.core.records import ExpiredLease, ReadyTask
 from chalicelib.execution.runner import failure_outcome
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
@@ -65,9 +65,9 @@ def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
     return report
 
 
-def _item(row: dict[str, Any], ms: str) -> Item:
-    """A queue item ``(id, priority, time, task type)`` from a store row."""
-    return (str(row["id"]), Priority(row["priority"]), row[ms], row["name"])
+def _ready(task: ReadyTask) -> Item:
+    """A ready queue item ``(id, priority, enqueue time, task type)``."""
+    return (task.id, task.priority, task.enqueued_ms, task.name)
 
 
 def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
@@ -77,15 +77,16 @@ def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
     # sweep sees it missing and rebuilds once more.
     rt.queue.mark_rebuilt()
     counts = {"ready": 0, "delayed": 0, "leases": 0}
-    for rows in rt.store.live_tasks(Status.QUEUED, page_size=PAGE * 5):
-        rt.queue.push([_item(r, "enqueued_ms") for r in rows], only_new=True)
-        counts["ready"] += len(rows)
-    for rows in rt.store.live_tasks(Status.PENDING, page_size=PAGE * 5):
-        rt.queue.push(delayed=[_item(r, "run_at_ms") for r in rows], only_new=True)
-        counts["delayed"] += len(rows)
-    for rows in rt.store.live_tasks(Status.PROCESSING, page_size=PAGE * 5):
-        rt.queue.lease_all((str(r["id"]), r["lease_ms"], r["name"]) for r in rows)
-        counts["leases"] += len(rows)
+    for page in rt.store.live_tasks(Status.QUEUED, page_size=PAGE * 5):
+        rt.queue.push([(t.id, t.priority, t.enqueued_ms, t.name) for t in page], only_new=True)
+        counts["ready"] += len(page)
+    for page in rt.store.live_tasks(Status.PENDING, page_size=PAGE * 5):
+        rt.queue.push(delayed=[(t.id, t.priority, t.run_at_ms, t.name) for t in page], only_new=True)
+        counts["delayed"] += len(page)
+    for page in rt.store.live_tasks(Status.PROCESSING, page_size=PAGE * 5):
+        # A PROCESSING row always has a lease deadline (the claim sets both).
+        rt.queue.lease_all((t.id, t.lease_ms or 0.0, t.name) for t in page)
+        counts["leases"] += len(page)
     report.rebuilt = True
     logger.info("rebuilt Redis from PostgreSQL", extra=counts)
 
@@ -96,41 +97,39 @@ def _fire_schedules(rt: Container, report: SweepReport, actor: str) -> None:
 
 def _promote(rt: Container, report: SweepReport, actor: str) -> None:
     while True:
-        rows = rt.store.promote_due(limit=PAGE, actor=actor)
-        if rows:
+        promoted = rt.store.promote_due(limit=PAGE, actor=actor)
+        if promoted:
             try:
                 # Out of delayed (a drainer may have moved some already), into ready.
-                rt.queue.remove([(str(r["id"]), Priority(r["priority"]), r["name"]) for r in rows])
-                rt.queue.push([_item(r, "enqueued_ms") for r in rows])
+                rt.queue.remove([(t.id, t.priority, t.name) for t in promoted])
+                rt.queue.push([_ready(t) for t in promoted])
             except QueueError as exc:
                 # Committed as QUEUED already: reconciliation pushes them once Redis is back.
                 report.errors.append(f"promote: {exc}")
-        report.promoted += len(rows)
-        if len(rows) < PAGE:
+        report.promoted += len(promoted)
+        if len(promoted) < PAGE:
             return
 
 
 def _rescue(rt: Container, report: SweepReport, actor: str) -> None:
-    def decide(row: dict[str, Any]) -> Outcome:
+    def decide(lease: ExpiredLease) -> Outcome:
         exc = LeaseLostError("lease expired: the worker died, stalled or ran past its timeout")
-        return failure_outcome(
-            rt.retry, str(row["id"]), str(row["lease_token"]), row["attempts"], row["max_retries"], exc
-        )
+        return failure_outcome(rt.retry, lease.id, lease.lease_token, lease.attempts, lease.max_retries, exc)
 
     while True:
         rows = rt.store.rescue_expired(decide, limit=PAGE, actor=actor)
         if rows:
-            retries = [_item(r, "run_at_ms") for r in rows if r["status"] == Status.PENDING.value]
+            retries: list[Item] = [(r.id, r.priority, r.run_at_ms, r.name) for r in rows if r.status is Status.PENDING]
             report.rescued += len(rows)
-            report.dead_lettered += sum(1 for r in rows if r["status"] == Status.FAILED.value)
+            report.dead_lettered += sum(1 for r in rows if r.status is Status.FAILED)
             metrics.log_rescued(rows)
             hooks: list[Item] = [
-                (str(r["hook_id"]), Priority.HIGH, r["hook_enqueued_ms"], WEBHOOK_TASK)
+                (r.hook_id, Priority.HIGH, r.hook_enqueued_ms, WEBHOOK_TASK)
                 for r in rows
-                if r.get("hook_id")
+                if r.hook_id is not None and r.hook_enqueued_ms is not None
             ]
             try:
-                rt.queue.ack([str(r["id"]) for r in rows], retries, {str(r["id"]): r["name"] for r in rows})
+                rt.queue.ack([r.id for r in rows], retries, {r.id: r.name for r in rows})
                 rt.queue.push(hooks)
             except QueueError as exc:
                 report.errors.append(f"rescue ack: {exc}")
@@ -142,22 +141,26 @@ def _requeue_orphan_leases(rt: Container, report: SweepReport, actor: str) -> No
     ids = rt.queue.expired_leases(PAGE)
     if not ids:
         return
-    rows = rt.store.statuses_of(ids)
-    by_id = {str(r["id"]): r for r in rows}
-    back = [_item(r, "enqueued_ms") for r in rows if r["status"] == Status.QUEUED.value]
+    states = rt.store.statuses_of(ids)
+    by_id = {t.id: t for t in states}
+    back: list[Item] = [
+        (t.id, t.priority, t.enqueued_ms, t.name)
+        for t in states
+        if t.status is Status.QUEUED and t.enqueued_ms is not None
+    ]
     # PROCESSING ones are PostgreSQL's to rescue (step 3); anything else is done with.
-    done = [tid for tid in ids if by_id.get(tid, {}).get("status") != Status.PROCESSING.value]
+    done = [tid for tid in ids if tid not in by_id or by_id[tid].status is not Status.PROCESSING]
     rt.queue.push(back, only_new=True)
-    rt.queue.ack(done, names={tid: r["name"] for tid, r in by_id.items()})
+    rt.queue.ack(done, names={tid: t.name for tid, t in by_id.items()})
     report.requeued_leases += len(back)
 
 
 def _reconcile(rt: Container, report: SweepReport, actor: str) -> None:
     grace = max(2.0, rt.settings.sweep_interval_seconds)
-    rows = rt.store.queued_older_than(grace, limit=PAGE * 5)
-    if rows:
-        rt.queue.push([_item(r, "enqueued_ms") for r in rows], only_new=True)
-        report.reconciled += len(rows)
+    stuck = rt.store.queued_older_than(grace, limit=PAGE * 5)
+    if stuck:
+        rt.queue.push([_ready(t) for t in stuck], only_new=True)
+        report.reconciled += len(stuck)
 
 
 def _prune(rt: Container, report: SweepReport, actor: str) -> None:

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib.adapters.postgres.store import Outcome
 from chalicelib.container import Container
 from chalicelib.core.errors import ConflictError
-from chalicelib.core.model import Status
+from chalicelib.core.model import Outcome, Status
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit, submit_many
 from chalicelib.services.sweep import sweep
@@ -38,7 +37,7 @@ def test_noop_task_completes_with_payload_as_result(rt: Container, database_url:
     assert done.status is Status.COMPLETED
     assert done.result == {"to": "a@example.com"}
     assert done.attempts == 1 and done.finished_at is not None and done.started_at is not None
-    events = [(e["from_status"], e["to_status"]) for e in rt.store.task_events(task.id)]
+    events = [(e.from_status, e.to_status) for e in rt.store.task_events(task.id)]
     assert events == [(None, "QUEUED"), ("QUEUED", "PROCESSING"), ("PROCESSING", "COMPLETED")]
 
 
@@ -68,14 +67,14 @@ def test_retryable_failures_retry_with_backoff_then_complete(rt: Container) -> N
     assert done.attempts == 3
     assert done.result == {"succeeded_on_attempt": 3}
     events = rt.store.task_events(task.id)
-    errors = [e for e in events if e["error"]]
-    assert [e["attempt"] for e in errors] == [1, 2]
-    assert all(e["error_type"] == "RetryableError" for e in errors)
+    errors = [e for e in events if e.error]
+    assert [e.attempt for e in errors] == [1, 2]
+    assert all(e.error_type == "RetryableError" for e in errors)
     # Each retry waited at least its backoff after the failure: the fast settings'
     # nominal delay (base * 2^(attempt-1), capped) less at most the jitter's share.
     s = rt.settings
-    failed_at = [e["at"] for e in events if e["to_status"] == "PENDING"]
-    started_at = [e["at"] for e in events if e["to_status"] == "PROCESSING"][1:]
+    failed_at = [e.at for e in events if e.to_status is Status.PENDING]
+    started_at = [e.at for e in events if e.to_status is Status.PROCESSING][1:]
     assert len(failed_at) == len(started_at) == 2
     for attempt, (failed, started) in enumerate(zip(failed_at, started_at, strict=True), start=1):
         nominal = min(s.retry_max_seconds, s.retry_base_seconds * 2 ** (attempt - 1))
@@ -90,7 +89,7 @@ def test_retries_exhausted_dead_letters_with_every_error(rt: Container) -> None:
     failed = _get(rt, task.id)
     assert failed.attempts == 3
     assert failed.last_error_type == "RetryableError"
-    assert len([e for e in rt.store.task_events(task.id) if e["error"]]) == 3
+    assert len([e for e in rt.store.task_events(task.id) if e.error]) == 3
     letters = rt.store.list_dead_letters(TENANT, name=None, limit=10, after=None)
     assert [t.id for t in letters] == [task.id]
 
@@ -154,22 +153,32 @@ def test_duplicate_ids_in_redis_run_each_task_once(rt: Container) -> None:
 
 
 def test_stale_lease_token_cannot_overwrite_newer_attempt(rt: Container) -> None:
+    """Fencing: the row is PROCESSING again, under a newer attempt's token, when the
+    first worker reports, so only the token tells the two apart (the status guard
+    alone would let the stale outcome through)."""
     task = submit(rt, TENANT, request()).task
     rt.queue.claim(10, 30)
-    old = rt.store.claim([task.id], str(uuid.uuid4()), 0.1, actor="old")[0]
-    assert old["attempts"] == 1
-    time.sleep(0.15)  # let the 0.1 s lease lapse (the clock is the database's)
-    report = sweep(rt)
-    assert report.rescued == 1
-    wait_for(lambda: _get(rt, task.id).status in (Status.PENDING, Status.QUEUED))
-    # The first worker, back from a stall, presents its old token: rejected.
-    stale = rt.store.finish(
-        [Outcome(task.id, str(uuid.uuid4()), Status.COMPLETED, result_json='{"late": true}')], actor="old"
-    )
+    old_token, new_token = str(uuid.uuid4()), str(uuid.uuid4())
+    [old] = rt.store.claim([task.id], old_token, 0.1, actor="old")
+    assert old.attempts == 1
+    # The 0.1 s lease lapses by the database's clock; the sweeper then counts the attempt as failed.
+    wait_for(lambda: sweep(rt).rescued == 1, timeout=10, message="the expired lease to be rescued")
+    # The retry falls due after its backoff and a second worker claims it.
+    [new] = wait_for(lambda: rt.store.claim([task.id], new_token, 30, actor="new"), timeout=10)
+    assert new.attempts == 2
+    held = _get(rt, task.id)
+    assert held.status is Status.PROCESSING
+
+    # The first worker, back from a stall, presents its own old token: rejected.
+    stale = rt.store.finish([Outcome(task.id, old_token, Status.COMPLETED, result_json='{"late": true}')], actor="old")
     assert stale == []
-    drain_and_sweep_until(rt, lambda: _get(rt, task.id).status is Status.COMPLETED)
+    after = _get(rt, task.id)
+    assert (after.status, after.attempts, after.result, after.finished_at) == (Status.PROCESSING, 2, None, None)
+
+    done = rt.store.finish([Outcome(task.id, new_token, Status.COMPLETED, result_json='{"on": "time"}')], actor="new")
+    assert [r.id for r in done] == [task.id]
     final = _get(rt, task.id)
-    assert final.result == {} and final.attempts == 2
+    assert final.status is Status.COMPLETED and final.result == {"on": "time"} and final.attempts == 2
 
 
 def test_cancel_queued_task_never_runs(rt: Container) -> None:
@@ -215,7 +224,7 @@ def test_redrive_puts_dead_letter_back_with_fresh_budget(rt: Container) -> None:
     again = _get(rt, task.id)
     # It ran again from a fresh budget (attempt 1 of max_retries + 1), and failed again.
     assert again.status is Status.FAILED and again.attempts == 1
-    transitions = [(e["from_status"], e["to_status"]) for e in rt.store.task_events(task.id)]
+    transitions = [(e.from_status, e.to_status) for e in rt.store.task_events(task.id)]
     assert transitions.count(("QUEUED", "PROCESSING")) == 2
     assert ("FAILED", "QUEUED") in transitions
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 import psycopg
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from chalicelib.adapters.postgres.store import NewTask, Outcome
 from chalicelib.container import Container
-from chalicelib.core.model import FINAL_STATUSES, TRANSITIONS, Status
+from chalicelib.core.model import FINAL_STATUSES, TRANSITIONS, NewTask, Outcome, Status
+from chalicelib.core.records import ExpiredLease
 
 TENANT = "sm"
 OUTCOMES = [Status.COMPLETED, Status.PENDING, Status.FAILED, Status.CANCELLED]
@@ -65,7 +64,7 @@ def test_no_illegal_transition_is_ever_accepted(rt: Container) -> None:
             ids = data.draw(st.lists(st.sampled_from(self._ids()), max_size=4, unique=True))
             token = str(uuid.uuid4())
             rows = rt.store.claim(ids, token, 30, actor="sm")
-            got = {str(r["id"]) for r in rows}
+            got = {t.id for t in rows}
             # Only QUEUED rows are claimable here (PENDING ones are an hour from due).
             assert got == {i for i in ids if self.status[i] is Status.QUEUED}
             for i in got:
@@ -111,13 +110,11 @@ def test_no_illegal_transition_is_ever_accepted(rt: Container) -> None:
             with psycopg.connect(db, autocommit=True) as conn:
                 conn.execute("UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (i,))
 
-            def decide(row: dict[str, Any]) -> Outcome:
-                return Outcome(
-                    str(row["id"]), str(row["lease_token"]), Status.PENDING, error="lease", delay_seconds=3600.0
-                )
+            def decide(lease: ExpiredLease) -> Outcome:
+                return Outcome(lease.id, lease.lease_token, Status.PENDING, error="lease", delay_seconds=3600.0)
 
             rescued = rt.store.rescue_expired(decide, limit=100)
-            assert [str(r["id"]) for r in rescued] == [i]
+            assert [r.id for r in rescued] == [i]
             self.status[i] = Status.CANCELLED if self.cancel_requested[i] else Status.PENDING
             self.token.pop(i)
 
@@ -129,7 +126,7 @@ def test_no_illegal_transition_is_ever_accepted(rt: Container) -> None:
             i = data.draw(st.sampled_from(pending))
             with psycopg.connect(db, autocommit=True) as conn:
                 conn.execute("UPDATE tasks SET run_at = now() - interval '1 second' WHERE id = %s", (i,))
-            promoted = {str(r["id"]) for r in rt.store.promote_due(limit=100)}
+            promoted = {t.id for t in rt.store.promote_due(limit=100)}
             assert promoted == {i}
             self.status[i] = Status.QUEUED
 

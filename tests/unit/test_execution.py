@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from chalicelib.core.errors import PermanentError, RetryableError, TaskCancelled
-from chalicelib.core.model import Status
+from chalicelib.core.model import Claimed, Status
 from chalicelib.core.retry import RetryPolicy
-from chalicelib.execution.runner import BatchRunner, Claimed
+from chalicelib.execution.runner import BatchRunner
 from chalicelib.tasktypes import Registry, TaskContext
 
 

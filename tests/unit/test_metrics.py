@@ -11,6 +11,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chalicelib.core.errors import QueueError
+from chalicelib.core.stats import (
+    FinishedCount,
+    LiveCount,
+    MetricTotal,
+    MinuteCount,
+    QueueGauge,
+    StatsClock,
+    StatsSnapshot,
+    SubmittedCount,
+)
 from chalicelib.observability import metrics
 from chalicelib.services import stats
 
@@ -18,14 +28,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeStore:
+    """The rows as the queries return them, turned into records as the store does."""
+
     def __init__(self, totals: list[dict[str, Any]], gauges: list[dict[str, Any]]) -> None:
         self.totals, self.gauges = totals, gauges
 
-    def metric_totals(self) -> list[dict[str, Any]]:
-        return self.totals
+    def metric_totals(self) -> list[MetricTotal]:
+        return [MetricTotal.from_row(r) for r in self.totals]
 
-    def queue_gauges(self) -> list[dict[str, Any]]:
-        return self.gauges
+    def queue_gauges(self) -> list[QueueGauge]:
+        return [QueueGauge.from_row(r) for r in self.gauges]
 
 
 class FakeQueue:
@@ -132,7 +144,7 @@ def test_stale_window_defaults_to_three_aws_minutes_and_can_be_set() -> None:
 def test_stats_roll_rows_up_by_name_priority_and_minute() -> None:
     now = datetime(2026, 1, 2, 12, 30, 15, tzinfo=UTC)
     hour_start = datetime(2026, 1, 2, 11, 31, tzinfo=UTC)
-    raw = {
+    raw: dict[str, Any] = {
         "clock": {"now": now, "today": datetime(2026, 1, 2, tzinfo=UTC), "hour_start": hour_start},
         "live": [
             {
@@ -171,7 +183,14 @@ def test_stats_roll_rows_up_by_name_priority_and_minute() -> None:
             {"minute": hour_start + timedelta(minutes=59), "kind": "COMPLETED", "n": 3},
         ],
     }
-    body = stats.build_stats(raw)
+    snapshot = StatsSnapshot(
+        clock=StatsClock.from_row(raw["clock"]),
+        live=[LiveCount.from_row(r) for r in raw["live"]],
+        submitted=[SubmittedCount.from_row(r) for r in raw["submitted"]],
+        finished=[FinishedCount.from_row(r) for r in raw["finished"]],
+        per_minute=[MinuteCount.from_row(r) for r in raw["per_minute"]],
+    )
+    body = stats.build_stats(snapshot)
     t = body["totals"]
     assert (t["submitted"], t["completed"], t["failed"], t["queued"], t["pending"], t["dead_letters"]) == (
         13,

@@ -49,14 +49,14 @@ def _database_url() -> str:
 
 def keys_create(store: Store, args: argparse.Namespace) -> int:
     expires = datetime.now(UTC) + timedelta(days=args.expires_in_days) if args.expires_in_days else None
-    secret, row = create_key(
+    secret, key = create_key(
         store, args.tenant, name=args.name or "", rate_limit_per_minute=args.rate_limit, expires_at=expires
     )
     print(secret)
     print(
-        f"# key {row['id']} for tenant {row['tenant']!r}"
-        f" (rate limit {row['rate_limit_per_minute'] or 'default'}/min"
-        f"{', expires ' + row['expires_at'].isoformat() if row['expires_at'] else ''})."
+        f"# key {key.id} for tenant {key.tenant!r}"
+        f" (rate limit {key.rate_limit_per_minute or 'default'}/min"
+        f"{', expires ' + key.expires_at.isoformat() if key.expires_at else ''})."
         " Store it now: it is not shown again.",
         file=sys.stderr,
     )
@@ -64,23 +64,31 @@ def keys_create(store: Store, args: argparse.Namespace) -> int:
 
 
 def keys_list(store: Store, args: argparse.Namespace) -> int:
-    rows = store.list_api_keys(args.tenant)
     now = datetime.now(UTC)
-    for r in rows:
-        expired = r["expires_at"] is not None and r["expires_at"] <= now
-        r["state"] = "revoked" if r["disabled_at"] else "expired" if expired else "active"
-        r["rate_limit"] = f"{r['rate_limit_per_minute']}/min" if r["rate_limit_per_minute"] else "default"
+    rows = [
+        {
+            "id": k.id,
+            "key_prefix": k.key_prefix,
+            "tenant": k.tenant,
+            "name": k.name,
+            "state": k.state(now),
+            "rate_limit": f"{k.rate_limit_per_minute}/min" if k.rate_limit_per_minute else "default",
+            "created_at": k.created_at,
+            "expires_at": k.expires_at,
+        }
+        for k in store.list_api_keys(args.tenant)
+    ]
     columns = ["id", "key_prefix", "tenant", "name", "state", "rate_limit", "created_at", "expires_at"]
     print(table(rows, columns) if rows else "no keys")
     return 0
 
 
 def keys_revoke(store: Store, args: argparse.Namespace) -> int:
-    row = store.revoke_api_key(args.key)
-    if row is None:
+    key = store.revoke_api_key(args.key)
+    if key is None:
         print(f"no key with id or prefix {args.key!r}", file=sys.stderr)
         return 1
-    print(f"revoked {row['key_prefix']}… (tenant {row['tenant']}, id {row['id']})")
+    print(f"revoked {key.key_prefix}… (tenant {key.tenant}, id {key.id})")
     return 0
 
 

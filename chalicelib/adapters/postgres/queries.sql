@@ -4,6 +4,7 @@
 -- a transition and its audit row commit together or not at all.
 
 -- name: insert_tasks
+-- Rows: Task (core/model.py), like every query that returns tasks.* rows.
 -- Multi-row submit: one statement for N tasks and their first events.  A task
 -- whose (tenant, idempotency_key) already exists is skipped (DO NOTHING) and
 -- the caller looks the original up.
@@ -36,16 +37,19 @@ WITH n AS (
 SELECT * FROM ins;
 
 -- name: tasks_by_idempotency_keys
+-- Rows: IdempotentTask (core/records.py).
 SELECT * FROM tasks WHERE tenant = %(tenant)s AND idempotency_key = ANY(%(keys)s::text[]);
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s;
 
 -- name: task_events
+-- Rows: TaskEvent (core/records.py).
 SELECT id, at, from_status, to_status, attempt, actor, error, error_type
 FROM task_events WHERE task_id = %(id)s ORDER BY id;
 
 -- name: claim
+-- Rows: Claimed (core/model.py); ids as text, the form every caller wants.
 -- Claims only rows still QUEUED (or PENDING and due: a retry or scheduled
 -- task the drainer found due in Redis before the sweeper promoted it).  Rows
 -- are locked in id order so concurrent claimers cannot deadlock; a duplicate
@@ -75,9 +79,12 @@ WITH l AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, from_status, 'PROCESSING', attempts, %(actor)s FROM c
 )
-SELECT * FROM c;
+SELECT id::text AS id, tenant, name, priority, payload, attempts, max_retries, timeout_seconds,
+       enqueued_at, started_at
+FROM c;
 
 -- name: finish
+-- Rows: Recorded (core/records.py); ids as text.
 -- Records a batch of outcomes.  Fencing: only a row still PROCESSING under the
 -- presenting token changes; a stale worker's outcome matches nothing and the
 -- caller learns its lease was lost.  A retry of a task whose cancellation was
@@ -123,18 +130,20 @@ WITH o AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
 )
-SELECT u.id, u.tenant, u.name, u.status, u.priority, u.attempts,
+SELECT u.id::text AS id, u.tenant, u.name, u.status, u.priority, u.attempts,
        (extract(epoch FROM u.run_at) * 1000)::float8 AS run_at_ms,
-       h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms
+       h.id::text AS hook_id, h.enqueued_ms AS hook_enqueued_ms
 FROM u LEFT JOIN hooks h ON h.parent = u.id;
 
 -- name: extend_leases
+-- Rows: HeldLease (core/records.py).
 UPDATE tasks
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
 WHERE id = ANY(%(ids)s::uuid[]) AND status = 'PROCESSING' AND lease_token = %(token)s
 RETURNING id, cancel_requested;
 
 -- name: lock_expired_leases
+-- Rows: ExpiredLease (core/records.py).
 SELECT id, lease_token, attempts, max_retries, cancel_requested
 FROM tasks
 WHERE status = 'PROCESSING' AND lease_expires_at < now()
@@ -178,6 +187,7 @@ WHERE id = %(id)s AND status = 'PROCESSING'
 RETURNING *;
 
 -- name: promote_due
+-- Rows: ReadyTask (core/records.py).
 -- Due PENDING tasks (scheduled or waiting for a retry) become QUEUED.
 WITH d AS (
     SELECT id FROM tasks
@@ -197,6 +207,7 @@ WITH d AS (
 SELECT id, name, priority, enqueued_ms FROM p;
 
 -- name: queued_older_than
+-- Rows: ReadyTask (core/records.py).
 SELECT id, name, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
 FROM tasks
 WHERE status = 'QUEUED' AND enqueued_at < now() - make_interval(secs => %(seconds)s)
@@ -204,6 +215,7 @@ ORDER BY enqueued_at
 LIMIT %(limit)s;
 
 -- name: live_tasks_page
+-- Rows: LiveTask (core/records.py).
 -- Keyset pages over the live states, for rebuilding Redis after it lost data.
 SELECT id, name, status, priority,
        (extract(epoch FROM coalesce(enqueued_at, run_at)) * 1000)::float8 AS enqueued_ms,
@@ -215,6 +227,7 @@ ORDER BY id
 LIMIT %(limit)s;
 
 -- name: statuses_of
+-- Rows: TaskState (core/records.py).
 SELECT id, name, status, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
 FROM tasks WHERE id = ANY(%(ids)s::uuid[]);
 
@@ -270,12 +283,14 @@ WITH f AS (
 SELECT * FROM r;
 
 -- name: insert_api_key
+-- Rows: ApiKeyRecord (core/records.py), as list_api_keys and revoke_api_key.
 INSERT INTO api_keys (id, tenant, name, key_prefix, key_hash, rate_limit_per_minute, expires_at)
 VALUES (%(id)s, %(tenant)s, %(name)s, %(key_prefix)s, %(key_hash)s, %(rate_limit)s, %(expires_at)s)
 ON CONFLICT (key_hash) DO NOTHING
 RETURNING id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at;
 
 -- name: api_key_by_hash
+-- Rows: StoredKey (core/records.py).
 SELECT id, tenant, name, key_prefix, key_hash, rate_limit_per_minute, created_at, expires_at,
        disabled_at, (disabled_at IS NULL AND (expires_at IS NULL OR expires_at > now())) AS active
 FROM api_keys WHERE key_hash = %(key_hash)s;
@@ -307,6 +322,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: insert_schedule
+-- Rows: Schedule (core/records.py), as every query that returns schedules.* rows.
 INSERT INTO schedules (id, tenant, name, cron, timezone, task_name, payload, priority, max_retries,
                        timeout_seconds, enabled, catch_up, next_fire_at)
 VALUES (%(id)s, %(tenant)s, %(name)s, %(cron)s, %(timezone)s, %(task_name)s, %(payload)s::jsonb,
@@ -333,6 +349,7 @@ RETURNING *;
 DELETE FROM schedules WHERE id = %(id)s AND tenant = %(tenant)s RETURNING id;
 
 -- name: schedule_runs
+-- Rows: ScheduleRun (core/records.py).
 SELECT r.fire_at, r.task_id, t.status
 FROM schedule_runs r LEFT JOIN tasks t ON t.id = r.task_id
 WHERE r.schedule_id = %(id)s
@@ -340,6 +357,7 @@ ORDER BY r.fire_at DESC
 LIMIT %(limit)s;
 
 -- name: lock_due_schedules
+-- Rows: Schedule (core/records.py) plus db_now, the clock plan() decides by.
 -- Concurrent sweepers split the due schedules between them (SKIP LOCKED); the
 -- primary key of schedule_runs makes each tick fire once even if they did not.
 SELECT *, now() AS db_now FROM schedules
@@ -405,6 +423,7 @@ RETURNING id;
 -- migration 0003 in the same statement as each transition.
 
 -- name: metric_totals
+-- Rows: MetricTotal (core/stats.py).
 -- Counters and histogram buckets by task name: folded totals plus the deltas not
 -- folded yet, read in one statement so a concurrent fold is counted exactly once.
 SELECT name, metric, le, sum(n)::bigint AS n, sum(total)::float8 AS total
@@ -430,6 +449,7 @@ SELECT name, metric, le, n, total FROM summed ORDER BY name, metric, le
 ON CONFLICT (name, metric, le) DO UPDATE SET n = t.n + excluded.n, total = t.total + excluded.total;
 
 -- name: queue_gauges
+-- Rows: QueueGauge (core/stats.py).
 -- Live tasks by status and priority, each arm served by its partial index, the
 -- age of the oldest ready task per priority, and the dead-letter count.
 SELECT 'QUEUED' AS status, priority, count(*) AS n,
@@ -446,12 +466,14 @@ SELECT 'FAILED', NULL, count(*), NULL FROM tasks WHERE status = 'FAILED';
 SELECT coalesce(max(version), 0) AS version FROM schema_migrations;
 
 -- name: stats_clock
+-- Rows: StatsClock (core/stats.py).
 -- The database's clock and the windows the stats cover: today (UTC) and the last hour.
 SELECT now() AS now,
        date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS today,
        date_trunc('minute', now()) - interval '59 minutes' AS hour_start;
 
 -- name: stats_live
+-- Rows: LiveCount (core/stats.py).
 -- A tenant's waiting, running and dead-lettered tasks by name and priority.
 SELECT name, priority, 'QUEUED' AS status, count(*) AS n, min(enqueued_at) AS oldest_enqueued_at
 FROM tasks WHERE status = 'QUEUED' AND tenant = %(tenant)s GROUP BY name, priority
@@ -466,11 +488,13 @@ SELECT name, priority, 'FAILED', count(*), NULL
 FROM tasks WHERE status = 'FAILED' AND tenant = %(tenant)s GROUP BY name, priority;
 
 -- name: stats_submitted_since
+-- Rows: SubmittedCount (core/stats.py).
 SELECT name, priority, count(*) AS n
 FROM tasks WHERE tenant = %(tenant)s AND created_at >= %(since)s
 GROUP BY name, priority;
 
 -- name: stats_finished_since
+-- Rows: FinishedCount (core/stats.py).
 -- Final tasks by outcome; sums (not averages) so callers can roll them up.
 SELECT name, priority, status, count(*) AS n,
        count(started_at) AS timed,
@@ -480,6 +504,7 @@ FROM tasks WHERE tenant = %(tenant)s AND finished_at >= %(since)s
 GROUP BY name, priority, status;
 
 -- name: stats_per_minute
+-- Rows: MinuteCount (core/stats.py).
 -- Submitted and finished tasks per minute since %(since)s.
 SELECT date_trunc('minute', finished_at) AS minute, status AS kind, count(*) AS n
 FROM tasks WHERE tenant = %(tenant)s AND finished_at >= %(since)s

@@ -13,7 +13,6 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -23,40 +22,36 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.core.errors import ConflictError, StoreError, ValidationError
-from chalicelib.core.model import Status, Task
+from chalicelib.core.model import Claimed, NewTask, Outcome, Status, Task
+from chalicelib.core.records import (
+    ApiKeyRecord,
+    ExpiredLease,
+    HeldLease,
+    IdempotentTask,
+    LiveTask,
+    NewApiKey,
+    ReadyTask,
+    Recorded,
+    Schedule,
+    ScheduleRun,
+    ScheduleSpec,
+    StoredKey,
+    TaskEvent,
+    TaskState,
+    WebhookHook,
+)
+from chalicelib.core.stats import (
+    FinishedCount,
+    LiveCount,
+    MetricTotal,
+    MinuteCount,
+    QueueGauge,
+    StatsClock,
+    StatsSnapshot,
+    SubmittedCount,
+)
 
 Row = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class NewTask:
-    """A validated task ready to insert."""
-
-    id: str
-    tenant: str
-    name: str
-    priority: str
-    payload_json: str
-    max_retries: int
-    timeout_seconds: int
-    run_at: datetime | None = None
-    delay_seconds: float | None = None
-    idempotency_key: str | None = None
-    request_hash: str | None = None
-    callback_url: str | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one attempt ended, as the drainer or the sweeper records it."""
-
-    id: str
-    token: str
-    status: Status  # COMPLETED, PENDING (retry), FAILED or CANCELLED
-    result_json: str | None = None
-    error: str | None = None
-    error_type: str | None = None
-    delay_seconds: float | None = None
 
 
 def _json_default(value: Any) -> Any:
@@ -154,9 +149,10 @@ class Store:
             return []
         return [Task.from_row(r) for r in self._all("insert_tasks", {"tasks": _tasks_json(tasks), "actor": actor})]
 
-    def tasks_by_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, Row]:
+    def tasks_by_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, IdempotentTask]:
+        """The tenant's tasks holding ``keys``, by key."""
         rows = self._all("tasks_by_idempotency_keys", {"tenant": tenant, "keys": list(keys)})
-        return {r["idempotency_key"]: r for r in rows}
+        return {r["idempotency_key"]: IdempotentTask.from_row(r) for r in rows}
 
     def get_task(self, tenant: str, task_id: str) -> Task | None:
         row = self._one("get_task", {"id": task_id, "tenant": tenant})
@@ -189,71 +185,77 @@ class Store:
         }
         return [Task.from_row(r) for r in self._all("list_tasks", params)]
 
-    def task_events(self, task_id: str) -> list[Row]:
-        return self._all("task_events", {"id": task_id})
+    def task_events(self, task_id: str) -> list[TaskEvent]:
+        """The task's audit trail, oldest first."""
+        return [TaskEvent.from_row(r) for r in self._all("task_events", {"id": task_id})]
 
     # --- drain ---------------------------------------------------------------------
 
-    def claim(self, ids: Sequence[str], token: str, lease_seconds: float, *, actor: str) -> list[Row]:
-        """Mark the claimable ones of ``ids`` PROCESSING under ``token``; returns their rows."""
+    def claim(self, ids: Sequence[str], token: str, lease_seconds: float, *, actor: str) -> list[Claimed]:
+        """Mark the claimable ones of ``ids`` PROCESSING under ``token``; returns them."""
         if not ids:
             return []
         params = {"ids": list(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
-        return self._all("claim", params)
+        return [Claimed.from_row(r) for r in self._all("claim", params)]
 
-    def finish(self, outcomes: Sequence[Outcome], *, actor: str) -> list[Row]:
-        """Record outcomes; returns the rows that changed (the others lost their lease)."""
+    def finish(self, outcomes: Sequence[Outcome], *, actor: str) -> list[Recorded]:
+        """Record outcomes; returns the tasks that changed (the others lost their lease)."""
         if not outcomes:
             return []
         with self.connection() as conn:
             return self._finish(conn, outcomes, actor)
 
-    def _finish(self, conn: psycopg.Connection[Row], outcomes: Sequence[Outcome], actor: str) -> list[Row]:
+    def _finish(self, conn: psycopg.Connection[Row], outcomes: Sequence[Outcome], actor: str) -> list[Recorded]:
         params = {
             "outcomes": _outcomes_json(outcomes),
             "actor": actor,
             **self._webhook,
         }
-        return conn.execute(self._q["finish"], params).fetchall()
+        return [Recorded.from_row(r) for r in conn.execute(self._q["finish"], params)]
 
-    def extend_leases(self, ids: Sequence[str], token: str, lease_seconds: float) -> list[Row]:
-        """Heartbeat: push the lease deadline out; returns ``id``/``cancel_requested`` of
-        the leases still held."""
+    def extend_leases(self, ids: Sequence[str], token: str, lease_seconds: float) -> list[HeldLease]:
+        """Heartbeat: push the lease deadline out; returns the leases still held."""
         if not ids:
             return []
-        return self._all("extend_leases", {"ids": list(ids), "token": token, "lease_seconds": lease_seconds})
+        params = {"ids": list(ids), "token": token, "lease_seconds": lease_seconds}
+        return [HeldLease.from_row(r) for r in self._all("extend_leases", params)]
 
     # --- sweep ---------------------------------------------------------------------
 
-    def rescue_expired(self, decide: Callable[[Row], Outcome], *, limit: int, actor: str = "sweep") -> list[Row]:
-        """Lock tasks whose lease expired and record ``decide(row)`` for each, in one
+    def rescue_expired(
+        self, decide: Callable[[ExpiredLease], Outcome], *, limit: int, actor: str = "sweep"
+    ) -> list[Recorded]:
+        """Lock tasks whose lease expired and record ``decide(lease)`` for each, in one
         transaction; concurrent sweepers skip each other's rows."""
         with self.connection() as conn, conn.transaction():
             rows = conn.execute(self._q["lock_expired_leases"], {"limit": limit}).fetchall()
             if not rows:
                 return []
-            return self._finish(conn, [decide(r) for r in rows], actor)
+            return self._finish(conn, [decide(ExpiredLease.from_row(r)) for r in rows], actor)
 
-    def promote_due(self, *, limit: int, actor: str = "sweep") -> list[Row]:
-        return self._all("promote_due", {"limit": limit, "actor": actor})
+    def promote_due(self, *, limit: int, actor: str = "sweep") -> list[ReadyTask]:
+        """Due PENDING tasks (scheduled, or waiting for a retry) made QUEUED."""
+        return [ReadyTask.from_row(r) for r in self._all("promote_due", {"limit": limit, "actor": actor})]
 
-    def queued_older_than(self, seconds: float, *, limit: int) -> list[Row]:
-        return self._all("queued_older_than", {"seconds": seconds, "limit": limit})
+    def queued_older_than(self, seconds: float, *, limit: int) -> list[ReadyTask]:
+        rows = self._all("queued_older_than", {"seconds": seconds, "limit": limit})
+        return [ReadyTask.from_row(r) for r in rows]
 
-    def live_tasks(self, status: Status, *, page_size: int = 5000) -> Iterator[list[Row]]:
-        """All rows in one live status, in keyset pages."""
+    def live_tasks(self, status: Status, *, page_size: int = 5000) -> Iterator[list[LiveTask]]:
+        """All tasks in one live status, in keyset pages."""
         after = "00000000-0000-0000-0000-000000000000"
         while True:
             rows = self._all("live_tasks_page", {"status": status.value, "after": after, "limit": page_size})
             if not rows:
                 return
-            yield rows
-            after = str(rows[-1]["id"])
+            page = [LiveTask.from_row(r) for r in rows]
+            yield page
+            after = page[-1].id
 
-    def statuses_of(self, ids: Sequence[str]) -> list[Row]:
+    def statuses_of(self, ids: Sequence[str]) -> list[TaskState]:
         if not ids:
             return []
-        return self._all("statuses_of", {"ids": list(ids)})
+        return [TaskState.from_row(r) for r in self._all("statuses_of", {"ids": list(ids)})]
 
     def prune_finished(self, retention_seconds: float, *, limit: int = 5000) -> int:
         with self.connection() as conn:
@@ -268,13 +270,13 @@ class Store:
     # --- cancel and dead letters -------------------------------------------------
 
     def cancel(
-        self, tenant: str, task_id: str, *, actor: str = "api", hooks: list[tuple[str, float]] | None = None
+        self, tenant: str, task_id: str, *, actor: str = "api", hooks: list[WebhookHook] | None = None
     ) -> tuple[Task | None, Status | None]:
         """Cancel a waiting task, or request cancellation of a running one.
 
         Returns ``(task after, status before)``; ``(None, None)`` when not found.  A
-        completion webhook created by the cancellation is appended to ``hooks`` as
-        ``(id, enqueued_ms)`` for the caller to push to Redis.
+        completion webhook created by the cancellation is appended to ``hooks`` for
+        the caller to push to Redis.
         """
         with self.connection() as conn, conn.transaction():
             row = conn.execute(self._q["lock_task"], {"id": task_id, "tenant": tenant}).fetchone()
@@ -285,7 +287,7 @@ class Store:
                 params = {"id": task_id, "from_status": before.value, "actor": actor, **self._webhook}
                 row = conn.execute(self._q["cancel_waiting"], params).fetchone()
                 if row is not None and row.get("hook_id") is not None and hooks is not None:
-                    hooks.append((str(row["hook_id"]), row["hook_enqueued_ms"]))
+                    hooks.append(WebhookHook(str(row["hook_id"]), row["hook_enqueued_ms"]))
             elif before is Status.PROCESSING:
                 row = conn.execute(self._q["request_cancel"], {"id": task_id}).fetchone()
             assert row is not None  # the row is locked: it cannot vanish in between
@@ -323,42 +325,52 @@ class Store:
 
     # --- schedules ----------------------------------------------------------------------
 
-    def insert_schedule(self, params: dict[str, Any]) -> Row | None:
+    def insert_schedule(
+        self, tenant: str, schedule_id: str, spec: ScheduleSpec, next_fire_at: datetime
+    ) -> Schedule | None:
         """None when the tenant already has a schedule of that name."""
-        return self._one("insert_schedule", params)
+        row = self._one("insert_schedule", _schedule_params(tenant, schedule_id, spec, next_fire_at))
+        return Schedule.from_row(row) if row else None
 
-    def get_schedule(self, tenant: str, schedule_id: str) -> Row | None:
-        return self._one("get_schedule", {"id": schedule_id, "tenant": tenant})
+    def get_schedule(self, tenant: str, schedule_id: str) -> Schedule | None:
+        row = self._one("get_schedule", {"id": schedule_id, "tenant": tenant})
+        return Schedule.from_row(row) if row else None
 
-    def list_schedules(self, tenant: str, *, limit: int = 500) -> list[Row]:
-        return self._all("list_schedules", {"tenant": tenant, "limit": limit})
+    def list_schedules(self, tenant: str, *, limit: int = 500) -> list[Schedule]:
+        return [Schedule.from_row(r) for r in self._all("list_schedules", {"tenant": tenant, "limit": limit})]
 
-    def update_schedule(self, params: dict[str, Any]) -> Row | None:
-        return self._one("update_schedule", params)
+    def update_schedule(
+        self, tenant: str, schedule_id: str, spec: ScheduleSpec, next_fire_at: datetime
+    ) -> Schedule | None:
+        """None when the schedule is gone (deleted meanwhile)."""
+        row = self._one("update_schedule", _schedule_params(tenant, schedule_id, spec, next_fire_at))
+        return Schedule.from_row(row) if row else None
 
     def delete_schedule(self, tenant: str, schedule_id: str) -> bool:
         return self._one("delete_schedule", {"id": schedule_id, "tenant": tenant}) is not None
 
-    def schedule_runs(self, schedule_id: str, *, limit: int = 10) -> list[Row]:
-        return self._all("schedule_runs", {"id": schedule_id, "limit": limit})
+    def schedule_runs(self, schedule_id: str, *, limit: int = 10) -> list[ScheduleRun]:
+        """The schedule's latest ticks, newest first."""
+        return [ScheduleRun.from_row(r) for r in self._all("schedule_runs", {"id": schedule_id, "limit": limit})]
 
     def fire_due_schedules(
         self,
-        plan: Callable[[Row], tuple[datetime | None, datetime]],
+        plan: Callable[[Schedule, datetime], tuple[datetime | None, datetime]],
         *,
         limit: int = 100,
         actor: str = "sweep",
     ) -> list[Task]:
-        """For each due schedule, ``plan(row)`` says which tick to fire (or None) and the
-        next fire time; fires and advances them in one transaction.  Returns the tasks
-        created (to be pushed to Redis after the commit)."""
+        """For each due schedule, ``plan(schedule, database now)`` says which tick to fire
+        (or None) and the next fire time; fires and advances them in one transaction.
+        Returns the tasks created (to be pushed to Redis after the commit)."""
         created: list[Task] = []
         with self.connection() as conn, conn.transaction():
             for row in conn.execute(self._q["lock_due_schedules"], {"limit": limit}).fetchall():
-                fire_at, next_fire_at = plan(row)
+                schedule = Schedule.from_row(row)
+                fire_at, next_fire_at = plan(schedule, row["db_now"])
                 if fire_at is not None:
                     params = {
-                        "schedule_id": row["id"],
+                        "schedule_id": schedule.id,
                         "fire_at": fire_at,
                         "task_id": str(uuid.uuid4()),
                         "actor": actor,
@@ -366,7 +378,7 @@ class Store:
                     created += [Task.from_row(r) for r in conn.execute(self._q["fire_schedule"], params)]
                 conn.execute(
                     self._q["advance_schedule"],
-                    {"id": row["id"], "next_fire_at": next_fire_at, "fired_at": fire_at},
+                    {"id": schedule.id, "next_fire_at": next_fire_at, "fired_at": fire_at},
                 )
         return created
 
@@ -390,24 +402,38 @@ class Store:
 
     # --- API keys ---------------------------------------------------------------------
 
-    def insert_api_key(self, params: dict[str, Any]) -> Row | None:
-        return self._one("insert_api_key", params)
+    def insert_api_key(self, key: NewApiKey) -> ApiKeyRecord | None:
+        """None when a key with that hash exists already."""
+        params = {
+            "id": key.id,
+            "tenant": key.tenant,
+            "name": key.name,
+            "key_prefix": key.key_prefix,
+            "key_hash": key.key_hash,
+            "rate_limit": key.rate_limit_per_minute,
+            "expires_at": key.expires_at,
+        }
+        row = self._one("insert_api_key", params)
+        return ApiKeyRecord.from_row(row) if row else None
 
-    def api_key_by_hash(self, key_hash: str) -> Row | None:
-        return self._one("api_key_by_hash", {"key_hash": key_hash})
+    def api_key_by_hash(self, key_hash: str) -> StoredKey | None:
+        row = self._one("api_key_by_hash", {"key_hash": key_hash})
+        return StoredKey.from_row(row) if row else None
 
-    def list_api_keys(self, tenant: str | None = None) -> list[Row]:
-        return self._all("list_api_keys", {"tenant": tenant})
+    def list_api_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        """Every key (of ``tenant``, when given), oldest first."""
+        return [ApiKeyRecord.from_row(r) for r in self._all("list_api_keys", {"tenant": tenant})]
 
-    def revoke_api_key(self, ref: str) -> Row | None:
-        return self._one("revoke_api_key", {"ref": ref})
+    def revoke_api_key(self, ref: str) -> ApiKeyRecord | None:
+        """Disable the key whose id or display prefix is ``ref``; None when there is none."""
+        row = self._one("revoke_api_key", {"ref": ref})
+        return ApiKeyRecord.from_row(row) if row else None
 
     # --- observability: metrics, stats, health ---------------------------------------
 
-    def metric_totals(self) -> list[Row]:
-        """``name, metric, le, n, total`` rows: the counters and histogram buckets the
-        trigger of migration 0003 keeps (``le`` is +Inf for plain counters)."""
-        return self._all("metric_totals", {})
+    def metric_totals(self) -> list[MetricTotal]:
+        """The counters and histogram buckets the trigger of migration 0003 keeps."""
+        return [MetricTotal.from_row(r) for r in self._all("metric_totals", {})]
 
     def fold_metric_deltas(self) -> bool:
         """Fold the trigger's append-only deltas into the totals (keeps reads cheap).
@@ -419,9 +445,9 @@ class Store:
             conn.execute(self._q["fold_metric_deltas"])
             return True
 
-    def queue_gauges(self) -> list[Row]:
-        """``status, priority, n, oldest_age_seconds`` for the live states and FAILED."""
-        return self._all("queue_gauges", {})
+    def queue_gauges(self) -> list[QueueGauge]:
+        """Task counts for the live states and FAILED."""
+        return [QueueGauge.from_row(r) for r in self._all("queue_gauges", {})]
 
     def schema_version(self) -> int:
         """The newest applied migration; doubles as the health check's ping."""
@@ -431,24 +457,24 @@ class Store:
             return 0  # never migrated
         return int(row["version"]) if row else 0
 
-    def tenant_stats(self, tenant: str) -> dict[str, Any]:
-        """A tenant's numbers in one snapshot: ``clock`` (now, today, hour_start), ``live``
-        (waiting/running/dead-lettered by name and priority), ``submitted`` and
-        ``finished`` since the start of the day (UTC) and ``per_minute`` for the last hour."""
+    def tenant_stats(self, tenant: str) -> StatsSnapshot:
+        """A tenant's numbers in one snapshot: the database's clock, the live tasks
+        (waiting/running/dead-lettered by name and priority), those submitted and
+        finished since the start of the day (UTC) and per minute for the last hour."""
         with self.connection() as conn, conn.transaction():
             conn.execute(self._q["stats_snapshot"])
-            clock = conn.execute(self._q["stats_clock"]).fetchone()
-            assert clock is not None
-            today = {"tenant": tenant, "since": clock["today"]}
-            return {
-                "clock": clock,
-                "live": conn.execute(self._q["stats_live"], {"tenant": tenant}).fetchall(),
-                "submitted": conn.execute(self._q["stats_submitted_since"], today).fetchall(),
-                "finished": conn.execute(self._q["stats_finished_since"], today).fetchall(),
-                "per_minute": conn.execute(
-                    self._q["stats_per_minute"], {"tenant": tenant, "since": clock["hour_start"]}
-                ).fetchall(),
-            }
+            row = conn.execute(self._q["stats_clock"]).fetchone()
+            assert row is not None
+            clock = StatsClock.from_row(row)
+            today = {"tenant": tenant, "since": clock.today}
+            per_minute = {"tenant": tenant, "since": clock.hour_start}
+            return StatsSnapshot(
+                clock=clock,
+                live=[LiveCount.from_row(r) for r in conn.execute(self._q["stats_live"], {"tenant": tenant})],
+                submitted=[SubmittedCount.from_row(r) for r in conn.execute(self._q["stats_submitted_since"], today)],
+                finished=[FinishedCount.from_row(r) for r in conn.execute(self._q["stats_finished_since"], today)],
+                per_minute=[MinuteCount.from_row(r) for r in conn.execute(self._q["stats_per_minute"], per_minute)],
+            )
 
 
 # Batches go to PostgreSQL as one JSON document (``jsonb_to_recordset`` in the query)
@@ -495,6 +521,24 @@ def _outcomes_json(outcomes: Sequence[Outcome]) -> str:
             for o in outcomes
         ]
     )
+
+
+def _schedule_params(tenant: str, schedule_id: str, spec: ScheduleSpec, next_fire_at: datetime) -> dict[str, Any]:
+    return {
+        "id": schedule_id,
+        "tenant": tenant,
+        "name": spec.name,
+        "cron": spec.cron,
+        "timezone": spec.timezone,
+        "task_name": spec.task_name,
+        "payload": dumps(spec.payload),
+        "priority": spec.priority,
+        "max_retries": spec.max_retries,
+        "timeout_seconds": spec.timeout_seconds,
+        "enabled": spec.enabled,
+        "catch_up": spec.catch_up,
+        "next_fire_at": next_fire_at,
+    }
 
 
 def _first_line(exc: BaseException) -> str:
