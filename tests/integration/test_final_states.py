@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib.adapters.postgres.store import NewTask, Outcome
 from chalicelib.container import Container
-from chalicelib.core.model import FINAL_STATUSES, TRANSITIONS, Status
+from chalicelib.core.model import FINAL_STATUSES, TRANSITIONS, NewTask, Outcome, Status
+from chalicelib.core.records import ExpiredLease
 from tests.helpers import query
 
 TENANT = "final"
@@ -83,8 +83,8 @@ def _try_every_move_but_redrive(rt: Container, task_id: str, token: str) -> None
     # judged by the caller from the row and the audit trail.
     rt.store.promote_due(limit=100)
 
-    def decide(row: Any) -> Outcome:
-        raise AssertionError(f"rescue offered a task without a live lease: {row}")
+    def decide(lease: ExpiredLease) -> Outcome:
+        raise AssertionError(f"rescue offered a task without a live lease: {lease}")
 
     rt.store.rescue_expired(decide, limit=100)
 
