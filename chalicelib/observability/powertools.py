@@ -99,6 +99,9 @@ def observed(kind: str, *, counts: Callable[[Any], Mapping[str, Any]] | None = N
                 add_counts(kind, counts(result) if counts is not None else {"invocations": 1})
                 return result
 
+            # Powertools names the trace subsegment after the function it wraps: "## drain",
+            # "## sweep", "## executor" rather than three alike "## handler".
+            handler.__name__ = handler.__qualname__ = fn.__name__
             wrapped = tracer().capture_lambda_handler(handler, capture_response=False)
             wrapped = metrics().log_metrics(wrapped, capture_cold_start_metric=True)
             return logger.inject_lambda_context(wrapped, clear_state=True)  # type: ignore[no-any-return]

@@ -42,3 +42,17 @@ def artifacts() -> Path:
     path = ROOT / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _no_schedule_outlives_its_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The stacks live for many tests: a schedule one test leaves enabled (an
+    every-second cron above all) would keep creating tasks during the others."""
+    yield
+    import psycopg
+
+    for name in ("stack", "fuzz_stack"):
+        if name in request.fixturenames:
+            s: Stack = request.getfixturevalue(name)
+            with psycopg.connect(s.database_url, autocommit=True) as conn:
+                conn.execute("DELETE FROM schedules")

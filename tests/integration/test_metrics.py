@@ -153,7 +153,7 @@ def test_a_rescued_lease_counts_as_failed_retried_and_rescued(mrt: Container) ->
     task = submit(rt, TENANT, request()).task
     rt.queue.claim(10, 0.2)
     rt.store.claim([task.id], "00000000-0000-0000-0000-000000000001", 0.2, actor="dead-worker")  # and never finishes
-    time.sleep(0.3)
+    time.sleep(0.3)  # the 0.2 s lease lapses (the clock, not work, is awaited)
     sweep(rt)
     assert rt.store.get_task(TENANT, task.id).status is Status.PENDING  # type: ignore[union-attr]
     got = assert_counters_match(rt)
@@ -165,7 +165,7 @@ def test_gauges_show_the_live_tasks_by_state_and_priority(mrt: Container) -> Non
     rt = mrt
     submit_many(rt, TENANT, [request(priority="high"), request(priority="high"), request(priority="low")])
     submit(rt, TENANT, request(delay_seconds=600, priority="critical"))
-    time.sleep(0.05)
+    time.sleep(0.05)  # the oldest ready task gets an age above zero (the clock, not work)
     got = scrape(rt)
     ready = {dict(k)["priority"]: v for k, v in got["tasklane_ready_tasks"].items()}
     assert ready == {"critical": 0.0, "high": 2.0, "normal": 0.0, "low": 1.0}
