@@ -7,6 +7,9 @@ find it in use.  Two mechanisms, the first one instant:
 
 - Linux: ``prctl(PR_SET_PDEATHSIG, SIGTERM)`` makes the kernel send SIGTERM the
   moment the parent dies, and the child's own SIGTERM handler stops it in order.
+  The kernel tracks the parent *thread* that forked the child, so children must be
+  started from a thread that lives as long as the parent (the supervisor's and the
+  test runner's main thread do).
 - Everywhere (and as a safety net): a thread polls ``getppid()``.
 
 The supervisor exports its pid as ``TASKLANE_SUPERVISOR_PID``: a child that starts
