@@ -28,8 +28,13 @@ def wake_drainers(event: Any, get_response: Any) -> Any:
     """After accepted work, invoke the drain function if no drainer is alive (AWS only)."""
     response = get_response(event)
     from chalicelib.adapters.aws import wake
+    from chalicelib.config import get_settings
 
-    wake.after_request(event.method, event.path, response.status_code)
+    if wake.worth_waking(get_settings(), event.method, event.path, response.status_code):
+        from chalicelib.container import get_container
+
+        rt = get_container()
+        wake.maybe_wake(rt.settings, rt.queue.client)
     return response
 
 

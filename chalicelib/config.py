@@ -14,6 +14,7 @@ from functools import lru_cache
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tasklane"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+AWS_SWEEP_PERIOD_SECONDS = 60.0  # app.py schedules sweep at Rate(1 minute)
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,17 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0)
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _positive(env: dict[str, str], name: str) -> float | None:
+    """An optional number > 0 (None when unset)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    value = _float(env, name, 0.0, 0.0)
+    if not value > 0:  # NaN included
+        raise ConfigError(f"{name} must be > 0, got {value}")
     return value
 
 
@@ -168,6 +180,21 @@ class Settings:
     drain_fanout: int = 1
     drainer_alive_seconds: float = 10.0
     fault_injection: bool = False
+    # --- observability -----------------------------------------------------------------
+    metrics_token: str | None = None  # the bearer token /metrics requires; unset: /metrics answers 403
+    # AWS: a Secrets Manager secret holding the token instead (a plain string); when set
+    # and metrics_token is not, adapters.aws.secrets.with_secrets() reads it into metrics_token.
+    metrics_token_secret_arn: str | None = None
+    sweep_stale_seconds: float | None = None  # None: see sweeper_stale_after
+
+    @property
+    def sweeper_stale_after(self) -> float:
+        """``/health`` reports the sweeper DOWN when no sweep finished for this long:
+        ``TASKLANE_SWEEP_STALE_SECONDS``, else 3 * max(sweep interval, 60 s), since in
+        AWS the sweep runs once a minute whatever the local interval says."""
+        if self.sweep_stale_seconds is not None:
+            return self.sweep_stale_seconds
+        return 3 * max(self.sweep_interval_seconds, AWS_SWEEP_PERIOD_SECONDS)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -222,6 +249,9 @@ class Settings:
             drain_fanout=_int(e, "TASKLANE_DRAIN_FANOUT", 1, 1),
             drainer_alive_seconds=_float(e, "TASKLANE_DRAINER_ALIVE_SECONDS", 10.0, 0.5),
             fault_injection=_bool(e, "TASKLANE_FAULT_INJECTION", False),
+            metrics_token=e.get("TASKLANE_METRICS_TOKEN") or None,
+            metrics_token_secret_arn=e.get("TASKLANE_METRICS_TOKEN_SECRET_ARN") or None,
+            sweep_stale_seconds=_positive(e, "TASKLANE_SWEEP_STALE_SECONDS"),
         )
 
 

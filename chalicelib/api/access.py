@@ -1,5 +1,8 @@
-"""Who may call the API, and how often: API-key authentication plus per-key rate
-limiting, in one check per request.
+"""Who may call the API, and how often: API key → tenant, plus per-key rate limiting,
+in one check per request, and the ``authed`` decorator that applies it.
+
+Keys are looked up by hash (``chalicelib.services.apikeys`` creates them) with a short
+in-process cache, so a warm API does not query PostgreSQL on every request.
 
 When Redis is unreachable the limiter cannot count, and the request of an
 *authenticated* key is let through with a logged warning (fail open): PostgreSQL
@@ -10,13 +13,69 @@ opens the API to anonymous callers.
 
 from __future__ import annotations
 
+import functools
+import hmac
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chalice.app import Request, Response
 from redis.exceptions import RedisError
 
+from chalicelib.adapters.postgres.store import Store
 from chalicelib.adapters.redis.ratelimit import RateLimiter
+from chalicelib.api.responses import guarded
 from chalicelib.container import Container
-from chalicelib.core.errors import RateLimitedError
+from chalicelib.core.errors import RateLimitedError, UnauthorizedError
 from chalicelib.observability.log import logger
-from chalicelib.services.apikeys import ApiKey, Authenticator
+from chalicelib.services.apikeys import ApiKey, hash_key
+
+_CACHE_SECONDS = 5.0  # a revoked key stops working within this long on a warm process
+_MISS_SECONDS = 2.0  # unknown keys are remembered briefly so a flood of them cannot hammer PostgreSQL
+
+
+class Authenticator:
+    """Resolves ``X-API-Key`` to an ``ApiKey``; the final comparison is constant time."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, presented: str | None) -> ApiKey:
+        if not presented:
+            raise UnauthorizedError("missing API key: send it in the X-API-Key header")
+        digest = hash_key(presented)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit and hit[0] > now:
+            if hit[1] is None:
+                raise UnauthorizedError("unknown API key")
+            return hit[1]
+        stored = self.store.api_key_by_hash(digest)
+        if stored is None or not hmac.compare_digest(stored.key_hash, digest):
+            self._remember(digest, now + _MISS_SECONDS, None)
+            raise UnauthorizedError("unknown API key")
+        if not stored.active:
+            raise UnauthorizedError("this API key is disabled or expired")
+        record = stored.key
+        key = ApiKey(
+            id=record.id,
+            tenant=record.tenant,
+            name=record.name,
+            key_prefix=record.key_prefix,
+            rate_limit_per_minute=record.rate_limit_per_minute,
+        )
+        self._remember(digest, now + _CACHE_SECONDS, key)
+        return key
+
+    def _remember(self, digest: str, until: float, key: ApiKey | None) -> None:
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (until, key)
 
 
 class Access:
@@ -43,3 +102,29 @@ class Access:
                 headers=decision.headers(),
             )
         return key, decision.headers()
+
+
+def requires_key(
+    access: Callable[[], Access], request: Callable[[], Request]
+) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    """A decorator: authenticate and rate-limit, run the handler with the caller's key
+    inside the one error boundary (``responses.guarded``), and put the rate-limit
+    headers on whatever it answers, errors included."""
+
+    def authed(fn: Callable[..., Response]) -> Callable[..., Response]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Response:
+            rate_headers: dict[str, str] = {}
+
+            def call() -> Response:
+                key, headers = access().check(request().headers.get("x-api-key"))
+                rate_headers.update(headers)
+                return fn(key, *args, **kwargs)
+
+            response = guarded(call)
+            response.headers.update(rate_headers)
+            return response
+
+        return wrapper
+
+    return authed

@@ -15,10 +15,12 @@ import functools
 import hmac
 from pathlib import Path
 
-from chalice.app import Blueprint, Response
+from chalice.app import Blueprint, Request, Response
 
+from chalicelib.api import params, presenters
+from chalicelib.api.access import requires_key
 from chalicelib.api.responses import error_response, handle_errors, json_response
-from chalicelib.api.routes import authed
+from chalicelib.api.routes import get_access
 from chalicelib.container import get_container
 from chalicelib.core.errors import TasklaneError, UnauthorizedError
 from chalicelib.observability import metrics
@@ -26,6 +28,15 @@ from chalicelib.services import stats
 from chalicelib.services.apikeys import ApiKey
 
 ops_bp = Blueprint(__name__)
+
+
+def _request() -> Request:
+    request = ops_bp.current_request
+    assert request is not None  # set by Chalice for the request being handled
+    return request
+
+
+authed = requires_key(get_access, _request)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -54,7 +65,7 @@ def _check_metrics_token(header: str | None) -> None:
             "send Authorization: Bearer <TASKLANE_METRICS_TOKEN>",
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
         )
-    expected = stats.observability_settings(get_container()).metrics_token
+    expected = get_container().settings.metrics_token
     if expected is None:
         raise _MetricsDisabled("metrics are disabled: set TASKLANE_METRICS_TOKEN and scrape with that bearer token")
     if not hmac.compare_digest(presented.strip().encode(), expected.encode()):
@@ -64,7 +75,7 @@ def _check_metrics_token(header: str | None) -> None:
 @ops_bp.route("/metrics", methods=["GET"])
 @handle_errors
 def prometheus_metrics() -> Response:
-    _check_metrics_token(ops_bp.current_request.headers.get("authorization"))
+    _check_metrics_token(_request().headers.get("authorization"))
     rt = get_container()
     return Response(
         body=metrics.render(rt.store, rt.queue),
@@ -76,8 +87,9 @@ def prometheus_metrics() -> Response:
 @ops_bp.route("/api/v1/stats", methods=["GET"])
 @authed
 def tenant_stats(key: ApiKey) -> Response:
-    query = dict(ops_bp.current_request.query_params or {})
-    return json_response(stats.tenant_stats(get_container(), key.tenant, query), headers={"Cache-Control": "no-store"})
+    params.no_params(_request().query_params or {})
+    body = presenters.stats(stats.tenant_stats(get_container(), key.tenant))
+    return json_response(body, headers={"Cache-Control": "no-store"})
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the routes: JSON responses, error bodies, request parsing.
+"""The API's one error boundary and its JSON responses.
 
 Every error a client can cause leaves as ``{"error": {"code", "message"}}`` with a
 4xx; an unexpected exception is logged with its traceback and answered with a
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from chalice.app import Response
 
-from chalicelib.core.errors import NotFoundError, TasklaneError, ValidationError
+from chalicelib.core.errors import TasklaneError
 from chalicelib.observability.log import logger
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -59,18 +58,25 @@ def tasklane_error_response(exc: TasklaneError) -> Response:
     return error_response(exc.status, exc.code, exc.message, exc.details or None, exc.headers or None)
 
 
+def guarded(call: Callable[[], Response]) -> Response:
+    """The error boundary every route runs in: ``TasklaneError`` becomes its status and
+    JSON body; anything else is logged with its traceback and answered with a 500."""
+    try:
+        return call()
+    except TasklaneError as exc:
+        return tasklane_error_response(exc)
+    except Exception:  # noqa: BLE001 - the last line of defence: never a raw 500
+        logger.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; it has been logged")
+
+
 def handle_errors(fn: Callable[..., Response]) -> Callable[..., Response]:
-    """Map ``TasklaneError`` to its status and JSON body; anything else to a 500."""
+    """Run a route without authentication inside ``guarded`` (authenticated routes get
+    it from ``access.requires_key``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Response:
-        try:
-            return fn(*args, **kwargs)
-        except TasklaneError as exc:
-            return tasklane_error_response(exc)
-        except Exception:  # noqa: BLE001 - the last line of defence: never a raw 500
-            logger.exception("unhandled error")
-            return error_response(500, "internal_error", "internal error; it has been logged")
+        return guarded(lambda: fn(*args, **kwargs))
 
     return wrapper
 
@@ -91,28 +97,3 @@ def error_normalizer(routes: dict[str, dict[str, Any]]) -> Callable[[Any, Callab
         return response
 
     return normalize
-
-
-def uuid_param(raw: str, what: str) -> str:
-    """A path id; a malformed one is simply not found (404), like an unknown one."""
-    try:
-        return str(uuid.UUID(raw))
-    except (ValueError, AttributeError, TypeError):
-        raise NotFoundError(f"no {what} {raw!r}") from None
-
-
-def task_id_param(raw: str) -> str:
-    return uuid_param(raw, "task")
-
-
-def int_query(params: dict[str, str] | None, name: str, default: int, lo: int, hi: int) -> int:
-    raw = (params or {}).get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"{name} must be an integer", details={"field": name}) from None
-    if not lo <= value <= hi:
-        raise ValidationError(f"{name} must be from {lo} to {hi}", details={"field": name})
-    return value

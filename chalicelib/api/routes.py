@@ -1,32 +1,28 @@
-"""HTTP routes (a Chalice blueprint).  Each handler parses, calls one operation and
-maps the result; the operations know nothing of HTTP."""
+"""HTTP routes (a Chalice blueprint).  Each handler parses the request
+(``api.params``), calls one use case (``chalicelib.services``) and presents the
+result (``api.presenters``); errors leave through the one boundary
+(``api.responses.guarded``, which ``authed`` and ``handle_errors`` apply)."""
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Blueprint, Response
+from chalice.app import Blueprint, Request, Response
 
-from chalicelib.api.access import Access
+from chalicelib.api import params, presenters
+from chalicelib.api.access import Access, requires_key
 from chalicelib.api.openapi import spec as openapi_spec
-from chalicelib.api.responses import (
-    error_response,
-    handle_errors,
-    json_response,
-    task_id_param,
-    tasklane_error_response,
-    uuid_param,
-)
+from chalicelib.api.responses import handle_errors, json_response
 from chalicelib.container import Container, get_container
-from chalicelib.core.errors import PayloadTooLargeError, TasklaneError
-from chalicelib.core.requests import parse_json
-from chalicelib.observability.log import logger
-from chalicelib.services import operations as ops
-from chalicelib.services import schedules
+from chalicelib.core.model import Priority, Status
+from chalicelib.core.records import ScheduleSpec
+from chalicelib.core.schedules import parse_schedule
+from chalicelib.services import health as health_service
+from chalicelib.services import lifecycle, reads, schedules
+from chalicelib.services import submit as submitting
 from chalicelib.services.apikeys import ApiKey
+from chalicelib.services.webhook_secret import webhook_secret as tenant_webhook_secret
 
 bp = Blueprint(__name__)
 
@@ -38,7 +34,7 @@ def _rt() -> Container:
     return get_container()
 
 
-def _get_access() -> Access:
+def get_access() -> Access:
     global _access
     with _access_lock:
         if _access is None:
@@ -46,44 +42,28 @@ def _get_access() -> Access:
         return _access
 
 
+def _request() -> Request:
+    request = bp.current_request
+    assert request is not None  # set by Chalice for the request being handled
+    return request
+
+
+authed = requires_key(get_access, _request)
+
+
 def _body() -> Any:
-    raw = bp.current_request.raw_body
-    limit = _rt().settings.max_payload_bytes
-    if raw is not None and len(raw) > limit:
-        raise PayloadTooLargeError(f"the request body is {len(raw)} bytes; the limit is {limit}")
-    return parse_json(raw)
+    return params.json_body(_request(), _rt().settings.max_payload_bytes)
 
 
 def _query() -> dict[str, str]:
-    return dict(bp.current_request.query_params or {})
-
-
-def authed(fn: Callable[..., Response]) -> Callable[..., Response]:
-    """Authenticate and rate-limit, run the handler with the caller's key, and put the
-    rate-limit headers on whatever the handler answers (errors included)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Response:
-        rate_headers: dict[str, str] = {}
-        try:
-            key, rate_headers = _get_access().check(bp.current_request.headers.get("x-api-key"))
-            response = fn(key, *args, **kwargs)
-        except TasklaneError as exc:
-            response = tasklane_error_response(exc)
-        except Exception:  # noqa: BLE001 - the last line of defence: never a raw 500
-            logger.exception("unhandled error")
-            response = error_response(500, "internal_error", "internal error; it has been logged")
-        response.headers.update(rate_headers)
-        return response
-
-    return wrapper
+    return dict(_request().query_params or {})
 
 
 @bp.route("/health", methods=["GET"])
 @handle_errors
 def health() -> Response:
-    report = ops.health(_rt())
-    return json_response(report, 200 if report["status"] == "UP" else 503)
+    status, body = presenters.health(health_service.health(_rt()))
+    return json_response(body, status)
 
 
 @bp.route("/openapi.json", methods=["GET"])
@@ -92,103 +72,151 @@ def openapi() -> Response:
     return json_response(openapi_spec(_rt().registry))
 
 
+# --- tasks ------------------------------------------------------------------------------
+
+
 @bp.route("/api/v1/tasks", methods=["POST"])
 @authed
 def submit_task(key: ApiKey) -> Response:
-    header_key = bp.current_request.headers.get("idempotency-key")
-    submitted = ops.submit_one(_rt(), key.tenant, _body(), header_key)
+    rt = _rt()
+    header_key = _request().headers.get("idempotency-key")
+    submitted = submitting.submit(rt, key.tenant, params.submission(_body(), header_key, rt.settings, rt.registry))
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
-    return json_response(submitted.task.to_dict(), 200 if submitted.replayed else 201, headers)
+    return json_response(presenters.task(submitted.task), 200 if submitted.replayed else 201, headers)
 
 
 @bp.route("/api/v1/tasks", methods=["GET"])
 @authed
 def list_tasks(key: ApiKey) -> Response:
-    return json_response(ops.list_tasks(_rt(), key.tenant, _query()))
+    query = _query()
+    params.check_params(query, {"status", "name", "priority", "created_after", "created_before", "limit", "cursor"})
+    limit = params.int_param(query, "limit", 50, 1, 500)
+    cursor = query.get("cursor")
+    status = params.choice_param(query, "status", [s.value for s in Status])
+    priority = params.choice_param(query, "priority", [p.value for p in Priority])
+    where = reads.TaskFilter(
+        status=Status(status) if status else None,
+        name=query.get("name") or None,
+        priority=Priority(priority) if priority else None,
+        created_after=params.timestamp_param(query, "created_after"),
+        created_before=params.timestamp_param(query, "created_before"),
+    )
+    after = presenters.decode_cursor(cursor) if cursor else None
+    return json_response(presenters.page(reads.list_tasks(_rt(), key.tenant, where, limit=limit, after=after)))
 
 
 @bp.route("/api/v1/tasks/batch", methods=["POST"])
 @authed
 def submit_batch(key: ApiKey) -> Response:
-    status, body = ops.submit_batch(_rt(), key.tenant, _body())
+    rt = _rt()
+    parsed = params.batch(_body(), rt.settings, rt.registry)
+    status, body = presenters.batch(submitting.submit_batch(rt, key.tenant, parsed.items))
     return json_response(body, status)
 
 
 @bp.route("/api/v1/tasks/{task_id}", methods=["GET"])
 @authed
 def get_task(key: ApiKey, task_id: str) -> Response:
-    return json_response(ops.get(_rt(), key.tenant, task_id_param(task_id)))
+    detail = reads.task_detail(_rt(), key.tenant, params.task_id_param(task_id))
+    return json_response(presenters.task_with_errors(detail))
 
 
 @bp.route("/api/v1/tasks/{task_id}/events", methods=["GET"])
 @authed
 def task_events(key: ApiKey, task_id: str) -> Response:
-    return json_response(ops.events(_rt(), key.tenant, task_id_param(task_id)))
+    detail = reads.task_detail(_rt(), key.tenant, params.task_id_param(task_id))
+    return json_response(presenters.task_events(detail))
 
 
 @bp.route("/api/v1/tasks/{task_id}/cancel", methods=["POST"])
 @authed
 def cancel_task(key: ApiKey, task_id: str) -> Response:
-    status, body = ops.cancel(_rt(), key.tenant, task_id_param(task_id))
+    status, body = presenters.cancelled(lifecycle.cancel(_rt(), key.tenant, params.task_id_param(task_id)))
     return json_response(body, status)
+
+
+# --- dead letters ---------------------------------------------------------------------------
 
 
 @bp.route("/api/v1/dead-letters", methods=["GET"])
 @authed
 def dead_letters(key: ApiKey) -> Response:
-    return json_response(ops.dead_letters(_rt(), key.tenant, _query()))
+    query = _query()
+    params.check_params(query, {"name", "limit", "cursor"})
+    limit = params.int_param(query, "limit", 50, 1, 500)
+    cursor = query.get("cursor")
+    after = presenters.decode_cursor(cursor) if cursor else None
+    found = reads.dead_letters(_rt(), key.tenant, name=query.get("name") or None, limit=limit, after=after)
+    return json_response(presenters.page(found))
 
 
 @bp.route("/api/v1/dead-letters/{task_id}/redrive", methods=["POST"])
 @authed
 def redrive_one(key: ApiKey, task_id: str) -> Response:
-    return json_response(ops.redrive_one(_rt(), key.tenant, task_id_param(task_id)))
+    return json_response(presenters.task(lifecycle.redrive_one(_rt(), key.tenant, params.task_id_param(task_id))))
 
 
 @bp.route("/api/v1/dead-letters/redrive", methods=["POST"])
 @authed
 def redrive_many(key: ApiKey) -> Response:
-    return json_response(ops.redrive_many(_rt(), key.tenant, _body()))
+    selection = params.redrive_selection(_body())
+    return json_response(presenters.redriven(lifecycle.redrive_many(_rt(), key.tenant, selection)))
+
+
+# --- schedules ------------------------------------------------------------------------------
 
 
 @bp.route("/api/v1/schedules", methods=["POST"])
 @authed
 def create_schedule(key: ApiKey) -> Response:
-    return json_response(schedules.create(_rt(), key.tenant, _body()), 201)
+    rt = _rt()
+    spec = parse_schedule(_body(), rt.settings, rt.registry)
+    return json_response(presenters.schedule_detail(schedules.create(rt, key.tenant, spec)), 201)
 
 
 @bp.route("/api/v1/schedules", methods=["GET"])
 @authed
 def list_schedules(key: ApiKey) -> Response:
-    return json_response(schedules.list_all(_rt(), key.tenant))
+    return json_response(presenters.schedules(schedules.list_all(_rt(), key.tenant)))
 
 
 @bp.route("/api/v1/schedules/{schedule_id}", methods=["GET"])
 @authed
 def get_schedule(key: ApiKey, schedule_id: str) -> Response:
-    return json_response(schedules.get(_rt(), key.tenant, uuid_param(schedule_id, "schedule")))
+    detail = schedules.get(_rt(), key.tenant, params.uuid_param(schedule_id, "schedule"))
+    return json_response(presenters.schedule_detail(detail))
 
 
 @bp.route("/api/v1/schedules/{schedule_id}", methods=["PATCH"])
 @authed
 def update_schedule(key: ApiKey, schedule_id: str) -> Response:
-    return json_response(schedules.update(_rt(), key.tenant, uuid_param(schedule_id, "schedule"), _body()))
+    rt = _rt()
+    schedule_id = params.uuid_param(schedule_id, "schedule")
+    body = _body()
+
+    def revise(current: ScheduleSpec) -> ScheduleSpec:
+        return parse_schedule(body, rt.settings, rt.registry, current=current)
+
+    return json_response(presenters.schedule_detail(schedules.update(rt, key.tenant, schedule_id, revise)))
 
 
 @bp.route("/api/v1/schedules/{schedule_id}", methods=["DELETE"])
 @authed
 def delete_schedule(key: ApiKey, schedule_id: str) -> Response:
-    schedules.delete(_rt(), key.tenant, uuid_param(schedule_id, "schedule"))
+    schedules.delete(_rt(), key.tenant, params.uuid_param(schedule_id, "schedule"))
     return Response(body="", status_code=204)
+
+
+# --- webhooks -------------------------------------------------------------------------------
 
 
 @bp.route("/api/v1/webhook-secret", methods=["GET"])
 @authed
 def webhook_secret(key: ApiKey) -> Response:
-    return json_response(ops.webhook_secret(_rt(), key.tenant, rotate=False))
+    return json_response(presenters.webhook_secret(tenant_webhook_secret(_rt(), key.tenant)))
 
 
 @bp.route("/api/v1/webhook-secret/rotate", methods=["POST"])
 @authed
 def rotate_webhook_secret(key: ApiKey) -> Response:
-    return json_response(ops.webhook_secret(_rt(), key.tenant, rotate=True))
+    return json_response(presenters.webhook_secret(tenant_webhook_secret(_rt(), key.tenant, rotate=True)))

@@ -201,35 +201,3 @@ class Task:
             progress=row.get("progress"),
             progress_message=row.get("progress_message"),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The task as the API shows it (timestamps in ISO-8601, UTC)."""
-
-        def iso(value: datetime | None) -> str | None:
-            return value.isoformat() if value is not None else None
-
-        return {
-            "id": self.id,
-            "name": self.name,
-            "status": self.status.value,
-            "priority": self.priority.value,
-            "payload": self.payload,
-            "result": self.result,
-            "attempts": self.attempts,
-            "max_retries": self.max_retries,
-            "timeout_seconds": self.timeout_seconds,
-            "run_at": iso(self.run_at),
-            "last_error": self.last_error,
-            "last_error_type": self.last_error_type,
-            "cancel_requested": self.cancel_requested,
-            "idempotency_key": self.idempotency_key,
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
-            "enqueued_at": iso(self.enqueued_at),
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-            "callback_url": self.callback_url,
-            "schedule_id": self.schedule_id,
-            "progress": self.progress,
-            "progress_message": self.progress_message,
-        }

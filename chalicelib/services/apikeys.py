@@ -2,28 +2,23 @@
 
 A key is ``tl_`` plus 32 random bytes (URL-safe base64), so hashing it without a
 salt is safe: nobody can brute-force 256 bits.  Lookups go by hash (an index
-probe); the final comparison is constant time all the same.
+probe); the API layer (``chalicelib.api.access``) resolves a presented key.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 from chalicelib.adapters.postgres.store import Store
-from chalicelib.core.errors import UnauthorizedError, ValidationError
+from chalicelib.core.errors import ValidationError
 from chalicelib.core.records import ApiKeyRecord, NewApiKey
 
 KEY_PREFIX = "tl_"
 _DISPLAY_CHARS = 11  # "tl_" + 8 characters: enough to recognise a key in a list
-_CACHE_SECONDS = 5.0  # a revoked key stops working within this long on a warm process
-_MISS_SECONDS = 2.0  # unknown keys are remembered briefly so a flood of them cannot hammer PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -81,47 +76,3 @@ def ensure_key(store: Store, key: str, tenant: str = "default", *, rate_limit_pe
             create_key(store, tenant, name="bootstrap", key=key, rate_limit_per_minute=rate_limit_per_minute)
         except ValidationError:
             pass  # created concurrently by another process
-
-
-class Authenticator:
-    """Resolves ``X-API-Key`` to an ``ApiKey``, with a short in-process cache so a
-    warm API does not query PostgreSQL on every request."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
-        self._lock = threading.Lock()
-
-    def authenticate(self, presented: str | None) -> ApiKey:
-        if not presented:
-            raise UnauthorizedError("missing API key: send it in the X-API-Key header")
-        digest = hash_key(presented)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
-        if hit and hit[0] > now:
-            if hit[1] is None:
-                raise UnauthorizedError("unknown API key")
-            return hit[1]
-        stored = self.store.api_key_by_hash(digest)
-        if stored is None or not hmac.compare_digest(stored.key_hash, digest):
-            self._remember(digest, now + _MISS_SECONDS, None)
-            raise UnauthorizedError("unknown API key")
-        if not stored.active:
-            raise UnauthorizedError("this API key is disabled or expired")
-        record = stored.key
-        key = ApiKey(
-            id=record.id,
-            tenant=record.tenant,
-            name=record.name,
-            key_prefix=record.key_prefix,
-            rate_limit_per_minute=record.rate_limit_per_minute,
-        )
-        self._remember(digest, now + _CACHE_SECONDS, key)
-        return key
-
-    def _remember(self, digest: str, until: float, key: ApiKey | None) -> None:
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (until, key)

@@ -87,7 +87,8 @@ class Drainer:
         idle_since: float | None = None
         failures = 0
         while remaining() > s.drain_margin_seconds:
-            mark_alive(self.rt)  # lets the API see a live drainer (chalicelib.adapters.aws.wake)
+            # Lets the API see a live drainer (chalicelib.adapters.aws.wake).
+            mark_alive(self.rt.settings, self.rt.queue.client)
             try:
                 ids = self.rt.queue.claim(s.drain_batch_size, s.lease_seconds)
                 if not ids:

@@ -1,6 +1,5 @@
 """The queue as numbers for people: ``GET /api/v1/stats`` (the dashboard and the
-CLI's ``stats``), the sweeper's freshness for ``/health``, and the observability
-settings.
+CLI's ``stats``).
 
 Stats are tenant-scoped and computed from PostgreSQL (the source of truth) in one
 read-only snapshot, so the numbers add up.  "Today" starts at 00:00 UTC by the
@@ -9,110 +8,15 @@ database's clock; the per-minute series covers the last 60 minutes.
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.container import Container
-from chalicelib.core.errors import TasklaneError, ValidationError
 from chalicelib.core.model import Priority
 from chalicelib.core.stats import StatsSnapshot
-
-AWS_SWEEP_PERIOD_SECONDS = 60.0  # app.py schedules sweep at Rate(1 minute)
-
-
-@dataclass(frozen=True)
-class ObservabilitySettings:
-    """``TASKLANE_METRICS_TOKEN``: the bearer token ``/metrics`` requires (unset: the
-    endpoint answers 403); in AWS ``TASKLANE_METRICS_TOKEN_SECRET_ARN`` names a
-    Secrets Manager secret holding it instead.  ``TASKLANE_SWEEP_STALE_SECONDS``: the sweeper is DOWN in
-    ``/health`` when no sweep finished for this long; default
-    3 * max(``TASKLANE_SWEEP_INTERVAL_SECONDS``, 60 s), since in AWS the sweep runs
-    once a minute whatever the local interval says."""
-
-    metrics_token: str | None
-    sweep_stale_seconds: float
-
-    @classmethod
-    def from_env(cls, sweep_interval_seconds: float, env: Mapping[str, str] | None = None) -> ObservabilitySettings:
-        e = os.environ if env is None else env
-        raw = e.get("TASKLANE_SWEEP_STALE_SECONDS") or ""
-        default = 3 * max(sweep_interval_seconds, AWS_SWEEP_PERIOD_SECONDS)
-        try:
-            stale = float(raw) if raw else default
-        except ValueError:
-            raise ValueError(f"TASKLANE_SWEEP_STALE_SECONDS must be a number, got {raw!r}") from None
-        if stale <= 0:
-            raise ValueError("TASKLANE_SWEEP_STALE_SECONDS must be > 0")
-        token = e.get("TASKLANE_METRICS_TOKEN") or None
-        if token is None and e.get("TASKLANE_METRICS_TOKEN_SECRET_ARN"):  # AWS: the token is a secret
-            from chalicelib.adapters.aws.secrets import read_secret_string
-
-            token = read_secret_string(e["TASKLANE_METRICS_TOKEN_SECRET_ARN"])
-        return cls(metrics_token=token, sweep_stale_seconds=stale)
-
-
-_settings: ObservabilitySettings | None = None
-_lock = threading.Lock()
-
-
-def observability_settings(rt: Container) -> ObservabilitySettings:
-    global _settings
-    with _lock:
-        if _settings is None:
-            _settings = ObservabilitySettings.from_env(rt.settings.sweep_interval_seconds)
-        return _settings
-
-
-# --- the sweeper's freshness -------------------------------------------------------------
-
-_first_missing: float | None = None
-
-
-def sweeper_component(last_sweep: float | None, stale_after: float, now: float | None = None) -> dict[str, Any]:
-    """``/health``'s sweeper component from the last sweep time (epoch seconds).
-
-    No sweep recorded (a fresh or flushed Redis) is UNKNOWN for one stale window from
-    when this process first noticed, then DOWN: a sweeper that never runs is caught
-    without failing every health check right after a Redis restart."""
-    global _first_missing
-    now = time.time() if now is None else now
-    if last_sweep is None:
-        _first_missing = _first_missing or now
-        waited = now - _first_missing
-        return {
-            "status": "DOWN" if waited > stale_after else "UNKNOWN",
-            "last_sweep_at": None,
-            "stale_after_seconds": stale_after,
-            "message": f"no sweep recorded in Redis for {waited:.0f} s",
-        }
-    _first_missing = None
-    age = max(now - last_sweep, 0.0)
-    component: dict[str, Any] = {
-        "status": "UP" if age <= stale_after else "DOWN",
-        "last_sweep_at": datetime.fromtimestamp(last_sweep, UTC).isoformat(),
-        "age_seconds": round(age, 3),
-        "stale_after_seconds": stale_after,
-    }
-    if age > stale_after:
-        component["message"] = f"no sweep for {age:.0f} s (limit {stale_after:g} s): is the sweep schedule running?"
-    return component
-
-
-def sweeper_status(rt: Container) -> dict[str, Any]:
-    try:
-        last = rt.queue.last_sweep()
-    except TasklaneError as exc:
-        return {"status": "UNKNOWN", "message": f"Redis is unreachable: {exc.message}"}
-    return sweeper_component(last, observability_settings(rt).sweep_stale_seconds)
-
-
-# --- tenant stats -----------------------------------------------------------------------
+from chalicelib.services.health import SweeperHealth, sweeper_status
 
 _COUNT_FIELDS = ("submitted", "completed", "failed", "cancelled", "queued", "pending", "processing", "dead_letters")
 
@@ -193,14 +97,15 @@ def build_stats(raw: StatsSnapshot) -> dict[str, Any]:
     }
 
 
-def tenant_stats(rt: Container, tenant: str, query: Mapping[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TenantStats:
+    """The numbers (``build_stats``' shape) and the sweeper's freshness beside them."""
+
+    tenant: str
+    numbers: dict[str, Any]
+    sweeper: SweeperHealth
+
+
+def tenant_stats(rt: Container, tenant: str) -> TenantStats:
     """``GET /api/v1/stats`` for ``tenant``."""
-    if query:
-        unknown = ", ".join(sorted(query))
-        raise ValidationError(
-            f"unknown query parameter(s) {unknown}; this route takes none", details={"fields": unknown}
-        )
-    body = build_stats(rt.store.tenant_stats(tenant))
-    body["tenant"] = tenant
-    body["sweeper"] = sweeper_status(rt)
-    return body
+    return TenantStats(tenant, build_stats(rt.store.tenant_stats(tenant)), sweeper_status(rt))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from chalicelib.adapters.postgres.store import dumps
 from chalicelib.adapters.redis.queue import Item
 from chalicelib.container import Container
-from chalicelib.core.errors import ConflictError, QueueError
+from chalicelib.core.errors import ConflictError, QueueError, ValidationError
 from chalicelib.core.model import NewTask, Status, Task
 from chalicelib.core.requests import TaskRequest
 from chalicelib.observability import metrics
@@ -28,6 +28,36 @@ class Submitted:
 
     task: Task
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One slot of a batch, in request order: accepted (``submitted``) or refused
+    (``error``: the item's ``ValidationError``, or a ``ConflictError`` when its
+    idempotency key was used for a different request)."""
+
+    index: int
+    submitted: Submitted | None = None
+    error: ValidationError | ConflictError | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    items: list[BatchItem]
+
+    @property
+    def created(self) -> int:
+        """New tasks (replays of an earlier submission are not counted)."""
+        return sum(1 for i in self.items if i.submitted is not None and not i.submitted.replayed)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for i in self.items if i.error is not None)
+
+    @property
+    def all_created(self) -> bool:
+        """Every item became a new task: nothing refused, nothing replayed."""
+        return self.failed == 0 and self.created == len(self.items)
 
 
 def submit(rt: Container, tenant: str, request: TaskRequest, *, actor: str = "api") -> Submitted:
@@ -108,3 +138,16 @@ def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
             "tasks persisted but not pushed to Redis; the sweeper will enqueue them",
             extra={"count": len(tasks), "error": str(exc)},
         )
+
+
+def submit_batch(
+    rt: Container, tenant: str, items: Sequence[TaskRequest | ValidationError], *, actor: str = "api"
+) -> BatchResult:
+    """Submit the valid items of a batch together (``submit_many``); the invalid ones
+    (already refused by validation) keep their error in their slot."""
+    valid = [(i, item) for i, item in enumerate(items) if isinstance(item, TaskRequest)]
+    outcomes = submit_many(rt, tenant, [r for _, r in valid], actor=actor) if valid else []
+    slots = [BatchItem(i, error=item) for i, item in enumerate(items) if isinstance(item, ValidationError)]
+    for (i, _), out in zip(valid, outcomes, strict=True):
+        slots.append(BatchItem(i, error=out) if isinstance(out, ConflictError) else BatchItem(i, submitted=out))
+    return BatchResult(sorted(slots, key=lambda s: s.index))

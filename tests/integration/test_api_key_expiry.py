@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from chalicelib.api import access
 from chalicelib.container import Container
 from chalicelib.services import apikeys
 from tests.helpers import query, wait_for
@@ -36,7 +37,7 @@ def test_key_with_a_future_expiry_works_until_it_expires(rt: Container) -> None:
         )
         wait_for(
             lambda: api.get("/api/v1/tasks", key=key).status_code == 401,
-            timeout=apikeys._CACHE_SECONDS + 5,
+            timeout=access._CACHE_SECONDS + 5,
             interval=0.2,
             message="the expired key to be refused",
         )

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from chalicelib.container import Container
-from chalicelib.core.errors import ConflictError
+from chalicelib.core.errors import ConflictError, NotFoundError, ValidationError
 from chalicelib.core.model import Outcome, Status
 from chalicelib.services.drain import Drainer
-from chalicelib.services.submit import submit, submit_many
+from chalicelib.services.submit import submit, submit_batch, submit_many
 from chalicelib.services.sweep import sweep
 from chalicelib.tasktypes import TaskContext
 from tests.helpers import drain_and_sweep_until, drain_once, query, request, status_counts, wait_for
@@ -202,13 +202,25 @@ def test_cancel_running_task_is_honoured_at_next_checkpoint(make_rt: Callable[..
     assert _get(rt, task.id).status is Status.CANCELLED
 
 
-def test_cancel_final_task_is_a_conflict(rt: Container) -> None:
-    from chalicelib.services import operations
+def test_cancel_final_task_changes_nothing(rt: Container) -> None:
+    from chalicelib.services import lifecycle
 
     task = submit(rt, TENANT, request()).task
     drain_once(rt)
-    with pytest.raises(ConflictError):
-        operations.cancel(rt, TENANT, task.id)
+    result = lifecycle.cancel(rt, TENANT, task.id)
+    assert result.outcome is lifecycle.CancelOutcome.ALREADY_FINAL and result.before is Status.COMPLETED
+    assert _get(rt, task.id).status is Status.COMPLETED
+
+
+def test_cancel_waiting_task_cancels_it_and_other_tenants_get_not_found(rt: Container) -> None:
+    from chalicelib.services import lifecycle
+
+    waiting = submit(rt, TENANT, request(delay_seconds=3600)).task
+    result = lifecycle.cancel(rt, TENANT, waiting.id)
+    assert result.outcome is lifecycle.CancelOutcome.CANCELLED and result.before is Status.PENDING
+    assert result.task.status is Status.CANCELLED
+    with pytest.raises(NotFoundError):
+        lifecycle.cancel(rt, "another-tenant", waiting.id)
 
 
 def test_redrive_puts_dead_letter_back_with_fresh_budget(rt: Container) -> None:
@@ -217,9 +229,9 @@ def test_redrive_puts_dead_letter_back_with_fresh_budget(rt: Container) -> None:
     assert _get(rt, task.id).status is Status.FAILED
     redriven = rt.store.redrive(TENANT, ids=[task.id])
     assert [t.status for t in redriven] == [Status.QUEUED]
-    from chalicelib.services.operations import _enqueue_redriven
+    from chalicelib.services.lifecycle import enqueue_redriven
 
-    _enqueue_redriven(rt, redriven)
+    enqueue_redriven(rt, redriven)
     drain_once(rt)
     again = _get(rt, task.id)
     # It ran again from a fresh budget (attempt 1 of max_retries + 1), and failed again.
@@ -294,3 +306,22 @@ def test_executor_sees_task_id_and_attempt(rt: Container) -> None:
         assert seen == [(task.id, 1)]
     finally:
         rt.registry._by_name.pop("spy-test")
+
+
+def test_batch_keeps_each_item_in_its_slot(rt: Container) -> None:
+    first = submit(rt, TENANT, request(idempotency_key="k-batch")).task
+    invalid = ValidationError("tasks[1]: name is required")
+    items = [
+        request(),
+        invalid,
+        request(idempotency_key="k-batch"),  # the same request again: replayed
+        request("sleep", {"seconds": 1}, idempotency_key="k-batch"),  # same key, other request
+    ]
+    result = submit_batch(rt, TENANT, items)
+    assert [i.index for i in result.items] == [0, 1, 2, 3]
+    assert result.items[0].submitted is not None and not result.items[0].submitted.replayed
+    assert result.items[1].error is invalid
+    assert result.items[2].submitted is not None and result.items[2].submitted.task.id == first.id
+    assert isinstance(result.items[3].error, ConflictError)
+    assert (result.created, result.failed, result.all_created) == (1, 2, False)
+    assert status_counts(rt.settings.database_url)["QUEUED"] == 2

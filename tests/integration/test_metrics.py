@@ -13,12 +13,14 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from chalicelib.api import presenters
 from chalicelib.container import Container
 from chalicelib.core.model import Status
 from chalicelib.observability import metrics
 from chalicelib.services import stats
 from chalicelib.services.drain import Drainer
-from chalicelib.services.operations import cancel, health, redrive_one
+from chalicelib.services.health import Condition, health
+from chalicelib.services.lifecycle import CancelOutcome, cancel, redrive_one
 from chalicelib.services.submit import submit, submit_many
 from chalicelib.services.sweep import sweep
 from tests.conftest import fast_settings
@@ -102,7 +104,7 @@ def test_counters_match_the_audit_trail_after_every_kind_of_transition(mrt: Cont
     drain_and_sweep_until(
         rt, lambda: status_counts(rt.settings.database_url).get("QUEUED", 0) == 0 and _settled(rt), timeout=30
     )
-    assert cancel(rt, TENANT, later.id)[0] == 200
+    assert cancel(rt, TENANT, later.id).outcome is CancelOutcome.CANCELLED
     redrive_one(rt, TENANT, dead.id)  # and it fails again
     drain_and_sweep_until(rt, lambda: _settled(rt), timeout=30)
     got = assert_counters_match(rt)
@@ -190,7 +192,8 @@ def test_stats_are_tenant_scoped_and_add_up(mrt: Container) -> None:
     submit(rt, "other-tenant", request())
     drain_and_sweep_until(rt, lambda: _settled(rt), timeout=30)
     submit(rt, TENANT, request(priority="low", delay_seconds=600))
-    body = stats.tenant_stats(rt, TENANT, {})
+    result = stats.tenant_stats(rt, TENANT)
+    body = presenters.stats(result)
     totals = body["totals"]
     assert (totals["submitted"], totals["completed"], totals["failed"], totals["pending"]) == (5, 3, 1, 1)
     assert totals["dead_letters"] == 1 and totals["queue_size"] == 1 and totals["avg_run_seconds"] is not None
@@ -202,22 +205,22 @@ def test_stats_are_tenant_scoped_and_add_up(mrt: Container) -> None:
     assert sum(m["completed"] for m in body["per_minute"]) == 3
     assert sum(m["submitted"] for m in body["per_minute"]) == 5
     assert body["sweeper"]["status"] == "UP"
-    other = stats.tenant_stats(rt, "other-tenant", {})["totals"]
+    other = stats.tenant_stats(rt, "other-tenant").numbers["totals"]
     assert other["submitted"] == 1 and other["completed"] == 1
 
 
 def test_health_reports_migration_version_and_sweeper_freshness(mrt: Container) -> None:
     rt = mrt
     sweep(rt)
-    report = health(rt)
-    assert report["status"] == "UP", report
+    status, report = presenters.health(health(rt))
+    assert status == 200 and report["status"] == "UP", report
     assert report["migration_version"] >= 3
     assert report["components"]["db"]["migration_version"] == report["migration_version"]
     assert report["components"]["sweeper"]["status"] == "UP"
     rt.queue.client.set(rt.queue.last_sweep_key, f"{time.time() - 10_000:.3f}")
     stale = health(rt)
-    assert stale["status"] == "DOWN" and stale["components"]["sweeper"]["status"] == "DOWN"
-    assert "sweep" in stale["components"]["sweeper"]["message"]
+    assert stale.condition is Condition.DOWN and stale.sweeper.condition is Condition.DOWN
+    assert stale.sweeper.message is not None and "sweep" in stale.sweeper.message
 
 
 def test_event_log_lines_carry_ids_and_outcomes_but_no_payload(

@@ -7,8 +7,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from chalicelib.container import Container
+from chalicelib.core.records import Schedule, ScheduleSpec
+from chalicelib.core.schedules import parse_schedule
 from chalicelib.services import schedules
 from chalicelib.services.sweep import sweep
 from tests.helpers import query, wait_for
@@ -16,10 +19,21 @@ from tests.helpers import query, wait_for
 TENANT = "cron"
 
 
+def create(rt: Container, body: dict[str, Any]) -> Schedule:
+    return schedules.create(rt, TENANT, parse_schedule(body, rt.settings, rt.registry)).schedule
+
+
+def patch(rt: Container, schedule_id: str, body: dict[str, Any]) -> Schedule:
+    def revise(current: ScheduleSpec) -> ScheduleSpec:
+        return parse_schedule(body, rt.settings, rt.registry, current=current)
+
+    return schedules.update(rt, TENANT, schedule_id, revise).schedule
+
+
 def test_five_racing_sweepers_fire_each_tick_exactly_once(make_rt: Callable[..., Container]) -> None:
     rts = [make_rt() for _ in range(5)]
-    created = schedules.create(
-        rts[0], TENANT, {"name": "every-second", "cron": "* * * * * *", "task": {"name": "noop", "payload": {"k": 1}}}
+    created = create(
+        rts[0], {"name": "every-second", "cron": "* * * * * *", "task": {"name": "noop", "payload": {"k": 1}}}
     )
     stop = time.monotonic() + 4.0
     errors: list[BaseException] = []
@@ -38,10 +52,8 @@ def test_five_racing_sweepers_fire_each_tick_exactly_once(make_rt: Callable[...,
         t.join()
     assert not errors
     db = rts[0].settings.database_url
-    runs = query(
-        db, "SELECT fire_at, task_id FROM schedule_runs WHERE schedule_id = %s ORDER BY fire_at", created["id"]
-    )
-    tasks = query(db, "SELECT id, schedule_id, payload FROM tasks WHERE schedule_id = %s", created["id"])
+    runs = query(db, "SELECT fire_at, task_id FROM schedule_runs WHERE schedule_id = %s ORDER BY fire_at", created.id)
+    tasks = query(db, "SELECT id, schedule_id, payload FROM tasks WHERE schedule_id = %s", created.id)
     assert 3 <= len(runs) <= 6
     assert len(tasks) == len(runs)  # one task per tick, never two
     fire_times = [r[0] for r in runs]
@@ -51,17 +63,15 @@ def test_five_racing_sweepers_fire_each_tick_exactly_once(make_rt: Callable[...,
     assert all(t[2] == {"k": 1} for t in tasks)
 
 
-def _stale_hourly(rt: Container, name: str, catch_up: str) -> dict[str, object]:
+def _stale_hourly(rt: Container, name: str, catch_up: str) -> Schedule:
     """An hourly schedule whose latest tick is half an hour old and whose due tick is
     hours old: the sweeper was down meanwhile."""
     minute = (datetime.now(UTC).minute + 30) % 60
-    s = schedules.create(
-        rt, TENANT, {"name": name, "cron": f"{minute} * * * *", "catch_up": catch_up, "task": {"name": "noop"}}
-    )
+    s = create(rt, {"name": name, "cron": f"{minute} * * * *", "catch_up": catch_up, "task": {"name": "noop"}})
     query(
         rt.settings.database_url,
         "UPDATE schedules SET next_fire_at = next_fire_at - interval '5 hours' WHERE id = %s RETURNING id",
-        s["id"],
+        s.id,
     )
     return s
 
@@ -70,47 +80,47 @@ def test_catch_up_once_fires_a_single_task_after_downtime(rt: Container) -> None
     s = _stale_hourly(rt, "hourly-once", "once")
     sweep(rt)
     sweep(rt)
-    assert len(rt.store.schedule_runs(str(s["id"]), limit=100)) == 1
-    after = schedules.get(rt, TENANT, str(s["id"]))
-    assert after["next_fire_at"] > after["last_fired_at"]
+    assert len(rt.store.schedule_runs(s.id, limit=100)) == 1
+    after = schedules.get(rt, TENANT, s.id).schedule
+    assert after.last_fired_at is not None and after.next_fire_at > after.last_fired_at
 
 
 def test_catch_up_skip_fires_nothing_for_stale_ticks(rt: Container) -> None:
     s = _stale_hourly(rt, "hourly-skip", "skip")
     sweep(rt)
-    assert rt.store.schedule_runs(str(s["id"]), limit=100) == []
-    after = schedules.get(rt, TENANT, str(s["id"]))
-    assert after["last_fired_at"] is None and after["next_fire_at"] > datetime.now(UTC).isoformat()
+    assert rt.store.schedule_runs(s.id, limit=100) == []
+    after = schedules.get(rt, TENANT, s.id).schedule
+    assert after.last_fired_at is None and after.next_fire_at > datetime.now(UTC)
 
 
 def test_disabled_schedule_does_not_fire_and_patch_re_enables(rt: Container) -> None:
     db = rt.settings.database_url
-    s = schedules.create(rt, TENANT, {"name": "off", "cron": "* * * * * *", "enabled": False, "task": {"name": "noop"}})
+    s = create(rt, {"name": "off", "cron": "* * * * * *", "enabled": False, "task": {"name": "noop"}})
     # Its tick is overdue (as if seconds passed while disabled): still nothing fires.
-    query(db, "UPDATE schedules SET next_fire_at = now() - interval '5 seconds' WHERE id = %s RETURNING id", s["id"])
+    query(db, "UPDATE schedules SET next_fire_at = now() - interval '5 seconds' WHERE id = %s RETURNING id", s.id)
     sweep(rt)
     sweep(rt)
-    assert rt.store.schedule_runs(s["id"]) == []
-    assert query(db, "SELECT count(*) FROM tasks WHERE schedule_id = %s", s["id"]) == [(0,)]
+    assert rt.store.schedule_runs(s.id) == []
+    assert query(db, "SELECT count(*) FROM tasks WHERE schedule_id = %s", s.id) == [(0,)]
 
     [(enabled_at,)] = query(db, "SELECT now()")
-    on = schedules.update(rt, TENANT, s["id"], {"enabled": True})
-    assert on["enabled"] is True
+    on = patch(rt, s.id, {"enabled": True})
+    assert on.spec.enabled is True
 
     def fired() -> list[tuple[object, ...]]:
         sweep(rt)
-        return query(db, "SELECT fire_at, task_id FROM schedule_runs WHERE schedule_id = %s", s["id"])
+        return query(db, "SELECT fire_at, task_id FROM schedule_runs WHERE schedule_id = %s", s.id)
 
     runs = wait_for(fired, timeout=10, interval=0.1, message="the re-enabled schedule to fire")
     # It fires again, and only for ticks after it was enabled: none of the missed ones.
     assert all(fire_at > enabled_at for fire_at, _ in runs)
-    tasks = query(db, "SELECT id FROM tasks WHERE schedule_id = %s", s["id"])
+    tasks = query(db, "SELECT id FROM tasks WHERE schedule_id = %s", s.id)
     assert sorted(t[0] for t in tasks) == sorted(r[1] for r in runs)
 
 
 def test_a_schedule_left_enabled_by_a_test(rt: Container) -> None:
-    s = schedules.create(rt, TENANT, {"name": "leftover", "cron": "* * * * * *", "task": {"name": "noop"}})
-    assert s["enabled"] is True  # deliberately not deleted: the fixture's teardown must
+    s = create(rt, {"name": "leftover", "cron": "* * * * * *", "task": {"name": "noop"}})
+    assert s.spec.enabled is True  # deliberately not deleted: the fixture's teardown must
 
 
 def test_is_gone_before_the_next_test_cleans_anything(database_url: str) -> None:
@@ -118,3 +128,30 @@ def test_is_gone_before_the_next_test_cleans_anything(database_url: str) -> None
     removed its every-second schedule, which would otherwise fire in every later
     test's sweeps."""
     assert query(database_url, "SELECT count(*) FROM schedules WHERE enabled") == [(0,)]
+
+
+def test_an_edit_that_keeps_the_timing_keeps_the_next_tick(rt: Container) -> None:
+    s = create(rt, {"name": "daily", "cron": "0 9 * * *", "timezone": "Europe/Paris", "task": {"name": "noop"}})
+    renamed = patch(rt, s.id, {"name": "daily-9", "task": {"name": "noop", "priority": "high"}})
+    assert renamed.next_fire_at == s.next_fire_at and renamed.spec.priority == "high"
+    assert renamed.spec.cron == "0 9 * * *" and renamed.spec.timezone == "Europe/Paris"
+    moved = patch(rt, s.id, {"cron": "0 10 * * *"})
+    assert moved.next_fire_at != s.next_fire_at
+    detail = schedules.get(rt, TENANT, s.id)
+    assert len(detail.upcoming) == 5 and detail.upcoming[0] == moved.next_fire_at and detail.runs == []
+    assert s.id in [x.id for x in schedules.list_all(rt, TENANT)]
+    assert schedules.list_all(rt, "another-tenant") == []
+
+
+def test_a_second_schedule_with_the_same_name_is_a_conflict(rt: Container) -> None:
+    import pytest
+
+    from chalicelib.core.errors import ConflictError, NotFoundError
+
+    create(rt, {"name": "twice", "cron": "0 9 * * *", "task": {"name": "noop"}})
+    with pytest.raises(ConflictError):
+        create(rt, {"name": "twice", "cron": "0 10 * * *", "task": {"name": "noop"}})
+    with pytest.raises(NotFoundError):
+        schedules.delete(
+            rt, "another-tenant", create(rt, {"name": "x", "cron": "0 9 * * *", "task": {"name": "noop"}}).id
+        )

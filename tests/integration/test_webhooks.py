@@ -87,11 +87,10 @@ def test_receiver_refusing_with_4xx_dead_letters_the_webhook(rt: Container, rece
 
 
 def test_cancel_sends_a_cancelled_event(rt: Container, receiver: Receiver) -> None:
-    from chalicelib.services import operations
+    from chalicelib.services import lifecycle
 
     task = submit(rt, TENANT, request(delay_seconds=3600, callback_url=receiver.url)).task
-    status, _ = operations.cancel(rt, TENANT, task.id)
-    assert status == 200
+    assert lifecycle.cancel(rt, TENANT, task.id).outcome is lifecycle.CancelOutcome.CANCELLED
     drain_and_sweep_until(rt, lambda: len(receiver.calls) == 1)
     assert json.loads(receiver.calls[0]["body"])["event"] == "task.cancelled"
 

@@ -116,10 +116,11 @@ def test_the_redis_auth_token_becomes_the_urls_password(monkeypatch: pytest.Monk
 
 def test_the_metrics_token_can_come_from_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     from chalicelib.adapters.aws import secrets
-    from chalicelib.services import stats
 
     monkeypatch.setattr(secrets, "_secrets_provider", lambda: _FakeSecrets({"arn:metrics": "s3cret"}))
-    from_secret = stats.ObservabilitySettings.from_env(5.0, {"TASKLANE_METRICS_TOKEN_SECRET_ARN": "arn:metrics"})
-    assert from_secret.metrics_token == "s3cret"
+    named = Settings.from_env({"TASKLANE_METRICS_TOKEN_SECRET_ARN": "arn:metrics"})
+    assert named.metrics_token is None  # config reads the environment only; the secret is I/O
+    assert secrets.with_secrets(named).metrics_token == "s3cret"
     both = {"TASKLANE_METRICS_TOKEN": "plain", "TASKLANE_METRICS_TOKEN_SECRET_ARN": "arn:metrics"}
-    assert stats.ObservabilitySettings.from_env(5.0, both).metrics_token == "plain"
+    assert secrets.with_secrets(Settings.from_env(both)).metrics_token == "plain"
+    assert secrets.with_secrets(Settings()).metrics_token is None

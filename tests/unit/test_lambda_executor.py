@@ -176,22 +176,31 @@ def test_wake_invokes_the_drain_function_when_no_drainer_is_alive(lam: tuple[Stu
             {"StatusCode": 202},
             {"FunctionName": "tasklane-dev-drain", "InvocationType": "Event", "Payload": ANY},
         )
-    assert wake.maybe_wake(rt) == 2
-    assert wake.maybe_wake(rt) == 0  # one waker per burst (the SET NX guard)
+    assert wake.maybe_wake(rt.settings, rt.queue.client) == 2
+    assert wake.maybe_wake(rt.settings, rt.queue.client) == 0  # one waker per burst (the SET NX guard)
 
 
 def test_wake_does_nothing_while_a_drainer_is_alive() -> None:
     rt = FakeRuntime()
     wake._last_mark = 0.0
-    wake.mark_alive(rt)
+    wake.mark_alive(rt.settings, rt.queue.client)
     assert rt.queue.client.exists("{tasklane}:drainer:alive")
-    assert wake.maybe_wake(rt) == 0
+    assert wake.maybe_wake(rt.settings, rt.queue.client) == 0
 
 
 def test_wake_is_off_by_default() -> None:
     rt = FakeRuntime(wake_drain="off")
-    assert wake.maybe_wake(rt) == 0
-    assert wake.after_request("POST", "/api/v1/tasks", 201) == 0
+    assert wake.maybe_wake(rt.settings, rt.queue.client) == 0
+    assert not wake.worth_waking(rt.settings, "POST", "/api/v1/tasks", 201)
+
+
+def test_wake_looks_only_after_accepted_work() -> None:
+    on = FakeRuntime().settings
+    assert wake.worth_waking(on, "POST", "/api/v1/tasks", 201)
+    assert wake.worth_waking(on, "POST", "/api/v1/dead-letters/redrive", 200)
+    assert not wake.worth_waking(on, "POST", "/api/v1/tasks", 400)
+    assert not wake.worth_waking(on, "GET", "/api/v1/tasks", 200)
+    assert not wake.worth_waking(on, "POST", "/api/v1/schedules", 201)
 
 
 def test_the_wake_event_is_a_scheduled_event_chalice_accepts() -> None:

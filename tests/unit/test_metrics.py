@@ -1,4 +1,4 @@
-"""Metrics exposition, stats shaping and the sweeper's freshness, without I/O."""
+"""Metrics exposition and stats shaping, without I/O."""
 
 from __future__ import annotations
 
@@ -113,34 +113,6 @@ def test_redis_down_still_renders_the_postgresql_numbers() -> None:
     assert got["tasklane_tasks_completed_total"][frozenset({("task_name", "noop")})] == 5
 
 
-def test_sweeper_is_up_while_fresh_and_down_when_stale() -> None:
-    now = 1_700_000_000.0
-    assert stats.sweeper_component(now - 10, 180, now)["status"] == "UP"
-    stale = stats.sweeper_component(now - 200, 180, now)
-    assert stale["status"] == "DOWN" and "200 s" in stale["message"]
-
-
-def test_a_missing_sweep_is_unknown_for_one_window_then_down() -> None:
-    now = 1_700_000_000.0
-    stats.sweeper_component(now, 180, now)  # resets the "first noticed" clock
-    assert stats.sweeper_component(None, 180, now)["status"] == "UNKNOWN"
-    assert stats.sweeper_component(None, 180, now + 100)["status"] == "UNKNOWN"
-    assert stats.sweeper_component(None, 180, now + 181)["status"] == "DOWN"
-    assert stats.sweeper_component(now + 182, 180, now + 182)["status"] == "UP"
-
-
-def test_stale_window_defaults_to_three_aws_minutes_and_can_be_set() -> None:
-    assert stats.ObservabilitySettings.from_env(5.0, {}).sweep_stale_seconds == 180
-    assert stats.ObservabilitySettings.from_env(120.0, {}).sweep_stale_seconds == 360
-    custom = stats.ObservabilitySettings.from_env(
-        5.0, {"TASKLANE_SWEEP_STALE_SECONDS": "15", "TASKLANE_METRICS_TOKEN": "t"}
-    )
-    assert custom.sweep_stale_seconds == 15 and custom.metrics_token == "t"
-    assert stats.ObservabilitySettings.from_env(5.0, {"TASKLANE_METRICS_TOKEN": ""}).metrics_token is None
-    with pytest.raises(ValueError, match="TASKLANE_SWEEP_STALE_SECONDS"):
-        stats.ObservabilitySettings.from_env(5.0, {"TASKLANE_SWEEP_STALE_SECONDS": "soon"})
-
-
 def test_stats_roll_rows_up_by_name_priority_and_minute() -> None:
     now = datetime(2026, 1, 2, 12, 30, 15, tzinfo=UTC)
     hour_start = datetime(2026, 1, 2, 11, 31, tzinfo=UTC)
@@ -208,10 +180,3 @@ def test_stats_roll_rows_up_by_name_priority_and_minute() -> None:
     assert body["by_name"][1]["failed"] == 1 and body["by_name"][1]["avg_run_seconds"] is None
     assert len(body["per_minute"]) == 60
     assert body["per_minute"][0]["submitted"] == 5 and body["per_minute"][-1]["completed"] == 3
-
-
-def test_stats_reject_query_parameters() -> None:
-    from chalicelib.core.errors import ValidationError
-
-    with pytest.raises(ValidationError, match="takes none"):
-        stats.tenant_stats(None, "t", {"since": "x"})  # type: ignore[arg-type]

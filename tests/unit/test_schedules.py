@@ -3,8 +3,9 @@ from datetime import UTC, datetime
 import pytest
 
 from chalicelib.config import Settings
+from chalicelib.core.cron import latest_tick, next_fire_times
 from chalicelib.core.errors import ValidationError
-from chalicelib.services.schedules import latest_tick, next_fire_times, parse_schedule
+from chalicelib.core.schedules import parse_schedule
 from chalicelib.tasktypes import load_builtin_executors
 
 REG = load_builtin_executors()

@@ -14,7 +14,7 @@ per process anyway, so a warm Lambda reads it once and keeps its connections.
 Plain-string secrets (no JSON): the ElastiCache AUTH token named by
 ``TASKLANE_REDIS_AUTH_SECRET_ARN`` (``redis_url`` puts it into the Redis URL as the
 password) and the ``/metrics`` bearer token named by
-``TASKLANE_METRICS_TOKEN_SECRET_ARN`` (read by ``chalicelib.services.stats``).
+``TASKLANE_METRICS_TOKEN_SECRET_ARN`` (``with_secrets`` puts it into ``metrics_token``).
 """
 
 from __future__ import annotations
@@ -55,11 +55,15 @@ def redis_url(settings: Settings) -> str:
 
 
 def with_secrets(settings: Settings) -> Settings:
-    """``settings`` with every secret it names resolved (today: the Redis AUTH token).
-    The container applies it once per process; config itself does no I/O."""
-    if not settings.redis_auth_secret_arn:
-        return settings
-    return replace(settings, redis_url=redis_url(settings))
+    """``settings`` with every secret it names resolved: the Redis AUTH token and the
+    ``/metrics`` token (a plain ``TASKLANE_METRICS_TOKEN`` wins).  The container
+    applies it once per process; config itself does no I/O."""
+    if settings.redis_auth_secret_arn:
+        settings = replace(settings, redis_url=redis_url(settings))
+    if settings.metrics_token is None and settings.metrics_token_secret_arn:
+        token = read_secret_string(settings.metrics_token_secret_arn, max_age=settings.secret_max_age_seconds)
+        settings = replace(settings, metrics_token=token)
+    return settings
 
 
 def url_from_secret(secret: dict[str, Any]) -> str:

@@ -10,7 +10,9 @@ function asynchronously (``InvocationType=Event``) ``TASKLANE_DRAIN_FANOUT`` tim
 A short ``SET NX`` guard (``{prefix}:drainer:waking``) makes one request of a burst
 do the waking.
 
-Locally this is off: the local stack's drainers always run.  Failures here never
+Locally this is off: the local stack's drainers always run.  The functions take the
+settings and a redis-py client (``set`` with ``nx``/``px``, ``exists``) as arguments;
+the caller (app.py's middleware, the drainer) wires them.  Failures here never
 fail the request: the task is committed and the schedule will drain it.
 """
 
@@ -22,6 +24,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.config import Settings
 from chalicelib.observability.log import logger
 
 _last_mark = 0.0
@@ -38,15 +41,14 @@ def _keys(prefix: str) -> tuple[str, str]:
     return f"{tag}:drainer:alive", f"{tag}:drainer:waking"
 
 
-def mark_alive(rt: Any) -> None:
+def mark_alive(s: Settings, redis: Any) -> None:
     """Called by drainers on every loop; writes at most every third of the TTL."""
     global _last_mark
-    s = rt.settings
     now = time.monotonic()
     if now - _last_mark < s.drainer_alive_seconds / 3:
         return
     try:
-        rt.queue.client.set(_keys(s.redis_prefix)[0], "1", px=int(s.drainer_alive_seconds * 1000))
+        redis.set(_keys(s.redis_prefix)[0], "1", px=int(s.drainer_alive_seconds * 1000))
         _last_mark = now
     except Exception as exc:  # noqa: BLE001 - a heartbeat must never stop the drain loop
         logger.debug("drainer heartbeat failed", extra={"error": str(exc)})
@@ -67,17 +69,16 @@ def drain_event() -> dict[str, Any]:
     }
 
 
-def maybe_wake(rt: Any) -> int:
+def maybe_wake(s: Settings, redis: Any) -> int:
     """Invoke the drain function when no drainer is alive; returns how many were invoked."""
-    s = rt.settings
     if s.wake_drain != "lambda":
         return 0
     alive, waking = _keys(s.redis_prefix)
     try:
-        if rt.queue.client.exists(alive):
+        if redis.exists(alive):
             return 0
         # One waker per burst; the woken drainers mark themselves alive within a second or two.
-        if not rt.queue.client.set(waking, "1", nx=True, px=int(s.drainer_alive_seconds * 1000)):
+        if not redis.set(waking, "1", nx=True, px=int(s.drainer_alive_seconds * 1000)):
             return 0
     except Exception as exc:  # noqa: BLE001 - Redis trouble: the schedule will drain
         logger.warning("could not check for live drainers", extra={"error": str(exc)})
@@ -100,14 +101,7 @@ def maybe_wake(rt: Any) -> int:
     return invoked
 
 
-def after_request(method: str, path: str, status: int) -> int:
-    """HTTP middleware hook: wake drainers after work was accepted."""
-    from chalicelib.config import get_settings
-
-    if get_settings().wake_drain != "lambda":
-        return 0
-    if method != "POST" or path not in WAKE_PATHS or status not in (200, 201, 207):
-        return 0
-    from chalicelib.container import get_container
-
-    return maybe_wake(get_container())
+def worth_waking(s: Settings, method: str, path: str, status: int) -> bool:
+    """After this response, should the API look for a live drainer?  Only when waking
+    is on and work was just accepted (a submit or a redrive succeeded)."""
+    return s.wake_drain == "lambda" and method == "POST" and path in WAKE_PATHS and status in (200, 201, 207)

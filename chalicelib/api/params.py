@@ -1,0 +1,214 @@
+"""Reading a request: the JSON body rule, path ids, query parameters, and the bodies
+that are not a single task (a batch, a redrive selection).  Every mistake is a
+``ValidationError`` (400) naming the field, a 404 for a malformed path id, a 413 or
+a 415 for the body itself; never a 500.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from chalice.app import Request
+
+from chalicelib.config import Settings
+from chalicelib.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
+from chalicelib.core.jsonbody import parse_json
+from chalicelib.core.requests import TaskRequest, check_fields, parse_task
+from chalicelib.services.lifecycle import REDRIVE_MAX, RedriveSelection
+from chalicelib.tasktypes import Registry, as_int
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+# --- the body ---------------------------------------------------------------------------
+
+
+def json_body(request: Request, max_bytes: int) -> Any:
+    """The decoded JSON body of a route that takes one.
+
+    One rule for every such route: the request says ``Content-Type: application/json``
+    (parameters such as ``charset`` allowed), else 415.  Chalice checks only that a
+    *given* type is in the route's list, and takes a missing one for JSON; ``*/*`` or
+    a list of types passes it too."""
+    declared = request.headers.get("content-type")
+    media_type = (declared or "").split(";", 1)[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE:
+        shown = f"Content-Type {declared!r}" if declared else "no Content-Type"
+        raise UnsupportedMediaTypeError(
+            f"the request has {shown}; send the body as JSON with Content-Type: application/json"
+        )
+    raw = request.raw_body
+    if raw is not None and len(raw) > max_bytes:
+        raise PayloadTooLargeError(f"the request body is {len(raw)} bytes; the limit is {max_bytes}")
+    return parse_json(raw)
+
+
+# --- path ids ---------------------------------------------------------------------------
+
+
+def uuid_param(raw: str, what: str) -> str:
+    """A path id; a malformed one is simply not found (404), like an unknown one."""
+    try:
+        return str(uuid.UUID(raw))
+    except (ValueError, AttributeError, TypeError):
+        raise NotFoundError(f"no {what} {raw!r}") from None
+
+
+def task_id_param(raw: str) -> str:
+    return uuid_param(raw, "task")
+
+
+# --- query strings ----------------------------------------------------------------------
+
+
+def check_params(query: Mapping[str, str], allowed: set[str]) -> None:
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise ValidationError(
+            f"unknown query parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            details={"fields": unknown},
+        )
+
+
+def no_params(query: Mapping[str, str]) -> None:
+    """For a route that takes no query parameters."""
+    if query:
+        unknown = ", ".join(sorted(query))
+        raise ValidationError(
+            f"unknown query parameter(s) {unknown}; this route takes none", details={"fields": unknown}
+        )
+
+
+def int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"{name} must be an integer", details={"field": name}) from None
+    if not lo <= value <= hi:
+        raise ValidationError(f"{name} must be from {lo} to {hi}", details={"field": name})
+    return value
+
+
+def choice_param(query: Mapping[str, str], name: str, values: list[str]) -> str | None:
+    value = query.get(name)
+    if value is not None and value not in values:
+        raise ValidationError(f"{name} must be one of {', '.join(values)}; got {value!r}", details={"field": name})
+    return value
+
+
+def timestamp_param(query: Mapping[str, str], name: str) -> datetime | None:
+    """ISO-8601; without an offset it is UTC.  Returned in UTC, since PostgreSQL refuses
+    offsets Python accepts (beyond ±15:59)."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise ValidationError(f"{name} must be an ISO-8601 timestamp", details={"field": name}) from None
+
+
+# --- bodies other than one task -------------------------------------------------------------
+
+
+def submission(body: Any, header_key: str | None, settings: Settings, registry: Registry) -> TaskRequest:
+    """One task; an ``Idempotency-Key`` header stands for the body's ``idempotency_key``."""
+    if header_key is not None:
+        if not isinstance(body, dict):
+            raise ValidationError("the task must be a JSON object")
+        if "idempotency_key" not in body:
+            body = {**body, "idempotency_key": header_key}
+        elif body["idempotency_key"] != header_key:
+            raise ConflictError("the Idempotency-Key header and the idempotency_key field differ; send one")
+    return parse_task(body, settings, registry)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A parsed batch: each item validated on its own, in request order."""
+
+    items: list[TaskRequest | ValidationError]
+    atomic: bool
+
+
+def batch(body: Any, settings: Settings, registry: Registry) -> Batch:
+    """``{"tasks": [...], "atomic": false}``.  Invalid items are reported and the valid
+    ones accepted, unless ``atomic`` is true: then any invalid item rejects the whole
+    batch with a 400."""
+    if not isinstance(body, dict) or not isinstance(body.get("tasks"), list):
+        raise ValidationError('send {"tasks": [task, ...]}', details={"field": "tasks"})
+    check_fields(body, {"tasks", "atomic"})
+    items = body["tasks"]
+    atomic = body.get("atomic", False)
+    if not isinstance(atomic, bool):
+        raise ValidationError("atomic must be a boolean", details={"field": "atomic"})
+    if not items:
+        raise ValidationError("tasks is empty", details={"field": "tasks"})
+    if len(items) > settings.max_batch_items:
+        raise ValidationError(
+            f"a batch holds at most {settings.max_batch_items} tasks, got {len(items)}; split it",
+            details={"field": "tasks"},
+        )
+    not_objects = [i for i, item in enumerate(items) if not isinstance(item, dict)]
+    if not_objects:
+        raise ValidationError(
+            f"every item of tasks must be a JSON object; tasks[{not_objects[0]}] is not",
+            details={"indexes": not_objects[:50]},
+        )
+    parsed: list[TaskRequest | ValidationError] = []
+    for i, item in enumerate(items):
+        try:
+            parsed.append(parse_task(item, settings, registry, where=f"tasks[{i}]: "))
+        except ValidationError as exc:
+            parsed.append(exc)
+    invalid = [(i, p) for i, p in enumerate(parsed) if isinstance(p, ValidationError)]
+    if atomic and invalid:
+        raise ValidationError(
+            f"{len(invalid)} invalid task(s); nothing was accepted (atomic batch)",
+            details={"errors": [{"index": i, "message": e.message} for i, e in invalid]},
+        )
+    return Batch(parsed, atomic)
+
+
+def redrive_selection(body: Any) -> RedriveSelection:
+    """``{"ids": [...]}`` or ``{"name": "..."}`` (or both); at most ``limit`` (500) a call.
+    Ids that are not UUIDs cannot name a task and are left out."""
+    if not isinstance(body, dict):
+        raise ValidationError('send {"ids": [...]} or {"name": "..."}')
+    check_fields(body, {"ids", "name", "limit"})
+    ids = body.get("ids")
+    name = body.get("name")
+    if ids is None and name is None:
+        raise ValidationError('give "ids" or "name" to choose which dead letters to redrive')
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > REDRIVE_MAX:
+            raise ValidationError("ids must be a list of at most 500 task ids", details={"field": "ids"})
+        ids = [i for i in ids if _is_uuid(i)]
+    if name is not None and not isinstance(name, str):
+        raise ValidationError("name must be a string", details={"field": "name"})
+    limit = as_int(body.get("limit", REDRIVE_MAX))
+    if limit is None or not 1 <= limit <= REDRIVE_MAX:
+        raise ValidationError("limit must be an integer from 1 to 500", details={"field": "limit"})
+    return RedriveSelection(ids=ids, name=name, limit=limit)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,262 @@
+"""Domain results → the API's JSON (and the status codes that depend on the result).
+
+Shapes here are the API's contract (README, OpenAPI document, e2e tests): change them
+only on purpose.  Timestamps are ISO-8601 in UTC.  Cursors are opaque to clients: a
+page's last (timestamp, id) in URL-safe base64; a forged or damaged one is a 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.core.errors import ConflictError, TasklaneError, ValidationError
+from chalicelib.core.model import Task
+from chalicelib.core.records import Schedule
+from chalicelib.services.health import HealthReport, Probe, SweeperHealth
+from chalicelib.services.lifecycle import CancelOutcome, CancelResult
+from chalicelib.services.reads import Page, Position, TaskDetail
+from chalicelib.services.schedules import ScheduleDetail
+from chalicelib.services.stats import TenantStats
+from chalicelib.services.submit import BatchItem, BatchResult
+
+MAX_CURSOR_CHARS = 256  # a real cursor is under 100
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# --- tasks ------------------------------------------------------------------------------
+
+
+def task(t: Task) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "status": t.status.value,
+        "priority": t.priority.value,
+        "payload": t.payload,
+        "result": t.result,
+        "attempts": t.attempts,
+        "max_retries": t.max_retries,
+        "timeout_seconds": t.timeout_seconds,
+        "run_at": _iso(t.run_at),
+        "last_error": t.last_error,
+        "last_error_type": t.last_error_type,
+        "cancel_requested": t.cancel_requested,
+        "idempotency_key": t.idempotency_key,
+        "created_at": _iso(t.created_at),
+        "updated_at": _iso(t.updated_at),
+        "enqueued_at": _iso(t.enqueued_at),
+        "started_at": _iso(t.started_at),
+        "finished_at": _iso(t.finished_at),
+        "callback_url": t.callback_url,
+        "schedule_id": t.schedule_id,
+        "progress": t.progress,
+        "progress_message": t.progress_message,
+    }
+
+
+def task_with_errors(detail: TaskDetail) -> dict[str, Any]:
+    """The task plus the error of every failed attempt."""
+    body = task(detail.task)
+    body["errors"] = [
+        {"attempt": e.attempt, "error": e.error, "error_type": e.error_type, "at": e.at.isoformat()}
+        for e in detail.events
+        if e.error is not None
+    ]
+    return body
+
+
+def task_events(detail: TaskDetail) -> dict[str, Any]:
+    return {
+        "task_id": detail.task.id,
+        "events": [
+            {
+                "at": e.at.isoformat(),
+                "from_status": e.from_status.value if e.from_status else None,
+                "to_status": e.to_status.value,
+                "attempt": e.attempt,
+                "actor": e.actor,
+                "error": e.error,
+                "error_type": e.error_type,
+            }
+            for e in detail.events
+        ],
+    }
+
+
+def page(p: Page) -> dict[str, Any]:
+    return {
+        "items": [task(t) for t in p.items],
+        "next_cursor": encode_cursor(p.next_after) if p.next_after else None,
+    }
+
+
+def cancelled(result: CancelResult) -> tuple[int, dict[str, Any]]:
+    """200 when cancelled, 202 when a running task was asked to stop; a final task
+    cannot be cancelled (409)."""
+    if result.outcome is CancelOutcome.ALREADY_FINAL:
+        raise ConflictError(
+            f"task {result.task.id} is already {result.before.value}; "
+            "only PENDING, QUEUED or PROCESSING tasks can be cancelled",
+            details={"status": result.before.value},
+        )
+    return (200 if result.outcome is CancelOutcome.CANCELLED else 202), task(result.task)
+
+
+def redriven(tasks: list[Task]) -> dict[str, Any]:
+    return {"redriven": len(tasks), "ids": [t.id for t in tasks]}
+
+
+# --- batches ----------------------------------------------------------------------------
+
+
+def batch(result: BatchResult) -> tuple[int, dict[str, Any]]:
+    """201 when every item became a new task, else 200 with a status per item (201 new,
+    200 replayed, the error's own status when refused)."""
+    status = 201 if result.all_created else 200
+    return status, {
+        "created": result.created,
+        "failed": result.failed,
+        "results": [_batch_item(i) for i in result.items],
+    }
+
+
+def _batch_item(item: BatchItem) -> dict[str, Any]:
+    if item.error is not None:
+        return _item_error(item.index, item.error)
+    assert item.submitted is not None
+    replayed = item.submitted.replayed
+    status = 200 if replayed else 201
+    return {"index": item.index, "status": status, "replayed": replayed, "task": task(item.submitted.task)}
+
+
+def _item_error(index: int, exc: TasklaneError) -> dict[str, Any]:
+    return {"index": index, "status": exc.status, "error": {"code": exc.code, "message": exc.message}}
+
+
+# --- cursors ----------------------------------------------------------------------------
+
+
+def encode_cursor(position: Position) -> str:
+    raw = f"{position.at.isoformat()}|{position.task_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Position:
+    """The position a cursor names; anything this API did not write is a 400."""
+    try:
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at_text, task_id = raw.split("|", 1)
+        at = datetime.fromisoformat(at_text)
+        if at.tzinfo is None:
+            raise ValueError("no offset")
+        # In UTC: PostgreSQL refuses some offsets Python accepts.
+        return Position(at.astimezone(UTC), str(uuid.UUID(task_id)))
+    except (ValueError, UnicodeError, binascii.Error, OverflowError):
+        raise ValidationError(
+            "cursor is invalid; pass next_cursor from the previous page", details={"field": "cursor"}
+        ) from None
+
+
+# --- schedules --------------------------------------------------------------------------
+
+
+def schedule(s: Schedule) -> dict[str, Any]:
+    spec = s.spec
+    return {
+        "id": s.id,
+        "name": spec.name,
+        "cron": spec.cron,
+        "timezone": spec.timezone,
+        "task": {
+            "name": spec.task_name,
+            "payload": spec.payload,
+            "priority": spec.priority,
+            "max_retries": spec.max_retries,
+            "timeout_seconds": spec.timeout_seconds,
+        },
+        "enabled": spec.enabled,
+        "catch_up": spec.catch_up,
+        "next_fire_at": s.next_fire_at.isoformat(),
+        "last_fired_at": _iso(s.last_fired_at),
+        "created_at": s.created_at.isoformat(),
+        "updated_at": s.updated_at.isoformat(),
+    }
+
+
+def schedule_detail(d: ScheduleDetail) -> dict[str, Any]:
+    out = schedule(d.schedule)
+    out["next_fire_times"] = [t.isoformat() for t in d.upcoming]
+    if d.runs is not None:
+        out["recent_runs"] = [
+            {"fire_at": r.fire_at.isoformat(), "task_id": r.task_id, "status": r.status.value if r.status else None}
+            for r in d.runs
+        ]
+    return out
+
+
+def schedules(items: list[Schedule]) -> dict[str, Any]:
+    return {"items": [schedule(s) for s in items]}
+
+
+# --- health, stats, webhooks ----------------------------------------------------------------
+
+
+def health(report: HealthReport) -> tuple[int, dict[str, Any]]:
+    """200 when UP, 503 when any component is DOWN (what a load balancer acts on)."""
+    db = _probe(report.db)
+    if report.db.condition == "UP":
+        db["migration_version"] = report.migration_version
+    body = {
+        "status": report.condition.value,
+        "components": {"db": db, "redis": _probe(report.redis), "sweeper": sweeper(report.sweeper)},
+        "migration_version": report.migration_version,
+    }
+    return (200 if report.condition == "UP" else 503), body
+
+
+def _probe(p: Probe) -> dict[str, Any]:
+    if p.error is not None:
+        return {"status": p.condition.value, "error": p.error}
+    return {"status": p.condition.value, "latency_ms": p.latency_ms}
+
+
+def sweeper(s: SweeperHealth) -> dict[str, Any]:
+    if s.stale_after_seconds is None:  # Redis could not be asked
+        return {"status": s.condition.value, "message": s.message}
+    if s.last_sweep_at is None:
+        return {
+            "status": s.condition.value,
+            "last_sweep_at": None,
+            "stale_after_seconds": s.stale_after_seconds,
+            "message": s.message,
+        }
+    out: dict[str, Any] = {
+        "status": s.condition.value,
+        "last_sweep_at": s.last_sweep_at.isoformat(),
+        "age_seconds": s.age_seconds,
+        "stale_after_seconds": s.stale_after_seconds,
+    }
+    if s.message is not None:
+        out["message"] = s.message
+    return out
+
+
+def stats(s: TenantStats) -> dict[str, Any]:
+    return {**s.numbers, "tenant": s.tenant, "sweeper": sweeper(s.sweeper)}
+
+
+def webhook_secret(secret: str) -> dict[str, Any]:
+    return {
+        "secret": secret,
+        "algorithm": "HMAC-SHA256 over f'{timestamp}.{raw body}', hex, prefixed v1=",
+        "header": "Tasklane-Signature (timestamp in Tasklane-Timestamp)",
+    }

@@ -1,0 +1,99 @@
+"""Lifecycle use cases a client drives: cancel a task, redrive dead letters.
+
+PostgreSQL changes first; Redis is told afterwards and may miss it (down, a
+timeout): the claim's status guard turns a stale id away, and the sweeper's
+reconciliation pushes what Redis lacks, so a failed push never loses work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from chalicelib.adapters.webhooks import WEBHOOK_TASK
+from chalicelib.container import Container
+from chalicelib.core.errors import ConflictError, NotFoundError, UnavailableError
+from chalicelib.core.model import Priority, Status, Task
+from chalicelib.core.records import WebhookHook
+from chalicelib.observability import metrics
+from chalicelib.services.reads import get_task
+
+REDRIVE_MAX = 500  # dead letters redriven by one call at most
+
+
+class CancelOutcome(StrEnum):
+    CANCELLED = "cancelled"  # it was waiting (PENDING/QUEUED): now CANCELLED
+    REQUESTED = "requested"  # it is running: the drainer honours the request at its next checkpoint
+    ALREADY_FINAL = "already_final"  # COMPLETED, FAILED or CANCELLED already: nothing changed
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    outcome: CancelOutcome
+    task: Task  # as it is now
+    before: Status  # its status when the cancel arrived
+
+
+def cancel(rt: Container, tenant: str, task_id: str) -> CancelResult:
+    """Cancel a waiting task, or ask a running one to stop; a final task is left alone."""
+    hooks: list[WebhookHook] = []
+    task, before = rt.store.cancel(tenant, task_id, hooks=hooks)
+    if task is None or before is None:
+        raise NotFoundError(f"no task {task_id}")
+    if before.is_final:
+        return CancelResult(CancelOutcome.ALREADY_FINAL, task, before)
+    metrics.log_cancelled(tenant, task, before)
+    if task.status is not Status.CANCELLED:
+        return CancelResult(CancelOutcome.REQUESTED, task, before)
+    try:
+        rt.queue.remove([(task.id, task.priority, task.name)])
+        rt.queue.push([(hook.id, Priority.HIGH, hook.enqueued_ms, WEBHOOK_TASK) for hook in hooks])
+    except UnavailableError:
+        pass  # the claim's guard turns the stale id away; the sweeper pushes the webhook
+    return CancelResult(CancelOutcome.CANCELLED, task, before)
+
+
+@dataclass(frozen=True)
+class RedriveSelection:
+    """Which dead letters to redrive: these ids, or those of this task name, or both
+    (ANDed); at most ``limit``."""
+
+    ids: list[str] | None = None
+    name: str | None = None
+    limit: int = REDRIVE_MAX
+
+
+def redrive_one(rt: Container, tenant: str, task_id: str) -> Task:
+    """FAILED → QUEUED with a fresh retry budget; any other status is a conflict."""
+    redriven = rt.store.redrive(tenant, ids=[task_id], limit=1)
+    if not redriven:
+        task = get_task(rt, tenant, task_id)
+        raise ConflictError(
+            f"task {task_id} is {task.status.value}; only FAILED tasks can be redriven",
+            details={"status": task.status.value},
+        )
+    enqueue_redriven(rt, redriven)
+    metrics.log_redriven(tenant, redriven)
+    return redriven[0]
+
+
+def redrive_many(rt: Container, tenant: str, selection: RedriveSelection) -> list[Task]:
+    redriven = rt.store.redrive(tenant, ids=selection.ids, name=selection.name, limit=selection.limit)
+    enqueue_redriven(rt, redriven)
+    metrics.log_redriven(tenant, redriven)
+    return redriven
+
+
+def enqueue_redriven(rt: Container, redriven: Sequence[Task]) -> None:
+    now_ms = time.time() * 1000
+    try:
+        rt.queue.push(
+            [
+                (t.id, t.priority, t.enqueued_at.timestamp() * 1000 if t.enqueued_at else now_ms, t.name)
+                for t in redriven
+            ]
+        )
+    except UnavailableError:
+        pass  # QUEUED in PostgreSQL: the sweeper's reconciliation enqueues them
