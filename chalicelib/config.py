@@ -160,6 +160,8 @@ class Settings:
     webhook_max_retries: int = 5
     webhook_timeout_seconds: int = 10
     max_result_bytes: int = 262144
+    # http-request may call loopback/private addresses (link-local and metadata never).
+    http_request_allow_private: bool = True
     bootstrap_rate_limit_per_minute: int = 10000
     task_limits: dict[str, TypeLimit] = field(default_factory=dict)
     # --- AWS (see chalicelib/awsclients.py, secrets.py, executors/aws.py) ---------------
@@ -233,6 +235,7 @@ class Settings:
             webhook_max_retries=_int(e, "TASKLANE_WEBHOOK_MAX_RETRIES", 5, 0),
             webhook_timeout_seconds=_int(e, "TASKLANE_WEBHOOK_TIMEOUT_SECONDS", 10, 1),
             max_result_bytes=_int(e, "TASKLANE_MAX_RESULT_BYTES", 262144, 1),
+            http_request_allow_private=_bool(e, "TASKLANE_HTTP_REQUEST_ALLOW_PRIVATE", True),
             bootstrap_rate_limit_per_minute=_int(e, "TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE", 10000, 1),
             task_limits=parse_task_limits(e.get("TASKLANE_TASK_LIMITS")),
             database_secret_arn=secret_arn,

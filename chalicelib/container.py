@@ -16,7 +16,7 @@ from chalicelib.adapters.redis.queue import Queue
 from chalicelib.config import Settings, get_settings
 from chalicelib.core.retry import RetryPolicy
 from chalicelib.execution.remote import registry_for
-from chalicelib.tasktypes import Registry, load_builtin_executors
+from chalicelib.tasktypes import Registry, load_builtin_task_types
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Container:
                 aging_seconds=settings.priority_aging_seconds,
                 limits=settings.task_limits,
             ),
-            registry=registry_for(load_builtin_executors(), settings),
+            registry=registry_for(load_builtin_task_types(), settings),
             retry=RetryPolicy(
                 base_seconds=settings.retry_base_seconds,
                 max_seconds=settings.retry_max_seconds,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.adapters.webhooks import CALLBACK_URL_PATTERN
+from chalicelib.core.urls import CALLBACK_URL_PATTERN
 
 _TS = {"type": "string", "format": "date-time"}
 _TS_OR_NULL = {"type": ["string", "null"], "format": "date-time"}

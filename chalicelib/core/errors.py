@@ -108,7 +108,14 @@ class ExecutionError(Exception):
 
 
 class RetryableError(ExecutionError):
-    """A transient failure (network, throttling, 5xx): retry with backoff."""
+    """A transient failure (network, throttling, 5xx): retry with backoff.
+
+    ``retry_after`` (seconds) asks for that delay instead of the backoff, e.g. from
+    an HTTP ``Retry-After`` answer; the retry policy bounds it."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentError(ExecutionError):

@@ -11,14 +11,14 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from chalicelib.adapters.webhooks import check_callback_url
 from chalicelib.config import Settings
 from chalicelib.core.errors import PayloadError, ValidationError
 from chalicelib.core.jsonbody import parse_json
 from chalicelib.core.model import Priority
-from chalicelib.tasktypes import Registry, as_int
+from chalicelib.core.numbers import as_int
+from chalicelib.core.urls import check_callback_url
 
 __all__ = ["TaskRequest", "check_fields", "parse_json", "parse_task"]
 
@@ -39,6 +39,16 @@ MAX_DELAY_SECONDS = 365 * 24 * 3600
 MAX_RETRIES_LIMIT = 100
 MAX_TIMEOUT_SECONDS = 900  # Lambda's own ceiling
 MAX_IDEMPOTENCY_KEY = 200
+
+
+class TaskTypes(Protocol):
+    """What request validation needs of the task-type registry (``tasktypes.Registry``)."""
+
+    def submittable(self, name: str) -> bool: ...
+
+    def names(self) -> list[str]: ...
+
+    def validate(self, name: str, payload: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,7 @@ def _parse_run_at(value: Any) -> datetime:
         raise ValidationError("run_at is out of range", details={"field": "run_at"}) from None
 
 
-def parse_task(body: Any, settings: Settings, registry: Registry, *, where: str = "") -> TaskRequest:
+def parse_task(body: Any, settings: Settings, registry: TaskTypes, *, where: str = "") -> TaskRequest:
     """Validate one task body; ``where`` prefixes messages (e.g. ``tasks[3].``)."""
     try:
         return _parse_task(body, settings, registry)
@@ -130,7 +140,7 @@ def parse_task(body: Any, settings: Settings, registry: Registry, *, where: str 
         raise
 
 
-def _parse_task(body: Any, settings: Settings, registry: Registry) -> TaskRequest:
+def _parse_task(body: Any, settings: Settings, registry: TaskTypes) -> TaskRequest:
     if not isinstance(body, dict):
         raise ValidationError("the task must be a JSON object")
     check_fields(body, TASK_FIELDS)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
-from chalicelib.core.errors import PermanentError
+from chalicelib.core.errors import PermanentError, RetryableError
 from chalicelib.core.model import Status
 
 
@@ -18,6 +19,9 @@ class RetryPolicy:
     base_seconds: float = 2.0
     max_seconds: float = 300.0
     jitter: float = 0.25
+    # Bound on a delay a task type asks for (``RetryableError(retry_after=...)``): a
+    # server's Retry-After is honoured even beyond ``max_seconds``, but not for days.
+    max_retry_after_seconds: float = 3600.0
 
     def backoff(self, attempt: int, rand: random.Random | None = None) -> float:
         """Delay before the retry that follows failed attempt number ``attempt`` (1-based)."""
@@ -25,6 +29,14 @@ class RetryPolicy:
         delay = min(self.max_seconds, self.base_seconds * (2**exponent))
         r = (rand or random).random()
         return float(delay * (1.0 - min(self.jitter, 1.0) * r))
+
+    def delay(self, attempt: int, exc: BaseException, rand: random.Random | None = None) -> float:
+        """Delay before the retry after failed attempt ``attempt``: the delay the error asks
+        for (``RetryableError.retry_after``, bounded), else the backoff."""
+        asked = exc.retry_after if isinstance(exc, RetryableError) else None
+        if asked is not None and math.isfinite(asked):
+            return float(min(max(asked, 0.0), self.max_retry_after_seconds))
+        return self.backoff(attempt, rand)
 
     def next_status(self, attempts: int, max_retries: int, permanent: bool) -> Status:
         """PENDING (retry) while the budget lasts and the error is retryable, else FAILED.

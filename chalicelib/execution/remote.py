@@ -24,13 +24,14 @@ that need the drainer's database connections, e.g. webhooks) always run inline.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 from typing import Any
 
 from chalicelib.config import Settings
 from chalicelib.core.errors import PermanentError, RetryableError, TaskCancelled
-from chalicelib.tasktypes import Registered, Registry, TaskContext
+from chalicelib.execution.attempt import run_attempt
+from chalicelib.tasktypes.catalog import Registered, Registry
+from chalicelib.tasktypes.context import TaskContext
 
 PROTOCOL = 1
 PERMANENT_TYPES = {"PermanentError", "PayloadError", "UnknownTaskName"}
@@ -110,7 +111,7 @@ class RemoteRegistry(Registry):
 
     def get(self, name: str) -> Registered | None:
         entry = super().get(name)
-        if entry is None or getattr(entry, "internal", False):
+        if entry is None or entry.internal:
             return entry
         return replace(entry, run=RemoteExecutor(self.function_name, name))
 
@@ -127,15 +128,14 @@ def handle(event: dict[str, Any], context: Any) -> Any:
 
     Errors propagate: Lambda reports them as ``FunctionError`` with the exception's
     class name as ``errorType``, which ``decode_response`` maps back."""
-    from chalicelib.observability.powertools import task_log_context
-    from chalicelib.tasktypes import load_builtin_executors
+    from chalicelib.tasktypes import load_builtin_task_types
 
     if not isinstance(event, dict) or event.get("tasklane") != PROTOCOL or not isinstance(event.get("task"), dict):
         raise PermanentError("not a Tasklane executor event")
     task = event["task"]
     name = str(task.get("name"))
-    entry = load_builtin_executors().get(name)
-    if entry is None or getattr(entry, "internal", False):
+    entry = load_builtin_task_types().get(name)
+    if entry is None or entry.internal:
         raise PermanentError(f"no executor is registered for task name {name!r}")
     timeout = float(task.get("timeout_seconds") or 300)
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
@@ -148,9 +148,4 @@ def handle(event: dict[str, Any], context: Any) -> Any:
         max_retries=int(task.get("max_retries") or 0),
         timeout_seconds=timeout,
     )
-    with task_log_context(ctx.task_id, name, ctx.tenant, ctx.attempt):
-        ctx.started_monotonic = time.monotonic()
-        payload = event.get("payload")
-        if entry.validate is not None:
-            entry.validate(payload)
-        return entry.run(payload, ctx)
+    return run_attempt(entry, event.get("payload"), ctx)

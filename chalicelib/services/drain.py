@@ -27,6 +27,7 @@ from chalicelib.core.records import Recorded
 from chalicelib.execution.runner import BatchRunner
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
+from chalicelib.tasktypes.context import TaskPorts
 
 Clock = Callable[[], float]  # seconds of budget left
 
@@ -59,6 +60,14 @@ def worker_id() -> str:
     return f"drain:{socket.gethostname()}:{os.getpid()}"
 
 
+def task_ports(rt: Container) -> TaskPorts:
+    """What this process lends task types: settings, progress writes, the Redis client
+    for once-per-task records, and webhook secrets (for the internal webhook type)."""
+    return TaskPorts(
+        settings=rt.settings, progress=rt.store, idempotency_redis=rt.queue.client, webhook_secrets=rt.store
+    )
+
+
 class Drainer:
     """One drain loop; keep one per process to reuse its executor threads."""
 
@@ -71,7 +80,7 @@ class Drainer:
             rt.retry,
             concurrency=s.executor_concurrency,
             max_result_bytes=s.max_result_bytes,
-            services=rt,
+            ports=task_ports(rt),
         )
         # Outcomes are recorded (UPDATE + events, then the Redis ack) on a thread of
         # their own while this loop claims and runs the next batch: the two commits of

@@ -24,7 +24,7 @@ from chalicelib.container import Container
 from chalicelib.core.errors import LeaseLostError, QueueError, UnavailableError
 from chalicelib.core.model import Outcome, Priority, Status
 from chalicelib.core.records import ExpiredLease, ReadyTask
-from chalicelib.execution.runner import failure_outcome
+from chalicelib.execution.outcomes import failure_outcome
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
 from chalicelib.services import schedules

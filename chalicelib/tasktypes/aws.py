@@ -34,10 +34,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from chalicelib.adapters.aws.secrets import with_secrets
-from chalicelib.config import Settings, get_settings
+from chalicelib.config import Settings
 from chalicelib.core.errors import PermanentError, RetryableError
-from chalicelib.tasktypes import TaskContext, require
+from chalicelib.tasktypes.catalog import require
+from chalicelib.tasktypes.context import TaskContext
 
 T = TypeVar("T")
 
@@ -53,18 +53,13 @@ FAULTS = ("fail-after-side-effect", "crash-after-side-effect")
 
 
 def settings_of(ctx: TaskContext) -> Settings:
-    """The drainer's settings when it passed its runtime, else the process's."""
-    services = getattr(ctx, "services", None)
-    settings = getattr(services, "settings", None)
-    return settings if isinstance(settings, Settings) else with_secrets(get_settings())
+    """The drainer's settings when it lent them, else the process's."""
+    return ctx.ports.settings_or_env()
 
 
 def _redis_client(ctx: TaskContext, settings: Settings) -> Any:
-    services = getattr(ctx, "services", None)
-    queue = getattr(services, "queue", None)
-    client = getattr(queue, "client", None)
-    if client is not None:
-        return client
+    if ctx.ports.idempotency_redis is not None:
+        return ctx.ports.idempotency_redis
     with _lock:
         found = _redis_clients.get(settings.redis_url)
         if found is None:

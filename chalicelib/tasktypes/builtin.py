@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.core.errors import PermanentError, RetryableError, TaskCancelled
-from chalicelib.tasktypes import TaskContext, as_int, registry, require
+from chalicelib.tasktypes.catalog import as_int, registry, require
+from chalicelib.tasktypes.context import TaskContext
 
 
 def _number(value: Any) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chalicelib.tasktypes import TaskContext, registry, require
 from chalicelib.tasktypes.aws import aws_call, check_keys, need_setting, once_per_task, settings_of
+from chalicelib.tasktypes.catalog import registry, require
+from chalicelib.tasktypes.context import TaskContext
 
 # One rule for the validator and the JSON Schema (both use Python's re.search).
 # ASCII only, and no \s: Python's and JSON Schema's (ECMA) regex dialects disagree on

@@ -1,31 +1,39 @@
 """``http-request``: calls a URL (urllib3) with a timeout; once per task.
 
-Outcome classes: a 2xx/3xx answer completes the task with the status, a few
-headers and the body (64 KiB at most); 5xx, 408, 429, timeouts and connection
-errors are retryable; any other 4xx is permanent.  Only ``http``/``https`` URLs
-are accepted, and hosts that resolve to link-local addresses (the instance and
-container metadata endpoints) are refused.
+Outcome classes: a 2xx answer (or a 3xx to a method other than GET/HEAD) completes
+the task with the status, a few headers and the body (64 KiB at most); 5xx, 408,
+425, 429, timeouts and connection errors are retryable (429 and 503 after the
+server's ``Retry-After``, when given, up to an hour); any other 4xx is permanent.
+
+Redirects: GET and HEAD follow up to 5 (301, 302, 303, 307, 308), each hop
+resolved once and checked by the outbound address guard before it is connected to
+(``chalicelib.adapters.outbound_http``); one more is a permanent failure.  Other
+methods never follow: the 3xx is the result, with its ``location`` header.
+Only ``http``/``https`` URLs are accepted; link-local and metadata addresses are
+always refused, private ranges unless ``TASKLANE_HTTP_REQUEST_ALLOW_PRIVATE``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import re
-import socket
-import threading
+import time
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
-from chalicelib.adapters.webhooks import CALLBACK_URL_PATTERN
+from chalicelib.adapters.outbound_http import AddressGuard, Exchange, client
 from chalicelib.core.errors import PermanentError, RetryableError
-from chalicelib.tasktypes import TaskContext, registry, require
+from chalicelib.core.urls import HTTP_URL_PATTERN
 from chalicelib.tasktypes.aws import check_keys, once_per_task
+from chalicelib.tasktypes.catalog import registry, require
+from chalicelib.tasktypes.context import TaskContext
 
 # No \s or \S: Python's and JSON Schema's (ECMA) regex dialects disagree on what
 # whitespace is, and this pattern is published in /openapi.json too.  The same URL
 # grammar as completion webhooks: a host, an optional valid port, RFC 3986 characters.
-URL_PATTERN = CALLBACK_URL_PATTERN
+URL_PATTERN = HTTP_URL_PATTERN
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 MAX_URL = 2048
 MAX_HEADERS = 50
@@ -33,6 +41,8 @@ MAX_HEADER_VALUE = 8192
 MAX_BODY = 200_000
 MAX_TIMEOUT = 300
 DEFAULT_TIMEOUT = 10.0
+MAX_REDIRECTS = 5
+MAX_RETRY_AFTER = 3600
 MAX_RESPONSE_BYTES = 65536
 RETRYABLE_4XX = {408, 425, 429}
 KEPT_HEADERS = ("content-type", "content-length", "etag", "last-modified", "location", "retry-after")
@@ -59,9 +69,6 @@ SCHEMA: dict[str, Any] = {
     "patternProperties": {"^_": {}},
     "additionalProperties": False,
 }
-
-_pool: Any = None
-_pool_lock = threading.Lock()
 
 
 def _is_number(value: Any) -> bool:
@@ -97,41 +104,25 @@ def validate(payload: Any) -> None:
         )
 
 
-def _pool_manager() -> Any:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            import urllib3
-
-            _pool = urllib3.PoolManager(num_pools=20, maxsize=8, retries=False)
-        return _pool
-
-
-def _refuse_link_local(host: str, port: int) -> None:
-    """Metadata endpoints (169.254.169.254, 169.254.170.2, fd00:ec2::254) hand out credentials."""
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` value (delay-seconds or an HTTP date) as seconds from now, capped;
+    None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(min(int(text), MAX_RETRY_AFTER))
     try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except OSError as exc:
-        raise RetryableError(f"cannot resolve {host!r}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if address.is_link_local or address in ipaddress.ip_network("fd00:ec2::/64"):
-            raise PermanentError(f"refusing to call {host!r}: it resolves to link-local address {address}")
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT
+        when = when.replace(tzinfo=UTC)
+    delta = when.timestamp() - (time.time() if now is None else now)
+    return float(min(max(delta, 0.0), MAX_RETRY_AFTER))
 
 
-def _call(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    import urllib3
-    from urllib3.exceptions import HTTPError, LocationParseError, ProtocolError, TimeoutError
-
-    url = payload["url"].strip()
-    try:
-        parsed = urllib3.util.parse_url(url)
-    except LocationParseError as exc:
-        raise PermanentError(f"invalid URL: {exc}") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise PermanentError("only http:// and https:// URLs with a host are allowed")
-    _refuse_link_local(parsed.host.strip("[]"), parsed.port or (443 if parsed.scheme == "https" else 80))
-
+def _request_parts(payload: dict[str, Any]) -> tuple[str, dict[str, str], bytes | None]:
     method = payload.get("method", "GET")
     headers = {str(k): v for k, v in payload.get("headers", {}).items()}
     body: bytes | None = None
@@ -141,44 +132,36 @@ def _call(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
             headers["Content-Type"] = "application/json"
     elif "body" in payload:
         body = payload["body"].encode()
-    limit = float(payload.get("timeout_seconds", DEFAULT_TIMEOUT))
-    limit = max(min(limit, ctx.remaining_seconds()), 0.1)
-    timeout = urllib3.Timeout(connect=min(limit, 10.0), read=limit)
-    try:
-        response = _pool_manager().request(
-            method,
-            url,
-            body=body,
-            headers=headers,
-            timeout=timeout,
-            redirect=method in ("GET", "HEAD"),
-            preload_content=False,
-            retries=urllib3.Retry(total=0, connect=0, read=0, redirect=5, raise_on_redirect=False, status=0),
-        )
-    except (ValueError, LocationParseError) as exc:  # e.g. a header with a newline
-        raise PermanentError(f"invalid request: {exc}") from exc
-    except TimeoutError as exc:
-        raise RetryableError(f"timed out after {limit:g} s: {exc}") from exc
-    except (ProtocolError, HTTPError, OSError) as exc:
-        raise RetryableError(f"request failed: {exc}") from exc
+    return method, headers, body
+
+
+def _result(exchange: Exchange, method: str) -> dict[str, Any]:
+    """Classify the final answer: a result, or the error the retry policy acts on."""
+    from urllib3.exceptions import HTTPError
+
+    response = exchange.response
     try:
         data = response.read(MAX_RESPONSE_BYTES + 1, decode_content=True) or b""
     except (HTTPError, OSError) as exc:
         raise RetryableError(f"reading the response failed: {exc}") from exc
     finally:
-        response.release_conn()
-    status = int(response.status)
+        exchange.release()
+    status = exchange.status
     text = data[:MAX_RESPONSE_BYTES].decode("utf-8", "replace")
+    where = f"{method} {exchange.url}"
     if status >= 500 or status in RETRYABLE_4XX:
-        raise RetryableError(f"{method} {url} answered {status}: {text[:200]}")
+        wait = retry_after_seconds(response.headers.get("retry-after")) if status in (429, 503) else None
+        raise RetryableError(f"{where} answered {status}: {text[:200]}", retry_after=wait)
     if status >= 400:
-        raise PermanentError(f"{method} {url} answered {status}: {text[:200]}")
+        raise PermanentError(f"{where} answered {status}: {text[:200]}")
     result: dict[str, Any] = {
         "status": status,
         "headers": {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers},
         "body": text,
         "truncated": len(data) > MAX_RESPONSE_BYTES,
     }
+    if exchange.redirects:
+        result["url"] = exchange.url
     if "json" in (response.headers.get("content-type") or "") and not result["truncated"]:
         try:
             result["json"] = json.loads(text)
@@ -187,7 +170,27 @@ def _call(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     return result
 
 
+def call(payload: dict[str, Any], ctx: TaskContext, guard: AddressGuard | None = None) -> dict[str, Any]:
+    """One attempt of the request (without the once-per-task record)."""
+    method, headers, body = _request_parts(payload)
+    if guard is None:
+        allow_private = ctx.ports.settings_or_env().http_request_allow_private
+        guard = AddressGuard.from_env(allow_private=allow_private)
+    limit = float(payload.get("timeout_seconds", DEFAULT_TIMEOUT))
+    limit = max(min(limit, ctx.remaining_seconds()), 0.1)
+    exchange = client().request(
+        method,
+        payload["url"].strip(),
+        guard=guard,
+        headers=headers,
+        body=body,
+        timeout=limit,
+        max_redirects=MAX_REDIRECTS if method in ("GET", "HEAD") else 0,
+    )
+    return _result(exchange, method)
+
+
 @registry.task("http-request", validate=validate, payload_schema=SCHEMA)
 def http_request(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """Calls an http(s) URL with a timeout; 5xx/timeouts retry, 4xx fail; once per task."""
-    return once_per_task("http-request", ctx, payload, lambda: _call(payload, ctx))
+    return once_per_task("http-request", ctx, payload, lambda: call(payload, ctx))

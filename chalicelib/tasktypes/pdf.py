@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.tasktypes import TaskContext, registry, require
 from chalicelib.tasktypes.aws import aws_call, check_keys, need_setting, once_per_task, settings_of
+from chalicelib.tasktypes.catalog import registry, require
+from chalicelib.tasktypes.context import TaskContext
 
 MAX_TITLE = 200
 MAX_BODY = 100_000

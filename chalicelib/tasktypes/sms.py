@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chalicelib.tasktypes import TaskContext, registry, require
 from chalicelib.tasktypes.aws import aws_call, check_keys, once_per_task
+from chalicelib.tasktypes.catalog import registry, require
+from chalicelib.tasktypes.context import TaskContext
 
 PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"  # E.164
 SENDER_ID_PATTERN = r"^[A-Za-z0-9]{1,11}$"

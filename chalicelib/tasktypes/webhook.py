@@ -1,4 +1,4 @@
-"""The internal ``tasklane.webhook`` executor: delivers completion callbacks."""
+"""The internal ``tasklane.webhook`` task type: delivers completion callbacks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from typing import Any
 
 from chalicelib.adapters.webhooks import WEBHOOK_TASK, deliver
 from chalicelib.core.errors import PermanentError
-from chalicelib.tasktypes import TaskContext, registry, require
+from chalicelib.tasktypes.catalog import registry, require
+from chalicelib.tasktypes.context import TaskContext
 
 
 def _validate(payload: Any) -> None:
@@ -16,15 +17,15 @@ def _validate(payload: Any) -> None:
 @registry.task(WEBHOOK_TASK, validate=_validate, internal=True)
 def send_webhook(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
     """POSTs a signed completion event to the task's callback_url."""
-    rt = ctx.services
-    if rt is None:
-        raise PermanentError("webhooks need the drainer's runtime")
-    secret = rt.store.webhook_secret(ctx.tenant)
+    secrets = ctx.ports.webhook_secrets
+    if secrets is None:
+        raise PermanentError("webhooks need the drainer's webhook secrets (they always run inline)")
+    settings = ctx.ports.settings_or_env()
     status = deliver(
         payload,
-        secret,
-        timeout=min(float(rt.settings.webhook_timeout_seconds), max(ctx.remaining_seconds(), 1.0)),
-        allow_private=rt.settings.webhook_allow_private,
+        secrets.webhook_secret(ctx.tenant),
+        timeout=min(float(settings.webhook_timeout_seconds), max(ctx.remaining_seconds(), 1.0)),
+        allow_private=settings.webhook_allow_private,
         delivery_id=ctx.task_id,
     )
     return {"delivered": True, "status": status, "attempt": ctx.attempt}

@@ -10,12 +10,12 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from chalicelib.api.openapi import spec as build_spec
-from chalicelib.tasktypes import load_builtin_executors
+from chalicelib.tasktypes import load_builtin_task_types
 from tests.stack import Stack
 
 
 def spec() -> dict[str, object]:
-    return build_spec(load_builtin_executors())
+    return build_spec(load_builtin_task_types())
 
 
 DOCUMENT = spec()

@@ -22,6 +22,7 @@ from chalicelib.adapters.aws import secrets
 from chalicelib.config import ConfigError, Settings
 from chalicelib.container import Container
 from chalicelib.core.errors import PermanentError, RetryableError
+from chalicelib.services.drain import task_ports
 from chalicelib.services.submit import submit
 from chalicelib.tasktypes import TaskContext
 from chalicelib.tasktypes.aws import once_per_task
@@ -157,8 +158,7 @@ def test_once_per_task_reruns_failures_and_replays_successes(rt: Container) -> N
 
         return inner
 
-    ctx = _ctx()
-    ctx.services = rt
+    ctx = _with(rt, _ctx())
     with pytest.raises(RetryableError):
         once_per_task("demo", ctx, {}, work(fail=True))
     assert once_per_task("demo", _with(rt, _ctx(attempt=2)), {}, work(fail=False)) == {"n": 2}
@@ -170,7 +170,7 @@ def test_once_per_task_reruns_failures_and_replays_successes(rt: Container) -> N
 
 
 def _with(rt: Container, ctx: TaskContext) -> TaskContext:
-    ctx.services = rt
+    ctx.ports = task_ports(rt)
     return ctx
 
 

@@ -19,9 +19,9 @@ from chalicelib.core.errors import (
     ValidationError,
 )
 from chalicelib.core.requests import TaskRequest
-from chalicelib.tasktypes import load_builtin_executors
+from chalicelib.tasktypes import load_builtin_task_types
 
-REG = load_builtin_executors()
+REG = load_builtin_task_types()
 SET = Settings()
 
 

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.core.errors import PayloadError
-from chalicelib.tasktypes import load_builtin_executors
+from chalicelib.tasktypes import load_builtin_task_types
 
 AWS_TASKS = ("send-email", "send-sms", "generate-pdf", "http-request")
-registry = load_builtin_executors()
+registry = load_builtin_task_types()
 
 
 def _agree(name: str, payload: Any) -> None:

@@ -6,11 +6,15 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from chalicelib.core.errors import PermanentError, RetryableError, TaskCancelled
 from chalicelib.core.model import Claimed, Status
 from chalicelib.core.retry import RetryPolicy
+from chalicelib.execution.remote import handle
 from chalicelib.execution.runner import BatchRunner
-from chalicelib.tasktypes import Registry, TaskContext
+from chalicelib.tasktypes import Registry, TaskContext, require
+from chalicelib.tasktypes.context import NO_PORTS, TaskPorts
 
 
 def registry() -> Registry:
@@ -41,6 +45,18 @@ def registry() -> Registry:
     def not_json(payload: Any, ctx: TaskContext) -> Any:
         return {1, 2}
 
+    @reg.task("slow-down")
+    def slow_down(payload: Any, ctx: TaskContext) -> Any:
+        raise RetryableError("throttled", retry_after=payload["p"])
+
+    @reg.task("progress")
+    def progress(payload: Any, ctx: TaskContext) -> Any:
+        return ctx.report_progress(100, "done")
+
+    @reg.task("strict", validate=lambda payload: require(payload.get("p") == 2, "p must be 2"))
+    def strict(payload: Any, ctx: TaskContext) -> Any:
+        raise AssertionError("never runs: the payload fails validation")
+
     @reg.task("huge")
     def huge(payload: Any, ctx: TaskContext) -> Any:
         return "x" * 2000
@@ -52,8 +68,10 @@ def claimed(name: str, attempts: int = 1, max_retries: int = 3, timeout: float =
     return Claimed(f"id-{name}", "t", name, "normal", {"p": 1}, attempts, max_retries, timeout)
 
 
-def run(*batch: Claimed, heartbeat: Any = None, every: float = 10.0) -> dict[str, Any]:
-    runner = BatchRunner(registry(), RetryPolicy(base_seconds=2, jitter=0), concurrency=4, max_result_bytes=1000)
+def run(*batch: Claimed, heartbeat: Any = None, every: float = 10.0, ports: TaskPorts = NO_PORTS) -> dict[str, Any]:
+    runner = BatchRunner(
+        registry(), RetryPolicy(base_seconds=2, jitter=0), concurrency=4, max_result_bytes=1000, ports=ports
+    )
     try:
         outs = runner.run(list(batch), "tok", heartbeat=heartbeat or (lambda ids: set()), heartbeat_every=every)
     finally:
@@ -105,3 +123,39 @@ def test_heartbeat_delivers_cancellation_to_running_executor() -> None:
     out = run(claimed("hang", timeout=10), heartbeat=heartbeat, every=0.1)["id-hang"]
     assert beats and beats[0] == ["id-hang"]
     assert out.status is Status.CANCELLED
+
+
+def test_a_task_type_may_choose_its_retry_delay() -> None:
+    asked = Claimed("id-a", "t", "slow-down", "normal", {"p": 42}, 1, 3, 5)
+    huge = Claimed("id-b", "t", "slow-down", "normal", {"p": 10**9}, 1, 3, 5)
+    outs = run(asked, huge)
+    assert outs["id-a"].status is Status.PENDING and outs["id-a"].delay_seconds == 42  # not the 2 s backoff
+    assert outs["id-b"].delay_seconds == RetryPolicy().max_retry_after_seconds  # bounded
+
+
+def test_progress_goes_through_the_port_with_the_lease_token() -> None:
+    written: list[tuple[str, str, int, str | None]] = []
+
+    class Reporter:
+        def set_progress(self, task_id: str, token: str, progress: int, message: str | None) -> bool:
+            written.append((task_id, token, progress, message))
+            return True
+
+    assert run(claimed("progress"), ports=TaskPorts(progress=Reporter()))["id-progress"].result_json == "true"
+    assert written == [("id-progress", "tok", 100, "done")]
+    # Without the port (the executor Lambda function) progress is simply not written.
+    assert run(claimed("progress"))["id-progress"].result_json == "false"
+
+
+def test_validation_runs_before_every_attempt_in_the_drainer() -> None:
+    out = run(claimed("strict"))["id-strict"]
+    assert out.status is Status.FAILED and out.error_type == "PayloadError" and out.error == "p must be 2"
+
+
+def test_the_executor_function_validates_then_runs_through_the_same_path() -> None:
+    from chalicelib.core.errors import PayloadError
+
+    task = {"id": "id-x", "name": "sleep", "tenant": "t", "attempt": 1, "max_retries": 0, "timeout_seconds": 5}
+    with pytest.raises(PayloadError):
+        handle({"tasklane": 1, "task": task, "payload": {"seconds": -1}}, None)
+    assert handle({"tasklane": 1, "task": task, "payload": {"seconds": 0}}, None) == {"slept": 0.0, "attempt": 1}

@@ -19,7 +19,7 @@ from chalicelib.adapters.aws import wake
 from chalicelib.config import Settings
 from chalicelib.core.errors import PermanentError, RetryableError, TaskCancelled
 from chalicelib.execution.remote import RemoteExecutor, RemoteRegistry, registry_for
-from chalicelib.tasktypes import TaskContext, load_builtin_executors
+from chalicelib.tasktypes import TaskContext, load_builtin_task_types
 
 
 def _stream(data: Any) -> StreamingBody:
@@ -114,7 +114,7 @@ def test_a_read_timeout_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_registry_for_lambda_mode_keeps_names_and_validation() -> None:
-    local = load_builtin_executors()
+    local = load_builtin_task_types()
     assert registry_for(local, Settings()) is local
     remote = registry_for(local, Settings(executor_mode="lambda", executor_function="fn"))
     assert isinstance(remote, RemoteRegistry) and remote.names() == local.names()

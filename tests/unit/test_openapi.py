@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import app
 from chalicelib.api.openapi import spec as build_spec
-from chalicelib.tasktypes import load_builtin_executors
+from chalicelib.tasktypes import load_builtin_task_types
 
 
 def spec() -> dict[str, object]:
-    return build_spec(load_builtin_executors())
+    return build_spec(load_builtin_task_types())
 
 
 def _routes() -> set[tuple[str, str]]:

@@ -80,3 +80,14 @@ def test_describe_bounds_message_and_names_type() -> None:
     message, kind = describe(ValueError("x" * 5000))
     assert len(message) == 2000 and kind == "ValueError"
     assert describe(TimeoutError()) == ("TimeoutError", "TimeoutError")
+
+
+def test_a_retry_after_replaces_the_backoff_within_bounds() -> None:
+    policy = RetryPolicy(base_seconds=2, max_seconds=300, jitter=0, max_retry_after_seconds=3600)
+    assert policy.delay(1, RetryableError("x", retry_after=30)) == 30
+    assert policy.delay(1, RetryableError("x", retry_after=900)) == 900  # beyond max_seconds: the server knows
+    assert policy.delay(1, RetryableError("x", retry_after=10**9)) == 3600
+    assert policy.delay(1, RetryableError("x", retry_after=-5)) == 0
+    assert policy.delay(3, RetryableError("x", retry_after=float("nan"))) == 8  # unreadable: the backoff
+    assert policy.delay(3, RetryableError("x")) == 8
+    assert policy.delay(3, KeyError("bug")) == 8

@@ -6,9 +6,9 @@ from chalicelib.config import Settings
 from chalicelib.core.cron import latest_tick, next_fire_times
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.schedules import parse_schedule
-from chalicelib.tasktypes import load_builtin_executors
+from chalicelib.tasktypes import load_builtin_task_types
 
-REG = load_builtin_executors()
+REG = load_builtin_task_types()
 SET = Settings()
 
 

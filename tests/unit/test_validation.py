@@ -6,9 +6,9 @@ from chalicelib.config import Settings
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.model import Priority
 from chalicelib.core.requests import parse_json, parse_task
-from chalicelib.tasktypes import as_int, load_builtin_executors
+from chalicelib.tasktypes import as_int, load_builtin_task_types
 
-REG = load_builtin_executors()
+REG = load_builtin_task_types()
 SET = Settings()
 
 

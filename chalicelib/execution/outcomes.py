@@ -1,0 +1,68 @@
+"""How an attempt's end becomes the ``Outcome`` the store records."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib.core.errors import TaskCancelled
+from chalicelib.core.model import Claimed, Outcome, Status
+from chalicelib.core.retry import RetryPolicy, describe, is_permanent
+
+
+def failure_outcome(
+    policy: RetryPolicy, task_id: str, token: str, attempts: int, max_retries: int, exc: BaseException
+) -> Outcome:
+    """The outcome of a failed attempt: a retry after the policy's delay, or FAILED."""
+    message, kind = describe(exc)
+    status = policy.next_status(attempts, max_retries, is_permanent(exc))
+    delay = policy.delay(attempts, exc) if status is Status.PENDING else None
+    return Outcome(task_id, token, status, error=message, error_type=kind, delay_seconds=delay)
+
+
+class Outcomes:
+    """Outcome builder for one runner: results are JSON-encoded and size-checked here."""
+
+    def __init__(self, retry: RetryPolicy, max_result_bytes: int) -> None:
+        self.retry = retry
+        self.max_result_bytes = max_result_bytes
+
+    def ended(self, task: Claimed, token: str, value: Any, exc: BaseException | None) -> Outcome:
+        """The attempt returned ``value`` or raised ``exc``."""
+        if exc is None:
+            return self._completed(task, token, value)
+        if isinstance(exc, TaskCancelled):
+            message, kind = describe(exc)
+            return Outcome(task.id, token, Status.CANCELLED, error=message, error_type=kind)
+        return self.failed(task, token, exc)
+
+    def failed(self, task: Claimed, token: str, exc: BaseException) -> Outcome:
+        return failure_outcome(self.retry, task.id, token, task.attempts, task.max_retries, exc)
+
+    def timed_out(self, task: Claimed, token: str) -> Outcome:
+        return self.failed(task, token, TimeoutError(f"attempt exceeded {task.timeout_seconds:g} s"))
+
+    def unknown_task(self, task: Claimed, token: str) -> Outcome:
+        return Outcome(
+            task.id,
+            token,
+            Status.FAILED,
+            error=f"no executor is registered for task name {task.name!r}",
+            error_type="UnknownTaskName",
+        )
+
+    def _completed(self, task: Claimed, token: str, value: Any) -> Outcome:
+        try:
+            result_json = json.dumps(value, separators=(",", ":"))
+        except (TypeError, ValueError) as err:
+            return Outcome(task.id, token, Status.FAILED, error=f"result is not JSON: {err}", error_type="ResultError")
+        if len(result_json) > self.max_result_bytes:
+            return Outcome(
+                task.id,
+                token,
+                Status.FAILED,
+                error=f"result is {len(result_json)} bytes; the limit is {self.max_result_bytes}"
+                " (store large outputs elsewhere, e.g. S3, and return a reference)",
+                error_type="ResultTooLarge",
+            )
+        return Outcome(task.id, token, Status.COMPLETED, result_json=result_json)

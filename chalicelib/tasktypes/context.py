@@ -1,0 +1,101 @@
+"""What a task type sees of the attempt it runs: ``TaskContext`` and its ports.
+
+A task type never gets the drainer's wiring.  It gets the attempt's identity and
+clock, cancellation, and a few narrow ports (``TaskPorts``), each a Protocol or a
+plain value, each ``None`` where the process has none (the executor Lambda
+function has no database connection, so progress is not reported there).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chalicelib.adapters.aws.secrets import with_secrets
+from chalicelib.config import Settings, get_settings
+
+
+class ProgressReporter(Protocol):
+    """Writes an attempt's progress; False when the lease (``lease_token``) is no longer held."""
+
+    def set_progress(self, task_id: str, token: str, progress: int, message: str | None) -> bool: ...
+
+
+class WebhookSecrets(Protocol):
+    """The tenant's webhook signing secret (for Tasklane's internal webhook task type)."""
+
+    def webhook_secret(self, tenant: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class TaskPorts:
+    """What the drainer lends task types, built once per drainer (not per task)."""
+
+    settings: Settings | None = None
+    progress: ProgressReporter | None = None
+    # A redis-py client for the once-per-task records (Powertools' cache persistence
+    # layer takes the client itself); None: the task type opens its own.
+    idempotency_redis: Any = None
+    webhook_secrets: WebhookSecrets | None = None
+
+    def settings_or_env(self) -> Settings:
+        """The drainer's settings, else the process's with its secrets resolved (the
+        executor Lambda function)."""
+        return self.settings if self.settings is not None else with_secrets(get_settings())
+
+
+NO_PORTS = TaskPorts()
+
+
+@dataclass
+class TaskContext:
+    """What a task type may know about the attempt it runs."""
+
+    task_id: str
+    name: str
+    tenant: str
+    attempt: int
+    max_retries: int
+    timeout_seconds: float
+    ports: TaskPorts = NO_PORTS
+    lease_token: str | None = None
+    _last_progress: float = 0.0
+    started_monotonic: float = 0.0  # set when the attempt starts running
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once a client asked to cancel this task; stop early by raising
+        ``TaskCancelled``.  The drainer refreshes it with every lease heartbeat."""
+        return self._cancel.is_set()
+
+    def remaining_seconds(self) -> float:
+        """Time left before this attempt is timed out and counted as failed."""
+        if not self.started_monotonic:
+            return self.timeout_seconds
+        return self.timeout_seconds - (time.monotonic() - self.started_monotonic)
+
+    def report_progress(self, percent: int, message: str | None = None) -> bool:
+        """Record progress (0-100 and a short message), visible in ``GET /api/v1/tasks/{id}``.
+
+        Writes at most twice a second per task (calls in between are dropped, except
+        100 %); returns False when nothing was written or the lease was lost."""
+        if not 0 <= int(percent) <= 100:
+            raise ValueError("percent must be from 0 to 100")
+        now = time.monotonic()
+        reporter = self.ports.progress
+        if reporter is None or self.lease_token is None or (now - self._last_progress < 0.5 and percent < 100):
+            return False
+        self._last_progress = now
+        text = None if message is None else str(message)[:500]
+        return bool(reporter.set_progress(self.task_id, self.lease_token, int(percent), text))
+
+    def request_cancel(self) -> None:
+        """Called by the drainer when the task's cancellation was requested."""
+        self._cancel.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking early on cancellation; True if cancelled."""
+        return self._cancel.wait(max(seconds, 0.0))
