@@ -135,12 +135,14 @@ def test_dashboard_shows_live_numbers_and_redrives_a_dead_letter(stack: Stack, p
     dead = submit("fail", {"permanent": True, "message": "card declined"})
     submit("fail", {"times": 1})
     later = [submit("noop", {"later": i}, priority="critical", delay_seconds=3600) for i in range(2)]
-    running = submit("sleep", {"seconds": 60}, timeout_seconds=120)
     wait_for(
         lambda: tenant_counts(stack, tenant).get("COMPLETED") == 7 and tenant_counts(stack, tenant).get("FAILED") == 1,
         timeout=30,
         message="the tasks to finish",
     )
+    # Only now the long one: a batch records its outcomes together, so quick tasks
+    # claimed in one batch with a 60 s sleep would wait for it.
+    running = submit("sleep", {"seconds": 60}, timeout_seconds=120)
     wait_for(lambda: tenant_counts(stack, tenant).get("PROCESSING") == 1, timeout=30, message="the sleep to start")
 
     wait_text(page, "kpi-completed", "7")
