@@ -12,7 +12,9 @@ role and concurrency), invoked with boto3 ``invoke`` (``RequestResponse``):
 - an answer with ``FunctionError`` is mapped by its ``errorType``:
   ``PermanentError``/``PayloadError``/``UnknownTaskName`` → permanent,
   ``TaskCancelled`` → cancelled, anything else (``RetryableError``, a crash,
-  ``Sandbox.Timedout``, out of memory) → retryable;
+  ``Sandbox.Timedout``, out of memory) → retryable; a ``RetryableError``'s
+  ``retry_after`` crosses the boundary as a ``[retry-after=N]`` suffix of its
+  message (Lambda's error answer carries only a type and a message);
 - invoke errors: throttling, 5xx and network errors are retryable, other 4xx
   (no such function, no permission) permanent.
 
@@ -24,6 +26,7 @@ that need the drainer's database connections, e.g. webhooks) always run inline.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +39,7 @@ from chalicelib.tasktypes.context import TaskContext
 PROTOCOL = 1
 PERMANENT_TYPES = {"PermanentError", "PayloadError", "UnknownTaskName"}
 READ_TIMEOUT_SLACK = 2.0
+_RETRY_AFTER = re.compile(r" \[retry-after=([0-9]+(?:\.[0-9]+)?)\]$")
 
 
 def event_for(name: str, payload: Any, ctx: TaskContext) -> dict[str, Any]:
@@ -98,6 +102,9 @@ def decode_response(response: dict[str, Any], raw: bytes) -> Any:
         raise PermanentError(text)
     if kind == "TaskCancelled":
         raise TaskCancelled(text)
+    asked = _RETRY_AFTER.search(text)
+    if asked is not None:
+        raise RetryableError(text[: asked.start()], retry_after=float(asked.group(1)))
     raise RetryableError(text)
 
 
@@ -148,4 +155,9 @@ def handle(event: dict[str, Any], context: Any) -> Any:
         max_retries=int(task.get("max_retries") or 0),
         timeout_seconds=timeout,
     )
-    return run_attempt(entry, event.get("payload"), ctx)
+    try:
+        return run_attempt(entry, event.get("payload"), ctx)
+    except RetryableError as exc:
+        if exc.retry_after is None:
+            raise
+        raise RetryableError(f"{exc} [retry-after={exc.retry_after:.3f}]", retry_after=exc.retry_after) from exc

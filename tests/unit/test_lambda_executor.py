@@ -208,3 +208,30 @@ def test_the_wake_event_is_a_scheduled_event_chalice_accepts() -> None:
 
     event = CloudWatchEvent(wake.drain_event(), context=None)
     assert event.detail_type == "Scheduled Event" and event.source == "tasklane.wake"
+
+
+def test_a_retry_after_crosses_the_lambda_boundary(
+    lam: tuple[Stubber, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import chalicelib.tasktypes
+    from chalicelib.execution.remote import handle
+    from chalicelib.tasktypes import Registry
+
+    reg = Registry()
+
+    @reg.task("throttled")
+    def throttled(payload: Any, ctx: TaskContext) -> Any:
+        raise RetryableError("429 from the far side", retry_after=90)
+
+    monkeypatch.setattr(chalicelib.tasktypes, "load_builtin_task_types", lambda: reg)
+    task = {"id": "t", "name": "throttled", "tenant": "t1", "attempt": 1, "max_retries": 3, "timeout_seconds": 5}
+    with pytest.raises(RetryableError) as inside:
+        handle({"tasklane": 1, "task": task, "payload": {}}, None)
+    # What Lambda reports (type and message only) comes back to the drainer with the delay.
+    stubber, _ = lam
+    body = {"errorType": "RetryableError", "errorMessage": str(inside.value), "stackTrace": []}
+    stubber.add_response("invoke", {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": _stream(body)})
+    with pytest.raises(RetryableError) as outside:
+        RemoteExecutor("f", "throttled")({}, _ctx())
+    assert outside.value.retry_after == 90
+    assert str(outside.value) == "RetryableError: 429 from the far side"
