@@ -1,10 +1,13 @@
--- Tasklane's named queries, loaded by chalicelib/store/sqlfile.py.
+-- Tasklane's named queries, loaded by chalicelib/adapters/postgres/sqlfile.py.
+-- "-- Rows: X" under a name says which record the store builds from each row
+-- (X.from_row reads the column names below, so an alias is part of that contract;
+-- tests/unit/test_store_records.py holds every row-returning query to naming one).
 -- Every state change is a guarded UPDATE on the source state, and every one
 -- writes its task_events rows in the same statement (a data-modifying CTE), so
 -- a transition and its audit row commit together or not at all.
 
 -- name: insert_tasks
--- Rows: Task (core/model.py), like every query that returns tasks.* rows.
+-- Rows: Task (core/model.py).
 -- Multi-row submit: one statement for N tasks and their first events.  A task
 -- whose (tenant, idempotency_key) already exists is skipped (DO NOTHING) and
 -- the caller looks the original up.
@@ -41,6 +44,7 @@ SELECT * FROM ins;
 SELECT * FROM tasks WHERE tenant = %(tenant)s AND idempotency_key = ANY(%(keys)s::text[]);
 
 -- name: get_task
+-- Rows: Task (core/model.py).
 SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s;
 
 -- name: task_events
@@ -152,9 +156,12 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: lock_task
+-- Rows: Task (core/model.py).
 SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s FOR UPDATE;
 
 -- name: cancel_waiting
+-- Rows: Task (core/model.py), plus the completion webhook it created (hook_id,
+-- hook_enqueued_ms: a WebhookHook, core/records.py).
 WITH c AS (
     UPDATE tasks
     SET status = 'CANCELLED', finished_at = now(), updated_at = now()
@@ -182,6 +189,7 @@ WITH c AS (
 SELECT c.*, h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms FROM c LEFT JOIN hooks h ON h.parent = c.id;
 
 -- name: request_cancel
+-- Rows: Task (core/model.py).
 UPDATE tasks SET cancel_requested = true, updated_at = now()
 WHERE id = %(id)s AND status = 'PROCESSING'
 RETURNING *;
@@ -252,6 +260,7 @@ WITH old AS (
 UPDATE tasks t SET idempotency_key = NULL, request_hash = NULL FROM old WHERE t.id = old.id;
 
 -- name: list_dead_letters
+-- Rows: Task (core/model.py).
 SELECT * FROM tasks
 WHERE tenant = %(tenant)s AND status = 'FAILED'
   AND (%(name)s::text IS NULL OR name = %(name)s)
@@ -261,6 +270,7 @@ ORDER BY finished_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: redrive
+-- Rows: Task (core/model.py).
 -- A dead-lettered task goes back to QUEUED with a fresh attempt budget.
 WITH f AS (
     SELECT id, attempts FROM tasks
@@ -283,7 +293,7 @@ WITH f AS (
 SELECT * FROM r;
 
 -- name: insert_api_key
--- Rows: ApiKeyRecord (core/records.py), as list_api_keys and revoke_api_key.
+-- Rows: ApiKeyRecord (core/records.py).
 INSERT INTO api_keys (id, tenant, name, key_prefix, key_hash, rate_limit_per_minute, expires_at)
 VALUES (%(id)s, %(tenant)s, %(name)s, %(key_prefix)s, %(key_hash)s, %(rate_limit)s, %(expires_at)s)
 ON CONFLICT (key_hash) DO NOTHING
@@ -296,17 +306,20 @@ SELECT id, tenant, name, key_prefix, key_hash, rate_limit_per_minute, created_at
 FROM api_keys WHERE key_hash = %(key_hash)s;
 
 -- name: list_api_keys
+-- Rows: ApiKeyRecord (core/records.py).
 SELECT id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at
 FROM api_keys
 WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
 ORDER BY created_at, id;
 
 -- name: revoke_api_key
+-- Rows: ApiKeyRecord (core/records.py).
 UPDATE api_keys SET disabled_at = coalesce(disabled_at, now())
 WHERE id::text = %(ref)s OR key_prefix = %(ref)s
 RETURNING id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at;
 
 -- name: list_tasks
+-- Rows: Task (core/model.py).
 -- Keyset pagination on (created_at, id) descending: stable under inserts (new rows
 -- sort before the cursor) and served by tasks_tenant_created however deep the page.
 SELECT * FROM tasks
@@ -322,7 +335,7 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: insert_schedule
--- Rows: Schedule (core/records.py), as every query that returns schedules.* rows.
+-- Rows: Schedule (core/records.py).
 INSERT INTO schedules (id, tenant, name, cron, timezone, task_name, payload, priority, max_retries,
                        timeout_seconds, enabled, catch_up, next_fire_at)
 VALUES (%(id)s, %(tenant)s, %(name)s, %(cron)s, %(timezone)s, %(task_name)s, %(payload)s::jsonb,
@@ -331,12 +344,15 @@ ON CONFLICT (tenant, name) DO NOTHING
 RETURNING *;
 
 -- name: get_schedule
+-- Rows: Schedule (core/records.py).
 SELECT * FROM schedules WHERE id = %(id)s AND tenant = %(tenant)s;
 
 -- name: list_schedules
+-- Rows: Schedule (core/records.py).
 SELECT * FROM schedules WHERE tenant = %(tenant)s ORDER BY name LIMIT %(limit)s;
 
 -- name: update_schedule
+-- Rows: Schedule (core/records.py).
 UPDATE schedules
 SET name = %(name)s, cron = %(cron)s, timezone = %(timezone)s, task_name = %(task_name)s,
     payload = %(payload)s::jsonb, priority = %(priority)s, max_retries = %(max_retries)s,
@@ -367,6 +383,7 @@ LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: fire_schedule
+-- Rows: Task (core/model.py).
 -- One tick: the run row, its task and the task's first event, and the schedule's
 -- next fire time, in one statement.  A tick that already fired inserts nothing.
 WITH run AS (
