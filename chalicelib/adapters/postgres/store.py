@@ -4,6 +4,14 @@ PostgreSQL is the source of truth.  Every method is one round trip (or one short
 transaction) however many tasks it touches: arrays go in through ``unnest``, and
 transitions write their events in the same statement.  Driver errors are
 translated here into ``StoreError`` (503) or ``ValidationError`` (400).
+
+Every public method returns typed records (``core.model.Task``, ``Claimed``, and
+those of ``core.records`` and ``core.stats``), never rows: each record's
+``from_row`` reads the columns of the query ``queries.sql`` names it under.  Rows
+arrive as dicts (``dict_row``) rather than through ``class_row``, because most
+records convert on the way in (ids to text, statuses and priorities to enums,
+nested specs); on the hot path (claim, finish) the SQL casts ids to text, so
+building the records costs no more than the dict rows the callers used to read.
 """
 
 from __future__ import annotations
