@@ -34,7 +34,7 @@ def wake_drainers(event: Any, get_response: Any) -> Any:
         from chalicelib.container import get_container
 
         rt = get_container()
-        wake.maybe_wake(rt.settings, rt.queue.client)
+        wake.maybe_wake(rt.settings, rt.queue.presence)
     return response
 
 

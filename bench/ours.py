@@ -18,7 +18,7 @@ from bench.common import BenchError, blocked_clients, paced, rate, self_cpu, wai
 from bench.env import BENCH_REDIS_DB, BENCH_REDIS_PREFIX, BenchEnv, Proc
 from chalicelib.config import Settings
 from chalicelib.container import Container
-from chalicelib.core.model import Priority
+from chalicelib.core.model import Priority, QueueEntry
 from chalicelib.core.requests import TaskRequest
 from chalicelib.services.submit import submit, submit_many
 from tools.devstack import services as devservices
@@ -59,11 +59,12 @@ class DeferredQueue:
 
     def __init__(self, real: Any) -> None:
         self.real = real
-        self.ready: list[tuple[str, Priority, float]] = []
+        self.ready: list[QueueEntry] = []
 
-    def push(self, ready: Iterable[tuple[str, Priority, float]] = (), delayed: Iterable[Any] = (), **kw: Any) -> None:
-        self.ready.extend(ready)
-        assert not list(delayed)
+    def push(self, entries: Iterable[QueueEntry], **kw: Any) -> None:
+        entries = list(entries)
+        assert not any(e.delayed for e in entries)
+        self.ready.extend(entries)
 
     def release(self, chunk: int = 5000) -> None:
         for i in range(0, len(self.ready), chunk):

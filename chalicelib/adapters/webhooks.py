@@ -31,7 +31,6 @@ from chalicelib.adapters.outbound_http import AddressGuard, client
 from chalicelib.core.errors import PermanentError, RetryableError
 from chalicelib.core.urls import check_callback_url
 
-WEBHOOK_TASK = "tasklane.webhook"
 SIGNATURE_HEADER = "Tasklane-Signature"
 TIMESTAMP_HEADER = "Tasklane-Timestamp"
 

@@ -21,13 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 from chalice.app import Request, Response
-from redis.exceptions import RedisError
 
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.adapters.redis.ratelimit import RateLimiter
 from chalicelib.api.responses import guarded
 from chalicelib.container import Container
-from chalicelib.core.errors import RateLimitedError, UnauthorizedError
+from chalicelib.core.errors import QueueError, RateLimitedError, UnauthorizedError
 from chalicelib.observability.log import logger
 from chalicelib.services.apikeys import ApiKey, hash_key
 
@@ -82,7 +81,7 @@ class Access:
     def __init__(self, rt: Container) -> None:
         self.default_limit = rt.settings.rate_limit_per_minute
         self.auth = Authenticator(rt.store)
-        self.limiter = RateLimiter(rt.queue.client, key_prefix="{" + rt.settings.redis_prefix + "}")
+        self.limiter = RateLimiter(rt.queue.client, keys=rt.queue.keys)
 
     def check(self, presented_key: str | None) -> tuple[ApiKey, dict[str, str]]:
         """The caller's key and the rate-limit headers for the response.
@@ -92,7 +91,7 @@ class Access:
         limit = key.rate_limit_per_minute or self.default_limit
         try:
             decision = self.limiter.check(key.id, limit)
-        except RedisError as exc:
+        except QueueError as exc:
             logger.warning("rate limiter unavailable; allowing authenticated request", extra={"error": str(exc)})
             return key, {}
         if not decision.allowed:

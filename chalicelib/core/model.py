@@ -132,18 +132,6 @@ class Priority(StrEnum):
 _PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
 
 
-def ready_score(enqueued_ms: float, priority: Priority, aging_seconds: int) -> float:
-    """Score of a task in the ready sorted set (lowest is served first).
-
-    Each priority level gets a head start of ``aging_seconds`` over the next one:
-    within that bound the order is strict (critical > high > normal > low, FIFO
-    inside a level); a task that has waited longer than the bound overtakes newer
-    work of the level above, so nothing starves.  One ZPOPMIN serves all of it.
-    """
-    head_start_ms = (3 - priority.rank) * aging_seconds * 1000
-    return float(enqueued_ms - head_start_ms)
-
-
 @dataclass(frozen=True)
 class Task:
     """One row of ``tasks``."""
@@ -201,3 +189,68 @@ class Task:
             progress=row.get("progress"),
             progress_message=row.get("progress_message"),
         )
+
+
+# --- the Redis queue's view of a task -----------------------------------------------
+# (Kept apart from the PostgreSQL records above: this is all Redis ever holds.)
+
+WEBHOOK_TASK = "tasklane.webhook"  # the internal task type that delivers completion webhooks
+
+
+def head_start_ms(priority: Priority, aging_seconds: float) -> float:
+    """How far ahead of ``low`` a priority level starts in the ready set (ms)."""
+    return float((3 - priority.rank) * aging_seconds * 1000)
+
+
+def ready_score(at_ms: float, priority: Priority, aging_seconds: float) -> float:
+    """Score of a task in a ready sorted set (lowest is served first): the one aging rule.
+
+    Each priority level gets a head start of ``aging_seconds`` over the next one:
+    within that bound the order is strict (critical > high > normal > low, FIFO
+    inside a level); a task that has waited longer than the bound overtakes newer
+    work of the level above, so nothing starves.  One ZPOPMIN serves all of it.
+    The claim script applies the same rule to due delayed ids with head starts
+    computed here (``head_start_ms``); a property test holds the two equal.
+    """
+    return float(at_ms - head_start_ms(priority, aging_seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One task id as the Redis queue holds it.
+
+    ``at_ms`` is when the task became ready (enqueue time, epoch ms) or, for a
+    ``delayed`` entry, when it becomes due.  ``name`` (the task type) routes task
+    types with their own limits to their own ready sets.  Build entries with the
+    constructors below, never by hand.
+    """
+
+    id: str
+    priority: Priority
+    at_ms: float
+    name: str | None = None
+    delayed: bool = False
+
+    @classmethod
+    def of(cls, task: Task) -> QueueEntry:
+        """Where ``task`` sits (or sat) in the queue: delayed until ``run_at`` when
+        PENDING, otherwise ready since ``enqueued_at`` (``run_at`` when never queued)."""
+        if task.status is Status.PENDING:
+            return cls(task.id, task.priority, task.run_at.timestamp() * 1000, task.name, delayed=True)
+        at = task.enqueued_at or task.run_at
+        return cls(task.id, task.priority, at.timestamp() * 1000, task.name)
+
+    @classmethod
+    def ready(cls, task_id: str, priority: Priority | str, enqueued_ms: float, name: str | None) -> QueueEntry:
+        """A ready entry from a store row's columns."""
+        return cls(task_id, Priority(priority), enqueued_ms, name)
+
+    @classmethod
+    def due_at(cls, task_id: str, priority: Priority | str, due_ms: float, name: str | None) -> QueueEntry:
+        """A delayed entry (a retry or a scheduled task) from a store row's columns."""
+        return cls(task_id, Priority(priority), due_ms, name, delayed=True)
+
+    @classmethod
+    def webhook(cls, hook_id: str, enqueued_ms: float) -> QueueEntry:
+        """The ready entry of a completion-webhook delivery task."""
+        return cls(hook_id, Priority.HIGH, enqueued_ms, WEBHOOK_TASK)

@@ -18,11 +18,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chalicelib.adapters.aws.wake import mark_alive
-from chalicelib.adapters.redis.queue import Item
-from chalicelib.adapters.webhooks import WEBHOOK_TASK
 from chalicelib.container import Container
 from chalicelib.core.errors import QueueError, StoreError, UnavailableError
-from chalicelib.core.model import Outcome, Priority, Status
+from chalicelib.core.model import Outcome, QueueEntry, Status
 from chalicelib.core.records import Recorded
 from chalicelib.execution.runner import BatchRunner
 from chalicelib.observability import metrics
@@ -97,7 +95,7 @@ class Drainer:
         failures = 0
         while remaining() > s.drain_margin_seconds:
             # Lets the API see a live drainer (chalicelib.adapters.aws.wake).
-            mark_alive(self.rt.settings, self.rt.queue.client)
+            mark_alive(self.rt.settings, self.rt.queue.presence)
             try:
                 ids = self.rt.queue.claim(s.drain_batch_size, s.lease_seconds)
                 if not ids:
@@ -189,9 +187,8 @@ class Drainer:
                 "lease lost: outcomes not recorded (another attempt owns these tasks)",
                 extra={"task_ids": lost[:20], "count": len(lost)},
             )
-        retries: list[Item] = []
-        hooks: list[Item] = [
-            (r.hook_id, Priority.HIGH, r.hook_enqueued_ms, WEBHOOK_TASK)
+        requeue = [
+            QueueEntry.webhook(r.hook_id, r.hook_enqueued_ms)
             for r in recorded
             if r.hook_id is not None and r.hook_enqueued_ms is not None
         ]
@@ -201,15 +198,14 @@ class Drainer:
                 stats.completed += 1
             elif status is Status.PENDING:
                 stats.retried += 1
-                retries.append((r.id, r.priority, r.run_at_ms, r.name))
+                requeue.append(QueueEntry.due_at(r.id, r.priority, r.run_at_ms, r.name))
             elif status is Status.FAILED:
                 stats.failed += 1
             elif status is Status.CANCELLED:
                 stats.cancelled += 1
         try:
-            self.rt.queue.ack([o.id for o in outcomes if o.id in by_id], retries, names)
-            if hooks:
-                self.rt.queue.push(hooks)
+            # Leases released, retries delayed and webhooks queued in one round trip.
+            self.rt.queue.ack([o.id for o in outcomes if o.id in by_id], requeue, names)
         except QueueError as exc:
             # PostgreSQL has the outcome; the sweeper cleans stale leases and re-adds retries.
             logger.warning("ack failed", extra={"error": str(exc)})

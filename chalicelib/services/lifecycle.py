@@ -7,15 +7,13 @@ reconciliation pushes what Redis lacks, so a failed push never loses work.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from chalicelib.adapters.webhooks import WEBHOOK_TASK
 from chalicelib.container import Container
-from chalicelib.core.errors import ConflictError, NotFoundError, UnavailableError
-from chalicelib.core.model import Priority, Status, Task
+from chalicelib.core.errors import ConflictError, NotFoundError, QueueError
+from chalicelib.core.model import QueueEntry, Status, Task
 from chalicelib.core.records import WebhookHook
 from chalicelib.observability import metrics
 from chalicelib.services.reads import get_task
@@ -48,9 +46,9 @@ def cancel(rt: Container, tenant: str, task_id: str) -> CancelResult:
     if task.status is not Status.CANCELLED:
         return CancelResult(CancelOutcome.REQUESTED, task, before)
     try:
-        rt.queue.remove([(task.id, task.priority, task.name)])
-        rt.queue.push([(hook.id, Priority.HIGH, hook.enqueued_ms, WEBHOOK_TASK) for hook in hooks])
-    except UnavailableError:
+        rt.queue.remove([QueueEntry.of(task)])
+        rt.queue.push([QueueEntry.webhook(hook.id, hook.enqueued_ms) for hook in hooks])
+    except QueueError:
         pass  # the claim's guard turns the stale id away; the sweeper pushes the webhook
     return CancelResult(CancelOutcome.CANCELLED, task, before)
 
@@ -87,13 +85,7 @@ def redrive_many(rt: Container, tenant: str, selection: RedriveSelection) -> lis
 
 
 def enqueue_redriven(rt: Container, redriven: Sequence[Task]) -> None:
-    now_ms = time.time() * 1000
     try:
-        rt.queue.push(
-            [
-                (t.id, t.priority, t.enqueued_at.timestamp() * 1000 if t.enqueued_at else now_ms, t.name)
-                for t in redriven
-            ]
-        )
-    except UnavailableError:
+        rt.queue.push([QueueEntry.of(t) for t in redriven])
+    except QueueError:
         pass  # QUEUED in PostgreSQL: the sweeper's reconciliation enqueues them

@@ -12,11 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 from croniter import CroniterBadCronError, CroniterBadDateError
 
-from chalicelib.adapters.redis.queue import Item
 from chalicelib.container import Container
 from chalicelib.core.cron import latest_tick, next_fire_times
 from chalicelib.core.errors import ConflictError, NotFoundError, QueueError, ValidationError
-from chalicelib.core.model import Task
+from chalicelib.core.model import QueueEntry, Task
 from chalicelib.core.records import Schedule, ScheduleRun, ScheduleSpec
 from chalicelib.observability.log import logger
 
@@ -108,10 +107,7 @@ def fire_due(rt: Container, *, actor: str = "sweep") -> list[Task]:
     created = rt.store.fire_due_schedules(plan, actor=actor)
     if created:
         try:
-            ready: list[Item] = [
-                (t.id, t.priority, t.enqueued_at.timestamp() * 1000, t.name) for t in created if t.enqueued_at
-            ]
-            rt.queue.push(ready)
+            rt.queue.push([QueueEntry.of(t) for t in created])
         except QueueError as exc:
             logger.warning("scheduled tasks persisted; Redis push failed", extra={"error": str(exc)})
     return created

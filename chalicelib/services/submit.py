@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chalicelib.adapters.postgres.store import dumps
-from chalicelib.adapters.redis.queue import Item
 from chalicelib.container import Container
 from chalicelib.core.errors import ConflictError, QueueError, ValidationError
-from chalicelib.core.model import NewTask, Status, Task
+from chalicelib.core.model import NewTask, QueueEntry, Status, Task
 from chalicelib.core.requests import TaskRequest
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
@@ -123,16 +122,9 @@ def submit_many(
 
 
 def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
-    ready: list[Item] = [
-        (t.id, t.priority, t.enqueued_at.timestamp() * 1000, t.name)
-        for t in tasks
-        if t.status is Status.QUEUED and t.enqueued_at is not None
-    ]
-    delayed: list[Item] = [
-        (t.id, t.priority, t.run_at.timestamp() * 1000, t.name) for t in tasks if t.status is Status.PENDING
-    ]
+    entries = [QueueEntry.of(t) for t in tasks if t.status in (Status.QUEUED, Status.PENDING)]
     try:
-        rt.queue.push(ready, delayed)
+        rt.queue.push(entries)
     except QueueError as exc:
         logger.warning(
             "tasks persisted but not pushed to Redis; the sweeper will enqueue them",

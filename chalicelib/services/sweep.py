@@ -18,12 +18,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from chalicelib.adapters.redis.queue import Item
-from chalicelib.adapters.webhooks import WEBHOOK_TASK
 from chalicelib.container import Container
 from chalicelib.core.errors import LeaseLostError, QueueError, UnavailableError
-from chalicelib.core.model import Outcome, Priority, Status
-from chalicelib.core.records import ExpiredLease, ReadyTask
+from chalicelib.core.model import Outcome, QueueEntry, Status
+from chalicelib.core.records import ExpiredLease, LiveTask, ReadyTask
 from chalicelib.execution.outcomes import failure_outcome
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
@@ -65,9 +63,9 @@ def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
     return report
 
 
-def _ready(task: ReadyTask) -> Item:
-    """A ready queue item ``(id, priority, enqueue time, task type)``."""
-    return (task.id, task.priority, task.enqueued_ms, task.name)
+def _ready(task: ReadyTask | LiveTask) -> QueueEntry:
+    """The ready entry of a QUEUED task."""
+    return QueueEntry.ready(task.id, task.priority, task.enqueued_ms, task.name)
 
 
 def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
@@ -78,10 +76,10 @@ def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
     rt.queue.mark_rebuilt()
     counts = {"ready": 0, "delayed": 0, "leases": 0}
     for page in rt.store.live_tasks(Status.QUEUED, page_size=PAGE * 5):
-        rt.queue.push([(t.id, t.priority, t.enqueued_ms, t.name) for t in page], only_new=True)
+        rt.queue.push([_ready(t) for t in page], only_new=True)
         counts["ready"] += len(page)
     for page in rt.store.live_tasks(Status.PENDING, page_size=PAGE * 5):
-        rt.queue.push(delayed=[(t.id, t.priority, t.run_at_ms, t.name) for t in page], only_new=True)
+        rt.queue.push([QueueEntry.due_at(t.id, t.priority, t.run_at_ms, t.name) for t in page], only_new=True)
         counts["delayed"] += len(page)
     for page in rt.store.live_tasks(Status.PROCESSING, page_size=PAGE * 5):
         # A PROCESSING row always has a lease deadline (the claim sets both).
@@ -101,8 +99,9 @@ def _promote(rt: Container, report: SweepReport, actor: str) -> None:
         if promoted:
             try:
                 # Out of delayed (a drainer may have moved some already), into ready.
-                rt.queue.remove([(t.id, t.priority, t.name) for t in promoted])
-                rt.queue.push([_ready(t) for t in promoted])
+                entries = [_ready(t) for t in promoted]
+                rt.queue.remove(entries)
+                rt.queue.push(entries)
             except QueueError as exc:
                 # Committed as QUEUED already: reconciliation pushes them once Redis is back.
                 report.errors.append(f"promote: {exc}")
@@ -119,18 +118,19 @@ def _rescue(rt: Container, report: SweepReport, actor: str) -> None:
     while True:
         rows = rt.store.rescue_expired(decide, limit=PAGE, actor=actor)
         if rows:
-            retries: list[Item] = [(r.id, r.priority, r.run_at_ms, r.name) for r in rows if r.status is Status.PENDING]
+            requeue = [
+                QueueEntry.due_at(r.id, r.priority, r.run_at_ms, r.name) for r in rows if r.status is Status.PENDING
+            ]
             report.rescued += len(rows)
             report.dead_lettered += sum(1 for r in rows if r.status is Status.FAILED)
             metrics.log_rescued(rows)
-            hooks: list[Item] = [
-                (r.hook_id, Priority.HIGH, r.hook_enqueued_ms, WEBHOOK_TASK)
+            requeue += [
+                QueueEntry.webhook(r.hook_id, r.hook_enqueued_ms)
                 for r in rows
                 if r.hook_id is not None and r.hook_enqueued_ms is not None
             ]
             try:
-                rt.queue.ack([r.id for r in rows], retries, {r.id: r.name for r in rows})
-                rt.queue.push(hooks)
+                rt.queue.ack([r.id for r in rows], requeue, {r.id: r.name for r in rows})
             except QueueError as exc:
                 report.errors.append(f"rescue ack: {exc}")
         if len(rows) < PAGE:
@@ -143,8 +143,8 @@ def _requeue_orphan_leases(rt: Container, report: SweepReport, actor: str) -> No
         return
     states = rt.store.statuses_of(ids)
     by_id = {t.id: t for t in states}
-    back: list[Item] = [
-        (t.id, t.priority, t.enqueued_ms, t.name)
+    back = [
+        QueueEntry.ready(t.id, t.priority, t.enqueued_ms, t.name)
         for t in states
         if t.status is Status.QUEUED and t.enqueued_ms is not None
     ]

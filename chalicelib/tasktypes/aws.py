@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from chalicelib.adapters.redis.keys import Keys
 from chalicelib.config import Settings
 from chalicelib.core.errors import PermanentError, RetryableError
 from chalicelib.tasktypes.catalog import require
@@ -126,7 +127,7 @@ def once_per_task(task_name: str, ctx: TaskContext, payload: dict[str, Any], wor
         data_keyword_argument="task",
         persistence_store=store,
         config=config,
-        key_prefix=f"{{{settings.redis_prefix}}}:idempotency:{task_name}",
+        key_prefix=Keys(settings.redis_prefix).idempotency_prefix(task_name),
     )
     def run(task: dict[str, Any]) -> T:
         return work()

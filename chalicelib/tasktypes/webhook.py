@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib.adapters.webhooks import WEBHOOK_TASK, deliver
+from chalicelib.adapters.webhooks import deliver
 from chalicelib.core.errors import PermanentError
+from chalicelib.core.model import WEBHOOK_TASK
 from chalicelib.tasktypes.catalog import registry, require
 from chalicelib.tasktypes.context import TaskContext
 

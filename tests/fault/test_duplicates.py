@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from chalicelib.container import Container
-from chalicelib.core.model import Priority
+from chalicelib.core.model import Priority, QueueEntry
 from chalicelib.services.submit import submit_many
 from tests.fault.conftest import TENANT, queue_is_empty
 from tests.fault.workers import SPY_LOG_ENV, Workers, read_spy_log
@@ -24,8 +24,8 @@ CHUNKS, PER_CHUNK = 8, 50
 def _push_duplicates(rt: Container, ids: list[str]) -> None:
     """Each id into ready and into delayed (due now), as a racing producer would."""
     now_ms = time.time() * 1000
-    items = [(tid, Priority.NORMAL, now_ms) for tid in ids]
-    rt.queue.push(ready=items, delayed=items)
+    rt.queue.push([QueueEntry.ready(tid, Priority.NORMAL, now_ms, None) for tid in ids])
+    rt.queue.push([QueueEntry.due_at(tid, Priority.NORMAL, now_ms, None) for tid in ids])
 
 
 def test_ids_in_redis_twice_run_once_per_attempt(

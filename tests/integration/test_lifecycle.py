@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -13,7 +14,7 @@ import pytest
 
 from chalicelib.container import Container
 from chalicelib.core.errors import ConflictError, NotFoundError, ValidationError
-from chalicelib.core.model import Outcome, Status
+from chalicelib.core.model import Outcome, Priority, Status
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit, submit_batch, submit_many
 from chalicelib.services.sweep import sweep
@@ -41,23 +42,29 @@ def test_noop_task_completes_with_payload_as_result(rt: Container, database_url:
     assert events == [(None, "QUEUED"), ("QUEUED", "PROCESSING"), ("PROCESSING", "COMPLETED")]
 
 
-def test_priorities_are_served_in_order_and_fifo_within_one(rt: Container) -> None:
-    order: list[str] = []
-    ids: dict[str, str] = {}
-    for i, prio in enumerate(["low", "normal", "high", "critical", "low", "critical"]):
-        ids[submit(rt, TENANT, request(payload={"i": i}, priority=prio)).task.id] = f"{prio}{i}"
-    # One task per batch, so the claim order is the execution order.
-    small = Container.build(rt.settings.__class__(**{**rt.settings.__dict__, "drain_batch_size": 1}))
+def test_one_default_batch_starts_in_priority_order_and_fifo_within_one(make_rt: Callable[..., Container]) -> None:
+    # The default batch size, so all of them are claimed together; one executor lane,
+    # so the start order is exactly the order the batch is handed to the runner.
+    rt = make_rt(executor_concurrency=1)
+    assert rt.settings.drain_batch_size >= 40
+    started: list[str] = []
+
+    def record(payload: Any, ctx: TaskContext) -> None:
+        started.append(ctx.task_id)
+
+    rt.registry.task("start-order-test")(record)
     try:
-        drain_once(small)
+        rnd = random.Random(7)
+        submitted: list[tuple[int, int, str]] = []  # (rank, submit order, id)
+        for i in range(40):
+            prio = rnd.choice(list(Priority))
+            task = submit(rt, TENANT, request("start-order-test", priority=prio.value)).task
+            submitted.append((prio.rank, i, task.id))
+        stats = drain_once(rt)
+        assert stats["batches"] == 1 and stats["claimed"] == 40
+        assert started == [tid for _, _, tid in sorted(submitted)]
     finally:
-        small.close()
-    rows = query(
-        rt.settings.database_url,
-        "SELECT task_id::text FROM task_events WHERE to_status = 'PROCESSING' ORDER BY id",
-    )
-    order = [ids[r[0]] for r in rows]
-    assert order == ["critical3", "critical5", "high2", "normal1", "low0", "low4"]
+        rt.registry._by_name.pop("start-order-test")
 
 
 def test_retryable_failures_retry_with_backoff_then_complete(rt: Container) -> None:
@@ -139,8 +146,8 @@ def test_run_at_in_the_past_is_queued_at_once(rt: Container) -> None:
 def test_duplicate_ids_in_redis_run_each_task_once(rt: Container) -> None:
     tasks = [submit(rt, TENANT, request("fail", {"times": 0})).task for _ in range(20)]
     # Push every id again: as if the sweeper's reconciliation raced the submit.
-    rt.queue.client.zadd(rt.queue.ready_key, {t.id: 1.0 for t in tasks})
-    rt.queue.client.zadd(rt.queue.delayed_key, {f"2:{t.id}": 1.0 for t in tasks})
+    rt.queue.client.zadd(rt.queue.keys.ready, {t.id: 1.0 for t in tasks})
+    rt.queue.client.zadd(rt.queue.keys.delayed, {f"2:{t.id}": 1.0 for t in tasks})
     drain_once(rt)
     drain_once(rt)
     for t in tasks:

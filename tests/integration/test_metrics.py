@@ -217,7 +217,7 @@ def test_health_reports_migration_version_and_sweeper_freshness(mrt: Container) 
     assert report["migration_version"] >= 3
     assert report["components"]["db"]["migration_version"] == report["migration_version"]
     assert report["components"]["sweeper"]["status"] == "UP"
-    rt.queue.client.set(rt.queue.last_sweep_key, f"{time.time() - 10_000:.3f}")
+    rt.queue.client.set(rt.queue.keys.last_sweep, f"{time.time() - 10_000:.3f}")
     stale = health(rt)
     assert stale.condition is Condition.DOWN and stale.sweeper.condition is Condition.DOWN
     assert stale.sweeper.message is not None and "sweep" in stale.sweeper.message

@@ -23,7 +23,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from chalicelib.adapters.redis.keys import Keys
 from chalicelib.adapters.redis.ratelimit import RateLimitDecision, RateLimiter
+from chalicelib.core.errors import QueueError
 
 TEST_DB = 13
 
@@ -160,7 +162,7 @@ def test_key_name_and_ttl(redis_client: redis.Redis) -> None:
     # One request's debt is 0.5 s, so the key expires when it is paid off.
     assert 0 < pttl <= FAST_INTERVAL * 1000
 
-    other = RateLimiter(redis_client, key_prefix="{other}")
+    other = RateLimiter(redis_client, keys=Keys("other"))
     other.check("alice", FAST_LIMIT)
     assert redis_client.exists("{other}:rl:alice") == 1
 
@@ -306,7 +308,7 @@ def _unused_port() -> int:
         return port
 
 
-def test_connection_error_propagates() -> None:
+def test_connection_error_becomes_queue_error() -> None:
     # No retries, so the test is fast. The real client's retry and timeout
     # settings belong to the API layer.
     client = redis.Redis(
@@ -316,11 +318,12 @@ def test_connection_error_propagates() -> None:
         retry=Retry(NoBackoff(), 0),
     )
     limiter = RateLimiter(client)
-    with pytest.raises(redis.exceptions.ConnectionError):
+    with pytest.raises(QueueError) as info:
         limiter.check("alice", 10)
+    assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
 
 
-def test_timeout_error_propagates() -> None:
+def test_timeout_error_becomes_queue_error() -> None:
     # The listener never accepts or answers. The kernel completes the
     # handshake from the backlog, so the connection succeeds and the read
     # times out.
@@ -335,6 +338,7 @@ def test_timeout_error_propagates() -> None:
             retry=Retry(NoBackoff(), 0),
         )
         limiter = RateLimiter(client)
-        with pytest.raises(redis.exceptions.TimeoutError):
+        with pytest.raises(QueueError) as info:
             limiter.check("alice", 10)
+        assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
         client.close()

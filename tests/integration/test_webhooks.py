@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from chalicelib.adapters.webhooks import WEBHOOK_TASK, verify
+from chalicelib.adapters.webhooks import verify
 from chalicelib.container import Container
+from chalicelib.core.model import WEBHOOK_TASK
 from chalicelib.services.submit import submit
 from tests.helpers import drain_and_sweep_until, query, request
 

@@ -16,6 +16,8 @@ from botocore.stub import ANY, Stubber
 
 from chalicelib.adapters.aws import clients as awsclients
 from chalicelib.adapters.aws import wake
+from chalicelib.adapters.redis.keys import Keys
+from chalicelib.adapters.redis.presence import Presence
 from chalicelib.config import Settings
 from chalicelib.core.errors import PermanentError, RetryableError, TaskCancelled
 from chalicelib.execution.remote import RemoteExecutor, RemoteRegistry, registry_for
@@ -164,7 +166,8 @@ class FakeRuntime:
     def __init__(self, **overrides: Any) -> None:
         values: dict[str, Any] = {"wake_drain": "lambda", "drain_function": "tasklane-dev-drain", "drain_fanout": 2}
         self.settings = Settings(**{**values, **overrides})
-        self.queue = type("Q", (), {"client": FakeRedis()})()
+        client = FakeRedis()
+        self.queue = type("Q", (), {"client": client, "presence": Presence(client, Keys(self.settings.redis_prefix))})()
 
 
 def test_wake_invokes_the_drain_function_when_no_drainer_is_alive(lam: tuple[Stubber, list[dict[str, Any]]]) -> None:
@@ -176,21 +179,21 @@ def test_wake_invokes_the_drain_function_when_no_drainer_is_alive(lam: tuple[Stu
             {"StatusCode": 202},
             {"FunctionName": "tasklane-dev-drain", "InvocationType": "Event", "Payload": ANY},
         )
-    assert wake.maybe_wake(rt.settings, rt.queue.client) == 2
-    assert wake.maybe_wake(rt.settings, rt.queue.client) == 0  # one waker per burst (the SET NX guard)
+    assert wake.maybe_wake(rt.settings, rt.queue.presence) == 2
+    assert wake.maybe_wake(rt.settings, rt.queue.presence) == 0  # one waker per burst (the SET NX guard)
 
 
 def test_wake_does_nothing_while_a_drainer_is_alive() -> None:
     rt = FakeRuntime()
     wake._last_mark = 0.0
-    wake.mark_alive(rt.settings, rt.queue.client)
+    wake.mark_alive(rt.settings, rt.queue.presence)
     assert rt.queue.client.exists("{tasklane}:drainer:alive")
-    assert wake.maybe_wake(rt.settings, rt.queue.client) == 0
+    assert wake.maybe_wake(rt.settings, rt.queue.presence) == 0
 
 
 def test_wake_is_off_by_default() -> None:
     rt = FakeRuntime(wake_drain="off")
-    assert wake.maybe_wake(rt.settings, rt.queue.client) == 0
+    assert wake.maybe_wake(rt.settings, rt.queue.presence) == 0
     assert not wake.worth_waking(rt.settings, "POST", "/api/v1/tasks", 201)
 
 

@@ -4,14 +4,14 @@ In AWS the drain function runs on a one-minute schedule and, while it runs, pick
 up a new task within milliseconds.  Between runs (an idle drain exits after
 ``TASKLANE_DRAIN_IDLE_EXIT_SECONDS``) a task could wait up to a minute; so after
 a successful submit or redrive the API checks a heartbeat key that every drainer
-refreshes on each loop (``{prefix}:drainer:alive``, TTL
+refreshes on each loop (``Keys.drainer_alive``, TTL
 ``TASKLANE_DRAINER_ALIVE_SECONDS``).  When it is missing, the API invokes the drain
 function asynchronously (``InvocationType=Event``) ``TASKLANE_DRAIN_FANOUT`` times.
-A short ``SET NX`` guard (``{prefix}:drainer:waking``) makes one request of a burst
+A short ``SET NX`` guard (``Keys.drainer_waking``) makes one request of a burst
 do the waking.
 
 Locally this is off: the local stack's drainers always run.  The functions take the
-settings and a redis-py client (``set`` with ``nx``/``px``, ``exists``) as arguments;
+settings and the Redis presence adapter (``adapters/redis/presence.py``) as arguments;
 the caller (app.py's middleware, the drainer) wires them.  Failures here never
 fail the request: the task is committed and the schedule will drain it.
 """
@@ -24,7 +24,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.adapters.redis.presence import Presence
 from chalicelib.config import Settings
+from chalicelib.core.errors import QueueError
 from chalicelib.observability.log import logger
 
 _last_mark = 0.0
@@ -36,21 +38,16 @@ WAKE_PATHS = {
 }
 
 
-def _keys(prefix: str) -> tuple[str, str]:
-    tag = "{" + prefix + "}"
-    return f"{tag}:drainer:alive", f"{tag}:drainer:waking"
-
-
-def mark_alive(s: Settings, redis: Any) -> None:
+def mark_alive(s: Settings, presence: Presence) -> None:
     """Called by drainers on every loop; writes at most every third of the TTL."""
     global _last_mark
     now = time.monotonic()
     if now - _last_mark < s.drainer_alive_seconds / 3:
         return
     try:
-        redis.set(_keys(s.redis_prefix)[0], "1", px=int(s.drainer_alive_seconds * 1000))
+        presence.mark_alive(s.drainer_alive_seconds)
         _last_mark = now
-    except Exception as exc:  # noqa: BLE001 - a heartbeat must never stop the drain loop
+    except QueueError as exc:  # a heartbeat must never stop the drain loop
         logger.debug("drainer heartbeat failed", extra={"error": str(exc)})
 
 
@@ -69,18 +66,17 @@ def drain_event() -> dict[str, Any]:
     }
 
 
-def maybe_wake(s: Settings, redis: Any) -> int:
+def maybe_wake(s: Settings, presence: Presence) -> int:
     """Invoke the drain function when no drainer is alive; returns how many were invoked."""
     if s.wake_drain != "lambda":
         return 0
-    alive, waking = _keys(s.redis_prefix)
     try:
-        if redis.exists(alive):
+        if presence.any_alive():
             return 0
         # One waker per burst; the woken drainers mark themselves alive within a second or two.
-        if not redis.set(waking, "1", nx=True, px=int(s.drainer_alive_seconds * 1000)):
+        if not presence.claim_waker(s.drainer_alive_seconds):
             return 0
-    except Exception as exc:  # noqa: BLE001 - Redis trouble: the schedule will drain
+    except QueueError as exc:  # Redis trouble: the schedule will drain
         logger.warning("could not check for live drainers", extra={"error": str(exc)})
         return 0
     from chalicelib.adapters.aws import clients as awsclients

@@ -83,9 +83,11 @@ WITH l AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, from_status, 'PROCESSING', attempts, %(actor)s FROM c
 )
+-- In the order of the ids given, which is Redis's claim (priority) order: the
+-- batch starts in it.  UPDATE ... RETURNING promises no order of its own.
 SELECT id::text AS id, tenant, name, priority, payload, attempts, max_retries, timeout_seconds,
        enqueued_at, started_at
-FROM c;
+FROM c ORDER BY array_position(%(ids)s::uuid[], c.id);
 
 -- name: finish
 -- Rows: Recorded (core/records.py); ids as text.

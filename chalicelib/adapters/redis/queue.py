@@ -1,62 +1,73 @@
 """Redis adapter: the fast queue.  Redis holds only ids and scores, so the sweeper
-can always rebuild it from PostgreSQL.
+can always rebuild it from PostgreSQL.  Key names and lifetimes: ``keys.py``.
 
-Keys (one hash tag, so the multi-key Lua scripts also run on Redis Cluster):
-- ``{p}:ready``   sorted set of task ids scored by ``tasks.ready_score`` (ZPOPMIN serves
-  priority order with aging)
-- ``{p}:delayed`` sorted set of ``"<rank>:<id>"`` scored by due time (ms); the rank rides
-  in the member so a due id can move to ``ready`` with its priority head start
-- ``{p}:leases``  sorted set of claimed ids scored by lease deadline (ms)
-- ``{p}:wake``    a short list; submit pushes a token, idle drainers BLPOP it
-- ``{p}:epoch``   sentinel: missing means Redis lost its data and must be rebuilt
+- ready sets score ids by ``core.model.ready_score`` (ZPOPMIN serves priority order
+  with aging); task types with limits have ready sets of their own;
+- ``delayed`` holds ``"<rank>:<id>[:<task type>]"`` scored by due time (ms): the rank
+  rides in the member so a due id moves to ready with its priority head start;
+- ``leases`` holds claimed ids scored by lease deadline (ms);
+- ``wake`` is a short list of tokens idle drainers BLPOP.
+
+Every Redis error leaves this module as ``QueueError`` (``client.translate``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any
 
-import redis
-from redis.exceptions import RedisError
-
+from chalicelib.adapters.redis.client import RedisLike, connect, translate
+from chalicelib.adapters.redis.keys import Keys
+from chalicelib.adapters.redis.presence import Presence
 from chalicelib.config import TypeLimit
-from chalicelib.core.errors import QueueError
-from chalicelib.core.model import Priority
+from chalicelib.core.model import Priority, QueueEntry, head_start_ms, ready_score
 
-# KEYS[1] ready, KEYS[2] delayed, KEYS[3] leases
-# ARGV[1] how many ids to claim, ARGV[2] lease (ms), ARGV[3] aging head start per
-# priority level (ms), ARGV[4] most delayed ids to promote in one call, ARGV[5] the
-# key prefix "{p}", ARGV[6] L = number of limited task types, then L groups of
-# (name, max concurrency or 0, rate per second or 0, burst).
-# Returns a flat list: id, task type name ('' for an unlimited type), id, name, ...
-#
+# The aging rule of ``core.model.ready_score`` in Lua, fed the head starts that
+# ``core.model.head_start_ms`` computed (``head[rank + 1]``, rank 0 = critical).
+# The claim script applies it to due delayed ids; a property test runs this very
+# text against Python's definition on random inputs.
+READY_SCORE_LUA = """
+local function ready_score(at, rank, head)
+  return at - head[rank + 1]
+end
+"""
+
+_CLAIM_CONTRACT = """
+-- KEYS[1] ready, KEYS[2] delayed, KEYS[3] leases; then, for each of the L task types
+--   with limits (in ARGV order, i = 0 .. L-1): KEYS[4+3i] its ready set,
+--   KEYS[5+3i] its inflight set, KEYS[6+3i] its token bucket
+-- ARGV[1] how many ids to claim, ARGV[2] lease (ms), ARGV[3] most delayed ids to
+--   promote in one call, ARGV[4..7] head start (ms) of priority rank 0..3,
+--   ARGV[8] L, then L groups of (name, max concurrency or 0, rate per second or 0, burst)
+-- Returns a flat list in claim (score) order: id, task type name ('' when unlimited), ...
+"""
+
 # Nothing is popped destructively: every id leaves a ready set only by entering
 # ``leases`` in the same atomic step, so a drainer that dies after this call leaves
 # a trail the sweeper follows.  Time is Redis's own clock so that every drainer
 # agrees on what is due.
 #
-# Limited task types wait in ready sets of their own ({p}:ready:<name>).  Each call
-# looks at the head of the main ready set and, per limited type, only as many ids
-# as its free concurrency slots ({p}:inflight:<name>, scored by lease deadline so a
-# dead drainer's slots free themselves) and its token bucket ({p}:rate:<name>)
-# allow; candidates are merged by score.  A throttled type is simply not looked
-# at, so it never blocks the others (no head-of-line blocking).  The keys are
-# built from the prefix; they share its hash tag, so they live in one cluster slot.
-_CLAIM = """
+# Each call looks at the head of the main ready set and, per limited type, only as
+# many ids as its free concurrency slots (the inflight set, scored by lease deadline
+# so a dead drainer's slots free themselves) and its token bucket allow; candidates
+# are merged by score.  A throttled type is simply not looked at, so it never
+# blocks the others (no head-of-line blocking).
+_CLAIM_BODY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local count = tonumber(ARGV[1])
-local aging = tonumber(ARGV[3])
-local prefix = ARGV[5]
+local head = {tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
 local limited = {}
-local nlimited = tonumber(ARGV[6])
+local nlimited = tonumber(ARGV[8])
 for i = 0, nlimited - 1 do
-  local b = 7 + i * 4
-  limited[ARGV[b]] = {conc = tonumber(ARGV[b + 1]), rate = tonumber(ARGV[b + 2]), burst = tonumber(ARGV[b + 3])}
+  local b = 9 + i * 4
+  local k = 4 + i * 3
+  limited[ARGV[b]] = {conc = tonumber(ARGV[b + 1]), rate = tonumber(ARGV[b + 2]), burst = tonumber(ARGV[b + 3]),
+                      ready = KEYS[k], inflight = KEYS[k + 1], bucket = KEYS[k + 2]}
 end
 
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
 for i = 1, #due, 2 do
   -- member: "<rank>:<uuid>" or "<rank>:<uuid>:<type>" for a limited type
   local member = due[i]
@@ -64,9 +75,9 @@ for i = 1, #due, 2 do
   local id = string.sub(member, 3, 38)
   local target = KEYS[1]
   if #member > 39 and limited[string.sub(member, 40)] then
-    target = prefix .. ':ready:' .. string.sub(member, 40)
+    target = limited[string.sub(member, 40)].ready
   end
-  redis.call('ZADD', target, 'NX', tonumber(due[i + 1]) - (3 - rank) * aging, id)
+  redis.call('ZADD', target, 'NX', ready_score(tonumber(due[i + 1]), rank, head), id)
   redis.call('ZREM', KEYS[2], member)
 end
 
@@ -88,19 +99,18 @@ if nlimited == 0 then
 end
 
 local cands = {}
-local head = redis.call('ZRANGE', KEYS[1], 0, count - 1, 'WITHSCORES')
-for i = 1, #head, 2 do
-  cands[#cands + 1] = {tonumber(head[i + 1]), head[i], ''}
+local first = redis.call('ZRANGE', KEYS[1], 0, count - 1, 'WITHSCORES')
+for i = 1, #first, 2 do
+  cands[#cands + 1] = {tonumber(first[i + 1]), first[i], ''}
 end
 for name, lim in pairs(limited) do
   local allowed = count
   if lim.conc > 0 then
-    local inflight = prefix .. ':inflight:' .. name
-    redis.call('ZREMRANGEBYSCORE', inflight, '-inf', now)
-    allowed = math.min(allowed, lim.conc - redis.call('ZCARD', inflight))
+    redis.call('ZREMRANGEBYSCORE', lim.inflight, '-inf', now)
+    allowed = math.min(allowed, lim.conc - redis.call('ZCARD', lim.inflight))
   end
   if lim.rate > 0 then
-    local state = redis.call('HMGET', prefix .. ':rate:' .. name, 'tokens', 'ts')
+    local state = redis.call('HMGET', lim.bucket, 'tokens', 'ts')
     local tokens = tonumber(state[1]) or lim.burst
     local ts = tonumber(state[2]) or now
     tokens = math.min(lim.burst, tokens + (now - ts) * lim.rate / 1000)
@@ -108,7 +118,7 @@ for name, lim in pairs(limited) do
     allowed = math.min(allowed, math.floor(tokens))
   end
   if allowed > 0 then
-    local c = redis.call('ZRANGE', prefix .. ':ready:' .. name, 0, allowed - 1, 'WITHSCORES')
+    local c = redis.call('ZRANGE', lim.ready, 0, allowed - 1, 'WITHSCORES')
     for i = 1, #c, 2 do
       cands[#cands + 1] = {tonumber(c[i + 1]), c[i], name}
     end
@@ -122,9 +132,10 @@ for i = 1, math.min(count, #cands) do
   if name == '' then
     redis.call('ZREM', KEYS[1], id)
   else
-    redis.call('ZREM', prefix .. ':ready:' .. name, id)
-    if limited[name].conc > 0 then
-      redis.call('ZADD', prefix .. ':inflight:' .. name, deadline, id)
+    local lim = limited[name]
+    redis.call('ZREM', lim.ready, id)
+    if lim.conc > 0 then
+      redis.call('ZADD', lim.inflight, deadline, id)
     end
     taken[name] = (taken[name] or 0) + 1
   end
@@ -134,61 +145,49 @@ for i = 1, math.min(count, #cands) do
 end
 for name, lim in pairs(limited) do
   if lim.rate > 0 then
-    local key = prefix .. ':rate:' .. name
-    redis.call('HSET', key, 'tokens', lim.tokens - (taken[name] or 0), 'ts', now)
-    redis.call('PEXPIRE', key, math.ceil(lim.burst / lim.rate * 1000) + 1000)
+    redis.call('HSET', lim.bucket, 'tokens', lim.tokens - (taken[name] or 0), 'ts', now)
+    redis.call('PEXPIRE', lim.bucket, math.ceil(lim.burst / lim.rate * 1000) + 1000)
   end
 end
 return out
 """
 
-# KEYS[1] leases; ARGV[1] lease (ms), ARGV[2] key prefix, ARGV[3..] pairs of
-# (id, task type name or '' when the type is unlimited)
+_CLAIM = _CLAIM_CONTRACT + READY_SCORE_LUA + _CLAIM_BODY
+
 # Pushes the deadline of leases (and concurrency slots) still present; XX: an id
 # acked meanwhile stays gone.
 _EXTEND = """
+-- KEYS[1] leases, KEYS[2..] the inflight sets of the task types with limits
+-- ARGV[1] lease (ms), ARGV[2..] pairs of (id, index in KEYS of its inflight set or 0)
+-- Returns how many leases were extended.
 local t = redis.call('TIME')
 local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
 local n = 0
-for i = 3, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', deadline, ARGV[i])
-  if ARGV[i + 1] ~= '' then
-    redis.call('ZADD', ARGV[2] .. ':inflight:' .. ARGV[i + 1], 'XX', deadline, ARGV[i])
+  local slot = tonumber(ARGV[i + 1])
+  if slot > 0 then
+    redis.call('ZADD', KEYS[slot], 'XX', deadline, ARGV[i])
   end
 end
 return n
 """
 
-# KEYS[1] leases; ARGV[1] limit
-# Ids whose Redis lease deadline has passed (by Redis's clock).
 _EXPIRED = """
+-- KEYS[1] leases; ARGV[1] limit
+-- Returns ids whose Redis lease deadline has passed (by Redis's clock).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 """
 
+
+def head_starts(aging_seconds: float) -> list[float]:
+    """The claim script's ARGV[4..7]: ``head_start_ms`` of priority rank 0..3."""
+    return [head_start_ms(p, aging_seconds) for p in sorted(Priority, key=lambda p: p.rank)]
+
+
 _WAKE_TOKENS = 8  # enough to rouse every idle drainer; bounded so the list never grows
-
-
-class RedisLike(Protocol):
-    """The subset of ``redis.Redis`` the queue uses."""
-
-    def register_script(self, script: str) -> Any: ...
-    def pipeline(self, transaction: bool = True) -> Any: ...
-    def blpop(self, keys: Any, timeout: float | None = 0) -> Any: ...
-    def ping(self) -> Any: ...
-    def exists(self, *names: Any) -> Any: ...
-    def set(self, name: Any, value: Any) -> Any: ...
-    def get(self, name: Any) -> Any: ...
-    def zcard(self, name: Any) -> Any: ...
-
-
-# (id, priority, time in ms) and, where the task type matters, its name as a fourth item.
-Item = tuple[str, Priority, float] | tuple[str, Priority, float, str]
-
-
-def delayed_member(task_id: str, priority: Priority, name: str | None = None) -> str:
-    return f"{priority.rank}:{task_id}:{name}" if name else f"{priority.rank}:{task_id}"
 
 
 class Queue:
@@ -203,18 +202,19 @@ class Queue:
         limits: Mapping[str, TypeLimit] | None = None,
     ) -> None:
         self.client = client
-        tag = "{" + prefix + "}"
-        self.tag = tag
+        self.keys = keys = Keys(prefix)
+        self.presence = Presence(client, keys)
+        self.aging_seconds = aging_seconds
         self.limits = dict(limits or {})
-        self._limit_args: list[str | int | float] = [len(self.limits)]
-        for name, lim in sorted(self.limits.items()):
-            self._limit_args += [name, lim.concurrency, lim.rate_per_second, max(lim.burst, 1)]
-        self.ready_key = f"{tag}:ready"
-        self.delayed_key = f"{tag}:delayed"
-        self.leases_key = f"{tag}:leases"
-        self.wake_key = f"{tag}:wake"
-        self.epoch_key = f"{tag}:epoch"
-        self.aging_ms = aging_seconds * 1000
+        names = sorted(self.limits)
+        self._claim_keys = [keys.ready, keys.delayed, keys.leases]
+        self._claim_args: list[str | int | float] = [*head_starts(aging_seconds), len(names)]
+        for name in names:
+            lim = self.limits[name]
+            self._claim_keys += [keys.typed_ready(name), keys.inflight(name), keys.type_rate(name)]
+            self._claim_args += [name, lim.concurrency, lim.rate_per_second, max(lim.burst, 1)]
+        self._extend_keys = [keys.leases, *(keys.inflight(name) for name in names)]
+        self._inflight_slot = {name: i + 2 for i, name in enumerate(names)}  # 1-based index in _extend_keys
         self._claim = client.register_script(_CLAIM)
         self._extend = client.register_script(_EXTEND)
         self._expired = client.register_script(_EXPIRED)
@@ -228,8 +228,7 @@ class Queue:
         aging_seconds: int = 300,
         limits: Mapping[str, TypeLimit] | None = None,
     ) -> Queue:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
-        return cls(client, prefix=prefix, aging_seconds=aging_seconds, limits=limits)
+        return cls(connect(url), prefix=prefix, aging_seconds=aging_seconds, limits=limits)
 
     def _limited(self, name: str | None) -> str | None:
         """``name`` when that task type has limits (its ids live in sets of their own)."""
@@ -237,139 +236,135 @@ class Queue:
 
     def _ready_key(self, name: str | None) -> str:
         limited = self._limited(name)
-        return f"{self.tag}:ready:{limited}" if limited else self.ready_key
+        return self.keys.typed_ready(limited) if limited else self.keys.ready
 
-    def _member(self, item: Item) -> str:
-        return delayed_member(item[0], item[1], self._limited(item[3] if len(item) > 3 else None))
-
-    def score(self, enqueued_ms: float, priority: Priority) -> float:
-        return float(enqueued_ms - (3 - priority.rank) * self.aging_ms)
+    def _member(self, entry: QueueEntry) -> str:
+        """An entry's member in ``delayed``: the claim script parses it back."""
+        limited = self._limited(entry.name)
+        rank = entry.priority.rank
+        return f"{rank}:{entry.id}:{limited}" if limited else f"{rank}:{entry.id}"
 
     # --- producers ---------------------------------------------------------------------
 
-    def push(
-        self,
-        ready: Iterable[Item] = (),
-        delayed: Iterable[Item] = (),
-        *,
-        only_new: bool = False,
-    ) -> None:
-        """Add ``(id, priority, enqueued_ms[, name])`` to ready and ``(id, priority,
-        due_ms[, name])`` to delayed, waking idle drainers; one round trip.  The name
-        routes limited task types to their own sets.  ``only_new`` keeps existing
-        scores (rebuilds must not reorder what is already there)."""
-        by_key: dict[str, dict[str, float]] = {}
-        for item in ready:
-            key = self._ready_key(item[3] if len(item) > 3 else None)
-            by_key.setdefault(key, {})[item[0]] = self.score(item[2], item[1])
-        delayed_map = {self._member(item): item[2] for item in delayed}
-        if not by_key and not delayed_map:
-            return
-        with _translate():
+    def push(self, entries: Iterable[QueueEntry], *, only_new: bool = False) -> None:
+        """Add entries to ready (or to delayed, for ``delayed`` ones), waking idle
+        drainers; one round trip.  ``only_new`` keeps existing scores (rebuilds must
+        not reorder what is already there)."""
+        with translate():
             pipe = self.client.pipeline(transaction=False)
-            if by_key:
-                for key, mapping in by_key.items():
-                    pipe.zadd(key, mapping, nx=only_new)
-                n = sum(len(m) for m in by_key.values())
-                pipe.lpush(self.wake_key, *(["1"] * min(n, _WAKE_TOKENS)))
-                pipe.ltrim(self.wake_key, 0, _WAKE_TOKENS - 1)
-            if delayed_map:
-                pipe.zadd(self.delayed_key, delayed_map, nx=only_new)
-                # A drainer may be idle until the earliest due time: wake it to look.
-                pipe.lpush(self.wake_key, "1")
-                pipe.ltrim(self.wake_key, 0, _WAKE_TOKENS - 1)
-            pipe.execute()
+            if self._add(pipe, entries, only_new=only_new):
+                pipe.execute()
 
-    def remove(self, items: Sequence[tuple[str, Priority, str | None]]) -> None:
-        """Drop ``(id, priority, task type)`` from ready and delayed (e.g. cancelled);
-        best effort, one round trip."""
-        if not items:
+    def _add(self, pipe: Any, entries: Iterable[QueueEntry], *, only_new: bool = False) -> bool:
+        """Queue the ZADDs for ``entries`` and their wake tokens on ``pipe``; False when
+        there was nothing to add."""
+        by_key: dict[str, dict[str, float]] = {}
+        delayed: dict[str, float] = {}
+        aging = self.aging_seconds
+        for e in entries:
+            if e.delayed:
+                delayed[self._member(e)] = e.at_ms
+            else:
+                by_key.setdefault(self._ready_key(e.name), {})[e.id] = ready_score(e.at_ms, e.priority, aging)
+        for key, mapping in by_key.items():
+            pipe.zadd(key, mapping, nx=only_new)
+        if delayed:
+            pipe.zadd(self.keys.delayed, delayed, nx=only_new)
+        # One token per ready id (up to all idle drainers); a delayed one gets one
+        # token too, since a drainer may be idle until the earliest due time.
+        tokens = sum(len(m) for m in by_key.values()) + (1 if delayed else 0)
+        _wake(pipe, self.keys.wake, tokens)
+        return bool(by_key or delayed)
+
+    def remove(self, entries: Sequence[QueueEntry]) -> None:
+        """Drop entries from ready and delayed (e.g. cancelled); best effort, one round trip."""
+        if not entries:
             return
         by_key: dict[str, list[str]] = {}
-        for tid, _, name in items:
-            by_key.setdefault(self._ready_key(name), []).append(tid)
-        with _translate():
+        for e in entries:
+            by_key.setdefault(self._ready_key(e.name), []).append(e.id)
+        with translate():
             pipe = self.client.pipeline(transaction=False)
             for key, ids in by_key.items():
                 pipe.zrem(key, *ids)
-            pipe.zrem(self.delayed_key, *[delayed_member(tid, prio, self._limited(name)) for tid, prio, name in items])
+            pipe.zrem(self.keys.delayed, *[self._member(e) for e in entries])
             pipe.execute()
 
     # --- consumers ---------------------------------------------------------------------
 
     def claim(self, count: int, lease_seconds: float) -> dict[str, str]:
         """Move up to ``count`` ready ids (due delayed ones included) into the lease set,
-        within the per-type limits; returns ``{id: task type name or ""}`` in claim order."""
-        with _translate():
+        within the per-type limits; returns ``{id: task type name or ""}`` in claim
+        order, which is ready-score order: the order the batch should start in."""
+        with translate():
             raw = self._claim(
-                keys=[self.ready_key, self.delayed_key, self.leases_key],
-                args=[count, int(lease_seconds * 1000), self.aging_ms, max(count, 100), self.tag, *self._limit_args],
+                keys=self._claim_keys,
+                args=[count, int(lease_seconds * 1000), max(count, 100), *self._claim_args],
             )
         flat = [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
     def wait_for_work(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for a wake token; True when one came."""
-        with _translate():
-            return self.client.blpop([self.wake_key], timeout=max(timeout, 0.01)) is not None
+        with translate():
+            return self.client.blpop([self.keys.wake], timeout=max(timeout, 0.01)) is not None
 
     def wake(self) -> None:
-        """Rouse idle drainers (more work may be waiting)."""
-        with _translate():
+        """Rouse an idle drainer (more work may be waiting)."""
+        with translate():
             pipe = self.client.pipeline(transaction=False)
-            pipe.lpush(self.wake_key, "1")
-            pipe.ltrim(self.wake_key, 0, _WAKE_TOKENS - 1)
+            _wake(pipe, self.keys.wake, 1)
             pipe.execute()
 
     def extend(self, ids: Sequence[str], lease_seconds: float, names: Mapping[str, str] | None = None) -> None:
         """Heartbeat: push lease deadlines (and the concurrency slots of limited types)."""
-        if ids:
-            args: list[str | int] = [int(lease_seconds * 1000), self.tag]
-            for tid in ids:
-                args += [tid, self._limited((names or {}).get(tid)) or ""]
-            with _translate():
-                self._extend(keys=[self.leases_key], args=args)
+        if not ids:
+            return
+        args: list[str | int] = [int(lease_seconds * 1000)]
+        slots = self._inflight_slot
+        for tid in ids:
+            args += [tid, slots.get((names or {}).get(tid, ""), 0)]
+        with translate():
+            self._extend(keys=self._extend_keys, args=args)
 
-    def ack(self, ids: Sequence[str], retries: Iterable[Item] = (), names: Mapping[str, str] | None = None) -> None:
-        """Release leases (and concurrency slots: ``names`` maps ids to task types) and put
-        retries (``(id, priority, due_ms[, name])``) in delayed: one round trip."""
-        delayed_map = {self._member(item): item[2] for item in retries}
+    def ack(
+        self, ids: Sequence[str], requeue: Iterable[QueueEntry] = (), names: Mapping[str, str] | None = None
+    ) -> None:
+        """Release leases (and concurrency slots: ``names`` maps ids to task types) and
+        add ``requeue`` (retries, webhook deliveries) in the same round trip."""
         slots: dict[str, list[str]] = {}
         for tid in ids:
             limited = self._limited((names or {}).get(tid))
             if limited and self.limits[limited].concurrency:
                 slots.setdefault(limited, []).append(tid)
-        if not ids and not delayed_map:
-            return
-        with _translate():
+        with translate():
             pipe = self.client.pipeline(transaction=False)
+            added = self._add(pipe, requeue)
             if ids:
-                pipe.zrem(self.leases_key, *ids)
+                pipe.zrem(self.keys.leases, *ids)
             for name, members in slots.items():
-                pipe.zrem(f"{self.tag}:inflight:{name}", *members)
+                pipe.zrem(self.keys.inflight(name), *members)
             if slots:
                 # A freed slot may unblock a throttled type: let an idle drainer look.
-                pipe.lpush(self.wake_key, "1")
-                pipe.ltrim(self.wake_key, 0, _WAKE_TOKENS - 1)
-            if delayed_map:
-                pipe.zadd(self.delayed_key, delayed_map)
-            pipe.execute()
+                _wake(pipe, self.keys.wake, 1)
+            if ids or added:
+                pipe.execute()
 
     # --- sweeper -----------------------------------------------------------------------
 
     def expired_leases(self, limit: int) -> list[str]:
-        with _translate():
-            raw = self._expired(keys=[self.leases_key], args=[limit])
+        with translate():
+            raw = self._expired(keys=[self.keys.leases], args=[limit])
         return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
 
     def needs_rebuild(self) -> bool:
         """True when the sentinel is gone: Redis restarted empty or was flushed."""
-        with _translate():
-            return not self.client.exists(self.epoch_key)
+        with translate():
+            return not self.client.exists(self.keys.epoch)
 
     def mark_rebuilt(self) -> None:
-        with _translate():
-            self.client.set(self.epoch_key, "1")
+        with translate():
+            self.client.set(self.keys.epoch, "1")
 
     def lease_all(self, leases: Iterable[tuple[str, float, str]]) -> None:
         """Restore lease entries ``(id, deadline_ms, task type)`` after a rebuild, with the
@@ -382,11 +377,11 @@ class Queue:
             if limited:
                 slots.setdefault(limited, {})[tid] = deadline
         if mapping:
-            with _translate():
+            with translate():
                 pipe = self.client.pipeline(transaction=False)
-                pipe.zadd(self.leases_key, mapping, nx=True)
+                pipe.zadd(self.keys.leases, mapping, nx=True)
                 for name, members in slots.items():
-                    pipe.zadd(f"{self.tag}:inflight:{name}", members, nx=True)
+                    pipe.zadd(self.keys.inflight(name), members, nx=True)
                 pipe.execute()
 
     def depths(self) -> dict[str, int]:
@@ -395,40 +390,42 @@ class Queue:
         return {k: int(snap[k] or 0) for k in ("ready", "delayed", "leased")}
 
     def ping(self) -> None:
-        with _translate():
+        with translate():
             self.client.ping()
 
     # --- read-only views for metrics and health ------------------------------------------
 
-    @property
-    def last_sweep_key(self) -> str:
-        """Where the sweeper records when it last ran (epoch seconds)."""
-        return f"{self.tag}:last_sweep"
-
     def mark_swept(self) -> None:
         """Record that a sweep just finished (health and metrics read it)."""
-        with _translate():
-            self.client.set(self.last_sweep_key, f"{time.time():.3f}")
+        with translate():
+            self.client.set(self.keys.last_sweep, f"{time.time():.3f}")
 
     def last_sweep(self) -> float | None:
         """When a sweep last finished (epoch seconds), None if none is recorded; one
         round trip that also proves Redis answers."""
-        with _translate():
-            return _epoch(self.client.get(self.last_sweep_key))
+        with translate():
+            return _epoch(self.client.get(self.keys.last_sweep))
 
     def snapshot(self) -> dict[str, float | None]:
         """Sizes of ready, delayed and leases plus the last sweep time; one round trip."""
-        with _translate():
+        with translate():
             pipe = self.client.pipeline(transaction=False)
-            pipe.zcard(self.ready_key)
-            pipe.zcard(self.delayed_key)
-            pipe.zcard(self.leases_key)
-            pipe.get(self.last_sweep_key)
+            pipe.zcard(self.keys.ready)
+            pipe.zcard(self.keys.delayed)
+            pipe.zcard(self.keys.leases)
+            pipe.get(self.keys.last_sweep)
             for name in self.limits:
-                pipe.zcard(self._ready_key(name))
+                pipe.zcard(self.keys.typed_ready(name))
             ready, delayed, leased, raw, *typed = pipe.execute()
         ready = int(ready) + sum(int(n) for n in typed)
         return {"ready": ready, "delayed": int(delayed), "leased": int(leased), "last_sweep": _epoch(raw)}
+
+
+def _wake(pipe: Any, key: str, tokens: int) -> None:
+    """Queue ``tokens`` wake tokens (capped) on ``pipe``: the one way a token is pushed."""
+    if tokens > 0:
+        pipe.lpush(key, *(["1"] * min(tokens, _WAKE_TOKENS)))
+        pipe.ltrim(key, 0, _WAKE_TOKENS - 1)
 
 
 def _epoch(raw: Any) -> float | None:
@@ -438,15 +435,3 @@ def _epoch(raw: Any) -> float | None:
         return float(raw.decode() if isinstance(raw, bytes) else raw)
     except ValueError:
         return None
-
-
-class _translate:
-    """Turns redis-py errors into ``QueueError`` at this one boundary."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> Literal[False]:
-        if exc is not None and isinstance(exc, RedisError):
-            raise QueueError(f"Redis is unreachable or failed: {exc}") from exc
-        return False

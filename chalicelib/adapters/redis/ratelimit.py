@@ -15,13 +15,13 @@ requests.
 The script reads the time from Redis (``TIME``), not from the calling
 process, so API processes with skewed clocks still share one timeline.
 Every key gets a TTL that ends when its bucket would be full again, so the
-keys of idle subjects expire. Keys are named ``{key_prefix}:rl:{subject}``.
-The default prefix ``{tasklane}`` is a Redis Cluster hash tag, so each key
-sits in a known slot and the script only touches the one key it is given.
+keys of idle subjects expire. Keys are named by ``Keys.api_rate`` (``keys.py``:
+``{prefix}:rl:{subject}``, under the cluster hash tag), and the script only
+touches the one key it is given.
 
-Redis being down is not handled here. :meth:`RateLimiter.check` lets
-``redis.exceptions.ConnectionError`` and ``redis.exceptions.TimeoutError``
-propagate, and the API layer chooses what to do with them. The plan there
+Redis being down is not decided here. :meth:`RateLimiter.check` raises
+``QueueError`` (redis-py's errors translated, as everywhere in this package)
+and the API layer chooses what to do with it. The plan there
 is to *fail open for authenticated keys only*: an authenticated request is
 let through and a warning is logged, because PostgreSQL, not Redis, is the
 source of truth for tasks, and submitting a task must keep working while
@@ -31,16 +31,17 @@ reach the limiter, so failing open cannot help an anonymous flood.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
+
+from chalicelib.adapters.redis.client import RedisLike, translate
+from chalicelib.adapters.redis.keys import Keys
 
 __all__ = [
     "DEFAULT_LIMIT",
     "RateLimitDecision",
     "RateLimiter",
-    "RedisLike",
-    "ScriptLike",
 ]
 
 #: Default number of requests allowed per window (per minute in the API).
@@ -108,35 +109,6 @@ end
 local remaining = math.floor((tolerance - (new_tat - now)) / interval)
 return {1, remaining, new_tat - now, 0}
 """
-
-
-class ScriptLike(Protocol):
-    """A registered Lua script, as returned by ``redis.Redis.register_script``.
-
-    Calling it runs ``EVALSHA``. If the server answers ``NOSCRIPT`` (after a
-    restart, ``SCRIPT FLUSH`` or a failover), it loads the script and tries
-    once more.
-    """
-
-    def __call__(
-        self,
-        keys: Sequence[str] | None = None,
-        args: Iterable[int | str] | None = None,
-    ) -> Any:
-        """Run the script with ``keys`` and ``args`` and return the raw reply."""
-        ...
-
-
-class RedisLike(Protocol):
-    """The subset of ``redis.Redis`` that :class:`RateLimiter` uses.
-
-    ``redis.Redis`` and ``redis.cluster.RedisCluster`` both satisfy it. So
-    can a small fake in a unit test.
-    """
-
-    def register_script(self, script: str) -> ScriptLike:
-        """Return a callable that runs the Lua ``script`` through ``EVALSHA``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -224,15 +196,14 @@ class RateLimiter:
         self,
         client: RedisLike,
         *,
-        key_prefix: str = "{tasklane}",
+        keys: Keys | None = None,
         window_seconds: int = 60,
     ) -> None:
         """Set up a limiter that works through ``client``.
 
         Args:
             client: A Redis client, normally ``redis.Redis``.
-            key_prefix: Prefix for every key. Keep the ``{...}`` hash tag so
-                the keys work on Redis Cluster.
+            keys: The key names (``Keys("tasklane")`` when not given).
             window_seconds: Length of the window that ``limit`` counts over.
 
         Raises:
@@ -240,7 +211,7 @@ class RateLimiter:
         """
         if window_seconds < 1:
             raise ValueError(f"window_seconds must be >= 1, got {window_seconds}")
-        self._key_prefix = key_prefix
+        self._keys = keys or Keys()
         self._window_seconds = window_seconds
         # Only the SHA1 is sent on each call. redis-py's Script reloads the
         # script by itself when the server answers NOSCRIPT.
@@ -253,7 +224,7 @@ class RateLimiter:
 
     def key_for(self, subject: str) -> str:
         """Return the Redis key that holds ``subject``'s rate-limit state."""
-        return f"{self._key_prefix}:rl:{subject}"
+        return self._keys.api_rate(subject)
 
     def check(self, subject: str, limit: int = DEFAULT_LIMIT, cost: int = 1) -> RateLimitDecision:
         """Try to spend ``cost`` requests of ``subject``'s allowance.
@@ -273,17 +244,17 @@ class RateLimiter:
         Raises:
             ValueError: If ``limit < 1``, ``cost < 0`` or ``cost > limit``. A
                 cost larger than the burst could never be allowed.
-            redis.exceptions.ConnectionError: Redis is unreachable. This is
-                not caught here; see the module docstring.
-            redis.exceptions.TimeoutError: Redis did not answer in time.
+            QueueError: Redis is unreachable, timed out or failed; see the
+                module docstring.
         """
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         if cost < 0 or cost > limit:
             raise ValueError(f"cost must be between 0 and limit ({limit}), got {cost}")
         interval = _emission_interval_us(self._window_seconds, limit)
-        reply = self._script(
-            keys=[self.key_for(subject)],
-            args=[interval, interval * limit, cost],
-        )
+        with translate():
+            reply = self._script(
+                keys=[self.key_for(subject)],
+                args=[interval, interval * limit, cost],
+            )
         return _decision_from_reply(reply, limit)

@@ -1,0 +1,157 @@
+"""Every Redis key Tasklane uses, named in one place.
+
+All keys start with one hash tag, ``{prefix}`` (``TASKLANE_REDIS_PREFIX``, default
+``tasklane``).  Redis Cluster hashes only the part in braces, so every key lands
+in the same slot and the multi-key Lua scripts stay legal in cluster mode (each
+script still declares every key it touches in KEYS, as cluster mode requires).
+
+Redis holds nothing PostgreSQL cannot give back: a key is either rebuilt by the
+sweeper from PostgreSQL, or expires by itself, or is harmless to lose.  The
+table below is the contract; ``Keys`` builds the names and nothing else does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+def hash_tag(prefix: str) -> str:
+    """``{prefix}``: the cluster hash tag every key begins with."""
+    return "{" + prefix + "}"
+
+
+@dataclass(frozen=True)
+class KeyFamily:
+    """One kind of key: its name after the tag, Redis type, writer and lifetime."""
+
+    pattern: str
+    redis_type: str
+    owner: str
+    lifetime: str
+
+
+FAMILIES: Final[dict[str, KeyFamily]] = {
+    "ready": KeyFamily(
+        ":ready",
+        "zset: task id -> ready_score",
+        "queue.py (push; the claim script pops)",
+        "no TTL; rebuilt from PostgreSQL by the sweeper",
+    ),
+    "typed_ready": KeyFamily(
+        ":ready:<task type>",
+        "zset: task id -> ready_score, for a task type with limits",
+        "queue.py (push; the claim script pops)",
+        "no TTL; rebuilt from PostgreSQL by the sweeper",
+    ),
+    "delayed": KeyFamily(
+        ":delayed",
+        'zset: "<rank>:<id>[:<task type>]" -> due time (ms)',
+        "queue.py (push, ack of retries; the claim script promotes due ones)",
+        "no TTL; rebuilt from PostgreSQL by the sweeper",
+    ),
+    "leases": KeyFamily(
+        ":leases",
+        "zset: task id -> lease deadline (ms)",
+        "queue.py (the claim and extend scripts, ack)",
+        "no TTL; rebuilt from PostgreSQL (PROCESSING rows) by the sweeper",
+    ),
+    "inflight": KeyFamily(
+        ":inflight:<task type>",
+        "zset: task id -> lease deadline (ms); a type's concurrency slots",
+        "queue.py (the claim and extend scripts, ack)",
+        "entries past their deadline are dropped by the claim script; rebuilt by the sweeper",
+    ),
+    "type_rate": KeyFamily(
+        ":rate:<task type>",
+        "hash: tokens, ts (ms); a type's token bucket",
+        "queue.py (the claim script)",
+        "PEXPIRE when the bucket would be full again",
+    ),
+    "wake": KeyFamily(
+        ":wake",
+        "list of wake tokens, at most 8 (LTRIM)",
+        "queue.py (push, wake, ack); idle drainers BLPOP it",
+        "no TTL; bounded; losing it only delays a drainer until its idle wait ends",
+    ),
+    "epoch": KeyFamily(
+        ":epoch",
+        "string sentinel",
+        "queue.py (mark_rebuilt, called by the sweeper)",
+        "no TTL; its absence means Redis lost its data and must be rebuilt",
+    ),
+    "last_sweep": KeyFamily(
+        ":last_sweep",
+        "string: epoch seconds of the last finished sweep",
+        "queue.py (mark_swept, called by the sweeper)",
+        "no TTL; rewritten by every sweep",
+    ),
+    "drainer_alive": KeyFamily(
+        ":drainer:alive",
+        "string heartbeat",
+        "presence.py (drainers, every loop)",
+        "TTL TASKLANE_DRAINER_ALIVE_SECONDS",
+    ),
+    "drainer_waking": KeyFamily(
+        ":drainer:waking",
+        "string guard (SET NX): one waker per burst",
+        "presence.py (the API, after accepting work)",
+        "TTL TASKLANE_DRAINER_ALIVE_SECONDS",
+    ),
+    "api_rate": KeyFamily(
+        ":rl:<api key id>",
+        "string: GCRA theoretical arrival time (us)",
+        "ratelimit.py (its script)",
+        "TTL until the key's allowance is full again",
+    ),
+    "idempotency": KeyFamily(
+        ":idempotency:<task type>:*",
+        "Powertools idempotency records (one per task id)",
+        "tasktypes/aws.py (Powertools' CachePersistenceLayer)",
+        "TTL TASKLANE_EXECUTOR_IDEMPOTENCY_HOURS",
+    ),
+}
+
+
+class Keys:
+    """The key names for one prefix (see ``FAMILIES`` for what each holds)."""
+
+    __slots__ = (
+        "delayed",
+        "drainer_alive",
+        "drainer_waking",
+        "epoch",
+        "last_sweep",
+        "leases",
+        "ready",
+        "tag",
+        "wake",
+    )
+
+    def __init__(self, prefix: str = "tasklane") -> None:
+        tag = hash_tag(prefix)
+        self.tag = tag
+        self.ready = tag + FAMILIES["ready"].pattern
+        self.delayed = tag + FAMILIES["delayed"].pattern
+        self.leases = tag + FAMILIES["leases"].pattern
+        self.wake = tag + FAMILIES["wake"].pattern
+        self.epoch = tag + FAMILIES["epoch"].pattern
+        self.last_sweep = tag + FAMILIES["last_sweep"].pattern
+        self.drainer_alive = tag + FAMILIES["drainer_alive"].pattern
+        self.drainer_waking = tag + FAMILIES["drainer_waking"].pattern
+
+    def typed_ready(self, task_type: str) -> str:
+        return f"{self.tag}:ready:{task_type}"
+
+    def inflight(self, task_type: str) -> str:
+        return f"{self.tag}:inflight:{task_type}"
+
+    def type_rate(self, task_type: str) -> str:
+        return f"{self.tag}:rate:{task_type}"
+
+    def api_rate(self, subject: str) -> str:
+        return f"{self.tag}:rl:{subject}"
+
+    def idempotency_prefix(self, task_type: str) -> str:
+        """Powertools appends its own record suffix to this prefix."""
+        return f"{self.tag}:idempotency:{task_type}"

@@ -1,0 +1,57 @@
+"""Every Redis key comes from ``adapters/redis/keys.py`` and shares one hash tag."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from chalicelib.adapters.redis.keys import FAMILIES, Keys, hash_tag
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pattern(family: str) -> re.Pattern[str]:
+    body = re.sub(r"<[^>]+>", "[^:]+", re.escape(FAMILIES[family].pattern).replace(r"\<", "<").replace(r"\>", ">"))
+    return re.compile(re.escape("{app}") + body.replace(r"\*", ".*") + "$")
+
+
+def test_every_built_key_matches_a_documented_family_and_carries_the_tag() -> None:
+    keys = Keys("app")
+    built = {
+        "ready": keys.ready,
+        "typed_ready": keys.typed_ready("send-email"),
+        "delayed": keys.delayed,
+        "leases": keys.leases,
+        "inflight": keys.inflight("send-email"),
+        "type_rate": keys.type_rate("send-email"),
+        "wake": keys.wake,
+        "epoch": keys.epoch,
+        "last_sweep": keys.last_sweep,
+        "drainer_alive": keys.drainer_alive,
+        "drainer_waking": keys.drainer_waking,
+        "api_rate": keys.api_rate("key-1"),
+        "idempotency": keys.idempotency_prefix("send-email") + ":abc",
+    }
+    assert set(built) == set(FAMILIES)
+    for family, key in built.items():
+        assert key.startswith(hash_tag("app") + ":")
+        assert _pattern(family).match(key), (family, key)
+    assert all(f.redis_type and f.owner and f.lifetime for f in FAMILIES.values())
+
+
+def test_no_module_outside_keys_py_writes_the_hash_tag() -> None:
+    """The ``{prefix}`` tag is built once: no other chalicelib module spells a brace
+    around the prefix."""
+    offenders = []
+    for path in sorted((ROOT / "chalicelib").rglob("*.py")):
+        if path.name == "keys.py" and path.parent.name == "redis":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr) and any(
+                isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.endswith("{") for v in node.values
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if isinstance(node, ast.Constant) and node.value in ("{", "}"):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
