@@ -89,11 +89,13 @@ class TypeLimit:
 _PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
 
 
-def parse_rate(text: str) -> float:
-    """``"10/s"``, ``"600/min"``, ``"100/h"`` or a bare number (per second) → per second."""
+def parse_rate(text: str, *, bare_unit: str = "s") -> float:
+    """A rate in **events per second**, from ``"10/s"``, ``"600/min"``, ``"100/h"`` or a
+    bare number (counted per ``bare_unit``: ``"s"``, ``"min"`` or ``"h"``).  The one
+    rate parser: task-type limits and the CLI's API-key limits both use it."""
     count, _, unit = str(text).strip().lower().partition("/")
     try:
-        value = float(count) / _PER[unit.strip() or "s"]
+        value = float(count) / _PER[unit.strip() or bare_unit]
     except (ValueError, KeyError):
         raise ConfigError(f"rate must look like 10/s, 600/min or 100/h, got {text!r}") from None
     if value <= 0:

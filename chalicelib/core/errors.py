@@ -89,7 +89,12 @@ class StoreError(UnavailableError):
 
 
 class QueueError(UnavailableError):
-    """Redis failed; PostgreSQL still holds every task and the sweeper re-enqueues."""
+    """Redis failed; PostgreSQL still holds every task and the sweeper re-enqueues.
+
+    The only way a Redis failure is reported: the adapters in ``adapters/redis``
+    translate every redis-py error (connection refused, timeout, script error) into
+    this at their boundary (``client.translate``).  Callers catch ``QueueError`` (or
+    ``UnavailableError`` where PostgreSQL may fail too), never a redis-py exception."""
 
     code = "queue_unavailable"
 

@@ -64,11 +64,9 @@ def _redis_client(ctx: TaskContext, settings: Settings) -> Any:
     with _lock:
         found = _redis_clients.get(settings.redis_url)
         if found is None:
-            import redis
+            from chalicelib.adapters.redis.client import connect
 
-            found = _redis_clients[settings.redis_url] = redis.Redis.from_url(
-                settings.redis_url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
-            )
+            found = _redis_clients[settings.redis_url] = connect(settings.redis_url)
         return found
 
 

@@ -15,32 +15,28 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from chalicelib.adapters.postgres.store import Store
-from chalicelib.config import DEFAULT_DATABASE_URL
+from chalicelib.config import DEFAULT_DATABASE_URL, ConfigError, parse_rate
 from chalicelib.core.errors import TasklaneError
 from chalicelib.services.apikeys import create_key
 from tools.cli import ops as opscli
 from tools.cli.render import table
 
-_RATE = re.compile(r"^(\d+)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?$")
-_PER_MINUTE = {None: 1.0, "m": 1.0, "min": 1.0, "minute": 1.0, "s": 60.0, "sec": 60.0, "second": 60.0}
-_PER_MINUTE.update({"h": 1 / 60, "hour": 1 / 60})
 
-
-def parse_rate(text: str) -> int:
-    """``"600/min"``, ``"10/s"``, ``"3600/hour"`` or a bare number (per minute) → per minute."""
-    m = _RATE.match(text.strip().lower())
-    if not m:
-        raise argparse.ArgumentTypeError(f"rate limit must look like 600/min or 10/s, got {text!r}")
-    per_minute = int(m.group(1)) * _PER_MINUTE[m.group(2)]
+def rate_limit_per_minute(text: str) -> int:
+    """``--rate-limit``: ``"600/min"``, ``"10/s"``, ``"3600/hour"`` or a bare number (per
+    minute) → whole requests per minute, as API keys store it."""
+    try:
+        per_minute = parse_rate(text, bare_unit="min") * 60
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if per_minute < 1:
         raise argparse.ArgumentTypeError("rate limit must be at least 1 request per minute")
-    return int(per_minute)
+    return int(per_minute + 1e-9)  # 7/min is 7, not 6.999...
 
 
 def _database_url() -> str:
@@ -100,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create a key and print it (shown once)")
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", default="")
-    create.add_argument("--rate-limit", type=parse_rate, default=None, help="e.g. 600/min or 10/s")
+    create.add_argument("--rate-limit", type=rate_limit_per_minute, default=None, help="e.g. 600/min or 10/s")
     create.add_argument("--expires-in-days", type=float, default=None)
     create.set_defaults(fn=keys_create)
     lst = keys_sub.add_parser("list", help="list keys (never their secrets)")
