@@ -55,3 +55,30 @@ def test_no_module_outside_keys_py_writes_the_hash_tag() -> None:
             if isinstance(node, ast.Constant) and node.value in ("{", "}"):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def _scripts() -> dict[str, str]:
+    from chalicelib.adapters.redis import queue, ratelimit
+
+    return {
+        "claim": queue._CLAIM,
+        "extend": queue._EXTEND,
+        "expired": queue._EXPIRED,
+        "gcra": ratelimit._GCRA_LUA,
+    }
+
+
+def test_every_lua_script_opens_with_its_keys_and_argv_contract() -> None:
+    for name, script in _scripts().items():
+        head = script.strip().splitlines()[0]
+        assert head.startswith("-- KEYS["), (name, head)
+        assert "ARGV" in script.split("\nlocal ", 1)[0], f"{name}: the opening comment must name ARGV"
+
+
+def test_no_lua_script_builds_a_key_name() -> None:
+    """Redis Cluster forbids keys a script did not declare: every key comes in KEYS,
+    never by concatenating a prefix inside Lua."""
+    for name, script in _scripts().items():
+        code = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+        assert not re.search(r"\.\.\s*'[^']*:", code), name
+        assert not re.search(r"ARGV\[\d+\]\s*\.\.", code), name
