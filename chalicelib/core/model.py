@@ -241,14 +241,14 @@ class QueueEntry:
         return cls(task.id, task.priority, at.timestamp() * 1000, task.name)
 
     @classmethod
-    def ready(cls, task_id: str, priority: Priority | str, enqueued_ms: float, name: str | None) -> QueueEntry:
-        """A ready entry from a store row's columns."""
-        return cls(task_id, Priority(priority), enqueued_ms, name)
+    def ready(cls, task_id: str, priority: Priority, enqueued_ms: float, name: str | None) -> QueueEntry:
+        """A ready entry from a store record (a QUEUED task)."""
+        return cls(task_id, priority, enqueued_ms, name)
 
     @classmethod
-    def due_at(cls, task_id: str, priority: Priority | str, due_ms: float, name: str | None) -> QueueEntry:
-        """A delayed entry (a retry or a scheduled task) from a store row's columns."""
-        return cls(task_id, Priority(priority), due_ms, name, delayed=True)
+    def due_at(cls, task_id: str, priority: Priority, due_ms: float, name: str | None) -> QueueEntry:
+        """A delayed entry from a store record (a retry or a scheduled task)."""
+        return cls(task_id, priority, due_ms, name, delayed=True)
 
     @classmethod
     def webhook(cls, hook_id: str, enqueued_ms: float) -> QueueEntry:

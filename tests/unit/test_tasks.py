@@ -79,6 +79,6 @@ def test_webhook_entry_is_a_high_priority_delivery_task() -> None:
     assert (entry.priority, entry.name, entry.at_ms, entry.delayed) == (Priority.HIGH, WEBHOOK_TASK, 42.0, False)
 
 
-def test_row_constructors_accept_the_stored_priority_text() -> None:
-    assert QueueEntry.ready("a", "critical", 1.0, None).priority is Priority.CRITICAL
-    assert QueueEntry.due_at("a", "low", 1.0, "x").delayed
+def test_record_constructors_say_ready_or_delayed() -> None:
+    assert not QueueEntry.ready("a", Priority.CRITICAL, 1.0, None).delayed
+    assert QueueEntry.due_at("a", Priority.LOW, 1.0, "x").delayed
