@@ -50,8 +50,9 @@ FIELDS = {"url", "method", "headers", "json", "body", "timeout_seconds"}
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "Needs url (http or https). 5xx, 408, 425, 429, timeouts and connection errors retry; "
-    "other 4xx fail permanently. json and body are exclusive.",
+    "description": "Needs url (http or https). 5xx, 408, 425, 429, timeouts and connection errors retry "
+    "(429/503 after Retry-After); other 4xx fail permanently. GET/HEAD follow up to 5 redirects, each "
+    "checked like the first URL; other methods return the 3xx. json and body are exclusive.",
     "required": ["url"],
     "properties": {
         "url": {"type": "string", "pattern": URL_PATTERN, "maxLength": MAX_URL},
