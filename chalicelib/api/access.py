@@ -24,7 +24,7 @@ from chalice.app import Request, Response
 
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.adapters.redis.ratelimit import RateLimiter
-from chalicelib.api.responses import guarded
+from chalicelib.api.responses import guarded, mark_guarded
 from chalicelib.container import Container
 from chalicelib.core.errors import QueueError, RateLimitedError, UnauthorizedError
 from chalicelib.observability.log import logger
@@ -124,6 +124,6 @@ def requires_key(
             response.headers.update(rate_headers)
             return response
 
-        return wrapper
+        return mark_guarded(wrapper)
 
     return authed

@@ -53,7 +53,9 @@ def _op(
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         op["responses"].setdefault("413", _error("body larger than the configured limit"))
-        op["responses"].setdefault("415", _error("Content-Type is not application/json"))
+        op["responses"].setdefault(
+            "415", _error("Content-Type missing or not application/json (parameters such as charset are allowed)")
+        )
     if params:
         op["parameters"] = params
     return op

@@ -106,20 +106,24 @@ def _static(name: str, content_type: str) -> Response:
 
 
 @ops_bp.route("/dashboard", methods=["GET"])
+@handle_errors
 def dashboard() -> Response:
     return _static("index.html", "text/html; charset=utf-8")
 
 
 @ops_bp.route("/dashboard/app.js", methods=["GET"])
+@handle_errors
 def dashboard_js() -> Response:
     return _static("app.js", "text/javascript; charset=utf-8")
 
 
 @ops_bp.route("/dashboard/app.css", methods=["GET"])
+@handle_errors
 def dashboard_css() -> Response:
     return _static("app.css", "text/css; charset=utf-8")
 
 
 @ops_bp.route("/dashboard/favicon.svg", methods=["GET"])
+@handle_errors
 def dashboard_icon() -> Response:
     return _static("favicon.svg", "image/svg+xml")

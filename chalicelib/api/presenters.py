@@ -20,7 +20,7 @@ from chalicelib.services.health import HealthReport, Probe, SweeperHealth
 from chalicelib.services.lifecycle import CancelOutcome, CancelResult
 from chalicelib.services.reads import Page, Position, TaskDetail
 from chalicelib.services.schedules import ScheduleDetail
-from chalicelib.services.stats import TenantStats
+from chalicelib.services.stats import COUNT_FIELDS, GroupStats, StatsNumbers, TenantStats
 from chalicelib.services.submit import BatchItem, BatchResult
 
 MAX_CURSOR_CHARS = 256  # a real cursor is under 100
@@ -251,7 +251,28 @@ def sweeper(s: SweeperHealth) -> dict[str, Any]:
 
 
 def stats(s: TenantStats) -> dict[str, Any]:
-    return {**s.numbers, "tenant": s.tenant, "sweeper": sweeper(s.sweeper)}
+    return {**stats_numbers(s.numbers), "tenant": s.tenant, "sweeper": sweeper(s.sweeper)}
+
+
+def stats_numbers(n: StatsNumbers) -> dict[str, Any]:
+    return {
+        "generated_at": n.generated_at.isoformat(),
+        "today_since": n.today_since.isoformat(),
+        "totals": _group(n.totals),
+        "by_priority": [{"priority": p, **_group(g)} for p, g in n.by_priority],
+        "by_name": [{"name": name, **_group(g)} for name, g in n.by_name],
+        "per_minute": [{"minute": m.minute.isoformat(), **m.counts} for m in n.per_minute],
+    }
+
+
+def _group(g: GroupStats) -> dict[str, Any]:
+    return {
+        **{field: g.counts[field] for field in COUNT_FIELDS},
+        "queue_size": g.queue_size,
+        "avg_run_seconds": g.avg_run_seconds,
+        "avg_wait_seconds": g.avg_wait_seconds,
+        "oldest_queued_age_seconds": g.oldest_queued_age_seconds,
+    }
 
 
 def webhook_secret(secret: str) -> dict[str, Any]:

@@ -78,6 +78,15 @@ def handle_errors(fn: Callable[..., Response]) -> Callable[..., Response]:
     def wrapper(*args: Any, **kwargs: Any) -> Response:
         return guarded(lambda: fn(*args, **kwargs))
 
+    return mark_guarded(wrapper)
+
+
+GUARDED = "_tasklane_guarded"  # set on every view function that runs inside ``guarded``
+
+
+def mark_guarded(wrapper: Callable[..., Response]) -> Callable[..., Response]:
+    """Tag a route wrapper that applies ``guarded``, so a test can hold every route to it."""
+    setattr(wrapper, GUARDED, True)
     return wrapper
 
 

@@ -11,43 +11,84 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from chalicelib.container import Container
 from chalicelib.core.model import Priority
 from chalicelib.core.stats import StatsSnapshot
 from chalicelib.services.health import SweeperHealth, sweeper_status
 
-_COUNT_FIELDS = ("submitted", "completed", "failed", "cancelled", "queued", "pending", "processing", "dead_letters")
+COUNT_FIELDS = ("submitted", "completed", "failed", "cancelled", "queued", "pending", "processing", "dead_letters")
+MINUTE_FIELDS = ("submitted", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """One group's numbers (a task name, a priority, or everything).
+
+    ``counts`` has every name of ``COUNT_FIELDS``: submitted/completed/failed/cancelled
+    today, and queued/pending/processing/dead_letters now.  The averages cover tasks
+    completed today (None when there were none)."""
+
+    counts: dict[str, int]
+    avg_run_seconds: float | None
+    avg_wait_seconds: float | None
+    oldest_queued_age_seconds: float | None
+
+    @property
+    def queue_size(self) -> int:
+        return self.counts["queued"] + self.counts["pending"]
+
+
+@dataclass(frozen=True)
+class MinuteStats:
+    minute: datetime
+    counts: dict[str, int]  # every name of MINUTE_FIELDS
+
+
+@dataclass(frozen=True)
+class StatsNumbers:
+    generated_at: datetime
+    today_since: datetime
+    totals: GroupStats
+    by_priority: list[tuple[str, GroupStats]]  # every priority, highest first
+    by_name: list[tuple[str, GroupStats]]  # by task name
+    per_minute: list[MinuteStats]  # the last 60 minutes, oldest first
+
+
+@dataclass(frozen=True)
+class TenantStats:
+    tenant: str
+    numbers: StatsNumbers
+    sweeper: SweeperHealth
 
 
 class _Acc:
-    """Sums for one group (a name, a priority, or everything)."""
+    """Sums for one group while the snapshot is read."""
 
     def __init__(self) -> None:
-        self.n: dict[str, int] = dict.fromkeys(_COUNT_FIELDS, 0)
+        self.n: dict[str, int] = dict.fromkeys(COUNT_FIELDS, 0)
         self.run_seconds = 0.0
         self.wait_seconds = 0.0
         self.timed = 0
         self.oldest: datetime | None = None
 
-    def as_dict(self, now: datetime) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.n)
-        out["queue_size"] = self.n["queued"] + self.n["pending"]
-        out["avg_run_seconds"] = round(self.run_seconds / self.timed, 4) if self.timed else None
-        out["avg_wait_seconds"] = round(self.wait_seconds / self.timed, 4) if self.timed else None
-        out["oldest_queued_age_seconds"] = (
-            round(max((now - self.oldest).total_seconds(), 0.0), 3) if self.oldest is not None else None
+    def done(self, now: datetime) -> GroupStats:
+        return GroupStats(
+            counts=dict(self.n),
+            avg_run_seconds=round(self.run_seconds / self.timed, 4) if self.timed else None,
+            avg_wait_seconds=round(self.wait_seconds / self.timed, 4) if self.timed else None,
+            oldest_queued_age_seconds=(
+                round(max((now - self.oldest).total_seconds(), 0.0), 3) if self.oldest is not None else None
+            ),
         )
-        return out
 
 
 _LIVE = {"QUEUED": "queued", "PENDING": "pending", "PROCESSING": "processing", "FAILED": "dead_letters"}
 _FINAL = {"COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled"}
 
 
-def build_stats(raw: StatsSnapshot) -> dict[str, Any]:
-    """Shape ``Store.tenant_stats`` into the API's JSON (no I/O)."""
+def build_stats(raw: StatsSnapshot) -> StatsNumbers:
+    """Roll ``Store.tenant_stats`` up by name, priority and minute (no I/O)."""
     now = raw.clock.now
     total = _Acc()
     by_name: dict[str, _Acc] = defaultdict(_Acc)
@@ -78,34 +119,23 @@ def build_stats(raw: StatsSnapshot) -> dict[str, Any]:
 
     start = raw.clock.hour_start
     minutes = [start + timedelta(minutes=i) for i in range(60)]
-    series: dict[datetime, dict[str, int]] = {
-        m: {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0} for m in minutes
-    }
+    series: dict[datetime, dict[str, int]] = {m: dict.fromkeys(MINUTE_FIELDS, 0) for m in minutes}
     for count in raw.per_minute:
         slot = series.get(count.minute)
         kind = "submitted" if count.kind == "SUBMITTED" else _FINAL.get(count.kind)
         if slot is not None and kind is not None:
             slot[kind] += count.n
 
-    return {
-        "generated_at": now.isoformat(),
-        "today_since": raw.clock.today.isoformat(),
-        "totals": total.as_dict(now),
-        "by_priority": [{"priority": p, **acc.as_dict(now)} for p, acc in by_priority.items()],
-        "by_name": [{"name": n, **by_name[n].as_dict(now)} for n in sorted(by_name)],
-        "per_minute": [{"minute": m.isoformat(), **series[m]} for m in minutes],
-    }
-
-
-@dataclass(frozen=True)
-class TenantStats:
-    """The numbers (``build_stats``' shape) and the sweeper's freshness beside them."""
-
-    tenant: str
-    numbers: dict[str, Any]
-    sweeper: SweeperHealth
+    return StatsNumbers(
+        generated_at=now,
+        today_since=raw.clock.today,
+        totals=total.done(now),
+        by_priority=[(p, acc.done(now)) for p, acc in by_priority.items()],
+        by_name=[(n, by_name[n].done(now)) for n in sorted(by_name)],
+        per_minute=[MinuteStats(m, series[m]) for m in minutes],
+    )
 
 
 def tenant_stats(rt: Container, tenant: str) -> TenantStats:
-    """``GET /api/v1/stats`` for ``tenant``."""
+    """``GET /api/v1/stats`` for ``tenant``: the numbers and the sweeper's freshness."""
     return TenantStats(tenant, build_stats(rt.store.tenant_stats(tenant)), sweeper_status(rt))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,6 +81,25 @@ def test_wrong_content_type_is_415(stack: Stack) -> None:
     r = stack.post("/api/v1/tasks", data="name=noop", headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 415
     assert r.json()["error"]["code"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/tasks", {"name": "noop"}),
+        ("/api/v1/tasks/batch", {"tasks": [{"name": "noop"}]}),
+        ("/api/v1/dead-letters/redrive", {"name": "noop"}),
+        ("/api/v1/schedules", {"name": "n", "cron": "0 9 * * *", "task": {"name": "noop"}}),
+    ],
+)
+def test_a_body_without_content_type_is_415_over_http(stack: Stack, path: str, body: object) -> None:
+    """Issue 12: one rule on every route that takes a body (Chalice alone takes a
+    missing Content-Type for JSON)."""
+    r = requests.post(stack.base_url + path, data=json.dumps(body), headers={"X-API-Key": stack.api_key}, timeout=10)
+    assert "Content-Type" not in r.request.headers  # requests adds none for a str body
+    assert r.status_code == 415, r.text
+    assert r.json()["error"]["code"] == "unsupported_media_type"
+    assert stack.post(path, body, headers={"Content-Type": "application/json; charset=utf-8"}).status_code in (200, 201)
 
 
 @pytest.mark.parametrize("key", [None, "", "tl_not-a-real-key-at-all-000000"])

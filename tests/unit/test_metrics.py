@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from chalicelib.api import presenters
 from chalicelib.core.errors import QueueError
 from chalicelib.core.stats import (
     FinishedCount,
@@ -162,7 +163,7 @@ def test_stats_roll_rows_up_by_name_priority_and_minute() -> None:
         finished=[FinishedCount.from_row(r) for r in raw["finished"]],
         per_minute=[MinuteCount.from_row(r) for r in raw["per_minute"]],
     )
-    body = stats.build_stats(snapshot)
+    body = presenters.stats_numbers(stats.build_stats(snapshot))
     t = body["totals"]
     assert (t["submitted"], t["completed"], t["failed"], t["queued"], t["pending"], t["dead_letters"]) == (
         13,
@@ -180,3 +181,29 @@ def test_stats_roll_rows_up_by_name_priority_and_minute() -> None:
     assert body["by_name"][1]["failed"] == 1 and body["by_name"][1]["avg_run_seconds"] is None
     assert len(body["per_minute"]) == 60
     assert body["per_minute"][0]["submitted"] == 5 and body["per_minute"][-1]["completed"] == 3
+
+
+def test_stats_numbers_keep_the_api_shape_and_key_order() -> None:
+    clock = StatsClock(
+        now=datetime(2026, 1, 2, 12, 0, tzinfo=UTC),
+        today=datetime(2026, 1, 2, tzinfo=UTC),
+        hour_start=datetime(2026, 1, 2, 11, 1, tzinfo=UTC),
+    )
+    numbers = stats.build_stats(StatsSnapshot(clock=clock, live=[], submitted=[], finished=[], per_minute=[]))
+    body = presenters.stats_numbers(numbers)
+    assert list(body) == ["generated_at", "today_since", "totals", "by_priority", "by_name", "per_minute"]
+    assert list(body["totals"]) == [
+        *stats.COUNT_FIELDS,
+        "queue_size",
+        "avg_run_seconds",
+        "avg_wait_seconds",
+        "oldest_queued_age_seconds",
+    ]
+    assert body["by_priority"][0] == {"priority": "critical", **body["totals"]}
+    assert body["by_name"] == [] and body["per_minute"][0] == {
+        "minute": "2026-01-02T11:01:00+00:00",
+        "submitted": 0,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 0,
+    }
