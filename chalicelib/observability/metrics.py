@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from chalicelib.core.errors import TasklaneError, UnavailableError
+from chalicelib.core.errors import QueueError, UnavailableError
 from chalicelib.core.model import Claimed, Outcome, Priority, Status, Task
 from chalicelib.core.records import Recorded
 from chalicelib.core.stats import MetricTotal, QueueGauge
@@ -166,7 +166,7 @@ def gauge_families(rows: Iterable[QueueGauge]) -> Iterator[Metric]:
 def redis_families(queue: MetricsQueue) -> Iterator[Metric]:
     try:
         snap = queue.snapshot()
-    except TasklaneError as exc:
+    except QueueError as exc:
         logger.warning("metrics: Redis unreachable", extra={"error": exc.message})
         yield GaugeMetricFamily("tasklane_redis_up", "1 when Redis answered this scrape.", value=0)
         return

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from chalicelib.container import Container
-from chalicelib.core.errors import TasklaneError, UnavailableError
+from chalicelib.core.errors import QueueError, UnavailableError
 
 
 class Condition(StrEnum):
@@ -68,7 +68,7 @@ def health(rt: Container) -> HealthReport:
         last_sweep = rt.queue.last_sweep()
         redis = Probe(Condition.UP, latency_ms=_ms_since(start))
         sweeper = sweeper_health(last_sweep, rt.settings.sweeper_stale_after)
-    except UnavailableError as exc:
+    except QueueError as exc:
         redis = Probe(Condition.DOWN, error=exc.message)
         sweeper = SweeperHealth(Condition.UNKNOWN, message="Redis is unreachable")
     return HealthReport(db, redis, sweeper, version)
@@ -78,7 +78,7 @@ def sweeper_status(rt: Container) -> SweeperHealth:
     """The sweeper's freshness alone (the stats page shows it)."""
     try:
         last = rt.queue.last_sweep()
-    except TasklaneError as exc:
+    except QueueError as exc:
         return SweeperHealth(Condition.UNKNOWN, message=f"Redis is unreachable: {exc.message}")
     return sweeper_health(last, rt.settings.sweeper_stale_after)
 

@@ -12,8 +12,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from chalicelib.adapters.redis.queue import Queue
-from chalicelib.core.errors import QueueError
+from chalicelib.adapters.redis.ratelimit import RateLimiter
+from chalicelib.api.access import Access
+from chalicelib.container import Container
+from chalicelib.core.errors import QueueError, UnauthorizedError
 from chalicelib.core.model import Priority, QueueEntry
+from chalicelib.services.apikeys import create_key
 
 
 def _closed_port() -> int:
@@ -53,3 +57,14 @@ def test_unreachable_redis_raises_queue_error_with_the_cause(dead_queue: Queue, 
         CALLS[call](dead_queue)
     assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
     assert info.value.status == 503 and info.value.code == "queue_unavailable"
+
+
+def test_rate_limiter_outage_lets_an_authenticated_key_through_without_headers(rt: Container) -> None:
+    secret, _ = create_key(rt.store, "acme")
+    access = Access(rt)
+    dead = redis.Redis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    access.limiter = RateLimiter(dead, keys=rt.queue.keys)
+    key, headers = access.check(secret)
+    assert key.tenant == "acme" and headers == {}
+    with pytest.raises(UnauthorizedError):
+        access.check("tl_not-a-key")  # an outage never opens the API to unknown keys
