@@ -196,6 +196,17 @@ class WebhookHook:
     enqueued_ms: float
 
 
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """What a cancel did (``Store.cancel``): the task as it is now (CANCELLED if it was
+    waiting, cancel-requested if running, unchanged if final), its status when the
+    cancel arrived, and the completion webhook task the cancellation created."""
+
+    task: Task
+    before: Status
+    hook: WebhookHook | None = None
+
+
 # --- API keys -----------------------------------------------------------------------------
 
 

@@ -14,7 +14,6 @@ from enum import StrEnum
 from chalicelib.container import Container
 from chalicelib.core.errors import ConflictError, NotFoundError, QueueError
 from chalicelib.core.model import QueueEntry, Status, Task
-from chalicelib.core.records import WebhookHook
 from chalicelib.observability import metrics
 from chalicelib.services.reads import get_task
 
@@ -36,10 +35,10 @@ class CancelResult:
 
 def cancel(rt: Container, tenant: str, task_id: str) -> CancelResult:
     """Cancel a waiting task, or ask a running one to stop; a final task is left alone."""
-    hooks: list[WebhookHook] = []
-    task, before = rt.store.cancel(tenant, task_id, hooks=hooks)
-    if task is None or before is None:
+    done = rt.store.cancel(tenant, task_id)
+    if done is None:
         raise NotFoundError(f"no task {task_id}")
+    task, before = done.task, done.before
     if before.is_final:
         return CancelResult(CancelOutcome.ALREADY_FINAL, task, before)
     metrics.log_cancelled(tenant, task, before)
@@ -47,7 +46,8 @@ def cancel(rt: Container, tenant: str, task_id: str) -> CancelResult:
         return CancelResult(CancelOutcome.REQUESTED, task, before)
     try:
         rt.queue.remove([QueueEntry.of(task)])
-        rt.queue.push([QueueEntry.webhook(hook.id, hook.enqueued_ms) for hook in hooks])
+        if done.hook is not None:
+            rt.queue.push([QueueEntry.webhook(done.hook.id, done.hook.enqueued_ms)])
     except QueueError:
         pass  # the claim's guard turns the stale id away; the sweeper pushes the webhook
     return CancelResult(CancelOutcome.CANCELLED, task, before)

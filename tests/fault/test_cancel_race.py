@@ -48,10 +48,10 @@ def test_a_task_reported_cancelled_never_runs(
             due, tid = item
             time.sleep(max(due - time.monotonic(), 0))  # the cancel's moment, not a wait for work
             try:
-                after, before = runtime.store.cancel(TENANT, tid, actor="test-cancel")
-                assert after is not None and before is not None
+                done = runtime.store.cancel(TENANT, tid, actor="test-cancel")
+                assert done is not None
                 with lock:
-                    answers[tid] = (before, after.status)
+                    answers[tid] = (done.before, done.task.status)
             except BaseException as exc:
                 errors.append(exc)
 

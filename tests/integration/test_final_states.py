@@ -38,8 +38,8 @@ def _finished(rt: Container, status: Status) -> tuple[str, str]:
     task_id = _new(rt)
     token = str(uuid.uuid4())
     if status is Status.CANCELLED:
-        after, _ = rt.store.cancel(TENANT, task_id)
-        assert after is not None and after.status is Status.CANCELLED
+        done = rt.store.cancel(TENANT, task_id)
+        assert done is not None and done.task.status is Status.CANCELLED
         return task_id, token
     assert len(rt.store.claim([task_id], token, 30, actor="t")) == 1
     done = rt.store.finish([Outcome(task_id, token, status, result_json="{}", error="x")], actor="t")
@@ -75,9 +75,9 @@ def _try_every_move_but_redrive(rt: Container, task_id: str, token: str) -> None
             assert rt.store.finish([o], actor="t") == []
         assert rt.store.extend_leases([task_id], tok, 30) == []
         assert rt.store.set_progress(task_id, tok, 50, "late") is False
-    after, before = rt.store.cancel(TENANT, task_id)
-    assert before is not None and before.is_final
-    assert after is not None and after.status is before and not after.cancel_requested
+    done = rt.store.cancel(TENANT, task_id)
+    assert done is not None and done.before.is_final and done.hook is None
+    assert done.task.status is done.before and not done.task.cancel_requested
     # The sweeper's moves: due promotion (its run_at is long past) and lease rescue
     # (nothing holds a lease, so ``decide`` must never be asked).  Their effect is
     # judged by the caller from the row and the audit trail.

@@ -190,8 +190,8 @@ def test_stale_lease_token_cannot_overwrite_newer_attempt(rt: Container) -> None
 
 def test_cancel_queued_task_never_runs(rt: Container) -> None:
     task = submit(rt, TENANT, request()).task
-    cancelled, before = rt.store.cancel(TENANT, task.id)
-    assert before is Status.QUEUED and cancelled is not None and cancelled.status is Status.CANCELLED
+    done = rt.store.cancel(TENANT, task.id)
+    assert done is not None and done.before is Status.QUEUED and done.task.status is Status.CANCELLED
     drain_once(rt)
     assert _get(rt, task.id).status is Status.CANCELLED
     assert _get(rt, task.id).attempts == 0
@@ -203,8 +203,8 @@ def test_cancel_running_task_is_honoured_at_next_checkpoint(make_rt: Callable[..
     thread = threading.Thread(target=drain_once, args=(rt, 10.0))
     thread.start()
     wait_for(lambda: _get(rt, task.id).status is Status.PROCESSING)
-    after, before = rt.store.cancel(TENANT, task.id)
-    assert before is Status.PROCESSING and after is not None and after.cancel_requested
+    done = rt.store.cancel(TENANT, task.id)
+    assert done is not None and done.before is Status.PROCESSING and done.task.cancel_requested
     thread.join(timeout=15)
     assert _get(rt, task.id).status is Status.CANCELLED
 

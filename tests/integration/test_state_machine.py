@@ -95,13 +95,15 @@ def test_no_illegal_transition_is_ever_accepted(rt: Container) -> None:
             if not self.status:
                 return
             i = data.draw(st.sampled_from(self._ids()))
-            task, before = rt.store.cancel(TENANT, i)
+            done = rt.store.cancel(TENANT, i)
+            assert done is not None
+            task, before = done.task, done.before
             assert before is self.status[i]
             if before in (Status.PENDING, Status.QUEUED):
                 self.status[i] = Status.CANCELLED
             elif before is Status.PROCESSING:
                 self.cancel_requested[i] = True
-            assert task is not None and task.status is self.status[i]
+            assert task.status is self.status[i]
 
         @rule(data=st.data())
         def expire_and_rescue(self, data: st.DataObject) -> None:

@@ -4,7 +4,7 @@ PostgreSQL: the named queries' columns match the records' ``from_row``."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +12,7 @@ from chalicelib.container import Container
 from chalicelib.core.model import Claimed, NewTask, Outcome, Priority, Status, Task
 from chalicelib.core.records import (
     ApiKeyRecord,
+    Cancellation,
     ExpiredLease,
     HeldLease,
     IdempotentTask,
@@ -25,6 +26,7 @@ from chalicelib.core.records import (
     StoredKey,
     TaskEvent,
     TaskState,
+    WebhookHook,
 )
 from chalicelib.core.stats import MetricTotal, QueueGauge, StatsSnapshot
 from tests.helpers import query
@@ -106,6 +108,14 @@ def test_task_paths_return_records(rt: Container) -> None:
         (Status.PENDING, Status.QUEUED),
     ]
     assert events[-2].error == "lease"
+
+    hooked = replace(_new(), callback_url="https://example.com/hook")
+    [task] = store.insert_tasks([hooked])
+    cancelled = store.cancel(TENANT, task.id)
+    _typed(cancelled, Cancellation)
+    assert cancelled is not None and cancelled.before is Status.QUEUED and cancelled.task.status is Status.CANCELLED
+    _typed(cancelled.hook, WebhookHook)
+    assert store.cancel(TENANT, str(uuid.uuid4())) is None
 
 
 def test_keys_schedules_and_numbers_return_records(rt: Container) -> None:

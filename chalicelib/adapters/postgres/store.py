@@ -33,6 +33,7 @@ from chalicelib.core.errors import ConflictError, StoreError, ValidationError
 from chalicelib.core.model import Claimed, NewTask, Outcome, Status, Task
 from chalicelib.core.records import (
     ApiKeyRecord,
+    Cancellation,
     ExpiredLease,
     HeldLease,
     IdempotentTask,
@@ -277,29 +278,25 @@ class Store:
 
     # --- cancel and dead letters -------------------------------------------------
 
-    def cancel(
-        self, tenant: str, task_id: str, *, actor: str = "api", hooks: list[WebhookHook] | None = None
-    ) -> tuple[Task | None, Status | None]:
-        """Cancel a waiting task, or request cancellation of a running one.
-
-        Returns ``(task after, status before)``; ``(None, None)`` when not found.  A
-        completion webhook created by the cancellation is appended to ``hooks`` for
-        the caller to push to Redis.
-        """
+    def cancel(self, tenant: str, task_id: str, *, actor: str = "api") -> Cancellation | None:
+        """Cancel a waiting task, or request cancellation of a running one; a final
+        task is left as it is.  None when the tenant has no such task.  A completion
+        webhook the cancellation created is in the result, for the caller to push."""
         with self.connection() as conn, conn.transaction():
             row = conn.execute(self._q["lock_task"], {"id": task_id, "tenant": tenant}).fetchone()
             if row is None:
-                return None, None
+                return None
             before = Status(row["status"])
+            hook = None
             if before in (Status.PENDING, Status.QUEUED):
                 params = {"id": task_id, "from_status": before.value, "actor": actor, **self._webhook}
                 row = conn.execute(self._q["cancel_waiting"], params).fetchone()
-                if row is not None and row.get("hook_id") is not None and hooks is not None:
-                    hooks.append(WebhookHook(str(row["hook_id"]), row["hook_enqueued_ms"]))
+                if row is not None and row["hook_id"] is not None:
+                    hook = WebhookHook(str(row["hook_id"]), row["hook_enqueued_ms"])
             elif before is Status.PROCESSING:
                 row = conn.execute(self._q["request_cancel"], {"id": task_id}).fetchone()
             assert row is not None  # the row is locked: it cannot vanish in between
-            return Task.from_row(row), before
+            return Cancellation(Task.from_row(row), before, hook)
 
     def list_dead_letters(
         self, tenant: str, *, name: str | None, limit: int, after: tuple[datetime, str] | None
