@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -113,19 +114,42 @@ def parse_task_limits(raw: str | None) -> dict[str, TypeLimit]:
         raise ConfigError(f"TASKLANE_TASK_LIMITS is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError("TASKLANE_TASK_LIMITS must be a JSON object of task name -> limits")
-    limits: dict[str, TypeLimit] = {}
-    for name, spec in data.items():
-        if not isinstance(spec, dict) or set(spec) - {"concurrency", "rate", "burst"}:
-            raise ConfigError(f"TASKLANE_TASK_LIMITS[{name!r}] takes concurrency, rate and burst")
-        concurrency = spec.get("concurrency", 0)
-        if not isinstance(concurrency, int) or concurrency < 0:
-            raise ConfigError(f"TASKLANE_TASK_LIMITS[{name!r}].concurrency must be a non-negative integer")
+    return {name: parse_type_limit(spec, f"TASKLANE_TASK_LIMITS[{name!r}]") for name, spec in data.items()}
+
+
+def parse_type_limit(spec: object, where: str) -> TypeLimit:
+    """One type's limits, ``{"concurrency": 2, "rate": "10/s", "burst": 5}`` (each optional);
+    ``where`` names the setting in error messages."""
+    if not isinstance(spec, dict) or set(spec) - {"concurrency", "rate", "burst"}:
+        raise ConfigError(f"{where} takes concurrency, rate and burst")
+    concurrency = spec.get("concurrency", 0)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 0:
+        raise ConfigError(f"{where}.concurrency must be a non-negative integer")
+    try:
         rate = parse_rate(spec["rate"]) if spec.get("rate") else 0.0
-        burst = spec.get("burst", max(1, math.ceil(rate)))
-        if not isinstance(burst, int) or burst < 1:
-            raise ConfigError(f"TASKLANE_TASK_LIMITS[{name!r}].burst must be a positive integer")
-        limits[name] = TypeLimit(concurrency, rate, burst)
-    return limits
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
+    burst = spec.get("burst", max(1, math.ceil(rate)))
+    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
+        raise ConfigError(f"{where}.burst must be a positive integer")
+    return TypeLimit(concurrency, rate, burst)
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def parse_task_modules(raw: str | None) -> tuple[str, ...]:
+    """``TASKLANE_TASK_MODULES``: importable module names, comma-separated."""
+    names = tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+    bad = [n for n in names if not _MODULE_NAME.fullmatch(n)]
+    if bad:
+        raise ConfigError(
+            f"TASKLANE_TASK_MODULES must list importable module names separated by commas"
+            f" (e.g. acme_tasks,acme.billing.tasks); not a module name: {', '.join(map(repr, bad))}"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"TASKLANE_TASK_MODULES names a module twice: {raw!r}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -166,6 +190,10 @@ class Settings:
     http_request_allow_private: bool = True
     bootstrap_rate_limit_per_minute: int = 10000
     task_limits: dict[str, TypeLimit] = field(default_factory=dict)
+    # Team task types (chalicelib/tasktypes/loading.py): Python modules to import, and the
+    # declarations file of Lambda and HTTP targets (None: the default location, if present).
+    task_modules: tuple[str, ...] = ()
+    task_types_file: str | None = None
     # --- AWS (see chalicelib/awsclients.py, secrets.py, executors/aws.py) ---------------
     # Empty database_url + a secret ARN: the URL is built from the Secrets Manager secret.
     database_secret_arn: str | None = None
@@ -240,6 +268,8 @@ class Settings:
             http_request_allow_private=_bool(e, "TASKLANE_HTTP_REQUEST_ALLOW_PRIVATE", True),
             bootstrap_rate_limit_per_minute=_int(e, "TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE", 10000, 1),
             task_limits=parse_task_limits(e.get("TASKLANE_TASK_LIMITS")),
+            task_modules=parse_task_modules(e.get("TASKLANE_TASK_MODULES")),
+            task_types_file=(e.get("TASKLANE_TASK_TYPES_FILE") or "").strip() or None,
             database_secret_arn=secret_arn,
             redis_auth_secret_arn=e.get("TASKLANE_REDIS_AUTH_SECRET_ARN") or None,
             secret_max_age_seconds=_int(e, "TASKLANE_SECRET_MAX_AGE_SECONDS", 300, 0),

@@ -20,6 +20,7 @@ from chalicelib.api.openapi_schemas import (
 from chalicelib.api.openapi_schemas import (
     SCHEMAS as _SCHEMAS,
 )
+from chalicelib.api.task_types import TASK_TYPE_LIST_SCHEMA
 from chalicelib.tasktypes import Registry
 
 _RATE_HEADERS = {
@@ -79,6 +80,7 @@ _STATS_GROUP = {
     },
 }
 _OPS_SCHEMAS: dict[str, Any] = {
+    "TaskTypeList": TASK_TYPE_LIST_SCHEMA,
     "StatsGroup": _STATS_GROUP,
     "Stats": {
         "type": "object",
@@ -146,6 +148,12 @@ _OPS_PATHS: dict[str, Any] = {
         "get": _op(
             "The caller's tenant in numbers: today's totals, queue by priority and name, the last hour per minute",
             {"200": _json(_ref("Stats"), "the numbers")},
+        )
+    },
+    "/api/v1/task-types": {
+        "get": _op(
+            "The task types this deployment runs: built-ins, team modules, declared Lambda and HTTP targets",
+            {"200": _json(_ref("TaskTypeList"), "every task type a client may submit, by name")},
         )
     },
     "/dashboard": _public_page("The operator dashboard (asks for an API key)", "text/html"),

@@ -14,6 +14,7 @@ from chalicelib.api import params, presenters
 from chalicelib.api.access import Access, requires_key
 from chalicelib.api.openapi import spec as openapi_spec
 from chalicelib.api.responses import handle_errors, json_response
+from chalicelib.api.task_types import present_task_types
 from chalicelib.container import Container, get_container
 from chalicelib.core.model import Priority, Status
 from chalicelib.core.records import ScheduleSpec
@@ -220,3 +221,13 @@ def webhook_secret(key: ApiKey) -> Response:
 @authed
 def rotate_webhook_secret(key: ApiKey) -> Response:
     return json_response(presenters.webhook_secret(tenant_webhook_secret(_rt(), key.tenant, rotate=True)))
+
+
+# --- task types -----------------------------------------------------------------------------
+
+
+@bp.route("/api/v1/task-types", methods=["GET"])
+@authed
+def task_types(key: ApiKey) -> Response:
+    rt = _rt()
+    return json_response(present_task_types(rt.registry, rt.settings))

@@ -127,6 +127,9 @@ def test_dashboard_shows_live_numbers_and_redrives_a_dead_letter(stack: Stack, p
     page.get_by_test_id("kpi-submitted").wait_for()
     assert text_of(page, "tenant") == f"tenant {tenant}"
     assert text_of(page, "kpi-submitted") == "0"
+    # The name filter lists every task type (GET /api/v1/task-types) before any task ran.
+    options = page.eval_on_selector_all("[data-testid=filter-name] option", "os => os.map(o => o.value)")
+    assert {"noop", "sleep", "send-sms", "generate-pdf"} <= set(options), options
     assert key not in page.url
     assert page.evaluate("sessionStorage.getItem('tasklane.apiKey')") == key
 

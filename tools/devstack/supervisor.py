@@ -25,9 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tools.devstack.orphans import SUPERVISOR_PID_ENV, stop_with_parent
+
+if TYPE_CHECKING:
+    from chalicelib.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = ROOT / ".tasklane"
@@ -214,6 +217,19 @@ def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
     raise SystemExit(f"the API did not answer on port {port} within {timeout:.0f} s")
 
 
+def _check_task_types(settings: Settings) -> None:
+    """Import the team's task modules and read the declarations once, before anything
+    starts: a mistake stops the stack with its message instead of failing every request."""
+    from chalicelib.config import ConfigError
+    from chalicelib.tasktypes.loading import load_task_types
+
+    try:
+        types = load_task_types(settings)
+    except ConfigError as exc:  # TaskTypesError, or a declarations file it cannot use
+        raise SystemExit(f"tasklane: {exc}") from None
+    print(f"task types: {', '.join(types.names())}", flush=True)
+
+
 def run_stack(args: argparse.Namespace) -> int:
     from chalicelib.adapters.postgres.migrate import migrate
     from chalicelib.adapters.postgres.store import Store
@@ -222,6 +238,7 @@ def run_stack(args: argparse.Namespace) -> int:
     from tools.devstack import services as devservices
 
     settings = Settings.from_env()
+    _check_task_types(settings)
     _wait_for_port(settings.port)
     pg = devservices.ensure_postgres(STATE_DIR)
     rd = devservices.ensure_redis(STATE_DIR)
@@ -393,7 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     api.add_argument("--port", type=int, default=8000)
     sub.add_parser("drain", help="run one drain worker (invokes drain back to back)")
     sub.add_parser("sweep", help="run one sweep worker (invokes sweep on its rate)")
+    sub.add_parser("check-task-types", help="import the task modules, read the declarations, list the task types")
     args = parser.parse_args(argv)
+    if args.command == "check-task-types":
+        from chalicelib.config import Settings
+
+        _check_task_types(Settings.from_env())
+        return 0
     if args.command == "api":
         return api_server(args.host, args.port)
     if args.command == "drain":

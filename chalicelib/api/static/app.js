@@ -11,7 +11,7 @@
   const BASE = new URL(".", window.location.href);
 
   const $ = (id) => document.getElementById(id);
-  const state = { timer: null, cursor: null, tasks: [], dlq: [], detailId: null, busy: false };
+  const state = { timer: null, cursor: null, tasks: [], dlq: [], detailId: null, busy: false, types: null };
 
   // --- helpers --------------------------------------------------------------------------
 
@@ -151,6 +151,9 @@
     if (state.busy) return;
     state.busy = true;
     try {
+      // Every task type the deployment runs (built-ins, team modules, declared targets),
+      // read once: the name filter offers them before any such task has run.
+      if (!state.types) state.types = (await api("api/v1/task-types")).task_types;
       const [stats, tasks, dlq] = await Promise.all([
         api("api/v1/stats"),
         api(taskQuery(null)),
@@ -212,10 +215,12 @@
 
     const nameSelect = $("f-name");
     const chosen = nameSelect.value;
-    const names = stats.by_name.map((n) => n.name);
+    const targets = new Map((state.types || []).map((t) => [t.name, t.target]));
+    const names = [...new Set([...targets.keys(), ...stats.by_name.map((n) => n.name)])];
     if (chosen && !names.includes(chosen)) names.push(chosen);
+    const label = (n) => (targets.get(n) && targets.get(n) !== "python" ? `${n} (${targets.get(n)})` : n);
     nameSelect.replaceChildren(el("option", { value: "", text: "any name" }),
-      ...names.sort().map((n) => el("option", { value: n, text: n })));
+      ...names.sort().map((n) => el("option", { value: n, text: label(n) })));
     nameSelect.value = chosen;
 
     renderChart(stats.per_minute);
