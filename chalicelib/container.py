@@ -16,7 +16,8 @@ from chalicelib.adapters.redis.queue import Queue
 from chalicelib.config import Settings, get_settings
 from chalicelib.core.retry import RetryPolicy
 from chalicelib.execution.remote import registry_for
-from chalicelib.tasktypes import Registry, load_builtin_task_types
+from chalicelib.tasktypes import Registry
+from chalicelib.tasktypes.loading import load_task_types, task_limits
 
 
 @dataclass
@@ -30,6 +31,9 @@ class Container:
     @classmethod
     def build(cls, settings: Settings) -> Container:
         settings = with_secrets(settings)
+        # Built-ins, the team's modules and the declared targets; a mistake in any of
+        # them stops here, loudly, before a connection is opened.
+        types = load_task_types(settings)
         return cls(
             settings=settings,
             store=Store(
@@ -42,9 +46,9 @@ class Container:
                 settings.redis_url,
                 prefix=settings.redis_prefix,
                 aging_seconds=settings.priority_aging_seconds,
-                limits=settings.task_limits,
+                limits=task_limits(types, settings),
             ),
-            registry=registry_for(load_builtin_task_types(), settings),
+            registry=registry_for(types, settings),
             retry=RetryPolicy(
                 base_seconds=settings.retry_base_seconds,
                 max_seconds=settings.retry_max_seconds,

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from chalicelib.config import Settings
+from chalicelib.core.defaults import MAX_RETRIES_LIMIT, MAX_TIMEOUT_SECONDS, TaskDefaults
 from chalicelib.core.errors import PayloadError, ValidationError
 from chalicelib.core.jsonbody import parse_json
 from chalicelib.core.model import Priority
@@ -36,8 +37,6 @@ TASK_FIELDS = frozenset(
     }
 )
 MAX_DELAY_SECONDS = 365 * 24 * 3600
-MAX_RETRIES_LIMIT = 100
-MAX_TIMEOUT_SECONDS = 900  # Lambda's own ceiling
 MAX_IDEMPOTENCY_KEY = 200
 
 
@@ -49,6 +48,8 @@ class TaskTypes(Protocol):
     def names(self) -> list[str]: ...
 
     def validate(self, name: str, payload: Any) -> None: ...
+
+    def defaults(self, name: str) -> TaskDefaults: ...
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,8 @@ def _parse_task(body: Any, settings: Settings, registry: TaskTypes) -> TaskReque
     except PayloadError as exc:
         raise ValidationError(f"payload is invalid for {name}: {exc}", details={"field": "payload"}) from None
 
-    raw_priority = body.get("priority", Priority.NORMAL.value)
+    implied = registry.defaults(name)  # the type's own, where it sets them
+    raw_priority = body.get("priority", (implied.priority or Priority.NORMAL).value)
     try:
         priority = Priority(raw_priority)
     except ValueError:
@@ -187,8 +189,10 @@ def _parse_task(body: Any, settings: Settings, registry: TaskTypes) -> TaskReque
             )
         delay = float(raw_delay)
 
-    max_retries = _int_field(body, "max_retries", settings.default_max_retries, 0, MAX_RETRIES_LIMIT)
-    timeout = _int_field(body, "timeout_seconds", settings.default_timeout_seconds, 1, MAX_TIMEOUT_SECONDS)
+    retries_default = settings.default_max_retries if implied.max_retries is None else implied.max_retries
+    timeout_default = settings.default_timeout_seconds if implied.timeout_seconds is None else implied.timeout_seconds
+    max_retries = _int_field(body, "max_retries", retries_default, 0, MAX_RETRIES_LIMIT)
+    timeout = _int_field(body, "timeout_seconds", timeout_default, 1, MAX_TIMEOUT_SECONDS)
 
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY):

@@ -10,7 +10,9 @@ one decorated function::
     @registry.task("resize-image")
     def resize_image(payload: dict, ctx: TaskContext) -> dict: ...
 
-and one import in ``load_builtin_task_types`` below.  Delivery is at least once:
+and one import in ``load_builtin_task_types`` below (a team's own modules register
+the same way without editing this package: ``TASKLANE_TASK_MODULES``, see
+``loading``).  Delivery is at least once:
 use ``ctx.task_id`` and ``ctx.attempt`` to make side effects idempotent.  Raise
 ``RetryableError`` (optionally with ``retry_after=`` seconds) or any other
 exception to retry, ``PermanentError`` (or ``PayloadError``) to dead-letter at once.

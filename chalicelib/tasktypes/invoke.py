@@ -14,7 +14,8 @@ target is a team's Lambda function (``targets.LambdaTarget``).
 - An answer with ``FunctionError`` (the ``X-Amz-Function-Error`` header) is mapped
   by the ``errorType`` of its payload: one of ``permanent_types`` → permanent,
   ``TaskCancelled`` → cancelled, anything else (``RetryableError``, a crash,
-  ``Sandbox.Timedout``, out of memory) → retryable.
+  ``Sandbox.Timedout``, out of memory) → retryable; an ``errorMessage`` ending in
+  `` [retry-after=N]`` asks for that delay (N seconds) instead of the backoff.
 - Invoke errors: throttling, 5xx and network errors are retryable, other 4xx
   (no such function, no permission) permanent.
 """
@@ -22,6 +23,7 @@ target is a team's Lambda function (``targets.LambdaTarget``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 
 PROTOCOL = 1
 READ_TIMEOUT_SLACK = 2.0
+# How a RetryableError's retry_after crosses the Lambda boundary (see execution/remote.py).
+_RETRY_AFTER = re.compile(r" \[retry-after=([0-9]+(?:\.[0-9]+)?)\]$")
 
 
 def event_for(name: str, payload: Any, ctx: TaskContext) -> dict[str, Any]:
@@ -100,4 +104,7 @@ def decode_response(response: dict[str, Any], raw: bytes, permanent_types: Colle
         raise PermanentError(text)
     if kind == "TaskCancelled":
         raise TaskCancelled(text)
+    asked = _RETRY_AFTER.search(text)
+    if asked is not None:
+        raise RetryableError(text[: asked.start()], retry_after=float(asked.group(1)))
     raise RetryableError(text)

@@ -9,12 +9,12 @@ from ipaddress import ip_address
 from typing import Any
 
 import pytest
-from chalicelib.adapters.outbound_http import AddressGuard, OutboundHttp, RefusedTarget
-from chalicelib.tasktypes.context import TaskContext, TaskPorts
 
+from chalicelib.adapters.outbound_http import AddressGuard, OutboundHttp, RefusedTarget
 from chalicelib.core.errors import PermanentError
 from chalicelib.execution import remote
 from chalicelib.tasktypes import targets
+from chalicelib.tasktypes.context import TaskContext, TaskPorts
 from chalicelib.tasktypes.declarations import HttpTargetSpec, LambdaTargetSpec
 
 

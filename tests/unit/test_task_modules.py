@@ -30,17 +30,17 @@ def _validate(payload):
 
 
 @registry.task(
-    "{name}",
+    "NAME",
     validate=_validate,
-    payload_schema={{"type": "object", "required": ["n"], "properties": {{"n": {{"type": "integer"}}}}}},
+    payload_schema={"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}},
     max_retries=7,
     timeout_seconds=42,
     priority="high",
-    limits={{"concurrency": 3, "rate": "5/s"}},
+    limits={"concurrency": 3, "rate": "5/s"},
 )
 def double(payload, ctx: TaskContext):
     """Doubles n."""
-    return {{"doubled": payload["n"] * 2, "attempt": ctx.attempt}}
+    return {"doubled": payload["n"] * 2, "attempt": ctx.attempt}
 '''
 
 
@@ -73,7 +73,7 @@ def _settings(*modules: str, **env: str) -> Settings:
 
 
 def test_a_team_module_registers_a_task_type_with_its_defaults(team_dir: Callable[[str, str], str]) -> None:
-    module = team_dir("acme_tasks", GOOD.format(name="acme-double"))
+    module = team_dir("acme_tasks", GOOD.replace("NAME", "acme-double"))
     loaded = load_task_types(_settings(module))
     entry = loaded.get("acme-double")
     assert entry is not None and entry.module == "acme_tasks" and entry.target == "python"
@@ -89,7 +89,7 @@ def test_a_team_module_registers_a_task_type_with_its_defaults(team_dir: Callabl
 
 
 def test_submit_uses_the_types_defaults_unless_the_request_says(team_dir: Callable[[str, str], str]) -> None:
-    module = team_dir("acme_defaults", GOOD.format(name="acme-defaults"))
+    module = team_dir("acme_defaults", GOOD.replace("NAME", "acme-defaults"))
     settings = _settings(module)
     loaded = load_task_types(settings)
     implied = parse_task({"name": "acme-defaults", "payload": {"n": 1}}, settings, loaded)
@@ -131,7 +131,7 @@ def test_a_missing_dependency_of_the_module_is_not_blamed_on_the_path(team_dir: 
 
 
 def test_a_name_clash_with_a_builtin_is_an_error(team_dir: Callable[[str, str], str]) -> None:
-    module = team_dir("acme_clash", GOOD.format(name="noop"))
+    module = team_dir("acme_clash", GOOD.replace("NAME", "noop"))
     with pytest.raises(TaskTypesError, match=r"'noop' is already registered by chalicelib.tasktypes.builtin"):
         load_task_types(_settings(module))
 
@@ -143,14 +143,14 @@ def test_a_module_that_registers_nothing_is_an_error(team_dir: Callable[[str, st
 
 
 def test_bad_defaults_in_a_registration_are_refused(team_dir: Callable[[str, str], str]) -> None:
-    source = GOOD.format(name="acme-bad").replace("max_retries=7", "max_retries=1000")
+    source = GOOD.replace("NAME", "acme-bad").replace("max_retries=7", "max_retries=1000")
     module = team_dir("acme_bad_defaults", source)
     with pytest.raises(TaskTypesError, match=r"acme-bad.*max_retries must be an integer from 0 to 100"):
         load_task_types(_settings(module))
 
 
 def test_declared_types_clash_with_module_types(team_dir: Callable[[str, str], str], tmp_path: Path) -> None:
-    module = team_dir("acme_decl", GOOD.format(name="acme-decl"))
+    module = team_dir("acme_decl", GOOD.replace("NAME", "acme-decl"))
     path = tmp_path / "types.json"
     path.write_text(json.dumps({"task_types": {"acme-decl": {"http": {"url": "http://127.0.0.1:9/x"}}}}))
     with pytest.raises(TaskTypesError, match=r"'acme-decl' is already registered by acme_decl"):
@@ -174,7 +174,7 @@ def test_declared_types_are_per_registry_not_process_wide(tmp_path: Path) -> Non
 
 
 def test_limits_come_from_registrations_and_the_setting_overrides_them(team_dir: Callable[[str, str], str]) -> None:
-    module = team_dir("acme_limits", GOOD.format(name="acme-limits"))
+    module = team_dir("acme_limits", GOOD.replace("NAME", "acme-limits"))
     settings = _settings(module, TASKLANE_TASK_LIMITS=json.dumps({"noop": {"concurrency": 1}}))
     loaded = load_task_types(settings)
     assert loaded.limits() == {"acme-limits": TypeLimit(3, 5.0, 5)}
