@@ -216,7 +216,7 @@ def test_the_wake_event_is_a_scheduled_event_chalice_accepts() -> None:
 def test_a_retry_after_crosses_the_lambda_boundary(
     lam: tuple[Stubber, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import chalicelib.tasktypes
+    from chalicelib.execution import remote
     from chalicelib.execution.remote import handle
     from chalicelib.tasktypes import Registry
 
@@ -226,7 +226,7 @@ def test_a_retry_after_crosses_the_lambda_boundary(
     def throttled(payload: Any, ctx: TaskContext) -> Any:
         raise RetryableError("429 from the far side", retry_after=90)
 
-    monkeypatch.setattr(chalicelib.tasktypes, "load_builtin_task_types", lambda: reg)
+    monkeypatch.setattr(remote, "_task_types", lambda: reg)  # the executor function's task types
     task = {"id": "t", "name": "throttled", "tenant": "t1", "attempt": 1, "max_retries": 3, "timeout_seconds": 5}
     with pytest.raises(RetryableError) as inside:
         handle({"tasklane": 1, "task": task, "payload": {}}, None)

@@ -187,3 +187,37 @@ def _ctx() -> Any:
     from chalicelib.tasktypes import TaskContext
 
     return TaskContext(task_id="t", name="x", tenant="acme", attempt=1, max_retries=0, timeout_seconds=5)
+
+
+def test_the_executor_function_runs_team_modules_but_not_declared_targets(
+    team_dir: Callable[[str, str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.core.errors import PermanentError
+    from chalicelib.execution import remote
+
+    module = team_dir("acme_exec", GOOD.replace("NAME", "acme-exec"))
+    path = tmp_path / "types.json"
+    path.write_text(json.dumps({"task_types": {"acme-hook": {"http": {"url": "http://127.0.0.1:9/x"}}}}))
+    monkeypatch.setattr(remote, "get_settings", lambda: _settings(module, TASKLANE_TASK_TYPES_FILE=str(path)))
+    monkeypatch.setattr(remote, "_types", None)
+    task = {"id": "t", "tenant": "acme", "attempt": 2, "max_retries": 3, "timeout_seconds": 5}
+    answer = remote.handle({"tasklane": 1, "task": {**task, "name": "acme-exec"}, "payload": {"n": 3}}, None)
+    assert answer == {"doubled": 6, "attempt": 2}
+    with pytest.raises(PermanentError, match="no executor is registered for task name 'acme-hook'"):
+        remote.handle({"tasklane": 1, "task": {**task, "name": "acme-hook"}, "payload": {}}, None)
+
+
+def test_executor_mode_lambda_sends_module_types_away_but_keeps_declared_targets_inline(
+    team_dir: Callable[[str, str], str], tmp_path: Path
+) -> None:
+    from chalicelib.execution.remote import RemoteExecutor, registry_for
+    from chalicelib.tasktypes.targets import HttpTarget
+
+    module = team_dir("acme_mode", GOOD.replace("NAME", "acme-mode"))
+    path = tmp_path / "types.json"
+    path.write_text(json.dumps({"task_types": {"acme-push": {"http": {"url": "http://127.0.0.1:9/x"}}}}))
+    settings = _settings(module, TASKLANE_TASK_TYPES_FILE=str(path), TASKLANE_EXECUTOR_MODE="lambda")
+    remote_types = registry_for(load_task_types(settings), settings)
+    module_entry, declared_entry = remote_types.get("acme-mode"), remote_types.get("acme-push")
+    assert module_entry is not None and isinstance(module_entry.run, RemoteExecutor)
+    assert declared_entry is not None and isinstance(declared_entry.run, HttpTarget)
