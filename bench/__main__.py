@@ -54,6 +54,8 @@ class Plan:
     big_rows: int
     big_n: int
     big_repeats: int
+    burst_n: int  # the burst drained before the "after a burst" latency run
+    api_seconds: float
 
 
 FULL = Plan(
@@ -72,6 +74,8 @@ FULL = Plan(
     big_rows=1_000_000,
     big_n=30_000,
     big_repeats=3,
+    burst_n=20_000,
+    api_seconds=2.0,
 )
 QUICK = Plan(
     repeats=1,
@@ -89,6 +93,8 @@ QUICK = Plan(
     big_rows=200_000,
     big_n=10_000,
     big_repeats=1,
+    burst_n=5000,
+    api_seconds=1.0,
 )
 
 ALL_PARTS = ("hardware", "ours", "http", "naive", "dramatiq", "procrastinate")
@@ -219,12 +225,21 @@ def run_all(env: BenchEnv, plan: Plan, parts: set[str]) -> Run:
             run.record("ours", "drain1", lambda: ours.drain_run(env, drainers=1, n=p.drain_n_side))
             run.record("ours", "drain4", lambda: ours.drain_run(env, drainers=4, n=p.drain_n_side))
             run.record("ours", "drain2_b500", lambda: ours.drain_run(env, drainers=2, n=p.drain_n_side, batch_size=500))
+            run.record("ours", "api", lambda: ours.api_in_process(env, seconds=p.api_seconds, max_count=20_000))
+        # Latency: ours and the naive design back to back in every round, then ours
+        # straight after a burst (the table full of dead row versions).
+        if "ours" in parts:
+            run.record("ours", "latency", lambda: ours.latency_run(env, per_second=200, count=p.latency_count))
+        if "naive" in parts:
+            run.record("naive", "latency", lambda: naive.latency_run(env, per_second=200, count=p.peer_latency_count))
+        if "ours" in parts:
+            run.record(
+                "ours",
+                "latency_burst",
+                lambda: ours.latency_run(env, per_second=200, count=p.latency_count, burst=p.burst_n),
+            )
 
-    print("-- steady 200 tasks/s", flush=True)
-    if "ours" in parts:
-        run.record("ours", "latency", lambda: ours.latency_run(env, per_second=200, count=p.latency_count))
-    if "naive" in parts:
-        run.record("naive", "latency", lambda: naive.latency_run(env, per_second=200, count=p.peer_latency_count))
+    print("-- steady 200 tasks/s, peers", flush=True)
     if "dramatiq" in parts:
         run.record(
             "dramatiq", "latency", lambda: peer_dramatiq.latency_run(env, per_second=200, count=p.peer_latency_count)

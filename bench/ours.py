@@ -3,8 +3,12 @@ N real drainer subprocesses, end-to-end latency at a steady rate, CPU and RSS.""
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -266,53 +270,122 @@ def drain_run(
 # --- end-to-end latency --------------------------------------------------------------------
 
 
-def latency_run(env: BenchEnv, *, per_second: float, count: int, on_start: Any = None) -> dict[str, Any]:
+class _Stamped:
+    """Wraps ``rt.store`` or ``rt.queue`` for the latency split: records when one method
+    returned, per call, in ``marks`` (the submits are sequential)."""
+
+    def __init__(self, real: Any, method: str, marks: list[float]) -> None:
+        self._real, self._method, self._marks = real, method, marks
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._real, name)
+        if name != self._method:
+            return attr
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            out = attr(*args, **kwargs)
+            self._marks.append(time.time())
+            return out
+
+        return timed
+
+
+# The split of the e2e latency, in order; each is the p50 of (end - start) per task,
+# from stamps on one host clock (the bench's, the drainer's and PostgreSQL's now()).
+SPLIT = (
+    ("split_submit_commit_p50_ms", "t0", "committed"),  # the client's call -> INSERT committed
+    ("split_redis_push_p50_ms", "committed", "pushed"),  # ZADD + wake token
+    ("split_wake_p50_ms", "pushed", "wake"),  # the drainer's BLPOP returns (or its next claim starts)
+    ("split_loop_p50_ms", "wake", "script_start"),  # mark_alive, back to the claim
+    ("split_claim_script_p50_ms", "script_start", "script"),  # the Redis claim script
+    ("split_claim_commit_p50_ms", "script", "commit"),  # the claim UPDATE + events, committed
+    ("split_handoff_p50_ms", "commit", "t1"),  # rows to Claimed, a lane picks the task up
+)
+
+
+def _split(stamps: list[dict[str, float]]) -> dict[str, float]:
+    out = {}
+    for key, a, b in SPLIT:
+        deltas = [s[b] - s[a] for s in stamps if a in s and b in s]
+        out[key] = stats.percentile(deltas, 50) * 1000
+    return out
+
+
+def _burst(env: BenchEnv, rt: Container, n: int) -> float:
+    """Submit ``n`` noop tasks and wait until the drainer has finished them: the table
+    now holds the dead row versions a burst leaves behind.  Returns the seconds taken."""
+    tenant = "bench-burst-" + uuid.uuid4().hex[:6]
+    start = time.perf_counter()
+    for i in range(0, n, 500):
+        submit_many(rt, tenant, [request() for _ in range(min(500, n - i))])
+    _wait_drained(env, rt, tenant, n, 240)
+    return time.perf_counter() - start
+
+
+def latency_run(
+    env: BenchEnv, *, per_second: float, count: int, on_start: Any = None, burst: int = 0
+) -> dict[str, Any]:
     """Submit at a steady rate with one drainer alive; latency = executor start (stamped
-    by the executor) minus the moment the client called ``submit``."""
+    by the executor) minus the moment the client called ``submit``.  With ``burst``,
+    that many tasks are submitted and drained first, and the steady run starts straight
+    after (no vacuum in between: what a queue table looks like after a spike)."""
     env.flush_redis()
     env.truncate()
     procs, sweep = start_workers(env, 1, argv=STAMP_DRAIN_ARGV)
     rt = runtime(env)
+    committed: list[float] = []
+    pushed: list[float] = []
+    stamped = _with_queue(rt, _Stamped(rt.queue, "push", pushed))
+    stamped.store = _Stamped(rt.store, "insert_tasks", committed)  # type: ignore[assignment]
     tenant = "bench-lat-" + uuid.uuid4().hex[:6]
+    client: dict[str, dict[str, float]] = {}
     try:
         submit(rt, tenant, request("bench_stamp", {"t0": time.time(), "warmup": True}))
-        time.sleep(0.3)
+        burst_seconds = _burst(env, rt, burst) if burst else 0.0
+        if not burst:
+            time.sleep(0.3)
         if on_start is not None:
             on_start(procs)
         cpu_before = [p.cpu_seconds() for p in [*procs, sweep] if p]
         cpu0 = self_cpu()
 
         def one(i: int) -> None:
-            submit(rt, tenant, request("bench_stamp", {"t0": time.time()}))
+            t0 = time.time()
+            task = submit(stamped, tenant, request("bench_stamp", {"t0": t0})).task
+            client[task.id] = {"committed": committed[-1], "pushed": pushed[-1]}
 
         sent, seconds = paced(per_second, count, count / per_second * 1.5 + 5, one)
         _wait_drained(env, rt, tenant, sent + 1, 60)
         cpu = self_cpu() - cpu0 + sum(p.cpu_seconds() for p in [*procs, sweep] if p) - sum(cpu_before)
         with env.connect() as conn:
             rows = conn.execute(
-                """SELECT (result->>'t1')::float8 - (payload->>'t0')::float8,
+                """SELECT id::text, (result->>'t1')::float8 - (payload->>'t0')::float8,
                           extract(epoch FROM started_at - created_at),
-                          extract(epoch FROM created_at) - (payload->>'t0')::float8,
-                          (result->>'t1')::float8 - extract(epoch FROM started_at)
+                          (payload->>'t0')::float8, result
                    FROM tasks WHERE tenant = %s AND NOT payload ? 'warmup'""",
                 (tenant,),
             ).fetchall()
+            dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'tasks'").fetchone()
     finally:
         close_runtime(rt)
         stop_workers(env, [*procs, sweep])
-    exec_lat = [r[0] for r in rows]
-    db_lat = [float(r[1]) for r in rows]
+    exec_lat = [r[1] for r in rows]
+    db_lat = [float(r[2]) for r in rows]
+    stamps = [
+        {**client.get(r[0], {}), "t0": r[3], **{k: v for k, v in r[4].items() if isinstance(v, float)}} for r in rows
+    ]
     return {
         "achieved_rate": rate(sent, seconds),
         **stats.latency_summary(exec_lat),
+        # submit -> started: PostgreSQL's own clock (created_at is the INSERT's
+        # transaction start, started_at the claim's).
         "db_p50_ms": stats.percentile(db_lat, 50) * 1000,
         "db_p99_ms": stats.percentile(db_lat, 99) * 1000,
-        # where the p50 goes: client -> INSERT's transaction start; INSERT start -> claim
-        # start (commit, Redis push, wake, Redis claim); claim start -> executor start.
-        "split_submit_p50_ms": stats.percentile([float(r[2]) for r in rows], 50) * 1000,
-        "split_queue_p50_ms": stats.percentile(db_lat, 50) * 1000,
-        "split_claim_p50_ms": stats.percentile([float(r[3]) for r in rows], 50) * 1000,
+        **_split(stamps),
         "cpu_s_per_1000": cpu / sent * 1000,
+        "burst": burst,
+        "burst_seconds": burst_seconds,
+        "dead_tuples_after": float(dead[0]) if dead else math.nan,
     }
 
 
@@ -367,10 +440,78 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, A
                 if r.status_code not in (200, 201, 207):
                     raise BenchError(f"HTTP batch answered {r.status_code}: {r.text[:200]}")
             bwall = time.perf_counter() - bstart
+        concurrent = _concurrent_submits(port, headers, body, clients=8, seconds=seconds)
     finally:
         stop_workers(env, [stack])
     return {
         "rate": rate(len(lat), wall),
         **stats.latency_summary(lat),
         "batch_rate": rate(len(blat) * 500, bwall),
+        **concurrent,
     }
+
+
+def _concurrent_submits(
+    port: int, headers: dict[str, str], body: bytes, *, clients: int, seconds: float, max_each: int = 20_000
+) -> dict[str, Any]:
+    """``clients`` threads, each with its own keep-alive connection (http.client: little
+    client CPU per request), POSTing single submits for ``seconds``."""
+    lats: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    barrier = threading.Barrier(clients + 1)
+
+    def client(mine: list[float]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            barrier.wait(timeout=30)
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end and len(mine) < max_each:
+                t = time.perf_counter()
+                conn.request("POST", "/api/v1/tasks", body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                mine.append(time.perf_counter() - t)
+                if resp.status != 201:
+                    errors.append(f"HTTP {resp.status}")
+                    return
+        except Exception as exc:  # reported below; a thread must not die silently
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(mine,), daemon=True) for mine in lats]
+    for th in threads:
+        th.start()
+    barrier.wait(timeout=30)
+    start = time.perf_counter()
+    for th in threads:
+        th.join(timeout=seconds + 30)
+    wall = time.perf_counter() - start
+    if errors:
+        raise BenchError(f"concurrent HTTP submit: {errors[0]}")
+    every = [x for mine in lats for x in mine]
+    summary = stats.latency_summary(every)
+    return {
+        "concurrent8_rate": rate(len(every), wall),
+        "concurrent8_p50_ms": summary["p50_ms"],
+        "concurrent8_p99_ms": summary["p99_ms"],
+    }
+
+
+def api_in_process(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, Any]:
+    """``python -m bench.apicost``: API Gateway proxy events into ``app.app`` in a
+    process of its own (see bench/apicost.py); no drainer runs, so the ids wait in
+    Redis until the next workload flushes the bench's db."""
+    env.flush_redis()
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.apicost", str(seconds), str(max_count)],
+        cwd=env.code_root,
+        env=env.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
+    if out.returncode != 0:
+        raise BenchError(f"bench.apicost failed: {out.stderr.strip()[-500:] or out.stdout[-500:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result

@@ -2,7 +2,13 @@
 with one extra executor, ``bench_stamp``, that records when it started running
 (wall clock, the same clock as PostgreSQL's ``now()`` on this host).  Used only
 for the end-to-end latency workload; throughput runs use ``tools.devstack drain``
-itself with the built-in ``noop``."""
+itself with the built-in ``noop``.
+
+For the latency split it also wraps three calls of the drain loop (at class level,
+in this process only) and stamps each claimed id with when the drainer woke (its
+BLPOP on the wake list returned; the claim's start when it did not block), when the
+Redis claim script answered and when the claim statement committed.  The executor
+returns those stamps in its result, so the bench reads them from PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,16 +16,60 @@ import sys
 import time
 from typing import Any
 
+from chalicelib.adapters.postgres.store import Store
+from chalicelib.adapters.redis.queue import Queue
 from chalicelib.tasktypes import TaskContext, registry
+
+# task id -> {"wake": ..., "script": ..., "commit": ...} (epoch seconds)
+_STAMPS: dict[str, dict[str, float]] = {}
+_last_wake = [0.0]
+
+
+def _instrument() -> None:
+    wait_for_work, redis_claim, store_claim = Queue.wait_for_work, Queue.claim, Store.claim
+
+    def timed_wait(self: Queue, timeout: float) -> bool:
+        woke = wait_for_work(self, timeout)
+        _last_wake[0] = time.time()
+        return woke
+
+    def timed_redis_claim(self: Queue, count: int, lease_seconds: float) -> dict[str, str]:
+        start = time.time()
+        ids = redis_claim(self, count, lease_seconds)
+        end = time.time()
+        # The wake that led to this claim, if the loop blocked since its last claim.
+        wake = _last_wake[0] if _last_wake[0] > 0 else start
+        _last_wake[0] = 0.0
+        for i in ids:
+            _STAMPS[i] = {"wake": wake, "script_start": start, "script": end}
+        return ids
+
+    def timed_store_claim(self: Store, ids: Any, token: str, lease_seconds: float, *, actor: str) -> Any:
+        rows = store_claim(self, ids, token, lease_seconds, actor=actor)
+        end = time.time()
+        for i in ids:
+            if i in _STAMPS:
+                _STAMPS[i]["commit"] = end
+        return rows
+
+    Queue.wait_for_work = timed_wait  # type: ignore[method-assign]
+    Queue.claim = timed_redis_claim  # type: ignore[method-assign]
+    Store.claim = timed_store_claim  # type: ignore[method-assign]
 
 
 @registry.task("bench_stamp")
 def bench_stamp(payload: Any, ctx: TaskContext) -> dict[str, Any]:
-    """Returns when it started, next to the submitter's t0."""
-    return {"t1": time.time(), "t0": payload.get("t0") if isinstance(payload, dict) else None}
+    """Returns when it started, next to the submitter's t0 and the drainer's stamps."""
+    t1 = time.time()
+    return {
+        "t1": t1,
+        "t0": payload.get("t0") if isinstance(payload, dict) else None,
+        **_STAMPS.pop(ctx.task_id, {}),
+    }
 
 
 if __name__ == "__main__":
     from tools.devstack import supervisor as local
 
+    _instrument()
     sys.exit(local.main(["drain"]))
