@@ -25,7 +25,7 @@ from chalice.app import Request, Response
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.adapters.redis.ratelimit import RateLimiter
 from chalicelib.api.responses import guarded, mark_guarded
-from chalicelib.container import Container
+from chalicelib.container import Container, get_container
 from chalicelib.core.errors import QueueError, RateLimitedError, UnauthorizedError
 from chalicelib.observability.log import logger
 from chalicelib.services.apikeys import ApiKey, hash_key
@@ -101,6 +101,19 @@ class Access:
                 headers=decision.headers(),
             )
         return key, decision.headers()
+
+
+_access: Access | None = None
+_access_lock = threading.Lock()
+
+
+def get_access() -> Access:
+    """The process's ``Access``, built on first use (its key cache lives as long)."""
+    global _access
+    with _access_lock:
+        if _access is None:
+            _access = Access(get_container())
+        return _access
 
 
 def requires_key(

@@ -18,9 +18,8 @@ from pathlib import Path
 from chalice.app import Blueprint, Request, Response
 
 from chalicelib.api import params, presenters
-from chalicelib.api.access import requires_key
+from chalicelib.api.access import get_access, requires_key
 from chalicelib.api.responses import error_response, handle_errors, json_response
-from chalicelib.api.routes import get_access
 from chalicelib.container import get_container
 from chalicelib.core.errors import TasklaneError, UnauthorizedError
 from chalicelib.observability import metrics

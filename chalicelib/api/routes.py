@@ -5,13 +5,12 @@ result (``api.presenters``); errors leave through the one boundary
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from chalice.app import Blueprint, Request, Response
 
 from chalicelib.api import params, presenters
-from chalicelib.api.access import Access, requires_key
+from chalicelib.api.access import get_access, requires_key
 from chalicelib.api.openapi import spec as openapi_spec
 from chalicelib.api.responses import handle_errors, json_response
 from chalicelib.api.task_types import present_task_types
@@ -27,20 +26,9 @@ from chalicelib.services.webhook_secret import webhook_secret as tenant_webhook_
 
 bp = Blueprint(__name__)
 
-_access: Access | None = None
-_access_lock = threading.Lock()
-
 
 def _rt() -> Container:
     return get_container()
-
-
-def get_access() -> Access:
-    global _access
-    with _access_lock:
-        if _access is None:
-            _access = Access(_rt())
-        return _access
 
 
 def _request() -> Request:

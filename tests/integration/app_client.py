@@ -12,7 +12,7 @@ from typing import Any
 from chalice.test import Client
 
 from chalicelib import container
-from chalicelib.api import routes
+from chalicelib.api import access
 from chalicelib.container import Container
 from chalicelib.services.apikeys import create_key
 
@@ -44,13 +44,13 @@ def api_for(rt: Container, tenant: str) -> Iterator[Api]:
     """The app serving ``rt`` (as the process's container), with a fresh key of
     ``tenant``; the module-level state the routes cache is reset on both sides."""
     container._runtime = rt
-    routes._access = None  # its key cache must not carry over from another test
+    access._access = None  # its key cache must not carry over from another test
     try:
         with Client(_app(), stage_name="local") as client:
             yield Api(client, new_key(rt, tenant))
     finally:
         container._runtime = None
-        routes._access = None
+        access._access = None
 
 
 def _app() -> Any:
