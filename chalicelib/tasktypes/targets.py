@@ -11,11 +11,11 @@ takes) with the declared qualifier and permanent error types.
 HTTP target, push-style as Google Cloud Tasks does: the payload is POSTed as JSON,
 signed like completion webhooks (``Tasklane-Timestamp`` and ``Tasklane-Signature:
 v1=HMAC-SHA256(tenant's webhook secret, f"{timestamp}.{body}")``), with the task's
-identity in ``Tasklane-Task-*`` headers.  2xx: done (a JSON body is the result, else
-``{"status": ...}``); 408, 429, 5xx, timeouts and connection errors: retry, after
-``Retry-After`` when the answer gives one; any other answer (3xx included: redirects
-are not followed): permanent.  The call goes through the shared outbound client and
-its address guard.
+identity in ``Tasklane-Task-*`` headers.  2xx: done (a JSON body is the result,
+else ``{"status": ...}``, with ``"answer_too_large": true`` past 256 KiB); 408,
+429, 5xx, timeouts and connection errors: retry, after ``Retry-After`` when the
+answer gives one; any other answer (3xx included: redirects are not followed):
+permanent.  The call goes through the shared outbound client and its address guard.
 """
 
 from __future__ import annotations
@@ -112,7 +112,10 @@ def _outcome(exchange: Any, where: str) -> Any:
         raise RetryableError(f"{where} answered {status}: {text}", retry_after=wait)
     if not 200 <= status < 300:
         raise PermanentError(f"{where} answered {status}: {text}")
-    if "json" in (response.headers.get("content-type") or "") and len(data) <= MAX_RESULT_BYTES:
+    if len(data) > MAX_RESULT_BYTES:
+        # Too large to keep as a result: say so rather than fail a call that succeeded.
+        return {"status": status, "answer_too_large": True}
+    if "json" in (response.headers.get("content-type") or ""):
         try:
             return json.loads(data)
         except ValueError:

@@ -41,10 +41,18 @@ ARN = "arn:aws:lambda:us-east-1:123456789012:function:resize"
 class Answer:
     """One scripted answer: status, headers and a JSON (or raw) body."""
 
-    def __init__(self, status: int = 200, body: Any = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int = 200, body: Any = None, headers: dict[str, str] | None = None, delay: float = 0.0
+    ) -> None:
         self.status = status
+        self.delay = delay  # seconds before answering
         self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.headers = {"Content-Type": "application/json", **(headers or {})}
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (the timeout test) is expected, not news
 
 
 class Stand:
@@ -72,6 +80,7 @@ class Stand:
                     }
                 )
                 answer = stand.script.pop(0) if stand.script else default
+                time.sleep(answer.delay)  # a slow endpoint, for the timeout test
                 self.send_response(answer.status)
                 for k, v in answer.headers.items():
                     self.send_header(k, v)
@@ -82,7 +91,7 @@ class Stand:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -276,3 +285,20 @@ def test_http_target_400_fails_permanently_with_the_answer_recorded(
     assert (row["status"], row["attempts"], row["last_error_type"]) == ("FAILED", 1, "PermanentError")
     assert "answered 400" in row["last_error"] and "contact is not an email address" in row["last_error"]
     assert len(endpoint.calls) == 1
+
+
+def test_http_target_answer_too_large_to_record_still_completes(
+    declared: Callable[..., Container], stand: Callable[[Answer], Stand]
+) -> None:
+    endpoint = stand(Answer(200, {"blob": "x" * 300_000}))
+    rt = declared(_http_type(endpoint.url))
+    row = _final(rt, _submit(rt, {"name": "crm-sync", "payload": {}}))
+    assert (row["status"], row["result"]) == ("COMPLETED", {"status": 200, "answer_too_large": True})
+
+
+def test_http_target_timeout_is_retried(declared: Callable[..., Container], stand: Callable[[Answer], Stand]) -> None:
+    endpoint = stand(Answer(200, {"ok": True}))
+    rt = declared(_http_type(endpoint.url, timeout_seconds=1))
+    endpoint.script = [Answer(200, {"late": True}, delay=2.5)]
+    row = _final(rt, _submit(rt, {"name": "crm-sync", "payload": {}}))
+    assert (row["status"], row["attempts"], row["result"]) == ("COMPLETED", 2, {"ok": True})
