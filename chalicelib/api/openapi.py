@@ -7,6 +7,7 @@ a fuzzer (schemathesis) checks live responses against these schemas.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from chalicelib.api.openapi_schemas import (
@@ -21,6 +22,7 @@ from chalicelib.api.openapi_schemas import (
     SCHEMAS as _SCHEMAS,
 )
 from chalicelib.api.task_types import TASK_TYPE_LIST_SCHEMA
+from chalicelib.core.schemas import REQUESTS
 from chalicelib.tasktypes import Registry
 
 _RATE_HEADERS = {
@@ -162,42 +164,68 @@ _OPS_PATHS: dict[str, Any] = {
     "/dashboard/favicon.svg": _public_page("The dashboard's icon", "image/svg+xml"),
 }
 
-_SCHEDULE_TASK_FIELDS = {"name", "payload", "priority", "max_retries", "timeout_seconds"}
 _SCHEDULE_ID_PARAM = {**_TASK_ID_PARAM, "name": "schedule_id", "description": "schedule id (a UUID)"}
 _LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)")
 _CURSOR = _query("cursor", {"type": "string"}, "next_cursor of the previous page")
 
 
-def _variant(name: str, payload_schema: dict[str, Any]) -> dict[str, Any]:
-    """One task type's part of TaskSubmission: its name, and its payload's schema (the
-    payload itself is required when that schema requires fields, since it defaults to {})."""
-    variant: dict[str, Any] = {"properties": {"name": {"const": name}, "payload": payload_schema}}
-    if payload_schema.get("required"):
-        variant["required"] = ["payload"]
-    return variant
+def _component(kind: str, task_name: str) -> str:
+    return f"{kind}_{re.sub('[^A-Za-z0-9]+', '_', task_name)}"
 
 
-def _submission_schema(registry: Registry) -> dict[str, Any]:
-    """TaskSubmission, with the registered task names and each one's payload schema."""
-    schema = copy.deepcopy(_SCHEMAS["TaskSubmission"])
-    names = registry.names()
-    schema["properties"]["name"] = {"type": "string", "enum": names, "description": "a registered task name"}
-    schema["not"] = {"required": ["run_at", "delay_seconds"]}  # one or the other
-    schema["oneOf"] = [_variant(n, registry.get(n).payload_schema) for n in names]  # type: ignore[union-attr]
-    return dict(schema)
+def _by_task_name(kind: str, base: dict[str, Any], registry: Registry, *, exclusive: bool) -> dict[str, Any]:
+    """``kind`` (a request schema with ``name`` and ``payload``) as one complete object
+    schema per task type (its name a const, its payload that type's schema), joined by
+    a discriminated ``oneOf``: generators such as openapi-python-client then make one
+    model per type with every field, where ``properties`` beside a ``oneOf`` made them
+    drop the fields."""
+    variants: dict[str, Any] = {}
+    for name in registry.names():
+        payload_schema = registry.get(name).payload_schema  # type: ignore[union-attr]
+        variant = copy.deepcopy(base)
+        variant["properties"]["name"] = {"type": "string", "const": name, "description": "the task type"}
+        variant["properties"]["payload"] = {**payload_schema, "description": f"the payload of {name}"}
+        implied = registry.defaults(name)  # a type's own defaults, where it sets them
+        for field, value in (
+            ("priority", implied.priority.value if implied.priority else None),
+            ("max_retries", implied.max_retries),
+            ("timeout_seconds", implied.timeout_seconds),
+        ):
+            if value is not None:
+                variant["properties"][field] = {**variant["properties"][field], "default": value}
+        if payload_schema.get("required"):
+            variant["required"] = [*variant["required"], "payload"]  # payload defaults to {}
+        if exclusive:
+            variant["not"] = {"required": ["run_at", "delay_seconds"]}  # one or the other
+        variants[_component(kind, name)] = variant
+    joined = {
+        "oneOf": [_ref(c) for c in variants],
+        "discriminator": {
+            "propertyName": "name",
+            "mapping": {n: _ref(_component(kind, n))["$ref"] for n in registry.names()},
+        },
+        "description": f"{kind}: one schema per task type, chosen by name",
+    }
+    return {kind: joined, **variants}
+
+
+def request_schemas(registry: Registry) -> dict[str, Any]:
+    """The request bodies of ``chalicelib.core.schemas``, as the document publishes them."""
+    schemas = {
+        **_by_task_name("TaskSubmission", REQUESTS["TaskSubmission"], registry, exclusive=True),
+        **_by_task_name("ScheduleTask", REQUESTS["ScheduleTask"], registry, exclusive=False),
+    }
+    for name in ("ScheduleSubmission", "ScheduleUpdate"):
+        schemas[name] = {**REQUESTS[name], "properties": {**REQUESTS[name]["properties"], "task": _ref("ScheduleTask")}}
+    schemas["BatchRequest"] = REQUESTS["BatchRequest"]
+    schemas["Redrive"] = REQUESTS["Redrive"]
+    return copy.deepcopy(schemas)
 
 
 def spec(registry: Registry) -> dict[str, Any]:
     """The OpenAPI document for the task types in ``registry``."""
     task = _ref("Task")
-    submission = _submission_schema(registry)
-    schedule_task = {
-        **submission,
-        "required": ["name"],
-        "properties": {k: v for k, v in submission["properties"].items() if k in _SCHEDULE_TASK_FIELDS},
-    }
-    schedule_task.pop("not", None)
-    schemas = {**_SCHEMAS, "TaskSubmission": submission, "ScheduleTask": schedule_task}
+    schemas = {**_SCHEMAS, **request_schemas(registry)}
     return {
         "openapi": "3.1.0",
         "info": {

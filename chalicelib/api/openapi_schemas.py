@@ -1,10 +1,10 @@
-"""Schema literals of the OpenAPI document (``chalicelib.api.openapi`` assembles them)."""
+"""Response schemas of the OpenAPI document (``chalicelib.api.openapi`` assembles
+them).  Request bodies are not here: they come from ``chalicelib.core.schemas``,
+the definitions the validator is compiled from."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from chalicelib.core.urls import CALLBACK_URL_PATTERN
 
 _TS = {"type": "string", "format": "date-time"}
 _TS_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
@@ -42,27 +42,6 @@ SCHEMAS: dict[str, Any] = {
                     "details": {"type": "object"},
                 },
             }
-        },
-    },
-    "TaskSubmission": {
-        "type": "object",
-        "required": ["name"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "minLength": 1, "description": "a registered task name"},
-            "payload": {"type": "object", "default": {}},
-            "priority": {**_PRIORITY, "default": "normal"},
-            "run_at": {"type": "string", "format": "date-time", "description": "when to run; no offset means UTC"},
-            "delay_seconds": {"type": "number", "minimum": 0, "maximum": 31536000},
-            "max_retries": {"type": "integer", "minimum": 0, "maximum": 100, "default": 3},
-            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 900, "default": 300},
-            "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
-            "callback_url": {
-                "type": "string",
-                "pattern": CALLBACK_URL_PATTERN,
-                "maxLength": 2000,
-                "description": "POSTed a signed event when the task reaches a final state",
-            },
         },
     },
     "WebhookSecret": {
@@ -120,25 +99,6 @@ SCHEMAS: dict[str, Any] = {
         "required": ["items", "next_cursor"],
         "properties": {"items": {"type": "array", "items": _ref("Task")}, "next_cursor": {"type": ["string", "null"]}},
     },
-    "BatchRequest": {
-        "type": "object",
-        "required": ["tasks"],
-        "additionalProperties": False,
-        "properties": {
-            "tasks": {"type": "array", "minItems": 1, "maxItems": 500, "items": {"type": "object"}},
-            "atomic": {"type": "boolean", "default": False},
-        },
-        # Not atomic: items are validated one by one and reported per item (BatchResult),
-        # so an invalid item does not make the request invalid.  Atomic: every item must
-        # be a valid TaskSubmission or the whole request is a 400.
-        "oneOf": [
-            {"properties": {"atomic": {"const": False}}},
-            {
-                "required": ["atomic"],
-                "properties": {"atomic": {"const": True}, "tasks": {"items": _ref("TaskSubmission")}},
-            },
-        ],
-    },
     "BatchResult": {
         "type": "object",
         "required": ["created", "failed", "results"],
@@ -184,57 +144,10 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "Redrive": {
-        "type": "object",
-        "additionalProperties": False,
-        "anyOf": [{"required": ["ids"]}, {"required": ["name"]}],
-        "properties": {
-            "ids": {"type": "array", "maxItems": 500, "items": {"type": "string"}},
-            "name": {"type": "string"},
-            "limit": {"type": "integer", "minimum": 1, "maximum": 500},
-        },
-    },
     "RedriveResult": {
         "type": "object",
         "required": ["redriven", "ids"],
         "properties": {"redriven": {"type": "integer"}, "ids": {"type": "array", "items": _ID}},
-    },
-    "ScheduleTask": {
-        "type": "object",
-        "required": ["name"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string"},
-            "payload": {"type": "object"},
-            "priority": _PRIORITY,
-            "max_retries": {"type": "integer", "minimum": 0, "maximum": 100},
-            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 900},
-        },
-    },
-    "ScheduleSubmission": {
-        "type": "object",
-        "required": ["name", "cron", "task"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 200},
-            "cron": {"type": "string", "description": "5 fields, or 6 with seconds last (croniter)"},
-            "timezone": {"type": "string", "default": "UTC", "description": "IANA time zone"},
-            "task": _ref("ScheduleTask"),
-            "enabled": {"type": "boolean", "default": True},
-            "catch_up": {"type": "string", "enum": ["once", "skip"], "default": "once"},
-        },
-    },
-    "ScheduleUpdate": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 200},
-            "cron": {"type": "string"},
-            "timezone": {"type": "string"},
-            "task": _ref("ScheduleTask"),
-            "enabled": {"type": "boolean"},
-            "catch_up": {"type": "string", "enum": ["once", "skip"]},
-        },
     },
     "Schedule": {
         "type": "object",

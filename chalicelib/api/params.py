@@ -23,9 +23,9 @@ from chalicelib.core.errors import (
     ValidationError,
 )
 from chalicelib.core.jsonbody import parse_json
-from chalicelib.core.requests import TaskRequest, check_fields, parse_task
+from chalicelib.core.requests import TaskRequest, parse_task, validate
 from chalicelib.services.lifecycle import REDRIVE_MAX, RedriveSelection
-from chalicelib.tasktypes import Registry, as_int
+from chalicelib.tasktypes import Registry
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -149,25 +149,13 @@ def batch(body: Any, settings: Settings, registry: Registry) -> Batch:
     """``{"tasks": [...], "atomic": false}``.  Invalid items are reported and the valid
     ones accepted, unless ``atomic`` is true: then any invalid item rejects the whole
     batch with a 400."""
-    if not isinstance(body, dict) or not isinstance(body.get("tasks"), list):
-        raise ValidationError('send {"tasks": [task, ...]}', details={"field": "tasks"})
-    check_fields(body, {"tasks", "atomic"})
+    validate("BatchRequest", body)  # the schema of /openapi.json (chalicelib.core.schemas)
     items = body["tasks"]
     atomic = body.get("atomic", False)
-    if not isinstance(atomic, bool):
-        raise ValidationError("atomic must be a boolean", details={"field": "atomic"})
-    if not items:
-        raise ValidationError("tasks is empty", details={"field": "tasks"})
     if len(items) > settings.max_batch_items:
         raise ValidationError(
             f"a batch holds at most {settings.max_batch_items} tasks, got {len(items)}; split it",
             details={"field": "tasks"},
-        )
-    not_objects = [i for i, item in enumerate(items) if not isinstance(item, dict)]
-    if not_objects:
-        raise ValidationError(
-            f"every item of tasks must be a JSON object; tasks[{not_objects[0]}] is not",
-            details={"indexes": not_objects[:50]},
         )
     parsed: list[TaskRequest | ValidationError] = []
     for i, item in enumerate(items):
@@ -187,22 +175,12 @@ def batch(body: Any, settings: Settings, registry: Registry) -> Batch:
 def redrive_selection(body: Any) -> RedriveSelection:
     """``{"ids": [...]}`` or ``{"name": "..."}`` (or both); at most ``limit`` (500) a call.
     Ids that are not UUIDs cannot name a task and are left out."""
-    if not isinstance(body, dict):
-        raise ValidationError('send {"ids": [...]} or {"name": "..."}')
-    check_fields(body, {"ids", "name", "limit"})
+    validate("Redrive", body)
     ids = body.get("ids")
     name = body.get("name")
-    if ids is None and name is None:
-        raise ValidationError('give "ids" or "name" to choose which dead letters to redrive')
     if ids is not None:
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > REDRIVE_MAX:
-            raise ValidationError("ids must be a list of at most 500 task ids", details={"field": "ids"})
         ids = [i for i in ids if _is_uuid(i)]
-    if name is not None and not isinstance(name, str):
-        raise ValidationError("name must be a string", details={"field": "name"})
-    limit = as_int(body.get("limit", REDRIVE_MAX))
-    if limit is None or not 1 <= limit <= REDRIVE_MAX:
-        raise ValidationError("limit must be an integer from 1 to 500", details={"field": "limit"})
+    limit = int(body.get("limit", REDRIVE_MAX))
     return RedriveSelection(ids=ids, name=name, limit=limit)
 
 

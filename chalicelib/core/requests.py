@@ -1,51 +1,34 @@
-"""Validation of request bodies: one schema per body, messages that name the field.
-
-Unknown fields are rejected (a typo such as ``delay`` for ``delay_seconds`` would
-otherwise silently run a task at the wrong time).
+"""Validated requests: each body checked against its JSON Schema (``core.schemas``,
+the same definitions the OpenAPI document publishes), then for what a schema cannot
+say: a registered task name and its payload, ``run_at`` as an instant, a callback
+URL that is not private.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from chalicelib.config import Settings
-from chalicelib.core.defaults import MAX_RETRIES_LIMIT, MAX_TIMEOUT_SECONDS, TaskDefaults
+from chalicelib.core.defaults import TaskDefaults
 from chalicelib.core.errors import PayloadError, ValidationError
 from chalicelib.core.jsonbody import parse_json
 from chalicelib.core.model import Priority
-from chalicelib.core.numbers import as_int
 from chalicelib.core.urls import check_callback_url
+from chalicelib.core.validator import validate
 
-__all__ = ["TaskRequest", "check_fields", "parse_json", "parse_task"]
-
-TASK_FIELDS = frozenset(
-    {
-        "name",
-        "payload",
-        "priority",
-        "run_at",
-        "delay_seconds",
-        "max_retries",
-        "timeout_seconds",
-        "idempotency_key",
-        "callback_url",
-    }
-)
-MAX_DELAY_SECONDS = 365 * 24 * 3600
-MAX_IDEMPOTENCY_KEY = 200
+__all__ = ["TaskRequest", "TaskTypes", "parse_json", "parse_task", "validate"]
 
 
 class TaskTypes(Protocol):
-    """What request validation needs of the task-type registry (``tasktypes.Registry``)."""
-
-    def submittable(self, name: str) -> bool: ...
+    """What validation needs of the task registry (``chalicelib.tasktypes.Registry``)."""
 
     def names(self) -> list[str]: ...
+
+    def submittable(self, name: str) -> bool: ...
 
     def validate(self, name: str, payload: Any) -> None: ...
 
@@ -83,37 +66,11 @@ class TaskRequest:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def check_fields(body: dict[str, Any], allowed: frozenset[str] | set[str]) -> None:
-    """Refuse unknown fields (a typo must not silently change what runs) and explicit
-    nulls (leave a field out to get its default), naming them."""
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise ValidationError(
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-            details={"fields": unknown},
-        )
-    nulls = sorted(k for k, v in body.items() if v is None)
-    if nulls:
-        raise ValidationError(
-            f"field(s) {', '.join(nulls)} may not be null; leave a field out to get its default",
-            details={"fields": nulls},
-        )
+def _first(value: int | None, fallback: int) -> int:
+    return fallback if value is None else value
 
 
-def _int_field(body: dict[str, Any], field: str, default: int, lo: int, hi: int) -> int:
-    if field not in body:
-        return default
-    value = as_int(body[field])
-    if value is None:
-        raise ValidationError(f"{field} must be an integer from {lo} to {hi}", details={"field": field})
-    if not lo <= value <= hi:
-        raise ValidationError(f"{field} must be from {lo} to {hi}, got {value}", details={"field": field})
-    return value
-
-
-def _parse_run_at(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValidationError("run_at must be an ISO-8601 string", details={"field": "run_at"})
+def _parse_run_at(value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -130,8 +87,11 @@ def _parse_run_at(value: Any) -> datetime:
         raise ValidationError("run_at is out of range", details={"field": "run_at"}) from None
 
 
-def parse_task(body: Any, settings: Settings, registry: TaskTypes, *, where: str = "") -> TaskRequest:
-    """Validate one task body; ``where`` prefixes messages (e.g. ``tasks[3].``)."""
+def parse_task(
+    body: Any, settings: Settings, registry: TaskTypes, *, where: str = "", schema: str = "TaskSubmission"
+) -> TaskRequest:
+    """Validate one task body; ``where`` prefixes messages (e.g. ``tasks[3]: ``)."""
+    validate(schema, body, what="the task", where=where)
     try:
         return _parse_task(body, settings, registry)
     except ValidationError as exc:
@@ -141,69 +101,25 @@ def parse_task(body: Any, settings: Settings, registry: TaskTypes, *, where: str
         raise
 
 
-def _parse_task(body: Any, settings: Settings, registry: TaskTypes) -> TaskRequest:
-    if not isinstance(body, dict):
-        raise ValidationError("the task must be a JSON object")
-    check_fields(body, TASK_FIELDS)
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError("name is required: a non-empty string", details={"field": "name"})
+def _parse_task(body: dict[str, Any], settings: Settings, registry: TaskTypes) -> TaskRequest:
+    name: str = body["name"]
     if not registry.submittable(name):
         raise ValidationError(
             f"unknown task name {name!r}; known task names: {', '.join(registry.names())}",
             details={"field": "name", "known": registry.names()},
         )
-    payload = body.get("payload", {})
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        raise ValidationError("payload must be a JSON object", details={"field": "payload"})
+    payload: dict[str, Any] = body.get("payload", {})
     try:
         registry.validate(name, payload)
     except PayloadError as exc:
         raise ValidationError(f"payload is invalid for {name}: {exc}", details={"field": "payload"}) from None
-
     implied = registry.defaults(name)  # the type's own, where it sets them
-    raw_priority = body.get("priority", (implied.priority or Priority.NORMAL).value)
-    try:
-        priority = Priority(raw_priority)
-    except ValueError:
-        raise ValidationError(
-            f"priority must be one of critical, high, normal, low; got {raw_priority!r}",
-            details={"field": "priority"},
-        ) from None
-
-    run_at = None
-    delay: float | None = None
-    if body.get("run_at") is not None and body.get("delay_seconds") is not None:
+    if "run_at" in body and "delay_seconds" in body:
         raise ValidationError("give run_at or delay_seconds, not both", details={"field": "run_at"})
-    if body.get("run_at") is not None:
-        run_at = _parse_run_at(body["run_at"])
-    if body.get("delay_seconds") is not None:
-        raw_delay = body["delay_seconds"]
-        if isinstance(raw_delay, bool) or not isinstance(raw_delay, (int, float)) or not math.isfinite(raw_delay):
-            raise ValidationError("delay_seconds must be a number", details={"field": "delay_seconds"})
-        if not 0 <= raw_delay <= MAX_DELAY_SECONDS:
-            raise ValidationError(
-                f"delay_seconds must be from 0 to {MAX_DELAY_SECONDS}", details={"field": "delay_seconds"}
-            )
-        delay = float(raw_delay)
-
-    retries_default = settings.default_max_retries if implied.max_retries is None else implied.max_retries
-    timeout_default = settings.default_timeout_seconds if implied.timeout_seconds is None else implied.timeout_seconds
-    max_retries = _int_field(body, "max_retries", retries_default, 0, MAX_RETRIES_LIMIT)
-    timeout = _int_field(body, "timeout_seconds", timeout_default, 1, MAX_TIMEOUT_SECONDS)
-
-    key = body.get("idempotency_key")
-    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY):
-        raise ValidationError(
-            f"idempotency_key must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters",
-            details={"field": "idempotency_key"},
-        )
+    run_at = _parse_run_at(body["run_at"]) if "run_at" in body else None
+    delay = float(body["delay_seconds"]) if "delay_seconds" in body else None
     callback_url = body.get("callback_url")
     if callback_url is not None:
-        if not isinstance(callback_url, str):
-            raise ValidationError("callback_url must be a string", details={"field": "callback_url"})
         try:
             check_callback_url(callback_url, allow_private=settings.webhook_allow_private)
         except PayloadError as exc:
@@ -212,10 +128,13 @@ def _parse_task(body: Any, settings: Settings, registry: TaskTypes) -> TaskReque
         callback_url=callback_url,
         name=name,
         payload=payload,
-        priority=priority,
+        priority=Priority(body.get("priority", (implied.priority or Priority.NORMAL).value)),
         run_at=run_at,
         delay_seconds=delay,
-        max_retries=max_retries,
-        timeout_seconds=timeout,
-        idempotency_key=key,
+        # JSON Schema's integers include 3.0; the schema has checked the range.
+        max_retries=int(body.get("max_retries", _first(implied.max_retries, settings.default_max_retries))),
+        timeout_seconds=int(
+            body.get("timeout_seconds", _first(implied.timeout_seconds, settings.default_timeout_seconds))
+        ),
+        idempotency_key=body.get("idempotency_key"),
     )

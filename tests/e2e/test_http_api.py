@@ -54,7 +54,7 @@ def test_200_noop_tasks_in_four_priorities_complete_with_payload(stack: Stack) -
     ("body", "status", "code", "needle"),
     [
         ("{not json", 400, "validation_error", "not valid JSON"),
-        ({"payload": {}}, 400, "validation_error", "name is required"),
+        ({"payload": {}}, 400, "validation_error", "missing field(s) name"),
         ({"name": "noop", "payload": [1, 2]}, 400, "validation_error", "payload must be a JSON object"),
         ({"name": "no-such-task"}, 400, "validation_error", "known task names: "),
         ({"name": "noop", "priority": "urgent"}, 400, "validation_error", "priority must be one of"),

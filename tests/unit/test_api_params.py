@@ -140,11 +140,11 @@ def test_a_batch_keeps_invalid_items_in_their_slot_unless_atomic() -> None:
     ("body", "needle"),
     [
         ([], 'send {"tasks"'),
-        ({"tasks": []}, "tasks is empty"),
+        ({"tasks": []}, "tasks must be a list of 1 to 500 items"),
         ({"tasks": [{"name": "noop"}], "atomic": "yes"}, "atomic must be a boolean"),
         ({"tasks": [{"name": "noop"}], "extra": 1}, "unknown field(s) extra"),
-        ({"tasks": [{"name": "noop"}, 3]}, "tasks[1] is not"),
-        ({"tasks": [{"name": "noop"}] * 501}, "at most 500"),
+        ({"tasks": [{"name": "noop"}, 3]}, "tasks[1] must be a JSON object"),
+        ({"tasks": [{"name": "noop"}] * 501}, "1 to 500 items"),
     ],
 )
 def test_malformed_batches_are_400(body: Any, needle: str) -> None:

@@ -1,0 +1,107 @@
+"""Request bodies as JSON Schema: the one definition both the validator
+(``chalicelib.core.requests``, compiled with fastjsonschema) and the OpenAPI
+document (``chalicelib.api.openapi``) are made from.
+
+What JSON Schema cannot say is checked in code after the schema passed, and the
+document says it in words: a registered task name and its payload (the registry's
+``validate``; each type's ``payload_schema`` is in the document), ``run_at`` as an
+instant, a callback URL whose host is not private, a cron that fires, an IANA zone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib.core.defaults import MAX_RETRIES_LIMIT, MAX_TIMEOUT_SECONDS
+from chalicelib.core.urls import CALLBACK_URL_PATTERN, MAX_CALLBACK_URL
+
+MAX_DELAY_SECONDS = 365 * 24 * 3600
+MAX_IDEMPOTENCY_KEY = 200
+MAX_NAME = 200
+MAX_BATCH = 500
+
+PRIORITY: dict[str, Any] = {"type": "string", "enum": ["critical", "high", "normal", "low"]}
+_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"\S"}
+
+TASK_PROPERTIES: dict[str, Any] = {
+    "name": {**_NAME, "description": "a registered task name"},
+    "payload": {"type": "object", "default": {}, "description": "the task type's input (its schema: see name)"},
+    "priority": {**PRIORITY, "default": "normal"},
+    "run_at": {
+        "type": "string",
+        "format": "date-time",
+        "maxLength": 64,
+        "description": "when to run (ISO-8601); no offset means UTC; not with delay_seconds",
+    },
+    "delay_seconds": {"type": "number", "minimum": 0, "maximum": MAX_DELAY_SECONDS, "description": "not with run_at"},
+    "max_retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES_LIMIT, "default": 3},
+    "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_SECONDS, "default": 300},
+    "idempotency_key": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    "callback_url": {
+        "type": "string",
+        "maxLength": MAX_CALLBACK_URL,
+        # fastjsonschema turns every unescaped "$" into "\\Z", also the one inside the
+        # character class, which Python then refuses; "\\$" means "$" in Python and ECMA alike.
+        "pattern": CALLBACK_URL_PATTERN.replace("!$&", "!\\$&"),
+        "title": f"an http(s) URL of at most {MAX_CALLBACK_URL} RFC 3986 characters, without user:password@",
+        "description": "POSTed a signed event when the task reaches a final state (http or https, not private)",
+    },
+}
+SCHEDULE_TASK_FIELDS = ("name", "payload", "priority", "max_retries", "timeout_seconds")
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": properties}
+    if required:
+        schema["required"] = required
+    return {**schema, **extra}
+
+
+TASK_SUBMISSION = _object(TASK_PROPERTIES, ["name"])
+SCHEDULE_TASK = _object({k: TASK_PROPERTIES[k] for k in SCHEDULE_TASK_FIELDS}, ["name"])
+_SCHEDULE_PROPERTIES: dict[str, Any] = {
+    "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+    "cron": {"type": "string", "maxLength": 200, "description": "5 fields, or 6 with seconds last (croniter)"},
+    "timezone": {"type": "string", "maxLength": 64, "default": "UTC", "description": "IANA time zone"},
+    "task": SCHEDULE_TASK,
+    "enabled": {"type": "boolean", "default": True},
+    "catch_up": {"type": "string", "enum": ["once", "skip"], "default": "once"},
+}
+
+# Name -> schema of every request body; the document publishes each under its name.
+REQUESTS: dict[str, dict[str, Any]] = {
+    "TaskSubmission": TASK_SUBMISSION,
+    "BatchRequest": _object(
+        {
+            "tasks": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH,
+                # Not a TaskSubmission here: unless atomic, an invalid item is reported in
+                # its result and the others are accepted, so the request stays valid.
+                "items": {"type": "object", "description": "a TaskSubmission"},
+            },
+            "atomic": {
+                "type": "boolean",
+                "default": False,
+                "description": "true: every item must be a valid TaskSubmission, or nothing is accepted (400)",
+            },
+        },
+        ["tasks"],
+        description='send {"tasks": [task, ...], "atomic": false}',
+    ),
+    "ScheduleTask": SCHEDULE_TASK,
+    "ScheduleSubmission": _object(_SCHEDULE_PROPERTIES, ["name", "cron", "task"]),
+    "ScheduleUpdate": _object(
+        {k: {key: v for key, v in s.items() if key != "default"} for k, s in _SCHEDULE_PROPERTIES.items()}
+    ),
+    "Redrive": _object(
+        {
+            "ids": {"type": "array", "maxItems": MAX_BATCH, "items": {"type": "string", "maxLength": 100}},
+            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": MAX_BATCH},
+        },
+        description='send {"ids": [...]} and/or {"name": "..."}: which dead letters to redrive',
+        anyOf=[{"required": ["ids"]}, {"required": ["name"]}],
+    ),
+}
