@@ -217,7 +217,15 @@ def request_schemas(registry: Registry) -> dict[str, Any]:
     }
     for name in ("ScheduleSubmission", "ScheduleUpdate"):
         schemas[name] = {**REQUESTS[name], "properties": {**REQUESTS[name]["properties"], "task": _ref("ScheduleTask")}}
-    schemas["BatchRequest"] = REQUESTS["BatchRequest"]
+    # Atomic: every item must be a valid TaskSubmission (else the whole batch is a 400).
+    # Said with if/then, which generators skip, rather than a oneOf on a boolean const,
+    # which openapi-python-client turns into invalid Python.
+    atomic_items = {"properties": {"tasks": {"items": _ref("TaskSubmission")}}}
+    schemas["BatchRequest"] = {
+        **REQUESTS["BatchRequest"],
+        "if": {"required": ["atomic"], "properties": {"atomic": {"enum": [True]}}},
+        "then": atomic_items,
+    }
     schemas["Redrive"] = REQUESTS["Redrive"]
     return copy.deepcopy(schemas)
 

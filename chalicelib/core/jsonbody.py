@@ -31,6 +31,7 @@ MAX_DEPTH = 32
 MAX_NUMBER = int(sys.float_info.max)  # integers beyond it break float() with OverflowError
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _UTF8_BOM = b"\xef\xbb\xbf"
+_FINE = (int, float, type(None))  # what json.loads made of a number or literal is already checked (bool is an int)
 
 
 class _Unholdable:
@@ -124,11 +125,12 @@ def check_value(value: Any) -> None:
             for key, child in node.items():
                 if _BAD_TEXT.search(key):
                     raise _text_error(key, (*path, key))
-                stack.append((child, depth + 1, (*path, key)))
+                if not isinstance(child, _FINE):
+                    stack.append((child, depth + 1, (*path, key)))
         elif isinstance(node, list):
             if depth >= MAX_DEPTH:
                 raise _too_deep()
-            stack.extend((child, depth + 1, (*path, i)) for i, child in enumerate(node))
+            stack.extend((child, depth + 1, (*path, i)) for i, child in enumerate(node) if not isinstance(child, _FINE))
         elif isinstance(node, _Unholdable):
             where = _path(path)
             shown = (

@@ -62,7 +62,7 @@ def test_request_bodies_are_the_validators_schemas() -> None:
     from chalicelib.core.schemas import REQUESTS
 
     schemas = spec()["components"]["schemas"]  # type: ignore[index]
-    assert schemas["BatchRequest"] == REQUESTS["BatchRequest"]
+    assert {k: v for k, v in schemas["BatchRequest"].items() if k not in ("if", "then")} == REQUESTS["BatchRequest"]
     assert schemas["Redrive"] == REQUESTS["Redrive"]
     for kind in ("TaskSubmission", "ScheduleTask"):
         variants = [schemas[ref["$ref"].rsplit("/", 1)[1]] for ref in schemas[kind]["oneOf"]]
