@@ -183,8 +183,9 @@ def fuzz(fuzz_stack: Stack) -> Iterator[Fuzz]:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def schedule_id(fuzz_stack: Stack) -> str:
+    """A schedule to PATCH (per test: the e2e conftest deletes schedules after each)."""
     r = fuzz_stack.post("/api/v1/schedules", {"name": "fuzz-target", "cron": "0 5 * * *", "task": {"name": "noop"}})
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
