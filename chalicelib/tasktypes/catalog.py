@@ -128,8 +128,9 @@ class Registry:
         return extended
 
     def from_module(self, module: str) -> list[str]:
-        """The task names ``module`` registered."""
-        return sorted(n for n, r in self._by_name.items() if r.module == module)
+        """The task names registered by functions of ``module`` or its submodules."""
+        inside = f"{module}."
+        return sorted(n for n, r in self._by_name.items() if r.module == module or (r.module or "").startswith(inside))
 
     def limits(self) -> dict[str, TypeLimit]:
         """The task types' own limits (before ``TASKLANE_TASK_LIMITS`` overrides them)."""
@@ -137,6 +138,10 @@ class Registry:
 
     def get(self, name: str) -> Registered | None:
         return self._by_name.get(name)
+
+    def registered(self) -> set[str]:
+        """Every registered name, internal ones included."""
+        return set(self._by_name)
 
     def names(self) -> list[str]:
         """Task names clients may submit (internal ones, such as webhooks, are left out)."""

@@ -58,6 +58,7 @@ def task_limits(registry: Registry, settings: Settings) -> dict[str, TypeLimit]:
 def import_task_modules(names: Sequence[str], registry: Registry) -> None:
     """Import each module (its decorators register into ``registry``), failing loudly."""
     for name in names:
+        before = registry.registered()
         try:
             importlib.import_module(name)
         except TaskTypeClash as exc:
@@ -71,7 +72,9 @@ def import_task_modules(names: Sequence[str], registry: Registry) -> None:
             raise _import_failed(name, exc) from exc
         except Exception as exc:
             raise _import_failed(name, exc) from exc
-        if not registry.from_module(name):
+        # Nothing new and nothing of its own (it may have been imported already, by an
+        # earlier module of the list): a wrong name in the list, or a missing decorator.
+        if not registry.registered() - before and not registry.from_module(name):
             raise TaskTypesError(
                 f"task module {name!r} (TASKLANE_TASK_MODULES) registered no task type; decorate its"
                 ' functions with @registry.task("name") from chalicelib.tasktypes'

@@ -221,3 +221,11 @@ def test_executor_mode_lambda_sends_module_types_away_but_keeps_declared_targets
     module_entry, declared_entry = remote_types.get("acme-mode"), remote_types.get("acme-push")
     assert module_entry is not None and isinstance(module_entry.run, RemoteExecutor)
     assert declared_entry is not None and isinstance(declared_entry.run, HttpTarget)
+
+
+def test_a_package_whose_submodules_register_counts_as_registering(team_dir: Callable[[str, str], str]) -> None:
+    team_dir("acme_pkg.billing", GOOD.replace("NAME", "acme-pkg-billing"))
+    package = team_dir("acme_pkg.__init__", "from acme_pkg import billing  # noqa: F401\n")
+    assert package == "acme_pkg.__init__"
+    loaded = load_task_types(_settings("acme_pkg"))
+    assert loaded.get("acme-pkg-billing") is not None
