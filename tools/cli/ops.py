@@ -313,7 +313,12 @@ def add_commands(sub: Any) -> None:
     submit = sub.add_parser("submit", parents=[common], help="submit tasks (bulk with --count, via the batch API)")
     submit.add_argument("name")
     submit.add_argument("--payload", default=None, help="a JSON object")
-    submit.add_argument("--priority", default="normal", choices=["critical", "high", "normal", "low"])
+    submit.add_argument(
+        "--priority",
+        default=None,
+        choices=["critical", "high", "normal", "low"],
+        help="default: the task type's own priority, else normal",
+    )
     submit.add_argument("--delay", type=float, default=None, help="seconds before it may run")
     submit.add_argument("--count", type=_positive, default=1)
     submit.set_defaults(api=cmd_submit)
