@@ -173,7 +173,8 @@ class Fuzz:
 @pytest.fixture(scope="module")
 def fuzz(fuzz_stack: Stack) -> Iterator[Fuzz]:
     f = Fuzz(fuzz_stack)
-    yield f
+    with f.session:
+        yield f
     # The stack survived all of it: healthy, and a normal task still completes.
     assert fuzz_stack.get("/health").status_code == 200
     task = fuzz_stack.submit("noop", {"after": "fuzz"})

@@ -86,6 +86,16 @@ def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     server.server_close()
 
 
+@pytest.fixture
+def client(client_package: ModuleType, stack: Stack) -> Iterator[Any]:
+    """A generated client for the stack, closed afterwards (httpx keeps its sockets open)."""
+    authenticated = client_package.AuthenticatedClient(
+        base_url=stack.base_url, token=stack.api_key, prefix="", auth_header_name="X-API-Key"
+    )
+    yield authenticated
+    authenticated.get_httpx_client().close()
+
+
 def test_every_task_type_has_a_submit_model_with_every_field(client_package: ModuleType) -> None:
     models = importlib.import_module(f"{PACKAGE}.models")
     fields = {"name", "payload", "priority", "run_at", "delay_seconds", "max_retries", "timeout_seconds"}
@@ -100,14 +110,11 @@ def test_every_task_type_has_a_submit_model_with_every_field(client_package: Mod
 
 
 def test_generated_client_submits_a_task_with_every_field(
-    client_package: ModuleType, stack: Stack, receiver: tuple[str, list[dict[str, Any]]]
+    client: Any, receiver: tuple[str, list[dict[str, Any]]]
 ) -> None:
     hook_url, received = receiver
     models = importlib.import_module(f"{PACKAGE}.models")
     submit = importlib.import_module(f"{PACKAGE}.api.default.post_api_v1_tasks")
-    client = client_package.AuthenticatedClient(
-        base_url=stack.base_url, token=stack.api_key, prefix="", auth_header_name="X-API-Key"
-    )
     common: dict[str, Any] = {
         "priority": models.TaskSubmissionNoopPriority.HIGH,
         "max_retries": 5,
@@ -141,13 +148,10 @@ def test_generated_client_submits_a_task_with_every_field(
     assert all(e["event"] == "task.completed" and e["task"]["result"] == {"hello": "generated"} for e in received)
 
 
-def test_generated_client_creates_a_schedule_and_a_batch(client_package: ModuleType, stack: Stack) -> None:
+def test_generated_client_creates_a_schedule_and_a_batch(client: Any) -> None:
     models = importlib.import_module(f"{PACKAGE}.models")
     create = importlib.import_module(f"{PACKAGE}.api.default.post_api_v1_schedules")
     batch = importlib.import_module(f"{PACKAGE}.api.default.post_api_v1_tasks_batch")
-    client = client_package.AuthenticatedClient(
-        base_url=stack.base_url, token=stack.api_key, prefix="", auth_header_name="X-API-Key"
-    )
     task = models.ScheduleTaskSleep(name="sleep", payload=models.ScheduleTaskSleepPayload(seconds=0.01), max_retries=1)
     body = models.ScheduleSubmission(name=f"gen-{uuid.uuid4().hex[:8]}", cron="0 4 * * *", task=task, enabled=False)
     response = create.sync_detailed(client=client, body=body)
