@@ -158,3 +158,18 @@ def test_keys_schedules_and_numbers_return_records(rt: Container) -> None:
     snapshot = store.tenant_stats(TENANT)
     assert isinstance(snapshot, StatsSnapshot)
     assert sum(c.n for c in snapshot.submitted) == 1 and snapshot.live[0].oldest_enqueued_at is not None
+
+
+def test_claim_and_heartbeat_relax_durability_for_their_own_transaction_only(rt: Container) -> None:
+    """The claim and the heartbeat commit with synchronous_commit off (queries.sql says
+    why); the setting is transaction-local, so the pooled connection that ran them is
+    durable again for the next statement (a submit or an outcome)."""
+    store = rt.store
+    [ready] = store.insert_tasks([_new()], actor="t")
+    token = str(uuid.uuid4())
+    assert [c.id for c in store.claim([ready.id], token, 30, actor="t")] == [ready.id]
+    assert store.extend_leases([ready.id], token, 30) == [HeldLease(ready.id, False)]
+    for _ in range(4):  # the pool's connections, whichever ran the claim
+        with store.connection() as conn:
+            row = conn.execute("SHOW synchronous_commit").fetchone()
+            assert row is not None and row["synchronous_commit"] == "on"

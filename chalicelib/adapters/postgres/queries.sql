@@ -63,7 +63,16 @@ FROM task_events WHERE task_id = %(id)s ORDER BY id;
 -- "status = 'QUEUED' OR ...", the planner picks the partial QUEUED index whenever
 -- its statistics say few rows are QUEUED (a fresh or freshly analysed table), and
 -- then reads every queued task for each claim: O(backlog) per batch.
-WITH l AS (
+-- Not durable on purpose (``nosync``): the claim commits without waiting for its
+-- WAL flush, so the executor starts one fsync sooner.  A claim lost in a PostgreSQL
+-- crash leaves the task QUEUED and its id leased in Redis: the sweeper hands it out
+-- again and the attempt runs again, which fencing and at-least-once delivery already
+-- allow (its outcome, recorded under the lost token, is turned away).  A later
+-- durable commit (finish, submit) flushes the WAL up to itself, so a recorded
+-- outcome never outlives the claim it follows.
+WITH nosync AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+), l AS (
     SELECT id, status FROM tasks
     WHERE id = ANY(%(ids)s::uuid[])
       AND CASE status WHEN 'QUEUED' THEN true WHEN 'PENDING' THEN run_at <= now() ELSE false END
@@ -75,7 +84,7 @@ WITH l AS (
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         started_at = now(), updated_at = now(),
         enqueued_at = coalesce(CASE WHEN l.status = 'QUEUED' THEN t.enqueued_at END, t.run_at)
-    FROM l
+    FROM l CROSS JOIN nosync
     WHERE t.id = l.id
     RETURNING t.id, t.tenant, t.name, t.priority, t.payload, t.attempts, t.max_retries,
               t.timeout_seconds, t.enqueued_at, t.started_at, l.status AS from_status
@@ -143,8 +152,15 @@ FROM u LEFT JOIN hooks h ON h.parent = u.id;
 
 -- name: extend_leases
 -- Rows: HeldLease (core/records.py).
+-- A heartbeat commits without waiting for its WAL flush, like the claim: one lost
+-- in a crash only lets the lease expire sooner, and an expired lease means the
+-- attempt runs again (at-least-once).
+WITH nosync AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+)
 UPDATE tasks
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM nosync
 WHERE id = ANY(%(ids)s::uuid[]) AND status = 'PROCESSING' AND lease_token = %(token)s
 RETURNING id, cancel_requested;
 
