@@ -26,6 +26,14 @@ from chalicelib.tasktypes.context import NO_PORTS, TaskContext, TaskPorts
 # Heartbeat(ids of the batch whose outcomes are not recorded yet) -> ids whose
 # cancellation was requested.
 Heartbeat = Callable[[list[str]], set[str]]
+# Receives outcomes decided before the rest of their batch (see ``BatchRunner.run``).
+OutcomeSink = Callable[[list[Outcome]], None]
+
+# How long a decided outcome waits for its batch's other tasks before it is handed
+# over on its own.  A batch of quick tasks ends within this and is recorded with one
+# statement, as before; a quick task beside a slow one is recorded ~this much after
+# it ends instead of when the slow one does.
+HAND_OVER_AFTER_SECONDS = 0.005
 
 
 class BatchRunner:
@@ -56,14 +64,22 @@ class BatchRunner:
         *,
         heartbeat: Heartbeat,
         heartbeat_every: float,
+        on_outcomes: OutcomeSink | None = None,
     ) -> list[Outcome]:
-        """Run ``batch`` (held under lease ``token``) and return one outcome per task."""
+        """Run ``batch`` (held under lease ``token``) and return one outcome per task.
+
+        With ``on_outcomes``, outcomes decided while other tasks of the batch still run
+        are passed to it (on this thread) once they have waited
+        ``HAND_OVER_AFTER_SECONDS``; the rest are returned."""
         items, outcomes = self._prepare(batch, token)
         if items:
             state = BatchState(items)
             self._start_lanes(state, min(self.concurrency, len(items)))
-            self._supervise(state, [t.id for t in batch], heartbeat, heartbeat_every)
-            outcomes.extend(self._collect(items, token))
+            early = None
+            if on_outcomes is not None:
+                early = _Early(on_outcomes, lambda decided: self._collect(decided, token))
+            self._supervise(state, [t.id for t in batch], heartbeat, heartbeat_every, early)
+            outcomes.extend(self._collect([i for i in items if not i.handed_over], token))
         return outcomes
 
     def _prepare(self, batch: Sequence[Claimed], token: str) -> tuple[list[Item], list[Outcome]]:
@@ -88,18 +104,27 @@ class BatchRunner:
             items.append(Item(task, entry, ctx))
         return items, outcomes
 
-    def _supervise(self, state: BatchState, batch_ids: list[str], heartbeat: Heartbeat, every: float) -> None:
-        """Wait for the batch, waking at each deadline to time out overdue attempts and
-        at each heartbeat to keep the leases (and hear about cancellations)."""
+    def _supervise(
+        self, state: BatchState, batch_ids: list[str], heartbeat: Heartbeat, every: float, early: _Early | None
+    ) -> None:
+        """Wait for the batch, waking at each deadline to time out overdue attempts, at
+        each heartbeat to keep the leases (and hear about cancellations), and to hand
+        over outcomes that have waited long enough for their siblings."""
         shortest = min(item.ctx.timeout_seconds for item in state.items)
         next_beat = time.monotonic() + every
         while True:
             wake_at = self._next_wake(state, next_beat, shortest)
             if wake_at is None:
                 return
-            state.all_done.wait(max(wake_at - time.monotonic(), 0.0))
+            since = state.decided_since
+            if early is not None and since is not None:
+                wake_at = min(wake_at, since + HAND_OVER_AFTER_SECONDS)
+            state.wake.wait(max(wake_at - time.monotonic(), 0.0))
+            state.wake.clear()  # the loop re-reads the state, so a set lost here is harmless
             now = time.monotonic()
             self._expire_overdue(state, now)
+            if early is not None:
+                early.hand_over(state, now)
             if now >= next_beat:
                 self._beat(state, batch_ids, heartbeat)
                 next_beat = now + every
@@ -147,11 +172,12 @@ class BatchRunner:
         """Extend the leases and pass cancellation requests to the attempts still running."""
         with state.lock:
             pending = [i for i in state.items if not i.done]
+            handed_over = {i.task.id for i in state.items if i.handed_over}
         if not pending:
             return
-        # Finished tasks keep their leases too: their outcomes are recorded with the
-        # whole batch, so they wait for the slowest one.
-        cancelled = heartbeat(batch_ids)
+        # Decided tasks not handed over keep their leases too: their outcomes are
+        # recorded with the rest of the batch.
+        cancelled = heartbeat([i for i in batch_ids if i not in handed_over])
         for item in pending:
             if item.task.id in cancelled:
                 item.ctx.request_cancel()
@@ -168,3 +194,20 @@ class BatchRunner:
             else self.outcomes.ended(item.task, token, item.value, item.error)
             for item in items
         ]
+
+
+class _Early:
+    """Hands decided outcomes to ``sink`` before their batch ends (``BatchRunner.run``)."""
+
+    def __init__(self, sink: OutcomeSink, collect: Callable[[list[Item]], list[Outcome]]) -> None:
+        self.sink = sink
+        self.collect = collect
+
+    def hand_over(self, state: BatchState, now: float) -> None:
+        with state.lock:
+            since = state.decided_since
+            if state.remaining == 0 or since is None or now - since < HAND_OVER_AFTER_SECONDS:
+                return  # the batch's end collects them, or they may wait a little longer
+            taken = state.take_decided()
+        if taken:
+            self.sink(self.collect(taken))

@@ -62,7 +62,7 @@ HISTOGRAMS: dict[str, tuple[str, str]] = {
     "queue_wait": ("tasklane_task_queue_wait_seconds", "Time from enqueued (or due) to claimed by a drainer."),
     "run": (
         "tasklane_task_run_seconds",
-        "Time from claim to recorded outcome (a batch records together, so it includes the batch's slowest task).",
+        "Time from claim to recorded outcome (an outcome waits up to a few ms for its batch's other tasks).",
     ),
 }
 PRIORITIES = [p.value for p in Priority]

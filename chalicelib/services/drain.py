@@ -82,9 +82,10 @@ class Drainer:
         )
         # Outcomes are recorded (UPDATE + events, then the Redis ack) on a thread of
         # their own while this loop claims and runs the next batch: the two commits of
-        # a cycle overlap instead of adding up.  One batch in flight at most.
+        # a cycle overlap instead of adding up.  One batch in flight at most, plus the
+        # outcomes the current batch handed over early (quick tasks beside slow ones).
         self._recorder = ThreadPoolExecutor(1, thread_name_prefix="tasklane-record")
-        self._recording: Future[None] | None = None
+        self._recording: list[Future[None]] = []
 
     def run(self, remaining: Clock, *, idle_exit_seconds: float | None = None) -> DrainStats:
         """Drain until ``remaining()`` drops below the margin, or the queue has been
@@ -132,14 +133,13 @@ class Drainer:
         """Wait until the previous batch's outcomes are recorded.  If recording gave up
         (PostgreSQL away for most of a lease), those tasks keep their leases and the
         sweeper retries them; the loop goes on."""
-        fut, self._recording = self._recording, None
-        if fut is None:
-            return
-        try:
-            fut.result()
-        except UnavailableError as exc:
-            stats.errors.append(str(exc))
-            logger.warning("outcomes not recorded; the sweeper will rescue them", extra={"error": str(exc)})
+        pending, self._recording = self._recording, []
+        for fut in pending:
+            try:
+                fut.result()
+            except UnavailableError as exc:
+                stats.errors.append(str(exc))
+                logger.warning("outcomes not recorded; the sweeper will rescue them", extra={"error": str(exc)})
 
     def _run_batch(self, names: dict[str, str], stats: DrainStats) -> None:
         """``names`` maps the claimed ids to their task type (as Redis knows it)."""
@@ -169,9 +169,16 @@ class Drainer:
                 return set()
             return {lease.id for lease in held if lease.cancel_requested}
 
-        outcomes = self.runner.run(batch, token, heartbeat=heartbeat, heartbeat_every=s.lease_seconds / 3)
+        def record_early(outcomes: list[Outcome]) -> None:
+            # In order on the one recorder thread, behind the previous batch's outcomes.
+            self._recording.append(self._recorder.submit(self._finish_batch, outcomes, names, claimed_at, stats))
+
+        outcomes = self.runner.run(
+            batch, token, heartbeat=heartbeat, heartbeat_every=s.lease_seconds / 3, on_outcomes=record_early
+        )
         self._wait_recording(stats)
-        self._recording = self._recorder.submit(self._finish_batch, outcomes, names, claimed_at, stats)
+        if outcomes:
+            self._recording.append(self._recorder.submit(self._finish_batch, outcomes, names, claimed_at, stats))
 
     def _finish_batch(
         self, outcomes: list[Outcome], names: dict[str, str], claimed_at: float, stats: DrainStats

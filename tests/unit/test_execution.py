@@ -57,6 +57,11 @@ def registry() -> Registry:
     def strict(payload: Any, ctx: TaskContext) -> Any:
         raise AssertionError("never runs: the payload fails validation")
 
+    @reg.task("slow")
+    def slow(payload: Any, ctx: TaskContext) -> Any:
+        ctx.wait(0.5)  # ends early only when cancelled
+        return "slow"
+
     @reg.task("huge")
     def huge(payload: Any, ctx: TaskContext) -> Any:
         return "x" * 2000
@@ -159,3 +164,51 @@ def test_the_executor_function_validates_then_runs_through_the_same_path() -> No
     with pytest.raises(PayloadError):
         handle({"tasklane": 1, "task": task, "payload": {"seconds": -1}}, None)
     assert handle({"tasklane": 1, "task": task, "payload": {"seconds": 0}}, None) == {"slept": 0.0, "attempt": 1}
+
+
+def _early_run(*batch: Claimed, every: float = 10.0) -> tuple[list[tuple[float, list[str]]], dict[str, Any], list]:
+    """Runs ``batch`` with an outcome sink; returns (when and what the sink got, the
+    outcomes returned at the end, the heartbeats' id lists)."""
+    runner = BatchRunner(registry(), RetryPolicy(base_seconds=2, jitter=0), concurrency=4, max_result_bytes=1000)
+    handed: list[tuple[float, list[str]]] = []
+    beats: list[list[str]] = []
+
+    def heartbeat(ids: list[str]) -> set[str]:
+        beats.append(list(ids))
+        return set()
+
+    start = time.monotonic()
+    try:
+        outs = runner.run(
+            list(batch),
+            "tok",
+            heartbeat=heartbeat,
+            heartbeat_every=every,
+            on_outcomes=lambda got: handed.append((time.monotonic() - start, [o.id for o in got])),
+        )
+    finally:
+        runner.close()
+    return handed, {o.id: o for o in outs}, beats
+
+
+def test_a_quick_task_is_handed_over_without_waiting_for_a_slow_sibling() -> None:
+    quick = Claimed("id-quick", "t", "ok", "normal", {"p": 1}, 1, 3, 5)
+    handed, rest, beats = _early_run(claimed("slow"), quick, every=0.2)
+    assert [ids for _, ids in handed] == [["id-quick"]]
+    assert handed[0][0] < 0.3, "handed over while the slow task still ran (0.5 s)"
+    assert set(rest) == {"id-slow"} and rest["id-slow"].status is Status.COMPLETED
+    # Heartbeats after the hand-over no longer hold the quick task's lease.
+    assert beats and all(ids == ["id-slow"] for ids in beats)
+
+
+def test_every_outcome_leaves_the_batch_exactly_once() -> None:
+    batch = [Claimed(f"id-{i}", "t", "ok", "normal", {"p": i}, 1, 3, 5) for i in range(20)]
+    handed, rest, _ = _early_run(*batch, claimed("slow"))
+    early = [i for _, ids in handed for i in ids]
+    assert sorted(early + list(rest)) == sorted([f"id-{i}" for i in range(20)] + ["id-slow"])
+    assert len(early) == len(set(early)) and not set(early) & set(rest)
+
+
+def test_a_lone_task_is_never_handed_over_early() -> None:
+    handed, rest, _ = _early_run(claimed("ok"))
+    assert handed == [] and set(rest) == {"id-ok"}
