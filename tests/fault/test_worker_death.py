@@ -140,9 +140,10 @@ def test_stalled_worker_cannot_overwrite_the_attempt_that_took_over(
 def test_a_slow_batch_keeps_the_leases_of_its_finished_tasks(
     runtime: Container, workers: Workers, fault_db: str
 ) -> None:
-    # A live worker is not a dead one: tasks that finished early in a batch wait for
-    # the batch's slowest task before their outcomes are recorded, so they must keep
-    # their leases meanwhile, or the sweeper "rescues" them and they run twice.
+    # A live worker is not a dead one: the slow task keeps its lease by heartbeats,
+    # and tasks that finished early keep theirs until their outcomes are recorded
+    # (a few ms later, without waiting for the slow one), or the sweeper "rescues"
+    # them and they run twice.
     seconds = [0.1, 2.5, 0.1, 0.1]  # 2 executor threads: the short ones are done ~2 s early
     ids = [
         s.task.id  # type: ignore[union-attr]
