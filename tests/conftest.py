@@ -92,7 +92,7 @@ def _clean(database_url: str, redis_url: str) -> None:
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE tasks, task_events, api_keys, schedules, schedule_runs")
+        conn.execute("TRUNCATE tasks, task_events, api_keys, schedules, schedule_runs, audit_log")
     redis.Redis.from_url(redis_url).flushdb()
 
 

@@ -14,6 +14,7 @@ from chalicelib.api.openapi_schemas import (
     _PRIORITY,
     _STATUS,
     _TS,
+    AUDIT_ACTIONS,
     _error,
     _json,
     _ref,
@@ -227,6 +228,7 @@ def request_schemas(registry: Registry) -> dict[str, Any]:
         "then": atomic_items,
     }
     schemas["Redrive"] = REQUESTS["Redrive"]
+    schemas["Purge"] = REQUESTS["Purge"]
     return copy.deepcopy(schemas)
 
 
@@ -403,6 +405,24 @@ def spec(registry: Registry) -> dict[str, Any]:
                     "Redrive dead letters by ids and/or name",
                     {"200": _json(_ref("RedriveResult"), "how many were redriven")},
                     body=_ref("Redrive"),
+                )
+            },
+            "/api/v1/dead-letters/purge": {
+                "post": _op(
+                    "Delete dead letters for good, by ids, name and/or age (at most 500 a call; audited)",
+                    {"200": _json(_ref("PurgeResult"), "how many were purged, and whether more match")},
+                    body=_ref("Purge"),
+                )
+            },
+            "/api/v1/audit": {
+                "get": _op(
+                    "The tenant's audit log, newest first: keys, schedules, webhook secret, purges, bulk redrives",
+                    {"200": _json(_ref("AuditPage"), "a page of audit entries")},
+                    params=[
+                        _query("action", {"type": "string", "enum": AUDIT_ACTIONS}, "only this action"),
+                        _LIMIT,
+                        _CURSOR,
+                    ],
                 )
             },
         },

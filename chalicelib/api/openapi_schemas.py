@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.core.audit import AuditAction
+
 _TS = {"type": "string", "format": "date-time"}
 _TS_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 _ID = {"type": "string", "format": "uuid"}
 _STATUS = {"type": "string", "enum": ["PENDING", "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]}
 _PRIORITY = {"type": "string", "enum": ["critical", "high", "normal", "low"]}
+AUDIT_ACTIONS = [a.value for a in AuditAction]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -148,6 +151,38 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["redriven", "ids"],
         "properties": {"redriven": {"type": "integer"}, "ids": {"type": "array", "items": _ID}},
+    },
+    "PurgeResult": {
+        "type": "object",
+        "required": ["purged", "ids", "more"],
+        "properties": {
+            "purged": {"type": "integer", "minimum": 0},
+            "ids": {"type": "array", "items": _ID},
+            "more": {"type": "boolean", "description": "more dead letters match: call again to purge them"},
+        },
+    },
+    "AuditPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "at", "actor", "action", "subject_type", "subject_id", "details"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "at": _TS,
+                        "actor": {"type": "string", "description": "key:<API key id>, or cli:<OS user>"},
+                        "action": {"type": "string", "enum": AUDIT_ACTIONS},
+                        "subject_type": {"type": "string"},
+                        "subject_id": {"type": ["string", "null"]},
+                        "details": {"type": "object"},
+                    },
+                },
+            },
+            "next_cursor": {"type": ["string", "null"]},
+        },
     },
     "Schedule": {
         "type": "object",

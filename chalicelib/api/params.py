@@ -24,7 +24,7 @@ from chalicelib.core.errors import (
 )
 from chalicelib.core.jsonbody import parse_json
 from chalicelib.core.requests import TaskRequest, parse_task, validate
-from chalicelib.services.lifecycle import REDRIVE_MAX, RedriveSelection
+from chalicelib.services.lifecycle import PURGE_MAX, REDRIVE_MAX, PurgeSelection, RedriveSelection
 from chalicelib.tasktypes import Registry
 
 JSON_MEDIA_TYPE = "application/json"
@@ -182,6 +182,20 @@ def redrive_selection(body: Any) -> RedriveSelection:
         ids = [i for i in ids if _is_uuid(i)]
     limit = int(body.get("limit", REDRIVE_MAX))
     return RedriveSelection(ids=ids, name=name, limit=limit)
+
+
+def purge_selection(body: Any) -> PurgeSelection:
+    """``{"ids": [...], "name": "...", "failed_before": "<ISO time>", "limit": n}``: at
+    least one filter (the schema's anyOf), every one given must match; at most
+    ``limit`` (500) a call.  Ids that are not UUIDs cannot name a task and are left out."""
+    validate("Purge", body)
+    ids = body.get("ids")
+    if ids is not None:
+        ids = [i for i in ids if _is_uuid(i)]
+    failed_before = timestamp_param(body, "failed_before")
+    return PurgeSelection(
+        ids=ids, name=body.get("name"), failed_before=failed_before, limit=int(body.get("limit", PURGE_MAX))
+    )
 
 
 def _is_uuid(value: str) -> bool:

@@ -13,9 +13,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.core.audit import AuditEntry, Purged
 from chalicelib.core.errors import ConflictError, TasklaneError, ValidationError
 from chalicelib.core.model import Task
 from chalicelib.core.records import Schedule
+from chalicelib.services.audit import AuditPage, AuditPosition
 from chalicelib.services.health import HealthReport, Probe, SweeperHealth
 from chalicelib.services.lifecycle import CancelOutcome, CancelResult
 from chalicelib.services.reads import Page, Position, TaskDetail
@@ -113,6 +115,32 @@ def redriven(tasks: list[Task]) -> dict[str, Any]:
     return {"redriven": len(tasks), "ids": [t.id for t in tasks]}
 
 
+def purged(result: Purged) -> dict[str, Any]:
+    return {"purged": len(result.ids), "ids": result.ids, "more": result.more}
+
+
+# --- the audit log ----------------------------------------------------------------------
+
+
+def audit_entry(e: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "at": e.at.isoformat(),
+        "actor": e.actor,
+        "action": e.action,
+        "subject_type": e.subject_type,
+        "subject_id": e.subject_id,
+        "details": e.details,
+    }
+
+
+def audit_page(p: AuditPage) -> dict[str, Any]:
+    return {
+        "items": [audit_entry(e) for e in p.items],
+        "next_cursor": encode_audit_cursor(p.next_after) if p.next_after else None,
+    }
+
+
 # --- batches ----------------------------------------------------------------------------
 
 
@@ -160,6 +188,28 @@ def decode_cursor(cursor: str) -> Position:
             raise ValueError("no offset")
         # In UTC: PostgreSQL refuses some offsets Python accepts.
         return Position(at.astimezone(UTC), str(uuid.UUID(task_id)))
+    except (ValueError, UnicodeError, binascii.Error, OverflowError):
+        raise ValidationError(
+            "cursor is invalid; pass next_cursor from the previous page", details={"field": "cursor"}
+        ) from None
+
+
+def encode_audit_cursor(position: AuditPosition) -> str:
+    raw = f"{position.at.isoformat()}|{position.entry_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_audit_cursor(cursor: str) -> AuditPosition:
+    """The position an audit cursor names; anything this API did not write is a 400."""
+    try:
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at_text, entry_id = raw.split("|", 1)
+        at = datetime.fromisoformat(at_text)
+        if at.tzinfo is None or not entry_id.isdigit() or not 0 < int(entry_id) < 2**63:
+            raise ValueError("not an audit position")
+        return AuditPosition(at.astimezone(UTC), int(entry_id))
     except (ValueError, UnicodeError, binascii.Error, OverflowError):
         raise ValidationError(
             "cursor is invalid; pass next_cursor from the previous page", details={"field": "cursor"}

@@ -15,13 +15,15 @@ from chalicelib.api.openapi import spec as openapi_spec
 from chalicelib.api.responses import handle_errors, json_response
 from chalicelib.api.task_types import present_task_types
 from chalicelib.container import Container, get_container
+from chalicelib.core.audit import AuditAction
 from chalicelib.core.model import Priority, Status
 from chalicelib.core.records import ScheduleSpec
 from chalicelib.core.schedules import parse_schedule
+from chalicelib.services import audit, lifecycle, reads, schedules
 from chalicelib.services import health as health_service
-from chalicelib.services import lifecycle, reads, schedules
 from chalicelib.services import submit as submitting
 from chalicelib.services.apikeys import ApiKey
+from chalicelib.services.webhook_secret import rotate_webhook_secret as rotate_tenant_webhook_secret
 from chalicelib.services.webhook_secret import webhook_secret as tenant_webhook_secret
 
 bp = Blueprint(__name__)
@@ -69,7 +71,8 @@ def openapi() -> Response:
 def submit_task(key: ApiKey) -> Response:
     rt = _rt()
     header_key = _request().headers.get("idempotency-key")
-    submitted = submitting.submit(rt, key.tenant, params.submission(_body(), header_key, rt.settings, rt.registry))
+    parsed = params.submission(_body(), header_key, rt.settings, rt.registry)
+    submitted = submitting.submit(rt, key.tenant, parsed, actor=key.actor)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return json_response(presenters.task(submitted.task), 200 if submitted.replayed else 201, headers)
 
@@ -99,7 +102,7 @@ def list_tasks(key: ApiKey) -> Response:
 def submit_batch(key: ApiKey) -> Response:
     rt = _rt()
     parsed = params.batch(_body(), rt.settings, rt.registry)
-    status, body = presenters.batch(submitting.submit_batch(rt, key.tenant, parsed.items))
+    status, body = presenters.batch(submitting.submit_batch(rt, key.tenant, parsed.items, actor=key.actor))
     return json_response(body, status)
 
 
@@ -120,7 +123,8 @@ def task_events(key: ApiKey, task_id: str) -> Response:
 @bp.route("/api/v1/tasks/{task_id}/cancel", methods=["POST"])
 @authed
 def cancel_task(key: ApiKey, task_id: str) -> Response:
-    status, body = presenters.cancelled(lifecycle.cancel(_rt(), key.tenant, params.task_id_param(task_id)))
+    result = lifecycle.cancel(_rt(), key.tenant, params.task_id_param(task_id), actor=key.actor)
+    status, body = presenters.cancelled(result)
     return json_response(body, status)
 
 
@@ -142,14 +146,23 @@ def dead_letters(key: ApiKey) -> Response:
 @bp.route("/api/v1/dead-letters/{task_id}/redrive", methods=["POST"])
 @authed
 def redrive_one(key: ApiKey, task_id: str) -> Response:
-    return json_response(presenters.task(lifecycle.redrive_one(_rt(), key.tenant, params.task_id_param(task_id))))
+    redriven = lifecycle.redrive_one(_rt(), key.tenant, params.task_id_param(task_id), actor=key.actor)
+    return json_response(presenters.task(redriven))
 
 
 @bp.route("/api/v1/dead-letters/redrive", methods=["POST"])
 @authed
 def redrive_many(key: ApiKey) -> Response:
     selection = params.redrive_selection(_body())
-    return json_response(presenters.redriven(lifecycle.redrive_many(_rt(), key.tenant, selection)))
+    return json_response(presenters.redriven(lifecycle.redrive_many(_rt(), key.tenant, selection, actor=key.actor)))
+
+
+@bp.route("/api/v1/dead-letters/purge", methods=["POST"])
+@authed
+def purge_dead_letters(key: ApiKey) -> Response:
+    selection = params.purge_selection(_body())
+    purged = lifecycle.purge_dead_letters(_rt(), key.tenant, selection, actor=key.actor)
+    return json_response(presenters.purged(purged))
 
 
 # --- schedules ------------------------------------------------------------------------------
@@ -160,7 +173,7 @@ def redrive_many(key: ApiKey) -> Response:
 def create_schedule(key: ApiKey) -> Response:
     rt = _rt()
     spec = parse_schedule(_body(), rt.settings, rt.registry)
-    return json_response(presenters.schedule_detail(schedules.create(rt, key.tenant, spec)), 201)
+    return json_response(presenters.schedule_detail(schedules.create(rt, key.tenant, spec, actor=key.actor)), 201)
 
 
 @bp.route("/api/v1/schedules", methods=["GET"])
@@ -186,13 +199,14 @@ def update_schedule(key: ApiKey, schedule_id: str) -> Response:
     def revise(current: ScheduleSpec) -> ScheduleSpec:
         return parse_schedule(body, rt.settings, rt.registry, current=current)
 
-    return json_response(presenters.schedule_detail(schedules.update(rt, key.tenant, schedule_id, revise)))
+    updated = schedules.update(rt, key.tenant, schedule_id, revise, actor=key.actor)
+    return json_response(presenters.schedule_detail(updated))
 
 
 @bp.route("/api/v1/schedules/{schedule_id}", methods=["DELETE"])
 @authed
 def delete_schedule(key: ApiKey, schedule_id: str) -> Response:
-    schedules.delete(_rt(), key.tenant, params.uuid_param(schedule_id, "schedule"))
+    schedules.delete(_rt(), key.tenant, params.uuid_param(schedule_id, "schedule"), actor=key.actor)
     return Response(body="", status_code=204)
 
 
@@ -208,7 +222,23 @@ def webhook_secret(key: ApiKey) -> Response:
 @bp.route("/api/v1/webhook-secret/rotate", methods=["POST"])
 @authed
 def rotate_webhook_secret(key: ApiKey) -> Response:
-    return json_response(presenters.webhook_secret(tenant_webhook_secret(_rt(), key.tenant, rotate=True)))
+    return json_response(presenters.webhook_secret(rotate_tenant_webhook_secret(_rt(), key.tenant, actor=key.actor)))
+
+
+# --- the audit log --------------------------------------------------------------------------
+
+
+@bp.route("/api/v1/audit", methods=["GET"])
+@authed
+def audit_log(key: ApiKey) -> Response:
+    query = _query()
+    params.check_params(query, {"limit", "cursor", "action"})
+    limit = params.int_param(query, "limit", 50, 1, 500)
+    action = params.choice_param(query, "action", [a.value for a in AuditAction])
+    cursor = query.get("cursor")
+    after = presenters.decode_audit_cursor(cursor) if cursor else None
+    page = audit.entries(_rt(), key.tenant, action=AuditAction(action) if action else None, limit=limit, after=after)
+    return json_response(presenters.audit_page(page))
 
 
 # --- task types -----------------------------------------------------------------------------

@@ -104,4 +104,22 @@ REQUESTS: dict[str, dict[str, Any]] = {
         description='send {"ids": [...]} and/or {"name": "..."}: which dead letters to redrive',
         anyOf=[{"required": ["ids"]}, {"required": ["name"]}],
     ),
+    "Purge": _object(
+        {
+            "ids": {"type": "array", "maxItems": MAX_BATCH, "items": {"type": "string", "maxLength": 100}},
+            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+            "failed_before": {
+                "type": "string",
+                "format": "date-time",
+                "maxLength": 64,
+                "description": "only dead letters that failed before this time (ISO-8601; no offset means UTC)",
+            },
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": MAX_BATCH},
+        },
+        description=(
+            'send {"ids": [...]}, {"name": "..."} and/or {"failed_before": "<ISO time>"}: which dead letters'
+            " to delete for good (every filter given must match)"
+        ),
+        anyOf=[{"required": ["ids"]}, {"required": ["name"]}, {"required": ["failed_before"]}],
+    ),
 }

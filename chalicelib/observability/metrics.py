@@ -8,7 +8,8 @@ counts anything in its own memory:
   ``task_events`` (migration 0003) turns every transition statement into counter
   deltas *in the same transaction as the transition*, so they match the tasks
   table exactly, survive a Redis flush and cost no extra round trip on the hot
-  path.  The sweeper folds the deltas into totals (``fold``).
+  path.  Deletions are no transitions: the prune and purge statements write their
+  own ``pruned``/``purged`` deltas.  The sweeper folds the deltas into totals (``fold``).
 - Gauges are read at scrape time from the source of truth: live tasks by state and
   priority from PostgreSQL (each arm served by a partial index), the Redis
   structures' sizes and the last sweep time from Redis.
@@ -30,6 +31,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from chalicelib.core.audit import Purged
 from chalicelib.core.errors import QueueError, UnavailableError
 from chalicelib.core.model import Claimed, Outcome, Priority, Status, Task
 from chalicelib.core.records import Recorded
@@ -57,6 +59,9 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "cancelled": ("tasklane_tasks_cancelled", "Tasks cancelled (waiting, or honoured while running)."),
     "redriven": ("tasklane_tasks_redriven", "Dead letters sent back to QUEUED."),
     "rescued": ("tasklane_tasks_rescued", "Attempts whose lease expired (worker died or stalled); also failed."),
+    # Written by the prune_finished and purge_dead_letters statements, not the trigger.
+    "pruned": ("tasklane_tasks_pruned", "COMPLETED and CANCELLED tasks deleted after the retention period."),
+    "purged": ("tasklane_dead_letters_purged", "Dead letters (FAILED tasks) deleted on purpose by a purge."),
 }
 HISTOGRAMS: dict[str, tuple[str, str]] = {
     "queue_wait": ("tasklane_task_queue_wait_seconds", "Time from enqueued (or due) to claimed by a drainer."),
@@ -382,5 +387,30 @@ def log_redriven(tenant: str, tasks: Sequence[Task]) -> None:
                 "count": len(tasks),
                 "task_names": _counts(t.name for t in tasks),
                 "task_ids": [t.id for t in tasks[:20]],
+            },
+        )
+
+
+def log_pruned(count: int, retention_days: float) -> None:
+    """The sweeper's prune: one INFO line whenever it deleted something."""
+    if count:
+        logger.info(
+            "pruned finished tasks",
+            extra={"event": "prune", "count": count, "retention_days": retention_days},
+        )
+
+
+def log_purged(tenant: str, actor: str, purged: Purged) -> None:
+    """A purge deletes dead letters for good: one WARNING line, whoever asked."""
+    if purged.ids:
+        logger.warning(
+            "dead letters purged",
+            extra={
+                "event": "purge",
+                "tenant": tenant,
+                "actor": actor,
+                "count": len(purged.ids),
+                "more": purged.more,
+                "task_ids": purged.ids[:20],
             },
         )

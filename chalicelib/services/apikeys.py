@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chalicelib.adapters.postgres.store import Store
+from chalicelib.core.audit import key_actor
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.records import ApiKeyRecord, NewApiKey
 
@@ -29,6 +30,11 @@ class ApiKey:
     key_prefix: str
     rate_limit_per_minute: int | None
 
+    @property
+    def actor(self) -> str:
+        """Who this key's changes are recorded as (task events, the audit log)."""
+        return key_actor(self.id)
+
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
@@ -42,13 +48,15 @@ def create_key(
     store: Store,
     tenant: str,
     *,
+    actor: str,
     name: str = "",
     rate_limit_per_minute: int | None = None,
     expires_at: datetime | None = None,
     key: str | None = None,
 ) -> tuple[str, ApiKeyRecord]:
     """Create a key for ``tenant``; returns ``(secret, record)``.  The secret is not
-    stored and cannot be shown again.  ``key`` imports a chosen secret (bootstrap)."""
+    stored and cannot be shown again.  ``key`` imports a chosen secret (bootstrap).
+    The key and its audit row (by ``actor``) are written together."""
     if not tenant or len(tenant) > 100:
         raise ValidationError("tenant must be 1 to 100 characters")
     secret = key or new_key()
@@ -63,7 +71,7 @@ def create_key(
         rate_limit_per_minute=rate_limit_per_minute,
         expires_at=expires_at,
     )
-    record = store.insert_api_key(new)
+    record = store.insert_api_key(new, actor=actor)
     if record is None:
         raise ValidationError("that key already exists")
     return secret, record
@@ -73,6 +81,8 @@ def ensure_key(store: Store, key: str, tenant: str = "default", *, rate_limit_pe
     """Make sure ``key`` exists (the local stack's ``TASKLANE_BOOTSTRAP_API_KEY``)."""
     if store.api_key_by_hash(hash_key(key)) is None:
         try:
-            create_key(store, tenant, name="bootstrap", key=key, rate_limit_per_minute=rate_limit_per_minute)
+            create_key(
+                store, tenant, actor="bootstrap", name="bootstrap", key=key, rate_limit_per_minute=rate_limit_per_minute
+            )
         except ValidationError:
             pass  # created concurrently by another process

@@ -1,4 +1,4 @@
-"""Lifecycle use cases a client drives: cancel a task, redrive dead letters.
+"""Lifecycle use cases a client drives: cancel a task, redrive or purge dead letters.
 
 PostgreSQL changes first; Redis is told afterwards and may miss it (down, a
 timeout): the claim's status guard turns a stale id away, and the sweeper's
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 from chalicelib.container import Container
-from chalicelib.core.errors import ConflictError, NotFoundError, QueueError
+from chalicelib.core.audit import Purged
+from chalicelib.core.errors import ConflictError, NotFoundError, QueueError, ValidationError
 from chalicelib.core.model import QueueEntry, Status, Task
 from chalicelib.observability import metrics
 from chalicelib.services.reads import get_task
 
 REDRIVE_MAX = 500  # dead letters redriven by one call at most
+PURGE_MAX = 500  # dead letters purged by one call at most
 
 
 class CancelOutcome(StrEnum):
@@ -33,9 +36,9 @@ class CancelResult:
     before: Status  # its status when the cancel arrived
 
 
-def cancel(rt: Container, tenant: str, task_id: str) -> CancelResult:
+def cancel(rt: Container, tenant: str, task_id: str, *, actor: str = "api") -> CancelResult:
     """Cancel a waiting task, or ask a running one to stop; a final task is left alone."""
-    done = rt.store.cancel(tenant, task_id)
+    done = rt.store.cancel(tenant, task_id, actor=actor)
     if done is None:
         raise NotFoundError(f"no task {task_id}")
     task, before = done.task, done.before
@@ -63,9 +66,9 @@ class RedriveSelection:
     limit: int = REDRIVE_MAX
 
 
-def redrive_one(rt: Container, tenant: str, task_id: str) -> Task:
+def redrive_one(rt: Container, tenant: str, task_id: str, *, actor: str = "api") -> Task:
     """FAILED → QUEUED with a fresh retry budget; any other status is a conflict."""
-    redriven = rt.store.redrive(tenant, ids=[task_id], limit=1)
+    redriven = rt.store.redrive(tenant, ids=[task_id], limit=1, actor=actor)
     if not redriven:
         task = get_task(rt, tenant, task_id)
         raise ConflictError(
@@ -77,8 +80,11 @@ def redrive_one(rt: Container, tenant: str, task_id: str) -> Task:
     return redriven[0]
 
 
-def redrive_many(rt: Container, tenant: str, selection: RedriveSelection) -> list[Task]:
-    redriven = rt.store.redrive(tenant, ids=selection.ids, name=selection.name, limit=selection.limit)
+def redrive_many(rt: Container, tenant: str, selection: RedriveSelection, *, actor: str) -> list[Task]:
+    """Redrive a selection; the task events and one audit row name ``actor``."""
+    redriven = rt.store.redrive(
+        tenant, ids=selection.ids, name=selection.name, limit=selection.limit, actor=actor, audited=True
+    )
     enqueue_redriven(rt, redriven)
     metrics.log_redriven(tenant, redriven)
     return redriven
@@ -89,3 +95,32 @@ def enqueue_redriven(rt: Container, redriven: Sequence[Task]) -> None:
         rt.queue.push([QueueEntry.of(t) for t in redriven])
     except QueueError:
         pass  # QUEUED in PostgreSQL: the sweeper's reconciliation enqueues them
+
+
+@dataclass(frozen=True)
+class PurgeSelection:
+    """Which dead letters to delete for good: every filter given must match (at least
+    one is given); at most ``limit`` a call."""
+
+    ids: list[str] | None = None
+    name: str | None = None
+    failed_before: datetime | None = None
+    limit: int = PURGE_MAX
+
+
+def purge_dead_letters(rt: Container, tenant: str, selection: PurgeSelection, *, actor: str) -> Purged:
+    """Delete matching dead letters with their history; ``more`` says whether another
+    call would find more.  The deletion, its counter and its audit row commit together.
+    Nothing to do with Redis: a FAILED task has no entry there."""
+    if selection.ids is None and selection.name is None and selection.failed_before is None:
+        raise ValidationError("give ids, name or failed_before: a purge never empties the dead-letter queue unasked")
+    purged = rt.store.purge_dead_letters(
+        tenant,
+        ids=selection.ids,
+        name=selection.name,
+        failed_before=selection.failed_before,
+        limit=selection.limit,
+        actor=actor,
+    )
+    metrics.log_purged(tenant, actor, purged)
+    return purged

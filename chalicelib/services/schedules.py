@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 
 from croniter import CroniterBadCronError, CroniterBadDateError
 
 from chalicelib.container import Container
+from chalicelib.core.audit import AuditAction
 from chalicelib.core.cron import latest_tick, next_fire_times
 from chalicelib.core.errors import ConflictError, NotFoundError, QueueError, ValidationError
 from chalicelib.core.model import QueueEntry, Task
@@ -38,9 +39,10 @@ def _detail(schedule: Schedule, runs: list[ScheduleRun] | None = None) -> Schedu
     return ScheduleDetail(schedule, [schedule.next_fire_at, *later], runs)
 
 
-def create(rt: Container, tenant: str, spec: ScheduleSpec) -> ScheduleDetail:
+def create(rt: Container, tenant: str, spec: ScheduleSpec, *, actor: str) -> ScheduleDetail:
+    """Create a schedule; ``actor`` is who the audit row names (every change below too)."""
     first = next_fire_times(spec.cron, spec.timezone, datetime.now(UTC))[0]
-    schedule = rt.store.insert_schedule(tenant, str(uuid.uuid4()), spec, first)
+    schedule = rt.store.insert_schedule(tenant, str(uuid.uuid4()), spec, first, actor=actor)
     if schedule is None:
         raise ConflictError(f"a schedule named {spec.name!r} already exists", details={"field": "name"})
     return _detail(schedule)
@@ -63,7 +65,7 @@ def list_all(rt: Container, tenant: str) -> list[Schedule]:
 
 
 def update(
-    rt: Container, tenant: str, schedule_id: str, revise: Callable[[ScheduleSpec], ScheduleSpec]
+    rt: Container, tenant: str, schedule_id: str, revise: Callable[[ScheduleSpec], ScheduleSpec], *, actor: str
 ) -> ScheduleDetail:
     """Apply ``revise`` (the PATCH, parsed against the current spec) and store the result.
 
@@ -75,14 +77,33 @@ def update(
     next_fire_at = current.next_fire_at
     if (spec.cron, spec.timezone) != (before.cron, before.timezone) or (spec.enabled and not before.enabled):
         next_fire_at = next_fire_times(spec.cron, spec.timezone, datetime.now(UTC))[0]
-    updated = rt.store.update_schedule(tenant, schedule_id, spec, next_fire_at)
+    changed = changed_fields(before, spec)
+    action = audit_action(before, spec)
+    updated = rt.store.update_schedule(
+        tenant, schedule_id, spec, next_fire_at, actor=actor, action=action, changed=changed
+    )
     if updated is None:
         raise NotFoundError(f"no schedule {schedule_id}")
     return _detail(updated)
 
 
-def delete(rt: Container, tenant: str, schedule_id: str) -> None:
-    if not rt.store.delete_schedule(tenant, schedule_id):
+def changed_fields(before: ScheduleSpec, after: ScheduleSpec) -> list[str]:
+    """The names of the spec's fields a revision changed (for the audit row)."""
+    return [f.name for f in fields(ScheduleSpec) if getattr(before, f.name) != getattr(after, f.name)]
+
+
+def audit_action(before: ScheduleSpec, after: ScheduleSpec) -> AuditAction:
+    """Switching a schedule on or off is what an operator looks for in the log, so it
+    names the entry even when other fields changed too (they are in its details)."""
+    if after.enabled and not before.enabled:
+        return AuditAction.SCHEDULE_ENABLED
+    if before.enabled and not after.enabled:
+        return AuditAction.SCHEDULE_DISABLED
+    return AuditAction.SCHEDULE_UPDATED
+
+
+def delete(rt: Container, tenant: str, schedule_id: str, *, actor: str) -> None:
+    if not rt.store.delete_schedule(tenant, schedule_id, actor=actor):
         raise NotFoundError(f"no schedule {schedule_id}")
 
 

@@ -7,7 +7,9 @@
 4. Return ids stuck in the Redis lease set whose claim never reached PostgreSQL.
 5. Reconcile: QUEUED rows older than a grace period are re-added to the ready set
    (a submit whose Redis push failed); ZADD NX keeps this harmless when present.
-6. Prune finished tasks past retention and forget expired idempotency keys.
+6. Prune COMPLETED and CANCELLED tasks past retention (counted and logged) and
+   forget expired idempotency keys.  FAILED tasks, the dead-letter queue, are never
+   pruned: they stay until redriven or purged on purpose.
 
 Concurrency safety comes from PostgreSQL (``FOR UPDATE SKIP LOCKED`` and guarded
 UPDATEs) and from Redis writes that are idempotent (ZADD NX, ZREM).
@@ -166,4 +168,5 @@ def _reconcile(rt: Container, report: SweepReport, actor: str) -> None:
 def _prune(rt: Container, report: SweepReport, actor: str) -> None:
     s = rt.settings
     report.pruned = rt.store.prune_finished(s.retention_days * 86400)
+    metrics.log_pruned(report.pruned, s.retention_days)
     rt.store.forget_idempotency_keys(s.idempotency_window_hours * 3600)

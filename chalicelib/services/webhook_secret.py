@@ -5,7 +5,12 @@ from __future__ import annotations
 from chalicelib.container import Container
 
 
-def webhook_secret(rt: Container, tenant: str, *, rotate: bool = False) -> str:
-    """The secret that signs this tenant's completion webhooks; ``rotate`` replaces it
-    (receivers must switch to the new one: the old one stops verifying at once)."""
-    return rt.store.rotate_webhook_secret(tenant) if rotate else rt.store.webhook_secret(tenant)
+def webhook_secret(rt: Container, tenant: str) -> str:
+    """The secret that signs this tenant's completion webhooks."""
+    return rt.store.webhook_secret(tenant)
+
+
+def rotate_webhook_secret(rt: Container, tenant: str, *, actor: str) -> str:
+    """Replace the secret (receivers must switch to the new one: the old one stops
+    verifying at once); the audit row names ``actor``, never the secret."""
+    return rt.store.rotate_webhook_secret(tenant, actor=actor)

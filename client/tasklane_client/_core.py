@@ -33,11 +33,13 @@ from tasklane_client.errors import (
     error_class,
 )
 from tasklane_client.models import (
+    AuditEntry,
     BatchItem,
     BatchResult,
     NewTask,
     Page,
     Priority,
+    PurgeResult,
     RedriveResult,
     Schedule,
     ScheduleTask,
@@ -211,6 +213,11 @@ def _schedules(response: httpx.Response) -> list[Schedule]:
 
 def _events(response: httpx.Response) -> list[TaskEvent]:
     return [TaskEvent.from_dict(e) for e in response.json().get("events", [])]
+
+
+def _audit_page(response: httpx.Response) -> Page[AuditEntry]:
+    body = response.json()
+    return Page([AuditEntry.from_dict(e) for e in body.get("items", [])], body.get("next_cursor"))
 
 
 def _none(response: httpx.Response) -> None:
@@ -463,6 +470,46 @@ class Core:
         return self.exchange(
             Call("POST", "/api/v1/dead-letters/redrive", parse, body=body, has_body=True, replay_safe=False)
         )
+
+    def purge_dead_letters(
+        self,
+        *,
+        ids: Iterable[str] | None = None,
+        name: str | None = None,
+        failed_before: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> Plan[PurgeResult]:
+        body: dict[str, Any] = {}
+        if ids is not None:
+            body["ids"] = list(ids)
+        if name is not None:
+            body["name"] = name
+        if failed_before is not None:
+            body["failed_before"] = _iso(failed_before)
+        if limit is not None:
+            body["limit"] = limit
+        if not body.get("ids") and name is None and failed_before is None:
+            raise ValueError("give ids, name or failed_before to choose which dead letters to purge")
+        # Replaying a purge is harmless (what it deleted is gone), but it is not retried
+        # after it may have reached the server: the caller learns what this call did.
+        return self.exchange(
+            Call(
+                "POST",
+                "/api/v1/dead-letters/purge",
+                lambda r: PurgeResult.from_dict(r.json()),
+                body=body,
+                has_body=True,
+                replay_safe=False,
+            )
+        )
+
+    # --- the audit log ------------------------------------------------------------
+
+    def audit_page(
+        self, *, action: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Plan[Page[AuditEntry]]:
+        params = _params(action=action, limit=limit, cursor=cursor)
+        return self.exchange(Call("GET", "/api/v1/audit", _audit_page, params=params))
 
     # --- schedules ----------------------------------------------------------------
 

@@ -13,10 +13,12 @@ import httpx
 
 from tasklane_client._core import Core, Plan, RetryConfig, Sleep
 from tasklane_client.models import (
+    AuditEntry,
     BatchResult,
     NewTask,
     Page,
     Priority,
+    PurgeResult,
     RedriveResult,
     Schedule,
     ScheduleTask,
@@ -269,6 +271,37 @@ class Client:
     ) -> RedriveResult:
         """Redrive dead letters by ``ids`` and/or task ``name`` (at most 500 a call)."""
         return self._run(self._core.redrive_many(ids=ids, name=name, limit=limit))
+
+    def purge_dead_letters(
+        self,
+        *,
+        ids: Iterable[str] | None = None,
+        name: str | None = None,
+        failed_before: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> PurgeResult:
+        """Delete dead letters for good: those matching every filter given (``ids``, task
+        ``name``, failed before ``failed_before``), at most 500 a call; ``more`` says
+        whether more match.  Audited under the key's id."""
+        return self._run(self._core.purge_dead_letters(ids=ids, name=name, failed_before=failed_before, limit=limit))
+
+    # --- the audit log -----------------------------------------------------------------
+
+    def audit_page(
+        self, *, action: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Page[AuditEntry]:
+        """One page of the tenant's audit log, newest first (of one ``action`` if given)."""
+        return self._run(self._core.audit_page(action=action, limit=limit, cursor=cursor))
+
+    def audit(self, *, action: str | None = None, page_size: int | None = None) -> Iterator[AuditEntry]:
+        """Every entry of the tenant's audit log, newest first, following cursors."""
+        cursor: str | None = None
+        while True:
+            page = self.audit_page(action=action, limit=page_size, cursor=cursor)
+            yield from page.items
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
 
     # --- schedules ---------------------------------------------------------------------
 

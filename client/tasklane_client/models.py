@@ -279,6 +279,47 @@ class RedriveResult:
 
 
 @dataclass(frozen=True)
+class PurgeResult:
+    """What one purge call deleted, and whether more dead letters match (call again)."""
+
+    purged: int
+    ids: list[str]
+    more: bool
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PurgeResult:
+        return cls(int(data["purged"]), [str(i) for i in data.get("ids") or []], bool(data.get("more", False)))
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One entry of the tenant's audit log: who (``actor``, e.g. ``key:<id>``) did what
+    (``action``, e.g. ``schedule.created``) to which subject."""
+
+    id: int
+    at: datetime | None
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str | None
+    details: dict[str, Any]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditEntry:
+        return cls(
+            id=int(data["id"]),
+            at=parse_datetime(data.get("at")),
+            actor=str(data["actor"]),
+            action=str(data["action"]),
+            subject_type=str(data.get("subject_type", "")),
+            subject_id=data.get("subject_id"),
+            details=dict(data.get("details") or {}),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
 class ScheduleTask:
     """The task a schedule creates at every tick."""
 

@@ -35,7 +35,7 @@ class Api:
 
 
 def new_key(rt: Container, tenant: str, *, expires_at: datetime | None = None) -> str:
-    secret, _ = create_key(rt.store, tenant, name="test", expires_at=expires_at)
+    secret, _ = create_key(rt.store, tenant, actor="cli:test", name="test", expires_at=expires_at)
     return secret
 
 

@@ -1,13 +1,19 @@
-"""Retention: the sweeper prunes finished tasks (and their audit trail) past
-``TASKLANE_RETENTION_DAYS`` and forgets idempotency keys past
-``TASKLANE_IDEMPOTENCY_WINDOW_HOURS``; live tasks are never pruned."""
+"""Retention: the sweeper prunes COMPLETED and CANCELLED tasks (and their events) past
+``TASKLANE_RETENTION_DAYS``, counting and logging what it deleted, and forgets
+idempotency keys past ``TASKLANE_IDEMPOTENCY_WINDOW_HOURS``; live tasks and dead
+letters (FAILED) are never pruned."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from chalicelib.container import Container
 from chalicelib.core.model import Status
+from chalicelib.observability import metrics
 from chalicelib.services.submit import submit
 from chalicelib.services.sweep import sweep
 from tests.helpers import drain_once, query, request
@@ -73,17 +79,51 @@ def test_live_tasks_are_never_pruned_however_old(make_rt: Callable[..., Containe
     assert _exists(rt, queued)[0] and _exists(rt, pending)[0]
 
 
-def test_failed_tasks_past_retention_are_pruned_as_documented(make_rt: Callable[..., Container]) -> None:
-    """README ("Progress and results", and TASKLANE_RETENTION_DAYS in the
-    configuration table): *finished* tasks, dead letters included, are pruned
-    after the retention period.  A change making dead letters exempt must update
-    the README and this expectation together."""
+def test_dead_letters_are_never_pruned_however_old(make_rt: Callable[..., Container]) -> None:
+    """README ("Dead letters", and TASKLANE_RETENTION_DAYS in the configuration
+    table): the sweeper prunes COMPLETED and CANCELLED tasks only; a FAILED task stays
+    in the dead-letter queue, with its history, until it is redriven or purged."""
     rt = make_rt(retention_days=1)
     old = _finished(rt)
-    _age(rt, old["FAILED"], "finished_at", "25 hours")
-    sweep(rt)
-    assert _exists(rt, old["FAILED"]) == (False, 0)
-    assert rt.store.list_dead_letters(TENANT, name=None, limit=10, after=None) == []
+    for status in ("COMPLETED", "FAILED", "CANCELLED"):
+        _age(rt, old[status], "finished_at", "400 days")
+    report = sweep(rt)
+    assert report.errors == [] and report.pruned == 2
+    present, events = _exists(rt, old["FAILED"])
+    assert present and events >= 3, "a dead letter was pruned"
+    assert [t.id for t in rt.store.list_dead_letters(TENANT, name=None, limit=10, after=None)] == [old["FAILED"]]
+    assert _exists(rt, old["COMPLETED"]) == (False, 0) and _exists(rt, old["CANCELLED"]) == (False, 0)
+
+
+def test_pruning_is_counted_by_task_name_and_logged(
+    make_rt: Callable[..., Container], caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = make_rt(retention_days=1)
+    old = _finished(rt)
+    for status in ("COMPLETED", "FAILED", "CANCELLED"):
+        _age(rt, old[status], "finished_at", "25 hours")
+    before = _pruned_counter(rt)
+    with caplog.at_level(logging.INFO, logger="tasklane"):
+        assert sweep(rt).pruned == 2
+        assert sweep(rt).pruned == 0  # nothing left: no second line
+    after = _pruned_counter(rt)
+    # The completed task was a noop and the cancelled one too (see _finished).
+    assert after.get("noop", 0.0) - before.get("noop", 0.0) == 2.0
+    assert after.get("fail", 0.0) == before.get("fail", 0.0)
+    lines = [r for r in caplog.records if r.getMessage() == "pruned finished tasks"]
+    assert len(lines) == 1 and lines[0].__dict__.get("count") == 2
+
+
+def _pruned_counter(rt: Container) -> dict[str, float]:
+    """tasklane_tasks_pruned_total by task name, as /metrics renders it."""
+    text = metrics.render(rt.store, rt.queue)
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "tasklane_tasks_pruned":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    found[sample.labels["task_name"]] = sample.value
+    return found
 
 
 def test_idempotency_key_is_forgotten_after_its_window(make_rt: Callable[..., Container]) -> None:

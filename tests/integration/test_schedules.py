@@ -17,17 +17,18 @@ from chalicelib.services.sweep import sweep
 from tests.helpers import query, wait_for
 
 TENANT = "cron"
+ACTOR = "key:test"
 
 
 def create(rt: Container, body: dict[str, Any]) -> Schedule:
-    return schedules.create(rt, TENANT, parse_schedule(body, rt.settings, rt.registry)).schedule
+    return schedules.create(rt, TENANT, parse_schedule(body, rt.settings, rt.registry), actor=ACTOR).schedule
 
 
 def patch(rt: Container, schedule_id: str, body: dict[str, Any]) -> Schedule:
     def revise(current: ScheduleSpec) -> ScheduleSpec:
         return parse_schedule(body, rt.settings, rt.registry, current=current)
 
-    return schedules.update(rt, TENANT, schedule_id, revise).schedule
+    return schedules.update(rt, TENANT, schedule_id, revise, actor=ACTOR).schedule
 
 
 def test_five_racing_sweepers_fire_each_tick_exactly_once(make_rt: Callable[..., Container]) -> None:
@@ -153,5 +154,8 @@ def test_a_second_schedule_with_the_same_name_is_a_conflict(rt: Container) -> No
         create(rt, {"name": "twice", "cron": "0 10 * * *", "task": {"name": "noop"}})
     with pytest.raises(NotFoundError):
         schedules.delete(
-            rt, "another-tenant", create(rt, {"name": "x", "cron": "0 9 * * *", "task": {"name": "noop"}}).id
+            rt,
+            "another-tenant",
+            create(rt, {"name": "x", "cron": "0 9 * * *", "task": {"name": "noop"}}).id,
+            actor=ACTOR,
         )

@@ -121,20 +121,20 @@ def test_task_paths_return_records(rt: Container) -> None:
 def test_keys_schedules_and_numbers_return_records(rt: Container) -> None:
     store = rt.store
     key = NewApiKey(str(uuid.uuid4()), TENANT, "ci", "tl_abcdefgh", "hash-1", 60, None)
-    created = store.insert_api_key(key)
+    created = store.insert_api_key(key, actor="cli:test")
     _typed(created, ApiKeyRecord)
-    assert store.insert_api_key(key) is None
+    assert store.insert_api_key(key, actor="cli:test") is None
     stored = store.api_key_by_hash("hash-1")
     _typed(stored, StoredKey)
     assert stored is not None and stored.active and stored.key == created
     assert store.list_api_keys(TENANT) == [created]
-    revoked = store.revoke_api_key("tl_abcdefgh")
+    revoked = store.revoke_api_key("tl_abcdefgh", actor="cli:test")
     assert revoked is not None and revoked.disabled_at is not None
     assert revoked.state(datetime.now(UTC)) == "revoked"
 
     spec = ScheduleSpec("s", "* * * * * *", "UTC", "noop", {"x": 1}, "normal", 3, 30, True, "once")
     due = datetime.now(UTC) - timedelta(seconds=1)
-    schedule = store.insert_schedule(TENANT, str(uuid.uuid4()), spec, due)
+    schedule = store.insert_schedule(TENANT, str(uuid.uuid4()), spec, due, actor="key:test")
     _typed(schedule, Schedule)
     assert schedule is not None and schedule.spec == spec
     assert store.list_schedules(TENANT) == [schedule] and store.get_schedule(TENANT, schedule.id) == schedule

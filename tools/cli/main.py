@@ -7,13 +7,17 @@ database URL, not an API key):
     python -m tools.cli keys list [--tenant acme]
     python -m tools.cli keys revoke tl_AbCdEfGh      # an id or the shown prefix
 
-``submit``, ``status``, ``tail``, ``dlq`` and ``stats`` talk to the HTTP API with
+Creating and revoking a key is recorded in the key's tenant's audit log as
+``cli:<OS user>`` (``$TASKLANE_ACTOR`` overrides the user name).
+
+``submit``, ``status``, ``tail``, ``dlq``, ``audit`` and ``stats`` talk to the HTTP API with
 an API key instead (``TASKLANE_API_URL``, ``TASKLANE_API_KEY``): see ``opscli``.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from collections.abc import Sequence
@@ -21,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.config import DEFAULT_DATABASE_URL, ConfigError, parse_rate
+from chalicelib.core.audit import cli_actor
 from chalicelib.core.errors import TasklaneError
 from chalicelib.services.apikeys import create_key
 from tools.cli import ops as opscli
@@ -43,10 +48,26 @@ def _database_url() -> str:
     return os.environ.get("TASKLANE_DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
+def operator() -> str:
+    """Who the audit log names for this CLI's changes: ``cli:<OS user>``."""
+    name = os.environ.get("TASKLANE_ACTOR")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+            name = "unknown"
+    return cli_actor(name)
+
+
 def keys_create(store: Store, args: argparse.Namespace) -> int:
     expires = datetime.now(UTC) + timedelta(days=args.expires_in_days) if args.expires_in_days else None
     secret, key = create_key(
-        store, args.tenant, name=args.name or "", rate_limit_per_minute=args.rate_limit, expires_at=expires
+        store,
+        args.tenant,
+        actor=operator(),
+        name=args.name or "",
+        rate_limit_per_minute=args.rate_limit,
+        expires_at=expires,
     )
     print(secret)
     print(
@@ -80,7 +101,7 @@ def keys_list(store: Store, args: argparse.Namespace) -> int:
 
 
 def keys_revoke(store: Store, args: argparse.Namespace) -> int:
-    key = store.revoke_api_key(args.key)
+    key = store.revoke_api_key(args.key, actor=operator())
     if key is None:
         print(f"no key with id or prefix {args.key!r}", file=sys.stderr)
         return 1
@@ -105,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="disable a key by id or shown prefix")
     revoke.add_argument("key")
     revoke.set_defaults(fn=keys_revoke)
-    opscli.add_commands(sub)  # submit, status, tail, dlq, stats: over the HTTP API
+    opscli.add_commands(sub)  # submit, status, tail, dlq, audit, stats: over the HTTP API
     return parser
 
 

@@ -5,6 +5,8 @@
     python -m tools.cli tail [--name fail] [--status FAILED]
     python -m tools.cli dlq list [--name fail]
     python -m tools.cli dlq redrive --name fail | --id ID [--id ID ...] | --all
+    python -m tools.cli dlq purge [--id ID ...] [--name fail] [--older-than 7d]
+    python -m tools.cli audit [--action schedule.created] [--limit 50]
     python -m tools.cli stats
 
 The API is ``TASKLANE_API_URL`` (default http://127.0.0.1:8000) and the key is
@@ -280,6 +282,48 @@ def cmd_dlq_redrive(client: Client, args: argparse.Namespace) -> int:
     return 0 if redriven == len(ids) else 1
 
 
+def cmd_dlq_purge(client: Client, args: argparse.Namespace) -> int:
+    """Delete dead letters for good: those matching every filter given.  The API
+    purges at most 500 a call, so this calls until nothing more matches."""
+    if not (args.ids or args.name or args.older_than):
+        print("error: give --id, --name and/or --older-than: a purge never empties the queue unasked", file=sys.stderr)
+        return 2
+    failed_before = datetime.now(UTC) - args.older_than if args.older_than else None
+    id_chunks: list[list[str] | None] = [None]
+    if args.ids:
+        ids = list(dict.fromkeys(args.ids))
+        id_chunks = [ids[i : i + BATCH] for i in range(0, len(ids), BATCH)]
+    purged = 0
+    for chunk in id_chunks:
+        while True:
+            result = client.purge_dead_letters(ids=chunk, name=args.name, failed_before=failed_before)
+            purged += result.purged
+            if not result.more or not result.purged:
+                break
+    print(f"purged {purged} dead letter(s)")
+    return 0
+
+
+def cmd_audit(client: Client, args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for entry in client.audit(action=args.action, page_size=min(args.limit, 500)):
+        subject = f"{entry.subject_type}:{entry.subject_id}" if entry.subject_id else entry.subject_type
+        details = json.dumps(entry.details, separators=(",", ":"), sort_keys=True)
+        rows.append(
+            {
+                "at": _short_ts(entry.raw.get("at")),
+                "actor": entry.actor,
+                "action": entry.action,
+                "subject": subject,
+                "details": details if len(details) <= 80 else details[:79] + "…",
+            }
+        )
+        if len(rows) >= args.limit:
+            break
+    print(table(rows, ["at", "actor", "action", "subject", "details"]) if rows else "no audit entries")
+    return 0
+
+
 def cmd_stats(client: Client, args: argparse.Namespace) -> int:
     s = client.stats().raw
     t = s["totals"]
@@ -347,6 +391,18 @@ def add_commands(sub: Any) -> None:
     which.add_argument("--name", default=None, help="every dead letter of this task name")
     which.add_argument("--all", action="store_true", help="every dead letter of the tenant")
     redrive.set_defaults(api=cmd_dlq_redrive)
+    purge = dlq_sub.add_parser(
+        "purge", parents=[common], help="delete dead letters for good (those matching every filter given)"
+    )
+    purge.add_argument("--id", dest="ids", action="append", help="a task id (repeatable)")
+    purge.add_argument("--name", default=None, help="only dead letters of this task name")
+    purge.add_argument("--older-than", type=_age, default=None, help="only those failed longer ago, e.g. 7d, 12h, 30m")
+    purge.set_defaults(api=cmd_dlq_purge)
+
+    audit = sub.add_parser("audit", parents=[common], help="the tenant's audit log, newest first")
+    audit.add_argument("--action", default=None, help="only this action, e.g. schedule.created")
+    audit.add_argument("--limit", type=_positive, default=50)
+    audit.set_defaults(api=cmd_audit)
 
     stats = sub.add_parser("stats", parents=[common], help="today's numbers by priority and task name")
     stats.set_defaults(api=cmd_stats)
@@ -357,6 +413,21 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age(text: str) -> timedelta:
+    """``--older-than``: a number and a unit (s, m, h, d), e.g. ``7d``."""
+    unit = text[-1:].lower()
+    try:
+        value = float(text[:-1]) if unit in _AGE_UNITS else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value * _AGE_UNITS.get(unit, 0) > 3650 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number and a unit (s, m, h or d), e.g. 7d")
+    return timedelta(seconds=value * _AGE_UNITS[unit])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,10 @@
 -- tests/unit/test_store_records.py holds every row-returning query to naming one).
 -- Every state change is a guarded UPDATE on the source state, and every one
 -- writes its task_events rows in the same statement (a data-modifying CTE), so
--- a transition and its audit row commit together or not at all.
+-- a transition and its audit row commit together or not at all.  Changes that
+-- are not transitions (API keys, schedules, the webhook secret, purges, bulk
+-- redrives) write their audit_log row the same way (migration 0004): selected
+-- from the change's RETURNING, so a change that did not happen records nothing.
 
 -- name: insert_tasks
 -- Rows: Task (core/model.py).
@@ -258,14 +261,24 @@ SELECT id, name, status, priority, (extract(epoch FROM enqueued_at) * 1000)::flo
 FROM tasks WHERE id = ANY(%(ids)s::uuid[]);
 
 -- name: prune_finished
+-- COMPLETED and CANCELLED tasks (delivered webhooks among them) past retention, with
+-- their events (ON DELETE CASCADE).  FAILED tasks are the dead-letter queue: they stay
+-- until redriven or purged (purge_dead_letters).  The "pruned" counter (by task
+-- name) is written by the same statement, like the trigger's counters.
 WITH doomed AS (
     SELECT id FROM tasks
-    WHERE finished_at < now() - make_interval(secs => %(retention_seconds)s)
+    WHERE status IN ('COMPLETED', 'CANCELLED')
+      AND finished_at < now() - make_interval(secs => %(retention_seconds)s)
     ORDER BY finished_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM tasks t USING doomed WHERE t.id = doomed.id RETURNING t.name
+), counted AS (
+    INSERT INTO task_metric_deltas (name, metric, n)
+    SELECT name, 'pruned', count(*) FROM gone GROUP BY name
 )
-DELETE FROM tasks t USING doomed WHERE t.id = doomed.id;
+SELECT count(*) AS pruned FROM gone;
 
 -- name: forget_idempotency_keys
 WITH old AS (
@@ -289,7 +302,8 @@ LIMIT %(limit)s;
 
 -- name: redrive
 -- Rows: Task (core/model.py).
--- A dead-lettered task goes back to QUEUED with a fresh attempt budget.
+-- A dead-lettered task goes back to QUEUED with a fresh attempt budget.  A bulk
+-- redrive (audit_actor set) also writes one dead_letters.redriven audit row.
 WITH f AS (
     SELECT id, attempts FROM tasks
     WHERE tenant = %(tenant)s AND status = 'FAILED'
@@ -307,15 +321,65 @@ WITH f AS (
 ), ev AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, 'FAILED', 'QUEUED', previous_attempts, %(actor)s FROM r
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT %(tenant)s, %(audit_actor)s::text, 'dead_letters.redriven', 'dead_letters', NULL,
+           jsonb_build_object('count', count(*), 'ids', jsonb_agg(id::text ORDER BY id), 'name', %(name)s::text)
+    FROM r
+    HAVING count(*) > 0 AND %(audit_actor)s::text IS NOT NULL
 )
 SELECT * FROM r;
 
+-- name: purge_dead_letters
+-- Rows: Purged (core/audit.py).
+-- Deletes (with their events) at most %(limit)s of a tenant's FAILED tasks matching
+-- every filter given; says whether more match.  Locks in id order, as redrive does,
+-- so a concurrent redrive and purge cannot deadlock.  The "purged" counter and the
+-- dead_letters.purged audit row are written by the same statement.
+WITH m AS (
+    SELECT id FROM tasks
+    WHERE tenant = %(tenant)s AND status = 'FAILED'
+      AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+      AND (%(name)s::text IS NULL OR name = %(name)s)
+      AND (%(failed_before)s::timestamptz IS NULL OR finished_at < %(failed_before)s)
+    ORDER BY id
+    LIMIT %(limit)s + 1
+    FOR UPDATE
+), d AS (
+    DELETE FROM tasks t
+    USING (SELECT id FROM m ORDER BY id LIMIT %(limit)s) x
+    WHERE t.id = x.id
+    RETURNING t.id, t.name
+), counted AS (
+    INSERT INTO task_metric_deltas (name, metric, n)
+    SELECT name, 'purged', count(*) FROM d GROUP BY name
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT %(tenant)s, %(actor)s, 'dead_letters.purged', 'dead_letters', NULL,
+           jsonb_build_object('count', count(*), 'ids', jsonb_agg(id::text ORDER BY id),
+                              'filter', %(filter)s::jsonb)
+    FROM d
+    HAVING count(*) > 0
+)
+SELECT coalesce((SELECT array_agg(id::text ORDER BY id) FROM d), ARRAY[]::text[]) AS ids,
+       (SELECT count(*) FROM m) > %(limit)s AS more;
+
 -- name: insert_api_key
 -- Rows: ApiKeyRecord (core/records.py).
-INSERT INTO api_keys (id, tenant, name, key_prefix, key_hash, rate_limit_per_minute, expires_at)
-VALUES (%(id)s, %(tenant)s, %(name)s, %(key_prefix)s, %(key_hash)s, %(rate_limit)s, %(expires_at)s)
-ON CONFLICT (key_hash) DO NOTHING
-RETURNING id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at;
+-- With its api_key.created audit row (the display prefix, never the key or its hash).
+WITH k AS (
+    INSERT INTO api_keys (id, tenant, name, key_prefix, key_hash, rate_limit_per_minute, expires_at)
+    VALUES (%(id)s, %(tenant)s, %(name)s, %(key_prefix)s, %(key_hash)s, %(rate_limit)s, %(expires_at)s)
+    ON CONFLICT (key_hash) DO NOTHING
+    RETURNING id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT tenant, %(actor)s, 'api_key.created', 'api_key', id::text,
+           jsonb_build_object('name', name, 'key_prefix', key_prefix,
+                              'rate_limit_per_minute', rate_limit_per_minute, 'expires_at', expires_at)
+    FROM k
+)
+SELECT * FROM k;
 
 -- name: api_key_by_hash
 -- Rows: StoredKey (core/records.py).
@@ -332,9 +396,23 @@ ORDER BY created_at, id;
 
 -- name: revoke_api_key
 -- Rows: ApiKeyRecord (core/records.py).
-UPDATE api_keys SET disabled_at = coalesce(disabled_at, now())
-WHERE id::text = %(ref)s OR key_prefix = %(ref)s
-RETURNING id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at;
+-- Revoking a revoked key changes nothing and records nothing: the second arm reads
+-- the statement's snapshot, so it returns such a key, never the one just revoked.
+WITH r AS (
+    UPDATE api_keys SET disabled_at = now()
+    WHERE (id::text = %(ref)s OR key_prefix = %(ref)s) AND disabled_at IS NULL
+    RETURNING id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT tenant, %(actor)s, 'api_key.revoked', 'api_key', id::text,
+           jsonb_build_object('name', name, 'key_prefix', key_prefix)
+    FROM r
+)
+SELECT * FROM r
+UNION ALL
+SELECT id, tenant, name, key_prefix, rate_limit_per_minute, created_at, expires_at, disabled_at
+FROM api_keys
+WHERE (id::text = %(ref)s OR key_prefix = %(ref)s) AND disabled_at IS NOT NULL;
 
 -- name: list_tasks
 -- Rows: Task (core/model.py).
@@ -354,12 +432,22 @@ LIMIT %(limit)s;
 
 -- name: insert_schedule
 -- Rows: Schedule (core/records.py).
-INSERT INTO schedules (id, tenant, name, cron, timezone, task_name, payload, priority, max_retries,
-                       timeout_seconds, enabled, catch_up, next_fire_at)
-VALUES (%(id)s, %(tenant)s, %(name)s, %(cron)s, %(timezone)s, %(task_name)s, %(payload)s::jsonb,
-        %(priority)s, %(max_retries)s, %(timeout_seconds)s, %(enabled)s, %(catch_up)s, %(next_fire_at)s)
-ON CONFLICT (tenant, name) DO NOTHING
-RETURNING *;
+-- With its schedule.created audit row; a name taken already inserts neither.
+WITH s AS (
+    INSERT INTO schedules (id, tenant, name, cron, timezone, task_name, payload, priority, max_retries,
+                           timeout_seconds, enabled, catch_up, next_fire_at)
+    VALUES (%(id)s, %(tenant)s, %(name)s, %(cron)s, %(timezone)s, %(task_name)s, %(payload)s::jsonb,
+            %(priority)s, %(max_retries)s, %(timeout_seconds)s, %(enabled)s, %(catch_up)s, %(next_fire_at)s)
+    ON CONFLICT (tenant, name) DO NOTHING
+    RETURNING *
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT tenant, %(actor)s, 'schedule.created', 'schedule', id::text,
+           jsonb_build_object('name', name, 'cron', cron, 'timezone', timezone, 'task_name', task_name,
+                              'enabled', enabled)
+    FROM s
+)
+SELECT * FROM s;
 
 -- name: get_schedule
 -- Rows: Schedule (core/records.py).
@@ -371,16 +459,34 @@ SELECT * FROM schedules WHERE tenant = %(tenant)s ORDER BY name LIMIT %(limit)s;
 
 -- name: update_schedule
 -- Rows: Schedule (core/records.py).
-UPDATE schedules
-SET name = %(name)s, cron = %(cron)s, timezone = %(timezone)s, task_name = %(task_name)s,
-    payload = %(payload)s::jsonb, priority = %(priority)s, max_retries = %(max_retries)s,
-    timeout_seconds = %(timeout_seconds)s, enabled = %(enabled)s, catch_up = %(catch_up)s,
-    next_fire_at = %(next_fire_at)s, updated_at = now()
-WHERE id = %(id)s AND tenant = %(tenant)s
-RETURNING *;
+-- With its audit row: the action (updated, enabled, disabled) and the changed fields
+-- come from the use case, which compared the specs.
+WITH s AS (
+    UPDATE schedules
+    SET name = %(name)s, cron = %(cron)s, timezone = %(timezone)s, task_name = %(task_name)s,
+        payload = %(payload)s::jsonb, priority = %(priority)s, max_retries = %(max_retries)s,
+        timeout_seconds = %(timeout_seconds)s, enabled = %(enabled)s, catch_up = %(catch_up)s,
+        next_fire_at = %(next_fire_at)s, updated_at = now()
+    WHERE id = %(id)s AND tenant = %(tenant)s
+    RETURNING *
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT tenant, %(actor)s, %(action)s, 'schedule', id::text,
+           jsonb_build_object('name', name, 'changed', %(changed)s::jsonb)
+    FROM s
+)
+SELECT * FROM s;
 
 -- name: delete_schedule
-DELETE FROM schedules WHERE id = %(id)s AND tenant = %(tenant)s RETURNING id;
+-- With its schedule.deleted audit row.
+WITH d AS (
+    DELETE FROM schedules WHERE id = %(id)s AND tenant = %(tenant)s RETURNING id, tenant, name
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT tenant, %(actor)s, 'schedule.deleted', 'schedule', id::text, jsonb_build_object('name', name)
+    FROM d
+)
+SELECT id FROM d;
 
 -- name: schedule_runs
 -- Rows: ScheduleRun (core/records.py).
@@ -443,9 +549,28 @@ SELECT webhook_secret FROM tenant_settings WHERE tenant = %(tenant)s
 LIMIT 1;
 
 -- name: rotate_webhook_secret
-INSERT INTO tenant_settings (tenant, webhook_secret) VALUES (%(tenant)s, %(candidate)s)
-ON CONFLICT (tenant) DO UPDATE SET webhook_secret = excluded.webhook_secret
-RETURNING webhook_secret;
+-- With its webhook_secret.rotated audit row, which never holds the secret.
+WITH s AS (
+    INSERT INTO tenant_settings (tenant, webhook_secret) VALUES (%(tenant)s, %(candidate)s)
+    ON CONFLICT (tenant) DO UPDATE SET webhook_secret = excluded.webhook_secret
+    RETURNING tenant, webhook_secret
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id)
+    SELECT tenant, %(actor)s, 'webhook_secret.rotated', 'webhook_secret', NULL FROM s
+)
+SELECT webhook_secret FROM s;
+
+-- name: audit_entries
+-- Rows: AuditEntry (core/audit.py).
+-- Keyset pagination on (at, id) descending, like list_tasks; served by audit_log_tenant
+-- (or audit_log_tenant_action with an action).
+SELECT id, at, tenant, actor, action, subject_type, subject_id, details
+FROM audit_log
+WHERE tenant = %(tenant)s
+  AND (%(action)s::text IS NULL OR action = %(action)s)
+  AND (%(after_at)s::timestamptz IS NULL OR (at, id) < (%(after_at)s::timestamptz, %(after_id)s::bigint))
+ORDER BY at DESC, id DESC
+LIMIT %(limit)s;
 
 -- name: set_progress
 UPDATE tasks SET progress = %(progress)s, progress_message = %(message)s, updated_at = now()

@@ -28,7 +28,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from chalicelib.adapters.postgres.audit import AuditQueries
 from chalicelib.adapters.postgres.sqlfile import queries
+from chalicelib.core.audit import AuditAction
 from chalicelib.core.errors import ConflictError, StoreError, ValidationError
 from chalicelib.core.model import Claimed, NewTask, Outcome, Status, Task
 from chalicelib.core.records import (
@@ -74,7 +76,7 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
-class Store:
+class Store(AuditQueries):
     """Task, event and API-key persistence on a small connection pool.
 
     The pool opens lazily on first use so importing the app (a Lambda cold
@@ -267,9 +269,10 @@ class Store:
         return [TaskState.from_row(r) for r in self._all("statuses_of", {"ids": list(ids)})]
 
     def prune_finished(self, retention_seconds: float, *, limit: int = 5000) -> int:
-        with self.connection() as conn:
-            cur = conn.execute(self._q["prune_finished"], {"retention_seconds": retention_seconds, "limit": limit})
-            return cur.rowcount
+        """Delete COMPLETED and CANCELLED tasks finished before the retention period
+        (never FAILED ones: see ``purge_dead_letters``); returns how many."""
+        row = self._one("prune_finished", {"retention_seconds": retention_seconds, "limit": limit})
+        return int(row["pruned"]) if row else 0
 
     def forget_idempotency_keys(self, window_seconds: float, *, limit: int = 5000) -> int:
         with self.connection() as conn:
@@ -318,23 +321,27 @@ class Store:
         name: str | None = None,
         limit: int = 500,
         actor: str = "api",
+        audited: bool = False,
     ) -> list[Task]:
+        """FAILED -> QUEUED; ``audited`` (a bulk redrive) also writes its audit row."""
         params = {
             "tenant": tenant,
             "ids": list(ids) if ids is not None else None,
             "name": name,
             "limit": limit,
             "actor": actor,
+            "audit_actor": actor if audited else None,
         }
         return [Task.from_row(r) for r in self._all("redrive", params)]
 
     # --- schedules ----------------------------------------------------------------------
 
     def insert_schedule(
-        self, tenant: str, schedule_id: str, spec: ScheduleSpec, next_fire_at: datetime
+        self, tenant: str, schedule_id: str, spec: ScheduleSpec, next_fire_at: datetime, *, actor: str
     ) -> Schedule | None:
         """None when the tenant already has a schedule of that name."""
-        row = self._one("insert_schedule", _schedule_params(tenant, schedule_id, spec, next_fire_at))
+        params = {**_schedule_params(tenant, schedule_id, spec, next_fire_at), "actor": actor}
+        row = self._one("insert_schedule", params)
         return Schedule.from_row(row) if row else None
 
     def get_schedule(self, tenant: str, schedule_id: str) -> Schedule | None:
@@ -345,14 +352,25 @@ class Store:
         return [Schedule.from_row(r) for r in self._all("list_schedules", {"tenant": tenant, "limit": limit})]
 
     def update_schedule(
-        self, tenant: str, schedule_id: str, spec: ScheduleSpec, next_fire_at: datetime
+        self,
+        tenant: str,
+        schedule_id: str,
+        spec: ScheduleSpec,
+        next_fire_at: datetime,
+        *,
+        actor: str,
+        action: AuditAction,
+        changed: Sequence[str],
     ) -> Schedule | None:
-        """None when the schedule is gone (deleted meanwhile)."""
-        row = self._one("update_schedule", _schedule_params(tenant, schedule_id, spec, next_fire_at))
+        """None when the schedule is gone (deleted meanwhile).  ``action`` and ``changed``
+        (field names) go to the audit row."""
+        params = _schedule_params(tenant, schedule_id, spec, next_fire_at)
+        params.update(actor=actor, action=action.value, changed=dumps(list(changed)))
+        row = self._one("update_schedule", params)
         return Schedule.from_row(row) if row else None
 
-    def delete_schedule(self, tenant: str, schedule_id: str) -> bool:
-        return self._one("delete_schedule", {"id": schedule_id, "tenant": tenant}) is not None
+    def delete_schedule(self, tenant: str, schedule_id: str, *, actor: str) -> bool:
+        return self._one("delete_schedule", {"id": schedule_id, "tenant": tenant, "actor": actor}) is not None
 
     def schedule_runs(self, schedule_id: str, *, limit: int = 10) -> list[ScheduleRun]:
         """The schedule's latest ticks, newest first."""
@@ -400,16 +418,18 @@ class Store:
         assert row is not None
         return str(row["webhook_secret"])
 
-    def rotate_webhook_secret(self, tenant: str) -> str:
-        row = self._one("rotate_webhook_secret", {"tenant": tenant, "candidate": secrets.token_urlsafe(32)})
+    def rotate_webhook_secret(self, tenant: str, *, actor: str) -> str:
+        params = {"tenant": tenant, "candidate": secrets.token_urlsafe(32), "actor": actor}
+        row = self._one("rotate_webhook_secret", params)
         assert row is not None
         return str(row["webhook_secret"])
 
     # --- API keys ---------------------------------------------------------------------
 
-    def insert_api_key(self, key: NewApiKey) -> ApiKeyRecord | None:
+    def insert_api_key(self, key: NewApiKey, *, actor: str) -> ApiKeyRecord | None:
         """None when a key with that hash exists already."""
         params = {
+            "actor": actor,
             "id": key.id,
             "tenant": key.tenant,
             "name": key.name,
@@ -429,9 +449,9 @@ class Store:
         """Every key (of ``tenant``, when given), oldest first."""
         return [ApiKeyRecord.from_row(r) for r in self._all("list_api_keys", {"tenant": tenant})]
 
-    def revoke_api_key(self, ref: str) -> ApiKeyRecord | None:
+    def revoke_api_key(self, ref: str, *, actor: str) -> ApiKeyRecord | None:
         """Disable the key whose id or display prefix is ``ref``; None when there is none."""
-        row = self._one("revoke_api_key", {"ref": ref})
+        row = self._one("revoke_api_key", {"ref": ref, "actor": actor})
         return ApiKeyRecord.from_row(row) if row else None
 
     # --- observability: metrics, stats, health ---------------------------------------
