@@ -60,7 +60,7 @@ def test_unreachable_redis_raises_queue_error_with_the_cause(dead_queue: Queue, 
 
 
 def test_rate_limiter_outage_lets_an_authenticated_key_through_without_headers(rt: Container) -> None:
-    secret, _ = create_key(rt.store, "acme")
+    secret, _ = create_key(rt.store, "acme", actor="cli:test")
     access = Access(rt)
     dead = redis.Redis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     access.limiter = RateLimiter(dead, keys=rt.queue.keys)
