@@ -214,3 +214,61 @@ def _modules_under(root: Path, package: str) -> dict[str, Path]:
             parts = parts[:-1]
         found[".".join(parts)] = path
     return found
+
+
+# --- size: modules readable in one sitting, functions that fit on a screen ------------------
+
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 60
+SIZED_TREES = ("chalicelib", "tools", "client/tasklane_client")
+
+
+def _sized_files() -> list[Path]:
+    return [ROOT / "app.py"] + [p for tree in SIZED_TREES for p in sorted((ROOT / tree).rglob("*.py"))]
+
+
+def function_lengths(source: str) -> Iterator[tuple[str, int, int]]:
+    """``(name, first line, counted lines)`` of every function in ``source``.
+
+    Lines inside a multi-line data literal (a dict, list, tuple or set spanning three
+    lines or more: an OpenAPI fragment, a table of defaults) do not count, and neither
+    do those of nested functions and classes, which are measured on their own."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        end = node.end_lineno or node.lineno
+        lines = set(range(node.lineno, end + 1))
+        for inner in ast.walk(node):
+            if inner is node or not hasattr(inner, "end_lineno"):
+                continue
+            inner_end = inner.end_lineno or getattr(inner, "lineno", 0)
+            nested = isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            literal = isinstance(inner, ast.Dict | ast.List | ast.Tuple | ast.Set) and (inner_end - inner.lineno >= 2)
+            if nested or literal:
+                lines -= set(range(inner.lineno, inner_end + 1))
+        yield node.name, node.lineno, len(lines)
+
+
+def test_no_module_is_too_long_to_read() -> None:
+    long = {
+        str(p.relative_to(ROOT)): n for p in _sized_files() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split by responsibility): {long}"
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    long = [
+        f"{p.relative_to(ROOT)}:{line} {name} ({n} lines)"
+        for p in _sized_files()
+        for name, line, n in function_lengths(p.read_text())
+        if n > MAX_FUNCTION_LINES
+    ]
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines outside data literals:\n" + "\n".join(long)
+
+
+def test_the_size_check_measures_code_not_literals() -> None:
+    code = "def f():\n" + "    x = 1\n" * 70
+    literal = "def g():\n    return {\n" + '        "k": 1,\n' * 70 + "    }\n"
+    assert [n for _, _, n in function_lengths(code)] == [71]
+    assert [n for _, _, n in function_lengths(literal)] == [1]
