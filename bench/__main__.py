@@ -238,6 +238,12 @@ def run_all(env: BenchEnv, plan: Plan, parts: set[str]) -> Run:
                 "latency_burst",
                 lambda: ours.latency_run(env, per_second=200, count=p.latency_count, burst=p.burst_n),
             )
+        if "naive" in parts:
+            run.record(
+                "naive",
+                "latency_burst",
+                lambda: naive.latency_run(env, per_second=200, count=p.peer_latency_count, burst=p.burst_n),
+            )
 
     print("-- steady 200 tasks/s, peers", flush=True)
     if "dramatiq" in parts:

@@ -188,7 +188,32 @@ def drain_run(env: BenchEnv, *, workers: int, n: int, submit_cpu_ms: float, time
     }
 
 
-def latency_run(env: BenchEnv, *, per_second: float, count: int) -> dict[str, Any]:
+def _burst(env: BenchEnv, r: redis.Redis, n: int, timeout: float = 240) -> float:
+    """``n`` noop tasks (COPY + LPUSH) drained by the running worker: the table then
+    holds a burst's dead row versions, as in Tasklane's ``latency_burst``."""
+    tenant = "naive-burst-" + uuid.uuid4().hex[:6]
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    start = time.perf_counter()
+    copy = "COPY tasks (id, tenant, name, status, priority, payload, enqueued_at) FROM STDIN"
+    with env.connect() as conn:
+        with conn.cursor().copy(copy) as cp:
+            for tid in ids:
+                cp.write_row((tid, tenant, "noop", "QUEUED", "normal", '{"n":1}', "now"))
+        for i in range(0, n, 1000):
+            r.lpush(QUEUE_KEY, *ids[i : i + 1000])
+        sql = "SELECT count(*) FROM tasks WHERE tenant = %s AND status = 'COMPLETED'"
+        wait_for(
+            lambda: r.llen(QUEUE_KEY) == 0 and conn.execute(sql, (tenant,)).fetchone()[0] >= n,  # type: ignore[index]
+            timeout=timeout,
+            interval=0.1,
+            what="the naive burst to drain",
+        )
+    return time.perf_counter() - start
+
+
+def latency_run(env: BenchEnv, *, per_second: float, count: int, burst: int = 0) -> dict[str, Any]:
+    """Submits at a steady rate with one worker; with ``burst``, that many tasks are
+    drained first and the steady run starts straight after."""
     env.flush_redis()
     env.truncate()
     procs = _start(env, 1)
@@ -197,6 +222,7 @@ def latency_run(env: BenchEnv, *, per_second: float, count: int) -> dict[str, An
     c = NaiveClient(env.database_url, env.redis_url)
     tenant = "naive-lat-" + uuid.uuid4().hex[:6]
     try:
+        burst_seconds = _burst(env, r, burst) if burst else 0.0
 
         def one(i: int) -> None:
             c.submit(tenant, "bench_stamp", {"t0": time.time()})
@@ -222,7 +248,12 @@ def latency_run(env: BenchEnv, *, per_second: float, count: int) -> dict[str, An
         for p in procs:
             p.stop()
     lat = [x[0] for x in rows]
-    return {"achieved_rate": rate(sent, seconds), **stats.latency_summary(lat)}
+    return {
+        "achieved_rate": rate(sent, seconds),
+        **stats.latency_summary(lat),
+        "burst": burst,
+        "burst_seconds": burst_seconds,
+    }
 
 
 def _nan() -> float:

@@ -137,15 +137,18 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     if naive:
         r = advantage(_get(o, "single", "rate"), _get(naive, "single", "rate"), higher_is_better=True)
         add("single submit vs naive seed", ">= 1.0x", r, r >= 1.0, f"{r:.2f}x")
-    naive_p50 = _get(naive, "latency", "p50_ms")
     for section, when in (("latency", "fresh table"), ("latency_burst", "after a burst")):
         p50 = _get(o, section, "p50_ms")
         p99 = _get(o, section, "p99_ms")
         add(f"e2e latency p50 at 200/s, {when}", "<= 2 ms", p50, p50 <= 2, f"{fmt(p50, 2)} ms")
         add(f"e2e latency p99 at 200/s, {when}", "<= 5 ms", p99, p99 <= 5, f"{fmt(p99, 2)} ms")
         if naive:
+            # The naive design after its own burst when the run has it, else fresh.
+            naive_p50 = _get(naive, section, "p50_ms")
+            if isinstance(naive_p50, float) and math.isnan(naive_p50):
+                naive_p50 = _get(naive, "latency", "p50_ms")
             r = advantage(p50, naive_p50, higher_is_better=False)
-            add(f"e2e p50, {when}, vs naive seed (fresh)", ">= 1.0x", r, r >= 1.0, f"{r:.2f}x")
+            add(f"e2e p50, {when}, vs naive seed", ">= 1.0x", r, r >= 1.0, f"{r:.2f}x")
     api = _get(o, "api", "p50_ms")
     add("API function per submit, in-process, p50", "<= 1.5 ms", api, api <= 1.5, f"{fmt(api, 2)} ms")
     c8 = _get(o, "http", "concurrent8_rate")
