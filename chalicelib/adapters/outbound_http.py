@@ -196,6 +196,15 @@ def discard(response: BaseHTTPResponse, limit: int = 65536) -> None:
     release(response)
 
 
+def with_trace(headers: Mapping[str, str], trace: Mapping[str, str] | None) -> dict[str, str]:
+    """``headers`` plus the trace headers it does not name already (case-insensitively)."""
+    sent = dict(headers)
+    if trace:
+        named = {k.lower() for k in sent}
+        sent.update({k: v for k, v in trace.items() if k.lower() not in named})
+    return sent
+
+
 class OutboundHttp:
     """One connection pool manager for every outbound call, built on first use."""
 
@@ -221,12 +230,17 @@ class OutboundHttp:
         body: bytes | None = None,
         timeout: float,
         max_redirects: int = 0,
+        trace: Mapping[str, str] | None = None,
     ) -> Exchange:
         """Send ``method url``, following up to ``max_redirects`` redirects (GET/HEAD only);
         ``timeout`` bounds the whole exchange.  A 3xx beyond the limit raises ``PermanentError``;
-        with ``max_redirects=0`` a 3xx is returned like any answer."""
+        with ``max_redirects=0`` a 3xx is returned like any answer.
+
+        ``trace``: the task's trace headers (``X-Amzn-Trace-Id``, ``traceparent``: see
+        ``TaskContext.trace_headers``), sent on every hop so the callee joins the task's
+        trace; a header of the same name in ``headers`` (the caller's choice) wins."""
         deadline = time.monotonic() + timeout
-        sent = dict(headers or {})
+        sent = with_trace(headers or {}, trace)
         hop = plan_hop(url, guard)
         for redirects in range(max_redirects + 1):
             response = self._send(method, hop, sent, body, deadline)

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.adapters.outbound_http import AddressGuard, client
@@ -60,9 +61,11 @@ def deliver(
     allow_private: bool,
     delivery_id: str,
     guard: AddressGuard | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> int:
     """POST the event; returns the status.  2xx is success; 408, 429, 5xx and network
-    errors are retryable; any other answer (3xx included) is permanent."""
+    errors are retryable; any other answer (3xx included) is permanent.  ``trace``: the
+    task's trace headers (the webhook carries on the trace of the task it reports)."""
     url = payload.get("url")
     if not isinstance(url, str):
         raise PermanentError("webhook payload has no url")
@@ -79,7 +82,7 @@ def deliver(
     }
     guard = guard or AddressGuard.from_env(allow_private=allow_private)
     try:
-        exchange = client().request("POST", url, guard=guard, headers=headers, body=body, timeout=timeout)
+        exchange = client().request("POST", url, guard=guard, headers=headers, body=body, timeout=timeout, trace=trace)
     except RetryableError as exc:
         raise RetryableError(f"webhook to {url} failed: {exc}") from None
     status = exchange.status

@@ -83,6 +83,13 @@ SCHEMAS: dict[str, Any] = {
             "schedule_id": {"type": ["string", "null"]},
             "progress": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
             "progress_message": {"type": ["string", "null"]},
+            "trace_id": {
+                "type": ["string", "null"],
+                "pattern": "^1-[0-9a-f]{8}-[0-9a-f]{24}$",
+                "description": "The task's X-Ray trace id: its submit, every attempt and its webhook "
+                "are one trace, and every log line of an attempt carries it. Taken from the submit "
+                "request's X-Amzn-Trace-Id or W3C traceparent header when valid, else generated.",
+            },
             "errors": {
                 "type": "array",
                 "items": {

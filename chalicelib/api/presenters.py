@@ -60,6 +60,7 @@ def task(t: Task) -> dict[str, Any]:
         "schedule_id": t.schedule_id,
         "progress": t.progress,
         "progress_message": t.progress_message,
+        "trace_id": t.trace_id,
     }
 
 

@@ -19,6 +19,7 @@ from chalicelib.core.audit import AuditAction
 from chalicelib.core.model import Priority, Status
 from chalicelib.core.records import ScheduleSpec
 from chalicelib.core.schedules import parse_schedule
+from chalicelib.observability import tracing
 from chalicelib.services import audit, lifecycle, reads, schedules
 from chalicelib.services import health as health_service
 from chalicelib.services import submit as submitting
@@ -72,7 +73,9 @@ def submit_task(key: ApiKey) -> Response:
     rt = _rt()
     header_key = _request().headers.get("idempotency-key")
     parsed = params.submission(_body(), header_key, rt.settings, rt.registry)
-    submitted = submitting.submit(rt, key.tenant, parsed, actor=key.actor)
+    trace = tracing.current_trace(_request().headers)
+    submitted = submitting.submit(rt, key.tenant, parsed, actor=key.actor, trace=trace)
+    tracing.annotate(task_id=submitted.task.id)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return json_response(presenters.task(submitted.task), 200 if submitted.replayed else 201, headers)
 

@@ -10,6 +10,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from chalicelib.core.tracecontext import stored
+
 
 class Status(StrEnum):
     """A task's state; mirrors the CHECK constraint on ``tasks.status``."""
@@ -61,6 +63,7 @@ class NewTask:
     idempotency_key: str | None = None
     request_hash: str | None = None
     callback_url: str | None = None
+    trace_context: str | None = None  # X-Amzn-Trace-Id form (core.tracecontext)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class Claimed:
     timeout_seconds: float
     enqueued_at: datetime | None = None
     started_at: datetime | None = None
+    trace_context: str | None = None  # the task's trace, as submit stored it
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Claimed:
@@ -105,6 +109,7 @@ class Claimed:
             row["timeout_seconds"],
             row["enqueued_at"],
             row["started_at"],
+            row.get("trace_context"),
         )
 
     @property
@@ -160,6 +165,13 @@ class Task:
     schedule_id: str | None = None
     progress: int | None = None
     progress_message: str | None = None
+    trace_context: str | None = None  # X-Amzn-Trace-Id form: the task's one trace
+
+    @property
+    def trace_id(self) -> str | None:
+        """The X-Ray trace id (``1-...``) every span and log line of this task carries."""
+        trace = stored(self.trace_context)
+        return trace.trace_id if trace is not None else None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Task:
@@ -188,6 +200,7 @@ class Task:
             schedule_id=str(row["schedule_id"]) if row.get("schedule_id") else None,
             progress=row.get("progress"),
             progress_message=row.get("progress_message"),
+            trace_context=row.get("trace_context"),
         )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from chalicelib.core.errors import TaskCancelled
 from chalicelib.observability.powertools import task_log_context
+from chalicelib.observability.tracing import attempt_span
 from chalicelib.tasktypes.catalog import Registered
 from chalicelib.tasktypes.context import TaskContext
 
@@ -20,7 +21,16 @@ def run_attempt(entry: Registered, payload: Any, ctx: TaskContext) -> Any:
     ctx.started_monotonic = time.monotonic()
     if ctx.cancel_requested:
         raise TaskCancelled("cancelled before it started")
-    with task_log_context(ctx.task_id, ctx.name, ctx.tenant, ctx.attempt):  # every log line names the task
+    # Every log line names the task and its trace; with tracing on, the attempt is a
+    # segment of the task's trace (attempt_span costs nothing when tracing is off).
+    with (
+        task_log_context(ctx.task_id, ctx.name, ctx.tenant, ctx.attempt, ctx.trace_id),
+        attempt_span(ctx.trace, f"attempt {ctx.name}", _annotations(ctx)),
+    ):
         if entry.validate is not None:
             entry.validate(payload)
         return entry.run(payload, ctx)
+
+
+def _annotations(ctx: TaskContext) -> dict[str, Any]:
+    return {"task_id": ctx.task_id, "task_name": ctx.name, "tenant": ctx.tenant, "attempt": ctx.attempt}

@@ -26,6 +26,7 @@ from typing import Any
 
 from chalicelib.config import Settings, get_settings
 from chalicelib.core.errors import PermanentError, RetryableError
+from chalicelib.core.tracecontext import stored
 from chalicelib.execution.attempt import run_attempt
 from chalicelib.tasktypes.catalog import Registered, Registry
 from chalicelib.tasktypes.context import TaskContext
@@ -119,6 +120,7 @@ def handle(event: dict[str, Any], context: Any) -> Any:
         attempt=int(task.get("attempt") or 1),
         max_retries=int(task.get("max_retries") or 0),
         timeout_seconds=timeout,
+        trace_context=_trace_of(task),
     )
     try:
         return run_attempt(entry, event.get("payload"), ctx)
@@ -126,3 +128,9 @@ def handle(event: dict[str, Any], context: Any) -> Any:
         if exc.retry_after is None:
             raise
         raise RetryableError(f"{exc} [retry-after={exc.retry_after:.3f}]", retry_after=exc.retry_after) from exc
+
+
+def _trace_of(task: dict[str, Any]) -> str | None:
+    """The event's trace header, kept only when well formed (the event may be hand-made)."""
+    trace = stored(task.get("trace"))
+    return trace.header() if trace is not None else None

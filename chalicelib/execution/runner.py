@@ -100,6 +100,7 @@ class BatchRunner:
                 timeout_seconds=task.timeout_seconds,
                 ports=self.ports,
                 lease_token=token,
+                trace_context=task.trace_context,
             )
             items.append(Item(task, entry, ctx))
         return items, outcomes

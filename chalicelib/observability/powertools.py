@@ -8,7 +8,8 @@ of the API function that never traces a handler of this kind.
 - Logger: the process's ``chalicelib.observability.log.logger``; each invocation gets
   the Lambda context keys (request id, function name, cold start).  While a task
   runs, its thread's log lines carry ``task_id``, ``task_name``, ``tenant`` and
-  ``attempt`` (``task_log_context``; thread-safe keys, since executors share a pool).
+  ``attempt`` and ``trace_id`` (``task_log_context``; thread-safe keys, since executors
+  share a pool).
 - Metrics: namespace from ``POWERTOOLS_METRICS_NAMESPACE`` (``Tasklane``), flushed as
   EMF at the end of every drain, sweep and executor invocation.
 - Tracer: off when ``POWERTOOLS_TRACE_DISABLED=true`` (the local stage).
@@ -35,7 +36,7 @@ _lock = threading.Lock()
 _tracer: Any = None
 _metrics: Any = None
 
-TASK_KEYS = ("task_id", "task_name", "tenant", "attempt")
+TASK_KEYS = ("task_id", "task_name", "tenant", "attempt", "trace_id")
 
 
 def tracer() -> Any:
@@ -71,9 +72,14 @@ def add_counts(prefix: str, counts: Mapping[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def task_log_context(task_id: str, task_name: str, tenant: str, attempt: int) -> Iterator[None]:
-    """Every log line of this thread carries the task's keys until the block ends."""
-    logger.thread_safe_append_keys(task_id=task_id, task_name=task_name, tenant=tenant, attempt=attempt)
+def task_log_context(
+    task_id: str, task_name: str, tenant: str, attempt: int, trace_id: str | None = None
+) -> Iterator[None]:
+    """Every log line of this thread carries the task's keys (and its trace id, when
+    it has one) until the block ends."""
+    logger.thread_safe_append_keys(
+        task_id=task_id, task_name=task_name, tenant=tenant, attempt=attempt, trace_id=trace_id
+    )
     try:
         yield
     finally:

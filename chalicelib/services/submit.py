@@ -17,6 +17,7 @@ from chalicelib.container import Container
 from chalicelib.core.errors import ConflictError, QueueError, ValidationError
 from chalicelib.core.model import NewTask, QueueEntry, Status, Task
 from chalicelib.core.requests import TaskRequest
+from chalicelib.core.tracecontext import TraceContext, new_root
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
 
@@ -59,23 +60,34 @@ class BatchResult:
         return self.failed == 0 and self.created == len(self.items)
 
 
-def submit(rt: Container, tenant: str, request: TaskRequest, *, actor: str = "api") -> Submitted:
-    """Persist and enqueue one task (see ``submit_many``)."""
-    result = submit_many(rt, tenant, [request], actor=actor)[0]
+def submit(
+    rt: Container, tenant: str, request: TaskRequest, *, actor: str = "api", trace: TraceContext | None = None
+) -> Submitted:
+    """Persist and enqueue one task (see ``submit_many``) under ``trace`` (the request's
+    trace context; None: a fresh root)."""
+    result = submit_many(rt, tenant, [request], actor=actor, traces=None if trace is None else [trace])[0]
     if isinstance(result, ConflictError):
         raise result
     return result
 
 
 def submit_many(
-    rt: Container, tenant: str, requests: Sequence[TaskRequest], *, actor: str = "api"
+    rt: Container,
+    tenant: str,
+    requests: Sequence[TaskRequest],
+    *,
+    actor: str = "api",
+    traces: Sequence[TraceContext] | None = None,
 ) -> list[Submitted | ConflictError]:
     """Persist N tasks with one INSERT and enqueue them with one Redis round trip.
 
     Results are in request order.  An idempotency key seen before yields the
     original task (``replayed``) when the request is the same, else a
-    ``ConflictError`` in that slot.
+    ``ConflictError`` in that slot.  ``traces`` gives each task its trace context;
+    without it each task starts a trace of its own (one task, one trace).
     """
+    if traces is None:
+        traces = [new_root() for _ in requests]
     new = [
         NewTask(
             id=str(uuid.uuid4()),
@@ -90,8 +102,9 @@ def submit_many(
             idempotency_key=r.idempotency_key,
             request_hash=r.fingerprint() if r.idempotency_key else None,
             callback_url=r.callback_url,
+            trace_context=t.header(),
         )
-        for r in requests
+        for r, t in zip(requests, traces, strict=True)
     ]
     inserted = {t.id: t for t in rt.store.insert_tasks(new, actor=actor)}
     _enqueue(rt, list(inserted.values()))

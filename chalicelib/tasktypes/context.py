@@ -8,6 +8,7 @@ function has no database connection, so progress is not reported there).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 from chalicelib.adapters.aws.secrets import with_secrets
 from chalicelib.config import Settings, get_settings
+from chalicelib.core.tracecontext import TraceContext, stored
 
 
 class ProgressReporter(Protocol):
@@ -61,9 +63,34 @@ class TaskContext:
     timeout_seconds: float
     ports: TaskPorts = NO_PORTS
     lease_token: str | None = None
+    trace_context: str | None = None  # the task's trace (X-Amzn-Trace-Id form), as stored at submit
     _last_progress: float = 0.0
     started_monotonic: float = 0.0  # set when the attempt starts running
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @functools.cached_property
+    def trace(self) -> TraceContext | None:
+        """The task's trace context (None for a task stored without one)."""
+        return stored(self.trace_context)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The X-Ray trace id (``1-...``) of the task: in every log line of the attempt."""
+        trace = self.trace
+        return trace.trace_id if trace is not None else None
+
+    @property
+    def trace_header(self) -> str | None:
+        """The ``X-Amzn-Trace-Id`` value for a call this attempt makes (an HTTP request,
+        a Lambda invocation), so the callee joins the task's trace."""
+        trace = self.trace
+        return trace.header() if trace is not None else None
+
+    def trace_headers(self) -> dict[str, str]:
+        """``X-Amzn-Trace-Id`` and W3C ``traceparent`` for an outbound HTTP call ({} when
+        the task has no trace)."""
+        trace = self.trace
+        return trace.outbound_headers() if trace is not None else {}
 
     @property
     def cancel_requested(self) -> bool:

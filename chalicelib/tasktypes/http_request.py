@@ -187,6 +187,7 @@ def call(payload: dict[str, Any], ctx: TaskContext, guard: AddressGuard | None =
         body=body,
         timeout=limit,
         max_redirects=MAX_REDIRECTS if method in ("GET", "HEAD") else 0,
+        trace=ctx.trace_headers(),
     )
     return _result(exchange, method)
 

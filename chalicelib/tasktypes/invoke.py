@@ -5,8 +5,9 @@ function, ``chalicelib/execution/remote.py``) and declared task types whose
 target is a team's Lambda function (``targets.LambdaTarget``).
 
 - The function gets ``event_for(...)``: ``{"tasklane": 1, "task": {id, name,
-  tenant, attempt, max_retries, timeout_seconds, deadline}, "payload": ...}``
-  (``deadline``: when the attempt is timed out, ISO-8601 UTC).
+  tenant, attempt, max_retries, timeout_seconds, deadline, trace}, "payload": ...}``
+  (``deadline``: when the attempt is timed out, ISO-8601 UTC; ``trace``: the task's
+  ``X-Amzn-Trace-Id`` value, also in the invocation's ``ClientContext.custom``).
 - ``InvocationType=RequestResponse``; the botocore read timeout is the attempt's
   remaining time (+2 s), and the client does not retry by itself: a timed-out
   invoke may still be running, and only the retry policy (and the function's
@@ -22,6 +23,7 @@ target is a team's Lambda function (``targets.LambdaTarget``).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Collection
@@ -52,6 +54,9 @@ def event_for(name: str, payload: Any, ctx: TaskContext) -> dict[str, Any]:
             "max_retries": ctx.max_retries,
             "timeout_seconds": ctx.timeout_seconds,
             "deadline": deadline.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            # The task's trace (X-Amzn-Trace-Id form; null without one): the attempt
+            # over there joins it, and its log lines carry its trace id.
+            "trace": ctx.trace_header,
         },
         "payload": payload,
     }
@@ -78,12 +83,26 @@ def invoke_attempt(
     }
     if qualifier:
         request["Qualifier"] = qualifier
+    context = client_context(ctx)
+    if context is not None:
+        request["ClientContext"] = context
     try:
         response = client.invoke(**request)
         raw = response["Payload"].read()
     except Exception as exc:
         raise classify_aws_error(exc, f"invoking {function_name}") from exc
     return decode_response(response, raw, permanent_types)
+
+
+def client_context(ctx: TaskContext) -> str | None:
+    """Lambda's ``ClientContext`` (base64 JSON, at most 3,583 bytes: a trace header is
+    under 100) with the task's trace header in ``custom``, for a function that reads
+    the invocation's context rather than the event."""
+    header = ctx.trace_header
+    if header is None:
+        return None
+    raw = json.dumps({"custom": {"X-Amzn-Trace-Id": header}}, separators=(",", ":")).encode()
+    return base64.b64encode(raw).decode()
 
 
 def decode_response(response: dict[str, Any], raw: bytes, permanent_types: Collection[str]) -> Any:

@@ -75,6 +75,7 @@ class HttpTarget:
             headers=self._headers(body, secrets.webhook_secret(ctx.tenant), ctx),
             body=body,
             timeout=max(ctx.remaining_seconds(), 0.5),
+            trace=ctx.trace_headers(),  # the team's endpoint joins the task's trace
         )
         return _outcome(exchange, f"POST {self.spec.url}")
 

@@ -28,5 +28,6 @@ def send_webhook(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         timeout=min(float(settings.webhook_timeout_seconds), max(ctx.remaining_seconds(), 1.0)),
         allow_private=settings.webhook_allow_private,
         delivery_id=ctx.task_id,
+        trace=ctx.trace_headers(),
     )
     return {"delivered": True, "status": status, "attempt": ctx.attempt}

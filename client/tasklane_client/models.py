@@ -105,6 +105,7 @@ class Task:
     schedule_id: str | None
     progress: float | None
     progress_message: str | None
+    trace_id: str | None = None  # the task's X-Ray trace id (submit, attempts and webhook)
     errors: list[AttemptError] = field(default_factory=list)
     replayed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -141,6 +142,7 @@ class Task:
             schedule_id=data.get("schedule_id"),
             progress=float(progress) if progress is not None else None,
             progress_message=data.get("progress_message"),
+            trace_id=data.get("trace_id"),
             errors=[AttemptError.from_dict(e) for e in data.get("errors") or []],
             replayed=replayed,
             raw=dict(data),

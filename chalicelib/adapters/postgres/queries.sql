@@ -20,19 +20,19 @@ WITH n AS (
     SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS n(
         id uuid, tenant text, name text, priority text, payload text, max_retries int,
         timeout_seconds int, run_at timestamptz, delay float8, idempotency_key text,
-        request_hash text, callback_url text)
+        request_hash text, callback_url text, trace_context text)
 ), r AS (
     SELECT n.*, coalesce(n.run_at, now() + make_interval(secs => coalesce(n.delay, 0))) AS due
     FROM n
 ), ins AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries,
                        timeout_seconds, run_at, enqueued_at, idempotency_key, request_hash,
-                       callback_url)
+                       callback_url, trace_context)
     SELECT id, tenant, name,
            CASE WHEN due <= now() THEN 'QUEUED' ELSE 'PENDING' END,
            priority, payload::jsonb, max_retries, timeout_seconds, due,
            CASE WHEN due <= now() THEN now() END,
-           idempotency_key, request_hash, callback_url
+           idempotency_key, request_hash, callback_url, trace_context
     FROM r
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
@@ -90,7 +90,7 @@ WITH nosync AS (
     FROM l CROSS JOIN nosync
     WHERE t.id = l.id
     RETURNING t.id, t.tenant, t.name, t.priority, t.payload, t.attempts, t.max_retries,
-              t.timeout_seconds, t.enqueued_at, t.started_at, l.status AS from_status
+              t.timeout_seconds, t.enqueued_at, t.started_at, t.trace_context, l.status AS from_status
 ), ev AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, from_status, 'PROCESSING', attempts, %(actor)s FROM c
@@ -98,7 +98,7 @@ WITH nosync AS (
 -- In the order of the ids given, which is Redis's claim (priority) order: the
 -- batch starts in it.  UPDATE ... RETURNING promises no order of its own.
 SELECT id::text AS id, tenant, name, priority, payload, attempts, max_retries, timeout_seconds,
-       enqueued_at, started_at
+       enqueued_at, started_at, trace_context
 FROM c ORDER BY array_position(%(ids)s::uuid[], c.id);
 
 -- name: finish
@@ -127,19 +127,20 @@ WITH o AS (
     FROM o
     WHERE t.id = o.id AND t.status = 'PROCESSING' AND t.lease_token = o.token
     RETURNING t.id, t.tenant, t.name, t.status, t.priority, t.attempts, t.run_at, t.result,
-              t.last_error, t.last_error_type, t.finished_at, t.callback_url,
+              t.last_error, t.last_error_type, t.finished_at, t.callback_url, t.trace_context,
               o.error, o.error_type
 ), ev AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type)
     SELECT id, 'PROCESSING', status, attempts, %(actor)s, error, error_type FROM u
 ), hooks AS (
     -- A completion webhook is a task of its own, born with the final transition.
+    -- It carries on the parent's trace (its delivery is part of the task's life).
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
-                       run_at, enqueued_at)
+                       run_at, enqueued_at, trace_context)
     SELECT gen_random_uuid(), f.tenant, 'tasklane.webhook', 'QUEUED', 'high',
            tasklane_webhook_payload(f.callback_url, f.id, f.name, f.status, f.attempts, f.result,
                                     f.last_error, f.last_error_type, f.finished_at),
-           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now()
+           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now(), f.trace_context
     FROM u f
     WHERE f.callback_url IS NOT NULL AND f.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
     RETURNING id, (payload->'task'->>'id')::uuid AS parent,
@@ -193,12 +194,13 @@ WITH c AS (
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s FROM c
 ), hooks AS (
     -- A completion webhook is a task of its own, born with the final transition.
+    -- It carries on the parent's trace (its delivery is part of the task's life).
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
-                       run_at, enqueued_at)
+                       run_at, enqueued_at, trace_context)
     SELECT gen_random_uuid(), f.tenant, 'tasklane.webhook', 'QUEUED', 'high',
            tasklane_webhook_payload(f.callback_url, f.id, f.name, f.status, f.attempts, f.result,
                                     f.last_error, f.last_error_type, f.finished_at),
-           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now()
+           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now(), f.trace_context
     FROM c f
     WHERE f.callback_url IS NOT NULL AND f.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
     RETURNING id, (payload->'task'->>'id')::uuid AS parent,
@@ -517,9 +519,9 @@ WITH run AS (
     RETURNING task_id
 ), ins AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
-                       run_at, enqueued_at, schedule_id)
+                       run_at, enqueued_at, schedule_id, trace_context)
     SELECT run.task_id, s.tenant, s.task_name, 'QUEUED', s.priority, s.payload, s.max_retries,
-           s.timeout_seconds, now(), now(), s.id
+           s.timeout_seconds, now(), now(), s.id, %(trace_context)s
     FROM run JOIN schedules s ON s.id = %(schedule_id)s
     RETURNING *
 ), ev AS (

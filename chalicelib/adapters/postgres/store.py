@@ -61,6 +61,7 @@ from chalicelib.core.stats import (
     StatsSnapshot,
     SubmittedCount,
 )
+from chalicelib.core.tracecontext import new_root
 
 Row = dict[str, Any]
 
@@ -397,6 +398,8 @@ class Store(AuditQueries):
                         "fire_at": fire_at,
                         "task_id": str(uuid.uuid4()),
                         "actor": actor,
+                        # Each fired task is a trace of its own.
+                        "trace_context": new_root().header(),
                     }
                     created += [Task.from_row(r) for r in conn.execute(self._q["fire_schedule"], params)]
                 conn.execute(
@@ -525,6 +528,7 @@ def _tasks_json(tasks: Sequence[NewTask]) -> str:
                 "idempotency_key": t.idempotency_key,
                 "request_hash": t.request_hash,
                 "callback_url": t.callback_url,
+                "trace_context": t.trace_context,
             }
             for t in tasks
         ]
