@@ -46,6 +46,23 @@ _TASK_ID_PARAM = {
 }
 
 
+# The submit request's trace context (README "One task, one trace"): the task's trace_id.
+# A malformed value is ignored (the task gets a fresh trace), never refused.
+_TRACE_HEADERS = [
+    {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": f"{what}; the task joins this trace. Malformed values are ignored.",
+        "schema": {"type": "string", "maxLength": 256},
+    }
+    for name, what in (
+        ("X-Amzn-Trace-Id", "X-Ray trace header (Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=1)"),
+        ("traceparent", "W3C trace context (00-<32 hex>-<16 hex>-<2 hex>)"),
+    )
+]
+
+
 def _op(
     summary: str, responses: dict[str, Any], *, body: dict[str, Any] | None = None, params: list[Any] | None = None
 ) -> dict[str, Any]:
@@ -284,7 +301,8 @@ def spec(registry: Registry) -> dict[str, Any]:
                             "in": "header",
                             "required": False,
                             "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-                        }
+                        },
+                        *_TRACE_HEADERS,
                     ],
                 ),
                 "get": _op(

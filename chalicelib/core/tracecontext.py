@@ -29,6 +29,7 @@ W3C_HEADER = "traceparent"
 _ROOT = re.compile(r"1-[0-9a-f]{8}-[0-9a-f]{24}")
 _SPAN = re.compile(r"[0-9a-f]{16}")
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_STORED_ROOT = re.compile(r"Root=(1-[0-9a-f]{8}-[0-9a-f]{24})(?:;|$)")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -87,7 +88,7 @@ def parse_amzn(value: str | None) -> TraceContext | None:
     ``Root`` is required; ``Parent`` and ``Sampled`` are optional; other fields
     (``Self``, ``Lineage``...) are allowed and dropped.  A field given twice, an
     upper-case hex digit or a stray character makes the whole value invalid."""
-    if not isinstance(value, str) or not value or len(value) > MAX_HEADER or not value.isascii():
+    if not isinstance(value, str) or not value or len(value) > MAX_HEADER or not _printable_ascii(value):
         return None
     fields: dict[str, str] = {}
     for part in value.strip().split(";"):
@@ -111,7 +112,7 @@ def parse_traceparent(value: str | None) -> TraceContext | None:
     """A W3C ``traceparent`` value, or None unless it is well formed: version 00 exactly
     as specified (a future version may append fields after a dash), no all-zero ids,
     lower-case hex."""
-    if not isinstance(value, str) or not value or len(value) > MAX_HEADER or not value.isascii():
+    if not isinstance(value, str) or not value or len(value) > MAX_HEADER or not _printable_ascii(value):
         return None
     text = value.strip()
     match = _TRACEPARENT.match(text)
@@ -138,7 +139,21 @@ def from_headers(headers: Mapping[str, str], lambda_env: str | None = None) -> T
     )
 
 
+def root_of(value: str | None) -> str | None:
+    """The trace id of a stored trace context, without parsing the rest (the drainer
+    does this once per attempt, for the log lines: one anchored match)."""
+    if not value:
+        return None
+    match = _STORED_ROOT.match(value)
+    return match.group(1) if match is not None else None
+
+
 def stored(value: str | None) -> TraceContext | None:
     """A trace context read back from a task row or an executor event (None if absent
     or not valid: an old row, a hand-made event)."""
     return parse_amzn(value)
+
+
+def _printable_ascii(value: str) -> bool:
+    """No control characters (a CR/LF would split a header we forward), nothing non-ASCII."""
+    return value.isascii() and value.isprintable()

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from chalicelib.adapters.aws.secrets import with_secrets
 from chalicelib.config import Settings, get_settings
-from chalicelib.core.tracecontext import TraceContext, stored
+from chalicelib.core.tracecontext import TraceContext, root_of, stored
 
 
 class ProgressReporter(Protocol):
@@ -76,8 +76,7 @@ class TaskContext:
     @property
     def trace_id(self) -> str | None:
         """The X-Ray trace id (``1-...``) of the task: in every log line of the attempt."""
-        trace = self.trace
-        return trace.trace_id if trace is not None else None
+        return root_of(self.trace_context)
 
     @property
     def trace_header(self) -> str | None:

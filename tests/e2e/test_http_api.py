@@ -168,3 +168,28 @@ def test_cancel_over_http(stack: Stack) -> None:
     r = stack.post(f"/api/v1/tasks/{running['id']}/cancel")
     assert r.status_code == 202 and r.json()["cancel_requested"] is True
     wait_for(lambda: stack.task(running["id"])["status"] == "CANCELLED", timeout=30)
+
+
+def test_trace_id_round_trips_through_the_live_stack(stack: Stack) -> None:
+    root = f"1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}"
+    sent = stack.post(
+        "/api/v1/tasks",
+        {"name": "noop", "payload": {"traced": True}},
+        headers={"X-Amzn-Trace-Id": f"Root={root};Parent=53995c3f42cd8ad8;Sampled=1"},
+    )
+    assert sent.status_code == 201, sent.text
+    assert sent.json()["trace_id"] == root
+    w3c = stack.post(
+        "/api/v1/tasks",
+        {"name": "noop", "payload": {}},
+        headers={"traceparent": f"00-{root[2:].replace('-', '')}-53995c3f42cd8ad8-01"},
+    )
+    assert w3c.status_code == 201 and w3c.json()["trace_id"] == root
+    hostile = stack.post(
+        "/api/v1/tasks", {"name": "noop", "payload": {}}, headers={"X-Amzn-Trace-Id": "Root=1-x;" + "A" * 5000}
+    )
+    assert hostile.status_code == 201, hostile.text
+    assert hostile.json()["trace_id"] not in (None, root)
+    task_id = str(sent.json()["id"])
+    wait_for(lambda: stack.task(task_id)["status"] == "COMPLETED", timeout=30, message="the traced task to complete")
+    assert stack.task(task_id)["trace_id"] == root

@@ -4,6 +4,7 @@ mode ``lambda`` (drain → boto3 ``invoke`` → the ``executor`` function)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
@@ -165,6 +166,13 @@ def test_executor_mode_lambda_runs_tasks_in_the_executor_function(
     events = [json.loads(c["Payload"]) for c in fake.calls]
     assert {e["task"]["id"] for e in events} == {ok.id, permanent.id, flaky.id}
     assert all(c["InvocationType"] == "RequestResponse" for c in fake.calls)
+    # Each invocation carries its task's trace: in the event and in the ClientContext.
+    traces = {t.id: t.trace_context for t in (ok, permanent, flaky)}
+    assert all(t is not None for t in traces.values())
+    for call, event in zip(fake.calls, events, strict=True):
+        assert event["task"]["trace"] == traces[event["task"]["id"]]
+        context = json.loads(base64.b64decode(call["ClientContext"]))
+        assert context == {"custom": {"X-Amzn-Trace-Id": traces[event["task"]["id"]]}}
     assert max(timeouts) > 40  # the read timeout follows the task's own timeout (40 s + slack)
 
 

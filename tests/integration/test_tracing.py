@@ -2,7 +2,8 @@
 (``LAMBDA_TASK_ROOT`` set, a sampled trace header) with the X-Ray daemon address
 pointing at a UDP socket of this test, which receives the segment documents the
 SDK would send to the daemon.  Each handler is one subsegment of the invocation's
-trace, named for the handler; EMF metrics are printed for each too."""
+trace, named for the handler; EMF metrics are printed for each too.  A task attempt
+is a segment of the task's own trace (the one stored at submit)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from typing import Any
 import pytest
 
 from chalicelib.container import Container
+from tests.helpers import query
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACE_ID = "1-5759e988-bd862e3fe1be46a994272793"
 PARENT_ID = "53995c3f42cd8ad8"
+TASK_TRACE_ID = "1-6a1b2c3d-0123456789abcdef01234567"
 
 
 @pytest.fixture
@@ -80,7 +83,30 @@ def test_each_handler_is_a_named_subsegment_of_the_invocations_trace(rt: Contain
     assert results["executor"] == {"traced": True}
     assert results["executor_error"] == "PermanentError"
 
-    segments = _segments(daemon)
+    received = _segments(daemon)
+    # The API request is a subsegment of its invocation, annotated with the task it created,
+    # and the task row keeps that span as the parent of the task's trace.
+    api = [s for s in received if s["name"] == "## POST /api/v1/tasks"]
+    assert len(api) == 1 and api[0]["annotations"]["task_id"] == results["api"]["id"]
+    assert (api[0]["trace_id"], api[0]["parent_id"]) == (TRACE_ID, PARENT_ID)
+    assert results["api"]["trace_id"] == TRACE_ID
+    stored = query(rt.settings.database_url, "SELECT trace_context FROM tasks WHERE id = %s", results["api"]["id"])
+    assert stored[0][0] == f"Root={TRACE_ID};Parent={api[0]['id']};Sampled=1"
+
+    # Each attempt is a segment of its task's own trace, linked to the span that started
+    # the task: the drained attempt of the API's task under the API's span, the executor
+    # function's attempt under the parent its event named.
+    attempts = {s["annotations"]["task_id"]: s for s in received if s["name"] == "attempt noop"}
+    assert len(attempts) == 2
+    drained = attempts[results["api"]["id"]]
+    assert (drained["trace_id"], drained["parent_id"]) == (TRACE_ID, api[0]["id"])
+    remote = attempts["7f9c2ad4-0000-4000-8000-000000000001"]
+    assert (remote["trace_id"], remote["parent_id"]) == (TASK_TRACE_ID, "fedcba9876543210")
+    for attempt in attempts.values():
+        assert attempt["annotations"]["attempt"] == 1 and not attempt.get("fault")
+        assert attempt["end_time"] >= attempt["start_time"] and "type" not in attempt  # a segment
+
+    segments = [s for s in received if s["name"] not in ("attempt noop", "## POST /api/v1/tasks")]
     assert [s["name"] for s in segments] == ["## drain", "## sweep", "## executor", "## executor"]
     for s in segments:
         assert (s["type"], s["trace_id"], s["parent_id"]) == ("subsegment", TRACE_ID, PARENT_ID)

@@ -42,15 +42,49 @@ def scheduled_event() -> dict[str, Any]:
     }
 
 
+def api_submit(app: Any) -> dict[str, Any]:
+    """POST /api/v1/tasks as API Gateway (REST, proxy) hands it to the API function."""
+    from chalicelib.container import get_container
+    from chalicelib.services.apikeys import create_key
+
+    secret, _ = create_key(get_container().store, "t", name="traced")
+    headers = {"X-API-Key": secret, "Content-Type": "application/json", "Host": "example.execute-api"}
+    event = {
+        "resource": "/api/v1/tasks",
+        "path": "/api/v1/tasks",
+        "httpMethod": "POST",
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {"resourcePath": "/api/v1/tasks", "httpMethod": "POST", "stage": "api"},
+        "body": json.dumps({"name": "noop", "payload": {}}),
+        "isBase64Encoded": False,
+    }
+    response = app.app(event, Context("tasklane-api"))
+    return dict(json.loads(response["body"]))
+
+
 def main() -> int:
     import app
 
     results: dict[str, Any] = {}
+    results["api"] = api_submit(app)
     results["drain"] = app.drain(scheduled_event(), Context("tasklane-drain"))
     results["sweep"] = app.sweep(scheduled_event(), Context("tasklane-sweep"))
     event = {
         "tasklane": 1,
-        "task": {"id": str(uuid.uuid4()), "name": "noop", "tenant": "t", "attempt": 1, "timeout_seconds": 5},
+        "task": {
+            "id": "7f9c2ad4-0000-4000-8000-000000000001",
+            "name": "noop",
+            "tenant": "t",
+            "attempt": 1,
+            "timeout_seconds": 5,
+            # The task's own trace (not the invocation's): its attempt is a segment there.
+            "trace": "Root=1-6a1b2c3d-0123456789abcdef01234567;Parent=fedcba9876543210;Sampled=1",
+        },
         "payload": {"traced": True},
     }
     results["executor"] = app.executor(event, Context("tasklane-executor"))

@@ -139,12 +139,14 @@ def test_get_parses_errors_progress_and_timestamps() -> None:
         attempts=2,
         progress=40,
         progress_message="page 2",
+        trace_id="1-5759e988-bd862e3fe1be46a994272793",
         errors=[{"attempt": 1, "error": "boom", "error_type": "RetryableError", "at": "2026-01-01T00:00:01+00:00"}],
     )
     client, _ = make_client(Recorder(httpx.Response(200, json=body)))
     with client:
         task = client.get(body["id"])
     assert task.progress == 40.0 and task.progress_message == "page 2"
+    assert task.trace_id == "1-5759e988-bd862e3fe1be46a994272793"
     assert task.errors[0].error == "boom" and task.errors[0].error_type == "RetryableError"
     assert task.created_at is not None and task.created_at.year == 2026
     assert task.raw["attempts"] == 2
