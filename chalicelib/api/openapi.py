@@ -53,8 +53,10 @@ _TRACE_HEADERS = [
         "name": name,
         "in": "header",
         "required": False,
-        "description": f"{what}; the task joins this trace. Malformed values are ignored.",
-        "schema": {"type": "string", "maxLength": 256},
+        # No pattern or length in the schema: any value is accepted (and ignored unless valid).
+        "description": f"{what}; the task joins this trace. A malformed value (or one over "
+        "256 characters) is ignored: the task gets a fresh trace.",
+        "schema": {"type": "string"},
     }
     for name, what in (
         ("X-Amzn-Trace-Id", "X-Ray trace header (Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=1)"),
