@@ -86,26 +86,7 @@ def submit_many(
     ``ConflictError`` in that slot.  ``traces`` gives each task its trace context;
     without it each task starts a trace of its own (one task, one trace).
     """
-    if traces is None:
-        traces = [new_root() for _ in requests]
-    new = [
-        NewTask(
-            id=str(uuid.uuid4()),
-            tenant=tenant,
-            name=r.name,
-            priority=r.priority.value,
-            payload_json=dumps(r.payload),
-            max_retries=r.max_retries,
-            timeout_seconds=r.timeout_seconds,
-            run_at=r.run_at,
-            delay_seconds=r.delay_seconds,
-            idempotency_key=r.idempotency_key,
-            request_hash=r.fingerprint() if r.idempotency_key else None,
-            callback_url=r.callback_url,
-            trace_context=t.header(),
-        )
-        for r, t in zip(requests, traces, strict=True)
-    ]
+    new = _new_tasks(tenant, requests, traces)
     inserted = {t.id: t for t in rt.store.insert_tasks(new, actor=actor)}
     _enqueue(rt, list(inserted.values()))
 
@@ -132,6 +113,30 @@ def submit_many(
             results.append(Submitted(found.task, replayed=True))
     metrics.log_submitted(tenant, list(inserted.values()), actor=actor, duplicates=len(new) - len(inserted))
     return results
+
+
+def _new_tasks(tenant: str, requests: Sequence[TaskRequest], traces: Sequence[TraceContext] | None) -> list[NewTask]:
+    """The rows to insert; without ``traces`` each task starts a trace of its own."""
+    if traces is None:
+        traces = [new_root() for _ in requests]
+    return [
+        NewTask(
+            id=str(uuid.uuid4()),
+            tenant=tenant,
+            name=r.name,
+            priority=r.priority.value,
+            payload_json=dumps(r.payload),
+            max_retries=r.max_retries,
+            timeout_seconds=r.timeout_seconds,
+            run_at=r.run_at,
+            delay_seconds=r.delay_seconds,
+            idempotency_key=r.idempotency_key,
+            request_hash=r.fingerprint() if r.idempotency_key else None,
+            callback_url=r.callback_url,
+            trace_context=t.header(),
+        )
+        for r, t in zip(requests, traces, strict=True)
+    ]
 
 
 def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:

@@ -110,7 +110,8 @@ def test_batch_and_schedule_fired_tasks_each_start_their_own_trace(rt: Container
         enabled=True,
         catch_up="once",
     )
-    assert rt.store.insert_schedule(TENANT, str(uuid.uuid4()), spec, datetime.now(UTC) - timedelta(minutes=1))
+    first = datetime.now(UTC) - timedelta(minutes=1)
+    assert rt.store.insert_schedule(TENANT, str(uuid.uuid4()), spec, first, actor="key:test")
     fired = rt.store.fire_due_schedules(lambda s, now: (now, now + timedelta(hours=1)), limit=10)
     assert len(fired) == 1 and fired[0].trace_id is not None and fired[0].trace_id not in roots
 

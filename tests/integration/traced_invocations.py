@@ -47,7 +47,7 @@ def api_submit(app: Any) -> dict[str, Any]:
     from chalicelib.container import get_container
     from chalicelib.services.apikeys import create_key
 
-    secret, _ = create_key(get_container().store, "t", name="traced")
+    secret, _ = create_key(get_container().store, "t", actor="cli:test", name="traced")
     headers = {"X-API-Key": secret, "Content-Type": "application/json", "Host": "example.execute-api"}
     event = {
         "resource": "/api/v1/tasks",
