@@ -131,6 +131,26 @@ def _settled(rt: Container) -> bool:
     )
 
 
+def test_hot_path_events_carry_what_the_trigger_counts_by(mrt: Container) -> None:
+    """Submit, claim and finish write the task's name (and its times) into their event
+    rows, so the metrics trigger counts them without joining back to tasks (0006)."""
+    rt = mrt
+    task = submit(rt, TENANT, request()).task
+    done = "SELECT 1 FROM tasks WHERE id = %s AND status = 'COMPLETED'"
+    drain_and_sweep_until(rt, lambda: bool(query(rt.settings.database_url, done, task.id)), timeout=30)
+    rows = query(
+        rt.settings.database_url,
+        """SELECT to_status, task_name, task_enqueued_at IS NOT NULL, task_started_at IS NOT NULL
+           FROM task_events WHERE task_id = %s ORDER BY id""",
+        task.id,
+    )
+    assert [tuple(r) for r in rows] == [
+        ("QUEUED", "noop", False, False),
+        ("PROCESSING", "noop", True, True),
+        ("COMPLETED", "noop", False, True),
+    ]
+
+
 def test_histograms_count_every_claim_and_every_recorded_outcome(mrt: Container) -> None:
     rt = mrt
     submit_many(rt, TENANT, [request() for _ in range(5)] + [request("sleep", {"seconds": 0.3})])

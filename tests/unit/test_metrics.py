@@ -77,10 +77,15 @@ def parse(text: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
 
 
 def test_bucket_bounds_equal_the_triggers() -> None:
-    sql = (ROOT / "infra/migrations/0003_task_metrics.sql").read_text()
-    found = re.search(r"'\{([0-9.,]+),Infinity\}'::float8\[\]", sql)
-    assert found, "the trigger's bucket array"
-    assert tuple(float(x) for x in found.group(1).split(",")) == metrics.BUCKETS
+    """Every migration that (re)defines the metrics trigger uses the same bounds."""
+    defining = [
+        p for p in sorted((ROOT / "infra/migrations").glob("*.sql")) if "tasklane_count_task_events" in p.read_text()
+    ]
+    assert defining, "no migration defines the metrics trigger"
+    for path in defining:
+        found = re.search(r"'\{([0-9.,]+),Infinity\}'::float8\[\]", path.read_text())
+        assert found, f"the trigger's bucket array in {path.name}"
+        assert tuple(float(x) for x in found.group(1).split(",")) == metrics.BUCKETS, path.name
 
 
 def test_exposition_parses_and_reports_counters_gauges_and_histograms() -> None:

@@ -37,8 +37,9 @@ WITH n AS (
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), ev AS (
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
-    SELECT id, NULL, status, 0, %(actor)s FROM ins
+    -- task_name: what the metrics trigger counts by, so it need not join back (0006).
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name)
+    SELECT id, NULL, status, 0, %(actor)s, name FROM ins
 )
 SELECT * FROM ins;
 
@@ -92,8 +93,10 @@ WITH nosync AS (
     RETURNING t.id, t.tenant, t.name, t.priority, t.payload, t.attempts, t.max_retries,
               t.timeout_seconds, t.enqueued_at, t.started_at, t.trace_context, l.status AS from_status
 ), ev AS (
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
-    SELECT id, from_status, 'PROCESSING', attempts, %(actor)s FROM c
+    -- The task's name and times ride along for the metrics trigger (migration 0006).
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor,
+                             task_name, task_enqueued_at, task_started_at)
+    SELECT id, from_status, 'PROCESSING', attempts, %(actor)s, name, enqueued_at, started_at FROM c
 )
 -- In the order of the ids given, which is Redis's claim (priority) order: the
 -- batch starts in it.  UPDATE ... RETURNING promises no order of its own.
@@ -128,10 +131,13 @@ WITH o AS (
     WHERE t.id = o.id AND t.status = 'PROCESSING' AND t.lease_token = o.token
     RETURNING t.id, t.tenant, t.name, t.status, t.priority, t.attempts, t.run_at, t.result,
               t.last_error, t.last_error_type, t.finished_at, t.callback_url, t.trace_context,
+              t.started_at,
               o.error, o.error_type
 ), ev AS (
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type)
-    SELECT id, 'PROCESSING', status, attempts, %(actor)s, error, error_type FROM u
+    -- The task's name and start ride along for the metrics trigger (migration 0006).
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type,
+                             task_name, task_started_at)
+    SELECT id, 'PROCESSING', status, attempts, %(actor)s, error, error_type, name, started_at FROM u
 ), hooks AS (
     -- A completion webhook is a task of its own, born with the final transition.
     -- It carries on the parent's trace (its delivery is part of the task's life).
