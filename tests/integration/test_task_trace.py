@@ -62,16 +62,18 @@ def test_submit_header_trace_is_on_every_log_line_of_the_attempt(
         assert response.status_code == 201, response.body
         task_id = json.loads(response.body)["id"]
         assert json.loads(response.body)["trace_id"] == ROOT
-        assert drain_once(rt, 10.0)["completed"] == 1
+        # A sibling in the same batch, on the same executor threads, with a trace of its own.
+        sibling = submit(rt, TENANT, request(PROBE)).task
+        assert drain_once(rt, 10.0)["completed"] == 2
         shown = api.get(f"/api/v1/tasks/{task_id}")
     assert json.loads(shown.body)["trace_id"] == ROOT
     lines = [json.loads(t) for t in caplog.text.splitlines() if t.startswith("{")]
-    attempt = [line for line in lines if line.get("task_id") == task_id]
-    assert {line["message"] for line in attempt} >= {"probe started", "probe halfway"}
-    assert all(line.get("trace_id") == ROOT for line in attempt), attempt
-    # The task's keys leave the thread with the attempt: no later line claims its trace.
-    assert all(line.get("task_id") == task_id for line in lines if line.get("trace_id") == ROOT and "step" in line)
-    assert probe[0].trace_header is not None and probe[0].trace_id == ROOT
+    for tid, trace_id in ((task_id, ROOT), (sibling.id, sibling.trace_id)):
+        attempt = [line for line in lines if line.get("task_id") == tid]
+        assert {line["message"] for line in attempt} >= {"probe started", "probe halfway"}
+        assert all(line.get("trace_id") == trace_id for line in attempt), attempt
+    assert sibling.trace_id not in (None, ROOT)
+    assert {ctx.trace_id for ctx in probe} == {ROOT, sibling.trace_id}
 
 
 def test_traceparent_is_accepted_and_a_malformed_header_gets_a_fresh_root(rt: Container) -> None:
