@@ -71,7 +71,9 @@ def traced_request(event: Any, get_response: Callable[[Any], Any]) -> Any:
             from chalicelib.observability.powertools import tracer
 
             span = stack.enter_context(tracer().provider.in_subsegment(f"## {event.method} {event.path}"))
-            if span is not None and getattr(span, "id", None):
+            # The task's spans hang under this one only when it is in the task's trace (a
+            # client's header that API Gateway did not continue names another trace).
+            if span is not None and getattr(span, "id", None) and getattr(span, "trace_id", None) == trace.root:
                 trace = trace.child(span.id)
         token = _current.set(trace)
         logger.thread_safe_append_keys(trace_id=trace.trace_id)
