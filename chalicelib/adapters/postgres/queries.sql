@@ -281,7 +281,9 @@ WITH doomed AS (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), gone AS (
-    DELETE FROM tasks t USING doomed WHERE t.id = doomed.id RETURNING t.name
+    -- An array of ids, not a join: the planner hashes a join and reads the whole
+    -- table to probe it; ANY(ARRAY(...)) is one primary-key probe per id.
+    DELETE FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM doomed)) RETURNING t.name
 ), counted AS (
     INSERT INTO task_metric_deltas (name, metric, n)
     SELECT name, 'pruned', count(*) FROM gone GROUP BY name
@@ -341,22 +343,27 @@ SELECT * FROM r;
 -- name: purge_dead_letters
 -- Rows: Purged (core/audit.py).
 -- Deletes (with their events) at most %(limit)s of a tenant's FAILED tasks matching
--- every filter given; says whether more match.  Locks in id order, as redrive does,
--- so a concurrent redrive and purge cannot deadlock.  The "purged" counter and the
--- dead_letters.purged audit row are written by the same statement.
-WITH m AS (
+-- every filter given, oldest first; says whether more match.  The candidates come
+-- from the dead-letter index (tasks_failed_by_tenant), then are locked in id order,
+-- as redrive locks, so a concurrent redrive and purge cannot deadlock; the lock
+-- re-checks FAILED, so a task redriven in between is left alone.  The "purged"
+-- counter and the dead_letters.purged audit row are written by the same statement.
+WITH c AS (
     SELECT id FROM tasks
     WHERE tenant = %(tenant)s AND status = 'FAILED'
       AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
       AND (%(name)s::text IS NULL OR name = %(name)s)
       AND (%(failed_before)s::timestamptz IS NULL OR finished_at < %(failed_before)s)
-    ORDER BY id
+    ORDER BY finished_at, id
     LIMIT %(limit)s + 1
+), m AS (
+    SELECT id FROM tasks
+    WHERE id = ANY(ARRAY(SELECT id FROM c)) AND status = 'FAILED'
+    ORDER BY id
     FOR UPDATE
 ), d AS (
     DELETE FROM tasks t
-    USING (SELECT id FROM m ORDER BY id LIMIT %(limit)s) x
-    WHERE t.id = x.id
+    WHERE t.id = ANY(ARRAY(SELECT id FROM m ORDER BY id LIMIT %(limit)s))
     RETURNING t.id, t.name
 ), counted AS (
     INSERT INTO task_metric_deltas (name, metric, n)
