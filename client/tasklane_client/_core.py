@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
+from tasklane_client import _answers as answers
 from tasklane_client.errors import (
     ApiError,
     NetworkError,
@@ -34,7 +35,6 @@ from tasklane_client.errors import (
 )
 from tasklane_client.models import (
     AuditEntry,
-    BatchItem,
     BatchResult,
     NewTask,
     Page,
@@ -56,7 +56,6 @@ __version__ = "0.1.0"
 T = TypeVar("T")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 @dataclass(frozen=True)
@@ -170,58 +169,6 @@ def error_from_response(response: httpx.Response) -> ApiError:
         details=details,
         headers={k.lower(): v for k, v in response.headers.items()},
     )
-
-
-def _json(response: httpx.Response) -> Any:
-    return response.json()
-
-
-def _task(response: httpx.Response) -> Task:
-    replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
-    return Task.from_dict(response.json(), replayed=replayed)
-
-
-def _task_page(response: httpx.Response) -> Page[Task]:
-    body = response.json()
-    return Page([Task.from_dict(t) for t in body.get("items", [])], body.get("next_cursor"))
-
-
-def _batch(response: httpx.Response) -> BatchResult:
-    body = response.json()
-    results: list[BatchItem] = []
-    for item in body.get("results", []):
-        status = int(item.get("status", 0))
-        if "error" in item:
-            err = item["error"]
-            cls = error_class(status, err.get("code"))
-            error = cls(str(err.get("message", "")), status=status, code=err.get("code"), details=err.get("details"))
-            results.append(BatchItem(int(item["index"]), status, None, error))
-        else:
-            replayed = bool(item.get("replayed", False))
-            task = Task.from_dict(item["task"], replayed=replayed)
-            results.append(BatchItem(int(item["index"]), status, task, None, replayed))
-    return BatchResult(int(body.get("created", 0)), int(body.get("failed", 0)), results)
-
-
-def _schedule(response: httpx.Response) -> Schedule:
-    return Schedule.from_dict(response.json())
-
-
-def _schedules(response: httpx.Response) -> list[Schedule]:
-    return [Schedule.from_dict(s) for s in response.json().get("items", [])]
-
-
-def _events(response: httpx.Response) -> list[TaskEvent]:
-    return [TaskEvent.from_dict(e) for e in response.json().get("events", [])]
-
-
-def _audit_page(response: httpx.Response) -> Page[AuditEntry]:
-    body = response.json()
-    return Page([AuditEntry.from_dict(e) for e in body.get("items", [])], body.get("next_cursor"))
-
-
-def _none(response: httpx.Response) -> None:
-    return None
 
 
 def _iso(value: datetime | str | None) -> str | None:
@@ -355,7 +302,7 @@ class Core:
         )
         key = idempotency_key or new_idempotency_key()
         return self.exchange(
-            Call("POST", "/api/v1/tasks", _task, body=body, has_body=True, headers={IDEMPOTENCY_HEADER: key})
+            Call("POST", "/api/v1/tasks", answers.task, body=body, has_body=True, headers={IDEMPOTENCY_HEADER: key})
         )
 
     def submit_many(self, tasks: Iterable[NewTask | Mapping[str, Any]], *, atomic: bool = False) -> Plan[BatchResult]:
@@ -370,19 +317,19 @@ class Core:
         if not items:
             raise ValueError("submit_many needs at least one task")
         body = {"tasks": items, "atomic": atomic}
-        return self.exchange(Call("POST", "/api/v1/tasks/batch", _batch, body=body, has_body=True))
+        return self.exchange(Call("POST", "/api/v1/tasks/batch", answers.batch, body=body, has_body=True))
 
     def get_call(self, task_id: str) -> Call[Task]:
-        return Call("GET", f"/api/v1/tasks/{_seg(task_id)}", _task)
+        return Call("GET", f"/api/v1/tasks/{_seg(task_id)}", answers.task)
 
     def get(self, task_id: str) -> Plan[Task]:
         return self.exchange(self.get_call(task_id))
 
     def events(self, task_id: str) -> Plan[list[TaskEvent]]:
-        return self.exchange(Call("GET", f"/api/v1/tasks/{_seg(task_id)}/events", _events))
+        return self.exchange(Call("GET", f"/api/v1/tasks/{_seg(task_id)}/events", answers.events))
 
     def cancel(self, task_id: str) -> Plan[Task]:
-        return self.exchange(Call("POST", f"/api/v1/tasks/{_seg(task_id)}/cancel", _task, replay_safe=False))
+        return self.exchange(Call("POST", f"/api/v1/tasks/{_seg(task_id)}/cancel", answers.task, replay_safe=False))
 
     def list_page(
         self,
@@ -404,7 +351,7 @@ class Core:
             limit=limit,
             cursor=cursor,
         )
-        return self.exchange(Call("GET", "/api/v1/tasks", _task_page, params=params))
+        return self.exchange(Call("GET", "/api/v1/tasks", answers.task_page, params=params))
 
     def wait_task(
         self,
@@ -444,11 +391,11 @@ class Core:
         self, *, name: str | None = None, limit: int | None = None, cursor: str | None = None
     ) -> Plan[Page[Task]]:
         params = _params(name=name, limit=limit, cursor=cursor)
-        return self.exchange(Call("GET", "/api/v1/dead-letters", _task_page, params=params))
+        return self.exchange(Call("GET", "/api/v1/dead-letters", answers.task_page, params=params))
 
     def redrive(self, task_id: str) -> Plan[Task]:
         path = f"/api/v1/dead-letters/{_seg(task_id)}/redrive"
-        return self.exchange(Call("POST", path, _task, replay_safe=False))
+        return self.exchange(Call("POST", path, answers.task, replay_safe=False))
 
     def redrive_many(
         self, *, ids: Iterable[str] | None = None, name: str | None = None, limit: int | None = None
@@ -509,7 +456,7 @@ class Core:
         self, *, action: str | None = None, limit: int | None = None, cursor: str | None = None
     ) -> Plan[Page[AuditEntry]]:
         params = _params(action=action, limit=limit, cursor=cursor)
-        return self.exchange(Call("GET", "/api/v1/audit", _audit_page, params=params))
+        return self.exchange(Call("GET", "/api/v1/audit", answers.audit_page, params=params))
 
     # --- schedules ----------------------------------------------------------------
 
@@ -524,13 +471,15 @@ class Core:
         catch_up: str | None = None,
     ) -> Plan[Schedule]:
         body = _schedule_body(name=name, cron=cron, task=task, timezone=timezone, enabled=enabled, catch_up=catch_up)
-        return self.exchange(Call("POST", "/api/v1/schedules", _schedule, body=body, has_body=True, replay_safe=False))
+        return self.exchange(
+            Call("POST", "/api/v1/schedules", answers.schedule, body=body, has_body=True, replay_safe=False)
+        )
 
     def list_schedules(self) -> Plan[list[Schedule]]:
-        return self.exchange(Call("GET", "/api/v1/schedules", _schedules))
+        return self.exchange(Call("GET", "/api/v1/schedules", answers.schedules))
 
     def get_schedule(self, schedule_id: str) -> Plan[Schedule]:
-        return self.exchange(Call("GET", f"/api/v1/schedules/{_seg(schedule_id)}", _schedule))
+        return self.exchange(Call("GET", f"/api/v1/schedules/{_seg(schedule_id)}", answers.schedule))
 
     def update_schedule(
         self,
@@ -547,11 +496,11 @@ class Core:
         if not body:
             raise ValueError("update_schedule needs at least one field to change")
         path = f"/api/v1/schedules/{_seg(schedule_id)}"
-        return self.exchange(Call("PATCH", path, _schedule, body=body, has_body=True))
+        return self.exchange(Call("PATCH", path, answers.schedule, body=body, has_body=True))
 
     def delete_schedule(self, schedule_id: str) -> Plan[None]:
         path = f"/api/v1/schedules/{_seg(schedule_id)}"
-        return self.exchange(Call("DELETE", path, _none, replay_safe=False))
+        return self.exchange(Call("DELETE", path, answers.none, replay_safe=False))
 
     # --- webhook secret and stats -------------------------------------------------
 
