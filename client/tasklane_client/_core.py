@@ -11,27 +11,31 @@ httpx.AsyncClient.send`` / ``asyncio.sleep``), so both behave identically.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import random
 import time
-import uuid
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
 
 import httpx
 
 from tasklane_client import _answers as answers
+from tasklane_client._requests import (
+    _enum_value,
+    _iso,
+    _params,
+    _seg,
+    error_from_response,
+    new_idempotency_key,
+)
 from tasklane_client.errors import (
-    ApiError,
     NetworkError,
     TaskCancelledError,
     TaskFailedError,
     WaitTimeoutError,
-    error_class,
+    parse_retry_after,
 )
 from tasklane_client.models import (
     AuditEntry,
@@ -125,75 +129,6 @@ class Call(Generic[T]):
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Transport errors after which it may have: retried only for replay-safe calls.
 _MAYBE_SENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date), or None."""
-    if value is None or not value.strip():
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
-
-
-def error_from_response(response: httpx.Response) -> ApiError:
-    """The typed exception for an error answer (``{"error": {"code", "message", "details"}}``;
-    anything else, e.g. a proxy's HTML page, is mapped by status)."""
-    code: str | None = None
-    message = ""
-    details: dict[str, Any] = {}
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        err = body["error"]
-        code = str(err["code"]) if err.get("code") is not None else None
-        message = str(err.get("message") or "")
-        details = err.get("details") if isinstance(err.get("details"), dict) else {}
-    if not message:
-        message = response.text[:200] or response.reason_phrase or f"HTTP {response.status_code}"
-    cls = error_class(response.status_code, code)
-    return cls(
-        message,
-        status=response.status_code,
-        code=code,
-        details=details,
-        headers={k.lower(): v for k, v in response.headers.items()},
-    )
-
-
-def _iso(value: datetime | str | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return value.isoformat()
-
-
-def _enum_value(value: TaskStatus | Priority | str | None) -> str | None:
-    if isinstance(value, TaskStatus | Priority):
-        return str(value.value)
-    return value
-
-
-def _params(**values: str | int | None) -> dict[str, str]:
-    return {k: str(v) for k, v in values.items() if v is not None}
-
-
-def _seg(value: str) -> str:
-    return quote(str(value), safe="")
-
-
-def new_idempotency_key() -> str:
-    """A fresh idempotency key (uuid4)."""
-    return str(uuid.uuid4())
 
 
 class Core:

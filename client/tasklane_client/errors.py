@@ -8,10 +8,29 @@ Errors the API answers are :class:`ApiError` subclasses chosen from the body's
 
 from __future__ import annotations
 
+import email.utils
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tasklane_client.models import Task
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date), or None."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 class TasklaneError(Exception):
@@ -115,8 +134,6 @@ class RateLimitedError(ClientError):
     @property
     def retry_after(self) -> float | None:
         """The ``Retry-After`` header in seconds, when the server sent one."""
-        from tasklane_client._core import parse_retry_after
-
         return parse_retry_after(self.headers.get("retry-after"))
 
 
