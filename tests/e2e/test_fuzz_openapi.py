@@ -69,7 +69,10 @@ def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, fuzz_stac
                 # 415 comes first when the Content-Type is wrong (Chalice checks it before any
                 # handler), and 413 when Content-Length is above the limit (the server refuses
                 # the body unread, before authentication, as API Gateway does with its own limit).
-                assert response.status_code in (401, 413, 415), (bad, response.status_code, response.text)
+                # A request the HTTP layer cannot frame (a generated empty or malformed
+                # Content-Length) is a 400 before authentication too.
+                framing = response.status_code == 400 and "Content-Length" in response.text
+                assert response.status_code in (401, 413, 415) or framing, (bad, response.status_code, response.text)
             elif case.method.upper() in ("OPTIONS", "HEAD"):
                 assert not response.content, (case.method, response.text)
             else:
