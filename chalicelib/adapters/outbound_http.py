@@ -179,6 +179,19 @@ class Exchange:
         reused), then release."""
         discard(self.response, limit)
 
+    def read_body(self, limit: int, where: str) -> bytes:
+        """Up to ``limit + 1`` bytes of the body (one more than kept, so the caller can
+        tell it was cut), then release.  A body that breaks off mid-read is a
+        ``RetryableError``: the far side may answer whole next time."""
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return self.response.read(limit + 1, decode_content=True) or b""
+        except (HTTPError, OSError) as exc:
+            raise RetryableError(f"{where}: reading the answer failed: {exc}") from exc
+        finally:
+            self.release()
+
 
 def release(response: BaseHTTPResponse) -> None:
     if not response.closed:

@@ -138,18 +138,11 @@ def _request_parts(payload: dict[str, Any]) -> tuple[str, dict[str, str], bytes 
 
 def _result(exchange: Exchange, method: str) -> dict[str, Any]:
     """Classify the final answer: a result, or the error the retry policy acts on."""
-    from urllib3.exceptions import HTTPError
-
     response = exchange.response
-    try:
-        data = response.read(MAX_RESPONSE_BYTES + 1, decode_content=True) or b""
-    except (HTTPError, OSError) as exc:
-        raise RetryableError(f"reading the response failed: {exc}") from exc
-    finally:
-        exchange.release()
+    where = f"{method} {exchange.url}"
+    data = exchange.read_body(MAX_RESPONSE_BYTES, where)
     status = exchange.status
     text = data[:MAX_RESPONSE_BYTES].decode("utf-8", "replace")
-    where = f"{method} {exchange.url}"
     if status >= 500 or status in RETRYABLE_4XX:
         wait = retry_after_seconds(response.headers.get("retry-after")) if status in (429, 503) else None
         raise RetryableError(f"{where} answered {status}: {text[:200]}", retry_after=wait)

@@ -97,15 +97,8 @@ class HttpTarget:
 
 def _outcome(exchange: Any, where: str) -> Any:
     """The attempt's result from the endpoint's answer, or the error that steers the retry."""
-    from urllib3.exceptions import HTTPError
-
     response = exchange.response
-    try:
-        data = response.read(MAX_RESULT_BYTES + 1, decode_content=True) or b""
-    except (HTTPError, OSError) as exc:
-        raise RetryableError(f"{where}: reading the answer failed: {exc}") from exc
-    finally:
-        exchange.release()
+    data = exchange.read_body(MAX_RESULT_BYTES, where)
     status = exchange.status
     text = data[:500].decode("utf-8", "replace")
     if status >= 500 or status in RETRYABLE_STATUSES:
