@@ -166,6 +166,7 @@ class Task:
     progress: int | None = None
     progress_message: str | None = None
     trace_context: str | None = None  # X-Amzn-Trace-Id form: the task's one trace
+    has_followers: bool = False  # a trigger reacts to its end (dependents, a batch)
 
     @property
     def trace_id(self) -> str | None:
@@ -201,6 +202,7 @@ class Task:
             progress=row.get("progress"),
             progress_message=row.get("progress_message"),
             trace_context=row.get("trace_context"),
+            has_followers=row.get("has_followers", False),
         )
 
 

@@ -84,6 +84,7 @@ class Recorded:
     run_at_ms: float
     hook_id: str | None
     hook_enqueued_ms: float | None
+    has_followers: bool = False  # a trigger reacts to its end: the outbox may have work
 
     @classmethod
     def from_row(cls, row: Row) -> Recorded:
@@ -97,6 +98,7 @@ class Recorded:
             row["run_at_ms"],
             row["hook_id"],
             row["hook_enqueued_ms"],
+            row["has_followers"],
         )
 
 

@@ -25,6 +25,7 @@ from chalicelib.core.records import Recorded
 from chalicelib.execution.runner import BatchRunner
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
+from chalicelib.services import outbox
 from chalicelib.tasktypes.context import TaskPorts
 
 Clock = Callable[[], float]  # seconds of budget left
@@ -216,6 +217,9 @@ class Drainer:
         except QueueError as exc:
             # PostgreSQL has the outcome; the sweeper cleans stale leases and re-adds retries.
             logger.warning("ack failed", extra={"error": str(exc)})
+        if any(r.has_followers for r in recorded):
+            # A trigger may have released tasks (dependents, a batch's follow-up): push now.
+            outbox.release_quietly(self.rt)
 
     def _record(self, outcomes: list[Outcome]) -> list[Recorded]:
         """Record outcomes, riding out a short PostgreSQL outage: the work is done and

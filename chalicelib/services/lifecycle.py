@@ -17,6 +17,7 @@ from chalicelib.core.audit import Purged
 from chalicelib.core.errors import ConflictError, NotFoundError, QueueError, ValidationError
 from chalicelib.core.model import QueueEntry, Status, Task
 from chalicelib.observability import metrics
+from chalicelib.services import outbox
 from chalicelib.services.reads import get_task
 
 REDRIVE_MAX = 500  # dead letters redriven by one call at most
@@ -53,6 +54,8 @@ def cancel(rt: Container, tenant: str, task_id: str, *, actor: str = "api") -> C
             rt.queue.push([QueueEntry.webhook(done.hook.id, done.hook.enqueued_ms)])
     except QueueError:
         pass  # the claim's guard turns the stale id away; the sweeper pushes the webhook
+    if task.has_followers:
+        outbox.release_quietly(rt)  # its end may have released other tasks
     return CancelResult(CancelOutcome.CANCELLED, task, before)
 
 

@@ -4,6 +4,7 @@
 2. Promote due PENDING tasks (scheduled, or waiting for a retry) to QUEUED.
 3. Rescue tasks whose lease expired (the worker died or stalled): the attempt
    counts as failed, so the task retries or is dead-lettered.
+   Then push the tasks triggers released (the outbox; services/outbox.py).
 4. Return ids stuck in the Redis lease set whose claim never reached PostgreSQL.
 5. Reconcile: QUEUED rows older than a grace period are re-added to the ready set
    (a submit whose Redis push failed); ZADD NX keeps this harmless when present.
@@ -27,7 +28,7 @@ from chalicelib.core.records import ExpiredLease, LiveTask, ReadyTask
 from chalicelib.execution.outcomes import failure_outcome
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
-from chalicelib.services import schedules
+from chalicelib.services import outbox, schedules
 
 PAGE = 1000
 
@@ -41,6 +42,7 @@ class SweepReport:
     dead_lettered: int = 0
     requeued_leases: int = 0
     reconciled: int = 0
+    released: int = 0
     pruned: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -51,7 +53,8 @@ class SweepReport:
 def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
     """One sweep.  A failing step is logged and the others still run."""
     report = SweepReport()
-    for step in (_rebuild, _fire_schedules, _promote, _rescue, _requeue_orphan_leases, _reconcile, _prune):
+    steps = (_rebuild, _fire_schedules, _promote, _rescue, _release_outbox, _requeue_orphan_leases, _reconcile, _prune)
+    for step in steps:
         try:
             step(rt, report, actor)
         except UnavailableError as exc:
@@ -137,6 +140,12 @@ def _rescue(rt: Container, report: SweepReport, actor: str) -> None:
                 report.errors.append(f"rescue ack: {exc}")
         if len(rows) < PAGE:
             return
+
+
+def _release_outbox(rt: Container, report: SweepReport, actor: str) -> None:
+    # The safety net for tasks a trigger released whose push did not happen (the
+    # drainer died, Redis was away); also those the rescue above just released.
+    report.released += outbox.release(rt)
 
 
 def _requeue_orphan_leases(rt: Container, report: SweepReport, actor: str) -> None:

@@ -59,7 +59,9 @@ def test_from_row_converts_ids_enums_and_nullable_columns() -> None:
     )
     assert event.from_status is None and event.to_status is Status.QUEUED
     row = {"id": "a", "tenant": "t", "name": "n", "status": "PENDING", "priority": "low", "attempts": 2}
-    recorded = Recorded.from_row(row | {"run_at_ms": 5.0, "hook_id": None, "hook_enqueued_ms": None})
+    recorded = Recorded.from_row(
+        row | {"run_at_ms": 5.0, "hook_id": None, "hook_enqueued_ms": None, "has_followers": False}
+    )
     assert (recorded.status, recorded.priority, recorded.hook_id) == (Status.PENDING, Priority.LOW, None)
     run = ScheduleRun.from_row({"fire_at": at, "task_id": "b", "status": None})
     assert run.status is None

@@ -131,7 +131,7 @@ WITH o AS (
     WHERE t.id = o.id AND t.status = 'PROCESSING' AND t.lease_token = o.token
     RETURNING t.id, t.tenant, t.name, t.status, t.priority, t.attempts, t.run_at, t.result,
               t.last_error, t.last_error_type, t.finished_at, t.callback_url, t.trace_context,
-              t.started_at,
+              t.started_at, t.has_followers,
               o.error, o.error_type
 ), ev AS (
     -- The task's name and start ride along for the metrics trigger (migration 0006).
@@ -157,7 +157,7 @@ WITH o AS (
 )
 SELECT u.id::text AS id, u.tenant, u.name, u.status, u.priority, u.attempts,
        (extract(epoch FROM u.run_at) * 1000)::float8 AS run_at_ms,
-       h.id::text AS hook_id, h.enqueued_ms AS hook_enqueued_ms
+       h.id::text AS hook_id, h.enqueued_ms AS hook_enqueued_ms, u.has_followers
 FROM u LEFT JOIN hooks h ON h.parent = u.id;
 
 -- name: extend_leases
@@ -242,6 +242,23 @@ WITH d AS (
     SELECT id, 'PENDING', 'QUEUED', attempts, %(actor)s FROM p
 )
 SELECT id, name, priority, enqueued_ms FROM p;
+
+-- name: take_outbox
+-- Rows: LiveTask (core/records.py).
+-- Takes tasks that a trigger made ready (migration 0007): concurrent takers skip each
+-- other's rows.  The caller pushes them to Redis before it commits the delete, so a
+-- failed push leaves them for the next taker (and the sweeper).
+WITH taken AS (
+    DELETE FROM task_outbox o
+    WHERE o.task_id = ANY(ARRAY(
+        SELECT task_id FROM task_outbox ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
+    RETURNING o.task_id
+)
+SELECT t.id, t.name, t.status, t.priority,
+       (extract(epoch FROM coalesce(t.enqueued_at, t.run_at)) * 1000)::float8 AS enqueued_ms,
+       (extract(epoch FROM t.run_at) * 1000)::float8 AS run_at_ms,
+       NULL::float8 AS lease_ms
+FROM taken JOIN tasks t ON t.id = taken.task_id;
 
 -- name: queued_older_than
 -- Rows: ReadyTask (core/records.py).

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chalicelib.adapters.postgres.audit import AuditQueries
+from chalicelib.adapters.postgres.followers import FollowerQueries
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.core.audit import AuditAction
 from chalicelib.core.errors import ConflictError, StoreError, ValidationError
@@ -77,7 +78,7 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
-class Store(AuditQueries):
+class Store(AuditQueries, FollowerQueries):
     """Task, event and API-key persistence on a small connection pool.
 
     The pool opens lazily on first use so importing the app (a Lambda cold
