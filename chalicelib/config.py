@@ -159,6 +159,8 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
     redis_prefix: str = "tasklane"
+    # The URL names any one node of a Redis Cluster; the client finds the others.
+    redis_cluster: bool = False
     port: int = 8000
     bootstrap_api_key: str | None = None
     lease_seconds: float = 30.0
@@ -238,6 +240,7 @@ class Settings:
             database_url=e.get("TASKLANE_DATABASE_URL") or ("" if secret_arn else DEFAULT_DATABASE_URL),
             redis_url=e.get("TASKLANE_REDIS_URL") or DEFAULT_REDIS_URL,
             redis_prefix=e.get("TASKLANE_REDIS_PREFIX") or "tasklane",
+            redis_cluster=_bool(e, "TASKLANE_REDIS_CLUSTER", False),
             port=_int(e, "TASKLANE_PORT", 8000, 1),
             bootstrap_api_key=e.get("TASKLANE_BOOTSTRAP_API_KEY") or None,
             lease_seconds=_float(e, "TASKLANE_LEASE_SECONDS", 30.0, 0.5),

@@ -44,6 +44,7 @@ class Container:
             ),
             queue=Queue.from_url(
                 settings.redis_url,
+                cluster=settings.redis_cluster,
                 prefix=settings.redis_prefix,
                 aging_seconds=settings.priority_aging_seconds,
                 limits=task_limits(types, settings),

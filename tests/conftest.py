@@ -13,6 +13,10 @@
   end.  The suite flushes Redis dbs, so it never runs against a Redis it did not
   start (``TASKLANE_REDIS_URL`` is ignored here): two runs on one machine, or a user's
   own Redis, can never lose data to it.
+- Redis Cluster: ``redis_cluster`` starts a private 3-master cluster (free ports,
+  ``redis-server --cluster-enabled yes`` + ``redis-cli --cluster create``) the first
+  time a test asks for it, and stops it at the end; tests that kill one of its masters
+  start a cluster of their own with ``start_private_cluster``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from chalicelib.adapters.postgres.migrate import migrate
 from chalicelib.config import Settings
 from chalicelib.container import Container
 from tools.devstack import services as devservices
+from tools.devstack.services.redis_cluster import RedisClusterHandle, start_private_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = ROOT / ".tasklane"
@@ -49,6 +54,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert handle.started, "the suite's Redis must be one it started"
     yield handle.url
     handle.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterHandle]:
+    """A private 3-master Redis Cluster for this run (flushed by the tests that use it)."""
+    handle = start_private_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield handle
+    finally:
+        handle.stop()
 
 
 def _redis_db_url(server_url: str, db: int) -> str:
@@ -88,11 +103,15 @@ def fast_settings(database_url: str, redis_url: str, **overrides: object) -> Set
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def _clean(database_url: str, redis_url: str) -> None:
+def _truncate(database_url: str) -> None:
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE tasks, task_events, api_keys, schedules, schedule_runs, audit_log")
+
+
+def _clean(database_url: str, redis_url: str) -> None:
+    _truncate(database_url)
     redis.Redis.from_url(redis_url).flushdb()
 
 
@@ -117,14 +136,13 @@ def rt(database_url: str, redis_url: str) -> Iterator[Container]:
         _drop_schedules(database_url)
 
 
-@pytest.fixture
-def make_rt(database_url: str, redis_url: str) -> Iterator[object]:
-    """Factory for runtimes with other settings (cleans once, closes all at the end)."""
-    _clean(database_url, redis_url)
+def _runtimes(database_url: str, redis_url: str, **fixed: object) -> Iterator[object]:
+    """A factory of runtimes with other settings; closes them all and drops the
+    schedules at the end (the caller cleans first)."""
     made: list[Container] = []
 
     def factory(**overrides: object) -> Container:
-        runtime = Container.build(fast_settings(database_url, redis_url, **overrides))
+        runtime = Container.build(fast_settings(database_url, redis_url, **fixed, **overrides))
         made.append(runtime)
         return runtime
 
@@ -134,6 +152,22 @@ def make_rt(database_url: str, redis_url: str) -> Iterator[object]:
         for runtime in made:
             runtime.close()
         _drop_schedules(database_url)
+
+
+@pytest.fixture
+def make_rt(database_url: str, redis_url: str) -> Iterator[object]:
+    """Factory for runtimes with other settings (cleans once, closes all at the end)."""
+    _clean(database_url, redis_url)
+    yield from _runtimes(database_url, redis_url)
+
+
+@pytest.fixture
+def make_cluster_rt(database_url: str, redis_cluster: RedisClusterHandle) -> Iterator[object]:
+    """``make_rt`` on the Redis Cluster (``TASKLANE_REDIS_CLUSTER``): every master is
+    flushed first."""
+    _truncate(database_url)
+    redis_cluster.flush_all()
+    yield from _runtimes(database_url, redis_cluster.url, redis_cluster=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

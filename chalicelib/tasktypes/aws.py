@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _stores: dict[tuple[str, str, int], Any] = {}
-_redis_clients: dict[str, Any] = {}
+_redis_clients: dict[tuple[str, bool], Any] = {}
 
 # Reserved payload keys: anything starting with "_" is accepted and ignored, except
 # "_fault", honoured only when TASKLANE_FAULT_INJECTION=1 (tests of the delivery
@@ -62,11 +62,12 @@ def _redis_client(ctx: TaskContext, settings: Settings) -> Any:
     if ctx.ports.idempotency_redis is not None:
         return ctx.ports.idempotency_redis
     with _lock:
-        found = _redis_clients.get(settings.redis_url)
+        where = (settings.redis_url, settings.redis_cluster)
+        found = _redis_clients.get(where)
         if found is None:
             from chalicelib.adapters.redis.client import connect
 
-            found = _redis_clients[settings.redis_url] = connect(settings.redis_url)
+            found = _redis_clients[where] = connect(settings.redis_url, cluster=settings.redis_cluster)
         return found
 
 

@@ -212,3 +212,29 @@ def wait_on_stack(
             f"{exc}\ntasks by status: {counts}\n{load.summary() if load else ''}\n"
             f"stack ({alive}) log tail:\n{stack.log()[-6000:]}"
         ) from None
+
+
+def wait_health_down(stack: Stack) -> dict[str, Any]:
+    """Wait for ``/health`` to answer 503 (Redis away); its body."""
+
+    def down() -> dict[str, Any] | None:
+        r = requests.get(stack.base_url + "/health", timeout=10)
+        return dict(r.json()) if r.status_code == 503 else None
+
+    body: dict[str, Any] = wait_on_stack(stack, down, timeout=20, message="/health to turn 503")
+    return body
+
+
+def wait_recovered(stack: Stack, task_id: str, *, message: str) -> dict[str, Any]:
+    """After Redis came back empty: wait for ``task_id`` (accepted meanwhile) to complete
+    and ``/health`` to be 200 again; the task."""
+    done: dict[str, Any] = wait_on_stack(
+        stack, lambda: (t := stack.task(task_id))["status"] == "COMPLETED" and t, timeout=40, message=message
+    )
+    wait_on_stack(
+        stack,
+        lambda: requests.get(stack.base_url + "/health", timeout=10).status_code == 200,
+        timeout=20,
+        message="/health to be 200 again",
+    )
+    return done

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -16,7 +15,7 @@ import requests
 from chalicelib.container import Container
 from chalicelib.services.submit import submit_many
 from tests.fault.conftest import TENANT, make_runtime, queue_is_empty
-from tests.fault.load import live_stack, wait_on_stack
+from tests.fault.load import live_stack, wait_health_down, wait_on_stack, wait_recovered
 from tests.fault.workers import Workers, worker_env
 from tests.helpers import query, request, status_counts, story_problems, task_stories
 from tools.devstack import services as devservices
@@ -111,11 +110,7 @@ def test_health_is_503_while_redis_is_down_and_submit_still_persists(
 
             private_redis.stop()
 
-            def health_down() -> dict[str, Any] | None:
-                r = requests.get(stack.base_url + "/health", timeout=10)
-                return dict(r.json()) if r.status_code == 503 else None
-
-            body = wait_on_stack(stack, health_down, timeout=20, message="/health to turn 503")
+            body = wait_health_down(stack)
             assert body["status"] == "DOWN"
             assert body["components"]["redis"]["status"] == "DOWN"
             assert body["components"]["db"]["status"] == "UP"
@@ -126,19 +121,8 @@ def test_health_is_503_while_redis_is_down_and_submit_still_persists(
             assert stack.task(during["id"])["status"] == "QUEUED"
 
             private_redis.start()  # empty: the sweeper must rebuild it from PostgreSQL
-            done = wait_on_stack(
-                stack,
-                lambda: (t := stack.task(during["id"]))["status"] == "COMPLETED" and t,
-                timeout=40,
-                message="the task accepted while Redis was down to complete",
-            )
+            done = wait_recovered(stack, during["id"], message="the task accepted while Redis was down to complete")
             assert done["result"] == {"during": True} and done["attempts"] == 1
-            wait_on_stack(
-                stack,
-                lambda: requests.get(stack.base_url + "/health", timeout=10).status_code == 200,
-                timeout=20,
-                message="/health to be 200 again",
-            )
             assert story_problems(task_stories(stack.database_url)) == []
     finally:
         devservices.drop_database(pg_server, database)

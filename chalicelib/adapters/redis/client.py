@@ -3,19 +3,28 @@ where redis-py's errors become Tasklane's.
 
 Every Redis call in ``chalicelib`` goes through an adapter of this package inside
 ``translate()``, which turns ``redis.exceptions.RedisError`` (connection refused,
-timeouts, a script error, ...) into ``QueueError``; callers catch that, never a
-redis-py exception.
+timeouts, a script error, ...) and redis-py's cluster errors into ``QueueError``;
+callers catch that, never a redis-py exception.
+
+``connect(url, cluster=True)`` (``TASKLANE_REDIS_CLUSTER``) gives a Redis Cluster
+client instead of a single-server one: ``ClusterClient``, built on first use.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 import redis
-from redis.exceptions import RedisError
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from chalicelib.core.errors import QueueError
+
+# A hung Redis must fail a request, not hang it.
+_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 10}
 
 
 class ScriptLike(Protocol):
@@ -26,8 +35,8 @@ class ScriptLike(Protocol):
 
 
 class RedisLike(Protocol):
-    """The subset of ``redis.Redis`` the adapters use (``redis.cluster.RedisCluster``
-    has it too; so can a fake in a unit test)."""
+    """The subset of ``redis.Redis`` the adapters use (``ClusterClient`` has it too; so
+    can a fake in a unit test)."""
 
     def register_script(self, script: str) -> Any: ...
     def pipeline(self, transaction: bool = True) -> Any: ...
@@ -39,14 +48,102 @@ class RedisLike(Protocol):
     def zcard(self, name: Any) -> Any: ...
 
 
-def connect(url: str) -> redis.Redis:
-    """A client for ``url`` with bounded connect and read timeouts (a hung Redis must
-    fail a request, not hang it)."""
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30)
+def connect(url: str, *, cluster: bool = False) -> redis.Redis | ClusterClient:
+    """A client for ``url`` with bounded connect and read timeouts; with ``cluster``,
+    a Redis Cluster client that discovers the other nodes from this one."""
+    if cluster:
+        return ClusterClient(url)
+    return redis.Redis.from_url(url, health_check_interval=30, **_TIMEOUTS)
+
+
+class ClusterScript:
+    """A Lua script for a cluster: EVALSHA on the node that owns its keys' slot, and on
+    NOSCRIPT (that node restarted empty, or never saw the script) one EVAL there,
+    which also caches the script on it.  redis-py's own ``Script`` answers NOSCRIPT
+    with a SCRIPT LOAD on every primary, which fails while any one of them is down,
+    even one that holds none of the script's keys."""
+
+    def __init__(self, client: ClusterClient, script: str) -> None:
+        self.client = client
+        self.script = script
+        # EVALSHA's name for the script (SHA-1 is what Redis uses; not a security hash).
+        self.sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, keys: Sequence[str] | None = None, args: Iterable[Any] | None = None) -> Any:
+        keys, args = list(keys or []), list(args or [])
+        cluster = self.client.cluster()
+        try:
+            return cluster.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return cluster.eval(self.script, len(keys), *keys, *args)
+
+
+class ClusterClient:
+    """``redis.cluster.RedisCluster``, built on first use and rebuilt after a failed
+    build.  RedisCluster contacts the cluster in its constructor; building it lazily
+    lets a process start (and submit keep persisting to PostgreSQL) while the
+    cluster is unreachable, as a single-server client allows.
+
+    Every Tasklane key carries the ``{prefix}`` hash tag (``keys.py``), so each
+    script, pipeline and BLPOP touches one slot, hence one node.  Pipelines are never
+    transactional (``transaction=False`` everywhere): a cluster pipeline sends each
+    node its share."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._cluster: RedisCluster | None = None
+
+    def cluster(self) -> RedisCluster:
+        found = self._cluster
+        if found is None:
+            with self._lock:
+                found = self._cluster
+                if found is None:
+                    found = self._cluster = RedisCluster.from_url(self.url, **_TIMEOUTS)
+        return found
+
+    def register_script(self, script: str) -> ClusterScript:
+        return ClusterScript(self, script)
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        if transaction:
+            raise ValueError("a cluster pipeline cannot be a transaction across slots; pass transaction=False")
+        return self.cluster().pipeline(transaction=False)  # type: ignore[no-untyped-call]
+
+    def blpop(self, keys: Any, timeout: float | None = 0) -> Any:
+        return self.cluster().blpop(keys, timeout=timeout)
+
+    def ping(self) -> Any:
+        return self.cluster().ping()
+
+    def exists(self, *names: Any) -> Any:
+        return self.cluster().exists(*names)
+
+    def set(self, name: Any, value: Any, ex: Any = None, px: Any = None, nx: bool = False) -> Any:
+        return self.cluster().set(name, value, ex=ex, px=px, nx=nx)
+
+    def get(self, name: Any) -> Any:
+        return self.cluster().get(name)
+
+    def delete(self, *names: Any) -> Any:
+        """Powertools' idempotency store deletes its records."""
+        return self.cluster().delete(*names)
+
+    def zcard(self, name: Any) -> Any:
+        return self.cluster().zcard(name)
+
+    def close(self) -> None:
+        with self._lock:
+            found, self._cluster = self._cluster, None
+        if found is not None:
+            found.close()
 
 
 class translate:
-    """``with translate():`` turns redis-py errors into ``QueueError`` (the cause kept)."""
+    """``with translate():`` turns redis-py errors into ``QueueError`` (the cause kept).
+    ``RedisClusterException`` (no node reachable, a slot not covered) is not a
+    ``RedisError`` in redis-py, hence the second class."""
 
     __slots__ = ()
 
@@ -54,6 +151,6 @@ class translate:
         return None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> Literal[False]:
-        if exc is not None and isinstance(exc, RedisError):
+        if exc is not None and isinstance(exc, (RedisError, RedisClusterException)):
             raise QueueError(f"Redis is unreachable or failed: {exc}") from exc
         return False

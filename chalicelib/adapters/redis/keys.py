@@ -5,6 +5,10 @@ All keys start with one hash tag, ``{prefix}`` (``TASKLANE_REDIS_PREFIX``, defau
 in the same slot and the multi-key Lua scripts stay legal in cluster mode (each
 script still declares every key it touches in KEYS, as cluster mode requires).
 
+One slot also keeps the rebuild sentinel (``epoch``) honest in a cluster: it lives on
+the same master as the sets it vouches for, so a master that loses its data loses the
+sentinel too, and one that holds none of these keys has nothing of Tasklane's to lose.
+
 Redis holds nothing PostgreSQL cannot give back: a key is either rebuilt by the
 sweeper from PostgreSQL, or expires by itself, or is harmless to lose.  The
 table below is the contract; ``Keys`` builds the names and nothing else does.

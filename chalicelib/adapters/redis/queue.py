@@ -224,11 +224,12 @@ class Queue:
         cls,
         url: str,
         *,
+        cluster: bool = False,
         prefix: str = "tasklane",
         aging_seconds: int = 300,
         limits: Mapping[str, TypeLimit] | None = None,
     ) -> Queue:
-        return cls(connect(url), prefix=prefix, aging_seconds=aging_seconds, limits=limits)
+        return cls(connect(url, cluster=cluster), prefix=prefix, aging_seconds=aging_seconds, limits=limits)
 
     def _limited(self, name: str | None) -> str | None:
         """``name`` when that task type has limits (its ids live in sets of their own)."""

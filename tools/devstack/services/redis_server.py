@@ -133,6 +133,8 @@ class RedisHandle:
     executable: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     recorded_pid: int | None = None
+    #: More redis-server options, kept for :meth:`start` (a cluster node's, for one).
+    extra_args: tuple[str, ...] = ()
 
     @property
     def private(self) -> bool:
@@ -187,7 +189,7 @@ class RedisHandle:
         """Start the (stopped or killed) server again on the same port, empty."""
         directory, executable, port = self._owned("start")
         if self.pid is None:
-            self.process = _launch_redis(executable, directory, port)
+            self.process = _launch_redis(executable, directory, port, self.extra_args)
             self.recorded_pid = self.process.pid
 
     def restart(self) -> None:
@@ -197,7 +199,9 @@ class RedisHandle:
         self.start()
 
 
-def _launch_redis(executable: Path, directory: Path, port: int) -> subprocess.Popen[bytes]:
+def _launch_redis(
+    executable: Path, directory: Path, port: int, extra_args: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     """Start redis-server on ``port`` and wait until it answers PING."""
     _check_private_port(port)
     log_path = directory / "redis.log"
@@ -220,6 +224,7 @@ def _launch_redis(executable: Path, directory: Path, port: int) -> subprocess.Po
                 str(directory),
                 "--daemonize",
                 "no",
+                *extra_args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -1,0 +1,116 @@
+"""One master of a 3-master Redis Cluster loses its data (FLUSHALL, or killed and
+restarted empty) while real drain and sweep processes work through a load; and the
+same over HTTP against a live stack in cluster mode.
+
+The cluster is this module's own (tests here kill its masters); a restarted master
+rejoins owning its old slots, so the cluster is whole again for the next test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from chalicelib.adapters.redis.keys import Keys
+from chalicelib.services.submit import submit_many
+from tests.fault.conftest import TENANT, make_runtime, queue_is_empty
+from tests.fault.load import live_stack, wait_health_down, wait_on_stack, wait_recovered
+from tests.fault.workers import Workers, worker_env
+from tests.helpers import request, status_counts, story_problems, task_stories
+from tools.devstack import services as devservices
+from tools.devstack.services.redis_cluster import RedisClusterHandle, start_private_cluster
+
+TOTAL = 400
+CLUSTER_ENV = {"TASKLANE_REDIS_CLUSTER": "true"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterHandle]:
+    handle = start_private_cluster(tmp_path_factory.mktemp("fault-cluster"))
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.mark.parametrize("loss", ["flush", "kill-and-restart"])
+def test_queue_master_losing_its_data_mid_run_loses_no_task(
+    loss: str, cluster: RedisClusterHandle, fault_db: str, prefix: str, tmp_path: Path
+) -> None:
+    cluster.wait_ok()
+    rt = make_runtime(fault_db, cluster.url, prefix, redis_cluster=True)
+    workers = Workers(worker_env(fault_db, cluster.url, prefix, **CLUSTER_ENV), tmp_path / "workers")
+    try:
+        workers.sweep()
+        workers.drain()
+        workers.drain()
+        tasks = [request("sleep", {"seconds": 0.01, "i": i}) for i in range(TOTAL)]
+        submit_many(rt, TENANT, tasks[:300])
+        workers.wait_for(
+            lambda: status_counts(fault_db).get("COMPLETED", 0) >= 50, timeout=30, message="50 tasks to complete"
+        )
+        home = cluster.node_for(rt.queue.keys.ready)
+        if loss == "flush":
+            cluster.flush(home)
+        else:
+            home.kill()
+        at_loss = status_counts(fault_db)
+        assert at_loss.get("COMPLETED", 0) < 300 and at_loss.get("QUEUED", 0) > 0, at_loss
+        # Submits go on: into the emptied shard, or (while it is dead) PostgreSQL only.
+        submit_many(rt, TENANT, tasks[300:])
+        if loss != "flush":
+            home.start()  # empty, same port, same nodes.conf: it owns its slots again
+            cluster.wait_ok()
+
+        workers.wait_for(
+            lambda: status_counts(fault_db) == {"COMPLETED": TOTAL},
+            timeout=60,
+            message=f"all {TOTAL} tasks to complete after the queue master's {loss}",
+        )
+        stories = task_stories(fault_db)
+        assert len(stories) == TOTAL and story_problems(stories) == []
+        workers.wait_for(
+            lambda: not rt.queue.needs_rebuild() and queue_is_empty(rt),
+            timeout=15,
+            message="the queue's shard to be rebuilt and drained",
+        )
+    finally:
+        workers.close()
+        rt.close()
+
+
+def test_live_stack_on_a_cluster_survives_its_queue_master_dying(
+    cluster: RedisClusterHandle, pg_server: str, tmp_path: Path
+) -> None:
+    cluster.wait_ok()
+    database = devservices.test_database_name("fault")
+    try:
+        with live_stack(pg_server, cluster.url, tmp_path / "stack", database=database, env=CLUSTER_ENV) as stack:
+            health = requests.get(stack.base_url + "/health", timeout=10)
+            assert health.status_code == 200, health.text
+            r = stack.post("/api/v1/tasks", {"name": "noop", "payload": {"before": True}, "priority": "high"})
+            assert r.status_code == 201 and "RateLimit-Remaining" in r.headers, r.text  # GCRA ran on the cluster
+            before = r.json()["id"]
+            wait_on_stack(stack, lambda: stack.task(before)["status"] == "COMPLETED", timeout=20, message="a task")
+
+            home = cluster.node_for(Keys().ready)  # the stack's prefix is the default
+            for other in (n for n in cluster.nodes if n is not home):
+                cluster.flush(other)  # holds none of Tasklane's keys: nothing happens
+            home.kill()
+
+            body = wait_health_down(stack)
+            assert body["components"]["redis"]["status"] == "DOWN"
+            during = stack.submit("noop", {"during": True})  # 201: PostgreSQL took it
+
+            home.start()
+            cluster.wait_ok()
+            done = wait_recovered(
+                stack, during["id"], message="the task accepted while its master was dead to complete"
+            )
+            assert done["result"] == {"during": True} and done["attempts"] == 1
+            assert story_problems(task_stories(stack.database_url)) == []
+    finally:
+        devservices.drop_database(pg_server, database)

@@ -1,0 +1,116 @@
+"""Tasklane on a real 3-master Redis Cluster (``TASKLANE_REDIS_CLUSTER=true``): submit,
+drain, retries, priorities, per-type limits, the API rate limiter, and a master
+losing its data (the queue's own, or another one)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from chalicelib.adapters.redis.client import ClusterClient
+from chalicelib.adapters.redis.queue import Queue
+from chalicelib.adapters.redis.ratelimit import RateLimiter
+from chalicelib.config import TypeLimit
+from chalicelib.container import Container
+from chalicelib.core.errors import QueueError
+from chalicelib.services.drain import Drainer
+from chalicelib.services.submit import submit_many
+from chalicelib.services.sweep import sweep
+from tests.helpers import drain_and_sweep_until, query, request, status_counts, story_problems, task_stories
+from tools.devstack.services.redis_cluster import RedisClusterHandle
+
+TENANT = "cluster"
+
+
+def test_cluster_runs_submit_drain_retries_and_priorities(make_cluster_rt: Callable[..., Container]) -> None:
+    rt = make_cluster_rt(drain_batch_size=1, executor_concurrency=1)
+    assert isinstance(rt.queue.client, ClusterClient)
+    db = rt.settings.database_url
+    order = ["low", "normal", "high", "critical"]
+    by_priority = {p: submit_many(rt, TENANT, [request("noop", {"p": p}, priority=p)])[0].task.id for p in order}
+    flaky = submit_many(rt, TENANT, [request("fail", {"times": 2})])[0].task.id
+    later = submit_many(rt, TENANT, [request("noop", delay_seconds=0.3)])[0].task.id
+
+    drain_and_sweep_until(rt, lambda: status_counts(db) == {"COMPLETED": 6}, timeout=20)
+
+    sql = "SELECT id::text FROM tasks WHERE id = ANY(%s::uuid[]) ORDER BY started_at"
+    started = [r[0] for r in query(db, sql, list(by_priority.values()))]
+    assert started[:4] == [by_priority[p] for p in reversed(order)]
+    stories = task_stories(db)
+    assert stories[flaky]["attempts"] == 3 and stories[later]["status"] == "COMPLETED"
+    assert story_problems(stories) == []
+    assert not any(rt.queue.depths().values())
+
+
+def test_cluster_holds_a_type_concurrency_limit_across_drainers(make_cluster_rt: Callable[..., Container]) -> None:
+    rt = make_cluster_rt(task_limits={"sleep": TypeLimit(concurrency=2)}, executor_concurrency=4)
+    db = rt.settings.database_url
+    submit_many(rt, TENANT, [request("sleep", {"seconds": 0.15}) for _ in range(6)])
+    submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(20)])
+
+    def drain() -> None:
+        d = Drainer(rt)
+        deadline = time.monotonic() + 10
+        try:
+            d.run(lambda: deadline - time.monotonic(), idle_exit_seconds=0.5)
+        finally:
+            d.close()
+
+    threads = [threading.Thread(target=drain) for _ in range(2)]
+    for t in threads:
+        t.start()
+    peak = 0
+    while any(t.is_alive() for t in threads) and status_counts(db) != {"COMPLETED": 26}:
+        (running,) = query(db, "SELECT count(*) FROM tasks WHERE name = 'sleep' AND status = 'PROCESSING'")[0]
+        peak = max(peak, running)
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert status_counts(db) == {"COMPLETED": 26}
+    assert peak == 2, f"{peak} sleep tasks ran at once; the limit is 2"
+
+
+def test_cluster_rate_limiter_counts_per_key(make_cluster_rt: Callable[..., Container]) -> None:
+    rt = make_cluster_rt()
+    limiter = RateLimiter(rt.queue.client, keys=rt.queue.keys)
+    decisions = [limiter.check("k1", limit=3) for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert limiter.check("k2", limit=3).allowed
+
+
+def test_losing_another_master_is_harmless_and_losing_the_queues_is_rebuilt(
+    make_cluster_rt: Callable[..., Container], redis_cluster: RedisClusterHandle
+) -> None:
+    rt = make_cluster_rt()
+    db = rt.settings.database_url
+    sweep(rt)  # the sentinel
+    ids = [r.task.id for r in submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(50)])]
+    submit_many(rt, TENANT, [request("noop", delay_seconds=0.2)])
+    home = redis_cluster.node_for(rt.queue.keys.ready)
+    # Every key carries the {prefix} hash tag: the sentinel lives with what it vouches for.
+    assert redis_cluster.node_for(rt.queue.keys.epoch) is home
+    before = rt.queue.depths()
+
+    for other in (n for n in redis_cluster.nodes if n is not home):
+        redis_cluster.flush(other)
+    assert not rt.queue.needs_rebuild() and rt.queue.depths() == before
+
+    redis_cluster.flush(home)
+    assert rt.queue.needs_rebuild() and not any(rt.queue.depths().values())
+    assert sweep(rt).rebuilt
+    assert rt.queue.depths() == before
+    drain_and_sweep_until(rt, lambda: status_counts(db) == {"COMPLETED": 51}, timeout=20)
+    assert story_problems(task_stories(db, ids)) == []
+
+
+def test_unreachable_cluster_is_a_queue_error_not_a_failed_start() -> None:
+    # RedisCluster contacts the cluster in its constructor; ours waits for the first call,
+    # so a process starts (and submit persists to PostgreSQL) while the cluster is away.
+    queue = Queue.from_url("redis://127.0.0.1:1/0", cluster=True)  # nothing listens on port 1
+    with pytest.raises(QueueError):
+        queue.needs_rebuild()
+    with pytest.raises(ValueError, match="transaction"):
+        queue.client.pipeline(transaction=True)
