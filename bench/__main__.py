@@ -224,7 +224,7 @@ def run_all(env: BenchEnv, plan: Plan, parts: set[str]) -> Run:
         if "ours" in parts:
             run.record("ours", "drain1", lambda: ours.drain_run(env, drainers=1, n=p.drain_n_side))
             run.record("ours", "drain4", lambda: ours.drain_run(env, drainers=4, n=p.drain_n_side))
-            run.record("ours", "drain2_b500", lambda: ours.drain_run(env, drainers=2, n=p.drain_n_side, batch_size=500))
+            run.record("ours", "drain2_b100", lambda: ours.drain_run(env, drainers=2, n=p.drain_n_side, batch_size=100))
             run.record("ours", "api", lambda: ours.api_in_process(env, seconds=p.api_seconds, max_count=20_000))
         # Latency: ours and the naive design back to back in every round, then ours
         # straight after a burst (the table full of dead row versions).

@@ -214,7 +214,10 @@ def drain_run(
     env.flush_redis()
     if truncate:
         env.truncate()
-    extra = {"TASKLANE_DRAIN_BATCH_SIZE": str(batch_size)} if batch_size else None
+    # A fixed batch size (smallest = largest) instead of the adaptive default.
+    extra = None
+    if batch_size:
+        extra = {"TASKLANE_DRAIN_BATCH_SIZE": str(batch_size), "TASKLANE_DRAIN_BATCH_MIN": str(batch_size)}
     procs, sweep = start_workers(env, drainers, extra_env=extra)
     rt = runtime(env)
     try:

@@ -170,7 +170,8 @@ class Settings:
     retry_jitter: float = 0.25
     default_max_retries: int = 3
     default_timeout_seconds: int = 300
-    drain_batch_size: int = 100
+    drain_batch_size: int = 500  # the largest claim; chalicelib/core/batchsize.py adapts below it
+    drain_batch_min: int = 10
     drainers: int = 2
     executor_concurrency: int = 8
     drain_idle_wait_seconds: float = 1.0
@@ -250,7 +251,8 @@ class Settings:
             retry_jitter=_float(e, "TASKLANE_RETRY_JITTER", 0.25, 0.0),
             default_max_retries=_int(e, "TASKLANE_DEFAULT_MAX_RETRIES", 3, 0),
             default_timeout_seconds=_int(e, "TASKLANE_DEFAULT_TIMEOUT_SECONDS", 300, 1),
-            drain_batch_size=_int(e, "TASKLANE_DRAIN_BATCH_SIZE", 100, 1),
+            drain_batch_size=_int(e, "TASKLANE_DRAIN_BATCH_SIZE", 500, 1),
+            drain_batch_min=_int(e, "TASKLANE_DRAIN_BATCH_MIN", 10, 1),
             drainers=_int(e, "TASKLANE_DRAINERS", 2, 0),
             executor_concurrency=_int(e, "TASKLANE_EXECUTOR_CONCURRENCY", 8, 1),
             drain_idle_wait_seconds=_float(e, "TASKLANE_DRAIN_IDLE_WAIT_SECONDS", 1.0, 0.01),

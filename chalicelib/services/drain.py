@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from chalicelib.adapters.aws.wake import mark_alive
 from chalicelib.container import Container
+from chalicelib.core.batchsize import BatchSizer
 from chalicelib.core.errors import QueueError, StoreError, UnavailableError
 from chalicelib.core.model import Outcome, QueueEntry, Status
 from chalicelib.core.records import Recorded
@@ -87,6 +88,7 @@ class Drainer:
         # outcomes the current batch handed over early (quick tasks beside slow ones).
         self._recorder = ThreadPoolExecutor(1, thread_name_prefix="tasklane-record")
         self._recording: list[Future[None]] = []
+        self.sizer = BatchSizer(s.drain_batch_size, s.drain_batch_min)
 
     def run(self, remaining: Clock, *, idle_exit_seconds: float | None = None) -> DrainStats:
         """Drain until ``remaining()`` drops below the margin, or the queue has been
@@ -99,8 +101,10 @@ class Drainer:
             # Lets the API see a live drainer (chalicelib.adapters.aws.wake).
             mark_alive(self.rt.settings, self.rt.queue.presence)
             try:
-                ids = self.rt.queue.claim(s.drain_batch_size, s.lease_seconds)
+                asked = self.sizer.size
+                ids = self.rt.queue.claim(asked, s.lease_seconds)
                 if not ids:
+                    self.sizer.observe(asked, 0, 0.0)
                     now = time.monotonic()
                     idle_since = idle_since or now
                     if idle_exit_seconds is not None and now - idle_since >= idle_exit_seconds:
@@ -110,10 +114,12 @@ class Drainer:
                         self.rt.queue.wait_for_work(wait)
                     continue
                 idle_since = None
-                if len(ids) == s.drain_batch_size:
+                if len(ids) == asked:
                     # More is probably waiting: let an idle peer start on it now.
                     self.rt.queue.wake()
+                started = time.monotonic()
                 self._run_batch(ids, stats)
+                self.sizer.observe(asked, len(ids), time.monotonic() - started)
                 failures = 0
             except UnavailableError as exc:
                 # PostgreSQL or Redis is away.  Ids already moved to the lease set stay

@@ -43,9 +43,10 @@ def test_noop_task_completes_with_payload_as_result(rt: Container, database_url:
 
 
 def test_one_default_batch_starts_in_priority_order_and_fifo_within_one(make_rt: Callable[..., Container]) -> None:
-    # The default batch size, so all of them are claimed together; one executor lane,
-    # so the start order is exactly the order the batch is handed to the runner.
-    rt = make_rt(executor_concurrency=1)
+    # A first claim large enough for all of them (a drainer's first claim is its
+    # smallest batch); one executor lane, so the start order is exactly the order the
+    # batch is handed to the runner.
+    rt = make_rt(executor_concurrency=1, drain_batch_min=40)
     assert rt.settings.drain_batch_size >= 40
     started: list[str] = []
 

@@ -1,0 +1,48 @@
+"""The drainer's claim size: small while the queue is short, large while it is long."""
+
+from __future__ import annotations
+
+from chalicelib.core.batchsize import BatchSizer
+
+
+def test_starts_small_and_doubles_while_claims_come_back_full() -> None:
+    sizer = BatchSizer(500, 10)
+    sizes = []
+    for _ in range(8):
+        asked = sizer.size
+        sizes.append(asked)
+        sizer.observe(asked, asked, 0.01)
+    assert sizes == [10, 20, 40, 80, 160, 320, 500, 500]
+
+
+def test_a_short_claim_means_a_short_queue_and_starts_over() -> None:
+    sizer = BatchSizer(500, 10)
+    for _ in range(6):
+        sizer.observe(sizer.size, sizer.size, 0.01)
+    sizer.observe(sizer.size, 3, 0.01)
+    assert sizer.size == 10
+    sizer.observe(10, 0, 0.0)
+    assert sizer.size == 10
+
+
+def test_a_slow_batch_halves_what_it_ran_even_when_full() -> None:
+    sizer = BatchSizer(500, 10, target_seconds=1.0)
+    sizer.observe(10, 10, 0.1)
+    sizer.observe(20, 20, 0.1)
+    assert sizer.size == 40
+    sizer.observe(40, 40, 2.0)
+    assert sizer.size == 20
+    sizer.observe(20, 20, 1.5)
+    sizer.observe(10, 10, 1.5)
+    assert sizer.size == 10  # never below the smallest
+
+
+def test_bounds_are_kept_consistent() -> None:
+    assert BatchSizer(1, 10).size == 1  # the smallest never exceeds the largest
+    one = BatchSizer(1, 10)
+    one.observe(1, 1, 0.0)
+    assert one.size == 1
+    assert BatchSizer(0, 0).size == 1
+    fixed = BatchSizer(500, 500)
+    fixed.observe(500, 2, 0.0)
+    assert fixed.size == 500
