@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from chalice.app import Chalice, CloudWatchEvent, Rate
 
+from chalicelib.api.control_routes import control_bp
 from chalicelib.api.operator_routes import ops_bp
 from chalicelib.api.responses import error_normalizer
 from chalicelib.api.routes import bp
@@ -21,6 +22,7 @@ from chalicelib.observability.tracing import traced_request
 app = Chalice(app_name="tasklane")
 app.register_blueprint(bp)
 app.register_blueprint(ops_bp)
+app.register_blueprint(control_bp)
 # Outermost: the request's trace context, X-Ray span and trace_id log key wrap everything.
 app.register_middleware(traced_request, "http")
 app.register_middleware(error_normalizer(app.routes), "http")

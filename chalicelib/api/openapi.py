@@ -109,6 +109,11 @@ _OPS_SCHEMAS: dict[str, Any] = {
         "required": ["tenant", "generated_at", "today_since", "totals", "by_priority", "by_name", "per_minute"],
         "properties": {
             "tenant": {"type": "string"},
+            "paused": {
+                "type": "array",
+                "description": "the pauses in force for this tenant (its own and operators' global ones)",
+                "items": _ref("PauseEntry"),
+            },
             "generated_at": _TS,
             "today_since": {**_TS, "description": "00:00 UTC today: submitted/completed/failed count from here"},
             "totals": _ref("StatsGroup"),
@@ -184,6 +189,7 @@ _OPS_PATHS: dict[str, Any] = {
     "/dashboard/favicon.svg": _public_page("The dashboard's icon", "image/svg+xml"),
 }
 
+_TASK_TYPE_PARAM = {**_TASK_ID_PARAM, "name": "name", "description": "a task type's name"}
 _SCHEDULE_ID_PARAM = {**_TASK_ID_PARAM, "name": "schedule_id", "description": "schedule id (a UUID)"}
 _LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (default 50)")
 _CURSOR = _query("cursor", {"type": "string"}, "next_cursor of the previous page")
@@ -248,6 +254,7 @@ def request_schemas(registry: Registry) -> dict[str, Any]:
     }
     schemas["Redrive"] = REQUESTS["Redrive"]
     schemas["Purge"] = REQUESTS["Purge"]
+    schemas["BulkCancel"] = REQUESTS["BulkCancel"]
     return copy.deepcopy(schemas)
 
 
@@ -355,6 +362,33 @@ def spec(registry: Registry) -> dict[str, Any]:
                         "409": _error("the task is already final"),
                     },
                     params=[_TASK_ID_PARAM],
+                )
+            },
+            "/api/v1/tasks/cancel": {
+                "post": _op(
+                    "Cancel live tasks by status, name, priority and/or age (at most 500 a call; audited)",
+                    {"200": _json(_ref("BulkCancelResult"), "what was cancelled, and whether more match")},
+                    body=_ref("BulkCancel"),
+                )
+            },
+            "/api/v1/task-types/{name}/pause": {
+                "post": _op(
+                    "Pause a task type for the caller's tenant: none of its tasks starts until resumed",
+                    {
+                        "200": _json(_ref("PauseResult"), "paused (changed false: it was already)"),
+                        "404": _error("no such task type"),
+                    },
+                    params=[_TASK_TYPE_PARAM],
+                )
+            },
+            "/api/v1/task-types/{name}/resume": {
+                "post": _op(
+                    "Resume a task type the caller's tenant paused; its waiting tasks run again",
+                    {
+                        "200": _json(_ref("ResumeResult"), "resumed (changed false: it was not paused)"),
+                        "404": _error("no such task type"),
+                    },
+                    params=[_TASK_TYPE_PARAM],
                 )
             },
             "/api/v1/dead-letters": {

@@ -168,6 +168,51 @@ SCHEMAS: dict[str, Any] = {
             "more": {"type": "boolean", "description": "more dead letters match: call again to purge them"},
         },
     },
+    "PauseEntry": {
+        "type": "object",
+        "required": ["name", "scope", "paused_at", "paused_by"],
+        "properties": {
+            "name": {"type": "string"},
+            "scope": {"type": "string", "enum": ["tenant", "global"]},
+            "paused_at": _TS,
+            "paused_by": {"type": "string", "description": "key:<API key id>, or cli:<user> for the operator CLI"},
+        },
+    },
+    "PauseResult": {
+        "type": "object",
+        "required": ["name", "scope", "paused_at", "paused_by", "paused", "changed", "moved"],
+        "properties": {
+            "name": {"type": "string"},
+            "scope": {"type": "string", "enum": ["tenant"]},
+            "paused_at": _TS,
+            "paused_by": {"type": "string"},
+            "paused": {"type": "boolean", "enum": [True]},
+            "changed": {"type": "boolean", "description": "false: it was paused already (nothing recorded)"},
+            "moved": {"type": "integer", "minimum": 0, "description": "queued tasks taken out of the ready queue"},
+        },
+    },
+    "ResumeResult": {
+        "type": "object",
+        "required": ["name", "scope", "paused", "changed", "requeued"],
+        "properties": {
+            "name": {"type": "string"},
+            "scope": {"type": "string", "enum": ["tenant"]},
+            "paused": {"type": "boolean", "description": "still held by an operator's global pause"},
+            "changed": {"type": "boolean", "description": "false: the tenant had not paused it"},
+            "requeued": {"type": "integer", "minimum": 0, "description": "queued tasks pushed back to the queue"},
+        },
+    },
+    "BulkCancelResult": {
+        "type": "object",
+        "required": ["cancelled", "cancel_requested", "ids", "requested_ids", "more"],
+        "properties": {
+            "cancelled": {"type": "integer", "minimum": 0, "description": "PENDING/QUEUED tasks now CANCELLED"},
+            "cancel_requested": {"type": "integer", "minimum": 0, "description": "PROCESSING tasks asked to stop"},
+            "ids": {"type": "array", "items": _ID},
+            "requested_ids": {"type": "array", "items": _ID},
+            "more": {"type": "boolean", "description": "more live tasks match: call again to cancel them"},
+        },
+    },
     "AuditPage": {
         "type": "object",
         "required": ["items", "next_cursor"],

@@ -23,7 +23,9 @@ from chalicelib.core.errors import (
     ValidationError,
 )
 from chalicelib.core.jsonbody import parse_json
+from chalicelib.core.model import Status
 from chalicelib.core.requests import TaskRequest, parse_task, validate
+from chalicelib.services.control import CANCEL_MAX, CancelSelection
 from chalicelib.services.lifecycle import PURGE_MAX, REDRIVE_MAX, PurgeSelection, RedriveSelection
 from chalicelib.tasktypes import Registry
 
@@ -195,6 +197,20 @@ def purge_selection(body: Any) -> PurgeSelection:
     failed_before = timestamp_param(body, "failed_before")
     return PurgeSelection(
         ids=ids, name=body.get("name"), failed_before=failed_before, limit=int(body.get("limit", PURGE_MAX))
+    )
+
+
+def cancel_selection(body: Any) -> CancelSelection:
+    """``{"status", "name", "priority", "created_before", "limit"}``: at least one filter
+    (the schema's anyOf), every one given must match; at most ``limit`` (500) a call."""
+    validate("BulkCancel", body)
+    status = body.get("status")
+    return CancelSelection(
+        status=Status(status) if status else None,
+        name=body.get("name"),
+        priority=body.get("priority"),
+        created_before=timestamp_param(body, "created_before"),
+        limit=int(body.get("limit", CANCEL_MAX)),
     )
 
 

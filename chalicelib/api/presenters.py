@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.core.audit import AuditEntry, Purged
+from chalicelib.core.control import Pause
 from chalicelib.core.errors import ConflictError, TasklaneError, ValidationError
 from chalicelib.core.model import Task
 from chalicelib.core.records import Schedule
@@ -302,7 +303,13 @@ def sweeper(s: SweeperHealth) -> dict[str, Any]:
 
 
 def stats(s: TenantStats) -> dict[str, Any]:
-    return {**stats_numbers(s.numbers), "tenant": s.tenant, "sweeper": sweeper(s.sweeper)}
+    paused = [pause_entry(p) for p in s.paused]
+    return {**stats_numbers(s.numbers), "tenant": s.tenant, "sweeper": sweeper(s.sweeper), "paused": paused}
+
+
+def pause_entry(p: Pause) -> dict[str, Any]:
+    """A pause in force (the ``PauseEntry`` schema)."""
+    return {"name": p.name, "scope": p.scope, "paused_at": _iso(p.paused_at), "paused_by": p.paused_by}
 
 
 def stats_numbers(n: StatsNumbers) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from chalicelib.core.model import Priority, Status
 from chalicelib.core.records import ScheduleSpec
 from chalicelib.core.schedules import parse_schedule
 from chalicelib.observability import tracing
-from chalicelib.services import audit, lifecycle, reads, schedules
+from chalicelib.services import audit, control, lifecycle, reads, schedules
 from chalicelib.services import health as health_service
 from chalicelib.services import submit as submitting
 from chalicelib.services.apikeys import ApiKey
@@ -251,4 +251,4 @@ def audit_log(key: ApiKey) -> Response:
 @authed
 def task_types(key: ApiKey) -> Response:
     rt = _rt()
-    return json_response(present_task_types(rt.registry, rt.settings))
+    return json_response(present_task_types(rt.registry, rt.settings, control.pauses(rt, key.tenant)))

@@ -3,9 +3,12 @@ and clients see it (built-ins, team modules and declared Lambda/HTTP targets).""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from chalicelib.api.presenters import pause_entry
 from chalicelib.config import Settings, TypeLimit
+from chalicelib.core.control import Pause
 from chalicelib.tasktypes.catalog import Registry
 from chalicelib.tasktypes.loading import task_limits
 
@@ -18,7 +21,7 @@ TASK_TYPE_LIST_SCHEMA: dict[str, Any] = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["name", "description", "target", "payload_schema", "defaults", "limits"],
+                "required": ["name", "description", "target", "payload_schema", "defaults", "limits", "pauses"],
                 "properties": {
                     "name": {"type": "string"},
                     "description": {"type": "string"},
@@ -42,6 +45,12 @@ TASK_TYPE_LIST_SCHEMA: dict[str, Any] = {
                             "burst": {"type": "integer", "minimum": 1},
                         },
                     },
+                    "pauses": {
+                        "type": "array",
+                        "description": "the pauses holding this type for the caller (empty: it runs); "
+                        "scope tenant is the caller's own, global an operator's",
+                        "items": {"$ref": "#/components/schemas/PauseEntry"},
+                    },
                 },
             },
         }
@@ -49,9 +58,13 @@ TASK_TYPE_LIST_SCHEMA: dict[str, Any] = {
 }
 
 
-def present_task_types(registry: Registry, settings: Settings) -> dict[str, Any]:
-    """The submittable task types, by name; defaults filled in from the settings."""
+def present_task_types(registry: Registry, settings: Settings, pauses: Sequence[Pause] = ()) -> dict[str, Any]:
+    """The submittable task types, by name; defaults filled in from the settings, with
+    the ``pauses`` in force for the caller."""
     limits = task_limits(registry, settings)
+    paused: dict[str, list[dict[str, Any]]] = {}
+    for p in pauses:
+        paused.setdefault(p.name, []).append(pause_entry(p))
     types = []
     for name in registry.names():
         entry = registry.get(name)
@@ -71,6 +84,7 @@ def present_task_types(registry: Registry, settings: Settings) -> dict[str, Any]
                 "payload_schema": entry.payload_schema,
                 "defaults": defaults,
                 "limits": _limit(limits.get(name)),
+                "pauses": paused.get(name, []),
             }
         )
     return {"task_types": types}

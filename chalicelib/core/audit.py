@@ -30,6 +30,9 @@ class AuditAction(StrEnum):
     WEBHOOK_SECRET_ROTATED = "webhook_secret.rotated"  # noqa: S105 - an action name; never with the secret
     DEAD_LETTERS_PURGED = "dead_letters.purged"
     DEAD_LETTERS_REDRIVEN = "dead_letters.redriven"  # the bulk redrive
+    TASK_TYPE_PAUSED = "task_type.paused"  # a tenant's key, or the CLI (tenant "" for a global pause)
+    TASK_TYPE_RESUMED = "task_type.resumed"
+    TASKS_CANCELLED = "tasks.cancelled"  # cancel by filter (single cancels are in the task's events)
 
 
 def key_actor(key_id: str) -> str:

@@ -141,10 +141,11 @@ class ReadyTask:
     name: str
     priority: Priority
     enqueued_ms: float
+    paused: bool = False  # its type is paused (promote_due): QUEUED, but kept out of Redis
 
     @classmethod
     def from_row(cls, row: Row) -> ReadyTask:
-        return cls(_id(row["id"]), row["name"], Priority(row["priority"]), row["enqueued_ms"])
+        return cls(_id(row["id"]), row["name"], Priority(row["priority"]), row["enqueued_ms"], bool(row.get("paused")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +185,18 @@ class TaskState:
     status: Status
     priority: Priority
     enqueued_ms: float | None
+    paused: bool = False  # its type is paused: a QUEUED one stays out of Redis
 
     @classmethod
     def from_row(cls, row: Row) -> TaskState:
-        return cls(_id(row["id"]), row["name"], Status(row["status"]), Priority(row["priority"]), row["enqueued_ms"])
+        return cls(
+            _id(row["id"]),
+            row["name"],
+            Status(row["status"]),
+            Priority(row["priority"]),
+            row["enqueued_ms"],
+            bool(row.get("paused")),
+        )
 
 
 @dataclass(frozen=True, slots=True)

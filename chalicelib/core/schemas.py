@@ -122,4 +122,23 @@ REQUESTS: dict[str, dict[str, Any]] = {
         ),
         anyOf=[{"required": ["ids"]}, {"required": ["name"]}, {"required": ["failed_before"]}],
     ),
+    "BulkCancel": _object(
+        {
+            "status": {"type": "string", "enum": ["PENDING", "QUEUED", "PROCESSING"]},
+            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+            "priority": PRIORITY,
+            "created_before": {
+                "type": "string",
+                "format": "date-time",
+                "maxLength": 64,
+                "description": "only tasks created before this time (ISO-8601; no offset means UTC)",
+            },
+            "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": MAX_BATCH},
+        },
+        description=(
+            'send any of {"status", "name", "priority", "created_before"} (at least one; every filter given'
+            " must match): which live tasks to cancel, oldest first"
+        ),
+        anyOf=[{"required": [f]} for f in ("status", "name", "priority", "created_before")],
+    ),
 }

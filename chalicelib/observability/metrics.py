@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from chalicelib.core.audit import Purged
+from chalicelib.core.control import Pause, PausedGauge
 from chalicelib.core.errors import QueueError, UnavailableError
 from chalicelib.core.model import Claimed, Outcome, Priority, Status, Task
 from chalicelib.core.records import Recorded
@@ -76,6 +77,7 @@ PRIORITIES = [p.value for p in Priority]
 class MetricsStore(Protocol):
     def metric_totals(self) -> list[MetricTotal]: ...
     def queue_gauges(self) -> list[QueueGauge]: ...
+    def paused_gauges(self) -> list[PausedGauge]: ...
 
 
 class MetricsQueue(Protocol):
@@ -96,6 +98,7 @@ class TasklaneCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from counter_families(self.store.metric_totals())
         yield from gauge_families(self.store.queue_gauges())
+        yield from paused_families(self.store.paused_gauges())
         yield from redis_families(self.queue)
 
 
@@ -166,6 +169,25 @@ def gauge_families(rows: Iterable[QueueGauge]) -> Iterator[Metric]:
         age.add_metric([p], oldest[p])
     yield age
     yield GaugeMetricFamily("tasklane_dead_letter_tasks", "Tasks in the dead-letter queue (FAILED).", value=dead)
+
+
+def paused_families(rows: Iterable[PausedGauge]) -> Iterator[Metric]:
+    """Paused task types (pause and resume: services/control.py) and the work they hold."""
+    rows = list(rows)
+    pauses = GaugeMetricFamily(
+        "tasklane_paused_task_types",
+        "Pauses in force by task type: scope global (0 or 1, every tenant) or tenant (how many tenants).",
+        labels=["task_name", "scope"],
+    )
+    held = GaugeMetricFamily(
+        "tasklane_paused_tasks", "QUEUED tasks a pause holds back, by task type.", labels=["task_name"]
+    )
+    for r in rows:
+        pauses.add_metric([r.name, "global"], float(r.global_pauses))
+        pauses.add_metric([r.name, "tenant"], float(r.tenant_pauses))
+        held.add_metric([r.name], float(r.held))
+    yield pauses
+    yield held
 
 
 def redis_families(queue: MetricsQueue) -> Iterator[Metric]:
@@ -414,3 +436,18 @@ def log_purged(tenant: str, actor: str, purged: Purged) -> None:
                 "task_ids": purged.ids[:20],
             },
         )
+
+
+def log_pause(pause: Pause, *, paused: bool, actor: str, moved: int) -> None:
+    """A pause or resume that changed something: one INFO line (the audit log has it too)."""
+    logger.info(
+        "task type paused" if paused else "task type resumed",
+        extra={
+            "event": "pause" if paused else "resume",
+            "task_name": pause.name,
+            "tenant": pause.tenant or "*",
+            "scope": pause.scope,
+            "actor": actor,
+            "count": moved,  # ids taken out of Redis by the pause, or pushed back by the resume
+        },
+    )

@@ -9,10 +9,11 @@ database's clock; the per-minute series covers the last 60 minutes.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from chalicelib.container import Container
+from chalicelib.core.control import Pause
 from chalicelib.core.model import Priority
 from chalicelib.core.stats import StatsSnapshot
 from chalicelib.services.health import SweeperHealth, sweeper_status
@@ -60,6 +61,7 @@ class TenantStats:
     tenant: str
     numbers: StatsNumbers
     sweeper: SweeperHealth
+    paused: list[Pause] = field(default_factory=list)  # the pauses in force for the tenant
 
 
 class _Acc:
@@ -138,4 +140,5 @@ def build_stats(raw: StatsSnapshot) -> StatsNumbers:
 
 def tenant_stats(rt: Container, tenant: str) -> TenantStats:
     """``GET /api/v1/stats`` for ``tenant``: the numbers and the sweeper's freshness."""
-    return TenantStats(tenant, build_stats(rt.store.tenant_stats(tenant)), sweeper_status(rt))
+    numbers = build_stats(rt.store.tenant_stats(tenant))
+    return TenantStats(tenant, numbers, sweeper_status(rt), rt.store.paused_task_types(tenant))

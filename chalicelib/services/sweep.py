@@ -8,6 +8,8 @@
 4. Return ids stuck in the Redis lease set whose claim never reached PostgreSQL.
 5. Reconcile: QUEUED rows older than a grace period are re-added to the ready set
    (a submit whose Redis push failed); ZADD NX keeps this harmless when present.
+   Tasks of a paused type are left out here and in the rebuild (and promoted
+   without a push): they wait in PostgreSQL only until resume pushes them.
 6. Prune COMPLETED and CANCELLED tasks past retention (counted and logged) and
    forget expired idempotency keys.  FAILED tasks, the dead-letter queue, are never
    pruned: they stay until redriven or purged on purpose.
@@ -106,7 +108,8 @@ def _promote(rt: Container, report: SweepReport, actor: str) -> None:
                 # Out of delayed (a drainer may have moved some already), into ready.
                 entries = [_ready(t) for t in promoted]
                 rt.queue.remove(entries)
-                rt.queue.push(entries)
+                # A paused type's tasks wait in PostgreSQL only; resume pushes them.
+                rt.queue.push([e for e, t in zip(entries, promoted, strict=True) if not t.paused])
             except QueueError as exc:
                 # Committed as QUEUED already: reconciliation pushes them once Redis is back.
                 report.errors.append(f"promote: {exc}")
@@ -157,7 +160,7 @@ def _requeue_orphan_leases(rt: Container, report: SweepReport, actor: str) -> No
     back = [
         QueueEntry.ready(t.id, t.priority, t.enqueued_ms, t.name)
         for t in states
-        if t.status is Status.QUEUED and t.enqueued_ms is not None
+        if t.status is Status.QUEUED and t.enqueued_ms is not None and not t.paused
     ]
     # PROCESSING ones are PostgreSQL's to rescue (step 3); anything else is done with.
     done = [tid for tid in ids if tid not in by_id or by_id[tid].status is not Status.PROCESSING]

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chalicelib.api import presenters
+from chalicelib.core.control import PausedGauge
 from chalicelib.core.errors import QueueError
 from chalicelib.core.stats import (
     FinishedCount,
@@ -39,6 +40,9 @@ class FakeStore:
 
     def queue_gauges(self) -> list[QueueGauge]:
         return [QueueGauge.from_row(r) for r in self.gauges]
+
+    def paused_gauges(self) -> list[PausedGauge]:
+        return []
 
 
 class FakeQueue:

@@ -10,6 +10,9 @@ database URL, not an API key):
 Creating and revoking a key is recorded in the key's tenant's audit log as
 ``cli:<OS user>`` (``$TASKLANE_ACTOR`` overrides the user name).
 
+``pause``, ``resume`` and ``paused`` pause task types, globally or for one tenant,
+with the database and Redis URLs: see ``tools.cli.control``.
+
 ``submit``, ``status``, ``tail``, ``dlq``, ``audit`` and ``stats`` talk to the HTTP API with
 an API key instead (``TASKLANE_API_URL``, ``TASKLANE_API_KEY``): see ``opscli``.
 """
@@ -28,6 +31,7 @@ from chalicelib.config import DEFAULT_DATABASE_URL, ConfigError, parse_rate
 from chalicelib.core.audit import cli_actor
 from chalicelib.core.errors import TasklaneError
 from chalicelib.services.apikeys import create_key
+from tools.cli import control as controlcli
 from tools.cli import ops as opscli
 from tools.cli.render import table
 
@@ -127,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key")
     revoke.set_defaults(fn=keys_revoke)
     opscli.add_commands(sub)  # submit, status, tail, dlq, audit, stats: over the HTTP API
+    controlcli.add_commands(sub)  # pause, resume, paused: PostgreSQL and Redis directly
     return parser
 
 
@@ -134,15 +139,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(args, "api"):
         return opscli.run(args)
-    store = Store(_database_url())
     try:
-        code: int = args.fn(store, args)
-        return code
+        if hasattr(args, "control"):
+            return controlcli.run(args, operator())
+        store = Store(_database_url())
+        try:
+            code: int = args.fn(store, args)
+            return code
+        finally:
+            store.close()
     except TasklaneError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    finally:
-        store.close()
 
 
 if __name__ == "__main__":

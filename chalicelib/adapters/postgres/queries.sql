@@ -80,6 +80,11 @@ WITH nosync AS (
     SELECT id, status FROM tasks
     WHERE id = ANY(%(ids)s::uuid[])
       AND CASE status WHEN 'QUEUED' THEN true WHEN 'PENDING' THEN run_at <= now() ELSE false END
+      -- A paused (type, tenant) or type is refused here, in the claim itself, so no
+      -- drainer can start one after the pause committed; the drainer drops the refused
+      -- ids from Redis like any stale id, and resume pushes them back (migration 0008).
+      AND NOT EXISTS (SELECT 1 FROM paused_task_types p
+                      WHERE p.name = tasks.name AND p.tenant IN (tasks.tenant, ''))
     ORDER BY id
     FOR UPDATE
 ), c AS (
@@ -236,12 +241,15 @@ WITH d AS (
     UPDATE tasks t SET status = 'QUEUED', enqueued_at = t.run_at, updated_at = now()
     FROM d WHERE t.id = d.id
     RETURNING t.id, t.name, t.priority, t.attempts,
-              (extract(epoch FROM t.enqueued_at) * 1000)::float8 AS enqueued_ms
+              (extract(epoch FROM t.enqueued_at) * 1000)::float8 AS enqueued_ms,
+              -- A paused one is QUEUED all the same, but not pushed (resume does that).
+              EXISTS (SELECT 1 FROM paused_task_types pt
+                      WHERE pt.name = t.name AND pt.tenant IN (t.tenant, '')) AS paused
 ), ev AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, 'PENDING', 'QUEUED', attempts, %(actor)s FROM p
 )
-SELECT id, name, priority, enqueued_ms FROM p;
+SELECT id, name, priority, enqueued_ms, paused FROM p;
 
 -- name: take_outbox
 -- Rows: LiveTask (core/records.py).
@@ -263,8 +271,11 @@ FROM taken JOIN tasks t ON t.id = taken.task_id;
 -- name: queued_older_than
 -- Rows: ReadyTask (core/records.py).
 SELECT id, name, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
-FROM tasks
+FROM tasks t
 WHERE status = 'QUEUED' AND enqueued_at < now() - make_interval(secs => %(seconds)s)
+  -- Paused ones are meant to be out of Redis: pushing them would only have every
+  -- sweep feed the drainers ids the claim refuses.
+  AND NOT EXISTS (SELECT 1 FROM paused_task_types p WHERE p.name = t.name AND p.tenant IN (t.tenant, ''))
 ORDER BY enqueued_at
 LIMIT %(limit)s;
 
@@ -275,15 +286,19 @@ SELECT id, name, status, priority,
        (extract(epoch FROM coalesce(enqueued_at, run_at)) * 1000)::float8 AS enqueued_ms,
        (extract(epoch FROM run_at) * 1000)::float8 AS run_at_ms,
        (extract(epoch FROM lease_expires_at) * 1000)::float8 AS lease_ms
-FROM tasks
+FROM tasks t
 WHERE status = %(status)s AND id > %(after)s
+  -- Paused QUEUED tasks stay out of the rebuilt ready sets (resume pushes them).
+  AND (status <> 'QUEUED'
+       OR NOT EXISTS (SELECT 1 FROM paused_task_types p WHERE p.name = t.name AND p.tenant IN (t.tenant, '')))
 ORDER BY id
 LIMIT %(limit)s;
 
 -- name: statuses_of
 -- Rows: TaskState (core/records.py).
-SELECT id, name, status, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
-FROM tasks WHERE id = ANY(%(ids)s::uuid[]);
+SELECT id, name, status, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms,
+       EXISTS (SELECT 1 FROM paused_task_types p WHERE p.name = t.name AND p.tenant IN (t.tenant, '')) AS paused
+FROM tasks t WHERE id = ANY(%(ids)s::uuid[]);
 
 -- name: prune_finished
 -- COMPLETED and CANCELLED tasks (delivered webhooks among them) past retention, with
@@ -713,3 +728,159 @@ SELECT pg_try_advisory_xact_lock(7301955003) AS locked;
 -- name: stats_snapshot
 -- Every stats query in one snapshot, so the numbers add up.
 SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+
+-- ---------------------------------------------------------------------------------
+-- Control: pausing task types and cancelling by filter (services/control.py).
+
+-- name: pause_task_type
+-- Rows: Pause (core/control.py).
+-- With its task_type.paused audit row.  Pausing a paused type changes nothing and
+-- records nothing: the second arm reads the statement's snapshot, so it returns the
+-- pause already in force, never the one just inserted.
+WITH p AS (
+    INSERT INTO paused_task_types (name, tenant, paused_by)
+    VALUES (%(name)s, %(tenant)s, %(actor)s)
+    ON CONFLICT (name, tenant) DO NOTHING
+    RETURNING name, tenant, paused_at, paused_by, true AS changed
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT tenant, %(actor)s, 'task_type.paused', 'task_type', name,
+           jsonb_build_object('scope', CASE WHEN tenant = '' THEN 'global' ELSE 'tenant' END)
+    FROM p
+)
+SELECT * FROM p
+UNION ALL
+SELECT name, tenant, paused_at, paused_by, false FROM paused_task_types
+WHERE name = %(name)s AND tenant = %(tenant)s;
+
+-- name: resume_task_type
+-- Rows: Pause (core/control.py).
+-- With its task_type.resumed audit row; resuming a type that is not paused returns
+-- nothing and records nothing.
+WITH r AS (
+    DELETE FROM paused_task_types WHERE name = %(name)s AND tenant = %(tenant)s
+    RETURNING name, tenant, paused_at, paused_by, true AS changed
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT tenant, %(actor)s, 'task_type.resumed', 'task_type', name,
+           jsonb_build_object('scope', CASE WHEN tenant = '' THEN 'global' ELSE 'tenant' END,
+                              'paused_at', paused_at, 'paused_by', paused_by)
+    FROM r
+)
+SELECT * FROM r;
+
+-- name: paused_task_types
+-- Rows: Pause (core/control.py).
+-- The pauses a tenant is under (its own and the global ones), or every pause.
+SELECT name, tenant, paused_at, paused_by, false AS changed FROM paused_task_types
+WHERE %(tenant)s::text IS NULL OR tenant IN (%(tenant)s, '')
+ORDER BY name, tenant;
+
+-- name: queued_of_type
+-- Rows: Task (core/model.py).
+-- A keyset page of one task type's QUEUED tasks (of one tenant, or of all), oldest
+-- first through the partial QUEUED index: what a pause takes out of Redis and a
+-- resume puts back.  unpaused_only leaves out those another pause still holds.
+SELECT * FROM tasks t
+WHERE t.status = 'QUEUED' AND t.name = %(name)s
+  AND (%(tenant)s::text IS NULL OR t.tenant = %(tenant)s)
+  AND (%(after_at)s::timestamptz IS NULL
+       OR (t.enqueued_at, t.id) > (%(after_at)s::timestamptz, %(after_id)s::uuid))
+  AND NOT (%(unpaused_only)s
+           AND EXISTS (SELECT 1 FROM paused_task_types p WHERE p.name = t.name AND p.tenant IN (t.tenant, '')))
+ORDER BY t.enqueued_at, t.id
+LIMIT %(limit)s;
+
+-- name: cancel_tasks
+-- Rows: BulkCancelled (core/control.py): each task as it is now, its status before,
+-- the completion webhook its cancellation created, and whether more match.
+-- Cancels at most %(limit)s of a tenant's live tasks matching every filter given,
+-- oldest first: PENDING and QUEUED ones become CANCELLED (with their event and
+-- webhook, as a single cancel), PROCESSING ones get cancel_requested (honoured at
+-- their next checkpoint; one already requested does not match, so repeated calls
+-- finish).  Candidates are locked in id order, as claim and redrive lock, and the
+-- lock re-checks the status, so a task claimed, finished or cancelled in between is
+-- handled by its new state or left alone.  One tasks.cancelled audit row.
+WITH c AS (
+    SELECT id FROM tasks
+    WHERE tenant = %(tenant)s
+      AND (status IN ('PENDING', 'QUEUED') OR (status = 'PROCESSING' AND NOT cancel_requested))
+      AND (%(status)s::text IS NULL OR status = %(status)s)
+      AND (%(name)s::text IS NULL OR name = %(name)s)
+      AND (%(priority)s::text IS NULL OR priority = %(priority)s)
+      AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+    ORDER BY created_at, id
+    LIMIT %(limit)s + 1
+), m AS (
+    SELECT id, status FROM tasks
+    WHERE id = ANY(ARRAY(SELECT id FROM c))
+      AND (status IN ('PENDING', 'QUEUED') OR (status = 'PROCESSING' AND NOT cancel_requested))
+      AND (%(status)s::text IS NULL OR status = %(status)s)
+    ORDER BY id
+    FOR UPDATE
+), chosen AS (
+    SELECT id, status FROM m ORDER BY id LIMIT %(limit)s
+), w AS (
+    UPDATE tasks t
+    SET status = 'CANCELLED', finished_at = now(), updated_at = now()
+    FROM chosen
+    WHERE t.id = chosen.id AND chosen.status IN ('PENDING', 'QUEUED')
+    RETURNING t.*, chosen.status AS from_status
+), r AS (
+    UPDATE tasks t
+    SET cancel_requested = true, updated_at = now()
+    FROM chosen
+    WHERE t.id = chosen.id AND chosen.status = 'PROCESSING'
+    RETURNING t.*, chosen.status AS from_status
+), ev AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name)
+    SELECT id, from_status, 'CANCELLED', attempts, %(actor)s, name FROM w
+), hooks AS (
+    -- As cancel_waiting: a completion webhook is born with the final transition.
+    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
+                       run_at, enqueued_at, trace_context)
+    SELECT gen_random_uuid(), f.tenant, 'tasklane.webhook', 'QUEUED', 'high',
+           tasklane_webhook_payload(f.callback_url, f.id, f.name, f.status, f.attempts, f.result,
+                                    f.last_error, f.last_error_type, f.finished_at),
+           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now(), f.trace_context
+    FROM w f
+    WHERE f.callback_url IS NOT NULL
+    RETURNING id, (payload->'task'->>'id')::uuid AS parent,
+              (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
+), hook_events AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+    SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT %(tenant)s, %(actor)s, 'tasks.cancelled', 'tasks', NULL,
+           jsonb_build_object(
+               'cancelled', (SELECT count(*) FROM w),
+               'cancel_requested', (SELECT count(*) FROM r),
+               'ids', (SELECT coalesce(jsonb_agg(id::text ORDER BY id), '[]'::jsonb) FROM w),
+               'requested_ids', (SELECT coalesce(jsonb_agg(id::text ORDER BY id), '[]'::jsonb) FROM r),
+               'filter', %(filter)s::jsonb)
+    WHERE EXISTS (SELECT 1 FROM chosen)
+), more AS (
+    SELECT (SELECT count(*) FROM m) > %(limit)s AS more
+)
+SELECT w.*, h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms, more.more
+FROM w LEFT JOIN hooks h ON h.parent = w.id CROSS JOIN more
+UNION ALL
+SELECT r.*, NULL::uuid, NULL::float8, more.more FROM r CROSS JOIN more;
+
+-- name: paused_gauges
+-- Rows: PausedGauge (core/control.py).
+-- Per paused task type: the pauses in force (global, and how many tenants) and the
+-- QUEUED tasks they hold back.  The count is a subquery per paused type, so with no
+-- pause in force nothing but this tiny table is read.
+SELECT g.name, g.global_pauses, g.tenant_pauses,
+       (SELECT count(*) FROM tasks t
+        WHERE t.status = 'QUEUED' AND t.name = g.name
+          AND EXISTS (SELECT 1 FROM paused_task_types q WHERE q.name = t.name AND q.tenant IN (t.tenant, '')))
+       AS held
+FROM (
+    SELECT name, count(*) FILTER (WHERE tenant = '') AS global_pauses,
+           count(*) FILTER (WHERE tenant <> '') AS tenant_pauses
+    FROM paused_task_types GROUP BY name
+) g
+ORDER BY g.name;

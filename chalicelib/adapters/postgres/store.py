@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chalicelib.adapters.postgres.audit import AuditQueries
+from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.core.audit import AuditAction
@@ -78,7 +79,7 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
-class Store(AuditQueries, FollowerQueries):
+class Store(AuditQueries, FollowerQueries, ControlQueries):
     """Task, event and API-key persistence on a small connection pool.
 
     The pool opens lazily on first use so importing the app (a Lambda cold
