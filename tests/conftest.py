@@ -107,7 +107,9 @@ def _truncate(database_url: str) -> None:
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE tasks, task_events, api_keys, schedules, schedule_runs, audit_log, paused_task_types")
+        conn.execute(
+            "TRUNCATE tasks, task_events, api_keys, schedules, schedule_runs, audit_log, paused_task_types, batches"
+        )
 
 
 def _clean(database_url: str, redis_url: str) -> None:

@@ -1,7 +1,8 @@
 """Completion webhooks: signatures and delivery.
 
 A task submitted with ``callback_url`` gets a webhook when it reaches COMPLETED,
-FAILED or CANCELLED.  The webhook is itself a task (``tasklane.webhook``),
+FAILED or CANCELLED; a batch with one gets ``batch.completed`` once, when all of its
+tasks are final (migration 0009).  The webhook is itself a task (``tasklane.webhook``),
 created in the same statement as the final transition, so it is never lost and
 is retried with backoff and dead-lettered like any other task.
 
@@ -70,7 +71,9 @@ def deliver(
     if not isinstance(url, str):
         raise PermanentError("webhook payload has no url")
     check_callback_url(url, allow_private=allow_private)  # a PayloadError is permanent
-    body = json.dumps({"event": payload.get("event"), "task": payload.get("task")}, separators=(",", ":")).encode()
+    # A batch's completion reports the batch; every other event reports its task.
+    subject = "batch" if "batch" in payload else "task"
+    body = json.dumps({"event": payload.get("event"), subject: payload.get(subject)}, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",

@@ -252,6 +252,7 @@ def request_schemas(registry: Registry) -> dict[str, Any]:
         "if": {"required": ["atomic"], "properties": {"atomic": {"enum": [True]}}},
         "then": atomic_items,
     }
+    schemas["BatchFollowUp"] = REQUESTS["BatchFollowUp"]
     schemas["Redrive"] = REQUESTS["Redrive"]
     schemas["Purge"] = REQUESTS["Purge"]
     schemas["BulkCancel"] = REQUESTS["BulkCancel"]
@@ -336,6 +337,13 @@ def spec(registry: Registry) -> dict[str, Any]:
                         "200": _json(_ref("BatchResult"), "per-item results; some failed or were replayed"),
                     },
                     body=_ref("BatchRequest"),
+                )
+            },
+            "/api/v1/batches/{batch_id}": {
+                "get": _op(
+                    "A batch: its tasks' counts by state, its progress and its completion",
+                    {"200": _json(_ref("Batch"), "the batch"), "404": _error("no such batch for this tenant")},
+                    params=[{**_TASK_ID_PARAM, "name": "batch_id", "description": "batch id (a UUID)"}],
                 )
             },
             "/api/v1/tasks/{task_id}": {

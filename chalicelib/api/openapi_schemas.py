@@ -81,6 +81,7 @@ SCHEMAS: dict[str, Any] = {
             "finished_at": _TS_OR_NULL,
             "callback_url": {"type": ["string", "null"]},
             "schedule_id": {"type": ["string", "null"]},
+            "batch_id": {"type": ["string", "null"], "description": "the batch the task was submitted in"},
             "progress": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
             "progress_message": {"type": ["string", "null"]},
             "trace_id": {
@@ -115,6 +116,10 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "created": {"type": "integer"},
             "failed": {"type": "integer"},
+            "batch_id": {
+                "type": ["string", "null"],
+                "description": 'the batch opened (with "batch" in the request and at least one task created)',
+            },
             "results": {
                 "type": "array",
                 "items": {
@@ -129,6 +134,32 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+        },
+    },
+    "Batch": {
+        "type": "object",
+        "required": ["id", "status", "total", "remaining", "progress", "counts", "created_at"],
+        "properties": {
+            "id": _ID,
+            "status": {
+                "type": "string",
+                "enum": ["OPEN", "COMPLETED"],
+                "description": "COMPLETED once every task was final: the completion fired then, once",
+            },
+            "total": {"type": "integer", "minimum": 1, "description": "tasks the batch request created"},
+            "remaining": {"type": "integer", "minimum": 0, "description": "tasks not final yet"},
+            "progress": {"type": "integer", "minimum": 0, "maximum": 100, "description": "percent final"},
+            "counts": {
+                "type": "object",
+                "description": "tasks by state; the final ones are kept even after old tasks are pruned",
+                "properties": {s: {"type": "integer", "minimum": 0} for s in _STATUS["enum"]},
+            },
+            "callback_url": {"type": ["string", "null"]},
+            "on_complete": {"type": ["object", "null"], "description": "the follow-up task, defaults resolved"},
+            "created_at": _TS,
+            "completed_at": _TS_OR_NULL,
+            "callback_task_id": {"type": ["string", "null"], "description": "the tasklane.webhook task"},
+            "follow_up_task_id": {"type": ["string", "null"]},
         },
     },
     "Events": {

@@ -15,6 +15,7 @@ from typing import Any
 from chalice.app import Request
 
 from chalicelib.config import Settings
+from chalicelib.core.batches import BatchSpec, parse_batch_spec
 from chalicelib.core.errors import (
     ConflictError,
     NotFoundError,
@@ -145,15 +146,17 @@ class Batch:
 
     items: list[TaskRequest | ValidationError]
     atomic: bool
+    spec: BatchSpec | None = None  # the "batch" object: open a batch of the tasks created
 
 
 def batch(body: Any, settings: Settings, registry: Registry) -> Batch:
-    """``{"tasks": [...], "atomic": false}``.  Invalid items are reported and the valid
-    ones accepted, unless ``atomic`` is true: then any invalid item rejects the whole
-    batch with a 400."""
+    """``{"tasks": [...], "atomic": false, "batch": {...}}``.  Invalid items are reported
+    and the valid ones accepted, unless ``atomic`` is true: then any invalid item rejects
+    the whole batch with a 400.  A mistake in ``batch`` is a 400 for the whole request."""
     validate("BatchRequest", body)  # the schema of /openapi.json (chalicelib.core.schemas)
     items = body["tasks"]
     atomic = body.get("atomic", False)
+    spec = parse_batch_spec(body["batch"], settings, registry) if "batch" in body else None
     if len(items) > settings.max_batch_items:
         raise ValidationError(
             f"a batch holds at most {settings.max_batch_items} tasks, got {len(items)}; split it",
@@ -171,7 +174,7 @@ def batch(body: Any, settings: Settings, registry: Registry) -> Batch:
             f"{len(invalid)} invalid task(s); nothing was accepted (atomic batch)",
             details={"errors": [{"index": i, "message": e.message} for i, e in invalid]},
         )
-    return Batch(parsed, atomic)
+    return Batch(parsed, atomic, spec)
 
 
 def redrive_selection(body: Any) -> RedriveSelection:

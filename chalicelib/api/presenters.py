@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.core.audit import AuditEntry, Purged
+from chalicelib.core.batches import BatchRecord
 from chalicelib.core.control import Pause
 from chalicelib.core.errors import ConflictError, TasklaneError, ValidationError
 from chalicelib.core.model import Task
@@ -62,6 +63,7 @@ def task(t: Task) -> dict[str, Any]:
         "progress": t.progress,
         "progress_message": t.progress_message,
         "trace_id": t.trace_id,
+        "batch_id": t.batch_id,
     }
 
 
@@ -153,7 +155,33 @@ def batch(result: BatchResult) -> tuple[int, dict[str, Any]]:
     return status, {
         "created": result.created,
         "failed": result.failed,
+        "batch_id": result.batch.id if result.batch is not None else None,
         "results": [_batch_item(i) for i in result.items],
+    }
+
+
+def batch_detail(b: BatchRecord) -> dict[str, Any]:
+    """A batch: its counts by state (``remaining`` = not final yet) and its completion."""
+    return {
+        "id": b.id,
+        "status": b.status,
+        "total": b.total,
+        "remaining": b.remaining,
+        "progress": b.progress,
+        "counts": {
+            "PENDING": b.pending,
+            "QUEUED": b.queued,
+            "PROCESSING": b.processing,
+            "COMPLETED": b.completed,
+            "FAILED": b.failed,
+            "CANCELLED": b.cancelled,
+        },
+        "callback_url": b.callback_url,
+        "on_complete": b.on_complete,
+        "created_at": _iso(b.created_at),
+        "completed_at": _iso(b.completed_at),
+        "callback_task_id": b.callback_task_id,
+        "follow_up_task_id": b.follow_up_task_id,
     }
 
 

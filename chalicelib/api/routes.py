@@ -20,7 +20,7 @@ from chalicelib.core.model import Priority, Status
 from chalicelib.core.records import ScheduleSpec
 from chalicelib.core.schedules import parse_schedule
 from chalicelib.observability import tracing
-from chalicelib.services import audit, control, lifecycle, reads, schedules
+from chalicelib.services import audit, batches, control, lifecycle, reads, schedules
 from chalicelib.services import health as health_service
 from chalicelib.services import submit as submitting
 from chalicelib.services.apikeys import ApiKey
@@ -105,8 +105,16 @@ def list_tasks(key: ApiKey) -> Response:
 def submit_batch(key: ApiKey) -> Response:
     rt = _rt()
     parsed = params.batch(_body(), rt.settings, rt.registry)
-    status, body = presenters.batch(submitting.submit_batch(rt, key.tenant, parsed.items, actor=key.actor))
+    result = submitting.submit_batch(rt, key.tenant, parsed.items, actor=key.actor, spec=parsed.spec)
+    status, body = presenters.batch(result)
     return json_response(body, status)
+
+
+@bp.route("/api/v1/batches/{batch_id}", methods=["GET"])
+@authed
+def get_batch(key: ApiKey, batch_id: str) -> Response:
+    found = batches.get_batch(_rt(), key.tenant, params.uuid_param(batch_id, "batch"))
+    return json_response(presenters.batch_detail(found))
 
 
 @bp.route("/api/v1/tasks/{task_id}", methods=["GET"])

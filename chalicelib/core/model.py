@@ -64,6 +64,7 @@ class NewTask:
     request_hash: str | None = None
     callback_url: str | None = None
     trace_context: str | None = None  # X-Amzn-Trace-Id form (core.tracecontext)
+    batch_id: str | None = None  # the batch it opens with (core.batches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,7 @@ class Task:
     progress_message: str | None = None
     trace_context: str | None = None  # X-Amzn-Trace-Id form: the task's one trace
     has_followers: bool = False  # a trigger reacts to its end (dependents, a batch)
+    batch_id: str | None = None
 
     @property
     def trace_id(self) -> str | None:
@@ -203,6 +205,7 @@ class Task:
             progress_message=row.get("progress_message"),
             trace_context=row.get("trace_context"),
             has_followers=row.get("has_followers", False),
+            batch_id=str(row["batch_id"]) if row.get("batch_id") else None,
         )
 
 

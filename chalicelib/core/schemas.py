@@ -48,6 +48,7 @@ TASK_PROPERTIES: dict[str, Any] = {
     },
 }
 SCHEDULE_TASK_FIELDS = ("name", "payload", "priority", "max_retries", "timeout_seconds")
+FOLLOW_UP_FIELDS = (*SCHEDULE_TASK_FIELDS, "callback_url")
 
 
 def _object(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -59,6 +60,22 @@ def _object(properties: dict[str, Any], required: list[str] | None = None, **ext
 
 TASK_SUBMISSION = _object(TASK_PROPERTIES, ["name"])
 SCHEDULE_TASK = _object({k: TASK_PROPERTIES[k] for k in SCHEDULE_TASK_FIELDS}, ["name"])
+BATCH_FOLLOW_UP = _object(
+    {k: TASK_PROPERTIES[k] for k in FOLLOW_UP_FIELDS},
+    ["name"],
+    description='the task submitted once every task of the batch is final; its payload gets a "batch" key'
+    " with the batch's id and counts",
+)
+BATCH_OPTIONS = _object(
+    {
+        "callback_url": {
+            **TASK_PROPERTIES["callback_url"],
+            "description": "POSTed a signed batch.completed event once, when every task of the batch is final",
+        },
+        "on_complete": BATCH_FOLLOW_UP,
+    },
+    description="opens a batch of the tasks created (GET /api/v1/batches/{id}); {} opens one with no callback",
+)
 _SCHEDULE_PROPERTIES: dict[str, Any] = {
     "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
     "cron": {"type": "string", "maxLength": 200, "description": "5 fields, or 6 with seconds last (croniter)"},
@@ -86,10 +103,12 @@ REQUESTS: dict[str, dict[str, Any]] = {
                 "default": False,
                 "description": "true: every item must be a valid TaskSubmission, or nothing is accepted (400)",
             },
+            "batch": BATCH_OPTIONS,
         },
         ["tasks"],
-        description='send {"tasks": [task, ...], "atomic": false}',
+        description='send {"tasks": [task, ...], "atomic": false, "batch": {...}}',
     ),
+    "BatchFollowUp": BATCH_FOLLOW_UP,
     "ScheduleTask": SCHEDULE_TASK,
     "ScheduleSubmission": _object(_SCHEDULE_PROPERTIES, ["name", "cron", "task"]),
     "ScheduleUpdate": _object(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from chalicelib.adapters.postgres.store import dumps
 from chalicelib.container import Container
+from chalicelib.core.batches import BatchRecord, BatchSpec, NewBatch
 from chalicelib.core.errors import ConflictError, QueueError, ValidationError
 from chalicelib.core.model import NewTask, QueueEntry, Status, Task
 from chalicelib.core.requests import TaskRequest
@@ -44,6 +45,7 @@ class BatchItem:
 @dataclass(frozen=True)
 class BatchResult:
     items: list[BatchItem]
+    batch: BatchRecord | None = None  # the batch opened, when one was asked for and a task created
 
     @property
     def created(self) -> int:
@@ -86,8 +88,26 @@ def submit_many(
     ``ConflictError`` in that slot.  ``traces`` gives each task its trace context;
     without it each task starts a trace of its own (one task, one trace).
     """
-    new = _new_tasks(tenant, requests, traces)
-    inserted = {t.id: t for t in rt.store.insert_tasks(new, actor=actor)}
+    return _submit(rt, tenant, requests, actor=actor, traces=traces)[0]
+
+
+def _submit(
+    rt: Container,
+    tenant: str,
+    requests: Sequence[TaskRequest],
+    *,
+    actor: str,
+    traces: Sequence[TraceContext] | None = None,
+    batch: NewBatch | None = None,
+) -> tuple[list[Submitted | ConflictError], BatchRecord | None]:
+    """``submit_many``, opening ``batch`` with the tasks it creates when given."""
+    new = _new_tasks(tenant, requests, traces, batch.id if batch else None)
+    opened = None
+    if batch is None:
+        inserted = {t.id: t for t in rt.store.insert_tasks(new, actor=actor)}
+    else:
+        rows, opened = rt.store.insert_batch_tasks(new, batch, actor=actor)
+        inserted = {t.id: t for t in rows}
     _enqueue(rt, list(inserted.values()))
 
     missing_keys = [n.idempotency_key for n in new if n.id not in inserted and n.idempotency_key]
@@ -112,10 +132,12 @@ def submit_many(
         else:
             results.append(Submitted(found.task, replayed=True))
     metrics.log_submitted(tenant, list(inserted.values()), actor=actor, duplicates=len(new) - len(inserted))
-    return results
+    return results, opened
 
 
-def _new_tasks(tenant: str, requests: Sequence[TaskRequest], traces: Sequence[TraceContext] | None) -> list[NewTask]:
+def _new_tasks(
+    tenant: str, requests: Sequence[TaskRequest], traces: Sequence[TraceContext] | None, batch_id: str | None
+) -> list[NewTask]:
     """The rows to insert; without ``traces`` each task starts a trace of its own."""
     if traces is None:
         traces = [new_root() for _ in requests]
@@ -134,6 +156,7 @@ def _new_tasks(tenant: str, requests: Sequence[TaskRequest], traces: Sequence[Tr
             request_hash=r.fingerprint() if r.idempotency_key else None,
             callback_url=r.callback_url,
             trace_context=t.header(),
+            batch_id=batch_id,
         )
         for r, t in zip(requests, traces, strict=True)
     ]
@@ -151,13 +174,36 @@ def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
 
 
 def submit_batch(
-    rt: Container, tenant: str, items: Sequence[TaskRequest | ValidationError], *, actor: str = "api"
+    rt: Container,
+    tenant: str,
+    items: Sequence[TaskRequest | ValidationError],
+    *,
+    actor: str = "api",
+    spec: BatchSpec | None = None,
 ) -> BatchResult:
     """Submit the valid items of a batch together (``submit_many``); the invalid ones
-    (already refused by validation) keep their error in their slot."""
+    (already refused by validation) keep their error in their slot.  With ``spec``
+    the tasks created open a batch (none when no task was created)."""
     valid = [(i, item) for i, item in enumerate(items) if isinstance(item, TaskRequest)]
-    outcomes = submit_many(rt, tenant, [r for _, r in valid], actor=actor) if valid else []
+    outcomes: list[Submitted | ConflictError] = []
+    opened = None
+    if valid:
+        batch = _new_batch(rt, tenant, spec) if spec is not None else None
+        outcomes, opened = _submit(rt, tenant, [r for _, r in valid], actor=actor, batch=batch)
     slots = [BatchItem(i, error=item) for i, item in enumerate(items) if isinstance(item, ValidationError)]
     for (i, _), out in zip(valid, outcomes, strict=True):
         slots.append(BatchItem(i, error=out) if isinstance(out, ConflictError) else BatchItem(i, submitted=out))
-    return BatchResult(sorted(slots, key=lambda s: s.index))
+    return BatchResult(sorted(slots, key=lambda s: s.index), opened)
+
+
+def _new_batch(rt: Container, tenant: str, spec: BatchSpec) -> NewBatch:
+    return NewBatch(
+        id=str(uuid.uuid4()),
+        tenant=tenant,
+        callback_url=spec.callback_url,
+        on_complete_json=spec.on_complete_json(),
+        callback_max_retries=rt.settings.webhook_max_retries,
+        callback_timeout_seconds=rt.settings.webhook_timeout_seconds,
+        # The completion (webhook, follow-up) is a trace of its own.
+        trace_context=new_root().header(),
+    )

@@ -17,7 +17,7 @@ def _validate(payload: Any) -> None:
 
 @registry.task(WEBHOOK_TASK, validate=_validate, internal=True)
 def send_webhook(payload: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """POSTs a signed completion event to the task's callback_url."""
+    """POSTs a signed completion event to the callback_url of a task or a batch."""
     secrets = ctx.ports.webhook_secrets
     if secrets is None:
         raise PermanentError("webhooks need the drainer's webhook secrets (they always run inline)")

@@ -20,19 +20,21 @@ WITH n AS (
     SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS n(
         id uuid, tenant text, name text, priority text, payload text, max_retries int,
         timeout_seconds int, run_at timestamptz, delay float8, idempotency_key text,
-        request_hash text, callback_url text, trace_context text)
+        request_hash text, callback_url text, trace_context text, batch_id uuid)
 ), r AS (
     SELECT n.*, coalesce(n.run_at, now() + make_interval(secs => coalesce(n.delay, 0))) AS due
     FROM n
 ), ins AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries,
                        timeout_seconds, run_at, enqueued_at, idempotency_key, request_hash,
-                       callback_url, trace_context)
+                       callback_url, trace_context, batch_id, has_followers)
     SELECT id, tenant, name,
            CASE WHEN due <= now() THEN 'QUEUED' ELSE 'PENDING' END,
            priority, payload::jsonb, max_retries, timeout_seconds, due,
            CASE WHEN due <= now() THEN now() END,
-           idempotency_key, request_hash, callback_url, trace_context
+           idempotency_key, request_hash, callback_url, trace_context, batch_id,
+           -- A batch's task may be its last: whoever finishes it releases the outbox.
+           batch_id IS NOT NULL
     FROM r
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
@@ -42,6 +44,35 @@ WITH n AS (
     SELECT id, NULL, status, 0, %(actor)s, name FROM ins
 )
 SELECT * FROM ins;
+
+-- name: insert_batch
+-- Rows: BatchRecord (core/batches.py).
+-- The batch of the tasks insert_tasks has just created in this transaction (their
+-- number is its total), with its "batches_opened" counter.  Before the commit no
+-- drainer can see those tasks, so none can finish before its batch exists.
+WITH b AS (
+    INSERT INTO batches (id, tenant, total, remaining, callback_url, on_complete, callback_max_retries,
+                         callback_timeout_seconds, trace_context)
+    VALUES (%(id)s, %(tenant)s, %(total)s, %(total)s, %(callback_url)s, %(on_complete)s::jsonb,
+            %(callback_max_retries)s, %(callback_timeout_seconds)s, %(trace_context)s)
+    RETURNING *
+), counted AS (
+    INSERT INTO task_metric_deltas (name, metric, n) SELECT 'tasklane.batch', 'batches_opened', 1 FROM b
+)
+SELECT b.*, %(pending)s::int AS pending, %(total)s - %(pending)s::int AS queued, 0 AS processing FROM b;
+
+-- name: get_batch
+-- Rows: BatchRecord (core/batches.py).
+-- The final counts from the batch row, the live ones from its tasks (tasks_batch),
+-- in one snapshot.
+SELECT b.*,
+       count(*) FILTER (WHERE t.status = 'PENDING') AS pending,
+       count(*) FILTER (WHERE t.status = 'QUEUED') AS queued,
+       count(*) FILTER (WHERE t.status = 'PROCESSING') AS processing
+FROM batches b
+LEFT JOIN tasks t ON t.batch_id = b.id AND t.status IN ('PENDING', 'QUEUED', 'PROCESSING')
+WHERE b.id = %(id)s AND b.tenant = %(tenant)s
+GROUP BY b.id;
 
 -- name: tasks_by_idempotency_keys
 -- Rows: IdempotentTask (core/records.py).

@@ -29,6 +29,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chalicelib.adapters.postgres.audit import AuditQueries
+from chalicelib.adapters.postgres.batches import BatchQueries
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
 from chalicelib.adapters.postgres.sqlfile import queries
@@ -79,7 +80,7 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
-class Store(AuditQueries, FollowerQueries, ControlQueries):
+class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries):
     """Task, event and API-key persistence on a small connection pool.
 
     The pool opens lazily on first use so importing the app (a Lambda cold
@@ -161,7 +162,10 @@ class Store(AuditQueries, FollowerQueries, ControlQueries):
         conflicts are left out: see ``tasks_by_idempotency_keys``)."""
         if not tasks:
             return []
-        return [Task.from_row(r) for r in self._all("insert_tasks", {"tasks": _tasks_json(tasks), "actor": actor})]
+        return [Task.from_row(r) for r in self._all("insert_tasks", self._insert_params(tasks, actor))]
+
+    def _insert_params(self, tasks: Sequence[NewTask], actor: str) -> dict[str, Any]:
+        return {"tasks": _tasks_json(tasks), "actor": actor}
 
     def tasks_by_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, IdempotentTask]:
         """The tenant's tasks holding ``keys``, by key."""
@@ -531,6 +535,7 @@ def _tasks_json(tasks: Sequence[NewTask]) -> str:
                 "request_hash": t.request_hash,
                 "callback_url": t.callback_url,
                 "trace_context": t.trace_context,
+                "batch_id": t.batch_id,
             }
             for t in tasks
         ]

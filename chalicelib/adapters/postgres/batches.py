@@ -1,0 +1,57 @@
+"""The store's batch statements (``Store`` inherits them): open a batch with its
+tasks, read one.  The counting and the completion are the trigger's (migration 0009).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import psycopg
+
+from chalicelib.core.batches import BatchRecord, NewBatch
+from chalicelib.core.model import NewTask, Status, Task
+
+Row = dict[str, Any]
+
+
+class _Store(Protocol):
+    _q: dict[str, str]
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]: ...
+    def _one(self, name: str, params: dict[str, Any]) -> Row | None: ...
+    def _insert_params(self, tasks: Sequence[NewTask], actor: str) -> dict[str, Any]: ...
+
+
+class BatchQueries:
+    """A mixin of ``Store``."""
+
+    def insert_batch_tasks(
+        self: _Store, tasks: Sequence[NewTask], batch: NewBatch, *, actor: str
+    ) -> tuple[list[Task], BatchRecord | None]:
+        """Insert ``tasks`` (each carrying ``batch.id``) and open the batch of those
+        inserted, in one transaction.  No batch when none was (every one replayed)."""
+        with self.connection() as conn, conn.transaction():
+            rows = conn.execute(self._q["insert_tasks"], self._insert_params(tasks, actor))
+            inserted = [Task.from_row(r) for r in rows]
+            if not inserted:
+                return inserted, None
+            params = {
+                "id": batch.id,
+                "tenant": batch.tenant,
+                "total": len(inserted),
+                "pending": sum(1 for t in inserted if t.status is Status.PENDING),
+                "callback_url": batch.callback_url,
+                "on_complete": batch.on_complete_json,
+                "callback_max_retries": batch.callback_max_retries,
+                "callback_timeout_seconds": batch.callback_timeout_seconds,
+                "trace_context": batch.trace_context,
+            }
+            row = conn.execute(self._q["insert_batch"], params).fetchone()
+            assert row is not None
+            return inserted, BatchRecord.from_row(row)
+
+    def get_batch(self: _Store, tenant: str, batch_id: str) -> BatchRecord | None:
+        row = self._one("get_batch", {"id": batch_id, "tenant": tenant})
+        return BatchRecord.from_row(row) if row else None

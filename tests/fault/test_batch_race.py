@@ -1,0 +1,127 @@
+"""A batch's completion fires exactly once while drainers and sweepers race to
+finish its last tasks.
+
+Every batch holds tasks the drainers run (``sleep``, finishing at random moments) and
+tasks a "dead drainer" claimed and abandoned: their leases expire at random moments
+in the same window, and the sweepers' lease rescue dead-letters them.  So the last
+task of each batch is finished by a drainer's finish statement or a sweeper's rescue,
+often at the same moment, and often several batches' tasks in one statement.  Each
+batch must end with its counts right, one webhook task, one follow-up task and one
+delivery.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from chalicelib.container import Container
+from chalicelib.core.batches import BatchSpec
+from chalicelib.core.model import WEBHOOK_TASK
+from chalicelib.services.submit import submit_batch
+from tests.fault.conftest import TENANT
+from tests.fault.workers import Workers
+from tests.helpers import query, request
+
+BATCHES, RUN, ABANDONED = 40, 2, 2
+WINDOW = 0.8  # seconds: when the run tasks end and the abandoned leases expire
+
+
+class Deliveries:
+    """Counts batch.completed deliveries by batch id."""
+
+    def __init__(self) -> None:
+        self.by_batch: Counter[str] = Counter()
+        lock = threading.Lock()
+        seen = self.by_batch
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    seen[event["batch"]["id"]] += 1
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/batch"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def deliveries() -> Iterator[Deliveries]:
+    d = Deliveries()
+    yield d
+    d.server.shutdown()
+    d.server.server_close()
+
+
+# A drainer that claimed the task and died: PROCESSING under a lease nobody renews.
+_ABANDON = """
+WITH c AS (
+    UPDATE tasks SET status = 'PROCESSING', attempts = attempts + 1, lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => %s), started_at = now(), run_at = now(),
+        updated_at = now()
+    WHERE id = %s AND status = 'PENDING'
+    RETURNING id, attempts
+)
+INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+SELECT id, 'PENDING', 'PROCESSING', attempts, 'dead-drainer' FROM c
+RETURNING task_id
+"""
+
+
+def test_each_batch_completes_once_under_racing_drainers_and_sweepers(
+    runtime: Container, workers: Workers, fault_db: str, deliveries: Deliveries
+) -> None:
+    for _ in range(3):
+        workers.drain(TASKLANE_DRAIN_BATCH_SIZE="8")
+    for _ in range(2):
+        workers.sweep(TASKLANE_SWEEP_INTERVAL_SECONDS="0.05")
+    rng = random.Random(7)
+    spec = BatchSpec(callback_url=deliveries.url, on_complete=request("noop", {"report": True}))
+    batch_ids = []
+    for _ in range(BATCHES):
+        items = [request("sleep", {"seconds": rng.uniform(0, WINDOW)}, max_retries=0) for _ in range(RUN)]
+        items += [request(delay_seconds=3600, max_retries=0) for _ in range(ABANDONED)]
+        result = submit_batch(runtime, TENANT, items, spec=spec)
+        assert result.batch is not None
+        batch_ids.append(result.batch.id)
+        for item in result.items[RUN:]:
+            assert item.submitted is not None
+            query(fault_db, _ABANDON, rng.uniform(0.1, WINDOW), item.submitted.task.id)
+
+    def completed() -> int:
+        return int(query(fault_db, "SELECT count(*) FROM batches WHERE completed_at IS NOT NULL")[0][0])
+
+    workers.wait_for(lambda: completed() == BATCHES, timeout=60, message="every batch to complete")
+    workers.wait_for(
+        lambda: sum(deliveries.by_batch.values()) >= BATCHES, timeout=60, message="every batch webhook delivered"
+    )
+    rows = query(fault_db, "SELECT id::text, remaining, completed, failed, cancelled FROM batches ORDER BY id")
+    assert sorted(r[0] for r in rows) == sorted(batch_ids)
+    assert all(r[1:] == (0, RUN, ABANDONED, 0) for r in rows), rows
+    made = query(
+        fault_db,
+        "SELECT payload->'batch'->>'id', name, count(*) FROM tasks WHERE payload ? 'batch' GROUP BY 1, 2",
+    )
+    assert sorted(made) == sorted([(b, n, 1) for b in batch_ids for n in (WEBHOOK_TASK, "noop")])
+    assert deliveries.by_batch == Counter(dict.fromkeys(batch_ids, 1))
+    # Both paths finished last tasks: the race was run, not only one side of it.
+    last = query(
+        fault_db,
+        """SELECT DISTINCT ON (t.batch_id) split_part(e.actor, ':', 1)
+           FROM task_events e JOIN tasks t ON t.id = e.task_id
+           WHERE t.batch_id IS NOT NULL AND e.to_status IN ('COMPLETED', 'FAILED')
+           ORDER BY t.batch_id, e.id DESC""",
+    )
+    assert {a for (a,) in last} == {"drain", "sweep"}, Counter(a for (a,) in last)

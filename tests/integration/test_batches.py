@@ -1,0 +1,157 @@
+"""Batches: counts kept by the database as tasks become final, and one completion
+(a signed webhook and/or a follow-up task) when the last one does, from every path."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from chalicelib.adapters.webhooks import verify
+from chalicelib.api import params
+from chalicelib.container import Container
+from chalicelib.core.batches import BatchSpec, parse_batch_spec
+from chalicelib.core.errors import NotFoundError, ValidationError
+from chalicelib.core.model import WEBHOOK_TASK
+from chalicelib.services import batches, lifecycle
+from chalicelib.services.submit import BatchResult, submit, submit_batch
+from tests.helpers import drain_and_sweep_until, drain_once, query, request
+from tests.integration import test_webhooks
+from tests.integration.test_webhooks import Receiver
+
+TENANT = "batches"
+
+
+receiver = test_webhooks.receiver  # the fixture
+
+
+def _spec(rt: Container, body: dict[str, Any]) -> BatchSpec:
+    return parse_batch_spec(body, rt.settings, rt.registry)
+
+
+def _made_by(rt: Container, batch_id: str) -> list[tuple[Any, ...]]:
+    """The tasks a batch's completion created: its webhook and its follow-up."""
+    return query(
+        rt.settings.database_url,
+        "SELECT name, status, payload FROM tasks WHERE payload->'batch'->>'id' = %s ORDER BY name",
+        batch_id,
+    )
+
+
+def test_batch_fires_one_signed_webhook_and_one_follow_up_with_the_counts(rt: Container, receiver: Receiver) -> None:
+    spec = _spec(rt, {"callback_url": receiver.url, "on_complete": {"name": "noop", "payload": {"report": 1}}})
+    items = [request(), request("fail", {"permanent": True}, max_retries=0), request(payload={"n": 2})]
+    result = submit_batch(rt, TENANT, items, spec=spec)
+    assert result.batch is not None and result.batch.total == 3 and result.batch.queued == 3
+    batch_id = result.batch.id
+    assert all(i.submitted is not None and i.submitted.task.batch_id == batch_id for i in result.items)
+    opened = batches.get_batch(rt, TENANT, batch_id)
+    assert (opened.status, opened.remaining, opened.progress, opened.queued) == ("OPEN", 3, 0, 3)
+
+    drain_and_sweep_until(rt, lambda: len(receiver.calls) == 1 and _made_by(rt, batch_id)[0][1] == "COMPLETED")
+    done = batches.get_batch(rt, TENANT, batch_id)
+    assert (done.status, done.remaining, done.progress) == ("COMPLETED", 0, 100)
+    assert (done.completed, done.failed, done.cancelled, done.queued) == (2, 1, 0, 0)
+    call = receiver.calls[0]
+    headers = call["headers"]
+    secret = rt.store.webhook_secret(TENANT)
+    assert verify(secret, headers["Tasklane-Timestamp"], call["body"], headers["Tasklane-Signature"])
+    assert headers["Tasklane-Delivery"] == done.callback_task_id
+    event = json.loads(call["body"])
+    assert event["event"] == "batch.completed" and "task" not in event
+    assert event["batch"]["id"] == batch_id
+    assert (event["batch"]["total"], event["batch"]["completed"], event["batch"]["failed"]) == (3, 2, 1)
+    assert event["batch"]["follow_up_task_id"] == done.follow_up_task_id
+    follow_up = rt.store.get_task(TENANT, done.follow_up_task_id or "")
+    assert follow_up is not None and follow_up.name == "noop" and follow_up.batch_id is None
+    assert follow_up.payload["report"] == 1 and follow_up.payload["batch"]["failed"] == 1
+    assert follow_up.result == follow_up.payload  # noop returns what it got
+    [(hook_name, _, _), (follow_name, _, _)] = _made_by(rt, batch_id)
+    assert sorted([hook_name, follow_name]) == sorted([WEBHOOK_TASK, "noop"])
+
+
+def test_refused_and_replayed_items_are_not_in_the_batch(rt: Container) -> None:
+    first = submit(rt, TENANT, request(idempotency_key="k1")).task
+    items: list[Any] = [
+        request(idempotency_key="k1"),  # replayed: the original task, not in the batch
+        ValidationError("tasks[1]: unknown task name"),
+        request(delay_seconds=3600),
+    ]
+    result = submit_batch(rt, TENANT, items, spec=BatchSpec())
+    assert result.batch is not None and result.batch.total == 1 and result.batch.pending == 1
+    assert result.items[0].submitted is not None and result.items[0].submitted.task.id == first.id
+    assert result.items[0].submitted.task.batch_id is None
+    # Every item replayed: nothing was created, so no batch is opened (a retried request
+    # does not open a second, empty batch that completes at once).
+    again = submit_batch(rt, TENANT, [request(idempotency_key="k1")], spec=BatchSpec())
+    assert again.batch is None and again.created == 0
+    assert submit_batch(rt, TENANT, [request()]).batch is None  # no "batch": none opened
+
+
+def test_cancelling_the_last_waiting_task_fires_the_completion(rt: Container) -> None:
+    spec = _spec(rt, {"on_complete": {"name": "noop"}})
+    waiting = [request(delay_seconds=3600), request(delay_seconds=3600)]
+    result: BatchResult = submit_batch(rt, TENANT, waiting, spec=spec)
+    assert result.batch is not None
+    ids = [i.submitted.task.id for i in result.items if i.submitted is not None]
+    lifecycle.cancel(rt, TENANT, ids[0])
+    assert batches.get_batch(rt, TENANT, result.batch.id).completed_at is None
+    lifecycle.cancel(rt, TENANT, ids[1])
+    done = batches.get_batch(rt, TENANT, result.batch.id)
+    assert (done.status, done.cancelled, done.pending) == ("COMPLETED", 2, 0)
+    [(name, status, payload)] = _made_by(rt, result.batch.id)
+    assert (name, status, payload["batch"]["cancelled"]) == ("noop", "QUEUED", 2)
+
+
+def test_a_redriven_dead_letter_counts_again_but_the_completion_does_not_fire_twice(rt: Container) -> None:
+    spec = _spec(rt, {"on_complete": {"name": "noop"}})
+    result = submit_batch(rt, TENANT, [request("fail", {"times": 1}, max_retries=0), request()], spec=spec)
+    assert result.batch is not None
+    batch_id = result.batch.id
+    drain_and_sweep_until(rt, lambda: batches.get_batch(rt, TENANT, batch_id).status == "COMPLETED")
+    failed = batches.get_batch(rt, TENANT, batch_id)
+    assert (failed.completed, failed.failed) == (1, 1)
+    dead = next(i.submitted.task.id for i in result.items if i.submitted is not None)
+    lifecycle.redrive_one(rt, TENANT, dead)
+    reopened = batches.get_batch(rt, TENANT, batch_id)
+    assert (reopened.status, reopened.remaining, reopened.failed, reopened.queued) == ("COMPLETED", 1, 0, 1)
+    drain_and_sweep_until(rt, lambda: batches.get_batch(rt, TENANT, batch_id).remaining == 0)
+    after = batches.get_batch(rt, TENANT, batch_id)
+    # "fail" fails its first attempt again (a redrive resets the attempts): failed once more.
+    assert (after.completed, after.failed, after.completed_at) == (1, 1, failed.completed_at)
+    assert len(_made_by(rt, batch_id)) == 1  # one follow-up, from the first completion
+
+
+def test_another_tenants_batch_is_not_found(rt: Container) -> None:
+    result = submit_batch(rt, TENANT, [request()], spec=BatchSpec())
+    assert result.batch is not None
+    with pytest.raises(NotFoundError):
+        batches.get_batch(rt, "someone-else", result.batch.id)
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        ({"on_complete": {"name": "nope"}}, "batch.on_complete: unknown task name"),
+        ({"on_complete": {"name": "noop", "payload": {"batch": 1}}}, "payload.batch is reserved"),
+        ({"on_complete": {"name": "noop", "run_at": "2030-01-01T00:00:00Z"}}, "unknown field(s) run_at"),
+        ({"on_complete": {"name": "sleep", "payload": {"seconds": -1}}}, "payload is invalid for sleep"),
+        ({"callback_url": "ftp://example.com/x"}, "callback_url"),
+        ({"unknown": 1}, "unknown field(s) unknown"),
+    ],
+)
+def test_a_bad_batch_object_is_a_400_naming_it(rt: Container, batch: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        params.batch({"tasks": [{"name": "noop"}], "batch": batch}, rt.settings, rt.registry)
+    assert message in raised.value.message, raised.value.message
+
+
+def test_the_follow_up_runs_in_the_same_drain_without_waiting_for_a_sweep(rt: Container) -> None:
+    spec = _spec(rt, {"on_complete": {"name": "noop"}})
+    result = submit_batch(rt, TENANT, [request(), request()], spec=spec)
+    assert result.batch is not None
+    drain_once(rt)  # no sweep: the drainer releases the outbox after the last finish
+    done = batches.get_batch(rt, TENANT, result.batch.id)
+    follow_up = rt.store.get_task(TENANT, done.follow_up_task_id or "")
+    assert follow_up is not None and follow_up.status.value == "COMPLETED"
