@@ -97,21 +97,29 @@ class Drainer:
         stats = DrainStats()
         idle_since: float | None = None
         failures = 0
+        # After a claim that came back short the queue was dry: wait for a wake token
+        # before claiming again.  Every id pushed since brings a token, so none waits
+        # longer for it; what it saves is the empty claim that would come first, and the
+        # token that claim leaves behind, which would end the next wait at once for
+        # another empty claim.  Waits at most the idle wait (delayed ids fall due, a
+        # throttled type's bucket refills: only a claim sees those).
+        dry = False
         while remaining() > s.drain_margin_seconds:
             # Lets the API see a live drainer (chalicelib.adapters.aws.wake).
             mark_alive(self.rt.settings, self.rt.queue.presence)
             try:
+                wait = min(s.drain_idle_wait_seconds, remaining() - s.drain_margin_seconds)
+                if dry and wait > 0:
+                    self.rt.queue.wait_for_work(wait)
                 asked = self.sizer.size
                 ids = self.rt.queue.claim(asked, s.lease_seconds)
+                dry = len(ids) < asked
                 if not ids:
                     self.sizer.observe(asked, 0, 0.0)
                     now = time.monotonic()
                     idle_since = idle_since or now
                     if idle_exit_seconds is not None and now - idle_since >= idle_exit_seconds:
                         break
-                    wait = min(s.drain_idle_wait_seconds, remaining() - s.drain_margin_seconds)
-                    if wait > 0:
-                        self.rt.queue.wait_for_work(wait)
                     continue
                 idle_since = None
                 if len(ids) == asked:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from chalicelib.container import Container
+from chalicelib.core.model import Status
 from chalicelib.services.drain import Drainer
-from chalicelib.services.submit import submit_many
-from tests.helpers import drain_once, request, status_counts
+from chalicelib.services.submit import submit, submit_many
+from tests.helpers import drain_once, request, status_counts, wait_for
 
 TENANT = "sizes"
 
@@ -42,3 +44,34 @@ def test_a_backlog_is_claimed_in_doubling_batches_up_to_the_largest(make_rt: Cal
     # The queue ran dry: the next claim asks for the smallest batch again.
     assert seen[-1] == (10, 0)
     assert status_counts(rt.settings.database_url) == {"COMPLETED": 300}
+
+
+def test_an_idle_drainer_claims_once_per_wake_and_starts_each_task_at_once(
+    make_rt: Callable[..., Container],
+) -> None:
+    # An idle wait far longer than the test: only the wake tokens can start the tasks.
+    rt = make_rt(drain_idle_wait_seconds=30.0)
+    drainer = Drainer(rt, name="idle")
+    seen = _claims(rt, drainer)
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: drainer.run(lambda: 0.0 if stop.is_set() else 60.0))
+    thread.start()
+    try:
+        for i in range(10):
+            task = submit(rt, TENANT, request("noop", {"i": i})).task
+            wait_for(lambda t=task: _status(rt, t.id) is Status.COMPLETED, timeout=5)
+    finally:
+        stop.set()
+        rt.queue.wake()  # ends the drainer's wait
+        thread.join(timeout=10)
+        drainer.close()
+    assert not thread.is_alive()
+    # One claim per woken task (plus the first, the last and a stray token at most):
+    # a drainer that found the queue dry waits for a token instead of claiming again.
+    assert sum(got for _, got in seen) == 10
+    assert len(seen) <= 13, seen
+
+
+def _status(rt: Container, task_id: str) -> Status | None:
+    task = rt.store.get_task(TENANT, task_id)
+    return task.status if task else None
