@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tasklane"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -183,6 +184,9 @@ class Settings:
     max_payload_bytes: int = 262144
     max_batch_items: int = 500
     pool_max_size: int = 4
+    # False behind RDS Proxy (or PgBouncer in transaction mode): no server-side
+    # prepared statements, which would pin a proxied connection (infra/deploy.md).
+    db_prepared_statements: bool = True
     rate_limit_per_minute: int = 100
     schedule_grace_seconds: float = 120.0
     webhook_allow_private: bool = True
@@ -237,11 +241,7 @@ class Settings:
         e = dict(os.environ if env is None else env)
         secret_arn = e.get("TASKLANE_DATABASE_SECRET_ARN") or None
         return cls(
-            # TASKLANE_DATABASE_URL wins; else the secret (adapters.aws.secrets resolves it); else the default.
-            database_url=e.get("TASKLANE_DATABASE_URL") or ("" if secret_arn else DEFAULT_DATABASE_URL),
-            redis_url=e.get("TASKLANE_REDIS_URL") or DEFAULT_REDIS_URL,
-            redis_prefix=e.get("TASKLANE_REDIS_PREFIX") or "tasklane",
-            redis_cluster=_bool(e, "TASKLANE_REDIS_CLUSTER", False),
+            **_connections(e, secret_arn),
             port=_int(e, "TASKLANE_PORT", 8000, 1),
             bootstrap_api_key=e.get("TASKLANE_BOOTSTRAP_API_KEY") or None,
             lease_seconds=_float(e, "TASKLANE_LEASE_SECONDS", 30.0, 0.5),
@@ -263,7 +263,6 @@ class Settings:
             idempotency_window_hours=_float(e, "TASKLANE_IDEMPOTENCY_WINDOW_HOURS", 24.0, 0.0),
             max_payload_bytes=_int(e, "TASKLANE_MAX_PAYLOAD_BYTES", 262144, 1),
             max_batch_items=_int(e, "TASKLANE_MAX_BATCH_ITEMS", 500, 1),
-            pool_max_size=_int(e, "TASKLANE_POOL_MAX_SIZE", 4, 1),
             rate_limit_per_minute=_int(e, "TASKLANE_RATE_LIMIT_PER_MINUTE", 100, 1),
             schedule_grace_seconds=_float(e, "TASKLANE_SCHEDULE_GRACE_SECONDS", 120.0, 0.0),
             webhook_allow_private=_bool(e, "TASKLANE_WEBHOOK_ALLOW_PRIVATE", True),
@@ -293,6 +292,19 @@ class Settings:
             metrics_token_secret_arn=e.get("TASKLANE_METRICS_TOKEN_SECRET_ARN") or None,
             sweep_stale_seconds=_positive(e, "TASKLANE_SWEEP_STALE_SECONDS"),
         )
+
+
+def _connections(e: dict[str, str], secret_arn: str | None) -> dict[str, Any]:
+    """The PostgreSQL and Redis settings of ``Settings.from_env``."""
+    return {
+        # TASKLANE_DATABASE_URL wins; else the secret (adapters.aws.secrets resolves it); else the default.
+        "database_url": e.get("TASKLANE_DATABASE_URL") or ("" if secret_arn else DEFAULT_DATABASE_URL),
+        "pool_max_size": _int(e, "TASKLANE_POOL_MAX_SIZE", 4, 1),
+        "db_prepared_statements": _bool(e, "TASKLANE_DB_PREPARED_STATEMENTS", True),
+        "redis_url": e.get("TASKLANE_REDIS_URL") or DEFAULT_REDIS_URL,
+        "redis_prefix": e.get("TASKLANE_REDIS_PREFIX") or "tasklane",
+        "redis_cluster": _bool(e, "TASKLANE_REDIS_CLUSTER", False),
+    }
 
 
 @lru_cache(maxsize=1)

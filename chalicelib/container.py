@@ -39,6 +39,7 @@ class Container:
             store=Store(
                 database_url(settings),
                 max_size=settings.pool_max_size,
+                prepare=settings.db_prepared_statements,
                 webhook_max_retries=settings.webhook_max_retries,
                 webhook_timeout_seconds=settings.webhook_timeout_seconds,
             ),

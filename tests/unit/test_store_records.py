@@ -27,7 +27,6 @@ SCALAR = {
     "rotate_webhook_secret",
     "schema_version",
     "set_progress",
-    "stats_snapshot",
     "try_fold_lock",
     "webhook_secret",
 }

@@ -756,10 +756,6 @@ GROUP BY 1;
 -- One metrics fold at a time (any constant works; the same in every process).
 SELECT pg_try_advisory_xact_lock(7301955003) AS locked;
 
--- name: stats_snapshot
--- Every stats query in one snapshot, so the numbers add up.
-SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
-
 -- ---------------------------------------------------------------------------------
 -- Control: pausing task types and cancelling by filter (services/control.py).
 

@@ -25,13 +25,13 @@ from datetime import datetime
 from typing import Any, cast
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chalicelib.adapters.postgres.audit import AuditQueries
 from chalicelib.adapters.postgres.batches import BatchQueries
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
+from chalicelib.adapters.postgres.sessions import connection_options, snapshot
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.core.audit import AuditAction
 from chalicelib.core.errors import ConflictError, StoreError, ValidationError
@@ -93,6 +93,7 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries):
         *,
         max_size: int = 4,
         timeout: float = 5.0,
+        prepare: bool = True,
         webhook_max_retries: int = 5,
         webhook_timeout_seconds: int = 10,
     ) -> None:
@@ -104,7 +105,7 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries):
             max_size=max_size,
             timeout=timeout,
             open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": 5},
+            kwargs=connection_options(prepare=prepare),
             name="tasklane",
         )
         self._opened = False
@@ -495,8 +496,7 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries):
         """A tenant's numbers in one snapshot: the database's clock, the live tasks
         (waiting/running/dead-lettered by name and priority), those submitted and
         finished since the start of the day (UTC) and per minute for the last hour."""
-        with self.connection() as conn, conn.transaction():
-            conn.execute(self._q["stats_snapshot"])
+        with self.connection() as conn, snapshot(conn):
             row = conn.execute(self._q["stats_clock"]).fetchone()
             assert row is not None
             clock = StatsClock.from_row(row)
