@@ -219,6 +219,46 @@ def test_dashboard_shows_live_numbers_and_redrives_a_dead_letter(stack: Stack, p
     assert page.evaluate("sessionStorage.getItem('tasklane.apiKey')") is None
 
 
+def test_dashboard_pauses_and_resumes_a_task_type_and_cancels_by_filter(
+    stack: Stack, page: Any, artifacts: Path
+) -> None:
+    tenant, key = tenant_key(stack)
+
+    def submit(name: str, payload: dict[str, Any], **fields: Any) -> str:
+        r = stack.post("/api/v1/tasks", {"name": name, "payload": payload, **fields}, key=key)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    submit("sleep", {"seconds": 0})
+    page.goto(stack.base_url + "/dashboard")
+    page.get_by_test_id("api-key").fill(key)
+    page.get_by_test_id("connect").click()
+    wait_text(page, "name-sleep-completed", "1")
+
+    page.get_by_test_id("pause-sleep").click()
+    page.get_by_test_id("toast").filter(has_text="Paused sleep").wait_for()
+    page.get_by_test_id("paused-sleep").wait_for()
+    held = [submit("sleep", {"seconds": 0}) for _ in range(3)]
+    later = [submit("noop", {}, delay_seconds=3600) for _ in range(2)]
+    wait_text(page, "name-sleep-queue_size", "3")
+    assert tenant_counts(stack, tenant) == {"COMPLETED": 1, "QUEUED": 3, "PENDING": 2}
+    page.screenshot(path=str(artifacts / "dashboard-paused.png"), full_page=True)
+
+    # Cancel by the task filters (a confirm dialog first).
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("filter-name").select_option("noop")
+    page.get_by_test_id("cancel-matching").click()
+    page.get_by_test_id("toast").filter(has_text="Cancelled 2").wait_for()
+    assert {stack.get(f"/api/v1/tasks/{i}", key=key).json()["status"] for i in later} == {"CANCELLED"}
+    page.get_by_test_id("filter-name").select_option("")
+
+    page.get_by_test_id("resume-sleep").click()
+    page.get_by_test_id("toast").filter(has_text="Resumed sleep: 3").wait_for()
+    wait_text(page, "name-sleep-completed", "4")
+    assert {stack.get(f"/api/v1/tasks/{i}", key=key).json()["status"] for i in held} == {"COMPLETED"}
+    assert page.get_by_test_id("paused-sleep").count() == 0
+
+
 def test_dashboard_assets_are_served_by_the_app_with_their_types(stack: Stack) -> None:
     import requests
 

@@ -206,12 +206,19 @@
         el("td", { class: "num muted", text: p.oldest_queued_age_seconds === null ? "–" : fmtSeconds(p.oldest_queued_age_seconds) }));
     }));
 
-    $("name-rows").replaceChildren(...(stats.by_name.length ? stats.by_name.map((n) => el("tr", { "data-name": n.name },
+    // A paused type shows even without tasks today, so it can be resumed from here.
+    const paused = new Map();
+    for (const p of stats.paused || []) paused.set(p.name, [...(paused.get(p.name) || []), p]);
+    const rows = [...stats.by_name];
+    for (const name of paused.keys()) if (!rows.some((n) => n.name === name)) rows.push({ name });
+    rows.sort((a, b) => a.name.localeCompare(b.name));
+    $("name-rows").replaceChildren(...(rows.length ? rows.map((n) => el("tr", { "data-name": n.name, "data-paused": paused.has(n.name) ? "yes" : "no" },
       el("td", {}, el("code", { text: n.name })),
       ...["submitted", "completed", "failed", "queue_size", "processing", "dead_letters"].map((k) =>
-        el("td", { class: n[k] ? "num" : "num zero", "data-testid": `name-${n.name}-${k}`, text: fmtInt(n[k]) })),
-      el("td", { class: "num", text: fmtSeconds(n.avg_run_seconds) }),
-      el("td", { class: "num muted", text: fmtSeconds(n.avg_wait_seconds) }))) : [emptyRow(9, "no tasks yet today")]));
+        el("td", { class: n[k] ? "num" : "num zero", "data-testid": `name-${n.name}-${k}`, text: fmtInt(n[k] || 0) })),
+      el("td", { class: "num", text: fmtSeconds(n.avg_run_seconds ?? null) }),
+      el("td", { class: "num muted", text: fmtSeconds(n.avg_wait_seconds ?? null) }),
+      el("td", { class: "state" }, ...pauseControl(n.name, paused.get(n.name) || [])))) : [emptyRow(10, "no tasks yet today")]));
 
     const nameSelect = $("f-name");
     const chosen = nameSelect.value;
@@ -224,6 +231,26 @@
     nameSelect.value = chosen;
 
     renderChart(stats.per_minute);
+  }
+
+  // Paused: a badge; the tenant's own pause can be lifted here, an operator's global one
+  // only with the CLI.  Running: a Pause button for the task types this deployment runs.
+  function pauseControl(name, pauses) {
+    const own = pauses.find((p) => p.scope === "tenant");
+    const global = pauses.find((p) => p.scope === "global");
+    const out = [];
+    if (pauses.length) {
+      out.push(el("span", { class: "badge paused", "data-testid": `paused-${name}`, text: global ? "paused by operator" : "paused",
+        title: pauses.map((p) => `${p.scope} pause by ${p.paused_by} since ${p.paused_at}`).join("\n") }));
+    }
+    if (own) {
+      out.push(el("button", { type: "button", class: "btn small", "data-testid": `resume-${name}`, text: "Resume",
+        onclick: (e) => pauseType(name, false, e.target) }));
+    } else if (!global && (state.types || []).some((t) => t.name === name)) {
+      out.push(el("button", { type: "button", class: "btn small ghost", "data-testid": `pause-${name}`, text: "Pause",
+        onclick: (e) => pauseType(name, true, e.target) }));
+    }
+    return out;
   }
 
   const SVG = "http://www.w3.org/2000/svg";
@@ -403,6 +430,44 @@
     }
   }
 
+  async function pauseType(name, pause, button) {
+    if (button) button.disabled = true;
+    try {
+      const done = await api(`api/v1/task-types/${encodeURIComponent(name)}/${pause ? "pause" : "resume"}`, { method: "POST" });
+      toast(pause ? `Paused ${name}: none of its tasks starts until resumed`
+        : `Resumed ${name}: ${done.requeued} waiting task(s) back in the queue${done.paused ? " (still paused by an operator)" : ""}`);
+      await refresh();
+    } catch (err) {
+      report(err);
+      if (button) button.disabled = false;
+    }
+  }
+
+  // Cancels what the task filters select (live tasks only; at least one filter), 500 a click.
+  async function cancelMatching(button) {
+    const body = {};
+    for (const [field, id] of [["status", "f-status"], ["name", "f-name"], ["priority", "f-priority"]]) {
+      if ($(id).value) body[field] = $(id).value;
+    }
+    if (!Object.keys(body).length) { toast("Choose a name, status or priority to cancel by", true); return; }
+    if (body.status && !["PENDING", "QUEUED", "PROCESSING"].includes(body.status)) {
+      toast("Only PENDING, QUEUED or PROCESSING tasks can be cancelled", true);
+      return;
+    }
+    const what = Object.entries(body).map(([k, v]) => `${k} ${v}`).join(", ");
+    if (!window.confirm(`Cancel every live task with ${what}?`)) return;
+    button.disabled = true;
+    try {
+      const done = await api("api/v1/tasks/cancel", { method: "POST", body });
+      toast(`Cancelled ${done.cancelled}, asked ${done.cancel_requested} running to stop${done.more ? "; more match: click again" : ""}`);
+      await refresh();
+    } catch (err) {
+      report(err);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   async function loadMore() {
     if (!state.cursor) return;
     const page = await api(taskQuery(state.cursor));
@@ -424,6 +489,7 @@
     $("auto").addEventListener("change", startTimer);
     $("more").addEventListener("click", () => loadMore().catch(report));
     $("redrive-all").addEventListener("click", (e) => redriveAll(e.target));
+    $("cancel-matching").addEventListener("click", (e) => cancelMatching(e.target));
     $("d-close").addEventListener("click", () => { $("detail").hidden = true; state.detailId = null; });
     document.addEventListener("keydown", (e) => { if (e.key === "Escape") $("detail").hidden = true; });
     for (const id of ["f-status", "f-name", "f-priority"]) $(id).addEventListener("change", () => refresh().catch(report));
