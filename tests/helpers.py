@@ -1,9 +1,13 @@
-"""Test helpers: waiting with deadlines, building requests, counting states."""
+"""Test helpers: waiting with deadlines, building requests, counting states, a
+webhook receiver."""
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import psycopg
@@ -167,3 +171,45 @@ def story_problems(stories: dict[str, dict[str, Any]]) -> list[str]:
             elif e["from"] == "PROCESSING" and e["attempt"] != running:
                 problems.append(f"{task_id}: outcome recorded for attempt {e['attempt']} while {running} ran")
     return problems
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records every call and answers with
+    scripted statuses (204 once the script is spent)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.script: list[int] = []
+        receiver = self
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    receiver.calls.append({"headers": dict(self.headers), "body": body})
+                    status = receiver.script.pop(0) if receiver.script else 204
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextmanager
+def receiving() -> Iterator[Receiver]:
+    """A ``Receiver`` for the duration of the block (a fixture's body)."""
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()

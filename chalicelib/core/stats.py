@@ -32,7 +32,8 @@ class MetricTotal:
 @dataclass(frozen=True, slots=True)
 class QueueGauge:
     """Live tasks of one status and priority (query ``queue_gauges``); the FAILED row
-    has no priority, and only QUEUED rows carry the oldest task's age."""
+    and the BATCHES_OPEN row (open batches) have no priority, and only QUEUED rows
+    carry the oldest task's age."""
 
     status: str
     priority: str | None

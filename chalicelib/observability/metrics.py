@@ -64,6 +64,12 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "pruned": ("tasklane_tasks_pruned", "COMPLETED and CANCELLED tasks deleted after the retention period."),
     "purged": ("tasklane_dead_letters_purged", "Dead letters (FAILED tasks) deleted on purpose by a purge."),
 }
+# Batches (migration 0009), counted once per batch, not by task name: written by the
+# statement that opens a batch and by the trigger that completes it.
+BATCH_COUNTERS: dict[str, tuple[str, str]] = {
+    "batches_opened": ("tasklane_batches_opened", "Batches opened by a batch submit."),
+    "batches_completed": ("tasklane_batches_completed", "Batches whose tasks all became final (completion fired)."),
+}
 HISTOGRAMS: dict[str, tuple[str, str]] = {
     "queue_wait": ("tasklane_task_queue_wait_seconds", "Time from enqueued (or due) to claimed by a drainer."),
     "run": (
@@ -107,8 +113,11 @@ def counter_families(rows: Iterable[MetricTotal]) -> Iterator[Metric]:
     counts: dict[str, dict[str, float]] = defaultdict(dict)  # metric -> name -> n
     buckets: dict[str, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    batch_counts = dict.fromkeys(BATCH_COUNTERS, 0.0)
     for r in rows:
-        if r.metric in COUNTERS:
+        if r.metric in BATCH_COUNTERS:
+            batch_counts[r.metric] += float(r.n)
+        elif r.metric in COUNTERS:
             counts[r.metric][r.name] = counts[r.metric].get(r.name, 0) + float(r.n)
         elif r.metric in HISTOGRAMS:
             per_le = buckets[r.metric][r.name]
@@ -120,6 +129,8 @@ def counter_families(rows: Iterable[MetricTotal]) -> Iterator[Metric]:
         for name in names:
             family.add_metric([name], counts[key].get(name, 0.0))
         yield family
+    for key, (prom, doc) in BATCH_COUNTERS.items():
+        yield CounterMetricFamily(prom, doc, value=batch_counts[key])
     for key, (prom, doc) in HISTOGRAMS.items():
         hist = HistogramMetricFamily(prom, doc, labels=["task_name"])
         for name, per_le in sorted(buckets[key].items()):
@@ -143,10 +154,12 @@ def gauge_families(rows: Iterable[QueueGauge]) -> Iterator[Metric]:
     """Queue gauges from the store's counts (PostgreSQL: the source of truth)."""
     by: dict[str, dict[str, float]] = {s: dict.fromkeys(PRIORITIES, 0.0) for s in ("QUEUED", "PENDING", "PROCESSING")}
     oldest = dict.fromkeys(PRIORITIES, 0.0)
-    dead = 0.0
+    dead = open_batches = 0.0
     for r in rows:
         if r.status == "FAILED":
             dead += float(r.n)
+        elif r.status == "BATCHES_OPEN":
+            open_batches = float(r.n)
         elif r.status in by and r.priority is not None and r.priority in oldest:
             by[r.status][r.priority] = float(r.n)
             if r.status == "QUEUED" and r.oldest_age_seconds is not None:
@@ -169,6 +182,9 @@ def gauge_families(rows: Iterable[QueueGauge]) -> Iterator[Metric]:
         age.add_metric([p], oldest[p])
     yield age
     yield GaugeMetricFamily("tasklane_dead_letter_tasks", "Tasks in the dead-letter queue (FAILED).", value=dead)
+    yield GaugeMetricFamily(
+        "tasklane_open_batches", "Batches with tasks not final yet (completion not fired).", value=open_batches
+    )
 
 
 def paused_families(rows: Iterable[PausedGauge]) -> Iterator[Metric]:

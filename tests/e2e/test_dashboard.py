@@ -135,7 +135,11 @@ def test_dashboard_shows_live_numbers_and_redrives_a_dead_letter(stack: Stack, p
 
     for i in range(6):
         submit("noop", {"i": i}, priority="high" if i < 2 else "low")
-    dead = submit("fail", {"permanent": True, "message": "card declined"})
+    # The dead letter is a batch of its own: its detail shows the batch.
+    in_batch = {"tasks": [{"name": "fail", "payload": {"permanent": True, "message": "card declined"}}], "batch": {}}
+    r = stack.post("/api/v1/tasks/batch", in_batch, key=key)
+    assert r.status_code == 201 and r.json()["batch_id"], r.text
+    dead = r.json()["results"][0]["task"]
     submit("fail", {"times": 1})
     later = [submit("noop", {"later": i}, priority="critical", delay_seconds=3600) for i in range(2)]
     wait_for(
@@ -169,6 +173,8 @@ def test_dashboard_shows_live_numbers_and_redrives_a_dead_letter(stack: Stack, p
     page.get_by_test_id("detail").wait_for()
     assert text_of(page, "detail-id") == dead["id"]
     assert "card declined" in text_of(page, "detail-errors")
+    page.get_by_test_id("detail-batch").filter(has_text="COMPLETED · 1/1 final (100%)").wait_for()
+    assert "1 failed" in text_of(page, "detail-batch")
     history = text_of(page, "detail-events")
     assert re.search(r"QUEUED\s*→\s*PROCESSING", history) and re.search(r"PROCESSING\s*→\s*FAILED", history)
     page.screenshot(path=str(artifacts / "dashboard-task-detail.png"))

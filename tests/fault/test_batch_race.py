@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -27,42 +25,20 @@ from chalicelib.core.model import WEBHOOK_TASK
 from chalicelib.services.submit import submit_batch
 from tests.fault.conftest import TENANT
 from tests.fault.workers import Workers
-from tests.helpers import query, request
+from tests.helpers import Receiver, query, receiving, request
 
 BATCHES, RUN, ABANDONED = 40, 2, 2
 WINDOW = 0.8  # seconds: when the run tasks end and the abandoned leases expire
 
 
-class Deliveries:
-    """Counts batch.completed deliveries by batch id."""
-
-    def __init__(self) -> None:
-        self.by_batch: Counter[str] = Counter()
-        lock = threading.Lock()
-        seen = self.by_batch
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    seen[event["batch"]["id"]] += 1
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/batch"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def deliveries() -> Iterator[Deliveries]:
-    d = Deliveries()
-    yield d
-    d.server.shutdown()
-    d.server.server_close()
+def deliveries() -> Iterator[Receiver]:
+    with receiving() as r:
+        yield r
+
+
+def _by_batch(receiver: Receiver) -> Counter[str]:
+    return Counter(json.loads(c["body"])["batch"]["id"] for c in list(receiver.calls))
 
 
 # A drainer that claimed the task and died: PROCESSING under a lease nobody renews.
@@ -81,7 +57,7 @@ RETURNING task_id
 
 
 def test_each_batch_completes_once_under_racing_drainers_and_sweepers(
-    runtime: Container, workers: Workers, fault_db: str, deliveries: Deliveries
+    runtime: Container, workers: Workers, fault_db: str, deliveries: Receiver
 ) -> None:
     for _ in range(3):
         workers.drain(TASKLANE_DRAIN_BATCH_SIZE="8")
@@ -104,9 +80,7 @@ def test_each_batch_completes_once_under_racing_drainers_and_sweepers(
         return int(query(fault_db, "SELECT count(*) FROM batches WHERE completed_at IS NOT NULL")[0][0])
 
     workers.wait_for(lambda: completed() == BATCHES, timeout=60, message="every batch to complete")
-    workers.wait_for(
-        lambda: sum(deliveries.by_batch.values()) >= BATCHES, timeout=60, message="every batch webhook delivered"
-    )
+    workers.wait_for(lambda: len(deliveries.calls) >= BATCHES, timeout=60, message="every batch webhook delivered")
     rows = query(fault_db, "SELECT id::text, remaining, completed, failed, cancelled FROM batches ORDER BY id")
     assert sorted(r[0] for r in rows) == sorted(batch_ids)
     assert all(r[1:] == (0, RUN, ABANDONED, 0) for r in rows), rows
@@ -115,7 +89,7 @@ def test_each_batch_completes_once_under_racing_drainers_and_sweepers(
         "SELECT payload->'batch'->>'id', name, count(*) FROM tasks WHERE payload ? 'batch' GROUP BY 1, 2",
     )
     assert sorted(made) == sorted([(b, n, 1) for b in batch_ids for n in (WEBHOOK_TASK, "noop")])
-    assert deliveries.by_batch == Counter(dict.fromkeys(batch_ids, 1))
+    assert _by_batch(deliveries) == Counter(dict.fromkeys(batch_ids, 1))
     # Both paths finished last tasks: the race was run, not only one side of it.
     last = query(
         fault_db,

@@ -14,11 +14,11 @@ from chalicelib.container import Container
 from chalicelib.core.batches import BatchSpec, parse_batch_spec
 from chalicelib.core.errors import NotFoundError, ValidationError
 from chalicelib.core.model import WEBHOOK_TASK
+from chalicelib.observability import metrics
 from chalicelib.services import batches, lifecycle
 from chalicelib.services.submit import BatchResult, submit, submit_batch
-from tests.helpers import drain_and_sweep_until, drain_once, query, request
+from tests.helpers import Receiver, drain_and_sweep_until, drain_once, query, request
 from tests.integration import test_webhooks
-from tests.integration.test_webhooks import Receiver
 
 TENANT = "batches"
 
@@ -47,6 +47,7 @@ def test_batch_fires_one_signed_webhook_and_one_follow_up_with_the_counts(rt: Co
     batch_id = result.batch.id
     assert all(i.submitted is not None and i.submitted.task.batch_id == batch_id for i in result.items)
     opened = batches.get_batch(rt, TENANT, batch_id)
+    assert "tasklane_open_batches 1.0" in metrics.render(rt.store, rt.queue)
     assert (opened.status, opened.remaining, opened.progress, opened.queued) == ("OPEN", 3, 0, 3)
 
     drain_and_sweep_until(rt, lambda: len(receiver.calls) == 1 and _made_by(rt, batch_id)[0][1] == "COMPLETED")
@@ -69,6 +70,9 @@ def test_batch_fires_one_signed_webhook_and_one_follow_up_with_the_counts(rt: Co
     assert follow_up.result == follow_up.payload  # noop returns what it got
     [(hook_name, _, _), (follow_name, _, _)] = _made_by(rt, batch_id)
     assert sorted([hook_name, follow_name]) == sorted([WEBHOOK_TASK, "noop"])
+    text = metrics.render(rt.store, rt.queue)
+    assert "tasklane_batches_opened_total 1.0" in text and "tasklane_batches_completed_total 1.0" in text
+    assert "tasklane_open_batches 0.0" in text
 
 
 def test_refused_and_replayed_items_are_not_in_the_batch(rt: Container) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -14,42 +12,15 @@ from chalicelib.adapters.webhooks import verify
 from chalicelib.container import Container
 from chalicelib.core.model import WEBHOOK_TASK
 from chalicelib.services.submit import submit
-from tests.helpers import drain_and_sweep_until, query, request
+from tests.helpers import Receiver, drain_and_sweep_until, query, receiving, request
 
 TENANT = "hooks"
 
 
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that answers with scripted statuses."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.script: list[int] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.calls.append({"headers": dict(self.headers), "body": body})
-                status = receiver.script.pop(0) if receiver.script else 204
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    with receiving() as r:
+        yield r
 
 
 def _webhook_tasks(rt: Container) -> list[tuple[Any, ...]]:

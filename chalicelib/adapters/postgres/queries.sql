@@ -689,7 +689,8 @@ ON CONFLICT (name, metric, le) DO UPDATE SET n = t.n + excluded.n, total = t.tot
 -- name: queue_gauges
 -- Rows: QueueGauge (core/stats.py).
 -- Live tasks by status and priority, each arm served by its partial index, the
--- age of the oldest ready task per priority, and the dead-letter count.
+-- age of the oldest ready task per priority, the dead-letter count and the open
+-- batches (batches_open).
 SELECT 'QUEUED' AS status, priority, count(*) AS n,
        extract(epoch FROM now() - min(enqueued_at))::float8 AS oldest_age_seconds
 FROM tasks WHERE status = 'QUEUED' GROUP BY priority
@@ -698,7 +699,9 @@ SELECT 'PENDING', priority, count(*), NULL FROM tasks WHERE status = 'PENDING' G
 UNION ALL
 SELECT 'PROCESSING', priority, count(*), NULL FROM tasks WHERE status = 'PROCESSING' GROUP BY priority
 UNION ALL
-SELECT 'FAILED', NULL, count(*), NULL FROM tasks WHERE status = 'FAILED';
+SELECT 'FAILED', NULL, count(*), NULL FROM tasks WHERE status = 'FAILED'
+UNION ALL
+SELECT 'BATCHES_OPEN', NULL, count(*), NULL FROM batches WHERE completed_at IS NULL;
 
 -- name: schema_version
 SELECT coalesce(max(version), 0) AS version FROM schema_migrations;

@@ -363,6 +363,7 @@
         ? "–" : `${task.progress}%${task.progress_message ? " · " + task.progress_message : ""}`],
       ["Idempotency key", task.idempotency_key || "–"],
       ["Callback", task.callback_url || "–"],
+      ["Batch", task.batch_id ? batchSummary(task.batch_id) : "–"],
     ];
     $("d-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
     $("d-errors").replaceChildren(...(task.errors.length ? task.errors.map((e) => el("li", {},
@@ -387,6 +388,18 @@
     }
     $("d-actions").replaceChildren(...actions);
     if (!quiet) $("detail").hidden = false;
+  }
+
+  // The task's batch (GET /api/v1/batches/{id}): its state, how many of its tasks are
+  // final, and the final ones by outcome; filled in when the batch arrives.
+  function batchSummary(batchId) {
+    const out = el("span", { "data-testid": "detail-batch", title: batchId, text: shortId(batchId) });
+    api(`api/v1/batches/${batchId}`).then((b) => {
+      const c = b.counts;
+      out.textContent = `${shortId(b.id)} · ${b.status} · ${b.total - b.remaining}/${b.total} final (${b.progress}%)` +
+        ` · ${c.COMPLETED} completed, ${c.FAILED} failed, ${c.CANCELLED} cancelled`;
+    }).catch(() => {});
+    return out;
   }
 
   // --- actions --------------------------------------------------------------------------
