@@ -44,6 +44,9 @@ def request(name: str = "noop", payload: dict[str, Any] | None = None, **kw: Any
         timeout_seconds=kw.pop("timeout_seconds", 30),
         idempotency_key=kw.pop("idempotency_key", None),
         callback_url=kw.pop("callback_url", None),
+        unique_key=kw.pop("unique_key", None),
+        unique_for_seconds=kw.pop("unique_for_seconds", None),
+        expires_at=kw.pop("expires_at", None),
     )
 
 

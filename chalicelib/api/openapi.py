@@ -301,7 +301,16 @@ def spec(registry: Registry) -> dict[str, Any]:
                     "Submit a task",
                     {
                         "201": _json(task, "accepted: the row is committed", _RATE_HEADERS),
-                        "200": _json(task, "replay of an earlier submission with the same idempotency key"),
+                        "200": _json(
+                            task,
+                            "an existing task, nothing created: a replay of an earlier submission with the same"
+                            " idempotency key (Idempotent-Replayed: true), or the task holding the request's"
+                            " unique_key (Unique-Duplicate: true)",
+                            {
+                                "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}},
+                                "Unique-Duplicate": {"schema": {"type": "string", "enum": ["true"]}},
+                            },
+                        ),
                         "409": _error("idempotency key reused with a different request"),
                     },
                     body=_ref("TaskSubmission"),

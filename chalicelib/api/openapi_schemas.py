@@ -91,6 +91,17 @@ SCHEMAS: dict[str, Any] = {
                 "are one trace, and every log line of an attempt carries it. Taken from the submit "
                 "request's X-Amzn-Trace-Id or W3C traceparent header when valid, else generated.",
             },
+            "unique_key": {"type": ["string", "null"]},
+            "unique_until": {
+                **_TS_OR_NULL,
+                "description": "end of the unique key's window; null with a unique_key: held until the task is final",
+            },
+            "expires_at": {**_TS_OR_NULL, "description": "no attempt starts after this"},
+            "snoozes": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "how often the task type snoozed it (a snooze does not spend an attempt)",
+            },
             "errors": {
                 "type": "array",
                 "items": {
@@ -129,6 +140,7 @@ SCHEMAS: dict[str, Any] = {
                         "index": {"type": "integer"},
                         "status": {"type": "integer"},
                         "replayed": {"type": "boolean"},
+                        "duplicate": {"type": "boolean", "description": "the task holding the item's unique_key"},
                         "task": _ref("Task"),
                         "error": {"type": "object"},
                     },

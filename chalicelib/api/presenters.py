@@ -16,7 +16,7 @@ from typing import Any
 from chalicelib.core.audit import AuditEntry, Purged
 from chalicelib.core.batches import BatchRecord
 from chalicelib.core.control import Pause
-from chalicelib.core.errors import ConflictError, TasklaneError, ValidationError
+from chalicelib.core.errors import SNOOZED, ConflictError, TasklaneError, ValidationError
 from chalicelib.core.model import Task
 from chalicelib.core.records import Schedule
 from chalicelib.services.audit import AuditPage, AuditPosition
@@ -64,16 +64,21 @@ def task(t: Task) -> dict[str, Any]:
         "progress_message": t.progress_message,
         "trace_id": t.trace_id,
         "batch_id": t.batch_id,
+        "unique_key": t.unique_key,
+        "unique_until": _iso(t.unique_until),
+        "expires_at": _iso(t.expires_at),
+        "snoozes": t.snoozes,
     }
 
 
 def task_with_errors(detail: TaskDetail) -> dict[str, Any]:
-    """The task plus the error of every failed attempt."""
+    """The task plus the error of every failed attempt (a snooze is no failure: its
+    event is in the history, not here)."""
     body = task(detail.task)
     body["errors"] = [
         {"attempt": e.attempt, "error": e.error, "error_type": e.error_type, "at": e.at.isoformat()}
         for e in detail.events
-        if e.error is not None
+        if e.error is not None and e.error_type != SNOOZED
     ]
     return body
 
@@ -150,7 +155,7 @@ def audit_page(p: AuditPage) -> dict[str, Any]:
 
 def batch(result: BatchResult) -> tuple[int, dict[str, Any]]:
     """201 when every item became a new task, else 200 with a status per item (201 new,
-    200 replayed, the error's own status when refused)."""
+    200 replayed or duplicate, the error's own status when refused)."""
     status = 201 if result.all_created else 200
     return status, {
         "created": result.created,
@@ -189,9 +194,15 @@ def _batch_item(item: BatchItem) -> dict[str, Any]:
     if item.error is not None:
         return _item_error(item.index, item.error)
     assert item.submitted is not None
-    replayed = item.submitted.replayed
-    status = 200 if replayed else 201
-    return {"index": item.index, "status": status, "replayed": replayed, "task": task(item.submitted.task)}
+    s = item.submitted
+    status = 201 if s.created else 200
+    return {
+        "index": item.index,
+        "status": status,
+        "replayed": s.replayed,
+        "duplicate": s.duplicate,
+        "task": task(s.task),
+    }
 
 
 def _item_error(index: int, exc: TasklaneError) -> dict[str, Any]:

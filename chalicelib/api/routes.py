@@ -77,7 +77,9 @@ def submit_task(key: ApiKey) -> Response:
     submitted = submitting.submit(rt, key.tenant, parsed, actor=key.actor, trace=trace)
     tracing.annotate(task_id=submitted.task.id)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
-    return json_response(presenters.task(submitted.task), 200 if submitted.replayed else 201, headers)
+    if submitted.duplicate:
+        headers["Unique-Duplicate"] = "true"
+    return json_response(presenters.task(submitted.task), 201 if submitted.created else 200, headers)
 
 
 @bp.route("/api/v1/tasks", methods=["GET"])

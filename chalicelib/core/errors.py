@@ -133,3 +133,22 @@ class PayloadError(PermanentError):
 
 class TaskCancelled(ExecutionError):
     """Raised by an executor that saw ``ctx.cancel_requested`` and stopped early."""
+
+
+# The error_type of the event a snooze writes (not a failure: see ``Snooze``).
+SNOOZED = "Snoozed"
+# The error_type of a waiting task finalised because its ``expires_at`` passed.
+EXPIRED = "Expired"
+
+
+class Snooze(ExecutionError):
+    """Not now: run this task again in ``seconds`` without spending an attempt.
+
+    The task goes back to PENDING (due after ``seconds``, bounded like a
+    ``retry_after``), its attempt is given back and ``snoozes`` counts up.  A task may
+    snooze ``TASKLANE_MAX_SNOOZES`` times; beyond that a snooze is an ordinary retryable
+    failure (it spends an attempt), so a task cannot wait forever unseen."""
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        super().__init__(message or f"snoozed for {seconds:g} s")
+        self.seconds = seconds

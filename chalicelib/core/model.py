@@ -65,6 +65,9 @@ class NewTask:
     callback_url: str | None = None
     trace_context: str | None = None  # X-Amzn-Trace-Id form (core.tracecontext)
     batch_id: str | None = None  # the batch it opens with (core.batches)
+    unique_key: str | None = None
+    unique_for_seconds: float | None = None  # None: the key is held while the task is active
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,7 @@ class Outcome:
     error: str | None = None
     error_type: str | None = None
     delay_seconds: float | None = None
+    snooze: bool = False  # PENDING after a snooze: the attempt is given back (not a failure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +173,10 @@ class Task:
     trace_context: str | None = None  # X-Amzn-Trace-Id form: the task's one trace
     has_followers: bool = False  # a trigger reacts to its end (dependents, a batch)
     batch_id: str | None = None
+    unique_key: str | None = None
+    unique_until: datetime | None = None  # end of the key's window; None: held while active
+    expires_at: datetime | None = None  # no attempt starts after this
+    snoozes: int = 0
 
     @property
     def trace_id(self) -> str | None:
@@ -206,6 +214,10 @@ class Task:
             trace_context=row.get("trace_context"),
             has_followers=row.get("has_followers", False),
             batch_id=str(row["batch_id"]) if row.get("batch_id") else None,
+            unique_key=row.get("unique_key"),
+            unique_until=row.get("unique_until"),
+            expires_at=row.get("expires_at"),
+            snoozes=row.get("snoozes") or 0,
         )
 
 

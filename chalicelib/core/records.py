@@ -218,6 +218,39 @@ class Cancellation:
     hook: WebhookHook | None = None
 
 
+# --- unique keys and deadlines (migration 0010) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueHolder:
+    """The task holding a unique key (query ``unique_key_holders``)."""
+
+    key: str
+    task: Task
+
+    @classmethod
+    def from_row(cls, row: Row) -> UniqueHolder:
+        return cls(row["held_key"], Task.from_row(row))
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredTask:
+    """A waiting task finalised because its ``expires_at`` passed (query
+    ``expire_waiting``): what Redis needs to drop it (its status before: QUEUED ids sit
+    in a ready set, PENDING ones in ``delayed``) and the completion webhook it created."""
+
+    id: str
+    name: str
+    priority: Priority
+    before: Status
+    hook: WebhookHook | None
+
+    @classmethod
+    def from_row(cls, row: Row) -> ExpiredTask:
+        hook = WebhookHook(_id(row["hook_id"]), row["hook_enqueued_ms"]) if row["hook_id"] is not None else None
+        return cls(_id(row["id"]), row["name"], Priority(row["priority"]), Status(row["from_status"]), hook)
+
+
 # --- API keys -----------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from chalicelib.config import Settings
@@ -48,11 +48,14 @@ class TaskRequest:
     timeout_seconds: int
     idempotency_key: str | None
     callback_url: str | None = None
+    unique_key: str | None = None
+    unique_for_seconds: float | None = None
+    expires_at: datetime | None = None
 
     def fingerprint(self) -> str:
         """Hash of what the client asked for, minus the idempotency key: the same key
         with a different fingerprint is a conflict."""
-        body = {
+        body: dict[str, Any] = {
             "name": self.name,
             "payload": self.payload,
             "priority": self.priority.value,
@@ -62,6 +65,11 @@ class TaskRequest:
             "timeout_seconds": self.timeout_seconds,
             "callback_url": self.callback_url,
         }
+        # Only when given: a request without them keeps the fingerprint it always had.
+        if self.unique_key is not None:
+            body.update(unique_key=self.unique_key, unique_for_seconds=self.unique_for_seconds)
+        if self.expires_at is not None:
+            body["expires_at"] = self.expires_at.isoformat()
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -70,13 +78,13 @@ def _first(value: int | None, fallback: int) -> int:
     return fallback if value is None else value
 
 
-def _parse_run_at(value: str) -> datetime:
+def _parse_instant(value: str, field: str = "run_at") -> datetime:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ValidationError(
-            f"run_at must be ISO-8601 such as 2030-01-01T09:00:00Z, got {value!r}",
-            details={"field": "run_at"},
+            f"{field} must be ISO-8601 such as 2030-01-01T09:00:00Z, got {value!r}",
+            details={"field": field},
         ) from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)  # documented: no offset means UTC
@@ -84,7 +92,31 @@ def _parse_run_at(value: str) -> datetime:
         # In UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO-8601 allows.
         return parsed.astimezone(UTC)
     except OverflowError:
-        raise ValidationError("run_at is out of range", details={"field": "run_at"}) from None
+        raise ValidationError(f"{field} is out of range", details={"field": field}) from None
+
+
+def _parse_expires_at(body: dict[str, Any], run_at: datetime | None, delay: float | None) -> datetime | None:
+    """The deadline, refused when no attempt could ever start before it."""
+    if "expires_at" not in body:
+        return None
+    expires_at = _parse_instant(body["expires_at"], "expires_at")
+    now = datetime.now(UTC)
+    if expires_at <= now:
+        raise ValidationError("expires_at is in the past; the task could never run", details={"field": "expires_at"})
+    start = run_at if run_at is not None else now + timedelta(seconds=delay or 0)
+    if expires_at <= start:
+        raise ValidationError(
+            "expires_at is not after run_at (or now + delay_seconds); the task could never run",
+            details={"field": "expires_at"},
+        )
+    return expires_at
+
+
+def _parse_unique(body: dict[str, Any]) -> tuple[str | None, float | None]:
+    if "unique_for_seconds" in body and "unique_key" not in body:
+        raise ValidationError("unique_for_seconds needs unique_key", details={"field": "unique_for_seconds"})
+    window = body.get("unique_for_seconds")
+    return body.get("unique_key"), float(window) if window is not None else None
 
 
 def parse_task(
@@ -116,8 +148,9 @@ def _parse_task(body: dict[str, Any], settings: Settings, registry: TaskTypes) -
     implied = registry.defaults(name)  # the type's own, where it sets them
     if "run_at" in body and "delay_seconds" in body:
         raise ValidationError("give run_at or delay_seconds, not both", details={"field": "run_at"})
-    run_at = _parse_run_at(body["run_at"]) if "run_at" in body else None
+    run_at = _parse_instant(body["run_at"]) if "run_at" in body else None
     delay = float(body["delay_seconds"]) if "delay_seconds" in body else None
+    unique_key, unique_for = _parse_unique(body)
     callback_url = body.get("callback_url")
     if callback_url is not None:
         try:
@@ -137,4 +170,7 @@ def _parse_task(body: dict[str, Any], settings: Settings, registry: TaskTypes) -
             body.get("timeout_seconds", _first(implied.timeout_seconds, settings.default_timeout_seconds))
         ),
         idempotency_key=body.get("idempotency_key"),
+        unique_key=unique_key,
+        unique_for_seconds=unique_for,
+        expires_at=_parse_expires_at(body, run_at, delay),
     )

@@ -19,6 +19,8 @@ MAX_DELAY_SECONDS = 365 * 24 * 3600
 MAX_IDEMPOTENCY_KEY = 200
 MAX_NAME = 200
 MAX_BATCH = 500
+MAX_UNIQUE_KEY = 200
+MAX_UNIQUE_FOR_SECONDS = 30 * 24 * 3600
 
 PRIORITY: dict[str, Any] = {"type": "string", "enum": ["critical", "high", "normal", "low"]}
 _NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"\S"}
@@ -37,6 +39,28 @@ TASK_PROPERTIES: dict[str, Any] = {
     "max_retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES_LIMIT, "default": 3},
     "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_SECONDS, "default": 300},
     "idempotency_key": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    "unique_key": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_UNIQUE_KEY,
+        "description": "at most one task of the tenant holds this key: while that task is not final, or for"
+        " unique_for_seconds after its submission; a submit whose key is held answers 200 with the holder"
+        " (Unique-Duplicate: true) and creates nothing. An idempotency key, when also given, is looked at first",
+    },
+    "unique_for_seconds": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "maximum": MAX_UNIQUE_FOR_SECONDS,
+        "description": "hold unique_key for this long after submission, whatever the task's state"
+        " (needs unique_key; without it the key is held while the task is active)",
+    },
+    "expires_at": {
+        "type": "string",
+        "format": "date-time",
+        "maxLength": 64,
+        "description": "deadline (ISO-8601; no offset means UTC): no attempt starts after it; a task still"
+        " waiting then becomes CANCELLED with last_error_type Expired. Must be in the future and after run_at",
+    },
     "callback_url": {
         "type": "string",
         "maxLength": MAX_CALLBACK_URL,

@@ -60,7 +60,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "cancelled": ("tasklane_tasks_cancelled", "Tasks cancelled (waiting, or honoured while running)."),
     "redriven": ("tasklane_tasks_redriven", "Dead letters sent back to QUEUED."),
     "rescued": ("tasklane_tasks_rescued", "Attempts whose lease expired (worker died or stalled); also failed."),
-    # Written by the prune_finished and purge_dead_letters statements, not the trigger.
+    "snoozed": ("tasklane_tasks_snoozed", "Attempts that snoozed the task (no failure; the attempt is given back)."),
+    "expired": ("tasklane_tasks_expired", "Waiting tasks past their expires_at, never started (also cancelled)."),
+    # Written by the prune_finished, purge_dead_letters and unique_key_holders statements.
+    "deduplicated": ("tasklane_tasks_deduplicated", "Submits answered with the task holding their unique key."),
     "pruned": ("tasklane_tasks_pruned", "COMPLETED and CANCELLED tasks deleted after the retention period."),
     "purged": ("tasklane_dead_letters_purged", "Dead letters (FAILED tasks) deleted on purpose by a purge."),
 }

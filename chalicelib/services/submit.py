@@ -9,6 +9,7 @@ lost; it may only start later than usual.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,10 +26,16 @@ from chalicelib.observability.log import logger
 
 @dataclass(frozen=True)
 class Submitted:
-    """One submission's outcome: the task, and whether an earlier one was replayed."""
+    """One submission's outcome: the task, and whether an earlier one was replayed
+    (its idempotency key) or holds the request's unique key (``duplicate``)."""
 
     task: Task
     replayed: bool = False
+    duplicate: bool = False
+
+    @property
+    def created(self) -> bool:
+        return not (self.replayed or self.duplicate)
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,8 @@ class BatchResult:
 
     @property
     def created(self) -> int:
-        """New tasks (replays of an earlier submission are not counted)."""
-        return sum(1 for i in self.items if i.submitted is not None and not i.submitted.replayed)
+        """New tasks (replays and duplicates of an earlier submission are not counted)."""
+        return sum(1 for i in self.items if i.submitted is not None and i.submitted.created)
 
     @property
     def failed(self) -> int:
@@ -58,7 +65,7 @@ class BatchResult:
 
     @property
     def all_created(self) -> bool:
-        """Every item became a new task: nothing refused, nothing replayed."""
+        """Every item became a new task: nothing refused, replayed or deduplicated."""
         return self.failed == 0 and self.created == len(self.items)
 
 
@@ -73,6 +80,13 @@ def submit(
     return result
 
 
+# How often a submit whose unique key was released between its INSERT and the look-up
+# of the holder tries again before answering 409 (each round is one statement).
+UNIQUE_ROUNDS = 3
+
+Result = Submitted | ConflictError
+
+
 def submit_many(
     rt: Container,
     tenant: str,
@@ -85,8 +99,9 @@ def submit_many(
 
     Results are in request order.  An idempotency key seen before yields the
     original task (``replayed``) when the request is the same, else a
-    ``ConflictError`` in that slot.  ``traces`` gives each task its trace context;
-    without it each task starts a trace of its own (one task, one trace).
+    ``ConflictError`` in that slot.  A unique key held by another task yields that
+    task (``duplicate``); the idempotency key is looked at first.  ``traces`` gives
+    each task its trace context; without it each task starts a trace of its own.
     """
     return _submit(rt, tenant, requests, actor=actor, traces=traces)[0]
 
@@ -101,38 +116,97 @@ def _submit(
     batch: NewBatch | None = None,
 ) -> tuple[list[Submitted | ConflictError], BatchRecord | None]:
     """``submit_many``, opening ``batch`` with the tasks it creates when given."""
-    new = _new_tasks(tenant, requests, traces, batch.id if batch else None)
-    opened = None
-    if batch is None:
-        inserted = {t.id: t for t in rt.store.insert_tasks(new, actor=actor)}
-    else:
-        rows, opened = rt.store.insert_batch_tasks(new, batch, actor=actor)
-        inserted = {t.id: t for t in rows}
-    _enqueue(rt, list(inserted.values()))
+    rounds = _Rounds(rt, tenant, _new_tasks(tenant, requests, traces, batch.id if batch else None), actor)
+    # A batch opens once, with the tasks of its one INSERT: no second round.
+    rounds.run(batch, UNIQUE_ROUNDS if batch is None else 1)
+    return rounds.answers(), rounds.opened
 
-    missing_keys = [n.idempotency_key for n in new if n.id not in inserted and n.idempotency_key]
-    existing = rt.store.tasks_by_idempotency_keys(tenant, missing_keys) if missing_keys else {}
-    results: list[Submitted | ConflictError] = []
-    for n in new:
-        if n.id in inserted:
-            results.append(Submitted(inserted[n.id]))
-            continue
+
+class _Rounds:
+    """One submit call: INSERT, then answer the tasks not inserted (idempotency replays
+    and conflicts, unique-key duplicates), and INSERT again those whose unique key was
+    released before its holder could be looked up."""
+
+    def __init__(self, rt: Container, tenant: str, new: list[NewTask], actor: str) -> None:
+        self.rt, self.tenant, self.new, self.actor = rt, tenant, new, actor
+        # A unique key repeated within the request: its first task stands for the others.
+        first: dict[str, int] = {}
+        self.follows = {i: first.setdefault(n.unique_key, i) for i, n in enumerate(new) if n.unique_key}
+        self.results: dict[int, Result] = {}
+        self.created: list[Task] = []
+        self.opened: BatchRecord | None = None
+
+    def run(self, batch: NewBatch | None, max_rounds: int) -> None:
+        new = self.new
+        todo = [i for i in range(len(new)) if self.follows.get(i, i) == i]
+        for round_no in range(1, max_rounds + 1):
+            rows = [new[i] for i in todo]
+            if batch is None:
+                inserted = {t.id: t for t in self.rt.store.insert_tasks(rows, actor=self.actor)}
+            else:
+                got, self.opened = self.rt.store.insert_batch_tasks(rows, batch, actor=self.actor)
+                inserted = {t.id: t for t in got}
+            _enqueue(self.rt, list(inserted.values()))
+            self.created += inserted.values()
+            self.results.update({i: Submitted(inserted[new[i].id]) for i in todo if new[i].id in inserted})
+            lost = [i for i in todo if new[i].id not in inserted]
+            self.results.update(_replays(self.rt, self.tenant, [new[i] for i in lost], lost))
+            self.results.update(self._duplicates([i for i in lost if i not in self.results]))
+            # Left: a unique key taken and released again by concurrent requests between
+            # the INSERT and the look-up: tried again.
+            todo = [i for i in lost if i not in self.results and new[i].unique_key]
+            if not todo or round_no == max_rounds:
+                break
+        metrics.log_submitted(self.tenant, self.created, actor=self.actor, duplicates=len(new) - len(self.created))
+
+    def _duplicates(self, keyed: Sequence[int]) -> dict[int, Result]:
+        """Answers for tasks not inserted because another task holds their unique key; a
+        key found free again is left out."""
+        keyed = [i for i in keyed if self.new[i].unique_key]
+        if not keyed:
+            return {}
+        # Once per request answered with the holder (the 'deduplicated' counter).
+        asked = Counter(self.follows.values())
+        keys = [self.new[i].unique_key or "" for i in keyed for _ in range(asked[i])]
+        holders = self.rt.store.unique_key_holders(self.tenant, keys)
+        found = {i: holders.get(self.new[i].unique_key or "") for i in keyed}
+        return {i: Submitted(h.task, duplicate=True) for i, h in found.items() if h is not None}
+
+    def answers(self) -> list[Result]:
+        """In request order; a slot still unanswered is a conflict (a key reused
+        concurrently, or forgotten: rare, but the client must not believe the task was
+        accepted)."""
+        out: list[Result] = []
+        for i, n in enumerate(self.new):
+            j = self.follows.get(i, i)
+            got = self.results.get(j)
+            if got is None:
+                key = f"unique key {n.unique_key!r}" if n.unique_key else f"idempotency key {n.idempotency_key!r}"
+                got = ConflictError(f"{key} is being reused concurrently; retry")
+            elif j != i and isinstance(got, Submitted):
+                got = Submitted(got.task, duplicate=True)
+            out.append(got)
+        return out
+
+
+def _replays(rt: Container, tenant: str, lost: Sequence[NewTask], where: Sequence[int]) -> dict[int, Result]:
+    """Answers for tasks not inserted because their idempotency key exists: the original
+    (same request) or a conflict.  Slots whose key is not found are left out."""
+    keys = [n.idempotency_key for n in lost if n.idempotency_key]
+    existing = rt.store.tasks_by_idempotency_keys(tenant, keys) if keys else {}
+    out: dict[int, Result] = {}
+    for i, n in zip(where, lost, strict=True):
         found = existing.get(n.idempotency_key or "")
         if found is None:
-            # Inserted by a concurrent request and already forgotten: vanishingly
-            # rare, but the client must not believe the task was accepted.
-            results.append(ConflictError(f"idempotency key {n.idempotency_key!r} is being reused; retry"))
-        elif found.request_hash != n.request_hash:
-            results.append(
-                ConflictError(
-                    f"idempotency key {n.idempotency_key!r} was already used with a different request",
-                    details={"task_id": found.task.id},
-                )
+            continue
+        if found.request_hash != n.request_hash:
+            out[i] = ConflictError(
+                f"idempotency key {n.idempotency_key!r} was already used with a different request",
+                details={"task_id": found.task.id},
             )
         else:
-            results.append(Submitted(found.task, replayed=True))
-    metrics.log_submitted(tenant, list(inserted.values()), actor=actor, duplicates=len(new) - len(inserted))
-    return results, opened
+            out[i] = Submitted(found.task, replayed=True)
+    return out
 
 
 def _new_tasks(
@@ -157,6 +231,9 @@ def _new_tasks(
             callback_url=r.callback_url,
             trace_context=t.header(),
             batch_id=batch_id,
+            unique_key=r.unique_key,
+            unique_for_seconds=r.unique_for_seconds,
+            expires_at=r.expires_at,
         )
         for r, t in zip(requests, traces, strict=True)
     ]

@@ -10,9 +10,10 @@
    (a submit whose Redis push failed); ZADD NX keeps this harmless when present.
    Tasks of a paused type are left out here and in the rebuild (and promoted
    without a push): they wait in PostgreSQL only until resume pushes them.
-6. Prune COMPLETED and CANCELLED tasks past retention (counted and logged) and
-   forget expired idempotency keys.  FAILED tasks, the dead-letter queue, are never
-   pruned: they stay until redriven or purged on purpose.
+6. Prune COMPLETED and CANCELLED tasks past retention (counted and logged),
+   forget expired idempotency keys and drop unique keys whose window passed.
+   FAILED tasks, the dead-letter queue, are never pruned: they stay until
+   redriven or purged on purpose.
 
 Concurrency safety comes from PostgreSQL (``FOR UPDATE SKIP LOCKED`` and guarded
 UPDATEs) and from Redis writes that are idempotent (ZADD NX, ZREM).
@@ -182,3 +183,5 @@ def _prune(rt: Container, report: SweepReport, actor: str) -> None:
     report.pruned = rt.store.prune_finished(s.retention_days * 86400)
     metrics.log_pruned(report.pruned, s.retention_days)
     rt.store.forget_idempotency_keys(s.idempotency_window_hours * 3600)
+    # Only housekeeping: a submit takes over a key whose window passed by itself.
+    rt.store.prune_unique_keys()

@@ -122,7 +122,8 @@ def test_a_task_is_shown_with_iso_timestamps_and_every_field() -> None:
     assert body["created_at"] == AT.isoformat() and body["finished_at"] is None
     assert body["status"] == "QUEUED" and body["priority"] == "normal"
     assert body["schedule_id"] == "s" and body["progress"] == 50
-    assert len(body) == 25 and body["trace_id"] is None and body["batch_id"] is None
+    assert len(body) == 29 and body["trace_id"] is None and body["batch_id"] is None
+    assert body["unique_key"] is None and body["expires_at"] is None and body["snoozes"] == 0
 
 
 def test_a_batch_of_new_tasks_is_201() -> None:

@@ -24,6 +24,7 @@ SCALAR = {
     "fold_metric_deltas",
     "forget_idempotency_keys",
     "prune_finished",
+    "prune_unique_keys",
     "rotate_webhook_secret",
     "schema_version",
     "set_progress",

@@ -16,26 +16,46 @@
 -- the caller looks the original up.
 -- The tasks arrive as one JSON array of objects (one parameter, built by
 -- Store.insert_tasks): far cheaper to send than a dozen arrays.
+-- Unique keys (migration 0010) are taken first, in the same statement: a task is
+-- inserted only when its key was free, its window had passed (taken over here), or
+-- it has none.  The primary key of task_unique_keys decides a race; the loser's task
+-- is not inserted and the caller answers with the holder (unique_key_holders).  A
+-- request whose idempotency key exists already is left to the idempotency path
+-- (precedence) and takes no key.  Without unique keys the CTE inserts nothing.
 WITH n AS (
     SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS n(
         id uuid, tenant text, name text, priority text, payload text, max_retries int,
         timeout_seconds int, run_at timestamptz, delay float8, idempotency_key text,
-        request_hash text, callback_url text, trace_context text, batch_id uuid)
+        request_hash text, callback_url text, trace_context text, batch_id uuid, unique_key text,
+        unique_for float8, expires_at timestamptz)
 ), r AS (
-    SELECT n.*, coalesce(n.run_at, now() + make_interval(secs => coalesce(n.delay, 0))) AS due
+    SELECT n.*, coalesce(n.run_at, now() + make_interval(secs => coalesce(n.delay, 0))) AS due,
+           now() + make_interval(secs => n.unique_for) AS unique_until
     FROM n
+), k AS (
+    INSERT INTO task_unique_keys AS k (tenant, unique_key, task_id, held_until)
+    SELECT r.tenant, r.unique_key, r.id, r.unique_until FROM r
+    WHERE r.unique_key IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.tenant = r.tenant AND t.idempotency_key = r.idempotency_key)
+    ON CONFLICT (tenant, unique_key) DO UPDATE
+    SET task_id = excluded.task_id, held_until = excluded.held_until
+    WHERE k.held_until <= now()
+    RETURNING k.task_id
 ), ins AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries,
                        timeout_seconds, run_at, enqueued_at, idempotency_key, request_hash,
-                       callback_url, trace_context, batch_id, has_followers)
+                       callback_url, trace_context, batch_id, has_followers, unique_key, unique_until,
+                       expires_at)
     SELECT id, tenant, name,
            CASE WHEN due <= now() THEN 'QUEUED' ELSE 'PENDING' END,
            priority, payload::jsonb, max_retries, timeout_seconds, due,
            CASE WHEN due <= now() THEN now() END,
            idempotency_key, request_hash, callback_url, trace_context, batch_id,
            -- A batch's task may be its last: whoever finishes it releases the outbox.
-           batch_id IS NOT NULL
+           batch_id IS NOT NULL,
+           unique_key, unique_until, expires_at
     FROM r
+    WHERE r.unique_key IS NULL OR r.id IN (SELECT task_id FROM k)
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), ev AS (
@@ -73,6 +93,36 @@ FROM batches b
 LEFT JOIN tasks t ON t.batch_id = b.id AND t.status IN ('PENDING', 'QUEUED', 'PROCESSING')
 WHERE b.id = %(id)s AND b.tenant = %(tenant)s
 GROUP BY b.id;
+
+-- name: unique_key_holders
+-- Rows: UniqueHolder (core/records.py).
+-- The tasks holding the tenant's ``keys`` (a submit lost them to these), and the
+-- 'deduplicated' counter for the submits answered with them (``keys`` repeats a key
+-- once per such submit).  A key row whose task is gone (deleted after its window
+-- began, or a row whose task insert lost an idempotency race in the same statement)
+-- is deleted here: a row and its task commit together, so a committed row without a
+-- task can only be such a leftover.  The delete matches the task id seen, so a row
+-- another submit took over meanwhile (a new task id) is left alone.  The caller
+-- retries the keys not found.
+WITH orphans AS (
+    SELECT k.unique_key, k.task_id FROM task_unique_keys k
+    WHERE k.tenant = %(tenant)s AND k.unique_key = ANY(%(keys)s::text[])
+      AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = k.task_id)
+), gone AS (
+    DELETE FROM task_unique_keys k USING orphans o
+    WHERE k.tenant = %(tenant)s AND k.unique_key = o.unique_key AND k.task_id = o.task_id
+), found AS (
+    SELECT k.unique_key AS held_key, t.*
+    FROM task_unique_keys k JOIN tasks t ON t.id = k.task_id
+    WHERE k.tenant = %(tenant)s AND k.unique_key = ANY(%(keys)s::text[])
+      AND (k.held_until IS NULL OR k.held_until > now())
+), counted AS (
+    INSERT INTO task_metric_deltas (name, metric, n)
+    SELECT f.name, 'deduplicated', count(*)
+    FROM unnest(%(keys)s::text[]) AS q(key) JOIN found f ON f.held_key = q.key
+    GROUP BY f.name
+)
+SELECT * FROM found;
 
 -- name: tasks_by_idempotency_keys
 -- Rows: IdempotentTask (core/records.py).
@@ -116,6 +166,8 @@ WITH nosync AS (
       -- ids from Redis like any stale id, and resume pushes them back (migration 0008).
       AND NOT EXISTS (SELECT 1 FROM paused_task_types p
                       WHERE p.name = tasks.name AND p.tenant IN (tasks.tenant, ''))
+      -- Past its deadline a task never starts (expire_waiting finalises it).
+      AND (expires_at IS NULL OR expires_at > now())
     ORDER BY id
     FOR UPDATE
 ), c AS (
@@ -148,16 +200,22 @@ FROM c ORDER BY array_position(%(ids)s::uuid[], c.id);
 -- requested becomes CANCELLED instead.
 -- The outcomes arrive as one JSON array of objects (built by Store._finish); a
 -- result is the JSON text of the executor's return value.
+-- A snooze (migration 0010) is a PENDING outcome that gives its attempt back and is no
+-- failure: attempts goes down by one, snoozes up, last_error stays; its event carries
+-- error_type 'Snoozed' (counted as 'snoozed', not as failed or retried).
 WITH o AS (
     SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
-        id uuid, token uuid, status text, result text, error text, error_type text, delay float8)
+        id uuid, token uuid, status text, result text, error text, error_type text, delay float8,
+        snooze boolean)
 ), u AS (
     UPDATE tasks t
     SET status = CASE WHEN o.status = 'PENDING' AND t.cancel_requested
                       THEN 'CANCELLED' ELSE o.status END,
         result = CASE WHEN o.status = 'COMPLETED' THEN o.result::jsonb ELSE t.result END,
-        last_error = coalesce(o.error, t.last_error),
-        last_error_type = CASE WHEN o.error IS NULL THEN t.last_error_type ELSE o.error_type END,
+        attempts = CASE WHEN o.snooze THEN t.attempts - 1 ELSE t.attempts END,
+        snoozes = CASE WHEN o.snooze THEN t.snoozes + 1 ELSE t.snoozes END,
+        last_error = CASE WHEN o.snooze THEN t.last_error ELSE coalesce(o.error, t.last_error) END,
+        last_error_type = CASE WHEN o.error IS NULL OR o.snooze THEN t.last_error_type ELSE o.error_type END,
         run_at = CASE WHEN o.status = 'PENDING' AND NOT t.cancel_requested
                       THEN now() + make_interval(secs => o.delay) ELSE t.run_at END,
         finished_at = CASE WHEN o.status = 'PENDING' AND NOT t.cancel_requested
@@ -252,6 +310,64 @@ WITH c AS (
     SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
 )
 SELECT c.*, h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms FROM c LEFT JOIN hooks h ON h.parent = c.id;
+
+-- name: expire_waiting
+-- Rows: ExpiredTask (core/records.py).
+-- Waiting tasks (PENDING or QUEUED) past their expires_at become CANCELLED with
+-- error_type 'Expired' (the metrics trigger counts 'expired' and 'cancelled'): the
+-- given ids (a drainer whose claim refused them) or any (ids NULL: the sweeper,
+-- through tasks_waiting_expires_at).  SKIP LOCKED: a task a claim holds is the
+-- claim's; the claim itself never takes an expired task (query claim), so either
+-- the task started before its deadline or it never starts.  With a completion
+-- webhook, like any final transition.
+WITH d AS (
+    SELECT id, status FROM tasks
+    WHERE expires_at IS NOT NULL AND expires_at <= now() AND status IN ('PENDING', 'QUEUED')
+      AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+    ORDER BY expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), c AS (
+    UPDATE tasks t
+    SET status = 'CANCELLED', finished_at = now(), updated_at = now(), last_error_type = 'Expired',
+        last_error = 'expired: not started by its deadline, expires_at '
+                     || to_char(t.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+    FROM d WHERE t.id = d.id
+    RETURNING t.*, d.status AS from_status
+), ev AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type)
+    SELECT id, from_status, 'CANCELLED', attempts, %(actor)s, last_error, last_error_type FROM c
+), hooks AS (
+    -- A completion webhook is a task of its own, born with the final transition.
+    -- It carries on the parent's trace (its delivery is part of the task's life).
+    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
+                       run_at, enqueued_at, trace_context)
+    SELECT gen_random_uuid(), f.tenant, 'tasklane.webhook', 'QUEUED', 'high',
+           tasklane_webhook_payload(f.callback_url, f.id, f.name, f.status, f.attempts, f.result,
+                                    f.last_error, f.last_error_type, f.finished_at),
+           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now(), f.trace_context
+    FROM c f
+    WHERE f.callback_url IS NOT NULL
+    RETURNING id, (payload->'task'->>'id')::uuid AS parent,
+              (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
+), hook_events AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
+    SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
+)
+SELECT c.id, c.name, c.priority, c.from_status, h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms
+FROM c LEFT JOIN hooks h ON h.parent = c.id;
+
+-- name: prune_unique_keys
+-- Unique keys whose window has passed (a submit takes such a row over by itself; this
+-- only keeps the table small).  The re-check on the locked row keeps a row another
+-- submit took over meanwhile.
+DELETE FROM task_unique_keys k
+WHERE (k.tenant, k.unique_key) IN (
+    SELECT tenant, unique_key FROM task_unique_keys
+    WHERE held_until <= now()
+    LIMIT %(limit)s
+)
+AND k.held_until <= now();
 
 -- name: request_cancel
 -- Rows: Task (core/model.py).

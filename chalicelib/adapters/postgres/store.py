@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from chalicelib.adapters.postgres.audit import AuditQueries
 from chalicelib.adapters.postgres.batches import BatchQueries
 from chalicelib.adapters.postgres.control import ControlQueries
+from chalicelib.adapters.postgres.deadlines import DeadlineQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
 from chalicelib.adapters.postgres.sessions import connection_options, snapshot
 from chalicelib.adapters.postgres.sqlfile import queries
@@ -80,7 +81,7 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
-class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries):
+class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, DeadlineQueries):
     """Task, event and API-key persistence on a small connection pool.
 
     The pool opens lazily on first use so importing the app (a Lambda cold
@@ -145,6 +146,10 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries):
     def _one(self, name: str, params: dict[str, Any]) -> Row | None:
         with self.connection() as conn:
             return conn.execute(self._q[name], params).fetchone()
+
+    def _rowcount(self, name: str, params: dict[str, Any]) -> int:
+        with self.connection() as conn:
+            return conn.execute(self._q[name], params).rowcount
 
     def close(self) -> None:
         if self._opened:
@@ -283,9 +288,7 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries):
         return int(row["pruned"]) if row else 0
 
     def forget_idempotency_keys(self, window_seconds: float, *, limit: int = 5000) -> int:
-        with self.connection() as conn:
-            cur = conn.execute(self._q["forget_idempotency_keys"], {"window_seconds": window_seconds, "limit": limit})
-            return cur.rowcount
+        return self._rowcount("forget_idempotency_keys", {"window_seconds": window_seconds, "limit": limit})
 
     # --- cancel and dead letters -------------------------------------------------
 
@@ -536,6 +539,9 @@ def _tasks_json(tasks: Sequence[NewTask]) -> str:
                 "callback_url": t.callback_url,
                 "trace_context": t.trace_context,
                 "batch_id": t.batch_id,
+                "unique_key": t.unique_key,
+                "unique_for": t.unique_for_seconds,
+                "expires_at": t.expires_at.isoformat() if t.expires_at is not None else None,
             }
             for t in tasks
         ]
@@ -553,6 +559,7 @@ def _outcomes_json(outcomes: Sequence[Outcome]) -> str:
                 "error": o.error,
                 "error_type": o.error_type,
                 "delay": o.delay_seconds,
+                "snooze": o.snooze,
             }
             for o in outcomes
         ]
