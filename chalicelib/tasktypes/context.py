@@ -49,6 +49,7 @@ class TaskPorts:
 
 
 NO_PORTS = TaskPorts()
+_MAKING_EVENTS = threading.Lock()
 
 
 @dataclass
@@ -66,7 +67,10 @@ class TaskContext:
     trace_context: str | None = None  # the task's trace (X-Amzn-Trace-Id form), as stored at submit
     _last_progress: float = 0.0
     started_monotonic: float = 0.0  # set when the attempt starts running
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    # Cancellation is a flag; the event that ``wait`` sleeps on is made only when a task
+    # type waits (a threading.Event builds a Condition and locks: most tasks never wait).
+    _cancelled: bool = field(default=False, repr=False)
+    _cancel: threading.Event | None = field(default=None, repr=False)
 
     @functools.cached_property
     def trace(self) -> TraceContext | None:
@@ -95,7 +99,7 @@ class TaskContext:
     def cancel_requested(self) -> bool:
         """True once a client asked to cancel this task; stop early by raising
         ``TaskCancelled``.  The drainer refreshes it with every lease heartbeat."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def remaining_seconds(self) -> float:
         """Time left before this attempt is timed out and counted as failed."""
@@ -120,8 +124,21 @@ class TaskContext:
 
     def request_cancel(self) -> None:
         """Called by the drainer when the task's cancellation was requested."""
-        self._cancel.set()
+        self._cancelled = True
+        event = self._cancel
+        if event is not None:
+            event.set()
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on cancellation; True if cancelled."""
-        return self._cancel.wait(max(seconds, 0.0))
+        event = self._cancel
+        if event is None:
+            with _MAKING_EVENTS:  # two threads of one task waiting share one event
+                event = self._cancel
+                if event is None:
+                    event = self._cancel = threading.Event()
+            # A cancel that came while the event was being made did not see it: the
+            # flag, set before that cancel looked, is read after the event is in place.
+            if self._cancelled:
+                event.set()
+        return event.wait(max(seconds, 0.0))

@@ -212,3 +212,37 @@ def test_every_outcome_leaves_the_batch_exactly_once() -> None:
 def test_a_lone_task_is_never_handed_over_early() -> None:
     handed, rest, _ = _early_run(claimed("ok"))
     assert handed == [] and set(rest) == {"id-ok"}
+
+
+def test_cancellation_reaches_a_task_before_and_while_it_waits() -> None:
+    import threading
+    import time as _time
+
+    from chalicelib.tasktypes.context import TaskContext
+
+    early = TaskContext("t-1", "noop", "acme", 1, 3, 5.0)
+    early.request_cancel()
+    assert early.cancel_requested and early.wait(5.0) is True  # no sleep: already cancelled
+
+    waiting = TaskContext("t-2", "noop", "acme", 1, 3, 5.0)
+    assert waiting.wait(0.0) is False and not waiting.cancel_requested
+    threading.Timer(0.05, waiting.request_cancel).start()
+    start = _time.monotonic()
+    assert waiting.wait(5.0) is True
+    assert _time.monotonic() - start < 2.0
+
+
+def test_the_task_log_context_restores_the_threads_keys() -> None:
+    from chalicelib.observability.log import logger
+    from chalicelib.observability.powertools import task_log_context
+
+    logger.thread_safe_append_keys(trace_id="outer")
+    try:
+        with task_log_context("t-1", "noop", "acme", 2, None):
+            logger.thread_safe_append_keys(own="key")  # a task type's own key
+            keys = logger.thread_safe_get_current_keys()
+            assert keys["task_id"] == "t-1" and keys["attempt"] == 2 and keys["trace_id"] is None
+        after = logger.thread_safe_get_current_keys()
+        assert after.get("trace_id") == "outer" and "task_id" not in after and "own" not in after
+    finally:
+        logger.thread_safe_remove_keys(["trace_id"])
