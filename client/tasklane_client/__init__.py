@@ -34,6 +34,7 @@ from tasklane_client.errors import (
 from tasklane_client.models import (
     AttemptError,
     AuditEntry,
+    Batch,
     BatchItem,
     BatchResult,
     NewTask,
@@ -58,6 +59,7 @@ __all__ = [
     "AsyncClient",
     "AttemptError",
     "AuditEntry",
+    "Batch",
     "BatchItem",
     "BatchResult",
     "Client",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from tasklane_client.errors import error_class
-from tasklane_client.models import AuditEntry, BatchItem, BatchResult, Page, Schedule, Task, TaskEvent
+from tasklane_client.models import AuditEntry, Batch, BatchItem, BatchResult, Page, Schedule, Task, TaskEvent
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -35,7 +35,16 @@ def batch(response: httpx.Response) -> BatchResult:
             replayed = bool(item.get("replayed", False))
             task = Task.from_dict(item["task"], replayed=replayed)
             results.append(BatchItem(int(item["index"]), status, task, None, replayed))
-    return BatchResult(int(body.get("created", 0)), int(body.get("failed", 0)), results)
+    batch_id = body.get("batch_id")
+    if batch_id is None:
+        # A retry whose items were all replayed opens no batch: theirs is the first one's.
+        seen = {r.task.batch_id for r in results if r.task is not None}
+        batch_id = seen.pop() if len(seen) == 1 and body.get("created") == 0 else None
+    return BatchResult(int(body.get("created", 0)), int(body.get("failed", 0)), results, batch_id)
+
+
+def batch_info(response: httpx.Response) -> Batch:
+    return Batch.from_dict(response.json())
 
 
 def schedule(response: httpx.Response) -> Schedule:

@@ -14,6 +14,7 @@ import httpx
 from tasklane_client._core import Core, Plan, RetryConfig, Sleep
 from tasklane_client.models import (
     AuditEntry,
+    Batch,
     BatchResult,
     NewTask,
     Page,
@@ -143,13 +144,25 @@ class AsyncClient:
             )
         )
 
-    async def submit_many(self, tasks: Iterable[NewTask | Mapping[str, Any]], *, atomic: bool = False) -> BatchResult:
+    async def submit_many(
+        self,
+        tasks: Iterable[NewTask | Mapping[str, Any]],
+        *,
+        atomic: bool = False,
+        batch: Mapping[str, Any] | None = None,
+    ) -> BatchResult:
         """Submit up to 500 tasks in one request (:class:`NewTask` or mappings with the
         submit fields).  Each item without an ``idempotency_key`` gets a uuid4 one.
         Invalid items come back as errors in ``results`` and the rest are accepted;
         with ``atomic=True`` any invalid item raises ValidationError and nothing is
-        accepted."""
-        return await self._run(self._core.submit_many(tasks, atomic=atomic))
+        accepted.  ``batch`` (``{"callback_url": ..., "on_complete": NewTask(...)}``,
+        or ``{}``) opens a batch of the tasks created: ``BatchResult.batch_id``, read
+        with :meth:`get_batch`; it fires its callback once all of them are final."""
+        return await self._run(self._core.submit_many(tasks, atomic=atomic, batch=batch))
+
+    async def get_batch(self, batch_id: str) -> Batch:
+        """A batch's counts by state, progress and completion."""
+        return await self._run(self._core.get_batch(batch_id))
 
     async def get(self, task_id: str) -> Task:
         """The task, with ``errors`` (every failed attempt) and ``progress``."""

@@ -23,6 +23,7 @@ import httpx
 
 from tasklane_client import _answers as answers
 from tasklane_client._requests import (
+    _batch_body,
     _enum_value,
     _iso,
     _params,
@@ -39,6 +40,7 @@ from tasklane_client.errors import (
 )
 from tasklane_client.models import (
     AuditEntry,
+    Batch,
     BatchResult,
     NewTask,
     Page,
@@ -240,7 +242,13 @@ class Core:
             Call("POST", "/api/v1/tasks", answers.task, body=body, has_body=True, headers={IDEMPOTENCY_HEADER: key})
         )
 
-    def submit_many(self, tasks: Iterable[NewTask | Mapping[str, Any]], *, atomic: bool = False) -> Plan[BatchResult]:
+    def submit_many(
+        self,
+        tasks: Iterable[NewTask | Mapping[str, Any]],
+        *,
+        atomic: bool = False,
+        batch: Mapping[str, Any] | None = None,
+    ) -> Plan[BatchResult]:
         items: list[dict[str, Any]] = []
         for task in tasks:
             item = task.to_body() if isinstance(task, NewTask) else dict(task)
@@ -251,8 +259,13 @@ class Core:
             items.append(item)
         if not items:
             raise ValueError("submit_many needs at least one task")
-        body = {"tasks": items, "atomic": atomic}
+        body: dict[str, Any] = {"tasks": items, "atomic": atomic}
+        if batch is not None:
+            body["batch"] = _batch_body(batch)
         return self.exchange(Call("POST", "/api/v1/tasks/batch", answers.batch, body=body, has_body=True))
+
+    def get_batch(self, batch_id: str) -> Plan[Batch]:
+        return self.exchange(Call("GET", f"/api/v1/batches/{_seg(batch_id)}", answers.batch_info))
 
     def get_call(self, task_id: str) -> Call[Task]:
         return Call("GET", f"/api/v1/tasks/{_seg(task_id)}", answers.task)

@@ -5,6 +5,7 @@ exception for an error response.  No I/O."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -12,7 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from tasklane_client.errors import ApiError, error_class
-from tasklane_client.models import Priority, TaskStatus
+from tasklane_client.models import NewTask, Priority, TaskStatus
 
 
 def error_from_response(response: httpx.Response) -> ApiError:
@@ -65,3 +66,12 @@ def _seg(value: str) -> str:
 def new_idempotency_key() -> str:
     """A fresh idempotency key (uuid4)."""
     return str(uuid.uuid4())
+
+
+def _batch_body(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``batch`` object of a batch submit; ``on_complete`` may be a ``NewTask``."""
+    body = dict(batch)
+    follow_up = body.get("on_complete")
+    if isinstance(follow_up, NewTask):
+        body["on_complete"] = follow_up.to_body()
+    return body

@@ -106,6 +106,7 @@ class Task:
     progress: float | None
     progress_message: str | None
     trace_id: str | None = None  # the task's X-Ray trace id (submit, attempts and webhook)
+    batch_id: str | None = None  # the batch it was submitted in (submit_many with batch=)
     errors: list[AttemptError] = field(default_factory=list)
     replayed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -143,6 +144,7 @@ class Task:
             progress=float(progress) if progress is not None else None,
             progress_message=data.get("progress_message"),
             trace_id=data.get("trace_id"),
+            batch_id=data.get("batch_id"),
             errors=[AttemptError.from_dict(e) for e in data.get("errors") or []],
             replayed=replayed,
             raw=dict(data),
@@ -257,11 +259,57 @@ class BatchResult:
     created: int
     failed: int
     results: list[BatchItem]
+    # The batch opened (``submit_many(..., batch=...)``); when a retried request had every
+    # item replayed, the batch their first submission opened.
+    batch_id: str | None = None
 
     @property
     def tasks(self) -> list[Task]:
         """The accepted tasks (created or replayed), in request order."""
         return [r.task for r in self.results if r.task is not None]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch (:meth:`Client.get_batch`): ``counts`` of its tasks by state,
+    ``remaining`` (not final), ``progress`` (percent final), ``status`` (``OPEN``, or
+    ``COMPLETED`` once every task was final and the completion fired)."""
+
+    id: str
+    status: str
+    total: int
+    remaining: int
+    progress: int
+    counts: dict[str, int]
+    callback_url: str | None
+    on_complete: dict[str, Any] | None
+    created_at: datetime | None
+    completed_at: datetime | None
+    callback_task_id: str | None
+    follow_up_task_id: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_complete(self) -> bool:
+        return self.status == "COMPLETED"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Batch:
+        return cls(
+            id=str(data["id"]),
+            status=str(data["status"]),
+            total=int(data["total"]),
+            remaining=int(data["remaining"]),
+            progress=int(data["progress"]),
+            counts={str(k): int(v) for k, v in (data.get("counts") or {}).items()},
+            callback_url=data.get("callback_url"),
+            on_complete=data.get("on_complete"),
+            created_at=parse_datetime(data.get("created_at")),
+            completed_at=parse_datetime(data.get("completed_at")),
+            callback_task_id=data.get("callback_task_id"),
+            follow_up_task_id=data.get("follow_up_task_id"),
+            raw=dict(data),
+        )
 
 
 @dataclass(frozen=True)
@@ -448,9 +496,12 @@ class Stats:
 @dataclass(frozen=True)
 class WebhookEvent:
     """A verified completion webhook: ``event`` (e.g. ``task.completed``) and the task's
-    summary (``id``, ``name``, ``status``, ``attempts``, ``result``, ``last_error``, ...)."""
+    summary (``id``, ``name``, ``status``, ``attempts``, ``result``, ``last_error``, ...);
+    for ``batch.completed``, ``batch`` (``id``, ``total``, ``completed``, ``failed``,
+    ``cancelled``, ``follow_up_task_id``, ...) and an empty ``task``."""
 
     event: str
     task: dict[str, Any]
     timestamp: int
     delivery_id: str | None
+    batch: dict[str, Any] | None = None

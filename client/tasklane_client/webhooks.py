@@ -85,8 +85,13 @@ def verify_webhook(
         data = json.loads(raw)
     except ValueError:
         raise WebhookVerificationError("body is not JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("task"), dict):
+    if not isinstance(data, dict):
         raise WebhookVerificationError('body is not {"event": ..., "task": {...}}')
+    batch = data.get("batch")
+    if isinstance(batch, dict):  # batch.completed: the batch, no task
+        return WebhookEvent(str(data.get("event")), {}, ts, _header(headers, DELIVERY_HEADER), batch)
+    if not isinstance(data.get("task"), dict):
+        raise WebhookVerificationError('body is not {"event": ..., "task": {...}} (or "batch": {...})')
     return WebhookEvent(
         event=str(data.get("event")),
         task=data["task"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,3 +69,22 @@ def test_batches_are_in_the_openapi_document_and_unknown_ones_are_404(stack: Sta
     assert stack.get("/api/v1/batches/not-a-uuid").status_code == 404
     r = stack.post("/api/v1/tasks/batch", {"tasks": [{"name": "noop"}], "batch": {"on_complete": {"name": "nope"}}})
     assert r.status_code == 400 and "batch.on_complete" in r.json()["error"]["message"]
+
+
+def test_the_python_client_opens_reads_and_verifies_a_batch(stack: Stack, hooks: Receiver) -> None:
+    from tasklane_client import Client, NewTask, verify_webhook
+
+    with Client(stack.base_url, stack.api_key, backoff_base=0.05) as client:
+        tasks = [NewTask("noop", {"i": i}, idempotency_key=f"client-batch-{uuid.uuid4()}") for i in range(3)]
+        batch = {"callback_url": hooks.url, "on_complete": NewTask("noop", {"step": "after"})}
+        result = client.submit_many(tasks, batch=batch)
+        assert result.created == 3 and result.batch_id and all(t.batch_id == result.batch_id for t in result.tasks)
+        # The same request again: every item replayed, no second batch, the first one named.
+        again = client.submit_many(tasks, batch=batch)
+        assert again.created == 0 and again.batch_id == result.batch_id
+        done = wait_for(lambda: (b := client.get_batch(result.batch_id or "")).is_complete and b, timeout=30)
+        assert done.total == 3 and done.counts["COMPLETED"] == 3 and done.progress == 100
+        wait_for(lambda: hooks.calls, timeout=30, message="the batch callback")
+        secret = client.webhook_secret().secret
+        event = verify_webhook(secret, hooks.calls[0]["headers"], hooks.calls[0]["body"])
+        assert event.event == "batch.completed" and event.batch is not None and event.batch["id"] == done.id
