@@ -18,6 +18,8 @@ from typing import Any
 
 os.environ.setdefault("TASKLANE_LOG_LEVEL", "WARNING")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+# What Lambda sets: the app then pushes to Redis before it answers (config.default_submit_push).
+os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", "tasklane-dev")
 
 from bench import stats
 from bench.common import self_cpu

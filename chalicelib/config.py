@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -187,6 +188,10 @@ class Settings:
     # False behind RDS Proxy (or PgBouncer in transaction mode): no server-side
     # prepared statements, which would pin a proxied connection (infra/deploy.md).
     db_prepared_statements: bool = True
+    # inline: a submit returns after its Redis push; background: after its commit, the
+    # push follows on a thread of its own (adapters/redis/pusher.py).  from_env picks
+    # default_submit_push(); constructed directly (tests, tools) it is inline.
+    submit_push: str = "inline"
     rate_limit_per_minute: int = 100
     schedule_grace_seconds: float = 120.0
     webhook_allow_private: bool = True
@@ -304,7 +309,15 @@ def _connections(e: dict[str, str], secret_arn: str | None) -> dict[str, Any]:
         "redis_url": e.get("TASKLANE_REDIS_URL") or DEFAULT_REDIS_URL,
         "redis_prefix": e.get("TASKLANE_REDIS_PREFIX") or "tasklane",
         "redis_cluster": _bool(e, "TASKLANE_REDIS_CLUSTER", False),
+        "submit_push": _choice(e, "TASKLANE_SUBMIT_PUSH", default_submit_push(e), ("inline", "background")),
     }
+
+
+def default_submit_push(env: Mapping[str, str]) -> str:
+    """``background`` in a long-running process; ``inline`` in Lambda (it sets
+    ``AWS_LAMBDA_FUNCTION_NAME``), whose execution environment is frozen once the
+    handler returns, background thread and all."""
+    return "inline" if env.get("AWS_LAMBDA_FUNCTION_NAME") else "background"
 
 
 @lru_cache(maxsize=1)

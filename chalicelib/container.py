@@ -8,10 +8,11 @@ argument; tests build their own instead of patching.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chalicelib.adapters.aws.secrets import database_url, with_secrets
 from chalicelib.adapters.postgres.store import Store
+from chalicelib.adapters.redis.pusher import BackgroundPusher, OnError
 from chalicelib.adapters.redis.queue import Queue
 from chalicelib.config import Settings, get_settings
 from chalicelib.core.retry import RetryPolicy
@@ -27,6 +28,7 @@ class Container:
     queue: Queue
     registry: Registry
     retry: RetryPolicy
+    _pusher: BackgroundPusher | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -58,7 +60,21 @@ class Container:
             ),
         )
 
+    def pusher(self, on_error: OnError) -> BackgroundPusher:
+        """The process's background pusher for this queue (``submit_push=background``),
+        started on first use; ``on_error`` reports a push that failed."""
+        with _lock:
+            if self._pusher is None:
+                self._pusher = BackgroundPusher(self.queue, on_error)
+            return self._pusher
+
+    def flush_pushes(self, timeout: float = 5.0) -> bool:
+        """Wait for the background pushes handed in so far (True when there are none)."""
+        return self._pusher.flush(timeout) if self._pusher is not None else True
+
     def close(self) -> None:
+        if self._pusher is not None:
+            self._pusher.close()
         self.store.close()
 
 

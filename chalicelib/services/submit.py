@@ -240,14 +240,25 @@ def _new_tasks(
 
 
 def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
+    """Tell Redis about the committed ``tasks``: now (``submit_push=inline``), or on the
+    process's pusher thread (``background``: the caller returns at its commit)."""
     entries = [QueueEntry.of(t) for t in tasks if t.status in (Status.QUEUED, Status.PENDING)]
+    if not entries:
+        return
+    if rt.settings.submit_push == "background":
+        rt.pusher(_push_failed).push(entries)
+        return
     try:
         rt.queue.push(entries)
     except QueueError as exc:
-        logger.warning(
-            "tasks persisted but not pushed to Redis; the sweeper will enqueue them",
-            extra={"count": len(tasks), "error": str(exc)},
-        )
+        _push_failed(len(entries), exc)
+
+
+def _push_failed(count: int, exc: QueueError) -> None:
+    logger.warning(
+        "tasks persisted but not pushed to Redis; the sweeper will enqueue them",
+        extra={"count": count, "error": str(exc)},
+    )
 
 
 def submit_batch(

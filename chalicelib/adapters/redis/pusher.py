@@ -1,0 +1,97 @@
+"""Redis pushes off the submitting thread (``TASKLANE_SUBMIT_PUSH=background``).
+
+A submit is accepted at its PostgreSQL commit; the push that tells the drainers is
+only a hint the sweeper's reconciliation repeats for any QUEUED task left out of
+Redis.  So a long-running process (the local API server, a script) need not wait
+for it: the submitting thread hands the entries to one pusher thread and returns.
+The pusher sends whatever has piled up as one ``Queue.push`` (one round trip), so
+concurrent requests share their pushes.
+
+Not for Lambda: a frozen execution environment would hold the pushes until its
+next invocation (``config.default_submit_push`` keeps Lambda inline).  Pushes still
+pending when the process dies are lost like a failed push: the sweeper pushes
+those tasks within a sweep interval or two.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Callable, Iterable
+
+from chalicelib.adapters.redis.queue import Queue
+from chalicelib.core.errors import QueueError
+from chalicelib.core.model import QueueEntry
+from chalicelib.observability.log import logger
+
+OnError = Callable[[int, QueueError], None]
+
+
+class BackgroundPusher:
+    """One daemon thread that pushes handed-in entries in arrival order, coalesced."""
+
+    def __init__(self, queue: Queue, on_error: OnError) -> None:
+        self._queue = queue
+        self._on_error = on_error
+        self._pid = -1
+        self._cond = threading.Condition()
+        self._pending: list[QueueEntry] = []
+        self._handed = 0  # entries handed in, ever
+        self._settled = 0  # entries pushed or given up on (the error was reported)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        atexit.register(self.flush, 2.0)
+
+    def push(self, entries: Iterable[QueueEntry]) -> None:
+        """Hand ``entries`` to the pusher thread; returns at once."""
+        if self._pid != os.getpid():
+            with self._start_lock:
+                if self._pid != os.getpid():
+                    self._start()  # first use, or a forked child: the parent's thread is not here
+        with self._cond:
+            before = len(self._pending)
+            self._pending.extend(entries)
+            self._handed += len(self._pending) - before
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything handed in so far is pushed (or reported failed);
+        False when ``timeout`` ran out first."""
+        with self._cond:
+            target = self._handed
+            return self._cond.wait_for(lambda: self._settled >= target, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush, then stop the thread."""
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.join(timeout)
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._pending, self._handed, self._settled, self._closed = [], 0, 0, False
+        self._thread = threading.Thread(target=self._run, name="tasklane-pusher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._pending) or self._closed)
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+            try:
+                self._queue.push(batch)
+            except QueueError as exc:
+                self._on_error(len(batch), exc)
+            except Exception:  # noqa: BLE001 - the thread must outlive any one push; the sweeper covers it
+                logger.exception("background push failed; the sweeper will enqueue the tasks")
+            with self._cond:
+                self._settled += len(batch)
+                self._cond.notify_all()

@@ -1,0 +1,116 @@
+"""``TASKLANE_SUBMIT_PUSH=background``: a submit returns at its commit and the push
+follows on the pusher thread; concurrent submits share pushes; a push that fails
+leaves the tasks to the sweeper and the pusher keeps going; a forked child gets a
+pusher thread of its own."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from chalicelib.config import Settings, default_submit_push
+from chalicelib.container import Container
+from chalicelib.core.errors import QueueError
+from chalicelib.core.model import Status
+from chalicelib.services.submit import submit, submit_many
+from chalicelib.services.sweep import sweep
+from tests.helpers import drain_once, request, wait_for
+
+TENANT = "push-tenant"
+
+
+def _ready_ids(rt: Container) -> set[str]:
+    raw = rt.queue.client.zrange(rt.queue.keys.ready, 0, -1)
+    return {r.decode() for r in raw}
+
+
+def test_default_is_background_outside_lambda_and_inline_in_it() -> None:
+    assert default_submit_push({}) == "background"
+    assert default_submit_push({"AWS_LAMBDA_FUNCTION_NAME": "tasklane-dev"}) == "inline"
+    assert Settings.from_env({}).submit_push == "background"
+    assert Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "f"}).submit_push == "inline"
+    assert Settings.from_env({"AWS_LAMBDA_FUNCTION_NAME": "f", "TASKLANE_SUBMIT_PUSH": "background"}).submit_push == (
+        "background"
+    )
+    assert Settings().submit_push == "inline"
+
+
+def test_background_submits_reach_redis_and_run(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt(submit_push="background")
+    tasks = [submit(rt, TENANT, request(payload={"i": i})).task for i in range(20)]
+    tasks += [s.task for s in submit_many(rt, TENANT, [request(payload={"j": j}) for j in range(30)])]  # type: ignore[union-attr]
+    assert rt.flush_pushes(5.0)
+    assert {t.id for t in tasks} <= _ready_ids(rt)
+    drain_once(rt)
+    for t in tasks:
+        assert rt.store.get_task(TENANT, t.id).status is Status.COMPLETED  # type: ignore[union-attr]
+
+
+def test_concurrent_submitters_share_the_pusher(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt(submit_push="background")
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        for _ in range(25):
+            task = submit(rt, TENANT, request()).task
+            with lock:
+                ids.append(task.id)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert rt.flush_pushes(5.0)
+    assert len(ids) == 100 and set(ids) <= _ready_ids(rt)
+
+
+def test_a_failed_background_push_is_left_to_the_sweeper(
+    make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = make_rt(submit_push="background")
+    real_push = rt.queue.push
+    failures: list[int] = []
+
+    def failing(entries: object, **kw: object) -> None:
+        failures.append(1)
+        raise QueueError("Redis is unreachable or failed: injected")
+
+    monkeypatch.setattr(rt.queue, "push", failing)
+    lost = submit(rt, TENANT, request()).task
+    assert rt.flush_pushes(5.0) and failures
+    assert lost.id not in _ready_ids(rt)
+    monkeypatch.setattr(rt.queue, "push", real_push)
+    kept = submit(rt, TENANT, request()).task  # the pusher thread survived the failure
+    assert rt.flush_pushes(5.0) and kept.id in _ready_ids(rt)
+    # The reconciliation pushes a QUEUED task missing from Redis once it is older than
+    # its grace (the sweep interval, at least 2 s).
+    wait_for(lambda: sweep(rt) and lost.id in _ready_ids(rt), timeout=10, interval=0.2, message="reconciled")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_pushes_on_a_thread_of_its_own(make_rt: Callable[..., Container], redis_url: str) -> None:
+    rt = make_rt(submit_push="background")
+    submit(rt, TENANT, request())  # the parent's pusher thread is running
+    assert rt.flush_pushes(5.0)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: submit, flush, report the id; never return into pytest
+        try:
+            child = Container.build(rt.settings)  # its own PostgreSQL pool; the parent's stays untouched
+            child._pusher = rt._pusher  # what a process forked after its first submit holds
+            task = submit(child, TENANT, request()).task
+            ok = child.flush_pushes(5.0)
+            os.write(write, f"{task.id if ok else ''}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        child_id = f.read()
+    os.waitpid(pid, 0)
+    assert child_id and child_id.encode() in redis.Redis.from_url(redis_url).zrange(rt.queue.keys.ready, 0, -1)
