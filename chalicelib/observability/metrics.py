@@ -320,25 +320,31 @@ def log_claimed(worker: str, claimed: Sequence[Claimed]) -> None:
         )
 
 
+_OUTCOMES = {
+    Status.COMPLETED: "completed",
+    Status.PENDING: "retry",
+    Status.FAILED: "dead_letter",
+    Status.CANCELLED: "cancelled",
+}
+
+
 def log_finished(
     worker: str, outcomes: Sequence[Outcome], recorded: Sequence[Recorded], duration_seconds: float
 ) -> None:
     """Per task: DEBUG for completions and retries, WARNING for dead letters; then one
     INFO line for the batch.  ``duration_ms`` is claim → outcome recorded."""
-    by_id = {o.id: o for o in outcomes}
+    by_id: dict[str, Outcome] | None = None
     duration_ms = round(duration_seconds * 1000, 1)
     tally: dict[str, int] = defaultdict(int)
     debug = _debug()
     for r in recorded:
         task_id = r.id
         status = r.status
-        outcome = {
-            Status.COMPLETED: "completed",
-            Status.PENDING: "retry",
-            Status.FAILED: "dead_letter",
-            Status.CANCELLED: "cancelled",
-        }.get(status, status.value.lower())
+        outcome = _OUTCOMES.get(status) or status.value.lower()
         tally[outcome] += 1
+        if outcome != "dead_letter" and not debug:
+            continue  # nothing to log for this task (the common case: keep it cheap)
+        by_id = by_id if by_id is not None else {o.id: o for o in outcomes}
         o = by_id.get(task_id)
         fields: dict[str, Any] = {
             "event": "finish" if outcome in ("completed", "cancelled") else outcome,

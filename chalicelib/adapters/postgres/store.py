@@ -235,7 +235,7 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, Deadlin
             "actor": actor,
             **self._webhook,
         }
-        return [Recorded.from_row(r) for r in conn.execute(self._q["finish"], params)]
+        return [Recorded.from_row(r) for r in conn.execute(self._q["finish"], params).fetchall()]
 
     def extend_leases(self, ids: Sequence[str], token: str, lease_seconds: float) -> list[HeldLease]:
         """Heartbeat: push the lease deadline out; returns the leases still held."""
