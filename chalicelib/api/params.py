@@ -190,7 +190,7 @@ def redrive_selection(body: Any) -> RedriveSelection:
 
 
 def purge_selection(body: Any) -> PurgeSelection:
-    """``{"ids": [...], "name": "...", "failed_before": "<ISO time>", "limit": n}``: at
+    """``{"ids": [...], "name": "...", "failed_before": "<ISO time>", "error_type": "...", "limit": n}``: at
     least one filter (the schema's anyOf), every one given must match; at most
     ``limit`` (500) a call.  Ids that are not UUIDs cannot name a task and are left out."""
     validate("Purge", body)
@@ -199,7 +199,11 @@ def purge_selection(body: Any) -> PurgeSelection:
         ids = [i for i in ids if _is_uuid(i)]
     failed_before = timestamp_param(body, "failed_before")
     return PurgeSelection(
-        ids=ids, name=body.get("name"), failed_before=failed_before, limit=int(body.get("limit", PURGE_MAX))
+        ids=ids,
+        name=body.get("name"),
+        failed_before=failed_before,
+        error_type=body.get("error_type"),
+        limit=int(body.get("limit", PURGE_MAX)),
     )
 
 

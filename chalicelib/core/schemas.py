@@ -157,13 +157,19 @@ REQUESTS: dict[str, dict[str, Any]] = {
                 "maxLength": 64,
                 "description": "only dead letters that failed before this time (ISO-8601; no offset means UTC)",
             },
+            "error_type": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_NAME,
+                "description": "only dead letters whose last error is of this type (last_error_type)",
+            },
             "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH, "default": MAX_BATCH},
         },
         description=(
-            'send {"ids": [...]}, {"name": "..."} and/or {"failed_before": "<ISO time>"}: which dead letters'
-            " to delete for good (every filter given must match)"
+            'send {"ids": [...]}, {"name": "..."}, {"failed_before": "<ISO time>"} and/or {"error_type": "..."}:'
+            " which dead letters to delete for good (every filter given must match)"
         ),
-        anyOf=[{"required": ["ids"]}, {"required": ["name"]}, {"required": ["failed_before"]}],
+        anyOf=[{"required": [f]} for f in ("ids", "name", "failed_before", "error_type")],
     ),
     "BulkCancel": _object(
         {

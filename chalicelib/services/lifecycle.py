@@ -108,6 +108,7 @@ class PurgeSelection:
     ids: list[str] | None = None
     name: str | None = None
     failed_before: datetime | None = None
+    error_type: str | None = None  # the last attempt's error type (e.g. PermanentError)
     limit: int = PURGE_MAX
 
 
@@ -115,13 +116,17 @@ def purge_dead_letters(rt: Container, tenant: str, selection: PurgeSelection, *,
     """Delete matching dead letters with their history; ``more`` says whether another
     call would find more.  The deletion, its counter and its audit row commit together.
     Nothing to do with Redis: a FAILED task has no entry there."""
-    if selection.ids is None and selection.name is None and selection.failed_before is None:
-        raise ValidationError("give ids, name or failed_before: a purge never empties the dead-letter queue unasked")
+    s = selection
+    if s.ids is None and s.name is None and s.failed_before is None and s.error_type is None:
+        raise ValidationError(
+            "give ids, name, failed_before or error_type: a purge never empties the dead-letter queue unasked"
+        )
     purged = rt.store.purge_dead_letters(
         tenant,
         ids=selection.ids,
         name=selection.name,
         failed_before=selection.failed_before,
+        error_type=selection.error_type,
         limit=selection.limit,
         actor=actor,
     )

@@ -85,6 +85,19 @@ def test_purge_by_ids_name_and_age_takes_only_matching_dead_letters_of_the_tenan
         assert query(rt.settings.database_url, "SELECT count(*) FROM task_events WHERE task_id = %s", old[0]) == [(0,)]
 
 
+def test_purge_by_error_type_takes_only_dead_letters_whose_last_error_is_of_that_type(rt: Container) -> None:
+    with api_for(rt, TENANT) as api:
+        permanent, other = _dead(rt), _dead(rt)
+        db = rt.settings.database_url
+        query(db, "UPDATE tasks SET last_error_type = 'TimeoutError' WHERE id = %s RETURNING id", other)
+        (kind,) = query(db, "SELECT last_error_type FROM tasks WHERE id = %s", permanent)[0]
+        purged = api.post("/api/v1/dead-letters/purge", {"error_type": kind})
+        assert purged.status_code == 200 and purged.json_body["ids"] == [permanent], purged.json_body
+        assert _present(rt, [permanent, other]) == {other}
+        assert _audit(rt)[-1][2]["filter"] == {"error_type": kind}
+        assert api.post("/api/v1/dead-letters/purge", {"error_type": ""}).status_code == 400
+
+
 def test_purge_is_bounded_per_call_and_says_whether_more_remain(rt: Container) -> None:
     with api_for(rt, TENANT) as api:
         ids = [_dead(rt) for _ in range(5)]

@@ -31,6 +31,7 @@ class AuditQueries:
         ids: Sequence[str] | None,
         name: str | None,
         failed_before: datetime | None,
+        error_type: str | None = None,
         limit: int,
         actor: str,
     ) -> Purged:
@@ -40,6 +41,7 @@ class AuditQueries:
             "ids": list(ids) if ids is not None else None,
             "name": name,
             "failed_before": failed_before,
+            "error_type": error_type,
         }
         filters = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in given.items() if v is not None}
         params = {"tenant": tenant, **given, "limit": limit, "actor": actor, "filter": json.dumps(filters)}

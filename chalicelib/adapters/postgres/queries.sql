@@ -533,6 +533,7 @@ WITH c AS (
       AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
       AND (%(name)s::text IS NULL OR name = %(name)s)
       AND (%(failed_before)s::timestamptz IS NULL OR finished_at < %(failed_before)s)
+      AND (%(error_type)s::text IS NULL OR last_error_type = %(error_type)s)
     ORDER BY finished_at, id
     LIMIT %(limit)s + 1
 ), m AS (
