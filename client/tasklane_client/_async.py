@@ -16,6 +16,7 @@ from tasklane_client.models import (
     AuditEntry,
     Batch,
     BatchResult,
+    BulkCancelResult,
     NewTask,
     Page,
     Priority,
@@ -27,6 +28,7 @@ from tasklane_client.models import (
     Task,
     TaskEvent,
     TaskStatus,
+    TypePause,
     WebhookSecret,
 )
 
@@ -204,6 +206,31 @@ class AsyncClient:
         ``cancel_requested`` (honoured at its next checkpoint); a final task raises
         ConflictError."""
         return await self._run(self._core.cancel(task_id))
+
+    async def cancel_many(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        name: str | None = None,
+        priority: Priority | str | None = None,
+        created_before: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> BulkCancelResult:
+        """Cancel the live tasks matching every filter given (at least one), oldest first,
+        at most 500 a call, by the rules of ``cancel``; ``more`` says whether to call again."""
+        return await self._run(
+            self._core.cancel_many(
+                status=status, name=name, priority=priority, created_before=created_before, limit=limit
+            )
+        )
+
+    async def pause_task_type(self, name: str) -> TypePause:
+        """Pause a task type for the key's tenant: none of its tasks starts until resumed."""
+        return await self._run(self._core.set_paused(name, True))
+
+    async def resume_task_type(self, name: str) -> TypePause:
+        """Resume a task type the tenant paused; its waiting tasks go back to the queue."""
+        return await self._run(self._core.set_paused(name, False))
 
     async def list_page(
         self,

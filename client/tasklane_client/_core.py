@@ -42,6 +42,7 @@ from tasklane_client.models import (
     AuditEntry,
     Batch,
     BatchResult,
+    BulkCancelResult,
     NewTask,
     Page,
     Priority,
@@ -53,6 +54,7 @@ from tasklane_client.models import (
     Task,
     TaskEvent,
     TaskStatus,
+    TypePause,
     WebhookSecret,
     task_body,
 )
@@ -278,6 +280,46 @@ class Core:
 
     def cancel(self, task_id: str) -> Plan[Task]:
         return self.exchange(Call("POST", f"/api/v1/tasks/{_seg(task_id)}/cancel", answers.task, replay_safe=False))
+
+    def cancel_many(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        name: str | None = None,
+        priority: Priority | str | None = None,
+        created_before: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> Plan[BulkCancelResult]:
+        body: dict[str, Any] = {}
+        if status is not None:
+            body["status"] = _enum_value(status)
+        if name is not None:
+            body["name"] = name
+        if priority is not None:
+            body["priority"] = _enum_value(priority)
+        if created_before is not None:
+            body["created_before"] = _iso(created_before)
+        if not body:
+            raise ValueError("give status, name, priority or created_before to choose which tasks to cancel")
+        if limit is not None:
+            body["limit"] = limit
+        return self.exchange(
+            Call(
+                "POST",
+                "/api/v1/tasks/cancel",
+                lambda r: BulkCancelResult.from_dict(r.json()),
+                body=body,
+                has_body=True,
+                replay_safe=False,
+            )
+        )
+
+    def set_paused(self, name: str, paused: bool) -> Plan[TypePause]:
+        action = "pause" if paused else "resume"
+        # Both are idempotent: sending one twice leaves the same state.
+        return self.exchange(
+            Call("POST", f"/api/v1/task-types/{_seg(name)}/{action}", lambda r: TypePause.from_dict(r.json()))
+        )
 
     def list_page(
         self,

@@ -16,6 +16,7 @@ from tasklane_client.models import (
     AuditEntry,
     Batch,
     BatchResult,
+    BulkCancelResult,
     NewTask,
     Page,
     Priority,
@@ -27,6 +28,7 @@ from tasklane_client.models import (
     Task,
     TaskEvent,
     TaskStatus,
+    TypePause,
     WebhookSecret,
 )
 
@@ -203,6 +205,31 @@ class Client:
         ``cancel_requested`` (honoured at its next checkpoint); a final task raises
         ConflictError."""
         return self._run(self._core.cancel(task_id))
+
+    def cancel_many(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        name: str | None = None,
+        priority: Priority | str | None = None,
+        created_before: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> BulkCancelResult:
+        """Cancel the live tasks matching every filter given (at least one), oldest first,
+        at most 500 a call, by the rules of ``cancel``; ``more`` says whether to call again."""
+        return self._run(
+            self._core.cancel_many(
+                status=status, name=name, priority=priority, created_before=created_before, limit=limit
+            )
+        )
+
+    def pause_task_type(self, name: str) -> TypePause:
+        """Pause a task type for the key's tenant: none of its tasks starts until resumed."""
+        return self._run(self._core.set_paused(name, True))
+
+    def resume_task_type(self, name: str) -> TypePause:
+        """Resume a task type the tenant paused; its waiting tasks go back to the queue."""
+        return self._run(self._core.set_paused(name, False))
 
     def list_page(
         self,

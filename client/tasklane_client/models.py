@@ -342,6 +342,46 @@ class PurgeResult:
 
 
 @dataclass(frozen=True)
+class BulkCancelResult:
+    """What one cancel-by-filter call did: waiting tasks cancelled (``ids``), running ones
+    asked to stop (``requested_ids``), and whether more match (call again)."""
+
+    cancelled: int
+    cancel_requested: int
+    ids: list[str]
+    requested_ids: list[str]
+    more: bool
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BulkCancelResult:
+        return cls(
+            int(data["cancelled"]),
+            int(data["cancel_requested"]),
+            [str(i) for i in data.get("ids") or []],
+            [str(i) for i in data.get("requested_ids") or []],
+            bool(data.get("more", False)),
+        )
+
+
+@dataclass(frozen=True)
+class TypePause:
+    """A task type's pause state for the caller's tenant after a pause or resume call:
+    ``paused`` (a resume may leave an operator's global pause in force), ``changed``
+    (False: it already was so), and how many waiting tasks were taken out of the queue
+    (pause) or put back (resume)."""
+
+    name: str
+    paused: bool
+    changed: bool
+    moved: int
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TypePause:
+        moved = data.get("moved", data.get("requeued", 0))
+        return cls(str(data["name"]), bool(data["paused"]), bool(data["changed"]), int(moved or 0))
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     """One entry of the tenant's audit log: who (``actor``, e.g. ``key:<id>``) did what
     (``action``, e.g. ``schedule.created``) to which subject."""

@@ -29,6 +29,7 @@ from tasklane_client import (
     TaskFailedError,
     TasklaneError,
     TaskStatus,
+    TypePause,
     UnauthorizedError,
     UnavailableError,
     UnsupportedMediaTypeError,
@@ -442,6 +443,29 @@ def test_schedules_secret_stats_and_redrive_requests() -> None:
     assert rec.requests[5].url.path == "/api/v1/webhook-secret/rotate"
     assert bodies[7] == {"name": "fail"}
     assert rec.requests[8].url.path == "/api/v1/dead-letters/t1/redrive"
+
+
+def test_cancel_by_filter_and_pause_requests() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/tasks/cancel":
+            body = {"cancelled": 2, "cancel_requested": 1, "ids": ["a", "b"], "requested_ids": ["c"], "more": True}
+            return httpx.Response(200, json=body)
+        if request.url.path.endswith("/pause"):
+            return httpx.Response(200, json={"name": "acme.x/y", "paused": True, "changed": True, "moved": 4})
+        return httpx.Response(200, json={"name": "acme.x/y", "paused": False, "changed": True, "requeued": 4})
+
+    rec = Recorder(handler)
+    client, _ = make_client(rec)
+    with client:
+        done = client.cancel_many(status=TaskStatus.QUEUED, name="noop", limit=10)
+        assert (done.cancelled, done.cancel_requested, done.requested_ids, done.more) == (2, 1, ["c"], True)
+        assert client.pause_task_type("acme.x/y") == TypePause("acme.x/y", True, True, 4)
+        assert client.resume_task_type("acme.x/y").moved == 4
+        with pytest.raises(ValueError):
+            client.cancel_many(limit=5)
+    assert rec.bodies()[0] == {"status": "QUEUED", "name": "noop", "limit": 10}
+    assert rec.requests[1].url.raw_path == b"/api/v1/task-types/acme.x%2Fy/pause"
+    assert len(rec.requests) == 3
 
 
 def test_argument_errors_are_raised_before_any_request() -> None:
