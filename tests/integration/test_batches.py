@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import random
+import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -13,7 +16,8 @@ from chalicelib.api import params
 from chalicelib.container import Container
 from chalicelib.core.batches import BatchSpec, parse_batch_spec
 from chalicelib.core.errors import NotFoundError, ValidationError
-from chalicelib.core.model import WEBHOOK_TASK
+from chalicelib.core.model import WEBHOOK_TASK, Outcome, Status
+from chalicelib.core.records import ExpiredLease
 from chalicelib.observability import metrics
 from chalicelib.services import batches, lifecycle
 from chalicelib.services.submit import BatchResult, submit, submit_batch
@@ -159,3 +163,71 @@ def test_the_follow_up_runs_in_the_same_drain_without_waiting_for_a_sweep(rt: Co
     done = batches.get_batch(rt, TENANT, result.batch.id)
     follow_up = rt.store.get_task(TENANT, done.follow_up_task_id or "")
     assert follow_up is not None and follow_up.status.value == "COMPLETED"
+
+
+def test_concurrent_finishers_and_rescuers_complete_each_batch_exactly_once(rt: Container) -> None:
+    """Many statements at once, several batches each, in every order: finishers record
+    outcomes in random groups while rescuers dead-letter the expired leases of the same
+    batches.  Each batch fires once, with counts that add up (and nothing deadlocks)."""
+    n_batches, per = 30, 4
+    spec = _spec(rt, {"on_complete": {"name": "noop"}})
+    tokens: dict[str, str] = {}
+    expired: list[str] = []
+    batch_ids = []
+    for _ in range(n_batches):
+        result = submit_batch(rt, TENANT, [request(max_retries=0) for _ in range(per)], spec=spec)
+        assert result.batch is not None
+        batch_ids.append(result.batch.id)
+        for k, item in enumerate(result.items):
+            assert item.submitted is not None
+            tid = item.submitted.task.id
+            tokens[tid] = str(uuid.uuid4())
+            assert rt.store.claim([tid], tokens[tid], 30, actor="test-claim")
+            if k % 2:
+                expired.append(tid)
+    query(rt.settings.database_url, _EXPIRE, expired)
+    finishing = [tid for tid in tokens if tid not in set(expired)]
+    random.Random(3).shuffle(finishing)
+    groups = [finishing[i : i + 3] for i in range(0, len(finishing), 3)]
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def finisher(mine: list[list[str]]) -> None:
+        start.wait()
+        try:
+            for group in mine:
+                outcomes = [Outcome(tid, tokens[tid], Status.COMPLETED, result_json="{}") for tid in group]
+                rt.store.finish(outcomes, actor="test-drain")
+        except BaseException as exc:
+            errors.append(exc)
+
+    def rescuer() -> None:
+        def dead(lease: ExpiredLease) -> Outcome:
+            token = lease.lease_token
+            return Outcome(lease.id, token, Status.FAILED, error="lease expired", error_type="LeaseLostError")
+
+        start.wait()
+        try:
+            while rt.store.rescue_expired(dead, limit=5, actor="sweep"):
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=finisher, args=(groups[i::4],)) for i in range(4)]
+    threads += [threading.Thread(target=rescuer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    rows = query(rt.settings.database_url, "SELECT remaining, completed, failed, completed_at IS NOT NULL FROM batches")
+    assert sorted(rows) == [(0, per // 2, per // 2, True)] * n_batches
+    made = query(
+        rt.settings.database_url,
+        "SELECT payload->'batch'->>'id', count(*) FROM tasks WHERE payload ? 'batch' GROUP BY 1",
+    )
+    assert sorted(made) == sorted((b, 1) for b in batch_ids)
+
+
+# The leases of a dead drainer: already past their deadline.
+_EXPIRE = "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = ANY(%s::uuid[]) RETURNING id"
