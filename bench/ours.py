@@ -385,7 +385,8 @@ def latency_run(
             rows = conn.execute(
                 """SELECT id::text, (result->>'t1')::float8 - (payload->>'t0')::float8,
                           extract(epoch FROM started_at - created_at),
-                          (payload->>'t0')::float8, result
+                          (payload->>'t0')::float8, result,
+                          extract(epoch FROM finished_at) - (payload->>'t0')::float8
                    FROM tasks WHERE tenant = %s AND NOT payload ? 'warmup'""",
                 (tenant,),
             ).fetchall()
@@ -395,6 +396,7 @@ def latency_run(
         stop_workers(env, [*procs, sweep])
     exec_lat = [r[1] for r in rows]
     db_lat = [float(r[2]) for r in rows]
+    finish_lat = [float(r[5]) for r in rows]
     stamps = [
         {**client.get(r[0], {}), "t0": r[3], **{k: v for k, v in r[4].items() if isinstance(v, float)}} for r in rows
     ]
@@ -405,6 +407,10 @@ def latency_run(
         # transaction start, started_at the claim's).
         "db_p50_ms": stats.percentile(db_lat, 50) * 1000,
         "db_p99_ms": stats.percentile(db_lat, 99) * 1000,
+        # submit -> finished: the client's call to the outcome statement's now() (the
+        # finish statement's start, on the same host clock; its commit comes after).
+        "finish_p50_ms": stats.percentile(finish_lat, 50) * 1000,
+        "finish_p99_ms": stats.percentile(finish_lat, 99) * 1000,
         **_split(stamps),
         "cpu_s_per_1000": cpu / sent * 1000,
         "burst": burst,

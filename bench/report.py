@@ -41,6 +41,13 @@ ROWS: list[tuple[str, tuple[str, ...], int, bool]] = [
     ("e2e latency at 200/s, p99 (ms)", ("latency", "p99_ms"), 2, False),
     ("e2e latency at 200/s after a burst, p50 / p99 (ms)", ("latency_burst", "p50_ms|p99_ms"), 2, False),
     ("submit -> started (DB clock) at 200/s, p50 / p99 (ms)", ("latency", "db_p50_ms|db_p99_ms"), 2, False),
+    ("client call -> finished at 200/s, p50 / p99 (ms)", ("latency", "finish_p50_ms|finish_p99_ms"), 2, False),
+    (
+        "client call -> finished at 200/s after a burst, p50 / p99 (ms)",
+        ("latency_burst", "finish_p50_ms|finish_p99_ms"),
+        2,
+        False,
+    ),
     ("API function per submit, in-process (Lambda event), p50 / p99 (ms)", ("api", "p50_ms|p99_ms"), 2, False),
     ("HTTP single submit, 8 keep-alive clients (tasks/s)", ("http", "concurrent8_rate"), 0, True),
     ("CPU-s per 1,000 tasks (submit+drain+sweep)", ("drain2", "cpu_s_per_1000"), 3, False),
