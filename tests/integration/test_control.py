@@ -27,8 +27,8 @@ A, B = "ctl-a", "ctl-b"
 SLOW = "sleep"  # the type paused in these tests ({"seconds": 0} runs at once)
 
 
-def _submit(rt: Container, tenant: str, name: str, n: int, **kw: object) -> list[str]:
-    payload = {"seconds": 0} if name == SLOW else {}
+def _submit(rt: Container, tenant: str, name: str, n: int, *, seconds: float = 0, **kw: object) -> list[str]:
+    payload = {"seconds": seconds} if name == SLOW else {}
     done = submit_many(rt, tenant, [request(name, payload, **kw) for _ in range(n)])
     return [s.task.id for s in done]  # type: ignore[union-attr]
 
@@ -161,7 +161,8 @@ def _running(rt: Container, drainers: int) -> Iterator[list[BaseException]]:
 def test_no_claim_starts_after_the_pause_commits_with_racing_drainers_and_a_sweeper(make_rt: object) -> None:
     rt: Container = make_rt(drain_batch_size=10, executor_concurrency=4)  # type: ignore[operator]
     db = rt.settings.database_url
-    paused = _submit(rt, A, SLOW, 400)
+    # 20 ms each, four at a time per drainer: the pause lands long before they are all done.
+    paused = _submit(rt, A, SLOW, 400, seconds=0.02)
     flowing = _submit(rt, A, "noop", 200)
     with _running(rt, drainers=3) as errors:
         wait_for(lambda: _started(rt, paused) >= 20, message="the paused type to be running")
@@ -218,7 +219,7 @@ def test_cancel_by_filter_is_bounded_audited_and_follows_the_single_cancel_rules
 
 def test_cancel_by_filter_racing_drainers_ends_every_task_in_exactly_one_final_state(make_rt: object) -> None:
     rt: Container = make_rt(drain_batch_size=10)  # type: ignore[operator]
-    ids = _submit(rt, A, SLOW, 300)
+    ids = _submit(rt, A, SLOW, 300, seconds=0.01)
     cancelled: list[str] = []
     with _running(rt, drainers=2) as errors:
         wait_for(lambda: _started(rt, ids) >= 10, message="drainers to start")
@@ -229,5 +230,6 @@ def test_cancel_by_filter_racing_drainers_ends_every_task_in_exactly_one_final_s
                 break
         wait_for(lambda: set(_statuses(rt, ids)) <= {"COMPLETED", "CANCELLED"}, timeout=30, message="all final")
     assert errors == []
+    assert cancelled and _statuses(rt, ids).get("COMPLETED")  # the cancels met a queue being drained
     assert _statuses(rt, cancelled) == {"CANCELLED": len(cancelled)} and _started(rt, cancelled) == 0
     assert story_problems(task_stories(rt.settings.database_url, ids)) == []
