@@ -76,6 +76,43 @@ def drain_and_sweep_until(rt: Container, done: Callable[[], bool], *, timeout: f
         drainer.close()
 
 
+@contextmanager
+def running_workers(rt: Container, drainers: int, sweepers: int = 1) -> Iterator[list[BaseException]]:
+    """``drainers`` drain loops and ``sweepers`` sweep loops on threads until the block
+    ends; the list collects what any of them raised."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def drain(i: int) -> None:
+        d = Drainer(rt, name=f"race-{i}")
+        try:
+            while not stop.is_set():
+                budget = time.monotonic() + 0.3
+                d.run(lambda b=budget: b - time.monotonic(), idle_exit_seconds=0.05)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            d.close()
+
+    def sweeper(i: int) -> None:
+        try:
+            while not stop.wait(0.05):
+                sweep(rt, actor=f"sweep-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(drainers)]
+    threads += [threading.Thread(target=sweeper, args=(i,)) for i in range(sweepers)]
+    for t in threads:
+        t.start()
+    try:
+        yield errors
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+
+
 def status_counts(database_url: str) -> dict[str, int]:
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()

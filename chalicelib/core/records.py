@@ -244,11 +244,13 @@ class ExpiredTask:
     priority: Priority
     before: Status
     hook: WebhookHook | None
+    has_followers: bool = False  # a trigger may have released tasks (the outbox)
 
     @classmethod
     def from_row(cls, row: Row) -> ExpiredTask:
         hook = WebhookHook(_id(row["hook_id"]), row["hook_enqueued_ms"]) if row["hook_id"] is not None else None
-        return cls(_id(row["id"]), row["name"], Priority(row["priority"]), Status(row["from_status"]), hook)
+        before = Status(row["from_status"])
+        return cls(_id(row["id"]), row["name"], Priority(row["priority"]), before, hook, row["has_followers"])
 
 
 # --- API keys -----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from chalicelib.core.records import Recorded
 from chalicelib.execution.runner import BatchRunner
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
-from chalicelib.services import outbox
+from chalicelib.services import deadlines, outbox
 from chalicelib.tasktypes.context import TaskPorts
 
 Clock = Callable[[], float]  # seconds of budget left
@@ -40,6 +40,7 @@ class DrainStats:
     retried: int = 0
     failed: int = 0
     cancelled: int = 0
+    expired: int = 0
     lease_lost: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -51,6 +52,7 @@ class DrainStats:
             "retried": self.retried,
             "failed": self.failed,
             "cancelled": self.cancelled,
+            "expired": self.expired,
             "lease_lost": self.lease_lost,
             "errors": self.errors[-5:],
         }
@@ -169,8 +171,10 @@ class Drainer:
         claimed_ids = {t.id for t in batch}
         stale = [i for i in ids if i not in claimed_ids]
         if stale:
-            # Duplicates, cancelled or finished tasks: nothing to run, drop the lease entry.
+            # Duplicates, cancelled, finished, paused or expired tasks: nothing to run,
+            # drop the lease entry; those past their deadline are finalised now.
             self.rt.queue.ack(stale, names=names)
+            stats.expired += deadlines.expire_refused(self.rt, stale, actor=self.name)
         if not batch:
             return
         names.update({t.id: t.name for t in batch})

@@ -31,7 +31,7 @@ from chalicelib.core.records import ExpiredLease, LiveTask, ReadyTask
 from chalicelib.execution.outcomes import failure_outcome
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
-from chalicelib.services import outbox, schedules
+from chalicelib.services import deadlines, outbox, schedules
 
 PAGE = 1000
 
@@ -41,6 +41,7 @@ class SweepReport:
     rebuilt: bool = False
     scheduled: int = 0
     promoted: int = 0
+    expired: int = 0
     rescued: int = 0
     dead_lettered: int = 0
     requeued_leases: int = 0
@@ -56,7 +57,17 @@ class SweepReport:
 def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
     """One sweep.  A failing step is logged and the others still run."""
     report = SweepReport()
-    steps = (_rebuild, _fire_schedules, _promote, _rescue, _release_outbox, _requeue_orphan_leases, _reconcile, _prune)
+    steps = (
+        _rebuild,
+        _fire_schedules,
+        _expire,
+        _promote,
+        _rescue,
+        _release_outbox,
+        _requeue_orphan_leases,
+        _reconcile,
+        _prune,
+    )
     for step in steps:
         try:
             step(rt, report, actor)
@@ -99,6 +110,10 @@ def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
 
 def _fire_schedules(rt: Container, report: SweepReport, actor: str) -> None:
     report.scheduled += len(schedules.fire_due(rt, actor=actor))
+
+
+def _expire(rt: Container, report: SweepReport, actor: str) -> None:
+    report.expired += deadlines.expire_due(rt, actor=actor)
 
 
 def _promote(rt: Container, report: SweepReport, actor: str) -> None:

@@ -9,19 +9,21 @@ paused type starts after the pause has committed."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from chalicelib.container import Container
 from chalicelib.core.control import GLOBAL
 from chalicelib.core.model import Status
 from chalicelib.services import control
-from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
-from tests.helpers import drain_and_sweep_until, query, request, story_problems, task_stories, wait_for
+from tests.helpers import (
+    drain_and_sweep_until,
+    query,
+    request,
+    running_workers,
+    story_problems,
+    task_stories,
+    wait_for,
+)
 
 A, B = "ctl-a", "ctl-b"
 SLOW = "sleep"  # the type paused in these tests ({"seconds": 0} runs at once)
@@ -122,49 +124,13 @@ def test_rebuild_reconcile_and_promotion_keep_paused_work_out_of_redis(rt: Conta
     assert _in_redis(rt, queued + due) == 6
 
 
-@contextmanager
-def _running(rt: Container, drainers: int) -> Iterator[list[BaseException]]:
-    """``drainers`` drain loops and one sweep loop on threads until the block ends."""
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def drain(i: int) -> None:
-        d = Drainer(rt, name=f"race-{i}")
-        try:
-            while not stop.is_set():
-                budget = time.monotonic() + 0.3
-                d.run(lambda b=budget: b - time.monotonic(), idle_exit_seconds=0.05)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            d.close()
-
-    def sweeper() -> None:
-        try:
-            while not stop.wait(0.05):
-                sweep(rt)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=drain, args=(i,)) for i in range(drainers)]
-    threads.append(threading.Thread(target=sweeper))
-    for t in threads:
-        t.start()
-    try:
-        yield errors
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
-
-
 def test_no_claim_starts_after_the_pause_commits_with_racing_drainers_and_a_sweeper(make_rt: object) -> None:
     rt: Container = make_rt(drain_batch_size=10, executor_concurrency=4)  # type: ignore[operator]
     db = rt.settings.database_url
     # 20 ms each, four at a time per drainer: the pause lands long before they are all done.
     paused = _submit(rt, A, SLOW, 400, seconds=0.02)
     flowing = _submit(rt, A, "noop", 200)
-    with _running(rt, drainers=3) as errors:
+    with running_workers(rt, drainers=3) as errors:
         wait_for(lambda: _started(rt, paused) >= 20, message="the paused type to be running")
         control.pause(rt, A, SLOW, actor="key:race")
         (committed,) = query(db, "SELECT clock_timestamp()")[0]
@@ -221,7 +187,7 @@ def test_cancel_by_filter_racing_drainers_ends_every_task_in_exactly_one_final_s
     rt: Container = make_rt(drain_batch_size=10)  # type: ignore[operator]
     ids = _submit(rt, A, SLOW, 300, seconds=0.01)
     cancelled: list[str] = []
-    with _running(rt, drainers=2) as errors:
+    with running_workers(rt, drainers=2) as errors:
         wait_for(lambda: _started(rt, ids) >= 10, message="drainers to start")
         while True:
             done = control.cancel_many(rt, A, control.CancelSelection(name=SLOW, limit=50), actor="key:race")

@@ -354,7 +354,8 @@ WITH d AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
 )
-SELECT c.id, c.name, c.priority, c.from_status, h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms
+SELECT c.id, c.name, c.priority, c.from_status, c.has_followers, h.id AS hook_id,
+       h.enqueued_ms AS hook_enqueued_ms
 FROM c LEFT JOIN hooks h ON h.parent = c.id;
 
 -- name: prune_unique_keys

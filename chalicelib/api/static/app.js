@@ -362,6 +362,10 @@
       ["Progress", task.progress === null || task.progress === undefined
         ? "–" : `${task.progress}%${task.progress_message ? " · " + task.progress_message : ""}`],
       ["Idempotency key", task.idempotency_key || "–"],
+      ["Unique key", task.unique_key
+        ? `${task.unique_key} · ${task.unique_until ? "held until " + fmtTs(task.unique_until) : "held while active"}` : "–"],
+      ["Expires", task.expires_at ? fmtTs(task.expires_at) + (task.last_error_type === "Expired" ? " · expired" : "") : "–"],
+      ["Snoozes", String(task.snoozes || 0)],
       ["Callback", task.callback_url || "–"],
       ["Batch", task.batch_id ? batchSummary(task.batch_id) : "–"],
     ];
