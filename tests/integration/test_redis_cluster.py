@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis
 
 from chalicelib.adapters.redis.client import ClusterClient
 from chalicelib.adapters.redis.queue import Queue
@@ -16,9 +17,11 @@ from chalicelib.adapters.redis.ratelimit import RateLimiter
 from chalicelib.config import TypeLimit
 from chalicelib.container import Container
 from chalicelib.core.errors import QueueError
-from chalicelib.services.drain import Drainer
+from chalicelib.services.drain import Drainer, task_ports
 from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
+from chalicelib.tasktypes import TaskContext
+from chalicelib.tasktypes.aws import once_per_task
 from tests.helpers import drain_and_sweep_until, query, request, status_counts, story_problems, task_stories
 from tools.devstack.services.redis_cluster import RedisClusterHandle
 
@@ -114,3 +117,29 @@ def test_unreachable_cluster_is_a_queue_error_not_a_failed_start() -> None:
         queue.needs_rebuild()
     with pytest.raises(ValueError, match="transaction"):
         queue.client.pipeline(transaction=True)
+
+
+def test_once_per_task_records_live_in_tasklanes_slot_on_the_cluster(
+    make_cluster_rt: Callable[..., Container], redis_cluster: RedisClusterHandle
+) -> None:
+    rt = make_cluster_rt()
+    calls: list[int] = []
+
+    def work() -> dict[str, int]:
+        calls.append(1)
+        return {"n": len(calls)}
+
+    def attempt(n: int) -> TaskContext:
+        ctx = TaskContext(task_id=TASK, name="x", tenant=TENANT, attempt=n, max_retries=3, timeout_seconds=5)
+        ctx.started_monotonic = time.monotonic()
+        ctx.ports = task_ports(rt)
+        return ctx
+
+    assert once_per_task("demo", attempt(1), {}, work) == {"n": 1}
+    # The outcome of attempt 1 was lost: attempt 2 gets the stored result, no second call.
+    assert once_per_task("demo", attempt(2), {}, work) == {"n": 1} and calls == [1]
+    home = redis.Redis.from_url(redis_cluster.node_for(rt.queue.keys.ready).url)
+    assert home.keys("*idempotency*"), "Powertools' record carries the {prefix} tag"
+
+
+TASK = "7f0c6a86-1b1c-4c8e-9d43-0c7e6c1d3c11"
