@@ -6,6 +6,7 @@
     python -m tools.cli dlq list [--name fail]
     python -m tools.cli dlq redrive --name fail | --id ID [--id ID ...] | --all
     python -m tools.cli dlq purge [--id ID ...] [--name fail] [--older-than 7d]
+    python -m tools.cli cancel [--name noop] [--status QUEUED] [--priority low] [--older-than 1h]
     python -m tools.cli audit [--action schedule.created] [--limit 50]
     python -m tools.cli stats
 
@@ -304,6 +305,27 @@ def cmd_dlq_purge(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    """Cancel the live tasks matching every filter given (waiting ones are cancelled,
+    running ones asked to stop).  The API cancels at most 500 a call, so this calls
+    until nothing more matches."""
+    if not (args.name or args.status or args.priority or args.older_than):
+        print("error: give --name, --status, --priority and/or --older-than", file=sys.stderr)
+        return 2
+    created_before = datetime.now(UTC) - args.older_than if args.older_than else None
+    cancelled = requested = 0
+    while True:
+        result = client.cancel_many(
+            status=args.status, name=args.name, priority=args.priority, created_before=created_before
+        )
+        cancelled += result.cancelled
+        requested += result.cancel_requested
+        if not result.more or not (result.cancelled or result.cancel_requested):
+            break
+    print(f"cancelled {cancelled} task(s), asked {requested} running task(s) to stop")
+    return 0
+
+
 def cmd_audit(client: Client, args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for entry in client.audit(action=args.action, page_size=min(args.limit, 500)):
@@ -399,6 +421,7 @@ def add_commands(sub: Any) -> None:
     purge.add_argument("--older-than", type=_age, default=None, help="only those failed longer ago, e.g. 7d, 12h, 30m")
     purge.set_defaults(api=cmd_dlq_purge)
 
+    _add_cancel(sub, common)
     audit = sub.add_parser("audit", parents=[common], help="the tenant's audit log, newest first")
     audit.add_argument("--action", default=None, help="only this action, e.g. schedule.created")
     audit.add_argument("--limit", type=_positive, default=50)
@@ -406,6 +429,15 @@ def add_commands(sub: Any) -> None:
 
     stats = sub.add_parser("stats", parents=[common], help="today's numbers by priority and task name")
     stats.set_defaults(api=cmd_stats)
+
+
+def _add_cancel(sub: Any, common: argparse.ArgumentParser) -> None:
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel live tasks matching every filter given")
+    cancel.add_argument("--name", default=None, help="only tasks of this task name")
+    cancel.add_argument("--status", choices=["PENDING", "QUEUED", "PROCESSING"], default=None)
+    cancel.add_argument("--priority", choices=["critical", "high", "normal", "low"], default=None)
+    cancel.add_argument("--older-than", type=_age, default=None, help="only those created longer ago, e.g. 1h")
+    cancel.set_defaults(api=cmd_cancel)
 
 
 def _positive(text: str) -> int:
