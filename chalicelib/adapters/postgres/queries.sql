@@ -450,9 +450,10 @@ FROM tasks t WHERE id = ANY(%(ids)s::uuid[]);
 
 -- name: prune_finished
 -- COMPLETED and CANCELLED tasks (delivered webhooks among them) past retention, with
--- their events (ON DELETE CASCADE).  FAILED tasks are the dead-letter queue: they stay
--- until redriven or purged (purge_dead_letters).  The "pruned" counter (by task
--- name) is written by the same statement, like the trigger's counters.
+-- their events (no foreign key cascades them: migration 0011).  FAILED tasks are the
+-- dead-letter queue: they stay until redriven or purged (purge_dead_letters).  The
+-- "pruned" counter (by task name) is written by the same statement, like the
+-- trigger's counters.
 WITH doomed AS (
     SELECT id FROM tasks
     WHERE status IN ('COMPLETED', 'CANCELLED')
@@ -464,6 +465,8 @@ WITH doomed AS (
     -- An array of ids, not a join: the planner hashes a join and reads the whole
     -- table to probe it; ANY(ARRAY(...)) is one primary-key probe per id.
     DELETE FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM doomed)) RETURNING t.name
+), events_gone AS (
+    DELETE FROM task_events e WHERE e.task_id = ANY(ARRAY(SELECT id FROM doomed))
 ), counted AS (
     INSERT INTO task_metric_deltas (name, metric, n)
     SELECT name, 'pruned', count(*) FROM gone GROUP BY name
@@ -522,7 +525,8 @@ SELECT * FROM r;
 
 -- name: purge_dead_letters
 -- Rows: Purged (core/audit.py).
--- Deletes (with their events) at most %(limit)s of a tenant's FAILED tasks matching
+-- Deletes (with their events: no foreign key cascades them, migration 0011) at most
+-- %(limit)s of a tenant's FAILED tasks matching
 -- every filter given, oldest first; says whether more match.  The candidates come
 -- from the dead-letter index (tasks_failed_by_tenant), then are locked in id order,
 -- as redrive locks, so a concurrent redrive and purge cannot deadlock; the lock
@@ -546,6 +550,8 @@ WITH c AS (
     DELETE FROM tasks t
     WHERE t.id = ANY(ARRAY(SELECT id FROM m ORDER BY id LIMIT %(limit)s))
     RETURNING t.id, t.name
+), events_gone AS (
+    DELETE FROM task_events e WHERE e.task_id = ANY(ARRAY(SELECT id FROM d))
 ), counted AS (
     INSERT INTO task_metric_deltas (name, metric, n)
     SELECT name, 'purged', count(*) FROM d GROUP BY name
