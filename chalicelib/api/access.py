@@ -23,7 +23,7 @@ from typing import Any
 from chalice.app import Request, Response
 
 from chalicelib.adapters.postgres.store import Store
-from chalicelib.adapters.redis.ratelimit import RateLimiter
+from chalicelib.adapters.redis.ratelimit import PrepaidRateLimiter, RateLimiter
 from chalicelib.api.responses import guarded, mark_guarded
 from chalicelib.container import Container, get_container
 from chalicelib.core.errors import QueueError, RateLimitedError, UnauthorizedError
@@ -81,7 +81,7 @@ class Access:
     def __init__(self, rt: Container) -> None:
         self.default_limit = rt.settings.rate_limit_per_minute
         self.auth = Authenticator(rt.store)
-        self.limiter = RateLimiter(rt.queue.client, keys=rt.queue.keys)
+        self.limiter: RateLimiter = PrepaidRateLimiter(rt.queue.client, keys=rt.queue.keys)
 
     def check(self, presented_key: str | None) -> tuple[ApiKey, dict[str, str]]:
         """The caller's key and the rate-limit headers for the response.

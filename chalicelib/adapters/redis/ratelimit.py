@@ -31,8 +31,10 @@ reach the limiter, so failing open cannot help an anonymous flood.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from chalicelib.adapters.redis.client import RedisLike, translate
@@ -40,8 +42,10 @@ from chalicelib.adapters.redis.keys import Keys
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "PrepaidRateLimiter",
     "RateLimitDecision",
     "RateLimiter",
+    "prepay_batch",
 ]
 
 #: Default number of requests allowed per window (per minute in the API).
@@ -258,3 +262,69 @@ class RateLimiter:
                 args=[interval, interval * limit, cost],
             )
         return _decision_from_reply(reply, limit)
+
+
+#: A subject whose limit is at least ``2 * PREPAY_DIVISOR`` per window is charged
+#: ``limit // PREPAY_DIVISOR`` requests at a time (at most ``PREPAY_MAX``), and the
+#: process admits the prepaid ones without asking Redis; what it has not spent after
+#: ``PREPAY_SECONDS`` is dropped.  Lower limits are checked one request at a time.
+PREPAY_DIVISOR: Final = 1000
+PREPAY_MAX: Final = 50
+PREPAY_SECONDS: Final = 1.0
+
+
+def prepay_batch(limit: int) -> int:
+    """How many requests one Redis call prepays for a subject with ``limit``."""
+    return min(PREPAY_MAX, limit // PREPAY_DIVISOR)
+
+
+@dataclass
+class _Prepaid:
+    left: int
+    until: float
+    limit: int
+    decision: RateLimitDecision  # the Redis decision that paid for them (headers)
+
+
+class PrepaidRateLimiter(RateLimiter):
+    """``RateLimiter`` that takes a high-limit subject's allowance from Redis in small
+    batches, so most requests of a busy key cost no Redis round trip.
+
+    It never admits more than GCRA would: every admitted request was paid for in
+    Redis first.  It may refuse slightly early: a process holds at most
+    ``prepay_batch(limit)`` (<= limit / 1000) unspent requests for up to
+    ``PREPAY_SECONDS``.  When a batch is refused (the subject is near its limit),
+    the subject is checked one request at a time, exactly, for ``PREPAY_SECONDS``.
+    ``RateLimit-Remaining`` counts what Redis has left plus this process's prepaid
+    ones.  One instance per process, shared by its threads.
+    """
+
+    def __init__(self, *args: Any, clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._prepaid: dict[str, _Prepaid] = {}
+
+    def check(self, subject: str, limit: int = DEFAULT_LIMIT, cost: int = 1) -> RateLimitDecision:
+        batch = prepay_batch(limit)
+        if cost != 1 or batch < 2:
+            return super().check(subject, limit, cost)
+        now = self._clock()
+        with self._lock:
+            held = self._prepaid.get(subject)
+            if held is not None and now < held.until and held.limit == limit:
+                if held.left > 0:
+                    held.left -= 1
+                    return replace(held.decision, remaining=held.decision.remaining + held.left)
+                if not held.decision.allowed:  # near the limit: exact checks until it expires
+                    return super().check(subject, limit)
+        decision = super().check(subject, limit, batch)
+        with self._lock:
+            if len(self._prepaid) > 10_000:
+                self._prepaid.clear()
+            self._prepaid[subject] = _Prepaid(
+                batch - 1 if decision.allowed else 0, now + PREPAY_SECONDS, limit, decision
+            )
+        if decision.allowed:
+            return replace(decision, remaining=decision.remaining + batch - 1)
+        return super().check(subject, limit)
