@@ -170,6 +170,7 @@ class Settings:
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 300.0
     retry_jitter: float = 0.25
+    max_snoozes: int = 100
     default_max_retries: int = 3
     default_timeout_seconds: int = 300
     drain_batch_size: int = 500  # the largest claim; chalicelib/core/batchsize.py adapts below it
@@ -254,6 +255,7 @@ class Settings:
             retry_base_seconds=_float(e, "TASKLANE_RETRY_BASE_SECONDS", 2.0, 0.0),
             retry_max_seconds=_float(e, "TASKLANE_RETRY_MAX_SECONDS", 300.0, 0.0),
             retry_jitter=_float(e, "TASKLANE_RETRY_JITTER", 0.25, 0.0),
+            max_snoozes=_int(e, "TASKLANE_MAX_SNOOZES", 100, 0),
             default_max_retries=_int(e, "TASKLANE_DEFAULT_MAX_RETRIES", 3, 0),
             default_timeout_seconds=_int(e, "TASKLANE_DEFAULT_TIMEOUT_SECONDS", 300, 1),
             drain_batch_size=_int(e, "TASKLANE_DRAIN_BATCH_SIZE", 500, 1),

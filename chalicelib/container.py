@@ -57,6 +57,7 @@ class Container:
                 base_seconds=settings.retry_base_seconds,
                 max_seconds=settings.retry_max_seconds,
                 jitter=settings.retry_jitter,
+                max_snoozes=settings.max_snoozes,
             ),
         )
 

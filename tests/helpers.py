@@ -177,8 +177,9 @@ def story_problems(stories: dict[str, dict[str, Any]]) -> list[str]:
     - the events chain (each starts where the previous one ended, the first from
       nothing) and the last one ends in the task's status;
     - a final task has exactly one final event per run (one, plus one per redrive);
-    - the PROCESSING events since the last redrive number 1..attempts, and every
-      outcome is recorded under the attempt that was running.
+    - the PROCESSING events since the last redrive number 1..attempts (a snoozed
+      one gives its number back), and every outcome is recorded under the attempt
+      that was running.
     """
     from itertools import pairwise
 
@@ -201,7 +202,13 @@ def story_problems(stories: dict[str, dict[str, Any]]) -> list[str]:
         if finals != expected_finals:
             problems.append(f"{task_id}: {finals} final events, expected {expected_finals}")
         since = max((i for i, e in enumerate(events) if (e["from"], e["to"]) == ("FAILED", "QUEUED")), default=-1)
-        runs = [e["attempt"] for e in events[since + 1 :] if e["to"] == "PROCESSING"]
+        # A snoozed attempt was given back: the next PROCESSING event has its number again.
+        later = events[since + 1 :]
+        runs = [
+            e["attempt"]
+            for i, e in enumerate(later)
+            if e["to"] == "PROCESSING" and not (i + 1 < len(later) and later[i + 1]["error_type"] == "Snoozed")
+        ]
         if runs != list(range(1, s["attempts"] + 1)):
             problems.append(f"{task_id}: attempts={s['attempts']} but PROCESSING events for attempts {runs}")
         running: int | None = None

@@ -149,6 +149,7 @@ class Snooze(ExecutionError):
     snooze ``TASKLANE_MAX_SNOOZES`` times; beyond that a snooze is an ordinary retryable
     failure (it spends an attempt), so a task cannot wait forever unseen."""
 
-    def __init__(self, seconds: float, message: str = "") -> None:
-        super().__init__(message or f"snoozed for {seconds:g} s")
+    def __init__(self, seconds: float, reason: str = "") -> None:
+        super().__init__(reason or f"snoozed for {seconds:g} s")
         self.seconds = seconds
+        self.reason = reason

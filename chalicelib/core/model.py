@@ -100,6 +100,7 @@ class Claimed:
     enqueued_at: datetime | None = None
     started_at: datetime | None = None
     trace_context: str | None = None  # the task's trace, as submit stored it
+    snoozes: int = 0  # how often it snoozed so far (the retry policy bounds it)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Claimed:
@@ -115,6 +116,7 @@ class Claimed:
             row["enqueued_at"],
             row["started_at"],
             row.get("trace_context"),
+            row.get("snoozes", 0),
         )
 
     @property

@@ -22,6 +22,9 @@ class RetryPolicy:
     # Bound on a delay a task type asks for (``RetryableError(retry_after=...)``): a
     # server's Retry-After is honoured even beyond ``max_seconds``, but not for days.
     max_retry_after_seconds: float = 3600.0
+    # How often one task may snooze (``Snooze``); beyond it a snooze is a retryable
+    # failure that spends an attempt, so a task cannot wait forever unseen.
+    max_snoozes: int = 100
 
     def backoff(self, attempt: int, rand: random.Random | None = None) -> float:
         """Delay before the retry that follows failed attempt number ``attempt`` (1-based)."""
@@ -29,6 +32,10 @@ class RetryPolicy:
         delay = min(self.max_seconds, self.base_seconds * (2**exponent))
         r = (rand or random).random()
         return float(delay * (1.0 - min(self.jitter, 1.0) * r))
+
+    def snooze_delay(self, asked: float) -> float:
+        """A snooze's delay, bounded like a ``retry_after``."""
+        return float(min(max(asked, 0.0), self.max_retry_after_seconds)) if math.isfinite(asked) else 0.0
 
     def delay(self, attempt: int, exc: BaseException, rand: random.Random | None = None) -> float:
         """Delay before the retry after failed attempt ``attempt``: the delay the error asks

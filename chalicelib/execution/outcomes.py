@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chalicelib.core.errors import TaskCancelled
+from chalicelib.core.errors import SNOOZED, RetryableError, Snooze, TaskCancelled
 from chalicelib.core.model import Claimed, Outcome, Status
 from chalicelib.core.retry import RetryPolicy, describe, is_permanent
 
@@ -34,7 +34,21 @@ class Outcomes:
         if isinstance(exc, TaskCancelled):
             message, kind = describe(exc)
             return Outcome(task.id, token, Status.CANCELLED, error=message, error_type=kind)
+        if isinstance(exc, Snooze):
+            return self._snoozed(task, token, exc)
         return self.failed(task, token, exc)
+
+    def _snoozed(self, task: Claimed, token: str, snooze: Snooze) -> Outcome:
+        """Back to PENDING with the attempt given back; past the policy's bound, an
+        ordinary retryable failure (it spends an attempt and shows in the errors)."""
+        if task.snoozes >= self.retry.max_snoozes:
+            limit = self.retry.max_snoozes
+            return self.failed(task, token, RetryableError(f"snoozed more than {limit} times; counted as a failure"))
+        delay = self.retry.snooze_delay(snooze.seconds)
+        message = f"snoozed for {delay:g} s" + (f": {snooze.reason}" if snooze.reason else "")
+        return Outcome(
+            task.id, token, Status.PENDING, error=message[:2000], error_type=SNOOZED, delay_seconds=delay, snooze=True
+        )
 
     def failed(self, task: Claimed, token: str, exc: BaseException) -> Outcome:
         return failure_outcome(self.retry, task.id, token, task.attempts, task.max_retries, exc)

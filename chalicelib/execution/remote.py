@@ -9,7 +9,7 @@ Lambda targets also take (``chalicelib/tasktypes/invoke.py``: read timeout, no
 botocore retries, how ``FunctionError`` and invoke errors map to retries).  The
 executor function's permanent error types are ``PermanentError``, ``PayloadError``
 and ``UnknownTaskName``; a ``RetryableError``'s ``retry_after`` crosses the boundary
-as a ``[retry-after=N]`` suffix of its message (Lambda's error answer carries only a
+as a ``[retry-after=N]`` suffix of its message, a ``Snooze`` as ``[snooze=N]`` (Lambda's error answer carries only a
 type and a message), which that path reads back.
 
 Cancellation requested while the remote attempt runs is not forwarded; the task
@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from chalicelib.config import Settings, get_settings
-from chalicelib.core.errors import PermanentError, RetryableError
+from chalicelib.core.errors import PermanentError, RetryableError, Snooze
 from chalicelib.core.tracecontext import stored
 from chalicelib.execution.attempt import run_attempt
 from chalicelib.tasktypes.catalog import Registered, Registry
@@ -128,6 +128,8 @@ def handle(event: dict[str, Any], context: Any) -> Any:
         if exc.retry_after is None:
             raise
         raise RetryableError(f"{exc} [retry-after={exc.retry_after:.3f}]", retry_after=exc.retry_after) from exc
+    except Snooze as exc:
+        raise Snooze(exc.seconds, f"{exc.reason} [snooze={exc.seconds:.3f}]") from exc
 
 
 def _trace_of(task: dict[str, Any]) -> str | None:

@@ -12,10 +12,11 @@ import functools
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from chalicelib.adapters.aws.secrets import with_secrets
 from chalicelib.config import Settings, get_settings
+from chalicelib.core.errors import Snooze
 from chalicelib.core.tracecontext import TraceContext, root_of, stored
 
 
@@ -142,3 +143,8 @@ class TaskContext:
             if self._cancelled:
                 event.set()
         return event.wait(max(seconds, 0.0))
+
+    def snooze(self, seconds: float, reason: str = "") -> NoReturn:
+        """Stop this attempt and run the task again in ``seconds`` without spending an
+        attempt (raises ``Snooze``; see there for the bound)."""
+        raise Snooze(seconds, reason)

@@ -16,7 +16,8 @@ target is a team's Lambda function (``targets.LambdaTarget``).
   by the ``errorType`` of its payload: one of ``permanent_types`` → permanent,
   ``TaskCancelled`` → cancelled, anything else (``RetryableError``, a crash,
   ``Sandbox.Timedout``, out of memory) → retryable; an ``errorMessage`` ending in
-  `` [retry-after=N]`` asks for that delay (N seconds) instead of the backoff.
+  `` [retry-after=N]`` asks for that delay (N seconds) instead of the backoff; an
+  ``errorType`` ``Snooze`` whose message ends in ``[snooze=N]`` snoozes the task.
 - Invoke errors: throttling, 5xx and network errors are retryable, other 4xx
   (no such function, no permission) permanent.
 """
@@ -30,7 +31,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.core.errors import PermanentError, RetryableError, TaskCancelled
+from chalicelib.core.errors import PermanentError, RetryableError, Snooze, TaskCancelled
 
 if TYPE_CHECKING:
     from chalicelib.tasktypes.context import TaskContext
@@ -39,6 +40,8 @@ PROTOCOL = 1
 READ_TIMEOUT_SLACK = 2.0
 # How a RetryableError's retry_after crosses the Lambda boundary (see execution/remote.py).
 _RETRY_AFTER = re.compile(r" \[retry-after=([0-9]+(?:\.[0-9]+)?)\]$")
+# How a Snooze crosses it (errorType "Snooze").
+_SNOOZE = re.compile(r" ?\[snooze=([0-9]+(?:\.[0-9]+)?)\]$")
 
 
 def event_for(name: str, payload: Any, ctx: TaskContext) -> dict[str, Any]:
@@ -123,6 +126,9 @@ def decode_response(response: dict[str, Any], raw: bytes, permanent_types: Colle
         raise PermanentError(text)
     if kind == "TaskCancelled":
         raise TaskCancelled(text)
+    snooze = _SNOOZE.search(message) if kind == "Snooze" else None
+    if snooze is not None:
+        raise Snooze(float(snooze.group(1)), message[: snooze.start()])
     asked = _RETRY_AFTER.search(text)
     if asked is not None:
         raise RetryableError(text[: asked.start()], retry_after=float(asked.group(1)))

@@ -238,3 +238,29 @@ def test_a_retry_after_crosses_the_lambda_boundary(
         RemoteExecutor("f", "throttled")({}, _ctx())
     assert outside.value.retry_after == 90
     assert str(outside.value) == "RetryableError: 429 from the far side"
+
+
+def test_a_snooze_crosses_the_lambda_boundary(
+    lam: tuple[Stubber, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.core.errors import Snooze
+    from chalicelib.execution import remote
+    from chalicelib.execution.remote import handle
+    from chalicelib.tasktypes import Registry
+
+    reg = Registry()
+
+    @reg.task("not-yet")
+    def not_yet(payload: Any, ctx: TaskContext) -> Any:
+        ctx.snooze(45, "the export is not ready")
+
+    monkeypatch.setattr(remote, "_task_types", lambda: reg)
+    task = {"id": "t", "name": "not-yet", "tenant": "t1", "attempt": 1, "max_retries": 3, "timeout_seconds": 5}
+    with pytest.raises(Snooze) as inside:
+        handle({"tasklane": 1, "task": task, "payload": {}}, None)
+    stubber, _ = lam
+    body = {"errorType": "Snooze", "errorMessage": str(inside.value), "stackTrace": []}
+    stubber.add_response("invoke", {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": _stream(body)})
+    with pytest.raises(Snooze) as outside:
+        RemoteExecutor("f", "not-yet")({}, _ctx())
+    assert (outside.value.seconds, outside.value.reason) == (45, "the export is not ready")

@@ -179,7 +179,7 @@ WITH nosync AS (
     FROM l CROSS JOIN nosync
     WHERE t.id = l.id
     RETURNING t.id, t.tenant, t.name, t.priority, t.payload, t.attempts, t.max_retries,
-              t.timeout_seconds, t.enqueued_at, t.started_at, t.trace_context, l.status AS from_status
+              t.timeout_seconds, t.enqueued_at, t.started_at, t.trace_context, t.snoozes, l.status AS from_status
 ), ev AS (
     -- The task's name and times ride along for the metrics trigger (migration 0006).
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor,
@@ -189,7 +189,7 @@ WITH nosync AS (
 -- In the order of the ids given, which is Redis's claim (priority) order: the
 -- batch starts in it.  UPDATE ... RETURNING promises no order of its own.
 SELECT id::text AS id, tenant, name, priority, payload, attempts, max_retries, timeout_seconds,
-       enqueued_at, started_at, trace_context
+       enqueued_at, started_at, trace_context, snoozes
 FROM c ORDER BY array_position(%(ids)s::uuid[], c.id);
 
 -- name: finish
@@ -226,12 +226,15 @@ WITH o AS (
     RETURNING t.id, t.tenant, t.name, t.status, t.priority, t.attempts, t.run_at, t.result,
               t.last_error, t.last_error_type, t.finished_at, t.callback_url, t.trace_context,
               t.started_at, t.has_followers,
-              o.error, o.error_type
+              o.error, o.error_type, o.snooze
 ), ev AS (
     -- The task's name and start ride along for the metrics trigger (migration 0006).
+    -- A snooze's event names the attempt that ran (the task's count went back by one).
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type,
                              task_name, task_started_at)
-    SELECT id, 'PROCESSING', status, attempts, %(actor)s, error, error_type, name, started_at FROM u
+    SELECT id, 'PROCESSING', status, CASE WHEN snooze THEN attempts + 1 ELSE attempts END,
+           %(actor)s, error, error_type, name, started_at
+    FROM u
 ), hooks AS (
     -- A completion webhook is a task of its own, born with the final transition.
     -- It carries on the parent's trace (its delivery is part of the task's life).
