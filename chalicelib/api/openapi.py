@@ -23,7 +23,7 @@ from chalicelib.api.openapi_schemas import (
     SCHEMAS as _SCHEMAS,
 )
 from chalicelib.api.task_types import TASK_TYPE_LIST_SCHEMA
-from chalicelib.core.schemas import REQUESTS
+from chalicelib.core.schemas import NO_BATCH_KEY, REQUESTS
 from chalicelib.tasktypes import Registry
 
 _RATE_HEADERS = {
@@ -235,6 +235,25 @@ def _by_task_name(kind: str, base: dict[str, Any], registry: Registry, *, exclus
     return {kind: joined, **variants}
 
 
+def _follow_ups(registry: Registry) -> dict[str, Any]:
+    """BatchFollowUp by task name, for the task types that can be one: their payload
+    gets a "batch" key (the counts), so a type that refuses unknown payload fields
+    cannot (submit says so with a 400), and no request may set that key itself."""
+    schemas = _by_task_name("BatchFollowUp", REQUESTS["BatchFollowUp"], registry, exclusive=False)
+    joined = schemas["BatchFollowUp"]
+    for name in registry.names():
+        component = _component("BatchFollowUp", name)
+        payload = schemas[component]["properties"]["payload"]
+        if payload.get("additionalProperties") is False and "batch" not in payload.get("properties", {}):
+            del schemas[component]
+            del joined["discriminator"]["mapping"][name]
+            joined["oneOf"] = [r for r in joined["oneOf"] if r["$ref"] != _ref(component)["$ref"]]
+            continue
+        guarded = {**payload, **NO_BATCH_KEY} if "not" not in payload else {"allOf": [payload, NO_BATCH_KEY]}
+        schemas[component]["properties"]["payload"] = guarded
+    return schemas
+
+
 def request_schemas(registry: Registry) -> dict[str, Any]:
     """The request bodies of ``chalicelib.core.schemas``, as the document publishes them."""
     schemas = {
@@ -252,7 +271,17 @@ def request_schemas(registry: Registry) -> dict[str, Any]:
         "if": {"required": ["atomic"], "properties": {"atomic": {"enum": [True]}}},
         "then": atomic_items,
     }
-    schemas["BatchFollowUp"] = REQUESTS["BatchFollowUp"]
+    schemas.update(_follow_ups(registry))
+    schemas["BatchRequest"]["properties"] = {
+        **REQUESTS["BatchRequest"]["properties"],
+        "batch": {
+            **REQUESTS["BatchRequest"]["properties"]["batch"],
+            "properties": {
+                **REQUESTS["BatchRequest"]["properties"]["batch"]["properties"],
+                "on_complete": _ref("BatchFollowUp"),
+            },
+        },
+    }
     schemas["Redrive"] = REQUESTS["Redrive"]
     schemas["Purge"] = REQUESTS["Purge"]
     schemas["BulkCancel"] = REQUESTS["BulkCancel"]

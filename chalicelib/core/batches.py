@@ -22,8 +22,9 @@ from chalicelib.core.requests import TaskRequest, TaskTypes, parse_task
 from chalicelib.core.urls import check_callback_url
 
 # What the follow-up's payload is checked with at submit, in place of the counts it
-# will get: a task type whose schema refuses the "batch" key is refused then, not
-# dead-lettered when the batch completes.
+# will get: a task type that refuses unknown payload fields cannot be a follow-up, and
+# is refused then (400) rather than dead-lettered when the batch completes.  (The
+# schema refuses a request's own "batch" key: BatchFollowUp in core.schemas.)
 _SAMPLE_SUMMARY = {
     "id": "00000000-0000-0000-0000-000000000000",
     "total": 1,
@@ -73,29 +74,15 @@ def parse_batch_spec(body: Any, settings: Settings, registry: TaskTypes) -> Batc
     if follow_up is None:
         return BatchSpec(callback_url)
     where = "batch.on_complete: "
-    payload = follow_up.get("payload", {})
-    if isinstance(payload, dict) and "batch" in payload:
+    parsed = parse_task(follow_up, settings, registry, where=where, schema="BatchFollowUp")
+    try:
+        registry.validate(parsed.name, {**parsed.payload, "batch": _SAMPLE_SUMMARY})
+    except PayloadError as exc:
         raise ValidationError(
-            f"{where}payload.batch is reserved: the follow-up gets the batch's counts there",
-            details={"field": "batch.on_complete.payload.batch"},
-        )
-    probe = {**follow_up, "payload": {**payload, "batch": _SAMPLE_SUMMARY}} if isinstance(payload, dict) else follow_up
-    parsed = parse_task(probe, settings, registry, where=where, schema="BatchFollowUp")
-    return BatchSpec(callback_url, _with_payload(parsed, payload))
-
-
-def _with_payload(request: TaskRequest, payload: dict[str, Any]) -> TaskRequest:
-    return TaskRequest(
-        name=request.name,
-        payload=payload,
-        priority=request.priority,
-        run_at=None,
-        delay_seconds=None,
-        max_retries=request.max_retries,
-        timeout_seconds=request.timeout_seconds,
-        idempotency_key=None,
-        callback_url=request.callback_url,
-    )
+            f'{where}{parsed.name} cannot be a follow-up: its payload gets a "batch" key with the counts, and {exc}',
+            details={"field": "batch.on_complete.name"},
+        ) from None
+    return BatchSpec(callback_url, parsed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,8 +84,17 @@ def _object(properties: dict[str, Any], required: list[str] | None = None, **ext
 
 TASK_SUBMISSION = _object(TASK_PROPERTIES, ["name"])
 SCHEDULE_TASK = _object({k: TASK_PROPERTIES[k] for k in SCHEDULE_TASK_FIELDS}, ["name"])
+# The follow-up's payload gets a "batch" key with the counts, so a request may not set one.
+NO_BATCH_KEY: dict[str, Any] = {"not": {"required": ["batch"]}}
 BATCH_FOLLOW_UP = _object(
-    {k: TASK_PROPERTIES[k] for k in FOLLOW_UP_FIELDS},
+    {
+        **{k: TASK_PROPERTIES[k] for k in FOLLOW_UP_FIELDS},
+        "payload": {
+            **TASK_PROPERTIES["payload"],
+            **NO_BATCH_KEY,
+            "title": 'a JSON object without a "batch" key (the follow-up gets the batch\'s counts there)',
+        },
+    },
     ["name"],
     description='the task submitted once every task of the batch is final; its payload gets a "batch" key'
     " with the batch's id and counts",

@@ -62,7 +62,14 @@ def test_request_bodies_are_the_validators_schemas() -> None:
     from chalicelib.core.schemas import REQUESTS
 
     schemas = spec()["components"]["schemas"]  # type: ignore[index]
-    assert {k: v for k, v in schemas["BatchRequest"].items() if k not in ("if", "then")} == REQUESTS["BatchRequest"]
+    published = {k: v for k, v in schemas["BatchRequest"].items() if k not in ("if", "then")}
+    batch = published["properties"]["batch"]  # its on_complete: BatchFollowUp by task name
+    assert batch["properties"]["on_complete"] == {"$ref": "#/components/schemas/BatchFollowUp"}
+    assert {**batch["properties"], "on_complete": REQUESTS["BatchFollowUp"]} == REQUESTS["BatchRequest"]["properties"][
+        "batch"
+    ]["properties"]
+    published["properties"] = {**published["properties"], "batch": REQUESTS["BatchRequest"]["properties"]["batch"]}
+    assert published == REQUESTS["BatchRequest"]
     assert schemas["Redrive"] == REQUESTS["Redrive"]
     for kind in ("TaskSubmission", "ScheduleTask"):
         variants = [schemas[ref["$ref"].rsplit("/", 1)[1]] for ref in schemas[kind]["oneOf"]]
