@@ -9,9 +9,12 @@ paused type starts after the pause has committed."""
 
 from __future__ import annotations
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from chalicelib.container import Container
 from chalicelib.core.control import GLOBAL
 from chalicelib.core.model import Status
+from chalicelib.observability import metrics
 from chalicelib.services import control
 from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
@@ -181,6 +184,28 @@ def test_cancel_by_filter_is_bounded_audited_and_follows_the_single_cancel_rules
     ]
     by_status = control.cancel_many(rt, A, control.CancelSelection(status=Status.QUEUED), actor="key:test")
     assert sorted(t.id for t in by_status.cancelled) == sorted(keep[:3])
+
+
+def _cancelled_counter(rt: Container) -> float:
+    for family in text_string_to_metric_families(metrics.render(rt.store, rt.queue)):
+        if family.name == "tasklane_tasks_cancelled":
+            return sum(s.value for s in family.samples if s.name.endswith("_total") and s.labels["task_name"] == "noop")
+    return 0.0
+
+
+def test_cancel_by_filter_counts_cancellations_and_fires_completion_webhooks(rt: Container) -> None:
+    before = _cancelled_counter(rt)  # the counters outlive each test's tables
+    hooked = _submit(rt, A, "noop", 2, delay_seconds=3600, callback_url="http://127.0.0.1:9/hook")
+    done = control.cancel_many(rt, A, control.CancelSelection(name="noop"), actor="key:test")
+    assert sorted(t.id for t in done.cancelled) == sorted(hooked)
+    db = rt.settings.database_url
+    hooks = query(
+        db,
+        "SELECT id::text, payload->'task'->>'id', status FROM tasks WHERE name = 'tasklane.webhook' ORDER BY 2",
+    )
+    assert [(h[1], h[2]) for h in hooks] == [(i, "QUEUED") for i in sorted(hooked)]
+    assert _in_redis(rt, [h[0] for h in hooks]) == 2  # pushed: delivered without waiting for a sweep
+    assert _cancelled_counter(rt) - before == 2.0
 
 
 def test_cancel_by_filter_racing_drainers_ends_every_task_in_exactly_one_final_state(make_rt: object) -> None:
