@@ -251,13 +251,15 @@ def ready_score(at_ms: float, priority: Priority, aging_seconds: float) -> float
 class QueueEntry:
     """One task id as the Redis queue holds it.
 
-    ``at_ms`` is when the task became ready (enqueue time, epoch ms) or, for a
-    ``delayed`` entry, when it becomes due.  ``name`` (the task type) routes task
-    types with their own limits to their own ready sets.  Build entries with the
-    constructors below, never by hand.
+    ``tenant`` picks the tenant's ready set (fair share between tenants is decided at
+    claim time).  ``at_ms`` is when the task became ready (enqueue time, epoch ms)
+    or, for a ``delayed`` entry, when it becomes due.  ``name`` (the task type) routes
+    task types with their own limits to their own ready sets.  Build entries with
+    the constructors below, never by hand.
     """
 
     id: str
+    tenant: str
     priority: Priority
     at_ms: float
     name: str | None = None
@@ -268,21 +270,21 @@ class QueueEntry:
         """Where ``task`` sits (or sat) in the queue: delayed until ``run_at`` when
         PENDING, otherwise ready since ``enqueued_at`` (``run_at`` when never queued)."""
         if task.status is Status.PENDING:
-            return cls(task.id, task.priority, task.run_at.timestamp() * 1000, task.name, delayed=True)
+            return cls(task.id, task.tenant, task.priority, task.run_at.timestamp() * 1000, task.name, delayed=True)
         at = task.enqueued_at or task.run_at
-        return cls(task.id, task.priority, at.timestamp() * 1000, task.name)
+        return cls(task.id, task.tenant, task.priority, at.timestamp() * 1000, task.name)
 
     @classmethod
-    def ready(cls, task_id: str, priority: Priority, enqueued_ms: float, name: str | None) -> QueueEntry:
+    def ready(cls, task_id: str, tenant: str, priority: Priority, enqueued_ms: float, name: str | None) -> QueueEntry:
         """A ready entry from a store record (a QUEUED task)."""
-        return cls(task_id, priority, enqueued_ms, name)
+        return cls(task_id, tenant, priority, enqueued_ms, name)
 
     @classmethod
-    def due_at(cls, task_id: str, priority: Priority, due_ms: float, name: str | None) -> QueueEntry:
+    def due_at(cls, task_id: str, tenant: str, priority: Priority, due_ms: float, name: str | None) -> QueueEntry:
         """A delayed entry from a store record (a retry or a scheduled task)."""
-        return cls(task_id, priority, due_ms, name, delayed=True)
+        return cls(task_id, tenant, priority, due_ms, name, delayed=True)
 
     @classmethod
-    def webhook(cls, hook_id: str, enqueued_ms: float) -> QueueEntry:
-        """The ready entry of a completion-webhook delivery task."""
-        return cls(hook_id, Priority.HIGH, enqueued_ms, WEBHOOK_TASK)
+    def webhook(cls, hook_id: str, tenant: str, enqueued_ms: float) -> QueueEntry:
+        """The ready entry of a completion-webhook delivery task (the tenant's own work)."""
+        return cls(hook_id, tenant, Priority.HIGH, enqueued_ms, WEBHOOK_TASK)

@@ -138,6 +138,7 @@ class ReadyTask:
     ``queued_older_than``); ``enqueued_ms`` is its enqueue time in epoch ms."""
 
     id: str
+    tenant: str
     name: str
     priority: Priority
     enqueued_ms: float
@@ -145,7 +146,14 @@ class ReadyTask:
 
     @classmethod
     def from_row(cls, row: Row) -> ReadyTask:
-        return cls(_id(row["id"]), row["name"], Priority(row["priority"]), row["enqueued_ms"], bool(row.get("paused")))
+        return cls(
+            _id(row["id"]),
+            row["tenant"],
+            row["name"],
+            Priority(row["priority"]),
+            row["enqueued_ms"],
+            bool(row.get("paused")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +163,7 @@ class LiveTask:
     deadline) for PROCESSING; epoch milliseconds."""
 
     id: str
+    tenant: str
     name: str
     status: Status
     priority: Priority
@@ -166,6 +175,7 @@ class LiveTask:
     def from_row(cls, row: Row) -> LiveTask:
         return cls(
             _id(row["id"]),
+            row["tenant"],
             row["name"],
             Status(row["status"]),
             Priority(row["priority"]),
@@ -181,6 +191,7 @@ class TaskState:
     was never queued."""
 
     id: str
+    tenant: str
     name: str
     status: Status
     priority: Priority
@@ -191,6 +202,7 @@ class TaskState:
     def from_row(cls, row: Row) -> TaskState:
         return cls(
             _id(row["id"]),
+            row["tenant"],
             row["name"],
             Status(row["status"]),
             Priority(row["priority"]),
@@ -240,6 +252,7 @@ class ExpiredTask:
     in a ready set, PENDING ones in ``delayed``) and the completion webhook it created."""
 
     id: str
+    tenant: str
     name: str
     priority: Priority
     before: Status
@@ -250,7 +263,9 @@ class ExpiredTask:
     def from_row(cls, row: Row) -> ExpiredTask:
         hook = WebhookHook(_id(row["hook_id"]), row["hook_enqueued_ms"]) if row["hook_id"] is not None else None
         before = Status(row["from_status"])
-        return cls(_id(row["id"]), row["name"], Priority(row["priority"]), before, hook, row["has_followers"])
+        return cls(
+            _id(row["id"]), row["tenant"], row["name"], Priority(row["priority"]), before, hook, row["has_followers"]
+        )
 
 
 # --- API keys -----------------------------------------------------------------------------

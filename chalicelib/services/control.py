@@ -159,7 +159,7 @@ def cancel_many(rt: Container, tenant: str, selection: CancelSelection, *, actor
     for r in rows:
         metrics.log_cancelled(tenant, r.task, r.before)
     cancelled = [r.task for r in rows if r.task.status is Status.CANCELLED]
-    hooks = [QueueEntry.webhook(r.hook.id, r.hook.enqueued_ms) for r in rows if r.hook is not None]
+    hooks = [QueueEntry.webhook(r.hook.id, tenant, r.hook.enqueued_ms) for r in rows if r.hook is not None]
     _forget(rt, cancelled, hooks)
     requested = [r.task for r in rows if r.task.status is not Status.CANCELLED]
     return BulkCancelResult(cancelled, requested, any(r.more for r in rows))

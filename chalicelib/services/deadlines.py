@@ -55,12 +55,12 @@ def _tidy(rt: Container, expired: list[ExpiredTask]) -> None:
         extra={"event": "expire", "count": len(expired), "task_ids": [t.id for t in expired[:20]]},
     )
     gone = [
-        QueueEntry.due_at(t.id, t.priority, 0.0, t.name)
+        QueueEntry.due_at(t.id, t.tenant, t.priority, 0.0, t.name)
         if t.before is Status.PENDING
-        else QueueEntry.ready(t.id, t.priority, 0.0, t.name)
+        else QueueEntry.ready(t.id, t.tenant, t.priority, 0.0, t.name)
         for t in expired
     ]
-    hooks = [QueueEntry.webhook(t.hook.id, t.hook.enqueued_ms) for t in expired if t.hook is not None]
+    hooks = [QueueEntry.webhook(t.hook.id, t.tenant, t.hook.enqueued_ms) for t in expired if t.hook is not None]
     try:
         rt.queue.remove(gone)
         rt.queue.push(hooks)

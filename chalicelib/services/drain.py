@@ -172,17 +172,19 @@ class Drainer:
         stale = [i for i in ids if i not in claimed_ids]
         if stale:
             # Duplicates, cancelled, finished, paused or expired tasks: nothing to run,
-            # drop the lease entry; those past their deadline are finalised now.
+            # drop the lease entry; those past their deadline are finalised now.  (A
+            # tenant running slot one took, if any, frees itself at the lease deadline.)
             self.rt.queue.ack(stale, names=names)
             stats.expired += deadlines.expire_refused(self.rt, stale, actor=self.name)
         if not batch:
             return
         names.update({t.id: t.name for t in batch})
+        tenants = {t.id: t.tenant for t in batch}
 
         def heartbeat(still_running: list[str]) -> set[str]:
             try:
                 held = self.rt.store.extend_leases(still_running, token, s.lease_seconds)
-                self.rt.queue.extend(still_running, s.lease_seconds, names)
+                self.rt.queue.extend(still_running, s.lease_seconds, names, tenants)
             except UnavailableError as exc:
                 logger.warning("lease heartbeat failed", extra={"error": str(exc)})
                 return set()
@@ -190,17 +192,26 @@ class Drainer:
 
         def record_early(outcomes: list[Outcome]) -> None:
             # In order on the one recorder thread, behind the previous batch's outcomes.
-            self._recording.append(self._recorder.submit(self._finish_batch, outcomes, names, claimed_at, stats))
+            self._recording.append(
+                self._recorder.submit(self._finish_batch, outcomes, names, tenants, claimed_at, stats)
+            )
 
         outcomes = self.runner.run(
             batch, token, heartbeat=heartbeat, heartbeat_every=s.lease_seconds / 3, on_outcomes=record_early
         )
         self._wait_recording(stats)
         if outcomes:
-            self._recording.append(self._recorder.submit(self._finish_batch, outcomes, names, claimed_at, stats))
+            self._recording.append(
+                self._recorder.submit(self._finish_batch, outcomes, names, tenants, claimed_at, stats)
+            )
 
     def _finish_batch(
-        self, outcomes: list[Outcome], names: dict[str, str], claimed_at: float, stats: DrainStats
+        self,
+        outcomes: list[Outcome],
+        names: dict[str, str],
+        tenants: dict[str, str],
+        claimed_at: float,
+        stats: DrainStats,
     ) -> None:
         """Record a batch's outcomes, then ack its leases and queue retries and hooks."""
         recorded = self._record(outcomes)
@@ -214,7 +225,7 @@ class Drainer:
                 extra={"task_ids": lost[:20], "count": len(lost)},
             )
         requeue = [
-            QueueEntry.webhook(r.hook_id, r.hook_enqueued_ms)
+            QueueEntry.webhook(r.hook_id, r.tenant, r.hook_enqueued_ms)
             for r in recorded
             if r.hook_id is not None and r.hook_enqueued_ms is not None
         ]
@@ -224,14 +235,14 @@ class Drainer:
                 stats.completed += 1
             elif status is Status.PENDING:
                 stats.retried += 1
-                requeue.append(QueueEntry.due_at(r.id, r.priority, r.run_at_ms, r.name))
+                requeue.append(QueueEntry.due_at(r.id, r.tenant, r.priority, r.run_at_ms, r.name))
             elif status is Status.FAILED:
                 stats.failed += 1
             elif status is Status.CANCELLED:
                 stats.cancelled += 1
         try:
             # Leases released, retries delayed and webhooks queued in one round trip.
-            self.rt.queue.ack([o.id for o in outcomes if o.id in by_id], requeue, names)
+            self.rt.queue.ack([o.id for o in outcomes if o.id in by_id], requeue, names, tenants)
         except QueueError as exc:
             # PostgreSQL has the outcome; the sweeper cleans stale leases and re-adds retries.
             logger.warning("ack failed", extra={"error": str(exc)})

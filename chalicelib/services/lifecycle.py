@@ -51,7 +51,7 @@ def cancel(rt: Container, tenant: str, task_id: str, *, actor: str = "api") -> C
     try:
         rt.queue.remove([QueueEntry.of(task)])
         if done.hook is not None:
-            rt.queue.push([QueueEntry.webhook(done.hook.id, done.hook.enqueued_ms)])
+            rt.queue.push([QueueEntry.webhook(done.hook.id, task.tenant, done.hook.enqueued_ms)])
     except QueueError:
         pass  # the claim's guard turns the stale id away; the sweeper pushes the webhook
     if task.has_followers:

@@ -26,9 +26,9 @@ def _entries(tasks: list[LiveTask]) -> list[QueueEntry]:
     out = []
     for t in tasks:
         if t.status is Status.QUEUED:
-            out.append(QueueEntry.ready(t.id, t.priority, t.enqueued_ms, t.name))
+            out.append(QueueEntry.ready(t.id, t.tenant, t.priority, t.enqueued_ms, t.name))
         elif t.status is Status.PENDING:
-            out.append(QueueEntry.due_at(t.id, t.priority, t.run_at_ms, t.name))
+            out.append(QueueEntry.due_at(t.id, t.tenant, t.priority, t.run_at_ms, t.name))
     return out
 
 

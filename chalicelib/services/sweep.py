@@ -84,7 +84,7 @@ def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
 
 def _ready(task: ReadyTask | LiveTask) -> QueueEntry:
     """The ready entry of a QUEUED task."""
-    return QueueEntry.ready(task.id, task.priority, task.enqueued_ms, task.name)
+    return QueueEntry.ready(task.id, task.tenant, task.priority, task.enqueued_ms, task.name)
 
 
 def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
@@ -98,11 +98,11 @@ def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
         rt.queue.push([_ready(t) for t in page], only_new=True)
         counts["ready"] += len(page)
     for page in rt.store.live_tasks(Status.PENDING, page_size=PAGE * 5):
-        rt.queue.push([QueueEntry.due_at(t.id, t.priority, t.run_at_ms, t.name) for t in page], only_new=True)
+        rt.queue.push([QueueEntry.due_at(t.id, t.tenant, t.priority, t.run_at_ms, t.name) for t in page], only_new=True)
         counts["delayed"] += len(page)
     for page in rt.store.live_tasks(Status.PROCESSING, page_size=PAGE * 5):
         # A PROCESSING row always has a lease deadline (the claim sets both).
-        rt.queue.lease_all((t.id, t.lease_ms or 0.0, t.name) for t in page)
+        rt.queue.lease_all((t.id, t.lease_ms or 0.0, t.name, t.tenant) for t in page)
         counts["leases"] += len(page)
     report.rebuilt = True
     logger.info("rebuilt Redis from PostgreSQL", extra=counts)
@@ -143,18 +143,22 @@ def _rescue(rt: Container, report: SweepReport, actor: str) -> None:
         rows = rt.store.rescue_expired(decide, limit=PAGE, actor=actor)
         if rows:
             requeue = [
-                QueueEntry.due_at(r.id, r.priority, r.run_at_ms, r.name) for r in rows if r.status is Status.PENDING
+                QueueEntry.due_at(r.id, r.tenant, r.priority, r.run_at_ms, r.name)
+                for r in rows
+                if r.status is Status.PENDING
             ]
             report.rescued += len(rows)
             report.dead_lettered += sum(1 for r in rows if r.status is Status.FAILED)
             metrics.log_rescued(rows)
             requeue += [
-                QueueEntry.webhook(r.hook_id, r.hook_enqueued_ms)
+                QueueEntry.webhook(r.hook_id, r.tenant, r.hook_enqueued_ms)
                 for r in rows
                 if r.hook_id is not None and r.hook_enqueued_ms is not None
             ]
             try:
-                rt.queue.ack([r.id for r in rows], requeue, {r.id: r.name for r in rows})
+                rt.queue.ack(
+                    [r.id for r in rows], requeue, {r.id: r.name for r in rows}, {r.id: r.tenant for r in rows}
+                )
             except QueueError as exc:
                 report.errors.append(f"rescue ack: {exc}")
         if len(rows) < PAGE:
@@ -174,14 +178,16 @@ def _requeue_orphan_leases(rt: Container, report: SweepReport, actor: str) -> No
     states = rt.store.statuses_of(ids)
     by_id = {t.id: t for t in states}
     back = [
-        QueueEntry.ready(t.id, t.priority, t.enqueued_ms, t.name)
+        QueueEntry.ready(t.id, t.tenant, t.priority, t.enqueued_ms, t.name)
         for t in states
         if t.status is Status.QUEUED and t.enqueued_ms is not None and not t.paused
     ]
     # PROCESSING ones are PostgreSQL's to rescue (step 3); anything else is done with.
     done = [tid for tid in ids if tid not in by_id or by_id[tid].status is not Status.PROCESSING]
     rt.queue.push(back, only_new=True)
-    rt.queue.ack(done, names={tid: t.name for tid, t in by_id.items()})
+    rt.queue.ack(
+        done, names={tid: t.name for tid, t in by_id.items()}, tenants={tid: t.tenant for tid, t in by_id.items()}
+    )
     report.requeued_leases += len(back)
 
 

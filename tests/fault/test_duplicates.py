@@ -24,8 +24,8 @@ CHUNKS, PER_CHUNK = 8, 50
 def _push_duplicates(rt: Container, ids: list[str]) -> None:
     """Each id into ready and into delayed (due now), as a racing producer would."""
     now_ms = time.time() * 1000
-    rt.queue.push([QueueEntry.ready(tid, Priority.NORMAL, now_ms, None) for tid in ids])
-    rt.queue.push([QueueEntry.due_at(tid, Priority.NORMAL, now_ms, None) for tid in ids])
+    rt.queue.push([QueueEntry.ready(tid, TENANT, Priority.NORMAL, now_ms, None) for tid in ids])
+    rt.queue.push([QueueEntry.due_at(tid, TENANT, Priority.NORMAL, now_ms, None) for tid in ids])
 
 
 def test_ids_in_redis_twice_run_once_per_attempt(

@@ -52,7 +52,7 @@ def test_queue_master_losing_its_data_mid_run_loses_no_task(
         workers.wait_for(
             lambda: status_counts(fault_db).get("COMPLETED", 0) >= 50, timeout=30, message="50 tasks to complete"
         )
-        home = cluster.node_for(rt.queue.keys.ready)
+        home = cluster.node_for(rt.queue.keys.tenant_ready(TENANT))
         if loss == "flush":
             cluster.flush(home)
         else:

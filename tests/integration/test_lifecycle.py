@@ -14,7 +14,7 @@ import pytest
 
 from chalicelib.container import Container
 from chalicelib.core.errors import ConflictError, NotFoundError, ValidationError
-from chalicelib.core.model import Outcome, Priority, Status
+from chalicelib.core.model import Outcome, Priority, QueueEntry, Status
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit, submit_batch, submit_many
 from chalicelib.services.sweep import sweep
@@ -147,8 +147,8 @@ def test_run_at_in_the_past_is_queued_at_once(rt: Container) -> None:
 def test_duplicate_ids_in_redis_run_each_task_once(rt: Container) -> None:
     tasks = [submit(rt, TENANT, request("fail", {"times": 0})).task for _ in range(20)]
     # Push every id again: as if the sweeper's reconciliation raced the submit.
-    rt.queue.client.zadd(rt.queue.keys.ready, {t.id: 1.0 for t in tasks})
-    rt.queue.client.zadd(rt.queue.keys.delayed, {f"2:{t.id}": 1.0 for t in tasks})
+    rt.queue.push([QueueEntry.ready(t.id, TENANT, Priority.LOW, 1.0, None) for t in tasks])
+    rt.queue.push([QueueEntry.due_at(t.id, TENANT, Priority.NORMAL, 1.0, None) for t in tasks])
     drain_once(rt)
     drain_once(rt)
     for t in tasks:

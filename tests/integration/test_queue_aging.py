@@ -63,7 +63,7 @@ def test_claim_order_is_ready_score_order_for_pushed_and_promoted_ids(redis_url:
         at = now_ms - rnd.uniform(1_000, 30_000)  # all due, spread over several aging bounds
         name = "typed" if limited and i % 2 else "other"
         make = QueueEntry.due_at if i % 3 == 0 else QueueEntry.ready
-        entries.append(make(str(uuid.uuid4()), priority, at, name))
+        entries.append(make(str(uuid.uuid4()), "acme", priority, at, name))
     queue.push(entries)
     claimed = list(queue.claim(len(entries), 30))
     expected = sorted(entries, key=lambda e: ready_score(e.at_ms, e.priority, 5))

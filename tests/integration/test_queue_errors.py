@@ -34,8 +34,8 @@ def dead_queue() -> Queue:
 
 
 CALLS: dict[str, Callable[[Queue], Any]] = {
-    "push": lambda q: q.push([QueueEntry.ready("a", Priority.NORMAL, 1.0, None)]),
-    "remove": lambda q: q.remove([QueueEntry.ready("a", Priority.NORMAL, 1.0, None)]),
+    "push": lambda q: q.push([QueueEntry.ready("a", "t", Priority.NORMAL, 1.0, None)]),
+    "remove": lambda q: q.remove([QueueEntry.ready("a", "t", Priority.NORMAL, 1.0, None)]),
     "claim": lambda q: q.claim(10, 30),
     "ack": lambda q: q.ack(["a"]),
     "extend": lambda q: q.extend(["a"], 30),

@@ -92,7 +92,7 @@ def test_losing_another_master_is_harmless_and_losing_the_queues_is_rebuilt(
     sweep(rt)  # the sentinel
     ids = [r.task.id for r in submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(50)])]
     submit_many(rt, TENANT, [request("noop", delay_seconds=0.2)])
-    home = redis_cluster.node_for(rt.queue.keys.ready)
+    home = redis_cluster.node_for(rt.queue.keys.tenant_ready(TENANT))
     # Every key carries the {prefix} hash tag: the sentinel lives with what it vouches for.
     assert redis_cluster.node_for(rt.queue.keys.epoch) is home
     before = rt.queue.depths()
@@ -138,7 +138,7 @@ def test_once_per_task_records_live_in_tasklanes_slot_on_the_cluster(
     assert once_per_task("demo", attempt(1), {}, work) == {"n": 1}
     # The outcome of attempt 1 was lost: attempt 2 gets the stored result, no second call.
     assert once_per_task("demo", attempt(2), {}, work) == {"n": 1} and calls == [1]
-    home = redis.Redis.from_url(redis_cluster.node_for(rt.queue.keys.ready).url)
+    home = redis.Redis.from_url(redis_cluster.node_for(rt.queue.keys.leases).url)
     assert home.keys("*idempotency*"), "Powertools' record carries the {prefix} tag"
 
 

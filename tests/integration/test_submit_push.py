@@ -24,8 +24,8 @@ TENANT = "push-tenant"
 
 
 def _ready_ids(rt: Container) -> set[str]:
-    raw = rt.queue.client.zrange(rt.queue.keys.ready, 0, -1)
-    return {r.decode() for r in raw}
+    raw = rt.queue.client.zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
+    return {r.decode().split(":", 1)[1] for r in raw}  # members are "<rank>:<id>"
 
 
 def test_default_is_background_outside_lambda_and_inline_in_it() -> None:
@@ -113,4 +113,5 @@ def test_a_forked_child_pushes_on_a_thread_of_its_own(make_rt: Callable[..., Con
     with os.fdopen(read) as f:
         child_id = f.read()
     os.waitpid(pid, 0)
-    assert child_id and child_id.encode() in redis.Redis.from_url(redis_url).zrange(rt.queue.keys.ready, 0, -1)
+    ready = redis.Redis.from_url(redis_url).zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
+    assert child_id and f"2:{child_id}".encode() in ready  # a normal-priority member

@@ -19,7 +19,13 @@ def _pattern(family: str) -> re.Pattern[str]:
 def test_every_built_key_matches_a_documented_family_and_carries_the_tag() -> None:
     keys = Keys("app")
     built = {
-        "ready": keys.ready,
+        "tenant_ready": keys.tenant_ready("acme"),
+        "active_tenants": keys.active_tenants,
+        "fair_finish": keys.fair_finish,
+        "fair_clock": keys.fair_clock,
+        "tenant_weight": keys.tenant_weight,
+        "tenant_max_running": keys.tenant_max_running,
+        "tenant_running": keys.tenant_running("acme"),
         "typed_ready": keys.typed_ready("send-email"),
         "delayed": keys.delayed,
         "leases": keys.leases,

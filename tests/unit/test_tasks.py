@@ -64,7 +64,7 @@ def test_queue_entry_of_a_queued_task_is_ready_since_its_enqueue_time() -> None:
     task = _task(Status.QUEUED)
     assert task.enqueued_at is not None
     entry = QueueEntry.of(task)
-    assert entry == QueueEntry(task.id, Priority.LOW, task.enqueued_at.timestamp() * 1000, "send-email")
+    assert entry == QueueEntry(task.id, task.tenant, Priority.LOW, task.enqueued_at.timestamp() * 1000, "send-email")
     assert not entry.delayed
 
 
@@ -75,10 +75,10 @@ def test_queue_entry_of_a_pending_task_is_delayed_until_run_at() -> None:
 
 
 def test_webhook_entry_is_a_high_priority_delivery_task() -> None:
-    entry = QueueEntry.webhook("hook-1", 42.0)
+    entry = QueueEntry.webhook("hook-1", "acme", 42.0)
     assert (entry.priority, entry.name, entry.at_ms, entry.delayed) == (Priority.HIGH, WEBHOOK_TASK, 42.0, False)
 
 
 def test_record_constructors_say_ready_or_delayed() -> None:
-    assert not QueueEntry.ready("a", Priority.CRITICAL, 1.0, None).delayed
-    assert QueueEntry.due_at("a", Priority.LOW, 1.0, "x").delayed
+    assert not QueueEntry.ready("a", "acme", Priority.CRITICAL, 1.0, None).delayed
+    assert QueueEntry.due_at("a", "acme", Priority.LOW, 1.0, "x").delayed

@@ -357,7 +357,7 @@ WITH d AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
 )
-SELECT c.id, c.name, c.priority, c.from_status, c.has_followers, h.id AS hook_id,
+SELECT c.id, c.tenant, c.name, c.priority, c.from_status, c.has_followers, h.id AS hook_id,
        h.enqueued_ms AS hook_enqueued_ms
 FROM c LEFT JOIN hooks h ON h.parent = c.id;
 
@@ -391,7 +391,7 @@ WITH d AS (
 ), p AS (
     UPDATE tasks t SET status = 'QUEUED', enqueued_at = t.run_at, updated_at = now()
     FROM d WHERE t.id = d.id
-    RETURNING t.id, t.name, t.priority, t.attempts,
+    RETURNING t.id, t.tenant, t.name, t.priority, t.attempts,
               (extract(epoch FROM t.enqueued_at) * 1000)::float8 AS enqueued_ms,
               -- A paused one is QUEUED all the same, but not pushed (resume does that).
               EXISTS (SELECT 1 FROM paused_task_types pt
@@ -400,7 +400,7 @@ WITH d AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, 'PENDING', 'QUEUED', attempts, %(actor)s FROM p
 )
-SELECT id, name, priority, enqueued_ms, paused FROM p;
+SELECT id, tenant, name, priority, enqueued_ms, paused FROM p;
 
 -- name: take_outbox
 -- Rows: LiveTask (core/records.py).
@@ -413,7 +413,7 @@ WITH taken AS (
         SELECT task_id FROM task_outbox ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
     RETURNING o.task_id
 )
-SELECT t.id, t.name, t.status, t.priority,
+SELECT t.id, t.tenant, t.name, t.status, t.priority,
        (extract(epoch FROM coalesce(t.enqueued_at, t.run_at)) * 1000)::float8 AS enqueued_ms,
        (extract(epoch FROM t.run_at) * 1000)::float8 AS run_at_ms,
        NULL::float8 AS lease_ms
@@ -421,7 +421,7 @@ FROM taken JOIN tasks t ON t.id = taken.task_id;
 
 -- name: queued_older_than
 -- Rows: ReadyTask (core/records.py).
-SELECT id, name, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
+SELECT id, tenant, name, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
 FROM tasks t
 WHERE status = 'QUEUED' AND enqueued_at < now() - make_interval(secs => %(seconds)s)
   -- Paused ones are meant to be out of Redis: pushing them would only have every
@@ -433,7 +433,7 @@ LIMIT %(limit)s;
 -- name: live_tasks_page
 -- Rows: LiveTask (core/records.py).
 -- Keyset pages over the live states, for rebuilding Redis after it lost data.
-SELECT id, name, status, priority,
+SELECT id, tenant, name, status, priority,
        (extract(epoch FROM coalesce(enqueued_at, run_at)) * 1000)::float8 AS enqueued_ms,
        (extract(epoch FROM run_at) * 1000)::float8 AS run_at_ms,
        (extract(epoch FROM lease_expires_at) * 1000)::float8 AS lease_ms
@@ -447,7 +447,7 @@ LIMIT %(limit)s;
 
 -- name: statuses_of
 -- Rows: TaskState (core/records.py).
-SELECT id, name, status, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms,
+SELECT id, tenant, name, status, priority, (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms,
        EXISTS (SELECT 1 FROM paused_task_types p WHERE p.name = t.name AND p.tenant IN (t.tenant, '')) AS paused
 FROM tasks t WHERE id = ANY(%(ids)s::uuid[]);
 

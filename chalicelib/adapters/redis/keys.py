@@ -36,11 +36,47 @@ class KeyFamily:
 
 
 FAMILIES: Final[dict[str, KeyFamily]] = {
-    "ready": KeyFamily(
-        ":ready",
-        "zset: task id -> ready_score",
+    "tenant_ready": KeyFamily(
+        ":queue:<tenant>",
+        'zset: "<rank>:<id>" -> ready_score; a tenant\'s ready tasks (types without limits)',
         "queue.py (push; the claim script pops)",
         "no TTL; rebuilt from PostgreSQL by the sweeper",
+    ),
+    "active_tenants": KeyFamily(
+        ":tenants",
+        "set of tenants whose ready set may be non-empty",
+        "queue.py (push adds after the ZADD; the claim script drops emptied ones)",
+        "no TTL; rebuilt with the ready sets",
+    ),
+    "fair_finish": KeyFamily(
+        ":fair:finish",
+        "hash: tenant -> virtual finish tag (fair share at claim time)",
+        "queue.py (the claim script, when two or more tenants compete)",
+        "no TTL; harmless to lose (fair share starts afresh)",
+    ),
+    "fair_clock": KeyFamily(
+        ":fair:clock",
+        "string: the virtual clock (start tag of the last fair pick)",
+        "queue.py (the claim script)",
+        "no TTL; harmless to lose",
+    ),
+    "tenant_weight": KeyFamily(
+        ":tenants:weight",
+        "hash: tenant -> fair-share weight (only tenants configured otherwise than 1)",
+        "queue.py (set_tenant_limits, called by the sweeper from PostgreSQL's tenant_limits)",
+        "no TTL; rewritten by every sweep",
+    ),
+    "tenant_max_running": KeyFamily(
+        ":tenants:max_running",
+        "hash: tenant -> most tasks running at once (only tenants with that quota)",
+        "queue.py (set_tenant_limits, called by the sweeper from PostgreSQL's tenant_limits)",
+        "no TTL; rewritten by every sweep",
+    ),
+    "tenant_running": KeyFamily(
+        ":running:<tenant>",
+        "zset: task id -> lease deadline (ms); a tenant's running slots (tenants with max_running)",
+        "queue.py (the claim and extend scripts, ack)",
+        "entries past their deadline are dropped by the claim script; rebuilt by the sweeper",
     ),
     "typed_ready": KeyFamily(
         ":ready:<task type>",
@@ -49,8 +85,8 @@ FAMILIES: Final[dict[str, KeyFamily]] = {
         "no TTL; rebuilt from PostgreSQL by the sweeper",
     ),
     "delayed": KeyFamily(
-        ":delayed",
-        'zset: "<rank>:<id>[:<task type>]" -> due time (ms)',
+        ":due",
+        'zset: "<rank>:<id>:<tenant length>:<tenant>[<task type>]" -> due time (ms)',
         "queue.py (push, ack of retries; the claim script promotes due ones)",
         "no TTL; rebuilt from PostgreSQL by the sweeper",
     ),
@@ -79,10 +115,11 @@ FAMILIES: Final[dict[str, KeyFamily]] = {
         "no TTL; bounded; losing it only delays a drainer until its idle wait ends",
     ),
     "epoch": KeyFamily(
-        ":epoch",
+        ":epoch:v2",
         "string sentinel",
         "queue.py (mark_rebuilt, called by the sweeper)",
-        "no TTL; its absence means Redis lost its data and must be rebuilt",
+        "no TTL; its absence means Redis lost its data (or the layout changed: v2 has a"
+        " ready set per tenant) and must be rebuilt",
     ),
     "last_sweep": KeyFamily(
         ":last_sweep",
@@ -121,21 +158,29 @@ class Keys:
     """The key names for one prefix (see ``FAMILIES`` for what each holds)."""
 
     __slots__ = (
+        "active_tenants",
         "delayed",
         "drainer_alive",
         "drainer_waking",
         "epoch",
+        "fair_clock",
+        "fair_finish",
         "last_sweep",
         "leases",
-        "ready",
         "tag",
+        "tenant_max_running",
+        "tenant_weight",
         "wake",
     )
 
     def __init__(self, prefix: str = "tasklane") -> None:
         tag = hash_tag(prefix)
         self.tag = tag
-        self.ready = tag + FAMILIES["ready"].pattern
+        self.active_tenants = tag + FAMILIES["active_tenants"].pattern
+        self.fair_finish = tag + FAMILIES["fair_finish"].pattern
+        self.fair_clock = tag + FAMILIES["fair_clock"].pattern
+        self.tenant_weight = tag + FAMILIES["tenant_weight"].pattern
+        self.tenant_max_running = tag + FAMILIES["tenant_max_running"].pattern
         self.delayed = tag + FAMILIES["delayed"].pattern
         self.leases = tag + FAMILIES["leases"].pattern
         self.wake = tag + FAMILIES["wake"].pattern
@@ -143,6 +188,12 @@ class Keys:
         self.last_sweep = tag + FAMILIES["last_sweep"].pattern
         self.drainer_alive = tag + FAMILIES["drainer_alive"].pattern
         self.drainer_waking = tag + FAMILIES["drainer_waking"].pattern
+
+    def tenant_ready(self, tenant: str) -> str:
+        return f"{self.tag}:queue:{tenant}"
+
+    def tenant_running(self, tenant: str) -> str:
+        return f"{self.tag}:running:{tenant}"
 
     def typed_ready(self, task_type: str) -> str:
         return f"{self.tag}:ready:{task_type}"

@@ -1,10 +1,12 @@
 """Redis adapter: the fast queue.  Redis holds only ids and scores, so the sweeper
 can always rebuild it from PostgreSQL.  Key names and lifetimes: ``keys.py``.
 
-- ready sets score ids by ``core.model.ready_score`` (ZPOPMIN serves priority order
-  with aging); task types with limits have ready sets of their own;
-- ``delayed`` holds ``"<rank>:<id>[:<task type>]"`` scored by due time (ms): the rank
-  rides in the member so a due id moves to ready with its priority head start;
+- each tenant has a ready set of ``"<rank>:<id>"`` scored by ``core.model.ready_score``
+  (priority order with aging); the claim script shares slots fairly between tenants
+  (``scripts.py``); task types with limits have ready sets of their own;
+- ``delayed`` holds ``"<rank>:<id>:<n>:<tenant><task type if limited>"`` scored by due
+  time (ms): rank and tenant ride in the member so a due id moves to its tenant's
+  ready set with its priority head start;
 - ``leases`` holds claimed ids scored by lease deadline (ms);
 - ``wake`` is a short list of tokens idle drainers BLPOP.
 
@@ -20,166 +22,15 @@ from typing import Any
 from chalicelib.adapters.redis.client import RedisLike, connect, translate
 from chalicelib.adapters.redis.keys import Keys
 from chalicelib.adapters.redis.presence import Presence
+from chalicelib.adapters.redis.scripts import CLAIM, EXPIRED, EXTEND
+from chalicelib.adapters.redis.scripts import READY_SCORE_LUA as READY_SCORE_LUA  # the aging test runs it
 from chalicelib.config import TypeLimit
 from chalicelib.core.model import Priority, QueueEntry, head_start_ms, ready_score
 
-# The aging rule of ``core.model.ready_score`` in Lua, fed the head starts that
-# ``core.model.head_start_ms`` computed (``head[rank + 1]``, rank 0 = critical).
-# The claim script applies it to due delayed ids; a property test runs this very
-# text against Python's definition on random inputs.
-READY_SCORE_LUA = """
-local function ready_score(at, rank, head)
-  return at - head[rank + 1]
-end
-"""
-
-_CLAIM_CONTRACT = """
--- KEYS[1] ready, KEYS[2] delayed, KEYS[3] leases; then, for each of the L task types
---   with limits (in ARGV order, i = 0 .. L-1): KEYS[4+3i] its ready set,
---   KEYS[5+3i] its inflight set, KEYS[6+3i] its token bucket
--- ARGV[1] how many ids to claim, ARGV[2] lease (ms), ARGV[3] most delayed ids to
---   promote in one call, ARGV[4..7] head start (ms) of priority rank 0..3,
---   ARGV[8] L, then L groups of (name, max concurrency or 0, rate per second or 0, burst)
--- Returns a flat list in claim (score) order: id, task type name ('' when unlimited), ...
-"""
-
-# Nothing is popped destructively: every id leaves a ready set only by entering
-# ``leases`` in the same atomic step, so a drainer that dies after this call leaves
-# a trail the sweeper follows.  Time is Redis's own clock so that every drainer
-# agrees on what is due.
-#
-# Each call looks at the head of the main ready set and, per limited type, only as
-# many ids as its free concurrency slots (the inflight set, scored by lease deadline
-# so a dead drainer's slots free themselves) and its token bucket allow; candidates
-# are merged by score.  A throttled type is simply not looked at, so it never
-# blocks the others (no head-of-line blocking).
-_CLAIM_BODY = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local count = tonumber(ARGV[1])
-local head = {tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])}
-local limited = {}
-local nlimited = tonumber(ARGV[8])
-for i = 0, nlimited - 1 do
-  local b = 9 + i * 4
-  local k = 4 + i * 3
-  limited[ARGV[b]] = {conc = tonumber(ARGV[b + 1]), rate = tonumber(ARGV[b + 2]), burst = tonumber(ARGV[b + 3]),
-                      ready = KEYS[k], inflight = KEYS[k + 1], bucket = KEYS[k + 2]}
-end
-
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
-for i = 1, #due, 2 do
-  -- member: "<rank>:<uuid>" or "<rank>:<uuid>:<type>" for a limited type
-  local member = due[i]
-  local rank = tonumber(string.sub(member, 1, 1))
-  local id = string.sub(member, 3, 38)
-  local target = KEYS[1]
-  if #member > 39 and limited[string.sub(member, 40)] then
-    target = limited[string.sub(member, 40)].ready
-  end
-  redis.call('ZADD', target, 'NX', ready_score(tonumber(due[i + 1]), rank, head), id)
-  redis.call('ZREM', KEYS[2], member)
-end
-
-local deadline = now + tonumber(ARGV[2])
-local out = {}
-if nlimited == 0 then
-  local popped = redis.call('ZPOPMIN', KEYS[1], count)
-  if #popped > 0 then
-    local leased = {}
-    for i = 1, #popped, 2 do
-      out[#out + 1] = popped[i]
-      out[#out + 1] = ''
-      leased[#leased + 1] = deadline
-      leased[#leased + 1] = popped[i]
-    end
-    redis.call('ZADD', KEYS[3], unpack(leased))
-  end
-  return out
-end
-
-local cands = {}
-local first = redis.call('ZRANGE', KEYS[1], 0, count - 1, 'WITHSCORES')
-for i = 1, #first, 2 do
-  cands[#cands + 1] = {tonumber(first[i + 1]), first[i], ''}
-end
-for name, lim in pairs(limited) do
-  local allowed = count
-  if lim.conc > 0 then
-    redis.call('ZREMRANGEBYSCORE', lim.inflight, '-inf', now)
-    allowed = math.min(allowed, lim.conc - redis.call('ZCARD', lim.inflight))
-  end
-  if lim.rate > 0 then
-    local state = redis.call('HMGET', lim.bucket, 'tokens', 'ts')
-    local tokens = tonumber(state[1]) or lim.burst
-    local ts = tonumber(state[2]) or now
-    tokens = math.min(lim.burst, tokens + (now - ts) * lim.rate / 1000)
-    lim.tokens = tokens
-    allowed = math.min(allowed, math.floor(tokens))
-  end
-  if allowed > 0 then
-    local c = redis.call('ZRANGE', lim.ready, 0, allowed - 1, 'WITHSCORES')
-    for i = 1, #c, 2 do
-      cands[#cands + 1] = {tonumber(c[i + 1]), c[i], name}
-    end
-  end
-end
-table.sort(cands, function(a, b) return a[1] < b[1] end)
-
-local taken = {}
-for i = 1, math.min(count, #cands) do
-  local id, name = cands[i][2], cands[i][3]
-  if name == '' then
-    redis.call('ZREM', KEYS[1], id)
-  else
-    local lim = limited[name]
-    redis.call('ZREM', lim.ready, id)
-    if lim.conc > 0 then
-      redis.call('ZADD', lim.inflight, deadline, id)
-    end
-    taken[name] = (taken[name] or 0) + 1
-  end
-  redis.call('ZADD', KEYS[3], deadline, id)
-  out[#out + 1] = id
-  out[#out + 1] = name
-end
-for name, lim in pairs(limited) do
-  if lim.rate > 0 then
-    redis.call('HSET', lim.bucket, 'tokens', lim.tokens - (taken[name] or 0), 'ts', now)
-    redis.call('PEXPIRE', lim.bucket, math.ceil(lim.burst / lim.rate * 1000) + 1000)
-  end
-end
-return out
-"""
-
-_CLAIM = _CLAIM_CONTRACT + READY_SCORE_LUA + _CLAIM_BODY
-
-# Pushes the deadline of leases (and concurrency slots) still present; XX: an id
-# acked meanwhile stays gone.
-_EXTEND = """
--- KEYS[1] leases, KEYS[2..] the inflight sets of the task types with limits
--- ARGV[1] lease (ms), ARGV[2..] pairs of (id, index in KEYS of its inflight set or 0)
--- Returns how many leases were extended.
-local t = redis.call('TIME')
-local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
-local n = 0
-for i = 2, #ARGV, 2 do
-  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', deadline, ARGV[i])
-  local slot = tonumber(ARGV[i + 1])
-  if slot > 0 then
-    redis.call('ZADD', KEYS[slot], 'XX', deadline, ARGV[i])
-  end
-end
-return n
-"""
-
-_EXPIRED = """
--- KEYS[1] leases; ARGV[1] limit
--- Returns ids whose Redis lease deadline has passed (by Redis's clock).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-"""
+# The scripts live in ``scripts.py``; these names are what the tests hold to the contract.
+_CLAIM = CLAIM
+_EXTEND = EXTEND
+_EXPIRED = EXPIRED
 
 
 def head_starts(aging_seconds: float) -> list[float]:
@@ -207,7 +58,15 @@ class Queue:
         self.aging_seconds = aging_seconds
         self.limits = dict(limits or {})
         names = sorted(self.limits)
-        self._claim_keys = [keys.ready, keys.delayed, keys.leases]
+        self._claim_keys = [
+            keys.delayed,
+            keys.leases,
+            keys.active_tenants,
+            keys.fair_finish,
+            keys.fair_clock,
+            keys.tenant_weight,
+            keys.tenant_max_running,
+        ]
         self._claim_args: list[str | int | float] = [*head_starts(aging_seconds), len(names)]
         for name in names:
             lim = self.limits[name]
@@ -215,9 +74,13 @@ class Queue:
             self._claim_args += [name, lim.concurrency, lim.rate_per_second, max(lim.burst, 1)]
         self._extend_keys = [keys.leases, *(keys.inflight(name) for name in names)]
         self._inflight_slot = {name: i + 2 for i, name in enumerate(names)}  # 1-based index in _extend_keys
-        self._claim = client.register_script(_CLAIM)
-        self._extend = client.register_script(_EXTEND)
-        self._expired = client.register_script(_EXPIRED)
+        # The tenants whose keys the claim script gets (it may touch no other key); the
+        # script answers '?' with the current list when one is missing.  Replaced whole,
+        # never mutated, so drainer threads sharing this queue read a consistent tuple.
+        self._tenants: tuple[str, ...] = ()
+        self._claim = client.register_script(CLAIM)
+        self._extend = client.register_script(EXTEND)
+        self._expired = client.register_script(EXPIRED)
 
     @classmethod
     def from_url(
@@ -235,15 +98,18 @@ class Queue:
         """``name`` when that task type has limits (its ids live in sets of their own)."""
         return name if name is not None and name in self.limits else None
 
-    def _ready_key(self, name: str | None) -> str:
-        limited = self._limited(name)
-        return self.keys.typed_ready(limited) if limited else self.keys.ready
+    def _ready_slot(self, entry: QueueEntry) -> tuple[str, str]:
+        """(ready set, member) of a ready entry: the tenant's set, or its limited type's."""
+        limited = self._limited(entry.name)
+        if limited:
+            return self.keys.typed_ready(limited), entry.id
+        return self.keys.tenant_ready(entry.tenant), f"{entry.priority.rank}:{entry.id}"
 
     def _member(self, entry: QueueEntry) -> str:
-        """An entry's member in ``delayed``: the claim script parses it back."""
-        limited = self._limited(entry.name)
-        rank = entry.priority.rank
-        return f"{rank}:{entry.id}:{limited}" if limited else f"{rank}:{entry.id}"
+        """An entry's member in ``delayed``: the claim script parses it back (the tenant
+        is length-prefixed, since a tenant name may hold any character)."""
+        tenant = entry.tenant
+        return f"{entry.priority.rank}:{entry.id}:{len(tenant.encode())}:{tenant}{self._limited(entry.name) or ''}"
 
     # --- producers ---------------------------------------------------------------------
 
@@ -261,14 +127,22 @@ class Queue:
         there was nothing to add."""
         by_key: dict[str, dict[str, float]] = {}
         delayed: dict[str, float] = {}
+        tenants: set[str] = set()
         aging = self.aging_seconds
         for e in entries:
             if e.delayed:
                 delayed[self._member(e)] = e.at_ms
-            else:
-                by_key.setdefault(self._ready_key(e.name), {})[e.id] = ready_score(e.at_ms, e.priority, aging)
+                continue
+            key, member = self._ready_slot(e)
+            by_key.setdefault(key, {})[member] = ready_score(e.at_ms, e.priority, aging)
+            if member != e.id:
+                tenants.add(e.tenant)
         for key, mapping in by_key.items():
             pipe.zadd(key, mapping, nx=only_new)
+        if tenants:
+            # After the ZADDs: a claim that empties a set in between drops the tenant,
+            # and this SADD brings it back; the other order could strand ready ids.
+            pipe.sadd(self.keys.active_tenants, *tenants)
         if delayed:
             pipe.zadd(self.keys.delayed, delayed, nx=only_new)
         # One token per ready id (up to all idle drainers); a delayed one gets one
@@ -283,11 +157,12 @@ class Queue:
             return
         by_key: dict[str, list[str]] = {}
         for e in entries:
-            by_key.setdefault(self._ready_key(e.name), []).append(e.id)
+            key, member = self._ready_slot(e)
+            by_key.setdefault(key, []).append(member)
         with translate():
             pipe = self.client.pipeline(transaction=False)
-            for key, ids in by_key.items():
-                pipe.zrem(key, *ids)
+            for key, members in by_key.items():
+                pipe.zrem(key, *members)
             pipe.zrem(self.keys.delayed, *[self._member(e) for e in entries])
             pipe.execute()
 
@@ -295,15 +170,22 @@ class Queue:
 
     def claim(self, count: int, lease_seconds: float) -> dict[str, str]:
         """Move up to ``count`` ready ids (due delayed ones included) into the lease set,
-        within the per-type limits; returns ``{id: task type name or ""}`` in claim
-        order, which is ready-score order: the order the batch should start in."""
-        with translate():
-            raw = self._claim(
-                keys=self._claim_keys,
-                args=[count, int(lease_seconds * 1000), max(count, 100), *self._claim_args],
-            )
-        flat = [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
-        return dict(zip(flat[::2], flat[1::2], strict=True))
+        within the per-type limits and tenant quotas, sharing slots fairly between
+        tenants; returns ``{id: task type name or ""}`` in claim order: the order the
+        batch should start in."""
+        for _ in range(3):
+            tenants = self._tenants
+            keys = list(self._claim_keys)
+            for tenant in tenants:
+                keys += [self.keys.tenant_ready(tenant), self.keys.tenant_running(tenant)]
+            args = [count, int(lease_seconds * 1000), max(count, 100), *self._claim_args, len(tenants), *tenants]
+            with translate():
+                raw = self._claim(keys=keys, args=args)
+            flat = [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+            if flat[:1] != ["?"]:
+                return dict(zip(flat[::2], flat[1::2], strict=True))
+            self._tenants = tuple(sorted(set(flat[1:])))
+        return {}  # the active tenants kept changing under us: the next call tries again
 
     def wait_for_work(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for a wake token; True when one came."""
@@ -317,27 +199,47 @@ class Queue:
             _wake(pipe, self.keys.wake, 1)
             pipe.execute()
 
-    def extend(self, ids: Sequence[str], lease_seconds: float, names: Mapping[str, str] | None = None) -> None:
-        """Heartbeat: push lease deadlines (and the concurrency slots of limited types)."""
+    def extend(
+        self,
+        ids: Sequence[str],
+        lease_seconds: float,
+        names: Mapping[str, str] | None = None,
+        tenants: Mapping[str, str] | None = None,
+    ) -> None:
+        """Heartbeat: push lease deadlines (and the concurrency slots of limited types
+        and the running slots of tenants with a quota; ``tenants`` maps ids to tenants)."""
         if not ids:
             return
+        keys = list(self._extend_keys)
+        running: dict[str, int] = {}
+        for tenant in sorted(set((tenants or {}).values())):
+            keys.append(self.keys.tenant_running(tenant))
+            running[tenant] = len(keys)  # 1-based index in KEYS
         args: list[str | int] = [int(lease_seconds * 1000)]
         slots = self._inflight_slot
         for tid in ids:
-            args += [tid, slots.get((names or {}).get(tid, ""), 0)]
+            args += [tid, slots.get((names or {}).get(tid, ""), 0), running.get((tenants or {}).get(tid, ""), 0)]
         with translate():
-            self._extend(keys=self._extend_keys, args=args)
+            self._extend(keys=keys, args=args)
 
     def ack(
-        self, ids: Sequence[str], requeue: Iterable[QueueEntry] = (), names: Mapping[str, str] | None = None
+        self,
+        ids: Sequence[str],
+        requeue: Iterable[QueueEntry] = (),
+        names: Mapping[str, str] | None = None,
+        tenants: Mapping[str, str] | None = None,
     ) -> None:
-        """Release leases (and concurrency slots: ``names`` maps ids to task types) and
-        add ``requeue`` (retries, webhook deliveries) in the same round trip."""
+        """Release leases (and slots: ``names`` maps ids to task types, ``tenants`` to
+        tenants) and add ``requeue`` (retries, webhook deliveries) in the same round trip."""
         slots: dict[str, list[str]] = {}
+        running: dict[str, list[str]] = {}
         for tid in ids:
             limited = self._limited((names or {}).get(tid))
             if limited and self.limits[limited].concurrency:
                 slots.setdefault(limited, []).append(tid)
+            tenant = (tenants or {}).get(tid)
+            if tenant is not None:
+                running.setdefault(tenant, []).append(tid)
         with translate():
             pipe = self.client.pipeline(transaction=False)
             added = self._add(pipe, requeue)
@@ -345,8 +247,10 @@ class Queue:
                 pipe.zrem(self.keys.leases, *ids)
             for name, members in slots.items():
                 pipe.zrem(self.keys.inflight(name), *members)
-            if slots:
-                # A freed slot may unblock a throttled type: let an idle drainer look.
+            for tenant, members in running.items():
+                pipe.zrem(self.keys.tenant_running(tenant), *members)
+            if slots or running:
+                # A freed slot may unblock a throttled type or tenant: let an idle drainer look.
                 _wake(pipe, self.keys.wake, 1)
             if ids or added:
                 pipe.execute()
@@ -367,23 +271,36 @@ class Queue:
         with translate():
             self.client.set(self.keys.epoch, "1")
 
-    def lease_all(self, leases: Iterable[tuple[str, float, str]]) -> None:
-        """Restore lease entries ``(id, deadline_ms, task type)`` after a rebuild, with the
-        concurrency slots of limited types."""
+    def lease_all(self, leases: Iterable[tuple[str, float, str, str]]) -> None:
+        """Restore lease entries ``(id, deadline_ms, task type, tenant)`` after a rebuild,
+        with the concurrency slots of limited types and the tenants' running slots."""
         mapping: dict[str, float] = {}
         slots: dict[str, dict[str, float]] = {}
-        for tid, deadline, name in leases:
+        for tid, deadline, name, tenant in leases:
             mapping[tid] = deadline
             limited = self._limited(name)
             if limited:
-                slots.setdefault(limited, {})[tid] = deadline
+                slots.setdefault(self.keys.inflight(limited), {})[tid] = deadline
+            slots.setdefault(self.keys.tenant_running(tenant), {})[tid] = deadline
         if mapping:
             with translate():
                 pipe = self.client.pipeline(transaction=False)
                 pipe.zadd(self.keys.leases, mapping, nx=True)
-                for name, members in slots.items():
-                    pipe.zadd(self.keys.inflight(name), members, nx=True)
+                for key, members in slots.items():
+                    pipe.zadd(key, members, nx=True)
                 pipe.execute()
+
+    def set_tenant_limits(self, weights: Mapping[str, float], max_running: Mapping[str, int]) -> None:
+        """Replace the claim script's copy of the tenants' weights and running quotas
+        (PostgreSQL's ``tenant_limits`` is the source; the sweeper calls this)."""
+        with translate():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.keys.tenant_weight, self.keys.tenant_max_running)
+            if weights:
+                pipe.hset(self.keys.tenant_weight, mapping=dict(weights))
+            if max_running:
+                pipe.hset(self.keys.tenant_max_running, mapping=dict(max_running))
+            pipe.execute()
 
     def depths(self) -> dict[str, int]:
         """Sizes of ready (limited types' sets included), delayed and leases."""
@@ -407,18 +324,37 @@ class Queue:
         with translate():
             return _epoch(self.client.get(self.keys.last_sweep))
 
+    def tenant_depths(self, tenants: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
+        """``{tenant: (ready, running)}`` for ``tenants`` (None: the active ones); running
+        is counted only for tenants with a max_running quota (0 otherwise)."""
+        with translate():
+            if tenants is None:
+                pipe = self.client.pipeline(transaction=False)  # a cluster client has pipelines, not SMEMBERS
+                pipe.smembers(self.keys.active_tenants)
+                (raw,) = pipe.execute()
+                tenants = {r.decode() if isinstance(r, bytes) else str(r) for r in raw}
+            names = sorted(set(tenants))
+            if not names:
+                return {}
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.zcard(self.keys.tenant_ready(name))
+                pipe.zcount(self.keys.tenant_running(name), f"({int(time.time() * 1000)}", "+inf")
+            counts = pipe.execute()
+        return {name: (int(counts[2 * i]), int(counts[2 * i + 1])) for i, name in enumerate(names)}
+
     def snapshot(self) -> dict[str, float | None]:
-        """Sizes of ready, delayed and leases plus the last sweep time; one round trip."""
+        """Sizes of ready, delayed and leases plus the last sweep time."""
+        tenants = self.tenant_depths()
         with translate():
             pipe = self.client.pipeline(transaction=False)
-            pipe.zcard(self.keys.ready)
             pipe.zcard(self.keys.delayed)
             pipe.zcard(self.keys.leases)
             pipe.get(self.keys.last_sweep)
             for name in self.limits:
                 pipe.zcard(self.keys.typed_ready(name))
-            ready, delayed, leased, raw, *typed = pipe.execute()
-        ready = int(ready) + sum(int(n) for n in typed)
+            delayed, leased, raw, *typed = pipe.execute()
+        ready = sum(r for r, _ in tenants.values()) + sum(int(n) for n in typed)
         return {"ready": ready, "delayed": int(delayed), "leased": int(leased), "last_sweep": _epoch(raw)}
 
 
