@@ -106,13 +106,37 @@ _OPS_SCHEMAS: dict[str, Any] = {
     "StatsGroup": _STATS_GROUP,
     "Stats": {
         "type": "object",
-        "required": ["tenant", "generated_at", "today_since", "totals", "by_priority", "by_name", "per_minute"],
+        "required": [
+            "tenant",
+            "generated_at",
+            "today_since",
+            "totals",
+            "by_priority",
+            "by_name",
+            "per_minute",
+            "fair_share",
+        ],
         "properties": {
             "tenant": {"type": "string"},
             "paused": {
                 "type": "array",
                 "description": "the pauses in force for this tenant (its own and operators' global ones)",
                 "items": _ref("PauseEntry"),
+            },
+            "fair_share": {
+                "type": "object",
+                "description": "the tenant's weight and quotas (tools.cli tenants) and what it uses of them now",
+                "required": ["weight", "max_queued", "max_running", "queued", "running"],
+                "properties": {
+                    "weight": {"type": "number", "description": "share of the drainers against other tenants"},
+                    "max_queued": {"type": ["integer", "null"], "description": "a submit past it is a 429"},
+                    "max_running": {"type": ["integer", "null"]},
+                    "queued": {
+                        "type": ["integer", "null"],
+                        "description": "ready tasks in the tenant's queue (null: Redis unavailable)",
+                    },
+                    "running": {"type": ["integer", "null"], "description": "only with max_running"},
+                },
             },
             "generated_at": _TS,
             "today_since": {**_TS, "description": "00:00 UTC today: submitted/completed/failed count from here"},

@@ -343,7 +343,13 @@ def sweeper(s: SweeperHealth) -> dict[str, Any]:
 
 def stats(s: TenantStats) -> dict[str, Any]:
     paused = [pause_entry(p) for p in s.paused]
-    return {**stats_numbers(s.numbers), "tenant": s.tenant, "sweeper": sweeper(s.sweeper), "paused": paused}
+    return {
+        **stats_numbers(s.numbers),
+        "tenant": s.tenant,
+        "sweeper": sweeper(s.sweeper),
+        "paused": paused,
+        "fair_share": s.fair_share,
+    }
 
 
 def pause_entry(p: Pause) -> dict[str, Any]:

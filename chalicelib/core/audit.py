@@ -33,6 +33,7 @@ class AuditAction(StrEnum):
     TASK_TYPE_PAUSED = "task_type.paused"  # a tenant's key, or the CLI (tenant "" for a global pause)
     TASK_TYPE_RESUMED = "task_type.resumed"
     TASKS_CANCELLED = "tasks.cancelled"  # cancel by filter (single cancels are in the task's events)
+    TENANT_LIMITS_UPDATED = "tenant_limits.updated"  # CLI: tenants set (weight, quotas)
 
 
 def key_actor(key_id: str) -> str:

@@ -72,6 +72,13 @@ class RateLimitedError(TasklaneError):
     code = "rate_limited"
 
 
+class QuotaExceededError(TasklaneError):
+    """The tenant's max_queued quota: nothing was accepted (README "Fair share between tenants")."""
+
+    status = 429
+    code = "tenant_quota_exceeded"
+
+
 # --- infrastructure (5xx the client may retry) ------------------------------------
 
 

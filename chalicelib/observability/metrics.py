@@ -91,6 +91,8 @@ class MetricsStore(Protocol):
 
 class MetricsQueue(Protocol):
     def snapshot(self) -> dict[str, float | None]: ...
+    def tenant_depths(self, tenants: Iterable[str] | None = None) -> dict[str, tuple[int, int]]: ...
+    def refusals(self) -> dict[tuple[str, str], int]: ...
 
 
 class TasklaneCollector(Collector):
@@ -229,6 +231,37 @@ def redis_families(queue: MetricsQueue) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "tasklane_last_sweep_timestamp_seconds", "When a sweep last finished (Unix time).", value=snap["last_sweep"]
         )
+    yield from tenant_families(queue)
+
+
+def tenant_families(queue: MetricsQueue) -> Iterator[Metric]:
+    """Fair share as the claim script sees it: each waiting tenant's ready tasks and
+    running slots (tenants with max_running), and submits refused by a quota."""
+    try:
+        depths, refused = queue.tenant_depths(), queue.refusals()
+    except QueueError as exc:
+        logger.warning("metrics: tenant gauges skipped", extra={"error": exc.message})
+        return
+    ready = GaugeMetricFamily(
+        "tasklane_tenant_ready_tasks", "Ready tasks waiting in each tenant's own set (fair share).", labels=["tenant"]
+    )
+    running = GaugeMetricFamily(
+        "tasklane_tenant_running_slots",
+        "Running slots taken, for tenants with a max_running quota.",
+        labels=["tenant"],
+    )
+    for tenant, (r, n) in sorted(depths.items()):
+        ready.add_metric([tenant], float(r))
+        if n:
+            running.add_metric([tenant], float(n))
+    refusals = CounterMetricFamily(
+        "tasklane_tenant_quota_refused",
+        "Tasks refused at submit by a tenant quota (429); kept in Redis.",
+        labels=["tenant", "quota"],
+    )
+    for (quota, tenant), n in sorted(refused.items()):
+        refusals.add_metric([tenant, quota], float(n))
+    yield from (ready, running, refusals)
 
 
 def render(store: MetricsStore, queue: MetricsQueue) -> str:

@@ -16,6 +16,7 @@ from chalicelib.container import Container
 from chalicelib.core.control import Pause
 from chalicelib.core.model import Priority
 from chalicelib.core.stats import StatsSnapshot
+from chalicelib.services import tenants
 from chalicelib.services.health import SweeperHealth, sweeper_status
 
 COUNT_FIELDS = ("submitted", "completed", "failed", "cancelled", "queued", "pending", "processing", "dead_letters")
@@ -62,6 +63,7 @@ class TenantStats:
     numbers: StatsNumbers
     sweeper: SweeperHealth
     paused: list[Pause] = field(default_factory=list)  # the pauses in force for the tenant
+    fair_share: dict[str, object] = field(default_factory=dict)  # services.tenants.usage
 
 
 class _Acc:
@@ -141,4 +143,6 @@ def build_stats(raw: StatsSnapshot) -> StatsNumbers:
 def tenant_stats(rt: Container, tenant: str) -> TenantStats:
     """``GET /api/v1/stats`` for ``tenant``: the numbers and the sweeper's freshness."""
     numbers = build_stats(rt.store.tenant_stats(tenant))
-    return TenantStats(tenant, numbers, sweeper_status(rt), rt.store.paused_task_types(tenant))
+    return TenantStats(
+        tenant, numbers, sweeper_status(rt), rt.store.paused_task_types(tenant), tenants.usage(rt, tenant)
+    )

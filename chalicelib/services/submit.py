@@ -22,6 +22,7 @@ from chalicelib.core.requests import TaskRequest
 from chalicelib.core.tracecontext import TraceContext, new_root
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
+from chalicelib.services import tenants
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,10 @@ def submit_many(
     ``ConflictError`` in that slot.  A unique key held by another task yields that
     task (``duplicate``); the idempotency key is looked at first.  ``traces`` gives
     each task its trace context; without it each task starts a trace of its own.
+
+    A tenant with a max_queued quota that these tasks would exceed gets
+    ``QuotaExceededError`` (429) and nothing is written: the whole request, single or
+    batch, is refused, so a client never has to sort out which items went in.
     """
     return _submit(rt, tenant, requests, actor=actor, traces=traces)[0]
 
@@ -116,6 +121,7 @@ def _submit(
     batch: NewBatch | None = None,
 ) -> tuple[list[Submitted | ConflictError], BatchRecord | None]:
     """``submit_many``, opening ``batch`` with the tasks it creates when given."""
+    tenants.check_queue_quota(rt, tenant, len(requests))
     rounds = _Rounds(rt, tenant, _new_tasks(tenant, requests, traces, batch.id if batch else None), actor)
     # A batch opens once, with the tasks of its one INSERT: no second round.
     rounds.run(batch, UNIQUE_ROUNDS if batch is None else 1)

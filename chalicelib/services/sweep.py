@@ -1,6 +1,7 @@
 """Sweep use case: idempotent housekeeping, safe to run many at once.
 
-1. Rebuild Redis from PostgreSQL when the sentinel key is gone (restart, flush).
+1. Rebuild Redis from PostgreSQL when the sentinel key is gone (restart, flush), and
+   copy the tenants' weights and running quotas there (``tenant_limits``).
 2. Promote due PENDING tasks (scheduled, or waiting for a retry) to QUEUED.
 3. Rescue tasks whose lease expired (the worker died or stalled): the attempt
    counts as failed, so the task retries or is dead-lettered.
@@ -31,7 +32,7 @@ from chalicelib.core.records import ExpiredLease, LiveTask, ReadyTask
 from chalicelib.execution.outcomes import failure_outcome
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
-from chalicelib.services import deadlines, outbox, schedules
+from chalicelib.services import deadlines, outbox, schedules, tenants
 
 PAGE = 1000
 
@@ -48,6 +49,7 @@ class SweepReport:
     reconciled: int = 0
     released: int = 0
     pruned: int = 0
+    tenants_configured: int = 0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -59,6 +61,7 @@ def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
     report = SweepReport()
     steps = (
         _rebuild,
+        _sync_tenants,
         _fire_schedules,
         _expire,
         _promote,
@@ -106,6 +109,10 @@ def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
         counts["leases"] += len(page)
     report.rebuilt = True
     logger.info("rebuilt Redis from PostgreSQL", extra=counts)
+
+
+def _sync_tenants(rt: Container, report: SweepReport, actor: str) -> None:
+    report.tenants_configured = tenants.sync_to_queue(rt)
 
 
 def _fire_schedules(rt: Container, report: SweepReport, actor: str) -> None:

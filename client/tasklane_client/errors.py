@@ -137,6 +137,12 @@ class RateLimitedError(ClientError):
         return parse_retry_after(self.headers.get("retry-after"))
 
 
+class QuotaExceededError(RateLimitedError):
+    """429: the tenant's queue quota (max_queued); nothing of the request was accepted."""
+
+    code = "tenant_quota_exceeded"
+
+
 class ServerError(ApiError):
     """A 5xx the client could not recover from by retrying."""
 
@@ -205,6 +211,7 @@ _BY_CODE: dict[str, type[ApiError]] = {
     "payload_too_large": PayloadTooLargeError,
     "unsupported_media_type": UnsupportedMediaTypeError,
     "rate_limited": RateLimitedError,
+    "tenant_quota_exceeded": QuotaExceededError,
     "unavailable": UnavailableError,
     "database_unavailable": UnavailableError,
     "queue_unavailable": UnavailableError,

@@ -16,11 +16,15 @@ import redis
 from chalicelib.adapters.redis.queue import Queue
 from chalicelib.config import TypeLimit
 from chalicelib.container import Container
+from chalicelib.core.errors import QuotaExceededError
 from chalicelib.core.model import Priority, QueueEntry
+from chalicelib.observability import metrics
+from chalicelib.services import tenants
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
 from tests.helpers import query, request, wait_for
+from tools.cli.main import main as cli_main
 
 
 @pytest.fixture
@@ -149,9 +153,9 @@ def test_small_tenant_starts_promptly_behind_a_20000_task_flood(make_rt: Callabl
     try:
         # Let the flood get going, then the small tenant arrives.
         wait_for(lambda: query(db, "SELECT count(*) FROM tasks WHERE started_at IS NOT NULL")[0][0] >= 200)
-        (submitted_at,) = query(db, "SELECT now()")[0]
         small = submit_many(rt, "small", [request("noop") for _ in range(100)])
         assert len(small) == 100
+        (submitted_at,) = query(db, "SELECT now()")[0]  # the submit has returned: its tasks are in Redis
         wait_for(
             lambda: (
                 query(db, "SELECT count(*) FROM tasks WHERE tenant = 'small' AND status = 'COMPLETED'")[0][0] == 100
@@ -183,3 +187,87 @@ def test_rebuild_after_a_flush_keeps_tenants_apart(rt: Container) -> None:
     owner = {s.task.id: "flood" for s in flood} | {s.task.id: "small" for s in small}  # type: ignore[union-attr]
     got = Counter(owner[i] for i in rt.queue.claim(20, 30))
     assert got == {"flood": 10, "small": 10}
+
+
+# --- weights and quotas from PostgreSQL ------------------------------------------------
+
+
+@pytest.fixture
+def fresh_limits() -> Iterator[None]:
+    tenants.forget_cached()
+    yield
+    tenants.forget_cached()
+
+
+def test_max_queued_refuses_the_whole_request_with_a_429(rt: Container, fresh_limits: None) -> None:
+    rt.store.set_tenant_limits("small", actor="test", max_queued=5)
+    assert len(submit_many(rt, "small", [request("noop") for _ in range(4)])) == 4
+    with pytest.raises(QuotaExceededError) as refused:
+        submit_many(rt, "small", [request("noop") for _ in range(2)])  # 4 + 2 > 5: none of them
+    err = refused.value
+    assert err.status == 429 and err.headers == {"Retry-After": str(tenants.RETRY_AFTER_SECONDS)}
+    assert err.details == {
+        "quota": "max_queued",
+        "limit": 5,
+        "queued": 4,
+        "requested": 2,
+        "retry_after_seconds": tenants.RETRY_AFTER_SECONDS,
+    }
+    assert query(rt.settings.database_url, "SELECT count(*) FROM tasks WHERE tenant = 'small'")[0][0] == 4
+    submit_many(rt, "small", [request("noop")])  # exactly at the quota is fine
+    submit_many(rt, "other", [request("noop") for _ in range(50)])  # other tenants are not bound
+    assert rt.queue.refusals() == {("max_queued", "small"): 2}
+    stats = tenants.usage(rt, "small")
+    assert stats == {"weight": 1.0, "max_queued": 5, "max_running": None, "queued": 5, "running": None}
+
+
+def test_max_running_from_the_cli_caps_a_tenant_across_drainers(
+    make_rt: Callable[..., Container],
+    fresh_limits: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rt = make_rt(executor_concurrency=8)
+    db = rt.settings.database_url
+    monkeypatch.setenv("TASKLANE_DATABASE_URL", db)
+    monkeypatch.setenv("TASKLANE_ACTOR", "ops")
+    assert cli_main(["tenants", "set", "capped", "--max-running", "2", "--weight", "2"]) == 0
+    assert sweep(rt).tenants_configured == 1  # copies the quota to Redis
+    slow = submit_many(rt, "capped", [request("sleep", {"seconds": 0.3}) for _ in range(8)])
+    fast = submit_many(rt, "free", [request("noop") for _ in range(200)])
+    assert len(slow) == 8 and len(fast) == 200
+    stop = threading.Event()
+    threads = _drainers(rt, 3, stop)
+    peak, free_done_at, started = 0, None, time.monotonic()
+    try:
+        while True:
+            rows = dict(query(db, "SELECT tenant || status, count(*) FROM tasks GROUP BY 1"))
+            peak = max(peak, rows.get("cappedPROCESSING", 0))
+            if free_done_at is None and rows.get("freeCOMPLETED", 0) == 200:
+                free_done_at = time.monotonic() - started
+            if rows.get("cappedCOMPLETED", 0) == 8:
+                break
+            assert time.monotonic() - started < 30, rows
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert peak == 2, f"{peak} tasks of the capped tenant ran at once; its max_running is 2"
+    assert free_done_at is not None  # all 200 done before the capped tenant (8 x 0.3 s / 2 = 1.2 s)
+    [entry] = [e for e in rt.store.audit_entries("capped", action=None, limit=10, after=None)]
+    assert (entry.action, entry.actor, entry.details["max_running"]) == ("tenant_limits.updated", "cli:ops", 2)
+    assert cli_main(["tenants", "set", "capped", "--max-running", "none"]) == 0
+    with pytest.raises(SystemExit):
+        cli_main(["tenants", "set", "capped", "--max-queued", "lots"])
+    capsys.readouterr()
+    assert cli_main(["tenants", "list"]) == 0
+    assert "capped" in capsys.readouterr().out
+    assert rt.store.list_tenant_limits("capped")[0].max_running is None
+    assert rt.store.list_tenant_limits("capped")[0].weight == 2.0  # untouched
+
+
+def test_metrics_show_each_waiting_tenant(rt: Container) -> None:
+    submit_many(rt, "acme", [request("noop") for _ in range(3)])
+    text = metrics.render(rt.store, rt.queue)
+    assert 'tasklane_tenant_ready_tasks{tenant="acme"} 3.0' in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ class FakeQueue:
         if self.snap is None:
             raise QueueError("Redis is unreachable or failed: connection refused")
         return self.snap
+
+    def tenant_depths(self, tenants: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
+        return {"acme": (3, 0), "capped": (10, 2)}
+
+    def refusals(self) -> dict[tuple[str, str], int]:
+        return {("max_queued", "acme"): 7}
 
 
 INF = float("inf")
@@ -107,6 +114,9 @@ def test_exposition_parses_and_reports_counters_gauges_and_histograms() -> None:
     assert got["tasklane_oldest_ready_task_age_seconds"][frozenset({("priority", "high")})] == 12.5
     assert got["tasklane_dead_letter_tasks"][frozenset()] == 9
     assert got["tasklane_last_sweep_timestamp_seconds"][frozenset()] == 1700000000.5
+    assert got["tasklane_tenant_ready_tasks"][frozenset({("tenant", "capped")})] == 10
+    assert got["tasklane_tenant_running_slots"] == {frozenset({("tenant", "capped")}): 2}
+    assert got["tasklane_tenant_quota_refused_total"][frozenset({("tenant", "acme"), ("quota", "max_queued")})] == 7
     assert got["tasklane_redis_up"][frozenset()] == 1
     buckets = {dict(k)["le"]: v for k, v in got["tasklane_task_run_seconds_bucket"].items()}
     assert buckets["0.005"] == 3 and buckets["0.5"] == 3 and buckets["1.0"] == 4 and buckets["+Inf"] == 5

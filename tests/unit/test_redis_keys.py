@@ -26,6 +26,7 @@ def test_every_built_key_matches_a_documented_family_and_carries_the_tag() -> No
         "tenant_weight": keys.tenant_weight,
         "tenant_max_running": keys.tenant_max_running,
         "tenant_running": keys.tenant_running("acme"),
+        "quota_refused": keys.quota_refused,
         "typed_ready": keys.typed_ready("send-email"),
         "delayed": keys.delayed,
         "leases": keys.leases,

@@ -7,8 +7,14 @@ database URL, not an API key):
     python -m tools.cli keys list [--tenant acme]
     python -m tools.cli keys revoke tl_AbCdEfGh      # an id or the shown prefix
 
-Creating and revoking a key is recorded in the key's tenant's audit log as
-``cli:<OS user>`` (``$TASKLANE_ACTOR`` overrides the user name).
+``tenants`` sets a tenant's fair-share weight and quotas, also in PostgreSQL:
+
+    python -m tools.cli tenants set acme --weight 3 --max-queued 10000 --max-running 50
+    python -m tools.cli tenants set acme --max-queued none   # drop a quota
+    python -m tools.cli tenants list [--tenant acme]
+
+Creating and revoking a key, and changing a tenant's limits, are recorded in the
+tenant's audit log as ``cli:<OS user>`` (``$TASKLANE_ACTOR`` overrides the user name).
 
 ``pause``, ``resume`` and ``paused`` pause task types, globally or for one tenant,
 with the database and Redis URLs: see ``tools.cli.control``.
@@ -25,6 +31,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.config import DEFAULT_DATABASE_URL, ConfigError, parse_rate
@@ -113,6 +120,75 @@ def keys_revoke(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"weight must be a number; got {text!r}") from None
+    if not 0.01 <= value <= 1000:
+        raise argparse.ArgumentTypeError("weight must be from 0.01 to 1000")
+    return value
+
+
+def _quota(text: str) -> int:
+    """A positive whole number, or ``none`` (0 stands for it) to drop the quota."""
+    if text.strip().lower() == "none":
+        return 0
+    if not text.strip().isdigit() or int(text) < 1 or int(text) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"a quota is a whole number from 1, or 'none'; got {text!r}")
+    return int(text)
+
+
+def tenants_set(store: Store, args: argparse.Namespace) -> int:
+    if args.weight is None and args.max_queued is None and args.max_running is None:
+        print("nothing to change: give --weight, --max-queued and/or --max-running", file=sys.stderr)
+        return 2
+    limits = store.set_tenant_limits(
+        args.tenant,
+        actor=operator(),
+        weight=args.weight,
+        max_queued=args.max_queued or None,
+        max_running=args.max_running or None,
+        clear_max_queued=args.max_queued == 0,
+        clear_max_running=args.max_running == 0,
+    )
+    print(
+        f"tenant {limits.tenant!r}: weight {limits.weight:g}, max queued {limits.max_queued or 'none'},"
+        f" max running {limits.max_running or 'none'} (in effect within a sweep interval)"
+    )
+    return 0
+
+
+def tenants_list(store: Store, args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "tenant": t.tenant,
+            "weight": f"{t.weight:g}",
+            "max_queued": t.max_queued or "none",
+            "max_running": t.max_running or "none",
+            "updated_at": t.updated_at,
+        }
+        for t in store.list_tenant_limits(args.tenant)
+    ]
+    columns = ["tenant", "weight", "max_queued", "max_running", "updated_at"]
+    print(table(rows, columns) if rows else "no tenant has limits (every tenant: weight 1, no quota)")
+    return 0
+
+
+def _tenant_commands(sub: Any) -> None:
+    tenants = sub.add_parser("tenants", help="fair-share weights and quotas (needs TASKLANE_DATABASE_URL)")
+    tenants_sub = tenants.add_subparsers(dest="command", required=True)
+    st = tenants_sub.add_parser("set", help="set a tenant's weight and/or quotas (others stay)")
+    st.add_argument("tenant")
+    st.add_argument("--weight", type=_weight, default=None, help="share of the drainers (default 1)")
+    st.add_argument("--max-queued", type=_quota, default=None, help="most ready tasks; 'none' drops it")
+    st.add_argument("--max-running", type=_quota, default=None, help="most tasks running; 'none' drops it")
+    st.set_defaults(fn=tenants_set)
+    lst = tenants_sub.add_parser("list", help="tenants with limits")
+    lst.add_argument("--tenant", default=None)
+    lst.set_defaults(fn=tenants_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.cli", description="Tasklane's command-line tool.")
     sub = parser.add_subparsers(dest="group", required=True)
@@ -130,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="disable a key by id or shown prefix")
     revoke.add_argument("key")
     revoke.set_defaults(fn=keys_revoke)
+    _tenant_commands(sub)
     opscli.add_commands(sub)  # submit, status, tail, dlq, audit, stats: over the HTTP API
     controlcli.add_commands(sub)  # pause, resume, paused: PostgreSQL and Redis directly
     return parser

@@ -1041,3 +1041,33 @@ FROM (
     FROM paused_task_types GROUP BY name
 ) g
 ORDER BY g.name;
+
+-- name: set_tenant_limits
+-- Rows: TenantLimits (core/tenants.py).
+-- Upsert with its tenant_limits.updated audit row; a NULL argument keeps the current
+-- value (a new row gets the default), so `--weight 2` alone leaves the quotas alone.
+-- clear_max_* drops a quota.
+WITH l AS (
+    INSERT INTO tenant_limits AS t (tenant, weight, max_queued, max_running)
+    VALUES (%(tenant)s, coalesce(%(weight)s, 1), %(max_queued)s, %(max_running)s)
+    ON CONFLICT (tenant) DO UPDATE SET
+        weight = coalesce(%(weight)s, t.weight),
+        max_queued = CASE WHEN %(clear_max_queued)s THEN NULL ELSE coalesce(%(max_queued)s, t.max_queued) END,
+        max_running = CASE WHEN %(clear_max_running)s THEN NULL
+                           ELSE coalesce(%(max_running)s, t.max_running) END,
+        updated_at = now()
+    RETURNING tenant, weight, max_queued, max_running, updated_at
+), audit AS (
+    INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
+    SELECT tenant, %(actor)s, 'tenant_limits.updated', 'tenant', tenant,
+           jsonb_build_object('weight', weight, 'max_queued', max_queued, 'max_running', max_running)
+    FROM l
+)
+SELECT * FROM l;
+
+-- name: list_tenant_limits
+-- Rows: TenantLimits (core/tenants.py).
+SELECT tenant, weight, max_queued, max_running, updated_at
+FROM tenant_limits
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY tenant;

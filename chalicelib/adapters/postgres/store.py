@@ -34,6 +34,7 @@ from chalicelib.adapters.postgres.deadlines import DeadlineQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
 from chalicelib.adapters.postgres.sessions import connection_options, snapshot
 from chalicelib.adapters.postgres.sqlfile import queries
+from chalicelib.adapters.postgres.tenants import TenantQueries
 from chalicelib.core.audit import AuditAction
 from chalicelib.core.errors import ConflictError, StoreError, ValidationError
 from chalicelib.core.model import Claimed, NewTask, Outcome, Status, Task
@@ -81,7 +82,7 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
-class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, DeadlineQueries):
+class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, DeadlineQueries, TenantQueries):
     """Task, event and API-key persistence on a small connection pool.
 
     The pool opens lazily on first use so importing the app (a Lambda cold

@@ -72,6 +72,12 @@ FAMILIES: Final[dict[str, KeyFamily]] = {
         "queue.py (set_tenant_limits, called by the sweeper from PostgreSQL's tenant_limits)",
         "no TTL; rewritten by every sweep",
     ),
+    "quota_refused": KeyFamily(
+        ":tenants:refused",
+        'hash: "<quota>:<tenant>" -> tasks refused by that quota (a Prometheus counter)',
+        "queue.py (count_refusal, called by the submit path on a 429)",
+        "no TTL; lost with Redis (Prometheus reads the drop as a counter reset)",
+    ),
     "tenant_running": KeyFamily(
         ":running:<tenant>",
         "zset: task id -> lease deadline (ms); a tenant's running slots (tenants with max_running)",
@@ -167,6 +173,7 @@ class Keys:
         "fair_finish",
         "last_sweep",
         "leases",
+        "quota_refused",
         "tag",
         "tenant_max_running",
         "tenant_weight",
@@ -181,6 +188,7 @@ class Keys:
         self.fair_clock = tag + FAMILIES["fair_clock"].pattern
         self.tenant_weight = tag + FAMILIES["tenant_weight"].pattern
         self.tenant_max_running = tag + FAMILIES["tenant_max_running"].pattern
+        self.quota_refused = tag + FAMILIES["quota_refused"].pattern
         self.delayed = tag + FAMILIES["delayed"].pattern
         self.leases = tag + FAMILIES["leases"].pattern
         self.wake = tag + FAMILIES["wake"].pattern

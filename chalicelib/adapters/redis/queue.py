@@ -38,7 +38,12 @@ def head_starts(aging_seconds: float) -> list[float]:
     return [head_start_ms(p, aging_seconds) for p in sorted(Priority, key=lambda p: p.rank)]
 
 
+_RANK_PREFIX = {p: f"{p.rank}:" for p in Priority}  # a tenant ready set's member: "<rank>:<id>"
 _WAKE_TOKENS = 8  # enough to rouse every idle drainer; bounded so the list never grows
+# How long a process trusts its list of tenants with a max_running quota (acks and
+# heartbeats touch only their running sets).  A tenant capped since then has its slots
+# freed by their lease deadline instead of the ack, for at most this long.
+CAPPED_REFRESH_SECONDS = 5.0
 
 
 class Queue:
@@ -78,6 +83,7 @@ class Queue:
         # script answers '?' with the current list when one is missing.  Replaced whole,
         # never mutated, so drainer threads sharing this queue read a consistent tuple.
         self._tenants: tuple[str, ...] = ()
+        self._capped: tuple[float, frozenset[str]] = (-CAPPED_REFRESH_SECONDS, frozenset())
         self._claim = client.register_script(CLAIM)
         self._extend = client.register_script(EXTEND)
         self._expired = client.register_script(EXPIRED)
@@ -98,12 +104,26 @@ class Queue:
         """``name`` when that task type has limits (its ids live in sets of their own)."""
         return name if name is not None and name in self.limits else None
 
+    def _capped_tenants(self) -> frozenset[str]:
+        """Tenants with a max_running quota, re-read at most every ``CAPPED_REFRESH_SECONDS``."""
+        at, names = self._capped
+        now = time.monotonic()
+        if now - at < CAPPED_REFRESH_SECONDS:
+            return names
+        with translate():
+            pipe = self.client.pipeline(transaction=False)  # a cluster client has pipelines, not HKEYS
+            pipe.hkeys(self.keys.tenant_max_running)
+            (raw,) = pipe.execute()
+        names = frozenset(r.decode() if isinstance(r, bytes) else str(r) for r in raw)
+        self._capped = (now, names)
+        return names
+
     def _ready_slot(self, entry: QueueEntry) -> tuple[str, str]:
         """(ready set, member) of a ready entry: the tenant's set, or its limited type's."""
         limited = self._limited(entry.name)
         if limited:
             return self.keys.typed_ready(limited), entry.id
-        return self.keys.tenant_ready(entry.tenant), f"{entry.priority.rank}:{entry.id}"
+        return self.keys.tenant_ready(entry.tenant), _RANK_PREFIX[entry.priority] + entry.id
 
     def _member(self, entry: QueueEntry) -> str:
         """An entry's member in ``delayed``: the claim script parses it back (the tenant
@@ -127,19 +147,22 @@ class Queue:
         there was nothing to add."""
         by_key: dict[str, dict[str, float]] = {}
         delayed: dict[str, float] = {}
-        tenants: set[str] = set()
-        aging = self.aging_seconds
+        tenant_sets: dict[str, dict[str, float]] = {}  # the hot path: one lookup per entry
+        aging, limits = self.aging_seconds, self.limits
         for e in entries:
             if e.delayed:
                 delayed[self._member(e)] = e.at_ms
-                continue
-            key, member = self._ready_slot(e)
-            by_key.setdefault(key, {})[member] = ready_score(e.at_ms, e.priority, aging)
-            if member != e.id:
-                tenants.add(e.tenant)
+            elif e.name is not None and e.name in limits:
+                by_key.setdefault(self.keys.typed_ready(e.name), {})[e.id] = ready_score(e.at_ms, e.priority, aging)
+            else:
+                mapping = tenant_sets.get(e.tenant)
+                if mapping is None:
+                    mapping = tenant_sets[e.tenant] = by_key.setdefault(self.keys.tenant_ready(e.tenant), {})
+                mapping[_RANK_PREFIX[e.priority] + e.id] = ready_score(e.at_ms, e.priority, aging)
         for key, mapping in by_key.items():
             pipe.zadd(key, mapping, nx=only_new)
-        if tenants:
+        if tenant_sets:
+            tenants = list(tenant_sets)
             # After the ZADDs: a claim that empties a set in between drops the tenant,
             # and this SADD brings it back; the other order could strand ready ids.
             pipe.sadd(self.keys.active_tenants, *tenants)
@@ -212,7 +235,8 @@ class Queue:
             return
         keys = list(self._extend_keys)
         running: dict[str, int] = {}
-        for tenant in sorted(set((tenants or {}).values())):
+        capped = self._capped_tenants() if tenants else frozenset()
+        for tenant in sorted(set((tenants or {}).values()) & capped):
             keys.append(self.keys.tenant_running(tenant))
             running[tenant] = len(keys)  # 1-based index in KEYS
         args: list[str | int] = [int(lease_seconds * 1000)]
@@ -233,12 +257,13 @@ class Queue:
         tenants) and add ``requeue`` (retries, webhook deliveries) in the same round trip."""
         slots: dict[str, list[str]] = {}
         running: dict[str, list[str]] = {}
+        capped = self._capped_tenants() if tenants else frozenset()
         for tid in ids:
             limited = self._limited((names or {}).get(tid))
             if limited and self.limits[limited].concurrency:
                 slots.setdefault(limited, []).append(tid)
             tenant = (tenants or {}).get(tid)
-            if tenant is not None:
+            if tenant in capped:
                 running.setdefault(tenant, []).append(tid)
         with translate():
             pipe = self.client.pipeline(transaction=False)
@@ -248,9 +273,10 @@ class Queue:
             for name, members in slots.items():
                 pipe.zrem(self.keys.inflight(name), *members)
             for tenant, members in running.items():
+                # No wake token for these: the acking drainer claims again itself right away.
                 pipe.zrem(self.keys.tenant_running(tenant), *members)
-            if slots or running:
-                # A freed slot may unblock a throttled type or tenant: let an idle drainer look.
+            if slots:
+                # A freed slot may unblock a throttled type: let an idle drainer look.
                 _wake(pipe, self.keys.wake, 1)
             if ids or added:
                 pipe.execute()
@@ -293,14 +319,47 @@ class Queue:
     def set_tenant_limits(self, weights: Mapping[str, float], max_running: Mapping[str, int]) -> None:
         """Replace the claim script's copy of the tenants' weights and running quotas
         (PostgreSQL's ``tenant_limits`` is the source; the sweeper calls this)."""
+        # New values first, then the fields no longer configured: a claim in between
+        # sees old or new limits, never none (no MULTI: a cluster pipeline has none).
         with translate():
-            pipe = self.client.pipeline(transaction=True)
-            pipe.delete(self.keys.tenant_weight, self.keys.tenant_max_running)
-            if weights:
-                pipe.hset(self.keys.tenant_weight, mapping=dict(weights))
-            if max_running:
-                pipe.hset(self.keys.tenant_max_running, mapping=dict(max_running))
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hkeys(self.keys.tenant_weight)
+            pipe.hkeys(self.keys.tenant_max_running)
+            old_weights, old_running = pipe.execute()
+            pipe = self.client.pipeline(transaction=False)
+            for key, new, old in (
+                (self.keys.tenant_weight, weights, old_weights),
+                (self.keys.tenant_max_running, max_running, old_running),
+            ):
+                if new:
+                    pipe.hset(key, mapping=dict(new))
+                stale = {f.decode() if isinstance(f, bytes) else str(f) for f in old} - set(new)
+                if stale:
+                    pipe.hdel(key, *stale)
             pipe.execute()
+
+    def queued_count(self, tenant: str) -> int:
+        """The tenant's ready tasks (types without limits): what its max_queued bounds."""
+        with translate():
+            return int(self.client.zcard(self.keys.tenant_ready(tenant)))
+
+    def count_refusal(self, tenant: str, quota: str, tasks: int) -> None:
+        with translate():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hincrby(self.keys.quota_refused, f"{quota}:{tenant}", tasks)
+            pipe.execute()
+
+    def refusals(self) -> dict[tuple[str, str], int]:
+        """``{(quota, tenant): tasks refused}`` since Redis last lost its data."""
+        with translate():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(self.keys.quota_refused)
+            (raw,) = pipe.execute()
+        out: dict[tuple[str, str], int] = {}
+        for field, n in raw.items():
+            quota, _, tenant = (field.decode() if isinstance(field, bytes) else str(field)).partition(":")
+            out[(quota, tenant)] = int(n)
+        return out
 
     def depths(self) -> dict[str, int]:
         """Sizes of ready (limited types' sets included), delayed and leases."""

@@ -177,6 +177,10 @@
   function renderStats(stats) {
     const t = stats.totals;
     $("tenant").textContent = `tenant ${stats.tenant}`;
+    const fs = stats.fair_share || {};
+    const quota = (used, max) => (max === null || max === undefined ? "no quota" : `${fmtInt(used ?? 0)} / ${fmtInt(max)}`);
+    $("fair").textContent =
+      `weight ${fs.weight ?? 1} · queued ${quota(fs.queued, fs.max_queued)} · running ${quota(fs.running, fs.max_running)}`;
     $("kpi-submitted").textContent = fmtInt(t.submitted);
     $("kpi-completed").textContent = fmtInt(t.completed);
     $("kpi-failed").textContent = fmtInt(t.failed);
