@@ -11,8 +11,9 @@
    (a submit whose Redis push failed); ZADD NX keeps this harmless when present.
    Tasks of a paused type are left out here and in the rebuild (and promoted
    without a push): they wait in PostgreSQL only until resume pushes them.
-6. Prune COMPLETED and CANCELLED tasks past retention (counted and logged),
-   forget expired idempotency keys and drop unique keys whose window passed.
+6. Prune COMPLETED and CANCELLED tasks past retention (counted and logged), then
+   the completed batches none of whose tasks is left, forget expired idempotency
+   keys and drop unique keys whose window passed.
    FAILED tasks, the dead-letter queue, are never pruned: they stay until
    redriven or purged on purpose.
 
@@ -210,6 +211,7 @@ def _prune(rt: Container, report: SweepReport, actor: str) -> None:
     s = rt.settings
     report.pruned = rt.store.prune_finished(s.retention_days * 86400)
     metrics.log_pruned(report.pruned, s.retention_days)
+    rt.store.prune_batches(s.retention_days * 86400)  # those whose tasks are all gone
     rt.store.forget_idempotency_keys(s.idempotency_window_hours * 3600)
     # Only housekeeping: a submit takes over a key whose window passed by itself.
     rt.store.prune_unique_keys()

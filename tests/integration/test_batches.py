@@ -21,6 +21,7 @@ from chalicelib.core.records import ExpiredLease
 from chalicelib.observability import metrics
 from chalicelib.services import batches, lifecycle
 from chalicelib.services.submit import BatchResult, submit, submit_batch
+from chalicelib.services.sweep import sweep
 from tests.helpers import Receiver, drain_and_sweep_until, drain_once, query, request
 from tests.integration import test_webhooks
 
@@ -232,3 +233,21 @@ def test_concurrent_finishers_and_rescuers_complete_each_batch_exactly_once(rt: 
 
 # The leases of a dead drainer: already past their deadline.
 _EXPIRE = "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = ANY(%s::uuid[]) RETURNING id"
+
+
+def test_the_sweep_prunes_a_completed_batch_once_its_tasks_are_gone(rt: Container) -> None:
+    kept = submit_batch(rt, TENANT, [request("fail", {"permanent": True}, max_retries=0)], spec=BatchSpec())
+    gone = submit_batch(rt, TENANT, [request()], spec=BatchSpec())
+    assert kept.batch is not None and gone.batch is not None
+    ids = (kept.batch.id, gone.batch.id)
+    drain_and_sweep_until(rt, lambda: all(batches.get_batch(rt, TENANT, b).status == "COMPLETED" for b in ids))
+    # Both finished long ago: the completed task is pruned, the dead letter stays.
+    query(
+        rt.settings.database_url,
+        "WITH a AS (UPDATE tasks SET finished_at = now() - interval '400 days' WHERE batch_id IS NOT NULL RETURNING 1),"
+        " b AS (UPDATE batches SET completed_at = now() - interval '400 days' RETURNING 1) SELECT 1",
+    )
+    sweep(rt)
+    with pytest.raises(NotFoundError):
+        batches.get_batch(rt, TENANT, gone.batch.id)
+    assert batches.get_batch(rt, TENANT, kept.batch.id).failed == 1  # its dead letter keeps it

@@ -23,6 +23,7 @@ SCALAR = {
     "delete_schedule",
     "fold_metric_deltas",
     "forget_idempotency_keys",
+    "prune_batches",
     "prune_finished",
     "prune_unique_keys",
     "rotate_webhook_secret",

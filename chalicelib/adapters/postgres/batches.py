@@ -52,6 +52,13 @@ class BatchQueries:
             assert row is not None
             return inserted, BatchRecord.from_row(row)
 
+    def prune_batches(self: _Store, retention_seconds: float, *, limit: int = 5000) -> int:
+        """Delete batches completed before the retention period whose tasks are all
+        gone; returns how many."""
+        with self.connection() as conn:
+            params = {"retention_seconds": retention_seconds, "limit": limit}
+            return conn.execute(self._q["prune_batches"], params).rowcount
+
     def get_batch(self: _Store, tenant: str, batch_id: str) -> BatchRecord | None:
         row = self._one("get_batch", {"id": batch_id, "tenant": tenant})
         return BatchRecord.from_row(row) if row else None

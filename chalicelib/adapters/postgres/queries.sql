@@ -476,6 +476,21 @@ WITH doomed AS (
 )
 SELECT count(*) AS pruned FROM gone;
 
+-- name: prune_batches
+-- Batches completed before the retention period none of whose tasks is left (pruned
+-- with their tasks; dead letters keep theirs until purged), oldest first
+-- (batches_completed); the NOT EXISTS is one probe of tasks_batch each.  No task ever
+-- joins a batch after it was opened, so none can appear in a batch being deleted.
+WITH doomed AS (
+    SELECT b.id FROM batches b
+    WHERE b.completed_at < now() - make_interval(secs => %(retention_seconds)s)
+      AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.batch_id = b.id)
+    ORDER BY b.completed_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM batches WHERE id = ANY(ARRAY(SELECT id FROM doomed));
+
 -- name: forget_idempotency_keys
 WITH old AS (
     SELECT id FROM tasks
