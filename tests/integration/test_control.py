@@ -9,8 +9,14 @@ paused type starts after the pause has committed."""
 
 from __future__ import annotations
 
-from prometheus_client.parser import text_string_to_metric_families
+import socket
 
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from chalicelib.adapters.redis.queue import Queue
 from chalicelib.container import Container
 from chalicelib.core.control import GLOBAL
 from chalicelib.core.model import Status
@@ -184,6 +190,33 @@ def test_cancel_by_filter_is_bounded_audited_and_follows_the_single_cancel_rules
     ]
     by_status = control.cancel_many(rt, A, control.CancelSelection(status=Status.QUEUED), actor="key:test")
     assert sorted(t.id for t in by_status.cancelled) == sorted(keep[:3])
+
+
+def test_pause_and_resume_hold_when_redis_is_down_and_the_sweeper_catches_up(rt: Container) -> None:
+    ids = _submit(rt, A, SLOW, 3)
+    alive = rt.queue
+    dead = Queue(redis.Redis(host="127.0.0.1", port=_closed_port(), retry=Retry(NoBackoff(), 0)))
+    rt.queue = dead
+    try:
+        assert control.pause(rt, A, SLOW, actor="key:test").moved == 0  # PostgreSQL decided; Redis missed it
+    finally:
+        rt.queue = alive
+    drain_and_sweep_until(rt, lambda: _in_redis(rt, ids) == 0)  # refused by the claim, dropped from Redis
+    assert _started(rt, ids) == 0
+    rt.queue = dead
+    try:
+        assert control.resume(rt, A, SLOW, actor="key:test").requeued == 0
+    finally:
+        rt.queue = alive
+    db = rt.settings.database_url
+    query(db, "UPDATE tasks SET enqueued_at = now() - interval '1 hour' WHERE id = ANY(%s::uuid[]) RETURNING id", ids)
+    drain_and_sweep_until(rt, lambda: _statuses(rt, ids) == {"COMPLETED": 3})  # the reconcile pushed them
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _cancelled_counter(rt: Container) -> float:
