@@ -32,6 +32,7 @@ from chalicelib.core.errors import NotFoundError, QueueError, ValidationError
 from chalicelib.core.model import QueueEntry, Status, Task
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
+from chalicelib.services import outbox
 
 MOVE_MAX = 100_000  # QUEUED ids a pause takes out of Redis, or a resume puts back, in one call
 CANCEL_MAX = 500  # tasks cancelled by one call at most
@@ -161,6 +162,8 @@ def cancel_many(rt: Container, tenant: str, selection: CancelSelection, *, actor
     cancelled = [r.task for r in rows if r.task.status is Status.CANCELLED]
     hooks = [QueueEntry.webhook(r.hook.id, tenant, r.hook.enqueued_ms) for r in rows if r.hook is not None]
     _forget(rt, cancelled, hooks)
+    if any(t.has_followers for t in cancelled):
+        outbox.release_quietly(rt)  # their end may have released tasks (a batch's follow-up)
     requested = [r.task for r in rows if r.task.status is not Status.CANCELLED]
     return BulkCancelResult(cancelled, requested, any(r.more for r in rows))
 

@@ -19,7 +19,7 @@ from chalicelib.core.errors import NotFoundError, ValidationError
 from chalicelib.core.model import WEBHOOK_TASK, Outcome, Status
 from chalicelib.core.records import ExpiredLease
 from chalicelib.observability import metrics
-from chalicelib.services import batches, lifecycle
+from chalicelib.services import batches, control, lifecycle
 from chalicelib.services.submit import BatchResult, submit, submit_batch
 from chalicelib.services.sweep import sweep
 from tests.helpers import Receiver, drain_and_sweep_until, drain_once, query, request
@@ -251,3 +251,16 @@ def test_the_sweep_prunes_a_completed_batch_once_its_tasks_are_gone(rt: Containe
     with pytest.raises(NotFoundError):
         batches.get_batch(rt, TENANT, gone.batch.id)
     assert batches.get_batch(rt, TENANT, kept.batch.id).failed == 1  # its dead letter keeps it
+
+
+def test_a_bulk_cancel_of_a_batch_pushes_its_follow_up_at_once(rt: Container) -> None:
+    spec = _spec(rt, {"on_complete": {"name": "noop"}})
+    result = submit_batch(rt, TENANT, [request("sleep", delay_seconds=3600) for _ in range(3)], spec=spec)
+    assert result.batch is not None
+    done = control.cancel_many(rt, TENANT, control.CancelSelection(name="sleep"), actor="test")
+    assert len(done.cancelled) == 3
+    follow_up = batches.get_batch(rt, TENANT, result.batch.id).follow_up_task_id
+    assert follow_up is not None
+    drain_once(rt)  # no sweep: the cancel released the outbox
+    task = rt.store.get_task(TENANT, follow_up)
+    assert task is not None and task.status.value == "COMPLETED"
