@@ -401,6 +401,17 @@ def spec(registry: Registry) -> dict[str, Any]:
                     body=_ref("BatchRequest"),
                 )
             },
+            "/api/v1/batches": {
+                "get": _op(
+                    "The tenant's batches, newest first",
+                    {"200": _json(_ref("BatchPage"), "a page of batches")},
+                    params=[
+                        _query("status", {"type": "string", "enum": ["OPEN", "COMPLETED"]}, "only OPEN or COMPLETED"),
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                )
+            },
             "/api/v1/batches/{batch_id}": {
                 "get": _op(
                     "A batch: its tasks' counts by state, its progress and its completion",

@@ -174,6 +174,11 @@ SCHEMAS: dict[str, Any] = {
             "follow_up_task_id": {"type": ["string", "null"]},
         },
     },
+    "BatchPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {"items": {"type": "array", "items": _ref("Batch")}, "next_cursor": {"type": ["string", "null"]}},
+    },
     "Events": {
         "type": "object",
         "required": ["task_id", "events"],

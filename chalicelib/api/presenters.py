@@ -20,6 +20,7 @@ from chalicelib.core.errors import SNOOZED, ConflictError, TasklaneError, Valida
 from chalicelib.core.model import Task
 from chalicelib.core.records import Schedule
 from chalicelib.services.audit import AuditPage, AuditPosition
+from chalicelib.services.batches import BatchPage
 from chalicelib.services.health import HealthReport, Probe, SweeperHealth
 from chalicelib.services.lifecycle import CancelOutcome, CancelResult
 from chalicelib.services.reads import Page, Position, TaskDetail
@@ -162,6 +163,13 @@ def batch(result: BatchResult) -> tuple[int, dict[str, Any]]:
         "failed": result.failed,
         "batch_id": result.batch.id if result.batch is not None else None,
         "results": [_batch_item(i) for i in result.items],
+    }
+
+
+def batch_page(p: BatchPage) -> dict[str, Any]:
+    return {
+        "items": [batch_detail(b) for b in p.items],
+        "next_cursor": encode_cursor(p.next_after) if p.next_after else None,
     }
 
 

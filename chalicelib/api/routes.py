@@ -112,6 +112,20 @@ def submit_batch(key: ApiKey) -> Response:
     return json_response(body, status)
 
 
+@bp.route("/api/v1/batches", methods=["GET"])
+@authed
+def list_batches(key: ApiKey) -> Response:
+    query = _query()
+    params.check_params(query, {"status", "limit", "cursor"})
+    limit = params.int_param(query, "limit", 50, 1, 500)
+    status = params.choice_param(query, "status", ["OPEN", "COMPLETED"])
+    cursor = query.get("cursor")
+    after = presenters.decode_cursor(cursor) if cursor else None
+    completed = None if status is None else status == "COMPLETED"
+    found = batches.list_batches(_rt(), key.tenant, completed=completed, limit=limit, after=after)
+    return json_response(presenters.batch_page(found))
+
+
 @bp.route("/api/v1/batches/{batch_id}", methods=["GET"])
 @authed
 def get_batch(key: ApiKey, batch_id: str) -> Response:

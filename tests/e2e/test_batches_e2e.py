@@ -59,6 +59,9 @@ def test_a_batch_callback_arrives_once_signed_with_the_counts(stack: Stack, hook
     assert event["event"] == "batch.completed" and event["batch"]["id"] == batch_id
     assert (event["batch"]["total"], event["batch"]["completed"], event["batch"]["failed"]) == (2, 1, 1)
     assert headers["Tasklane-Delivery"] == done["callback_task_id"]
+    listed = stack.get("/api/v1/batches", params={"status": "COMPLETED", "limit": 500}).json()
+    assert batch_id in [b["id"] for b in listed["items"]]
+    assert stack.get("/api/v1/batches", params={"status": "DONE"}).status_code == 400
 
 
 def test_batches_are_in_the_openapi_document_and_unknown_ones_are_404(stack: Stack) -> None:

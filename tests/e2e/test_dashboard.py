@@ -175,6 +175,8 @@ def test_dashboard_shows_live_numbers_and_redrives_a_dead_letter(stack: Stack, p
     assert "card declined" in text_of(page, "detail-errors")
     page.get_by_test_id("detail-batch").filter(has_text="COMPLETED · 1/1 final (100%)").wait_for()
     assert "1 failed" in text_of(page, "detail-batch")
+    # ... and the batches table lists it.
+    assert text_of(page, f"batch-done-{dead['batch_id']}") == "1/1"
     history = text_of(page, "detail-events")
     assert re.search(r"QUEUED\s*→\s*PROCESSING", history) and re.search(r"PROCESSING\s*→\s*FAILED", history)
     page.screenshot(path=str(artifacts / "dashboard-task-detail.png"))

@@ -264,3 +264,24 @@ def test_a_bulk_cancel_of_a_batch_pushes_its_follow_up_at_once(rt: Container) ->
     drain_once(rt)  # no sweep: the cancel released the outbox
     task = rt.store.get_task(TENANT, follow_up)
     assert task is not None and task.status.value == "COMPLETED"
+
+
+def test_batches_are_listed_newest_first_by_status_and_page(rt: Container) -> None:
+    opened = []
+    for _ in range(3):
+        result = submit_batch(rt, TENANT, [request(delay_seconds=3600)], spec=BatchSpec())
+        assert result.batch is not None
+        opened.append(result.batch.id)
+    done = submit_batch(rt, TENANT, [request()], spec=BatchSpec())
+    assert done.batch is not None
+    drain_and_sweep_until(rt, lambda: batches.get_batch(rt, TENANT, done.batch.id).status == "COMPLETED")  # type: ignore[union-attr]
+    first = batches.list_batches(rt, TENANT, completed=None, limit=2, after=None)
+    assert [b.id for b in first.items] == [done.batch.id, opened[2]] and first.next_after is not None
+    rest = batches.list_batches(rt, TENANT, completed=None, limit=2, after=first.next_after)
+    assert [b.id for b in rest.items] == [opened[1], opened[0]] and rest.next_after is None
+    open_ones = batches.list_batches(rt, TENANT, completed=False, limit=50, after=None)
+    assert [b.id for b in open_ones.items] == opened[::-1] and all(b.pending == 1 for b in open_ones.items)
+    assert [b.id for b in batches.list_batches(rt, TENANT, completed=True, limit=50, after=None).items] == [
+        done.batch.id
+    ]
+    assert batches.list_batches(rt, "someone-else", completed=None, limit=50, after=None).items == []

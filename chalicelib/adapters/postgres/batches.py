@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
@@ -58,6 +59,22 @@ class BatchQueries:
         with self.connection() as conn:
             params = {"retention_seconds": retention_seconds, "limit": limit}
             return conn.execute(self._q["prune_batches"], params).rowcount
+
+    def list_batches(
+        self: _Store, tenant: str, *, completed: bool | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[BatchRecord]:
+        """A tenant's batches, newest first (only completed or only open ones when
+        ``completed`` is given); ``after`` is the (created_at, id) of the previous page's
+        last batch."""
+        params = {
+            "tenant": tenant,
+            "completed": completed,
+            "after_created": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit,
+        }
+        with self.connection() as conn:
+            return [BatchRecord.from_row(r) for r in conn.execute(self._q["list_batches"], params)]
 
     def get_batch(self: _Store, tenant: str, batch_id: str) -> BatchRecord | None:
         row = self._one("get_batch", {"id": batch_id, "tenant": tenant})

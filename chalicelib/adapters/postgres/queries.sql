@@ -124,6 +124,26 @@ WITH orphans AS (
 )
 SELECT * FROM found;
 
+-- name: list_batches
+-- Rows: BatchRecord (core/batches.py).
+-- A tenant's batches, newest first, OPEN (completed_at null) or COMPLETED ones when
+-- asked; keyset pagination on (created_at, id) like list_tasks (batches_tenant_created).
+-- The live counts are one probe of tasks_batch per batch of the page.
+SELECT b.*, c.pending, c.queued, c.processing
+FROM batches b
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE t.status = 'PENDING') AS pending,
+           count(*) FILTER (WHERE t.status = 'QUEUED') AS queued,
+           count(*) FILTER (WHERE t.status = 'PROCESSING') AS processing
+    FROM tasks t WHERE t.batch_id = b.id AND t.status IN ('PENDING', 'QUEUED', 'PROCESSING')
+) c
+WHERE b.tenant = %(tenant)s
+  AND (%(completed)s::boolean IS NULL OR (b.completed_at IS NOT NULL) = %(completed)s)
+  AND (%(after_created)s::timestamptz IS NULL
+       OR (b.created_at, b.id) < (%(after_created)s::timestamptz, %(after_id)s::uuid))
+ORDER BY b.created_at DESC, b.id DESC
+LIMIT %(limit)s;
+
 -- name: tasks_by_idempotency_keys
 -- Rows: IdempotentTask (core/records.py).
 SELECT * FROM tasks WHERE tenant = %(tenant)s AND idempotency_key = ANY(%(keys)s::text[]);

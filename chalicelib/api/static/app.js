@@ -154,10 +154,11 @@
       // Every task type the deployment runs (built-ins, team modules, declared targets),
       // read once: the name filter offers them before any such task has run.
       if (!state.types) state.types = (await api("api/v1/task-types")).task_types;
-      const [stats, tasks, dlq] = await Promise.all([
+      const [stats, tasks, dlq, batches] = await Promise.all([
         api("api/v1/stats"),
         api(taskQuery(null)),
         api("api/v1/dead-letters?limit=50"),
+        api("api/v1/batches?limit=10"),
       ]);
       renderStats(stats);
       state.tasks = tasks.items;
@@ -165,6 +166,7 @@
       renderTasks();
       state.dlq = dlq.items;
       renderDlq(stats.totals.dead_letters);
+      renderBatches(batches.items);
       if (state.detailId && !$("detail").hidden) await showDetail(state.detailId, true);
       $("updated").textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
     } finally {
@@ -347,6 +349,22 @@
       el("td", { class: "num" }, el("button", { type: "button", class: "btn small redrive", "data-testid": `redrive-${t.id}`, text: "Redrive",
         onclick: (e) => { e.stopPropagation(); redrive(t.id, e.target); } }))))
       : [emptyRow(6, "the dead-letter queue is empty")]));
+  }
+
+  function renderBatches(items) {
+    $("batch-rows").replaceChildren(...(items.length ? items.map((b) => {
+      const c = b.counts;
+      const fill = el("span");
+      fill.style.width = `${b.progress}%`;
+      return el("tr", { "data-batch-id": b.id, "data-status": b.status },
+        el("td", {}, el("code", { text: shortId(b.id), title: b.id })),
+        // Shown in the colours of the task states it stands for.
+        el("td", {}, el("span", { class: `pill s-${b.status === "COMPLETED" ? "COMPLETED" : "PROCESSING"}`, text: b.status })),
+        el("td", {}, el("div", { class: "bar", title: `${b.progress}%` }, fill)),
+        el("td", { class: "num", "data-testid": `batch-done-${b.id}`, text: `${b.total - b.remaining}/${b.total}` }),
+        el("td", { class: "muted", text: `${c.COMPLETED} completed · ${c.FAILED} failed · ${c.CANCELLED} cancelled` }),
+        el("td", { class: "muted", text: ago(b.created_at), title: b.created_at }));
+    }) : [emptyRow(6, "no batches")]));
   }
 
   async function showDetail(id, quiet) {
