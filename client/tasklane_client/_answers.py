@@ -43,6 +43,11 @@ def batch(response: httpx.Response) -> BatchResult:
     return BatchResult(int(body.get("created", 0)), int(body.get("failed", 0)), results, batch_id)
 
 
+def batch_page(response: httpx.Response) -> Page[Batch]:
+    body = response.json()
+    return Page([Batch.from_dict(b) for b in body.get("items", [])], body.get("next_cursor"))
+
+
 def batch_info(response: httpx.Response) -> Batch:
     return Batch.from_dict(response.json())
 

@@ -162,6 +162,12 @@ class AsyncClient:
         with :meth:`get_batch`; it fires its callback once all of them are final."""
         return await self._run(self._core.submit_many(tasks, atomic=atomic, batch=batch))
 
+    async def batches_page(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Page[Batch]:
+        """One page of the tenant's batches, newest first (``status``: OPEN or COMPLETED)."""
+        return await self._run(self._core.batches_page(status=status, limit=limit, cursor=cursor))
+
     async def get_batch(self, batch_id: str) -> Batch:
         """A batch's counts by state, progress and completion."""
         return await self._run(self._core.get_batch(batch_id))

@@ -266,6 +266,12 @@ class Core:
             body["batch"] = _batch_body(batch)
         return self.exchange(Call("POST", "/api/v1/tasks/batch", answers.batch, body=body, has_body=True))
 
+    def batches_page(
+        self, *, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Plan[Page[Batch]]:
+        params = _params(status=status, limit=limit, cursor=cursor)
+        return self.exchange(Call("GET", "/api/v1/batches", answers.batch_page, params=params))
+
     def get_batch(self, batch_id: str) -> Plan[Batch]:
         return self.exchange(Call("GET", f"/api/v1/batches/{_seg(batch_id)}", answers.batch_info))
 

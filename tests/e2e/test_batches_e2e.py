@@ -87,6 +87,7 @@ def test_the_python_client_opens_reads_and_verifies_a_batch(stack: Stack, hooks:
         assert again.created == 0 and again.batch_id == result.batch_id
         done = wait_for(lambda: (b := client.get_batch(result.batch_id or "")).is_complete and b, timeout=30)
         assert done.total == 3 and done.counts["COMPLETED"] == 3 and done.progress == 100
+        assert done.id in [b.id for b in client.batches_page(status="COMPLETED", limit=500).items]
         wait_for(lambda: hooks.calls, timeout=30, message="the batch callback")
         secret = client.webhook_secret().secret
         event = verify_webhook(secret, hooks.calls[0]["headers"], hooks.calls[0]["body"])
