@@ -9,11 +9,13 @@ from tasklane_client.errors import error_class
 from tasklane_client.models import AuditEntry, Batch, BatchItem, BatchResult, Page, Schedule, Task, TaskEvent
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+DUPLICATE_HEADER = "Unique-Duplicate"
 
 
 def task(response: httpx.Response) -> Task:
     replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
-    return Task.from_dict(response.json(), replayed=replayed)
+    duplicate = response.headers.get(DUPLICATE_HEADER, "").lower() == "true"
+    return Task.from_dict(response.json(), replayed=replayed, duplicate=duplicate)
 
 
 def task_page(response: httpx.Response) -> Page[Task]:
@@ -33,7 +35,7 @@ def batch(response: httpx.Response) -> BatchResult:
             results.append(BatchItem(int(item["index"]), status, None, error))
         else:
             replayed = bool(item.get("replayed", False))
-            task = Task.from_dict(item["task"], replayed=replayed)
+            task = Task.from_dict(item["task"], replayed=replayed, duplicate=bool(item.get("duplicate", False)))
             results.append(BatchItem(int(item["index"]), status, task, None, replayed))
     batch_id = body.get("batch_id")
     if batch_id is None:

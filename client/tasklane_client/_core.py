@@ -228,6 +228,9 @@ class Core:
         timeout_seconds: int | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
+        unique_key: str | None = None,
+        unique_for_seconds: float | None = None,
+        expires_at: datetime | str | None = None,
     ) -> Plan[Task]:
         body = task_body(
             name,
@@ -238,6 +241,9 @@ class Core:
             max_retries=max_retries,
             timeout_seconds=timeout_seconds,
             callback_url=callback_url,
+            unique_key=unique_key,
+            unique_for_seconds=unique_for_seconds,
+            expires_at=expires_at,
         )
         key = idempotency_key or new_idempotency_key()
         return self.exchange(

@@ -123,6 +123,9 @@ class Client:
         timeout_seconds: int | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
+        unique_key: str | None = None,
+        unique_for_seconds: float | None = None,
+        expires_at: datetime | str | None = None,
     ) -> Task:
         """Submit one task and return it (``QUEUED``, or ``PENDING`` when delayed).
 
@@ -130,6 +133,9 @@ class Client:
         a fresh uuid4 is used, so retries of this call are safe; pass your own to make
         *your* retries safe too (the same key and body return the original task with
         ``replayed=True``; the same key with another body raises ConflictError).
+        ``unique_key`` (held while the task is active, or ``unique_for_seconds``):
+        when another task holds it, that task comes back with ``duplicate=True``.
+        ``expires_at``: no attempt starts after it (the task expires, CANCELLED).
         """
         return self._run(
             self._core.submit(
@@ -142,6 +148,9 @@ class Client:
                 timeout_seconds=timeout_seconds,
                 idempotency_key=idempotency_key,
                 callback_url=callback_url,
+                unique_key=unique_key,
+                unique_for_seconds=unique_for_seconds,
+                expires_at=expires_at,
             )
         )
 

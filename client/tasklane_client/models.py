@@ -107,8 +107,13 @@ class Task:
     progress_message: str | None
     trace_id: str | None = None  # the task's X-Ray trace id (submit, attempts and webhook)
     batch_id: str | None = None  # the batch it was submitted in (submit_many with batch=)
+    unique_key: str | None = None
+    unique_until: datetime | None = None  # the key's window; None with a key: held while active
+    expires_at: datetime | None = None  # no attempt starts after it
+    snoozes: int = 0  # how often the task type snoozed it (no attempt spent)
     errors: list[AttemptError] = field(default_factory=list)
     replayed: bool = False
+    duplicate: bool = False  # the task holding the submit's unique key (nothing was created)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -117,7 +122,7 @@ class Task:
         return self.status.is_final
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, replayed: bool = False) -> Task:
+    def from_dict(cls, data: Mapping[str, Any], *, replayed: bool = False, duplicate: bool = False) -> Task:
         progress = data.get("progress")
         return cls(
             id=str(data["id"]),
@@ -145,8 +150,13 @@ class Task:
             progress_message=data.get("progress_message"),
             trace_id=data.get("trace_id"),
             batch_id=data.get("batch_id"),
+            unique_key=data.get("unique_key"),
+            unique_until=parse_datetime(data.get("unique_until")),
+            expires_at=parse_datetime(data.get("expires_at")),
+            snoozes=int(data.get("snoozes") or 0),
             errors=[AttemptError.from_dict(e) for e in data.get("errors") or []],
             replayed=replayed,
+            duplicate=duplicate,
             raw=dict(data),
         )
 
@@ -189,6 +199,9 @@ class NewTask:
     timeout_seconds: int | None = None
     idempotency_key: str | None = None
     callback_url: str | None = None
+    unique_key: str | None = None
+    unique_for_seconds: float | None = None
+    expires_at: datetime | str | None = None
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body; fields left as None are omitted (the API rejects nulls)."""
@@ -202,6 +215,9 @@ class NewTask:
             timeout_seconds=self.timeout_seconds,
             idempotency_key=self.idempotency_key,
             callback_url=self.callback_url,
+            unique_key=self.unique_key,
+            unique_for_seconds=self.unique_for_seconds,
+            expires_at=self.expires_at,
         )
 
 
@@ -216,6 +232,9 @@ def task_body(
     timeout_seconds: int | None = None,
     idempotency_key: str | None = None,
     callback_url: str | None = None,
+    unique_key: str | None = None,
+    unique_for_seconds: float | None = None,
+    expires_at: datetime | str | None = None,
 ) -> dict[str, Any]:
     """A task's JSON body without the fields left as None."""
     body: dict[str, Any] = {"name": name, "payload": {} if payload is None else payload}
@@ -233,6 +252,12 @@ def task_body(
         body["idempotency_key"] = idempotency_key
     if callback_url is not None:
         body["callback_url"] = callback_url
+    if unique_key is not None:
+        body["unique_key"] = unique_key
+    if unique_for_seconds is not None:
+        body["unique_for_seconds"] = unique_for_seconds
+    if expires_at is not None:
+        body["expires_at"] = expires_at.isoformat() if isinstance(expires_at, datetime) else expires_at
     return body
 
 

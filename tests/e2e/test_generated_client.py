@@ -99,7 +99,7 @@ def client(client_package: ModuleType, stack: Stack) -> Iterator[Any]:
 def test_every_task_type_has_a_submit_model_with_every_field(client_package: ModuleType) -> None:
     models = importlib.import_module(f"{PACKAGE}.models")
     fields = {"name", "payload", "priority", "run_at", "delay_seconds", "max_retries", "timeout_seconds"}
-    fields |= {"idempotency_key", "callback_url"}
+    fields |= {"idempotency_key", "callback_url", "unique_key", "unique_for_seconds", "expires_at"}
     for type_name in ("Noop", "Sleep", "Fail", "SendEmail", "SendSms", "GeneratePdf", "HttpRequest"):
         model = getattr(models, f"TaskSubmission{type_name}")
         assert fields <= set(model.__init__.__annotations__), type_name
@@ -126,7 +126,14 @@ def test_generated_client_submits_a_task_with_every_field(
     by_delay = models.TaskSubmissionNoop(name="noop", payload=payload, delay_seconds=0.5, idempotency_key=key, **common)
     run_at = datetime.now(UTC) + timedelta(seconds=1)
     by_time = models.TaskSubmissionNoop(
-        name="noop", payload=payload, run_at=run_at, idempotency_key=key + "-at", **common
+        name="noop",
+        payload=payload,
+        run_at=run_at,
+        idempotency_key=key + "-at",
+        unique_key=key + "-u",
+        unique_for_seconds=60,
+        expires_at=run_at + timedelta(minutes=5),
+        **common,
     )
     created = []
     for body in (by_delay, by_time):
@@ -137,6 +144,8 @@ def test_generated_client_submits_a_task_with_every_field(
         assert (task.name, task.priority.value, task.max_retries, task.timeout_seconds) == ("noop", "high", 5, 42)
         assert task.callback_url == hook_url and task.idempotency_key == body.idempotency_key
         assert task.to_dict()["payload"] == {"hello": "generated"}
+        if body is by_time:
+            assert task.unique_key == key + "-u" and task.expires_at == body.expires_at
         created.append(task.id)
     replay = submit.sync_detailed(client=client, body=by_delay)
     assert replay.status_code == 200 and replay.parsed.id == created[0]

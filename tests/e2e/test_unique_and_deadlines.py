@@ -7,6 +7,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+from tasklane_client import Client
+
 from tests.helpers import wait_for
 from tests.stack import Stack
 
@@ -44,3 +46,16 @@ def test_a_task_past_its_deadline_never_runs(stack: Stack) -> None:
     assert events[-1]["error_type"] == "Expired"
     late = stack.post("/api/v1/tasks", {"name": "noop", "expires_at": "2001-01-01T00:00:00Z"})
     assert late.status_code == 400 and "expires_at" in late.json()["error"]["message"]
+
+
+def test_the_python_client_says_duplicate_and_shows_the_new_fields(stack: Stack) -> None:
+    key = f"client-{uuid.uuid4().hex[:8]}"
+    deadline = datetime.now(UTC) + timedelta(hours=1)
+    with Client(stack.base_url, stack.api_key) as tl:
+        first = tl.submit(
+            "noop", {"n": 1}, delay_seconds=600, unique_key=key, unique_for_seconds=60, expires_at=deadline
+        )
+        again = tl.submit("noop", {"n": 2}, unique_key=key)
+    assert not first.duplicate and again.duplicate and again.id == first.id
+    assert first.unique_key == key and first.unique_until is not None and first.expires_at == deadline
+    assert first.snoozes == 0
