@@ -113,6 +113,15 @@ def running_workers(rt: Container, drainers: int, sweepers: int = 1) -> Iterator
             t.join(timeout=30)
 
 
+def metric_count(database_url: str, metric: str) -> int:
+    """A counter of the metrics trigger, summed over task names (folded or not)."""
+    sql = (
+        "SELECT coalesce(sum(n), 0) FROM (SELECT n FROM task_metric_deltas WHERE metric = %s"
+        " UNION ALL SELECT n FROM task_metric_totals WHERE metric = %s) m"
+    )
+    return int(query(database_url, sql, metric, metric)[0][0])
+
+
 def status_counts(database_url: str) -> dict[str, int]:
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()

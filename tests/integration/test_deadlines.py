@@ -14,6 +14,7 @@ from chalicelib.services.submit import submit, submit_many
 from chalicelib.services.sweep import sweep
 from tests.helpers import (
     drain_once,
+    metric_count,
     query,
     request,
     running_workers,
@@ -33,17 +34,9 @@ def _past_deadline(db: str, ids: list[str]) -> bool:
     return bool(query(db, "SELECT bool_and(expires_at <= now()) FROM tasks WHERE id = ANY(%s::uuid[])", ids)[0][0])
 
 
-def _counter(db: str, metric: str) -> int:
-    sql = (
-        "SELECT coalesce(sum(n), 0) FROM (SELECT n FROM task_metric_deltas WHERE metric = %s"
-        " UNION ALL SELECT n FROM task_metric_totals WHERE metric = %s) m"
-    )
-    return int(query(db, sql, metric, metric)[0][0])
-
-
 def test_a_queued_task_past_its_deadline_is_refused_by_the_claim_and_finalised(rt: Container) -> None:
     db = rt.settings.database_url
-    expired, cancelled = _counter(db, "expired"), _counter(db, "cancelled")
+    expired, cancelled = metric_count(db, "expired"), metric_count(db, "cancelled")
     task = submit(rt, TENANT, request(expires_at=_soon(0.3))).task
     assert task.status is Status.QUEUED and task.expires_at is not None
     wait_for(lambda: _past_deadline(db, [task.id]), timeout=5, message="the deadline")
@@ -54,7 +47,7 @@ def test_a_queued_task_past_its_deadline_is_refused_by_the_claim_and_finalised(r
     assert done.last_error_type == "Expired" and "expires_at" in (done.last_error or "")
     events = [(e.from_status, e.to_status, e.error_type) for e in rt.store.task_events(task.id)]
     assert events == [(None, Status.QUEUED, None), (Status.QUEUED, Status.CANCELLED, "Expired")]
-    assert _counter(db, "expired") == expired + 1 and _counter(db, "cancelled") == cancelled + 1
+    assert metric_count(db, "expired") == expired + 1 and metric_count(db, "cancelled") == cancelled + 1
     assert rt.queue.depths() == {"ready": 0, "delayed": 0, "leased": 0}
 
 
@@ -82,7 +75,7 @@ def test_the_sweeper_expires_waiting_tasks_and_drops_them_from_redis(rt: Contain
 def test_an_expired_task_never_runs_while_drainers_race_the_sweepers(make_rt: object) -> None:
     rt: Container = make_rt(drain_batch_size=10, executor_concurrency=2)  # type: ignore[operator]
     db = rt.settings.database_url
-    before = _counter(db, "expired")
+    before = metric_count(db, "expired")
     # 150 tasks of ~20 ms on 3 drainers x 2 threads: about half a second of work, with
     # deadlines spread over that half second, so some start in time and some expire.
     reqs = [request("sleep", {"seconds": 0.02}, expires_at=_soon(0.15 + i * 0.004)) for i in range(150)]
@@ -109,7 +102,7 @@ def test_an_expired_task_never_runs_while_drainers_race_the_sweepers(make_rt: ob
     started = "SELECT count(*) FROM tasks WHERE id = ANY(%s::uuid[]) AND status = 'CANCELLED'"
     started += " AND started_at IS NOT NULL"
     assert query(db, started, ids) == [(0,)]
-    assert _counter(db, "expired") - before == counts["CANCELLED"]
+    assert metric_count(db, "expired") - before == counts["CANCELLED"]
     assert story_problems(task_stories(db, ids)) == []
 
 

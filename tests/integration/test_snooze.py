@@ -14,18 +14,10 @@ from chalicelib.core.model import Outcome, Status
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit
 from chalicelib.tasktypes import TaskContext
-from tests.helpers import drain_and_sweep_until, query, request, story_problems, task_stories
+from tests.helpers import drain_and_sweep_until, metric_count, request, story_problems, task_stories
 
 TENANT = "snoozers"
 NAME = "snooze-test"
-
-
-def _counter(db: str, metric: str) -> int:
-    sql = (
-        "SELECT coalesce(sum(n), 0) FROM (SELECT n FROM task_metric_deltas WHERE metric = %s"
-        " UNION ALL SELECT n FROM task_metric_totals WHERE metric = %s) m"
-    )
-    return int(query(db, sql, metric, metric)[0][0])
 
 
 @pytest.fixture
@@ -51,7 +43,7 @@ def snoozer(make_rt: Callable[..., Container]) -> Iterator[tuple[Container, Coun
 def test_a_snooze_gives_its_attempt_back(snoozer: tuple[Container, Counter[str]]) -> None:
     rt, seen = snoozer
     db = rt.settings.database_url
-    before = {m: _counter(db, m) for m in ("snoozed", "failed", "retried")}
+    before = {m: metric_count(db, m) for m in ("snoozed", "failed", "retried")}
     task = submit(rt, TENANT, request(NAME, {"snoozes": 2}, max_retries=0)).task  # one attempt only
     drain_and_sweep_until(rt, lambda: rt.store.get_task(TENANT, task.id).status.is_final)  # type: ignore[union-attr]
     done = rt.store.get_task(TENANT, task.id)
@@ -65,7 +57,7 @@ def test_a_snooze_gives_its_attempt_back(snoozer: tuple[Container, Counter[str]]
     assert [e.error for e in rt.store.task_events(task.id) if e.error_type == "Snoozed"] == [
         "snoozed for 0.05 s: the upstream is busy"
     ] * 2
-    after = {m: _counter(db, m) for m in before}
+    after = {m: metric_count(db, m) for m in before}
     assert after == {"snoozed": before["snoozed"] + 2, "failed": before["failed"], "retried": before["retried"]}
     assert story_problems(task_stories(db, [task.id])) == []
 

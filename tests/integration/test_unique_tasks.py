@@ -11,25 +11,15 @@ from chalicelib.core.errors import ConflictError
 from chalicelib.core.model import Status
 from chalicelib.services import lifecycle
 from chalicelib.services.submit import Submitted, submit, submit_many
-from tests.helpers import drain_once, query, request, status_counts, wait_for
+from tests.helpers import drain_once, metric_count, query, request, status_counts, wait_for
 
 TENANT = "acme"
-
-
-def _counter(database_url: str, metric: str) -> int:
-    rows = query(
-        database_url,
-        "SELECT coalesce(sum(n), 0) FROM (SELECT n FROM task_metric_deltas WHERE metric = %s"
-        " UNION ALL SELECT n FROM task_metric_totals WHERE metric = %s) m",
-        metric,
-        metric,
-    )
-    return int(rows[0][0])
 
 
 def test_twenty_concurrent_submits_of_one_unique_key_create_one_task(make_rt: Any, database_url: str) -> None:
     # Four runtimes (four pools of four connections): the submits really race in PostgreSQL.
     runtimes = [make_rt() for _ in range(4)]
+    before = metric_count(database_url, "deduplicated")
     barrier = threading.Barrier(20)
     results: list[Submitted] = []
 
@@ -46,7 +36,7 @@ def test_twenty_concurrent_submits_of_one_unique_key_create_one_task(make_rt: An
     assert sum(1 for r in results if r.created) == 1
     assert all(r.duplicate for r in results if not r.created)
     assert status_counts(database_url) == {"QUEUED": 1}
-    assert _counter(database_url, "deduplicated") == 19
+    assert metric_count(database_url, "deduplicated") - before == 19
     assert query(database_url, "SELECT count(*) FROM task_unique_keys")[0][0] == 1
 
 
