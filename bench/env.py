@@ -183,7 +183,7 @@ class BenchEnv:
 
     def truncate(self) -> None:
         with self.connect() as conn:
-            conn.execute("TRUNCATE tasks, task_events")
+            conn.execute("TRUNCATE tasks, task_events CASCADE")
 
     def new_database(self, suffix: str, *, migrated: bool = True) -> str:
         name = f"{self.dbname}_{suffix}"

@@ -47,6 +47,8 @@ def request(name: str = "noop", payload: dict[str, Any] | None = None, **kw: Any
         unique_key=kw.pop("unique_key", None),
         unique_for_seconds=kw.pop("unique_for_seconds", None),
         expires_at=kw.pop("expires_at", None),
+        depends_on=tuple(kw.pop("depends_on", ())),
+        run_anyway=kw.pop("run_anyway", False),
     )
 
 

@@ -24,6 +24,7 @@ from chalicelib.api.openapi_schemas import (
 )
 from chalicelib.api.task_types import TASK_TYPE_LIST_SCHEMA
 from chalicelib.core.schemas import NO_BATCH_KEY, REQUESTS
+from chalicelib.services.stats import COUNT_FIELDS
 from chalicelib.tasktypes import Registry
 
 _RATE_HEADERS = {
@@ -88,7 +89,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
-_COUNTS = ["submitted", "completed", "failed", "cancelled", "queued", "pending", "processing", "dead_letters"]
+_COUNTS = list(COUNT_FIELDS)
 _NUM_OR_NULL = {"type": ["number", "null"], "minimum": 0}
 _STATS_GROUP = {
     "type": "object",
@@ -306,6 +307,16 @@ def request_schemas(registry: Registry) -> dict[str, Any]:
             },
         },
     }
+    schemas["WorkflowStep"] = REQUESTS["WorkflowStep"]
+    schemas["WorkflowSubmission"] = {
+        **REQUESTS["WorkflowSubmission"],
+        "properties": {
+            "steps": {
+                **REQUESTS["WorkflowSubmission"]["properties"]["steps"],
+                "additionalProperties": _ref("WorkflowStep"),
+            }
+        },
+    }
     schemas["Redrive"] = REQUESTS["Redrive"]
     schemas["Purge"] = REQUESTS["Purge"]
     schemas["BulkCancel"] = REQUESTS["BulkCancel"]
@@ -470,6 +481,32 @@ def spec(registry: Registry) -> dict[str, Any]:
                         "404": _error("no such task type"),
                     },
                     params=[_TASK_TYPE_PARAM],
+                )
+            },
+            "/api/v1/workflows": {
+                "post": _op(
+                    "Submit a workflow: steps that wait for each other (a DAG), in one request",
+                    {
+                        "201": _json(_ref("Workflow"), "every step accepted: those without parents are QUEUED"),
+                        "400": _error("a step is invalid, names an unknown step, or the steps form a cycle"),
+                    },
+                    body=_ref("WorkflowSubmission"),
+                    params=_TRACE_HEADERS,
+                )
+            },
+            "/api/v1/workflows/{workflow_id}": {
+                "get": _op(
+                    "A workflow: every step's state",
+                    {"200": _json(_ref("Workflow"), "the workflow"), "404": _error("no such workflow")},
+                    params=[
+                        {
+                            "name": "workflow_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "workflow id (a UUID; anything else is simply not found)",
+                        }
+                    ],
                 )
             },
             "/api/v1/dead-letters": {

@@ -11,7 +11,7 @@ from chalicelib.core.audit import AuditAction
 _TS = {"type": "string", "format": "date-time"}
 _TS_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 _ID = {"type": "string", "format": "uuid"}
-_STATUS = {"type": "string", "enum": ["PENDING", "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]}
+_STATUS = {"type": "string", "enum": ["WAITING", "PENDING", "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]}
 _PRIORITY = {"type": "string", "enum": ["critical", "high", "normal", "low"]}
 AUDIT_ACTIONS = [a.value for a in AuditAction]
 
@@ -102,6 +102,21 @@ SCHEMAS: dict[str, Any] = {
                 "minimum": 0,
                 "description": "how often the task type snoozed it (a snooze does not spend an attempt)",
             },
+            "waiting_on": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "parents not ended yet (WAITING while above 0); null for a task without parents",
+            },
+            "depends_on": {
+                "type": "array",
+                "items": _ID,
+                "description": "(GET of one task) the ids of the tasks it waits or waited for",
+            },
+            "dependents": {
+                "type": "array",
+                "items": _ID,
+                "description": "(GET of one task) the ids of the tasks that wait or waited for it",
+            },
             "errors": {
                 "type": "array",
                 "items": {
@@ -111,6 +126,32 @@ SCHEMAS: dict[str, Any] = {
                         "error": {"type": "string"},
                         "error_type": {"type": ["string", "null"]},
                         "at": _TS,
+                    },
+                },
+            },
+        },
+    },
+    "Workflow": {
+        "type": "object",
+        "required": ["id", "status", "created_at", "steps"],
+        "properties": {
+            "id": _ID,
+            "status": {
+                "type": "string",
+                "enum": ["RUNNING", "COMPLETED", "FAILED"],
+                "description": "COMPLETED when every step completed, FAILED when every step ended and one did"
+                " not complete, else RUNNING",
+            },
+            "created_at": _TS,
+            "steps": {
+                "type": "object",
+                "description": "by step name",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["after", "task"],
+                    "properties": {
+                        "after": {"type": "array", "items": {"type": "string"}},
+                        "task": {"anyOf": [_ref("Task"), {"type": "null"}], "description": "null once pruned"},
                     },
                 },
             },

@@ -17,10 +17,11 @@ from chalicelib.core.audit import AuditEntry, Purged
 from chalicelib.core.batches import BatchRecord
 from chalicelib.core.control import Pause
 from chalicelib.core.errors import SNOOZED, ConflictError, TasklaneError, ValidationError
-from chalicelib.core.model import Task
+from chalicelib.core.model import Status, Task
 from chalicelib.core.records import Schedule
 from chalicelib.services.audit import AuditPage, AuditPosition
 from chalicelib.services.batches import BatchPage
+from chalicelib.services.dependencies import WorkflowView
 from chalicelib.services.health import HealthReport, Probe, SweeperHealth
 from chalicelib.services.lifecycle import CancelOutcome, CancelResult
 from chalicelib.services.reads import Page, Position, TaskDetail
@@ -69,6 +70,7 @@ def task(t: Task) -> dict[str, Any]:
         "unique_until": _iso(t.unique_until),
         "expires_at": _iso(t.expires_at),
         "snoozes": t.snoozes,
+        "waiting_on": t.waiting_on,
     }
 
 
@@ -76,12 +78,35 @@ def task_with_errors(detail: TaskDetail) -> dict[str, Any]:
     """The task plus the error of every failed attempt (a snooze is no failure: its
     event is in the history, not here)."""
     body = task(detail.task)
+    if detail.links:
+        body["depends_on"] = [link.id for link in detail.links if link.role == "parent"]
+        body["dependents"] = [link.id for link in detail.links if link.role == "child"]
     body["errors"] = [
         {"attempt": e.attempt, "error": e.error, "error_type": e.error_type, "at": e.at.isoformat()}
         for e in detail.events
         if e.error is not None and e.error_type != SNOOZED
     ]
     return body
+
+
+def workflow(view: WorkflowView) -> dict[str, Any]:
+    """Every step's task (null once pruned) and the steps it waits for."""
+    statuses = [t.status for t in view.steps.values() if t is not None]
+    if all(s is Status.COMPLETED for s in statuses):
+        status = "COMPLETED"
+    elif all(s.is_final for s in statuses):
+        status = "FAILED"
+    else:
+        status = "RUNNING"
+    return {
+        "id": view.workflow.id,
+        "status": status,
+        "created_at": _iso(view.workflow.created_at),
+        "steps": {
+            name: {"after": view.after.get(name, []), "task": task(t) if t is not None else None}
+            for name, t in view.steps.items()
+        },
+    }
 
 
 def task_events(detail: TaskDetail) -> dict[str, Any]:
@@ -115,7 +140,7 @@ def cancelled(result: CancelResult) -> tuple[int, dict[str, Any]]:
     if result.outcome is CancelOutcome.ALREADY_FINAL:
         raise ConflictError(
             f"task {result.task.id} is already {result.before.value}; "
-            "only PENDING, QUEUED or PROCESSING tasks can be cancelled",
+            "only WAITING, PENDING, QUEUED or PROCESSING tasks can be cancelled",
             details={"status": result.before.value},
         )
     return (200 if result.outcome is CancelOutcome.CANCELLED else 202), task(result.task)

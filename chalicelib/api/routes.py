@@ -18,9 +18,10 @@ from chalicelib.container import Container, get_container
 from chalicelib.core.audit import AuditAction
 from chalicelib.core.model import Priority, Status
 from chalicelib.core.records import ScheduleSpec
+from chalicelib.core.requests import parse_workflow
 from chalicelib.core.schedules import parse_schedule
 from chalicelib.observability import tracing
-from chalicelib.services import audit, batches, control, lifecycle, reads, schedules
+from chalicelib.services import audit, batches, control, dependencies, lifecycle, reads, schedules
 from chalicelib.services import health as health_service
 from chalicelib.services import submit as submitting
 from chalicelib.services.apikeys import ApiKey
@@ -153,6 +154,26 @@ def cancel_task(key: ApiKey, task_id: str) -> Response:
     result = lifecycle.cancel(_rt(), key.tenant, params.task_id_param(task_id), actor=key.actor)
     status, body = presenters.cancelled(result)
     return json_response(body, status)
+
+
+# --- workflows ------------------------------------------------------------------------------
+
+
+@bp.route("/api/v1/workflows", methods=["POST"])
+@authed
+def submit_workflow(key: ApiKey) -> Response:
+    rt = _rt()
+    parsed = parse_workflow(_body(), rt.settings, rt.registry)
+    trace = tracing.current_trace(_request().headers)
+    submitted = submitting.submit_workflow(rt, key.tenant, parsed, actor=key.actor, trace=trace)
+    return json_response(presenters.workflow(dependencies.get_workflow(rt, key.tenant, submitted.id)), 201)
+
+
+@bp.route("/api/v1/workflows/{workflow_id}", methods=["GET"])
+@authed
+def get_workflow(key: ApiKey, workflow_id: str) -> Response:
+    view = dependencies.get_workflow(_rt(), key.tenant, params.uuid_param(workflow_id, "workflow"))
+    return json_response(presenters.workflow(view))
 
 
 # --- dead letters ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from chalicelib.core.tracecontext import stored
 class Status(StrEnum):
     """A task's state; mirrors the CHECK constraint on ``tasks.status``."""
 
+    WAITING = "WAITING"  # submit with parents (depends_on, a workflow step): until they end
     PENDING = "PENDING"  # submit (run_at in the future) or drain/sweep (waiting for a retry)
     QUEUED = "QUEUED"  # submit, sweep (promotion of a due task) or redrive
     PROCESSING = "PROCESSING"  # drain, when it claims the task under a lease
@@ -33,6 +34,9 @@ FINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 # Every transition the store performs; each one is a guarded UPDATE on the source state.
 TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
     {
+        (Status.WAITING, Status.QUEUED),  # its last parent completed (the settling trigger, 0008)
+        (Status.WAITING, Status.PENDING),  # the same, with run_at still ahead
+        (Status.WAITING, Status.CANCELLED),  # a parent failed or was cancelled, or the API's cancel
         (Status.PENDING, Status.QUEUED),
         (Status.PENDING, Status.PROCESSING),  # a due retry claimed before the sweeper promoted it
         (Status.PENDING, Status.CANCELLED),
@@ -68,6 +72,12 @@ class NewTask:
     unique_key: str | None = None
     unique_for_seconds: float | None = None  # None: the key is held while the task is active
     expires_at: datetime | None = None
+    # Dependencies (core.dependencies): open parents, run when a parent failed, and
+    # the parent that had already failed at submit (the task is CANCELLED at once).
+    waiting_on: int | None = None
+    run_anyway: bool | None = None
+    has_followers: bool = False
+    cancelled_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,8 @@ class Claimed:
     started_at: datetime | None = None
     trace_context: str | None = None  # the task's trace, as submit stored it
     snoozes: int = 0  # how often it snoozed so far (the retry policy bounds it)
+    has_parents: bool = False  # its parents' results are loaded for it (core.dependencies)
+    parent_results: Mapping[str, Any] | None = None  # parent key -> result, once loaded
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Claimed:
@@ -117,6 +129,7 @@ class Claimed:
             row["started_at"],
             row.get("trace_context"),
             row.get("snoozes", 0),
+            bool(row.get("has_parents")),
         )
 
     @property
@@ -179,6 +192,8 @@ class Task:
     unique_until: datetime | None = None  # end of the key's window; None: held while active
     expires_at: datetime | None = None  # no attempt starts after this
     snoozes: int = 0
+    waiting_on: int | None = None  # parents not ended yet; None: the task has no parents
+    run_anyway: bool | None = None  # runs when a parent fails (None: no parents)
 
     @property
     def trace_id(self) -> str | None:
@@ -220,6 +235,8 @@ class Task:
             unique_until=row.get("unique_until"),
             expires_at=row.get("expires_at"),
             snoozes=row.get("snoozes") or 0,
+            waiting_on=row.get("waiting_on"),
+            run_anyway=row.get("run_anyway"),
         )
 
 

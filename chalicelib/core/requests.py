@@ -14,13 +14,14 @@ from typing import Any, Protocol
 
 from chalicelib.config import Settings
 from chalicelib.core.defaults import TaskDefaults
+from chalicelib.core.dependencies import step_order
 from chalicelib.core.errors import PayloadError, ValidationError
 from chalicelib.core.jsonbody import parse_json
 from chalicelib.core.model import Priority
 from chalicelib.core.urls import check_callback_url
 from chalicelib.core.validator import validate
 
-__all__ = ["TaskRequest", "TaskTypes", "parse_json", "parse_task", "validate"]
+__all__ = ["TaskRequest", "TaskTypes", "WorkflowRequest", "parse_json", "parse_task", "parse_workflow", "validate"]
 
 
 class TaskTypes(Protocol):
@@ -51,6 +52,8 @@ class TaskRequest:
     unique_key: str | None = None
     unique_for_seconds: float | None = None
     expires_at: datetime | None = None
+    depends_on: tuple[str, ...] = ()  # parent task ids (lower case, no duplicates)
+    run_anyway: bool = False  # on_dependency_failure "run"
 
     def fingerprint(self) -> str:
         """Hash of what the client asked for, minus the idempotency key: the same key
@@ -70,6 +73,8 @@ class TaskRequest:
             body.update(unique_key=self.unique_key, unique_for_seconds=self.unique_for_seconds)
         if self.expires_at is not None:
             body["expires_at"] = self.expires_at.isoformat()
+        if self.depends_on:  # only then: a plain task's fingerprint stays what it was
+            body.update(depends_on=sorted(self.depends_on), run_anyway=self.run_anyway)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -173,4 +178,35 @@ def _parse_task(body: dict[str, Any], settings: Settings, registry: TaskTypes) -
         unique_key=unique_key,
         unique_for_seconds=unique_for,
         expires_at=_parse_expires_at(body, run_at, delay),
+        depends_on=tuple(dict.fromkeys(p.lower() for p in body.get("depends_on", ()))),
+        run_anyway=body.get("on_dependency_failure") == "run",
     )
+
+
+@dataclass(frozen=True)
+class WorkflowRequest:
+    """A validated workflow: its steps by name, in an order where parents come first,
+    and the steps each one waits for."""
+
+    steps: dict[str, TaskRequest]
+    after: dict[str, tuple[str, ...]]
+
+
+def parse_workflow(body: Any, settings: Settings, registry: TaskTypes) -> WorkflowRequest:
+    """Validate a workflow body: every step a task (``WorkflowStep``), every ``after``
+    a known step, no cycle (``core.dependencies.step_order``)."""
+    raw = validate("WorkflowSubmission", body, what="the workflow")["steps"]
+    after = {}
+    for name, step in raw.items():
+        if isinstance(step, dict) and isinstance(step.get("after"), list):
+            after[name] = tuple(dict.fromkeys(str(a) for a in step["after"]))
+        else:
+            after[name] = ()
+    order = step_order(after)
+    steps = {}
+    for name in order:
+        step = raw[name]
+        validate("WorkflowStep", step, what=f"steps.{name}", where=f"steps.{name}: ")
+        fields = {k: v for k, v in step.items() if k != "after"}
+        steps[name] = parse_task(fields, settings, registry, where=f"steps.{name}: ", schema="WorkflowStep")
+    return WorkflowRequest(steps, after)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.core.defaults import MAX_RETRIES_LIMIT, MAX_TIMEOUT_SECONDS
+from chalicelib.core.dependencies import MAX_PARENTS, MAX_STEPS, STEP_NAME_RULE
 from chalicelib.core.urls import CALLBACK_URL_PATTERN, MAX_CALLBACK_URL
 
 MAX_DELAY_SECONDS = 365 * 24 * 3600
@@ -21,6 +22,8 @@ MAX_NAME = 200
 MAX_BATCH = 500
 MAX_UNIQUE_KEY = 200
 MAX_UNIQUE_FOR_SECONDS = 30 * 24 * 3600
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 PRIORITY: dict[str, Any] = {"type": "string", "enum": ["critical", "high", "normal", "low"]}
 _NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"\S"}
@@ -71,8 +74,48 @@ TASK_PROPERTIES: dict[str, Any] = {
         "description": "POSTed a signed event when the task reaches a final state (http or https, not private)",
     },
 }
+DEPENDENCY_PROPERTIES: dict[str, Any] = {
+    "on_dependency_failure": {
+        "type": "string",
+        "enum": ["cancel", "run"],
+        "default": "cancel",
+        "description": "when a parent ends FAILED or CANCELLED: cancel this task (default) or run it anyway",
+    },
+}
+TASK_PROPERTIES.update(
+    {
+        "depends_on": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_PARENTS,
+            "items": {"type": "string", "minLength": 36, "maxLength": 36, "pattern": UUID_PATTERN},
+            "title": f"a list of 1 to {MAX_PARENTS} task ids",
+            "description": (
+                "ids of the tenant's tasks this one waits for (WAITING); it becomes ready when all of them"
+                " COMPLETED (their results in its context's parent_results, by id)"
+            ),
+        },
+        **DEPENDENCY_PROPERTIES,
+    }
+)
 SCHEDULE_TASK_FIELDS = ("name", "payload", "priority", "max_retries", "timeout_seconds")
 FOLLOW_UP_FIELDS = (*SCHEDULE_TASK_FIELDS, "callback_url")
+# A workflow step: a task without idempotency or unique key or ids of its own to wait for; it
+# names the steps it waits for in "after".
+WORKFLOW_STEP_PROPERTIES: dict[str, Any] = {
+    **{
+        k: v
+        for k, v in TASK_PROPERTIES.items()
+        if k not in ("idempotency_key", "depends_on", "unique_key", "unique_for_seconds")
+    },
+    "after": {
+        "type": "array",
+        "maxItems": MAX_PARENTS,
+        "items": {"type": "string", "minLength": 1, "maxLength": 64},
+        "title": f"a list of at most {MAX_PARENTS} step names",
+        "description": "the steps this one waits for (their results in its context's parent_results, by step name)",
+    },
+}
 
 
 def _object(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
@@ -142,6 +185,20 @@ REQUESTS: dict[str, dict[str, Any]] = {
         description='send {"tasks": [task, ...], "atomic": false, "batch": {...}}',
     ),
     "BatchFollowUp": BATCH_FOLLOW_UP,
+    "WorkflowSubmission": _object(
+        {
+            "steps": {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": MAX_STEPS,
+                "additionalProperties": {"type": "object", "description": "a WorkflowStep"},
+                "title": f"an object of 1 to {MAX_STEPS} steps by name ({STEP_NAME_RULE})",
+            },
+        },
+        ["steps"],
+        description='send {"steps": {"a": {"name": "noop"}, "b": {"name": "noop", "after": ["a"]}}}',
+    ),
+    "WorkflowStep": _object(WORKFLOW_STEP_PROPERTIES, ["name"]),
     "ScheduleTask": SCHEDULE_TASK,
     "ScheduleSubmission": _object(_SCHEDULE_PROPERTIES, ["name", "cron", "task"]),
     "ScheduleUpdate": _object(
@@ -182,7 +239,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
     ),
     "BulkCancel": _object(
         {
-            "status": {"type": "string", "enum": ["PENDING", "QUEUED", "PROCESSING"]},
+            "status": {"type": "string", "enum": ["WAITING", "PENDING", "QUEUED", "PROCESSING"]},
             "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
             "priority": PRIORITY,
             "created_before": {

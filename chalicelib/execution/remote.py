@@ -121,6 +121,7 @@ def handle(event: dict[str, Any], context: Any) -> Any:
         max_retries=int(task.get("max_retries") or 0),
         timeout_seconds=timeout,
         trace_context=_trace_of(task),
+        parent_results=task["parent_results"] if isinstance(task.get("parent_results"), dict) else None,
     )
     try:
         return run_attempt(entry, event.get("payload"), ctx)

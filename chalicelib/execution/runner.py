@@ -101,6 +101,7 @@ class BatchRunner:
                 ports=self.ports,
                 lease_token=token,
                 trace_context=task.trace_context,
+                parent_results=task.parent_results,
             )
             items.append(Item(task, entry, ctx))
         return items, outcomes

@@ -157,7 +157,9 @@ def _le(bound: float) -> str:
 
 def gauge_families(rows: Iterable[QueueGauge]) -> Iterator[Metric]:
     """Queue gauges from the store's counts (PostgreSQL: the source of truth)."""
-    by: dict[str, dict[str, float]] = {s: dict.fromkeys(PRIORITIES, 0.0) for s in ("QUEUED", "PENDING", "PROCESSING")}
+    by: dict[str, dict[str, float]] = {
+        s: dict.fromkeys(PRIORITIES, 0.0) for s in ("QUEUED", "PENDING", "PROCESSING", "WAITING")
+    }
     oldest = dict.fromkeys(PRIORITIES, 0.0)
     dead = open_batches = 0.0
     for r in rows:
@@ -173,6 +175,7 @@ def gauge_families(rows: Iterable[QueueGauge]) -> Iterator[Metric]:
         "QUEUED": ("tasklane_ready_tasks", "Tasks ready to run (QUEUED) by priority."),
         "PENDING": ("tasklane_delayed_tasks", "Tasks waiting for their run_at or a retry (PENDING) by priority."),
         "PROCESSING": ("tasklane_in_flight_tasks", "Tasks a drainer holds under a lease (PROCESSING) by priority."),
+        "WAITING": ("tasklane_waiting_tasks", "Tasks waiting for their parents to end (WAITING) by priority."),
     }.items():
         gauge = GaugeMetricFamily(prom, doc, labels=["priority"])
         for p in PRIORITIES:

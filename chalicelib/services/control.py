@@ -36,7 +36,7 @@ from chalicelib.services import outbox
 
 MOVE_MAX = 100_000  # QUEUED ids a pause takes out of Redis, or a resume puts back, in one call
 CANCEL_MAX = 500  # tasks cancelled by one call at most
-CANCELLABLE = (Status.PENDING, Status.QUEUED, Status.PROCESSING)
+CANCELLABLE = (Status.WAITING, Status.PENDING, Status.QUEUED, Status.PROCESSING)
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def cancel_many(rt: Container, tenant: str, selection: CancelSelection, *, actor
         raise ValidationError("give status, name, priority or created_before: a bulk cancel never cancels all unasked")
     if sel.status is not None and sel.status not in CANCELLABLE:
         raise ValidationError(
-            "status must be PENDING, QUEUED or PROCESSING: only live tasks can be cancelled",
+            "status must be WAITING, PENDING, QUEUED or PROCESSING: only live tasks can be cancelled",
             details={"status": sel.status.value},
         )
     rows = rt.store.cancel_tasks(
@@ -163,7 +163,7 @@ def cancel_many(rt: Container, tenant: str, selection: CancelSelection, *, actor
     hooks = [QueueEntry.webhook(r.hook.id, tenant, r.hook.enqueued_ms) for r in rows if r.hook is not None]
     _forget(rt, cancelled, hooks)
     if any(t.has_followers for t in cancelled):
-        outbox.release_quietly(rt)  # their end may have released tasks (a batch's follow-up)
+        outbox.release_quietly(rt)  # their ends may have released tasks (dependents, a batch's follow-up)
     requested = [r.task for r in rows if r.task.status is not Status.CANCELLED]
     return BulkCancelResult(cancelled, requested, any(r.more for r in rows))
 

@@ -26,7 +26,7 @@ from chalicelib.core.records import Recorded
 from chalicelib.execution.runner import BatchRunner
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
-from chalicelib.services import deadlines, outbox
+from chalicelib.services import deadlines, dependencies, outbox
 from chalicelib.tasktypes.context import TaskPorts
 
 Clock = Callable[[], float]  # seconds of budget left
@@ -164,6 +164,8 @@ class Drainer:
         token = str(uuid.uuid4())
         ids = list(names)
         batch = self.rt.store.claim(ids, token, s.lease_seconds, actor=self.name)
+        if any(t.has_parents for t in batch):
+            batch = dependencies.with_parent_results(self.rt, batch)
         claimed_at = time.monotonic()
         metrics.log_claimed(self.name, batch)
         stats.batches += 1

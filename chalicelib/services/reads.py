@@ -4,13 +4,15 @@ and dead letters.  Everything is scoped to the caller's tenant."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from chalicelib.container import Container
+from chalicelib.core.dependencies import TaskLink
 from chalicelib.core.errors import NotFoundError
 from chalicelib.core.model import Priority, Status, Task
 from chalicelib.core.records import TaskEvent
+from chalicelib.services import dependencies
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class TaskDetail:
 
     task: Task
     events: list[TaskEvent]
+    links: list[TaskLink] = field(default_factory=list)  # its parents and children
 
 
 def get_task(rt: Container, tenant: str, task_id: str) -> Task:
@@ -55,7 +58,7 @@ def get_task(rt: Container, tenant: str, task_id: str) -> Task:
 def task_detail(rt: Container, tenant: str, task_id: str) -> TaskDetail:
     """The task with every recorded transition (the API shows their errors)."""
     task = get_task(rt, tenant, task_id)
-    return TaskDetail(task, rt.store.task_events(task_id))
+    return TaskDetail(task, rt.store.task_events(task_id), dependencies.links(rt, task))
 
 
 def list_tasks(rt: Container, tenant: str, where: TaskFilter, *, limit: int, after: Position | None) -> Page:

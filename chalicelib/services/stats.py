@@ -19,7 +19,17 @@ from chalicelib.core.stats import StatsSnapshot
 from chalicelib.services import tenants
 from chalicelib.services.health import SweeperHealth, sweeper_status
 
-COUNT_FIELDS = ("submitted", "completed", "failed", "cancelled", "queued", "pending", "processing", "dead_letters")
+COUNT_FIELDS = (
+    "submitted",
+    "completed",
+    "failed",
+    "cancelled",
+    "queued",
+    "pending",
+    "processing",
+    "dead_letters",
+    "waiting",
+)
 MINUTE_FIELDS = ("submitted", "completed", "failed", "cancelled")
 
 
@@ -87,7 +97,13 @@ class _Acc:
         )
 
 
-_LIVE = {"QUEUED": "queued", "PENDING": "pending", "PROCESSING": "processing", "FAILED": "dead_letters"}
+_LIVE = {
+    "QUEUED": "queued",
+    "PENDING": "pending",
+    "PROCESSING": "processing",
+    "FAILED": "dead_letters",
+    "WAITING": "waiting",
+}
 _FINAL = {"COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled"}
 
 

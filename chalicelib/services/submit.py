@@ -18,11 +18,11 @@ from chalicelib.container import Container
 from chalicelib.core.batches import BatchRecord, BatchSpec, NewBatch
 from chalicelib.core.errors import ConflictError, QueueError, ValidationError
 from chalicelib.core.model import NewTask, QueueEntry, Status, Task
-from chalicelib.core.requests import TaskRequest
+from chalicelib.core.requests import TaskRequest, WorkflowRequest
 from chalicelib.core.tracecontext import TraceContext, new_root
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
-from chalicelib.services import tenants
+from chalicelib.services import dependencies, tenants
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,12 @@ def _submit(
 ) -> tuple[list[Submitted | ConflictError], BatchRecord | None]:
     """``submit_many``, opening ``batch`` with the tasks it creates when given."""
     tenants.check_queue_quota(rt, tenant, len(requests))
-    rounds = _Rounds(rt, tenant, _new_tasks(tenant, requests, traces, batch.id if batch else None), actor)
+    new = _new_tasks(tenant, requests, traces, batch.id if batch else None)
+    deps = {n.id: r for n, r in zip(new, requests, strict=True) if r.depends_on}
+    if deps:
+        # Before anything is written: a batch is refused whole (400) rather than half stored.
+        dependencies.check_dependent(rt, tenant, list(deps.values()), in_batch=batch is not None)
+    rounds = _Rounds(rt, tenant, new, actor, deps)
     # A batch opens once, with the tasks of its one INSERT: no second round.
     rounds.run(batch, UNIQUE_ROUNDS if batch is None else 1)
     return rounds.answers(), rounds.opened
@@ -133,8 +138,11 @@ class _Rounds:
     and conflicts, unique-key duplicates), and INSERT again those whose unique key was
     released before its holder could be looked up."""
 
-    def __init__(self, rt: Container, tenant: str, new: list[NewTask], actor: str) -> None:
+    def __init__(
+        self, rt: Container, tenant: str, new: list[NewTask], actor: str, deps: dict[str, TaskRequest]
+    ) -> None:
         self.rt, self.tenant, self.new, self.actor = rt, tenant, new, actor
+        self.deps = deps  # task id -> its request, for the tasks with depends_on
         # A unique key repeated within the request: its first task stands for the others.
         first: dict[str, int] = {}
         self.follows = {i: first.setdefault(n.unique_key, i) for i, n in enumerate(new) if n.unique_key}
@@ -148,7 +156,9 @@ class _Rounds:
         for round_no in range(1, max_rounds + 1):
             rows = [new[i] for i in todo]
             if batch is None:
-                inserted = {t.id: t for t in self.rt.store.insert_tasks(rows, actor=self.actor)}
+                plain = [n for n in rows if n.id not in self.deps]
+                inserted = {t.id: t for t in self.rt.store.insert_tasks(plain, actor=self.actor)}
+                inserted.update(self._insert_dependent([n for n in rows if n.id in self.deps]))
             else:
                 got, self.opened = self.rt.store.insert_batch_tasks(rows, batch, actor=self.actor)
                 inserted = {t.id: t for t in got}
@@ -164,6 +174,16 @@ class _Rounds:
             if not todo or round_no == max_rounds:
                 break
         metrics.log_submitted(self.tenant, self.created, actor=self.actor, duplicates=len(new) - len(self.created))
+
+    def _insert_dependent(self, rows: Sequence[NewTask]) -> dict[str, Task]:
+        """Tasks with depends_on: one transaction each, their parents locked until it is in
+        (rare, not the hot path).  One whose idempotency key exists is left out."""
+        out = {}
+        for n in rows:
+            task = dependencies.insert_dependent(self.rt, self.tenant, self.deps[n.id], n, actor=self.actor)
+            if task is not None:
+                out[task.id] = task
+        return out
 
     def _duplicates(self, keyed: Sequence[int]) -> dict[int, Result]:
         """Answers for tasks not inserted because another task holds their unique key; a
@@ -213,6 +233,31 @@ def _replays(rt: Container, tenant: str, lost: Sequence[NewTask], where: Sequenc
         else:
             out[i] = Submitted(found.task, replayed=True)
     return out
+
+
+def submit_workflow(
+    rt: Container, tenant: str, workflow: WorkflowRequest, *, actor: str = "api", trace: TraceContext | None = None
+) -> SubmittedWorkflow:
+    """Insert every step (those without parents ready, the others WAITING) with its
+    edges in one transaction, then push the ready ones.  The steps share one trace."""
+    for name, request in workflow.steps.items():
+        if request.idempotency_key is not None:
+            raise ValidationError(f"steps.{name}: a workflow step takes no idempotency_key")
+    trace = trace or new_root()
+    rows = _new_tasks(tenant, list(workflow.steps.values()), [trace] * len(workflow.steps), None)
+    tasks, edges = dependencies.workflow_rows(workflow, rows)
+    workflow_id = str(uuid.uuid4())
+    ids = {name: row.id for name, row in zip(workflow.steps, rows, strict=True)}
+    inserted = {t.id: t for t in rt.store.insert_workflow(tenant, workflow_id, tasks, edges, ids, actor=actor)}
+    _enqueue(rt, list(inserted.values()))
+    metrics.log_submitted(tenant, list(inserted.values()), actor=actor, duplicates=0)
+    return SubmittedWorkflow(workflow_id, {name: inserted[tid] for name, tid in ids.items()})
+
+
+@dataclass(frozen=True)
+class SubmittedWorkflow:
+    id: str
+    steps: dict[str, Task]  # by step name
 
 
 def _new_tasks(

@@ -15,7 +15,10 @@ def _number(value: Any) -> bool:
 
 @registry.task("noop")
 def noop(payload: Any, ctx: TaskContext) -> Any:
-    """Returns its payload."""
+    """Returns its payload; a task with parents (depends_on, a workflow step) returns
+    {"payload": its payload, "parents": its parents' results by step name or id}."""
+    if ctx.parent_results is not None:
+        return {"payload": payload, "parents": dict(ctx.parent_results)}
     return payload
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
@@ -66,6 +67,10 @@ class TaskContext:
     ports: TaskPorts = NO_PORTS
     lease_token: str | None = None
     trace_context: str | None = None  # the task's trace (X-Amzn-Trace-Id form), as stored at submit
+    # Its parents' results (depends_on, a workflow's "after"): by step name in a
+    # workflow, else by parent id; None for a parent that did not complete (a task that
+    # runs anyway).  None for a task without parents.
+    parent_results: Mapping[str, Any] | None = None
     _last_progress: float = 0.0
     started_monotonic: float = 0.0  # set when the attempt starts running
     # Cancellation is a flag; the event that ``wait`` sleeps on is made only when a task

@@ -45,9 +45,10 @@ _SNOOZE = re.compile(r" ?\[snooze=([0-9]+(?:\.[0-9]+)?)\]$")
 
 
 def event_for(name: str, payload: Any, ctx: TaskContext) -> dict[str, Any]:
-    """The function's input: the task's identity, its attempt, its deadline and payload."""
+    """The function's input: the task's identity, its attempt, its deadline and payload
+    (and its parents' results, for a task that has parents)."""
     deadline = datetime.now(UTC) + timedelta(seconds=max(ctx.remaining_seconds(), 0.0))
-    return {
+    event = {
         "tasklane": PROTOCOL,
         "task": {
             "id": ctx.task_id,
@@ -63,6 +64,9 @@ def event_for(name: str, payload: Any, ctx: TaskContext) -> dict[str, Any]:
         },
         "payload": payload,
     }
+    if ctx.parent_results is not None:  # a task with parents: their results, by step name or id
+        event["task"]["parent_results"] = dict(ctx.parent_results)
+    return event
 
 
 def invoke_attempt(

@@ -54,6 +54,8 @@ from tasklane_client.models import (
     TypePause,
     WebhookEvent,
     WebhookSecret,
+    Workflow,
+    WorkflowStep,
 )
 from tasklane_client.webhooks import sign_webhook, verify_webhook
 
@@ -102,6 +104,8 @@ __all__ = [
     "WebhookEvent",
     "WebhookSecret",
     "WebhookVerificationError",
+    "Workflow",
+    "WorkflowStep",
     "__version__",
     "sign_webhook",
     "verify_webhook",

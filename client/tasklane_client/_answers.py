@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from tasklane_client.errors import error_class
-from tasklane_client.models import AuditEntry, Batch, BatchItem, BatchResult, Page, Schedule, Task, TaskEvent
+from tasklane_client.models import AuditEntry, Batch, BatchItem, BatchResult, Page, Schedule, Task, TaskEvent, Workflow
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 DUPLICATE_HEADER = "Unique-Duplicate"
@@ -16,6 +16,10 @@ def task(response: httpx.Response) -> Task:
     replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
     duplicate = response.headers.get(DUPLICATE_HEADER, "").lower() == "true"
     return Task.from_dict(response.json(), replayed=replayed, duplicate=duplicate)
+
+
+def workflow(response: httpx.Response) -> Workflow:
+    return Workflow.from_dict(response.json())
 
 
 def task_page(response: httpx.Response) -> Page[Task]:

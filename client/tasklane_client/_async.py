@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -30,6 +30,7 @@ from tasklane_client.models import (
     TaskStatus,
     TypePause,
     WebhookSecret,
+    Workflow,
 )
 
 T = TypeVar("T")
@@ -127,8 +128,12 @@ class AsyncClient:
         unique_key: str | None = None,
         unique_for_seconds: float | None = None,
         expires_at: datetime | str | None = None,
+        depends_on: Sequence[str] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> Task:
-        """Submit one task and return it (``QUEUED``, or ``PENDING`` when delayed).
+        """Submit one task and return it (``QUEUED``, or ``PENDING`` when delayed;
+        ``WAITING`` with ``depends_on``: ids of tasks it waits for, and
+        ``on_dependency_failure`` "run" to run even when one of them fails).
 
         Options left as None take the server's defaults.  Without ``idempotency_key``
         a fresh uuid4 is used, so retries of this call are safe; pass your own to make
@@ -152,6 +157,8 @@ class AsyncClient:
                 unique_key=unique_key,
                 unique_for_seconds=unique_for_seconds,
                 expires_at=expires_at,
+                depends_on=depends_on,
+                on_dependency_failure=on_dependency_failure,
             )
         )
 
@@ -180,6 +187,15 @@ class AsyncClient:
     async def get_batch(self, batch_id: str) -> Batch:
         """A batch's counts by state, progress and completion."""
         return await self._run(self._core.get_batch(batch_id))
+
+    async def submit_workflow(self, steps: Mapping[str, Mapping[str, Any]]) -> Workflow:
+        """Submit a workflow: ``{name: task body plus "after": [step names]}``; steps
+        without ``after`` start at once, the others when their parents completed."""
+        return await self._run(self._core.submit_workflow(steps))
+
+    async def get_workflow(self, workflow_id: str) -> Workflow:
+        """The workflow: its status and every step's task."""
+        return await self._run(self._core.get_workflow(workflow_id))
 
     async def get(self, task_id: str) -> Task:
         """The task, with ``errors`` (every failed attempt) and ``progress``."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -56,6 +56,7 @@ from tasklane_client.models import (
     TaskStatus,
     TypePause,
     WebhookSecret,
+    Workflow,
     task_body,
 )
 
@@ -231,6 +232,8 @@ class Core:
         unique_key: str | None = None,
         unique_for_seconds: float | None = None,
         expires_at: datetime | str | None = None,
+        depends_on: Sequence[str] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> Plan[Task]:
         body = task_body(
             name,
@@ -244,6 +247,8 @@ class Core:
             unique_key=unique_key,
             unique_for_seconds=unique_for_seconds,
             expires_at=expires_at,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
         )
         key = idempotency_key or new_idempotency_key()
         return self.exchange(
@@ -283,6 +288,16 @@ class Core:
 
     def get_call(self, task_id: str) -> Call[Task]:
         return Call("GET", f"/api/v1/tasks/{_seg(task_id)}", answers.task)
+
+    def submit_workflow(self, steps: Mapping[str, Mapping[str, Any]]) -> Plan[Workflow]:
+        # Not replay-safe: a retried POST would create a second workflow.
+        body = {"steps": dict(steps)}
+        return self.exchange(
+            Call("POST", "/api/v1/workflows", answers.workflow, body=body, has_body=True, replay_safe=False)
+        )
+
+    def get_workflow(self, workflow_id: str) -> Plan[Workflow]:
+        return self.exchange(Call("GET", f"/api/v1/workflows/{_seg(workflow_id)}", answers.workflow))
 
     def get(self, task_id: str) -> Plan[Task]:
         return self.exchange(self.get_call(task_id))

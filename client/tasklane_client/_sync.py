@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -30,6 +30,7 @@ from tasklane_client.models import (
     TaskStatus,
     TypePause,
     WebhookSecret,
+    Workflow,
 )
 
 T = TypeVar("T")
@@ -126,8 +127,12 @@ class Client:
         unique_key: str | None = None,
         unique_for_seconds: float | None = None,
         expires_at: datetime | str | None = None,
+        depends_on: Sequence[str] | None = None,
+        on_dependency_failure: str | None = None,
     ) -> Task:
-        """Submit one task and return it (``QUEUED``, or ``PENDING`` when delayed).
+        """Submit one task and return it (``QUEUED``, or ``PENDING`` when delayed;
+        ``WAITING`` with ``depends_on``: ids of tasks it waits for, and
+        ``on_dependency_failure`` "run" to run even when one of them fails).
 
         Options left as None take the server's defaults.  Without ``idempotency_key``
         a fresh uuid4 is used, so retries of this call are safe; pass your own to make
@@ -151,6 +156,8 @@ class Client:
                 unique_key=unique_key,
                 unique_for_seconds=unique_for_seconds,
                 expires_at=expires_at,
+                depends_on=depends_on,
+                on_dependency_failure=on_dependency_failure,
             )
         )
 
@@ -179,6 +186,15 @@ class Client:
     def get_batch(self, batch_id: str) -> Batch:
         """A batch's counts by state, progress and completion."""
         return self._run(self._core.get_batch(batch_id))
+
+    def submit_workflow(self, steps: Mapping[str, Mapping[str, Any]]) -> Workflow:
+        """Submit a workflow: ``{name: task body plus "after": [step names]}``; steps
+        without ``after`` start at once, the others when their parents completed."""
+        return self._run(self._core.submit_workflow(steps))
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        """The workflow: its status and every step's task."""
+        return self._run(self._core.get_workflow(workflow_id))
 
     def get(self, task_id: str) -> Task:
         """The task, with ``errors`` (every failed attempt) and ``progress``."""

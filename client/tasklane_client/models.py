@@ -6,7 +6,7 @@ later are reachable before this client names them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -18,6 +18,7 @@ T = TypeVar("T")
 class TaskStatus(StrEnum):
     """Where a task is in its lifecycle."""
 
+    WAITING = "WAITING"  # for its parents (depends_on, a workflow step) to end
     PENDING = "PENDING"
     QUEUED = "QUEUED"
     PROCESSING = "PROCESSING"
@@ -111,6 +112,9 @@ class Task:
     unique_until: datetime | None = None  # the key's window; None with a key: held while active
     expires_at: datetime | None = None  # no attempt starts after it
     snoozes: int = 0  # how often the task type snoozed it (no attempt spent)
+    waiting_on: int | None = None  # parents not ended yet (None: the task has no parents)
+    depends_on: list[str] = field(default_factory=list)  # its parents (filled by get)
+    dependents: list[str] = field(default_factory=list)  # tasks waiting for it (filled by get)
     errors: list[AttemptError] = field(default_factory=list)
     replayed: bool = False
     duplicate: bool = False  # the task holding the submit's unique key (nothing was created)
@@ -154,6 +158,9 @@ class Task:
             unique_until=parse_datetime(data.get("unique_until")),
             expires_at=parse_datetime(data.get("expires_at")),
             snoozes=int(data.get("snoozes") or 0),
+            waiting_on=data.get("waiting_on"),
+            depends_on=[str(i) for i in data.get("depends_on") or []],
+            dependents=[str(i) for i in data.get("dependents") or []],
             errors=[AttemptError.from_dict(e) for e in data.get("errors") or []],
             replayed=replayed,
             duplicate=duplicate,
@@ -202,6 +209,8 @@ class NewTask:
     unique_key: str | None = None
     unique_for_seconds: float | None = None
     expires_at: datetime | str | None = None
+    depends_on: Sequence[str] | None = None
+    on_dependency_failure: str | None = None  # "cancel" (the default) or "run"
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body; fields left as None are omitted (the API rejects nulls)."""
@@ -218,6 +227,8 @@ class NewTask:
             unique_key=self.unique_key,
             unique_for_seconds=self.unique_for_seconds,
             expires_at=self.expires_at,
+            depends_on=self.depends_on,
+            on_dependency_failure=self.on_dependency_failure,
         )
 
 
@@ -235,6 +246,8 @@ def task_body(
     unique_key: str | None = None,
     unique_for_seconds: float | None = None,
     expires_at: datetime | str | None = None,
+    depends_on: Sequence[str] | None = None,
+    on_dependency_failure: str | None = None,
 ) -> dict[str, Any]:
     """A task's JSON body without the fields left as None."""
     body: dict[str, Any] = {"name": name, "payload": {} if payload is None else payload}
@@ -258,7 +271,42 @@ def task_body(
         body["unique_for_seconds"] = unique_for_seconds
     if expires_at is not None:
         body["expires_at"] = expires_at.isoformat() if isinstance(expires_at, datetime) else expires_at
+    if depends_on:
+        body["depends_on"] = list(depends_on)
+    if on_dependency_failure is not None:
+        body["on_dependency_failure"] = on_dependency_failure
     return body
+
+
+@dataclass(frozen=True)
+class WorkflowStep:
+    """One step of a workflow: the steps it waits for and its task (None once pruned)."""
+
+    after: list[str]
+    task: Task | None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A workflow as the API shows it: ``status`` is RUNNING, COMPLETED (every step
+    completed) or FAILED (every step ended and one did not complete)."""
+
+    id: str
+    status: str
+    created_at: datetime | None
+    steps: dict[str, WorkflowStep]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Workflow:
+        steps = {
+            str(name): WorkflowStep(
+                [str(a) for a in step.get("after") or []],
+                Task.from_dict(step["task"]) if step.get("task") else None,
+            )
+            for name, step in (data.get("steps") or {}).items()
+        }
+        return cls(str(data["id"]), str(data["status"]), parse_datetime(data.get("created_at")), steps, dict(data))
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def mrt(database_url: str, redis_server: str) -> Iterator[Container]:
     redis_url = redis_server.rsplit("/", 1)[0] + f"/{METRICS_REDIS_DB}"
     redis.Redis.from_url(redis_url).flushdb()
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE tasks, task_events, task_metric_deltas, task_metric_totals")
+        conn.execute("TRUNCATE tasks, task_events, task_metric_deltas, task_metric_totals CASCADE")
     runtime = Container.build(fast_settings(database_url, redis_url))
     yield runtime
     runtime.close()

@@ -31,7 +31,7 @@ def test_no_illegal_transition_is_ever_accepted(rt: Container) -> None:
         @initialize()
         def reset(self) -> None:
             with psycopg.connect(db, autocommit=True) as conn:
-                conn.execute("TRUNCATE tasks, task_events")
+                conn.execute("TRUNCATE tasks, task_events CASCADE")
             self.status: dict[str, Status] = {}
             self.token: dict[str, str] = {}
             self.cancel_requested: dict[str, bool] = {}

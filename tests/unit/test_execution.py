@@ -246,3 +246,17 @@ def test_the_task_log_context_restores_the_threads_keys() -> None:
         assert after.get("trace_id") == "outer" and "task_id" not in after and "own" not in after
     finally:
         logger.thread_safe_remove_keys(["trace_id"])
+
+
+def test_parent_results_cross_the_lambda_boundary_only_for_tasks_with_parents() -> None:
+    from chalicelib.tasktypes.context import TaskContext
+    from chalicelib.tasktypes.invoke import event_for
+
+    plain = TaskContext(task_id="p", name="noop", tenant="t", attempt=1, max_retries=0, timeout_seconds=5)
+    assert "parent_results" not in event_for("noop", {}, plain)["task"]
+    child = TaskContext(
+        task_id="c", name="noop", tenant="t", attempt=1, max_retries=0, timeout_seconds=5, parent_results={"a": 1}
+    )
+    event = event_for("noop", {"x": 1}, child)
+    assert event["task"]["parent_results"] == {"a": 1}
+    assert handle(event, None) == {"payload": {"x": 1}, "parents": {"a": 1}}

@@ -122,7 +122,7 @@ def test_a_task_is_shown_with_iso_timestamps_and_every_field() -> None:
     assert body["created_at"] == AT.isoformat() and body["finished_at"] is None
     assert body["status"] == "QUEUED" and body["priority"] == "normal"
     assert body["schedule_id"] == "s" and body["progress"] == 50
-    assert len(body) == 29 and body["trace_id"] is None and body["batch_id"] is None
+    assert len(body) == 30 and body["waiting_on"] is None and body["trace_id"] is None and body["batch_id"] is None
     assert body["unique_key"] is None and body["expires_at"] is None and body["snoozes"] == 0
 
 

@@ -22,6 +22,8 @@ SCALAR = {
     "advance_schedule",
     "delete_schedule",
     "fold_metric_deltas",
+    "existing_ids",
+    "insert_workflow",
     "forget_idempotency_keys",
     "prune_batches",
     "prune_finished",

@@ -199,7 +199,8 @@ WITH nosync AS (
     FROM l CROSS JOIN nosync
     WHERE t.id = l.id
     RETURNING t.id, t.tenant, t.name, t.priority, t.payload, t.attempts, t.max_retries,
-              t.timeout_seconds, t.enqueued_at, t.started_at, t.trace_context, t.snoozes, l.status AS from_status
+              t.timeout_seconds, t.enqueued_at, t.started_at, t.trace_context, t.snoozes, l.status AS from_status,
+              t.waiting_on IS NOT NULL AS has_parents
 ), ev AS (
     -- The task's name and times ride along for the metrics trigger (migration 0006).
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor,
@@ -209,7 +210,7 @@ WITH nosync AS (
 -- In the order of the ids given, which is Redis's claim (priority) order: the
 -- batch starts in it.  UPDATE ... RETURNING promises no order of its own.
 SELECT id::text AS id, tenant, name, priority, payload, attempts, max_retries, timeout_seconds,
-       enqueued_at, started_at, trace_context, snoozes
+       enqueued_at, started_at, trace_context, snoozes, has_parents
 FROM c ORDER BY array_position(%(ids)s::uuid[], c.id);
 
 -- name: finish
@@ -310,7 +311,7 @@ SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s FOR UPDATE;
 WITH c AS (
     UPDATE tasks
     SET status = 'CANCELLED', finished_at = now(), updated_at = now()
-    WHERE id = %(id)s AND status IN ('PENDING', 'QUEUED')
+    WHERE id = %(id)s AND status IN ('WAITING', 'PENDING', 'QUEUED')
     RETURNING *, %(from_status)s::text AS from_status
 ), ev AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
@@ -861,6 +862,10 @@ SELECT 'PENDING', priority, count(*), NULL FROM tasks WHERE status = 'PENDING' G
 UNION ALL
 SELECT 'PROCESSING', priority, count(*), NULL FROM tasks WHERE status = 'PROCESSING' GROUP BY priority
 UNION ALL
+-- WAITING through the open edges (task_deps_open): tasks has no index on WAITING.
+SELECT 'WAITING', priority, count(*), NULL FROM tasks
+WHERE id IN (SELECT child_id FROM task_deps WHERE NOT resolved) AND status = 'WAITING' GROUP BY priority
+UNION ALL
 SELECT 'FAILED', NULL, count(*), NULL FROM tasks WHERE status = 'FAILED'
 UNION ALL
 SELECT 'BATCHES_OPEN', NULL, count(*), NULL FROM batches WHERE completed_at IS NULL;
@@ -877,7 +882,8 @@ SELECT now() AS now,
 
 -- name: stats_live
 -- Rows: LiveCount (core/stats.py).
--- A tenant's waiting, running and dead-lettered tasks by name and priority.
+-- A tenant's waiting (for a time or for parents), running and dead-lettered tasks by
+-- name and priority.
 SELECT name, priority, 'QUEUED' AS status, count(*) AS n, min(enqueued_at) AS oldest_enqueued_at
 FROM tasks WHERE status = 'QUEUED' AND tenant = %(tenant)s GROUP BY name, priority
 UNION ALL
@@ -886,6 +892,11 @@ FROM tasks WHERE status = 'PENDING' AND tenant = %(tenant)s GROUP BY name, prior
 UNION ALL
 SELECT name, priority, 'PROCESSING', count(*), NULL
 FROM tasks WHERE status = 'PROCESSING' AND tenant = %(tenant)s GROUP BY name, priority
+UNION ALL
+SELECT name, priority, 'WAITING', count(*), NULL
+FROM tasks
+WHERE id IN (SELECT child_id FROM task_deps WHERE NOT resolved) AND status = 'WAITING' AND tenant = %(tenant)s
+GROUP BY name, priority
 UNION ALL
 SELECT name, priority, 'FAILED', count(*), NULL
 FROM tasks WHERE status = 'FAILED' AND tenant = %(tenant)s GROUP BY name, priority;
@@ -996,7 +1007,7 @@ LIMIT %(limit)s;
 WITH c AS (
     SELECT id FROM tasks
     WHERE tenant = %(tenant)s
-      AND (status IN ('PENDING', 'QUEUED') OR (status = 'PROCESSING' AND NOT cancel_requested))
+      AND (status IN ('WAITING', 'PENDING', 'QUEUED') OR (status = 'PROCESSING' AND NOT cancel_requested))
       AND (%(status)s::text IS NULL OR status = %(status)s)
       AND (%(name)s::text IS NULL OR name = %(name)s)
       AND (%(priority)s::text IS NULL OR priority = %(priority)s)
@@ -1006,7 +1017,7 @@ WITH c AS (
 ), m AS (
     SELECT id, status FROM tasks
     WHERE id = ANY(ARRAY(SELECT id FROM c))
-      AND (status IN ('PENDING', 'QUEUED') OR (status = 'PROCESSING' AND NOT cancel_requested))
+      AND (status IN ('WAITING', 'PENDING', 'QUEUED') OR (status = 'PROCESSING' AND NOT cancel_requested))
       AND (%(status)s::text IS NULL OR status = %(status)s)
     ORDER BY id
     FOR UPDATE
@@ -1016,7 +1027,7 @@ WITH c AS (
     UPDATE tasks t
     SET status = 'CANCELLED', finished_at = now(), updated_at = now()
     FROM chosen
-    WHERE t.id = chosen.id AND chosen.status IN ('PENDING', 'QUEUED')
+    WHERE t.id = chosen.id AND chosen.status IN ('WAITING', 'PENDING', 'QUEUED')
     RETURNING t.*, chosen.status AS from_status
 ), r AS (
     UPDATE tasks t
@@ -1106,3 +1117,105 @@ SELECT tenant, weight, max_queued, max_running, updated_at
 FROM tenant_limits
 WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
 ORDER BY tenant;
+
+-- ---------------------------------------------------------------------------------
+-- Dependencies and workflows (migration 0016; adapters/postgres/followers.py).
+
+-- name: lock_parents
+-- Rows: ParentState (core/dependencies.py).
+-- The would-be parents of a new task, locked (in id order, so concurrent submits
+-- cannot deadlock) until the task and its edges commit: a parent cannot end unseen
+-- in between, since its finish waits for the lock and then settles the new edge.
+-- Marks them has_followers, so their end goes through the settling trigger.
+WITH l AS (
+    SELECT id, status, has_followers FROM tasks
+    WHERE tenant = %(tenant)s AND id = ANY(%(ids)s::uuid[])
+    ORDER BY id
+    FOR UPDATE
+), f AS (
+    UPDATE tasks t SET has_followers = true FROM l WHERE t.id = l.id AND NOT l.has_followers
+)
+SELECT id::text AS id, status FROM l;
+
+-- name: insert_linked_tasks
+-- Rows: Task (core/model.py).
+-- Tasks with parents (and workflow steps) with their edges and first events, in one
+-- statement.  The caller has decided each task's state at submit: waiting_on open
+-- parents (WAITING), or cancelled_by a parent that already failed (CANCELLED at
+-- once), or ready (QUEUED, PENDING when run_at is ahead).
+WITH n AS (
+    SELECT * FROM jsonb_to_recordset(%(tasks)s::jsonb) AS n(
+        id uuid, tenant text, name text, priority text, payload text, max_retries int,
+        timeout_seconds int, run_at timestamptz, delay float8, idempotency_key text,
+        request_hash text, callback_url text, trace_context text, expires_at timestamptz,
+        waiting_on int, run_anyway boolean, has_followers boolean, cancelled_by text)
+), r AS (
+    SELECT n.*, coalesce(n.run_at, now() + make_interval(secs => coalesce(n.delay, 0))) AS due,
+           CASE WHEN n.cancelled_by IS NOT NULL THEN 'CANCELLED'
+                WHEN n.waiting_on > 0 THEN 'WAITING'
+                WHEN coalesce(n.run_at, now() + make_interval(secs => coalesce(n.delay, 0))) <= now()
+                THEN 'QUEUED' ELSE 'PENDING' END AS status
+    FROM n
+), ins AS (
+    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
+                       run_at, enqueued_at, idempotency_key, request_hash, callback_url, trace_context,
+                       expires_at, waiting_on, run_anyway, has_followers, finished_at, last_error,
+                       last_error_type)
+    SELECT id, tenant, name, status, priority, payload::jsonb, max_retries, timeout_seconds, due,
+           CASE WHEN status = 'QUEUED' THEN now() END,
+           idempotency_key, request_hash, callback_url, trace_context, expires_at,
+           waiting_on, run_anyway, coalesce(has_followers, false),
+           CASE WHEN status = 'CANCELLED' THEN now() END,
+           CASE WHEN status = 'CANCELLED'
+                THEN 'a dependency did not complete: task ' || cancelled_by END,
+           CASE WHEN status = 'CANCELLED' THEN 'DependencyFailed' END
+    FROM r
+    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), edges AS (
+    INSERT INTO task_deps (parent_id, child_id, parent_key, resolved)
+    SELECT e.parent, e.child, e.key, e.resolved
+    FROM jsonb_to_recordset(%(edges)s::jsonb) AS e(parent uuid, child uuid, key text, resolved boolean)
+    WHERE e.child IN (SELECT id FROM ins)
+), ev AS (
+    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type, task_name)
+    SELECT id, NULL, status, 0, %(actor)s, last_error, last_error_type, name FROM ins
+)
+SELECT * FROM ins;
+
+-- name: insert_workflow
+INSERT INTO workflows (id, tenant, steps) VALUES (%(id)s, %(tenant)s, %(steps)s::jsonb);
+
+-- name: get_workflow
+-- Rows: Workflow (core/dependencies.py) (its steps' tasks come from tasks_by_ids).
+SELECT id::text AS id, tenant, steps, created_at FROM workflows WHERE id = %(id)s AND tenant = %(tenant)s;
+
+-- name: tasks_by_ids
+-- Rows: Task (core/model.py).
+SELECT * FROM tasks WHERE tenant = %(tenant)s AND id = ANY(%(ids)s::uuid[]);
+
+-- name: parent_results
+-- Rows: ParentResult (core/dependencies.py).
+-- What a claimed task with parents is handed: each parent's result by its key.
+SELECT d.child_id::text AS child_id, d.parent_key, p.status, p.result
+FROM task_deps d JOIN tasks p ON p.id = d.parent_id
+WHERE d.child_id = ANY(%(ids)s::uuid[]);
+
+-- name: task_links
+-- Rows: TaskLink (core/dependencies.py).
+-- A task's parents and children (the API shows both).
+SELECT 'parent' AS role, d.parent_id::text AS id, d.parent_key AS key, d.resolved
+FROM task_deps d WHERE d.child_id = %(id)s
+UNION ALL
+SELECT 'child', d.child_id::text, d.parent_key, d.resolved
+FROM task_deps d WHERE d.parent_id = %(id)s
+ORDER BY 1, 2
+LIMIT 1000;
+
+-- name: edges_of
+-- Rows: Edge (core/dependencies.py).
+SELECT parent_id::text AS parent, child_id::text AS child, parent_key AS key, resolved
+FROM task_deps WHERE child_id = ANY(%(ids)s::uuid[]);
+
+-- name: existing_ids
+SELECT id::text AS id FROM tasks WHERE tenant = %(tenant)s AND id = ANY(%(ids)s::uuid[]);

@@ -187,7 +187,8 @@
     $("kpi-completed").textContent = fmtInt(t.completed);
     $("kpi-failed").textContent = fmtInt(t.failed);
     $("kpi-queue").textContent = fmtInt(t.queue_size);
-    $("kpi-queue-note").textContent = `${fmtInt(t.queued)} ready · ${fmtInt(t.pending)} delayed`;
+    $("kpi-queue-note").textContent = `${fmtInt(t.queued)} ready · ${fmtInt(t.pending)} delayed`
+      + (t.waiting ? ` · ${fmtInt(t.waiting)} waiting for parents` : "");
     $("kpi-processing").textContent = fmtInt(t.processing);
     $("kpi-dead").textContent = fmtInt(t.dead_letters);
     $("kpi-run").textContent = fmtSeconds(t.avg_run_seconds);
@@ -391,6 +392,12 @@
       ["Callback", task.callback_url || "–"],
       ["Batch", task.batch_id ? batchSummary(task.batch_id) : "–"],
     ];
+    // Dependencies: the tasks it waits (or waited) for and those that wait for it.
+    const links = (ids) => ids.flatMap((tid, i) => [i ? ", " : "", el("a", { href: "#", class: "mono", text: shortId(tid), title: tid,
+      onclick: (e) => { e.preventDefault(); showDetail(tid).catch(report); } })]);
+    if (task.depends_on) fields.push(["Waits for", el("span", { "data-testid": "d-parents" }, ...links(task.depends_on),
+      task.waiting_on ? ` (${task.waiting_on} open)` : "")]);
+    if (task.dependents) fields.push(["Dependents", el("span", { "data-testid": "d-children" }, ...links(task.dependents))]);
     $("d-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
     $("d-errors").replaceChildren(...(task.errors.length ? task.errors.map((e) => el("li", {},
       el("strong", { text: `attempt ${e.attempt} · ${e.error_type || "Error"}: ` }), e.error, " ", el("span", { class: "mono", text: fmtTs(e.at) })))
@@ -489,8 +496,8 @@
       if ($(id).value) body[field] = $(id).value;
     }
     if (!Object.keys(body).length) { toast("Choose a name, status or priority to cancel by", true); return; }
-    if (body.status && !["PENDING", "QUEUED", "PROCESSING"].includes(body.status)) {
-      toast("Only PENDING, QUEUED or PROCESSING tasks can be cancelled", true);
+    if (body.status && !["WAITING", "PENDING", "QUEUED", "PROCESSING"].includes(body.status)) {
+      toast("Only WAITING, PENDING, QUEUED or PROCESSING tasks can be cancelled", true);
       return;
     }
     const what = Object.entries(body).map(([k, v]) => `${k} ${v}`).join(", ");

@@ -1,0 +1,34 @@
+"""Parameters the store sends as JSON (one ``jsonb_to_recordset`` parameter instead of
+a dozen arrays): shared by ``store.py`` and its mixins."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib.core.model import NewTask
+
+encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def new_task_row(t: NewTask) -> dict[str, Any]:
+    """One task of ``insert_tasks`` / ``insert_linked_tasks``."""
+    return {
+        "id": t.id,
+        "tenant": t.tenant,
+        "name": t.name,
+        "priority": t.priority,
+        "payload": t.payload_json,
+        "max_retries": t.max_retries,
+        "timeout_seconds": t.timeout_seconds,
+        "run_at": t.run_at.isoformat() if t.run_at is not None else None,
+        "delay": t.delay_seconds,
+        "idempotency_key": t.idempotency_key,
+        "request_hash": t.request_hash,
+        "callback_url": t.callback_url,
+        "trace_context": t.trace_context,
+        "batch_id": t.batch_id,
+        "unique_key": t.unique_key,
+        "unique_for": t.unique_for_seconds,
+        "expires_at": t.expires_at.isoformat() if t.expires_at is not None else None,
+    }

@@ -1,0 +1,170 @@
+"""Dependencies and workflows against real PostgreSQL and Redis: tasks wait for their
+parents, run in order with their parents' results, and are cancelled (or run anyway)
+when a parent fails; the settling trigger (migration 0008) does it on every path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from chalicelib.container import Container
+from chalicelib.core.errors import ValidationError
+from chalicelib.core.model import Status
+from chalicelib.core.requests import parse_workflow
+from chalicelib.services import dependencies, lifecycle
+from chalicelib.services.submit import submit, submit_workflow
+from chalicelib.tasktypes import TaskContext
+from tests.helpers import drain_once, query, request
+
+TENANT = "deps"
+SEEN: list[tuple[str, Any]] = []
+
+
+@pytest.fixture
+def recording(rt: Container) -> Iterator[Container]:
+    """A task type that records what it was handed and returns its payload's value."""
+
+    def record(payload: Any, ctx: TaskContext) -> Any:
+        SEEN.append((payload.get("step", ctx.task_id), dict(ctx.parent_results or {})))
+        if payload.get("fail"):
+            from chalicelib.core.errors import PermanentError
+
+            raise PermanentError("told to fail")
+        return {"value": payload.get("value")}
+
+    SEEN.clear()
+    rt.registry.task("deps-record")(record)
+    try:
+        yield rt
+    finally:
+        rt.registry._by_name.pop("deps-record")
+
+
+def _status(rt: Container, task_id: str) -> Status:
+    task = rt.store.get_task(TENANT, task_id)
+    assert task is not None
+    return task.status
+
+
+def _workflow(rt: Container, steps: dict[str, Any]) -> Any:
+    return submit_workflow(rt, TENANT, parse_workflow({"steps": steps}, rt.settings, rt.registry))
+
+
+def _step(value: Any, *after: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": "deps-record", "payload": {"value": value, **extra}}
+    if after:
+        body["after"] = list(after)
+    return body
+
+
+def test_diamond_workflow_runs_in_order_with_parent_results(recording: Container) -> None:
+    rt = recording
+    wf = _workflow(
+        rt,
+        {
+            "a": _step(1, step="a"),
+            "b": _step(2, "a", step="b"),
+            "c": _step(3, "a", step="c"),
+            "d": _step(4, "b", "c", step="d"),
+        },
+    )
+    assert wf.steps["a"].status is Status.QUEUED
+    assert {wf.steps[s].status for s in "bcd"} == {Status.WAITING}
+    drain_once(rt)  # no sweep: released steps reach Redis through the drainer's outbox release
+    assert {s: _status(rt, wf.steps[s].id) for s in "abcd"} == dict.fromkeys("abcd", Status.COMPLETED)
+    order = [s for s, _ in SEEN]
+    assert order[0] == "a" and order[-1] == "d" and set(order[1:3]) == {"b", "c"}
+    handed = dict(SEEN)
+    assert handed["a"] == {}
+    assert handed["b"] == {"a": {"value": 1}}
+    assert handed["d"] == {"b": {"value": 2}, "c": {"value": 3}}
+    view = dependencies.get_workflow(rt, TENANT, wf.id)
+    assert view.after["d"] == ["b", "c"] or sorted(view.after["d"]) == ["b", "c"]
+    assert all(t is not None and t.status is Status.COMPLETED for t in view.steps.values())
+
+
+def test_failed_parent_cancels_its_dependents_transitively(recording: Container) -> None:
+    rt = recording
+    wf = _workflow(
+        rt,
+        {
+            "a": _step(1, fail=True),
+            "b": _step(2, "a"),
+            "c": _step(3, "b"),
+            "d": _step(4, "a"),
+        },
+    )
+    drain_once(rt)
+    assert _status(rt, wf.steps["a"].id) is Status.FAILED
+    for s in "bcd":
+        task = rt.store.get_task(TENANT, wf.steps[s].id)
+        assert task is not None and task.status is Status.CANCELLED
+        assert task.last_error_type == "DependencyFailed"
+    events = [(e.from_status, e.to_status, e.actor) for e in rt.store.task_events(wf.steps["c"].id)]
+    assert events == [(None, Status.WAITING, "api"), (Status.WAITING, Status.CANCELLED, "dependencies")]
+
+
+def test_run_anyway_step_runs_after_a_failed_parent(recording: Container) -> None:
+    rt = recording
+    steps = {"a": _step(1, fail=True), "b": {**_step(2, "a", step="b"), "on_dependency_failure": "run"}}
+    wf = _workflow(rt, steps)
+    drain_once(rt)
+    assert _status(rt, wf.steps["b"].id) is Status.COMPLETED
+    assert dict(SEEN)["b"] == {"a": None}
+
+
+def test_depends_on_ids_wait_release_and_resolve_final_parents(recording: Container, database_url: str) -> None:
+    rt = recording
+    done = submit(rt, TENANT, request("deps-record", {"value": "done"})).task
+    drain_once(rt)
+    running = submit(rt, TENANT, request("deps-record", {"value": "later"}, delay_seconds=3600)).task
+    child = submit(rt, TENANT, request("deps-record", {"step": "child"}, depends_on=(done.id, running.id))).task
+    assert child.status is Status.WAITING and child.waiting_on == 1
+    query(database_url, "SELECT 1")  # nothing else: the child must not be in Redis
+    drain_once(rt)
+    assert _status(rt, child.id) is Status.WAITING
+    lifecycle.cancel(rt, TENANT, running.id)
+    task = rt.store.get_task(TENANT, child.id)
+    assert task is not None and task.status is Status.CANCELLED
+    # A parent already failed or cancelled at submit: cancelled at once, or run anyway.
+    late = submit(rt, TENANT, request("deps-record", depends_on=(running.id,))).task
+    assert late.status is Status.CANCELLED and late.last_error_type == "DependencyFailed"
+    anyway = submit(
+        rt, TENANT, request("deps-record", {"step": "anyway"}, depends_on=(running.id,), run_anyway=True)
+    ).task
+    assert anyway.status is Status.QUEUED
+    drain_once(rt)
+    assert _status(rt, anyway.id) is Status.COMPLETED
+    assert dict(SEEN)["anyway"] == {running.id: None}
+
+
+def test_unknown_or_foreign_parents_are_a_400_naming_them(rt: Container) -> None:
+    foreign = submit(rt, "someone-else", request()).task
+    missing = "00000000-0000-4000-8000-000000000000"
+    with pytest.raises(ValidationError) as err:
+        submit(rt, TENANT, request(depends_on=(foreign.id, missing)))
+    assert foreign.id in err.value.message and missing in err.value.message
+    assert "someone-else" not in err.value.message
+
+
+def test_workflow_cycles_and_unknown_steps_are_refused(rt: Container) -> None:
+    for steps, words in (
+        ({"a": {"name": "noop", "after": ["b"]}, "b": {"name": "noop", "after": ["a"]}}, "cycle"),
+        ({"a": {"name": "noop", "after": ["zz"]}}, "unknown step"),
+        ({"a": {"name": "noop", "after": ["a"]}}, "itself"),
+    ):
+        with pytest.raises(ValidationError) as err:
+            parse_workflow({"steps": steps}, rt.settings, rt.registry)
+        assert words in err.value.message
+
+
+def test_a_batch_naming_an_unknown_parent_is_refused_whole(rt: Container, database_url: str) -> None:
+    from chalicelib.services.submit import submit_batch
+
+    parent = submit(rt, TENANT, request()).task
+    items = [request(), request(depends_on=(parent.id,)), request(depends_on=("00000000-0000-4000-8000-000000000001",))]
+    with pytest.raises(ValidationError):
+        submit_batch(rt, TENANT, items)
+    assert query(database_url, "SELECT count(*) FROM tasks")[0][0] == 1
