@@ -498,15 +498,7 @@ def spec(registry: Registry) -> dict[str, Any]:
                 "get": _op(
                     "A workflow: every step's state",
                     {"200": _json(_ref("Workflow"), "the workflow"), "404": _error("no such workflow")},
-                    params=[
-                        {
-                            "name": "workflow_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                            "description": "workflow id (a UUID; anything else is simply not found)",
-                        }
-                    ],
+                    params=[{**_TASK_ID_PARAM, "name": "workflow_id", "description": "workflow id (a UUID)"}],
                 )
             },
             "/api/v1/dead-letters": {
