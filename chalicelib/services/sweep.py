@@ -1,7 +1,7 @@
 """Sweep use case: idempotent housekeeping, safe to run many at once.
 
-1. Rebuild Redis from PostgreSQL when the sentinel key is gone (restart, flush), and
-   copy the tenants' weights and running quotas there (``tenant_limits``).
+1. Copy the tenants' weights and running quotas to Redis (``tenant_limits``), and
+   rebuild Redis from PostgreSQL when the sentinel key is gone (restart, flush).
 2. Promote due PENDING tasks (scheduled, or waiting for a retry) to QUEUED.
 3. Rescue tasks whose lease expired (the worker died or stalled): the attempt
    counts as failed, so the task retries or is dead-lettered.
@@ -61,8 +61,8 @@ def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
     """One sweep.  A failing step is logged and the others still run."""
     report = SweepReport()
     steps = (
+        _sync_tenants,  # before the rebuild: quotas are back before the ready sets
         _rebuild,
-        _sync_tenants,
         _fire_schedules,
         _expire,
         _promote,
@@ -98,16 +98,18 @@ def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
     # sweep sees it missing and rebuilds once more.
     rt.queue.mark_rebuilt()
     counts = {"ready": 0, "delayed": 0, "leases": 0}
+    # Leases first: their concurrency and running slots must be back before a claim can
+    # see the ready ids, or a type or tenant could run past its limit meanwhile.
+    for page in rt.store.live_tasks(Status.PROCESSING, page_size=PAGE * 5):
+        # A PROCESSING row always has a lease deadline (the claim sets both).
+        rt.queue.lease_all((t.id, t.lease_ms or 0.0, t.name, t.tenant) for t in page)
+        counts["leases"] += len(page)
     for page in rt.store.live_tasks(Status.QUEUED, page_size=PAGE * 5):
         rt.queue.push([_ready(t) for t in page], only_new=True)
         counts["ready"] += len(page)
     for page in rt.store.live_tasks(Status.PENDING, page_size=PAGE * 5):
         rt.queue.push([QueueEntry.due_at(t.id, t.tenant, t.priority, t.run_at_ms, t.name) for t in page], only_new=True)
         counts["delayed"] += len(page)
-    for page in rt.store.live_tasks(Status.PROCESSING, page_size=PAGE * 5):
-        # A PROCESSING row always has a lease deadline (the claim sets both).
-        rt.queue.lease_all((t.id, t.lease_ms or 0.0, t.name, t.tenant) for t in page)
-        counts["leases"] += len(page)
     report.rebuilt = True
     logger.info("rebuilt Redis from PostgreSQL", extra=counts)
 

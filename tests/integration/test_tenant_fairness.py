@@ -23,7 +23,7 @@ from chalicelib.services import tenants
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
-from tests.helpers import query, request, wait_for
+from tests.helpers import query, request, status_counts, wait_for
 from tools.cli.main import main as cli_main
 
 
@@ -144,7 +144,7 @@ def _drainers(rt: Container, n: int, stop: threading.Event) -> list[threading.Th
 
 
 def test_small_tenant_starts_promptly_behind_a_20000_task_flood(make_rt: Callable[..., Container]) -> None:
-    rt = make_rt(executor_concurrency=8)
+    rt = make_rt(executor_concurrency=8, drain_batch_size=100)  # claims of at most 100: the bound below
     db = rt.settings.database_url
     for _ in range(10):
         submit_many(rt, "flood", [request("noop") for _ in range(2_000)])
@@ -271,3 +271,45 @@ def test_metrics_show_each_waiting_tenant(rt: Container) -> None:
     submit_many(rt, "acme", [request("noop") for _ in range(3)])
     text = metrics.render(rt.store, rt.queue)
     assert 'tasklane_tenant_ready_tasks{tenant="acme"} 3.0' in text
+
+
+def test_drainers_and_sweepers_racing_through_a_flush_run_every_task_once_within_quotas(
+    make_rt: Callable[..., Container], fresh_limits: None
+) -> None:
+    rt = make_rt(executor_concurrency=4)
+    db = rt.settings.database_url
+    rt.store.set_tenant_limits("capped", actor="test", max_running=3)
+    rt.store.set_tenant_limits("heavy", actor="test", weight=2)
+    sweep(rt)
+    submit_many(rt, "heavy", [request("noop") for _ in range(300)])
+    submit_many(rt, "light", [request("noop") for _ in range(100)])
+    submit_many(rt, "capped", [request("sleep", {"seconds": 0.05}) for _ in range(30)])
+    stop = threading.Event()
+
+    def sweeping() -> None:
+        while not stop.is_set():
+            sweep(rt)
+            stop.wait(0.05)
+
+    threads = _drainers(rt, 3, stop) + [threading.Thread(target=sweeping) for _ in range(2)]
+    for t in threads[3:]:
+        t.start()
+    peak, flushed = 0, False
+    try:
+        while status_counts(db) != {"COMPLETED": 430}:
+            peak = max(
+                peak, query(db, "SELECT count(*) FROM tasks WHERE tenant = 'capped' AND status = 'PROCESSING'")[0][0]
+            )
+            if not flushed and status_counts(db).get("COMPLETED", 0) >= 150:
+                rt.queue.client.flushdb()  # Redis loses everything mid-run; the sweepers rebuild it
+                flushed = True
+            assert not stop.wait(0.005)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert flushed and 0 < peak <= 3, peak
+    once = query(
+        db, "SELECT count(*) FROM task_events WHERE to_status = 'PROCESSING' GROUP BY task_id HAVING count(*) > 1"
+    )
+    assert once == []
