@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
 from chalicelib.adapters.redis.keys import Keys
@@ -19,7 +20,7 @@ from chalicelib.services.submit import submit_many
 from tests.fault.conftest import TENANT, make_runtime, queue_is_empty
 from tests.fault.load import live_stack, wait_health_down, wait_on_stack, wait_recovered
 from tests.fault.workers import Workers, worker_env
-from tests.helpers import request, status_counts, story_problems, task_stories
+from tests.helpers import drain_and_sweep_until, request, status_counts, story_problems, task_stories
 from tools.devstack import services as devservices
 from tools.devstack.services.redis_cluster import RedisClusterHandle, start_private_cluster
 
@@ -79,6 +80,30 @@ def test_queue_master_losing_its_data_mid_run_loses_no_task(
         )
     finally:
         workers.close()
+        rt.close()
+
+
+def test_a_dead_master_without_tasklanes_keys_stops_nothing(
+    cluster: RedisClusterHandle, fault_db: str, prefix: str
+) -> None:
+    """Another master dies while the queue's master has just forgotten its scripts (as
+    after a restart): the claim's NOSCRIPT is answered by one EVAL on the queue's own
+    master, not by a SCRIPT LOAD on every primary, which the dead one would fail."""
+    cluster.wait_ok()
+    # Drained in this process: no margin kept for a Lambda's end.
+    rt = make_runtime(fault_db, cluster.url, prefix, redis_cluster=True, drain_margin_seconds=0.0)
+    home = cluster.node_for(rt.queue.keys.ready)
+    other = next(n for n in cluster.nodes if n is not home)
+    try:
+        submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(20)])
+        other.kill()
+        flushed = redis.Redis.from_url(home.url)
+        flushed.script_flush()
+        flushed.close()
+        drain_and_sweep_until(rt, lambda: status_counts(fault_db) == {"COMPLETED": 20}, timeout=20)
+    finally:
+        other.start()
+        cluster.wait_ok()
         rt.close()
 
 
