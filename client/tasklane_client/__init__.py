@@ -54,10 +54,9 @@ from tasklane_client.models import (
     TypePause,
     WebhookEvent,
     WebhookSecret,
-    Workflow,
-    WorkflowStep,
 )
 from tasklane_client.webhooks import sign_webhook, verify_webhook
+from tasklane_client.workflows import Workflow, WorkflowStep
 
 __all__ = [
     "ApiError",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 
 from tasklane_client.errors import error_class
-from tasklane_client.models import AuditEntry, Batch, BatchItem, BatchResult, Page, Schedule, Task, TaskEvent, Workflow
+from tasklane_client.models import AuditEntry, Batch, BatchItem, BatchResult, Page, Schedule, Task, TaskEvent
+from tasklane_client.workflows import Workflow
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 DUPLICATE_HEADER = "Unique-Duplicate"

@@ -56,9 +56,9 @@ from tasklane_client.models import (
     TaskStatus,
     TypePause,
     WebhookSecret,
-    Workflow,
     task_body,
 )
+from tasklane_client.workflows import Workflow
 
 __version__ = "0.1.0"
 

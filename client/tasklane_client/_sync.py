@@ -30,8 +30,8 @@ from tasklane_client.models import (
     TaskStatus,
     TypePause,
     WebhookSecret,
-    Workflow,
 )
+from tasklane_client.workflows import Workflow
 
 T = TypeVar("T")
 
