@@ -92,7 +92,7 @@ def test_a_dead_master_without_tasklanes_keys_stops_nothing(
     cluster.wait_ok()
     # Drained in this process: no margin kept for a Lambda's end.
     rt = make_runtime(fault_db, cluster.url, prefix, redis_cluster=True, drain_margin_seconds=0.0)
-    home = cluster.node_for(rt.queue.keys.ready)
+    home = cluster.node_for(rt.queue.keys.leases)
     other = next(n for n in cluster.nodes if n is not home)
     try:
         submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(20)])
@@ -121,7 +121,7 @@ def test_live_stack_on_a_cluster_survives_its_queue_master_dying(
             before = r.json()["id"]
             wait_on_stack(stack, lambda: stack.task(before)["status"] == "COMPLETED", timeout=20, message="a task")
 
-            home = cluster.node_for(Keys().ready)  # the stack's prefix is the default
+            home = cluster.node_for(Keys().leases)  # the stack's prefix is the default
             for other in (n for n in cluster.nodes if n is not home):
                 cluster.flush(other)  # holds none of Tasklane's keys: nothing happens
             home.kill()
