@@ -173,3 +173,12 @@ def test_claim_and_heartbeat_relax_durability_for_their_own_transaction_only(rt:
         with store.connection() as conn:
             row = conn.execute("SHOW synchronous_commit").fetchone()
             assert row is not None and row["synchronous_commit"] == "on"
+
+
+def test_claim_returns_the_ids_in_the_order_given_and_a_duplicate_once(rt: Container) -> None:
+    store = rt.store
+    tasks = store.insert_tasks([_new() for _ in range(5)], actor="t")
+    ids = [t.id for t in reversed(tasks)]
+    asked = [ids[0], *ids, ids[2]]  # duplicates: the first place counts
+    claimed = store.claim(asked, str(uuid.uuid4()), 30, actor="t")
+    assert [c.id for c in claimed] == ids

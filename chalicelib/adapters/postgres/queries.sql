@@ -208,10 +208,15 @@ WITH nosync AS (
     SELECT id, from_status, 'PROCESSING', attempts, %(actor)s, name, enqueued_at, started_at FROM c
 )
 -- In the order of the ids given, which is Redis's claim (priority) order: the
--- batch starts in it.  UPDATE ... RETURNING promises no order of its own.
-SELECT id::text AS id, tenant, name, priority, payload, attempts, max_retries, timeout_seconds,
+-- batch starts in it.  UPDATE ... RETURNING promises no order of its own.  The
+-- positions come from one pass over the ids (a duplicate keeps its first), not from
+-- array_position per row, which is quadratic: ~0.7 ms for a claim of 500.
+SELECT c.id::text AS id, tenant, name, priority, payload, attempts, max_retries, timeout_seconds,
        enqueued_at, started_at, trace_context, snoozes, has_parents
-FROM c ORDER BY array_position(%(ids)s::uuid[], c.id);
+FROM c JOIN (SELECT p.id, min(p.n) AS n
+             FROM unnest(%(ids)s::uuid[]) WITH ORDINALITY AS p(id, n) GROUP BY p.id) AS pos
+     ON pos.id = c.id
+ORDER BY pos.n;
 
 -- name: finish
 -- Rows: Recorded (core/records.py); ids as text.
