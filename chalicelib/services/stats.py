@@ -24,6 +24,7 @@ COUNT_FIELDS = (
     "completed",
     "failed",
     "cancelled",
+    "expired",
     "queued",
     "pending",
     "processing",
@@ -38,7 +39,8 @@ class GroupStats:
     """One group's numbers (a task name, a priority, or everything).
 
     ``counts`` has every name of ``COUNT_FIELDS``: submitted/completed/failed/cancelled
-    today, and queued/pending/processing/dead_letters now.  The averages cover tasks
+    today (expired: those of the cancelled that reached their expires_at unstarted),
+    and queued/pending/processing/dead_letters now.  The averages cover tasks
     completed today (None when there were none)."""
 
     counts: dict[str, int]
@@ -104,7 +106,12 @@ _LIVE = {
     "FAILED": "dead_letters",
     "WAITING": "waiting",
 }
-_FINAL = {"COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled"}
+_FINAL = {
+    "COMPLETED": ("completed",),
+    "FAILED": ("failed",),
+    "CANCELLED": ("cancelled",),
+    "EXPIRED": ("cancelled", "expired"),  # an expired task is a cancelled one too
+}
 
 
 def build_stats(raw: StatsSnapshot) -> StatsNumbers:
@@ -127,11 +134,10 @@ def build_stats(raw: StatsSnapshot) -> StatsNumbers:
         for acc in groups(sub.name, sub.priority):
             acc.n["submitted"] += sub.n
     for fin in raw.finished:
-        field = _FINAL.get(fin.status)
-        if field is None:
-            continue
-        for acc in groups(fin.name, fin.priority):
-            acc.n[field] += fin.n
+        fields = _FINAL.get(fin.status, ())
+        for acc in groups(fin.name, fin.priority) if fields else []:
+            for counted in fields:
+                acc.n[counted] += fin.n
             if fin.status == "COMPLETED":
                 acc.run_seconds += fin.run_seconds
                 acc.wait_seconds += fin.wait_seconds
@@ -142,8 +148,8 @@ def build_stats(raw: StatsSnapshot) -> StatsNumbers:
     series: dict[datetime, dict[str, int]] = {m: dict.fromkeys(MINUTE_FIELDS, 0) for m in minutes}
     for count in raw.per_minute:
         slot = series.get(count.minute)
-        kind = "submitted" if count.kind == "SUBMITTED" else _FINAL.get(count.kind)
-        if slot is not None and kind is not None:
+        kind = "submitted" if count.kind == "SUBMITTED" else _FINAL.get(count.kind, ("",))[0]
+        if slot is not None and kind:
             slot[kind] += count.n
 
     return StatsNumbers(

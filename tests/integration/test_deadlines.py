@@ -10,6 +10,7 @@ from chalicelib.container import Container
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.model import Status
 from chalicelib.core.requests import parse_task
+from chalicelib.services import stats
 from chalicelib.services.submit import submit, submit_many
 from chalicelib.services.sweep import sweep
 from tests.helpers import (
@@ -40,8 +41,8 @@ def test_a_queued_task_past_its_deadline_is_refused_by_the_claim_and_finalised(r
     task = submit(rt, TENANT, request(expires_at=_soon(0.3))).task
     assert task.status is Status.QUEUED and task.expires_at is not None
     wait_for(lambda: _past_deadline(db, [task.id]), timeout=5, message="the deadline")
-    stats = drain_once(rt)  # the id is in Redis: the claim refuses it, the drainer expires it
-    assert stats["claimed"] == 0 and stats["expired"] == 1
+    drained = drain_once(rt)  # the id is in Redis: the claim refuses it, the drainer expires it
+    assert drained["claimed"] == 0 and drained["expired"] == 1
     done = rt.store.get_task(TENANT, task.id)
     assert done is not None and done.status is Status.CANCELLED and done.started_at is None
     assert done.last_error_type == "Expired" and "expires_at" in (done.last_error or "")
@@ -49,6 +50,8 @@ def test_a_queued_task_past_its_deadline_is_refused_by_the_claim_and_finalised(r
     assert events == [(None, Status.QUEUED, None), (Status.QUEUED, Status.CANCELLED, "Expired")]
     assert metric_count(db, "expired") == expired + 1 and metric_count(db, "cancelled") == cancelled + 1
     assert rt.queue.depths() == {"ready": 0, "delayed": 0, "leased": 0}
+    totals = stats.tenant_stats(rt, TENANT).numbers.totals.counts
+    assert (totals["cancelled"], totals["expired"]) == (1, 1)
 
 
 def test_the_sweeper_expires_waiting_tasks_and_drops_them_from_redis(rt: Container) -> None:

@@ -914,13 +914,16 @@ GROUP BY name, priority;
 
 -- name: stats_finished_since
 -- Rows: FinishedCount (core/stats.py).
--- Final tasks by outcome; sums (not averages) so callers can roll them up.
-SELECT name, priority, status, count(*) AS n,
+-- Final tasks by outcome; sums (not averages) so callers can roll them up.  Tasks that
+-- expired (CANCELLED at their expires_at) come as status EXPIRED.
+SELECT name, priority,
+       CASE WHEN status = 'CANCELLED' AND last_error_type = 'Expired' THEN 'EXPIRED' ELSE status END AS status,
+       count(*) AS n,
        count(started_at) AS timed,
        coalesce(sum(extract(epoch FROM finished_at - started_at)), 0)::float8 AS run_seconds,
        coalesce(sum(extract(epoch FROM started_at - enqueued_at)), 0)::float8 AS wait_seconds
 FROM tasks WHERE tenant = %(tenant)s AND finished_at >= %(since)s
-GROUP BY name, priority, status;
+GROUP BY 1, 2, 3;
 
 -- name: stats_per_minute
 -- Rows: MinuteCount (core/stats.py).

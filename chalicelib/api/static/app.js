@@ -186,6 +186,7 @@
     $("kpi-submitted").textContent = fmtInt(t.submitted);
     $("kpi-completed").textContent = fmtInt(t.completed);
     $("kpi-failed").textContent = fmtInt(t.failed);
+    $("kpi-failed-note").textContent = `${fmtInt(t.cancelled)} cancelled · ${fmtInt(t.expired)} expired`;
     $("kpi-queue").textContent = fmtInt(t.queue_size);
     $("kpi-queue-note").textContent = `${fmtInt(t.queued)} ready · ${fmtInt(t.pending)} delayed`
       + (t.waiting ? ` · ${fmtInt(t.waiting)} waiting for parents` : "");
