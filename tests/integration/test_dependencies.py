@@ -168,3 +168,31 @@ def test_a_batch_naming_an_unknown_parent_is_refused_whole(rt: Container, databa
     with pytest.raises(ValidationError):
         submit_batch(rt, TENANT, items)
     assert query(database_url, "SELECT count(*) FROM tasks")[0][0] == 1
+
+
+def test_redriving_a_failed_parent_leaves_cancelled_dependents_cancelled(recording: Container) -> None:
+    rt = recording
+    wf = _workflow(
+        rt, {"a": _step(1, fail=True), "b": _step(2, "a"), "c": {**_step(3, "a"), "on_dependency_failure": "run"}}
+    )
+    drain_once(rt)
+    assert _status(rt, wf.steps["b"].id) is Status.CANCELLED
+    assert _status(rt, wf.steps["c"].id) is Status.COMPLETED
+    redriven = lifecycle.redrive_one(rt, TENANT, wf.steps["a"].id)
+    assert redriven.status is Status.QUEUED
+    drain_once(rt)  # it fails again (the payload says so); nothing is counted twice
+    assert _status(rt, wf.steps["b"].id) is Status.CANCELLED
+    assert [e.to_status for e in rt.store.task_events(wf.steps["c"].id)].count(Status.PROCESSING) == 1
+
+
+def test_bulk_cancel_takes_waiting_tasks(rt: Container) -> None:
+    from chalicelib.services.control import CancelSelection, cancel_many
+
+    wf = _workflow(rt, {"a": {"name": "noop", "delay_seconds": 3600}, "b": {"name": "sleep", "after": ["a"]}})
+    child = {"name": "noop", "after": ["b"]}
+    wf2 = _workflow(rt, {"x": {"name": "noop", "delay_seconds": 3600}, "y": child | {"after": ["x"]}})
+    done = cancel_many(rt, TENANT, CancelSelection(name="sleep"), actor="test")
+    assert [t.id for t in done.cancelled] == [wf.steps["b"].id]
+    assert _status(rt, wf.steps["a"].id) is Status.PENDING
+    cancel_many(rt, TENANT, CancelSelection(status=Status.WAITING), actor="test")
+    assert _status(rt, wf2.steps["y"].id) is Status.CANCELLED
