@@ -166,7 +166,8 @@ def submit_workflow(key: ApiKey) -> Response:
     parsed = parse_workflow(_body(), rt.settings, rt.registry)
     trace = tracing.current_trace(_request().headers)
     submitted = submitting.submit_workflow(rt, key.tenant, parsed, actor=key.actor, trace=trace)
-    return json_response(presenters.workflow(dependencies.get_workflow(rt, key.tenant, submitted.id)), 201)
+    view = dependencies.submitted_view(key.tenant, submitted.id, parsed, dict(submitted.steps))
+    return json_response(presenters.workflow(view), 201)
 
 
 @bp.route("/api/v1/workflows/{workflow_id}", methods=["GET"])

@@ -98,6 +98,14 @@ class WorkflowView:
     after: dict[str, list[str]]  # the steps each one waits for
 
 
+def submitted_view(tenant: str, workflow_id: str, request: WorkflowRequest, steps: dict[str, Task]) -> WorkflowView:
+    """The view of a workflow just inserted, as its steps were at the commit (a re-read
+    could already show a drainer's progress)."""
+    created = min(t.created_at for t in steps.values())
+    workflow = Workflow(workflow_id, tenant, {name: t.id for name, t in steps.items()}, created)
+    return WorkflowView(workflow, dict(steps), {name: list(request.after[name]) for name in steps})
+
+
 def get_workflow(rt: Container, tenant: str, workflow_id: str) -> WorkflowView:
     found = rt.store.get_workflow(tenant, workflow_id)
     if found is None:
