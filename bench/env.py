@@ -232,6 +232,7 @@ class BenchEnv:
 def bench_env(logs: Path | None = None) -> Iterator[BenchEnv]:
     """Set up a fresh database and a private Redis; tear everything down at the end."""
     pg = devservices.ensure_postgres(STATE_DIR)
+    os.environ[devservices.ENV_DIE_WITH_PARENT] = "1"  # a killed bench leaves no server behind
     rd = devservices.start_private_redis(STATE_DIR / f"bench-redis-{uuid.uuid4().hex[:8]}")
     assert rd.started, "the bench's Redis must be one it started (it is flushed)"
     for url in (pg.url, rd.url):

@@ -182,3 +182,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+# Every Redis server this run starts dies with it, even when the run is killed
+# outright (tools/devstack/services/redis_server.py: ENV_DIE_WITH_PARENT).
+os.environ[devservices.ENV_DIE_WITH_PARENT] = "1"

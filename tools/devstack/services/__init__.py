@@ -78,6 +78,7 @@ from tools.devstack.services.postgres import (
     test_database_name,
 )
 from tools.devstack.services.redis_server import (
+    ENV_DIE_WITH_PARENT,
     RedisHandle,
     ensure_redis,
     find_redis_server,
@@ -88,6 +89,7 @@ from tools.devstack.services.redis_server import (
 
 __all__ = [
     "ENV_DATABASE_URL",
+    "ENV_DIE_WITH_PARENT",
     "ENV_PRIVATE_SERVICES",
     "ENV_REDIS_URL",
     "LOCALHOST",

