@@ -31,7 +31,8 @@ def test_drainer_killed_mid_batch_loses_nothing(runtime: Container, workers: Wor
     ids = [s.task.id for s in submitted]  # type: ignore[union-attr]
     retry_ids, last_ids = ids[:16], ids[16:]
     workers.sweep()
-    victim = workers.drain(TASKLANE_LEASE_SECONDS="1")
+    # Its first claim takes all 20 (the claim size adapts upward from its minimum).
+    victim = workers.drain(TASKLANE_LEASE_SECONDS="1", TASKLANE_DRAIN_BATCH_MIN="20")
 
     def batch_held() -> bool:
         rows = query(
