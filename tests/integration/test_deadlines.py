@@ -121,3 +121,18 @@ def test_an_expired_task_never_runs_while_drainers_race_the_sweepers(make_rt: ob
 def test_a_deadline_no_attempt_could_meet_is_a_400(rt: Container, fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         parse_task({"name": "noop", **fields}, rt.settings, rt.registry)
+
+
+def test_a_task_waiting_for_its_parents_expires_and_its_dependent_settles(rt: Container) -> None:
+    db = rt.settings.database_url
+    parent = submit(rt, TENANT, request(delay_seconds=3600)).task  # stays PENDING for the test
+    child = submit(rt, TENANT, request(depends_on=(parent.id,), expires_at=_soon(0.3))).task
+    grandchild = submit(rt, TENANT, request(depends_on=(child.id,))).task
+    assert child.status is Status.WAITING
+    wait_for(lambda: _past_deadline(db, [child.id]), timeout=5, message="the deadline")
+    assert sweep(rt).expired == 1
+    done = rt.store.get_task(TENANT, child.id)
+    assert done is not None and (done.status, done.last_error_type) == (Status.CANCELLED, "Expired")
+    # A cancelled parent cancels its dependents (the settling trigger of the dependencies).
+    assert rt.store.get_task(TENANT, grandchild.id).status is Status.CANCELLED  # type: ignore[union-attr]
+    assert rt.store.get_task(TENANT, parent.id).status is Status.PENDING  # type: ignore[union-attr]

@@ -342,7 +342,7 @@ SELECT c.*, h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms FROM c LEFT JOIN 
 
 -- name: expire_waiting
 -- Rows: ExpiredTask (core/records.py).
--- Waiting tasks (PENDING or QUEUED) past their expires_at become CANCELLED with
+-- Waiting tasks (WAITING for parents, PENDING or QUEUED) past their expires_at become CANCELLED with
 -- error_type 'Expired' (the metrics trigger counts 'expired' and 'cancelled'): the
 -- given ids (a drainer whose claim refused them) or any (ids NULL: the sweeper,
 -- through tasks_waiting_expires_at).  SKIP LOCKED: a task a claim holds is the
@@ -351,7 +351,7 @@ SELECT c.*, h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms FROM c LEFT JOIN 
 -- webhook, like any final transition.
 WITH d AS (
     SELECT id, status FROM tasks
-    WHERE expires_at IS NOT NULL AND expires_at <= now() AND status IN ('PENDING', 'QUEUED')
+    WHERE expires_at IS NOT NULL AND expires_at <= now() AND status IN ('WAITING', 'PENDING', 'QUEUED')
       AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
     ORDER BY expires_at
     LIMIT %(limit)s
