@@ -4,6 +4,7 @@ No I/O here."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,6 +79,9 @@ class NewTask:
     run_anyway: bool | None = None
     has_followers: bool = False
     cancelled_by: str | None = None
+    # The payload itself, for the task the submit answers with (``Accepted.task``);
+    # None: decoded from ``payload_json``.
+    payload: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +241,57 @@ class Task:
             snoozes=row.get("snoozes") or 0,
             waiting_on=row.get("waiting_on"),
             run_anyway=row.get("run_anyway"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the submit statement (``insert_tasks``) decided for a task it inserted.  The
+    caller built everything else (``NewTask``), so only these columns come back."""
+
+    id: str
+    status: Status
+    run_at: datetime
+    enqueued_at: datetime | None
+    created_at: datetime
+    unique_until: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Accepted:
+        return cls(
+            row["id"], Status(row["status"]), row["run_at"], row["enqueued_at"], row["created_at"], row["unique_until"]
+        )
+
+    def task(self, new: NewTask) -> Task:
+        """The row as ``RETURNING *`` would have read it (a new task: no attempt yet)."""
+        return Task(
+            id=new.id,
+            tenant=new.tenant,
+            name=new.name,
+            status=self.status,
+            priority=Priority(new.priority),
+            payload=new.payload if new.payload is not None else json.loads(new.payload_json),
+            result=None,
+            attempts=0,
+            max_retries=new.max_retries,
+            timeout_seconds=new.timeout_seconds,
+            run_at=self.run_at,
+            last_error=None,
+            last_error_type=None,
+            cancel_requested=False,
+            idempotency_key=new.idempotency_key,
+            created_at=self.created_at,
+            updated_at=self.created_at,
+            enqueued_at=self.enqueued_at,
+            started_at=None,
+            finished_at=None,
+            callback_url=new.callback_url,
+            trace_context=new.trace_context,
+            has_followers=new.batch_id is not None,
+            batch_id=new.batch_id,
+            unique_key=new.unique_key,
+            unique_until=self.unique_until,
+            expires_at=new.expires_at,
         )
 
 

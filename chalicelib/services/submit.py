@@ -273,6 +273,7 @@ def _new_tasks(
             name=r.name,
             priority=r.priority.value,
             payload_json=dumps(r.payload),
+            payload=r.payload,
             max_retries=r.max_retries,
             timeout_seconds=r.timeout_seconds,
             run_at=r.run_at,

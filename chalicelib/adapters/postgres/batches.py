@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from chalicelib.adapters.postgres.rows import accepted
 from chalicelib.core.batches import BatchRecord, NewBatch
 from chalicelib.core.model import NewTask, Status, Task
 
@@ -34,8 +35,7 @@ class BatchQueries:
         """Insert ``tasks`` (each carrying ``batch.id``) and open the batch of those
         inserted, in one transaction.  No batch when none was (every one replayed)."""
         with self.connection() as conn, conn.transaction():
-            rows = conn.execute(self._q["insert_tasks"], self._insert_params(tasks, actor))
-            inserted = [Task.from_row(r) for r in rows]
+            inserted = accepted(tasks, conn.execute(self._q["insert_tasks"], self._insert_params(tasks, actor)))
             if not inserted:
                 return inserted, None
             params = {

@@ -4,9 +4,10 @@ a dozen arrays): shared by ``store.py`` and its mixins."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from chalicelib.core.model import NewTask
+from chalicelib.core.model import Accepted, NewTask, Task
 
 encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -32,3 +33,9 @@ def new_task_row(t: NewTask) -> dict[str, Any]:
         "unique_for": t.unique_for_seconds,
         "expires_at": t.expires_at.isoformat() if t.expires_at is not None else None,
     }
+
+
+def accepted(tasks: Sequence[NewTask], rows: Iterable[Mapping[str, Any]]) -> list[Task]:
+    """The tasks ``insert_tasks`` inserted (its rows), built from what was sent."""
+    sent = {t.id: t for t in tasks}
+    return [(a := Accepted.from_row(r)).task(sent[a.id]) for r in rows]

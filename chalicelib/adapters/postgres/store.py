@@ -32,7 +32,7 @@ from chalicelib.adapters.postgres.batches import BatchQueries
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
-from chalicelib.adapters.postgres.rows import encode, new_task_row
+from chalicelib.adapters.postgres.rows import accepted, encode, new_task_row
 from chalicelib.adapters.postgres.sessions import connection_options, snapshot
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.adapters.postgres.tenants import TenantQueries
@@ -170,7 +170,7 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, Deadlin
         conflicts are left out: see ``tasks_by_idempotency_keys``)."""
         if not tasks:
             return []
-        return [Task.from_row(r) for r in self._all("insert_tasks", self._insert_params(tasks, actor))]
+        return accepted(tasks, self._all("insert_tasks", self._insert_params(tasks, actor)))
 
     def _insert_params(self, tasks: Sequence[NewTask], actor: str) -> dict[str, Any]:
         return {"tasks": _tasks_json(tasks), "actor": actor}

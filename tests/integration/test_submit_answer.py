@@ -1,0 +1,49 @@
+"""The task a submit answers with is built from what the client sent plus the few
+columns the statement sets (``insert_tasks`` returns only those): it must equal the
+stored row as a later read sees it, for every option a submission can carry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from chalicelib.container import Container
+from chalicelib.core.batches import BatchSpec
+from chalicelib.core.model import Status
+from chalicelib.core.requests import TaskRequest
+from chalicelib.services.submit import Submitted, submit_batch, submit_many
+from tests.helpers import request
+
+TENANT = "acme"
+
+
+def _requests() -> list[TaskRequest]:
+    now = datetime.now(UTC)
+    return [
+        request(payload={"b": [1, 2.5, None], "a": {"ü": "x"}}),
+        request(priority="critical", delay_seconds=30.25, max_retries=0, timeout_seconds=5),
+        request(run_at=now + timedelta(hours=1), callback_url="https://example.com/hook"),
+        request(run_at=now - timedelta(minutes=5), idempotency_key="k1"),
+        request(unique_key="u1", unique_for_seconds=60.5, expires_at=now + timedelta(days=1)),
+        request(unique_key="u2"),
+    ]
+
+
+def test_submitted_tasks_equal_their_stored_rows(rt: Container) -> None:
+    out = submit_many(rt, TENANT, _requests())
+    tasks = [r.task for r in out if isinstance(r, Submitted) and r.created]
+    assert len(tasks) == 6
+    assert [t.status for t in tasks] == [Status.QUEUED, Status.PENDING, Status.PENDING] + [Status.QUEUED] * 3
+    for t in tasks:
+        assert rt.store.get_task(TENANT, t.id) == t
+    replay = submit_many(rt, TENANT, [request(run_at=tasks[3].run_at, idempotency_key="k1")])[0]
+    assert isinstance(replay, Submitted) and replay.replayed and replay.task == tasks[3]
+
+
+def test_batch_tasks_equal_their_stored_rows(rt: Container) -> None:
+    result = submit_batch(rt, TENANT, _requests(), spec=BatchSpec())
+    assert result.batch is not None and result.all_created
+    for item in result.items:
+        assert item.submitted is not None
+        task = item.submitted.task
+        assert task.batch_id == result.batch.id and task.has_followers
+        assert rt.store.get_task(TENANT, task.id) == task
