@@ -78,6 +78,14 @@ def new_root(now: float | None = None) -> TraceContext:
     return TraceContext(f"1-{epoch:08x}-{secrets.token_hex(12)}")
 
 
+def new_root_headers(count: int) -> list[str]:
+    """``count`` fresh roots in their stored form (``new_root().header()`` each), for a
+    bulk submit: one clock read and one draw of randomness for all of them."""
+    epoch = int(time.time()) & 0xFFFFFFFF
+    text = secrets.token_hex(12 * count)
+    return [f"Root=1-{epoch:08x}-{text[i : i + 24]}" for i in range(0, 24 * count, 24)]
+
+
 def new_span_id() -> str:
     return secrets.token_hex(8)
 

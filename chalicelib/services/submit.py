@@ -8,6 +8,7 @@ lost; it may only start later than usual.
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from chalicelib.core.batches import BatchRecord, BatchSpec, NewBatch
 from chalicelib.core.errors import ConflictError, QueueError, ValidationError
 from chalicelib.core.model import NewTask, QueueEntry, Status, Task
 from chalicelib.core.requests import TaskRequest, WorkflowRequest
-from chalicelib.core.tracecontext import TraceContext, new_root
+from chalicelib.core.tracecontext import TraceContext, new_root, new_root_headers
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
 from chalicelib.services import dependencies, tenants
@@ -264,11 +265,10 @@ def _new_tasks(
     tenant: str, requests: Sequence[TaskRequest], traces: Sequence[TraceContext] | None, batch_id: str | None
 ) -> list[NewTask]:
     """The rows to insert; without ``traces`` each task starts a trace of its own."""
-    if traces is None:
-        traces = [new_root() for _ in requests]
+    headers = new_root_headers(len(requests)) if traces is None else [t.header() for t in traces]
     return [
         NewTask(
-            id=str(uuid.uuid4()),
+            id=task_id,
             tenant=tenant,
             name=r.name,
             priority=r.priority.value,
@@ -281,13 +281,28 @@ def _new_tasks(
             idempotency_key=r.idempotency_key,
             request_hash=r.fingerprint() if r.idempotency_key else None,
             callback_url=r.callback_url,
-            trace_context=t.header(),
+            trace_context=header,
             batch_id=batch_id,
             unique_key=r.unique_key,
             unique_for_seconds=r.unique_for_seconds,
             expires_at=r.expires_at,
         )
-        for r, t in zip(requests, traces, strict=True)
+        for r, task_id, header in zip(requests, new_ids(len(requests)), headers, strict=True)
+    ]
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` random (version 4) UUIDs as text, ``str(uuid.uuid4())`` each, from one
+    draw of randomness: a bulk submit paid ~2 µs a task for ``uuid4``'s system call
+    and its ``UUID`` object."""
+    h = secrets.token_hex(16 * count)
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+        f"{_VARIANT[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 
 import pytest
 
@@ -13,10 +14,12 @@ from chalicelib.core.tracecontext import (
     TraceContext,
     from_headers,
     new_root,
+    new_root_headers,
     parse_amzn,
     parse_traceparent,
     stored,
 )
+from chalicelib.services.submit import new_ids
 from chalicelib.tasktypes.context import TaskContext
 
 ROOT = "1-5759e988-bd862e3fe1be46a994272793"
@@ -151,3 +154,16 @@ def test_unsampled_or_undecided_traces_render_a_valid_traceparent() -> None:
     value = undecided.traceparent()
     assert re.fullmatch(r"00-5759e988bd862e3fe1be46a994272793-[0-9a-f]{16}-00", value)
     assert parse_traceparent(value) is not None
+
+
+def test_bulk_roots_and_task_ids_have_the_single_forms() -> None:
+    headers = new_root_headers(300)
+    assert len(set(headers)) == 300
+    for h in headers:
+        parsed = parse_amzn(h)
+        assert parsed is not None and parsed.header() == h and parsed.parent is None
+    ids = new_ids(2000)
+    assert len(set(ids)) == 2000
+    for text in ids:
+        u = uuid.UUID(text)
+        assert str(u) == text and u.version == 4 and u.variant == uuid.RFC_4122

@@ -78,9 +78,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# One encoder for every call: json.dumps with these options builds a new one each time.
+_dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+
 def dumps(value: Any) -> str:
     """JSON text for a jsonb column."""
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
+    return _dumps(value)
 
 
 class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, DeadlineQueries, TenantQueries):
