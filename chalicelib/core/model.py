@@ -159,6 +159,9 @@ class Priority(StrEnum):
 
 
 _PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+# Lookups for the bulk submit's per-task hot path (an Enum call is ~10x a dict lookup).
+_STATUS_OF = {s.value: s for s in Status}
+_PRIORITY_OF = {p.value: p for p in Priority}
 
 
 @dataclass(frozen=True)
@@ -258,9 +261,8 @@ class Accepted:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Accepted:
-        return cls(
-            row["id"], Status(row["status"]), row["run_at"], row["enqueued_at"], row["created_at"], row["unique_until"]
-        )
+        status = _STATUS_OF[row["status"]]
+        return cls(row["id"], status, row["run_at"], row["enqueued_at"], row["created_at"], row["unique_until"])
 
     def task(self, new: NewTask) -> Task:
         """The row as ``RETURNING *`` would have read it (a new task: no attempt yet)."""
@@ -269,7 +271,7 @@ class Accepted:
             tenant=new.tenant,
             name=new.name,
             status=self.status,
-            priority=Priority(new.priority),
+            priority=_PRIORITY_OF[new.priority],
             payload=new.payload if new.payload is not None else json.loads(new.payload_json),
             result=None,
             attempts=0,
