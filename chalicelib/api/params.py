@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from chalice.app import Request
@@ -23,6 +23,7 @@ from chalicelib.core.errors import (
     UnsupportedMediaTypeError,
     ValidationError,
 )
+from chalicelib.core.instants import parse_instant
 from chalicelib.core.jsonbody import parse_json
 from chalicelib.core.model import Status
 from chalicelib.core.requests import TaskRequest, parse_task, validate
@@ -113,16 +114,9 @@ def choice_param(query: Mapping[str, str], name: str, values: list[str]) -> str 
 
 
 def timestamp_param(query: Mapping[str, str], name: str) -> datetime | None:
-    """ISO-8601; without an offset it is UTC.  Returned in UTC, since PostgreSQL refuses
-    offsets Python accepts (beyond ±15:59)."""
+    """An RFC 3339 / ISO-8601 instant (``core.instants``); without an offset it is UTC."""
     raw = query.get(name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise ValidationError(f"{name} must be an ISO-8601 timestamp", details={"field": name}) from None
+    return None if raw is None else parse_instant(raw, name)
 
 
 # --- bodies other than one task -------------------------------------------------------------

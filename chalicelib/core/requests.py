@@ -16,6 +16,7 @@ from chalicelib.config import Settings
 from chalicelib.core.defaults import TaskDefaults
 from chalicelib.core.dependencies import step_order
 from chalicelib.core.errors import PayloadError, ValidationError
+from chalicelib.core.instants import parse_instant
 from chalicelib.core.jsonbody import parse_json
 from chalicelib.core.model import Priority
 from chalicelib.core.urls import check_callback_url
@@ -83,28 +84,11 @@ def _first(value: int | None, fallback: int) -> int:
     return fallback if value is None else value
 
 
-def _parse_instant(value: str, field: str = "run_at") -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValidationError(
-            f"{field} must be ISO-8601 such as 2030-01-01T09:00:00Z, got {value!r}",
-            details={"field": field},
-        ) from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)  # documented: no offset means UTC
-    try:
-        # In UTC: PostgreSQL refuses offsets beyond ±15:59 that ISO-8601 allows.
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        raise ValidationError(f"{field} is out of range", details={"field": field}) from None
-
-
 def _parse_expires_at(body: dict[str, Any], run_at: datetime | None, delay: float | None) -> datetime | None:
     """The deadline, refused when no attempt could ever start before it."""
     if "expires_at" not in body:
         return None
-    expires_at = _parse_instant(body["expires_at"], "expires_at")
+    expires_at = parse_instant(body["expires_at"], "expires_at")
     now = datetime.now(UTC)
     if expires_at <= now:
         raise ValidationError("expires_at is in the past; the task could never run", details={"field": "expires_at"})
@@ -153,7 +137,7 @@ def _parse_task(body: dict[str, Any], settings: Settings, registry: TaskTypes) -
     implied = registry.defaults(name)  # the type's own, where it sets them
     if "run_at" in body and "delay_seconds" in body:
         raise ValidationError("give run_at or delay_seconds, not both", details={"field": "run_at"})
-    run_at = _parse_instant(body["run_at"]) if "run_at" in body else None
+    run_at = parse_instant(body["run_at"], "run_at") if "run_at" in body else None
     delay = float(body["delay_seconds"]) if "delay_seconds" in body else None
     unique_key, unique_for = _parse_unique(body)
     callback_url = body.get("callback_url")

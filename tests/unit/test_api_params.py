@@ -104,7 +104,7 @@ def test_query_parameters() -> None:
         (lambda: params.int_param({"limit": "9" * 5000}, "limit", 50, 1, 500), "limit must be an integer"),
         (lambda: params.int_param({"limit": "0"}, "limit", 50, 1, 500), "limit must be from 1 to 500"),
         (lambda: params.choice_param({"status": "DONE"}, "status", ["QUEUED"]), "status must be one of QUEUED"),
-        (lambda: params.timestamp_param({"t": "yesterday"}, "t"), "t must be an ISO-8601 timestamp"),
+        (lambda: params.timestamp_param({"t": "yesterday"}, "t"), "t must be ISO-8601 such as 2030-01-01T09:00:00Z"),
         (lambda: params.timestamp_param({"t": "0001-01-01T00:00:00+01:00"}, "t"), "ISO-8601"),
         (lambda: params.no_params({"since": "x"}), "takes none"),
     ],
