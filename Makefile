@@ -40,8 +40,10 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two workers (the tests mostly wait on drainers and servers, so two overlap well on
+# two cores); --dist loadfile keeps a module's tests, and its module-scoped stack, on one.
 test: venv checkov-venv lint chromium servers
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The dashboard's browser test drives Debian's Chromium through Playwright (never a
 # downloaded browser build).  Installed here when missing and we may; otherwise the

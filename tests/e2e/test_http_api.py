@@ -114,7 +114,7 @@ def test_missing_or_unknown_key_is_401(stack: Stack, key: str | None) -> None:
     assert r.status_code == 401
 
 
-@pytest.mark.parametrize("task_id", [str(uuid.uuid4()), "not-a-uuid", "1"])
+@pytest.mark.parametrize("task_id", [str(uuid.uuid4()), "not-a-uuid", "1"], ids=["unknown", "not-a-uuid", "digit"])
 def test_unknown_or_malformed_id_is_404(stack: Stack, task_id: str) -> None:
     r = stack.get(f"/api/v1/tasks/{task_id}")
     assert r.status_code == 404

@@ -90,7 +90,7 @@ FORGED = [
 ]
 
 
-@pytest.mark.parametrize("cursor", FORGED)
+@pytest.mark.parametrize("cursor", FORGED, ids=[f"forged{i}" for i in range(len(FORGED))])
 def test_a_forged_cursor_is_a_400_naming_the_field(cursor: str) -> None:
     with pytest.raises(ValidationError) as caught:
         presenters.decode_cursor(cursor)
