@@ -56,6 +56,23 @@ RETURNING task_id
 """
 
 
+def _warm_up(runtime: Container, workers: Workers, fault_db: str) -> None:
+    """Wait until a drainer has run a task and a sweeper has rescued an expired lease.
+
+    The race is timed from each batch's submit: a worker still importing when the
+    batches go in (seconds, on a loaded machine) would finish every batch's last
+    task on one side and the test would not race at all."""
+    ran = submit_batch(runtime, TENANT, [request("noop"), request(delay_seconds=3600, max_retries=0)])
+    run_id, abandoned_id = (item.submitted.task.id for item in ran.items if item.submitted is not None)
+    query(fault_db, _ABANDON, 0.01, abandoned_id)
+
+    def final(task_id: str) -> bool:
+        rows = query(fault_db, "SELECT status FROM tasks WHERE id = %s", task_id)
+        return rows[0][0] in ("COMPLETED", "FAILED")
+
+    workers.wait_for(lambda: final(run_id) and final(abandoned_id), timeout=60, message="the workers to warm up")
+
+
 def test_each_batch_completes_once_under_racing_drainers_and_sweepers(
     runtime: Container, workers: Workers, fault_db: str, deliveries: Receiver
 ) -> None:
@@ -63,6 +80,7 @@ def test_each_batch_completes_once_under_racing_drainers_and_sweepers(
         workers.drain(TASKLANE_DRAIN_BATCH_SIZE="8")
     for _ in range(2):
         workers.sweep(TASKLANE_SWEEP_INTERVAL_SECONDS="0.05")
+    _warm_up(runtime, workers, fault_db)
     rng = random.Random(7)
     spec = BatchSpec(callback_url=deliveries.url, on_complete=request("noop", {"report": True}))
     batch_ids = []
