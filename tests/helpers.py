@@ -115,6 +115,32 @@ def running_workers(rt: Container, drainers: int, sweepers: int = 1) -> Iterator
             t.join(timeout=30)
 
 
+def lease_lapsed(database_url: str, task_id: str) -> bool:
+    """Whether the task's lease has expired on the database's clock (the one the sweeper's
+    rescue reads), so a test waits for exactly that rather than sleeping past it."""
+    rows = query(database_url, "SELECT lease_expires_at < now() FROM tasks WHERE id = %s", task_id)
+    return bool(rows and rows[0][0])
+
+
+def peak_running(database_url: str, where: str, *params: Any) -> int:
+    """The most tasks matching ``where`` (a fixed SQL condition on ``tasks``, values bound
+    from ``params``) that were PROCESSING at one instant, from their final rows.
+
+    A task's ``started_at``..``finished_at`` lies inside the time it held its slot (the
+    claim takes the Redis slot before the PostgreSQL row is stamped; the row is
+    finished before the ack gives the slot back), so this never overstates a limit's
+    peak, and unlike sampling the table while the workers run it cannot miss one:
+    how fast the test polls or how loaded the machine is does not matter."""
+    rows = query(database_url, f"SELECT started_at, finished_at FROM tasks WHERE {where}", *params)
+    # Ends sort before starts at the same instant: touching intervals do not overlap.
+    edges = sorted([(start, 1) for start, _ in rows] + [(end, -1) for _, end in rows], key=lambda e: (e[0], e[1]))
+    peak = running = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
 def metric_count(database_url: str, metric: str) -> int:
     """A counter of the metrics trigger, summed over task names (folded or not)."""
     sql = (

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import requests
 
+from tests.helpers import wait_for
 from tools.devstack import services as devservices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,12 +114,15 @@ def start_stack(
         )
     aws_endpoint = full_env.get("TASKLANE_AWS_ENDPOINT") or f"http://127.0.0.1:{full_env['TASKLANE_AWS_EMULATOR_PORT']}"
     stack = Stack(f"http://127.0.0.1:{port}", key, db_url, redis_server_url, proc, log_path, aws_endpoint)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"stack exited early ({proc.returncode}):\n{stack.log()[-4000:]}")
-        if "Tasklane is up" in stack.log():
-            return stack
-        time.sleep(0.1)
-    stack.stop()
-    raise AssertionError(f"stack did not come up in {timeout}s:\n{stack.log()[-4000:]}")
+
+    def exited_or_up() -> bool:
+        return proc.poll() is not None or "Tasklane is up" in stack.log()
+
+    try:
+        wait_for(exited_or_up, timeout=timeout, interval=0.1)
+    except AssertionError as exc:
+        stack.stop()
+        raise AssertionError(f"stack did not come up in {timeout}s:\n{stack.log()[-4000:]}") from exc
+    if proc.poll() is not None:
+        raise AssertionError(f"stack exited early ({proc.returncode}):\n{stack.log()[-4000:]}")
+    return stack

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +21,7 @@ import pytest
 import redis
 from pypdf import PdfReader
 
+from tests.helpers import wait_for
 from tests.stack import ROOT, Stack, start_stack
 from tools.devstack import emulator
 from tools.devstack import services as devservices
@@ -44,16 +44,16 @@ def aws_stack(pg_server: str, redis_server: str) -> Iterator[Stack]:
 
 
 def wait_final(stack: Stack, task_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def final() -> dict[str, Any] | None:
         task = stack.task(task_id)
-        if task["status"] in FINAL:
-            return task
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"task {task_id} still {task['status']} after {timeout}s: {task}\n{stack.log()[-3000:]}"
-            )
-        time.sleep(0.1)
+        return task if task["status"] in FINAL else None
+
+    try:
+        return wait_for(final, timeout=timeout, interval=0.1)
+    except AssertionError as exc:
+        task = stack.task(task_id)
+        log = stack.log()[-3000:]
+        raise AssertionError(f"task {task_id} still {task['status']} after {timeout}s: {task}\n{log}") from exc
 
 
 def emails_with(stack: Stack, subject: str) -> list[dict[str, Any]]:

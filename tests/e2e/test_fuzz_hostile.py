@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.core.jsonbody import MAX_DEPTH
+from tests.helpers import wait_for
 from tests.stack import Stack
 
 BODY_ROUTES = [
@@ -178,10 +178,12 @@ def fuzz(fuzz_stack: Stack) -> Iterator[Fuzz]:
     # The stack survived all of it: healthy, and a normal task still completes.
     assert fuzz_stack.get("/health").status_code == 200
     task = fuzz_stack.submit("noop", {"after": "fuzz"})
-    deadline = time.monotonic() + 30
-    while fuzz_stack.task(task["id"])["status"] != "COMPLETED":
-        assert time.monotonic() < deadline, fuzz_stack.task(task["id"])
-        time.sleep(0.05)
+    wait_for(
+        lambda: fuzz_stack.task(task["id"])["status"] == "COMPLETED",
+        timeout=30,
+        interval=0.05,
+        message="a task submitted after the fuzzing to complete",
+    )
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import pkgutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.helpers import wait_for
 from tests.stack import Stack
 
 PACKAGE = "tasklane_generated_client"
@@ -150,10 +150,12 @@ def test_generated_client_submits_a_task_with_every_field(
     replay = submit.sync_detailed(client=client, body=by_delay)
     assert replay.status_code == 200 and replay.parsed.id == created[0]
 
-    deadline = time.monotonic() + 30
-    while {e["task"]["id"] for e in received} != {str(i) for i in created}:
-        assert time.monotonic() < deadline, received
-        time.sleep(0.05)
+    wait_for(
+        lambda: {e["task"]["id"] for e in received} == {str(i) for i in created},
+        timeout=30,
+        interval=0.05,
+        message="both tasks' completion webhooks",
+    )
     assert all(e["event"] == "task.completed" and e["task"]["result"] == {"hello": "generated"} for e in received)
 
 

@@ -120,21 +120,25 @@ def test_metrics_match_the_task_table_under_steady_load(mstack: Stack) -> None:
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
     try:
+        # Scrape while the load runs: at least 5 checks, each after the loader has added
+        # another batch, and until 300 tasks went in.  Counted, not timed: on a loaded
+        # machine a fixed 8 s held fewer checks and fewer submits than the test needs.
         checks = 0
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while checks < 5 or len(submitted) <= 300:
+            assert time.monotonic() < deadline, f"{checks} checks, {len(submitted)} submitted in 120 s"
+            seen = len(submitted)
+            wait_for(lambda n=seen: len(submitted) > n or errors, timeout=30, message="the loader's next batch")
+            assert not errors, errors[:3]
             before = table_counters(stack)
             got = scrape(stack)
             after = table_counters(stack)
             assert_bracketed(before, got, after)
             checks += 1
-            time.sleep(0.5)
-        assert checks >= 5
     finally:
         stop.set()
         loader.join(timeout=10)
     assert not errors, errors[:3]
-    assert len(submitted) > 300
 
     # Redrive a couple of dead letters and cancel a delayed task, then let it settle.
     dead = stack.get("/api/v1/dead-letters", params={"limit": 2}).json()["items"]

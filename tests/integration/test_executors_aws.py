@@ -28,7 +28,7 @@ from chalicelib.tasktypes import TaskContext
 from chalicelib.tasktypes.aws import once_per_task
 from chalicelib.tasktypes.http_request import http_request
 from tests.conftest import _clean, _redis_db_url, fast_settings
-from tests.helpers import drain_and_sweep_until, request
+from tests.helpers import drain_and_sweep_until, request, wait_for
 
 # A Redis db of its own: idempotency records must not be flushed by another test run's
 # cleanup of the shared integration db (15) while a test here is in flight.
@@ -205,8 +205,15 @@ def test_an_attempt_that_died_in_progress_blocks_only_until_its_timeout(rt: Cont
         once_per_task("demo", ctx, {}, die)
     with pytest.raises(RetryableError):
         once_per_task("demo", _with(rt, _ctx(attempt=2)), {}, lambda: "second")
-    time.sleep(1.2)
-    assert once_per_task("demo", _with(rt, _ctx(attempt=3)), {}, lambda: "third") == "third"
+
+    def later_attempt() -> str | None:
+        try:
+            return once_per_task("demo", _with(rt, _ctx(attempt=3)), {}, lambda: "third")
+        except RetryableError:
+            return None  # the dead attempt's lock still holds
+
+    # Its lock lapses with the 1 s timeout, not with the record's hours-long expiry.
+    assert wait_for(later_attempt, timeout=10, interval=0.1, message="the dead attempt's lock to lapse") == "third"
 
 
 class _Server:

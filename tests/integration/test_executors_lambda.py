@@ -22,7 +22,7 @@ from chalicelib.adapters.aws import clients as awsclients
 from chalicelib.container import Container
 from chalicelib.services.submit import submit
 from tests.conftest import _clean, _redis_db_url, fast_settings
-from tests.helpers import request, status_counts
+from tests.helpers import lease_lapsed, request, status_counts, wait_for
 
 LAMBDA_REDIS_DB = 6  # its own db: see tests/integration/test_executors_aws.py
 
@@ -88,7 +88,7 @@ def test_a_batch_left_behind_by_a_dead_drain_is_rescued(install: Callable[..., C
     ids = list(rt.queue.claim(10, rt.settings.lease_seconds))
     assert ids == [task.id]
     assert rt.store.claim(ids, str(uuid.uuid4()), rt.settings.lease_seconds, actor="killed-drain")
-    time.sleep(rt.settings.lease_seconds + 0.2)
+    wait_for(lambda: lease_lapsed(rt.settings.database_url, task.id), timeout=rt.settings.lease_seconds + 10)
     with Client(tasklane_app.app, stage_name="local") as client:
         report = client.lambda_.invoke("sweep", scheduled_event(client)).payload
         assert report["rescued"] == 1, report

@@ -24,7 +24,7 @@ from chalicelib.services.lifecycle import CancelOutcome, cancel, redrive_one
 from chalicelib.services.submit import submit, submit_many
 from chalicelib.services.sweep import sweep
 from tests.conftest import fast_settings
-from tests.helpers import drain_and_sweep_until, drain_once, query, request, status_counts
+from tests.helpers import drain_and_sweep_until, drain_once, lease_lapsed, query, request, status_counts, wait_for
 
 TENANT = "acme"
 
@@ -175,7 +175,7 @@ def test_a_rescued_lease_counts_as_failed_retried_and_rescued(mrt: Container) ->
     task = submit(rt, TENANT, request()).task
     rt.queue.claim(10, 0.2)
     rt.store.claim([task.id], "00000000-0000-0000-0000-000000000001", 0.2, actor="dead-worker")  # and never finishes
-    time.sleep(0.3)  # the 0.2 s lease lapses (the clock, not work, is awaited)
+    wait_for(lambda: lease_lapsed(rt.settings.database_url, task.id), timeout=10, message="the 0.2 s lease to lapse")
     sweep(rt)
     assert rt.store.get_task(TENANT, task.id).status is Status.PENDING  # type: ignore[union-attr]
     got = assert_counters_match(rt)
@@ -187,13 +187,21 @@ def test_gauges_show_the_live_tasks_by_state_and_priority(mrt: Container) -> Non
     rt = mrt
     submit_many(rt, TENANT, [request(priority="high"), request(priority="high"), request(priority="low")])
     submit(rt, TENANT, request(delay_seconds=600, priority="critical"))
-    time.sleep(0.05)  # the oldest ready task gets an age above zero (the clock, not work)
-    got = scrape(rt)
+
+    def oldest_by_priority(got: dict[str, Any]) -> dict[str, float]:
+        return {dict(k)["priority"]: v for k, v in got["tasklane_oldest_ready_task_age_seconds"].items()}
+
+    def aged() -> dict[str, Any] | None:
+        got = scrape(rt)
+        return got if oldest_by_priority(got)["high"] > 0 else None
+
+    # The oldest ready task's age is above zero once the clock has moved past its enqueue.
+    got = wait_for(aged, timeout=10, message="the oldest ready task to age")
     ready = {dict(k)["priority"]: v for k, v in got["tasklane_ready_tasks"].items()}
     assert ready == {"critical": 0.0, "high": 2.0, "normal": 0.0, "low": 1.0}
     delayed = {dict(k)["priority"]: v for k, v in got["tasklane_delayed_tasks"].items()}
     assert delayed["critical"] == 1.0 and sum(delayed.values()) == 1.0
-    oldest = {dict(k)["priority"]: v for k, v in got["tasklane_oldest_ready_task_age_seconds"].items()}
+    oldest = oldest_by_priority(got)
     assert oldest["high"] > 0 and oldest["normal"] == 0
     assert sum(got["tasklane_in_flight_tasks"].values()) == 0
     assert got["tasklane_redis_up"][()] == 1.0

@@ -26,6 +26,7 @@ from redis.retry import Retry
 from chalicelib.adapters.redis.keys import Keys
 from chalicelib.adapters.redis.ratelimit import RateLimitDecision, RateLimiter
 from chalicelib.core.errors import QueueError
+from tests.helpers import wait_for
 
 TEST_DB = 13
 
@@ -172,11 +173,8 @@ def test_idle_key_expires_when_bucket_is_full(redis_client: redis.Redis) -> None
     limiter.check("alice", FAST_LIMIT)
     key = limiter.key_for("alice")
 
-    deadline = time.monotonic() + FAST_INTERVAL + 1.0
-    while redis_client.exists(key) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-    assert redis_client.exists(key) == 0
+    # Its TTL is the debt (0.5 s); the deadline is only there so a key that never expires fails.
+    wait_for(lambda: redis_client.exists(key) == 0, timeout=10, message="the idle key to expire")
     # A missing key is a full bucket.
     assert limiter.check("alice", FAST_LIMIT).remaining == FAST_LIMIT - 1
 
@@ -190,16 +188,26 @@ def test_allowed_again_after_retry_after(redis_client: redis.Redis) -> None:
     assert denied.retry_after_seconds == 1  # 0.5 s, rounded up
 
     # Denied checks cost nothing, so polling does not delay recovery.
-    deadline = denied_at + denied.retry_after_seconds + 0.5
-    decision = denied
-    while not decision.allowed and time.monotonic() < deadline:
-        time.sleep(0.01)
+    last_denied_asked = 0.0
+
+    def check() -> RateLimitDecision | None:
+        nonlocal last_denied_asked
+        asked = time.monotonic()
         decision = limiter.check("alice", FAST_LIMIT)
+        if decision.allowed:
+            return decision
+        last_denied_asked = asked - denied_at
+        return None
+
+    decision = wait_for(check, timeout=10, interval=0.01, message="alice to be allowed again")
     waited = time.monotonic() - denied_at
 
-    assert decision.allowed, "not allowed again within Retry-After"
-    # It should reopen after about one interval (0.5 s), no earlier.
-    assert FAST_INTERVAL - 2 * TIMING_SLACK <= waited <= denied.retry_after_seconds
+    # It reopens after about one interval (0.5 s), no earlier ...
+    assert waited >= FAST_INTERVAL - 2 * TIMING_SLACK
+    # ... and within Retry-After: no check asked after it was still refused.  Judged by
+    # when each check was asked, not by when the poll got round to it, so a stalled
+    # (loaded) test process cannot fail this.
+    assert last_denied_asked < denied.retry_after_seconds, "still refused after Retry-After"
     assert decision.remaining == 0
 
 
@@ -229,9 +237,10 @@ def test_no_double_burst_at_window_edge(redis_client: redis.Redis) -> None:
         time.sleep(0.002)
 
     assert not _gcra_violations(allowed_at, FAST_LIMIT, FAST_INTERVAL, TIMING_SLACK)
-    # Nothing past the burst gets in before the first interval has passed:
-    # no 2x at any edge.
-    assert sum(t < FAST_INTERVAL - TIMING_SLACK for t in allowed_at) == FAST_LIMIT
+    # Nothing past the burst gets in before the first interval has passed: no 2x at any
+    # edge.  At most, not exactly: a loaded machine may stall the loop past that point
+    # before it has spent the burst (the count below still sees every request).
+    assert sum(t < FAST_INTERVAL - TIMING_SLACK for t in allowed_at) <= FAST_LIMIT
     # Not too strict either: the burst, plus one per interval after it.
     expected = FAST_LIMIT + math.floor(duration / FAST_INTERVAL)
     assert expected - 1 <= len(allowed_at) <= expected

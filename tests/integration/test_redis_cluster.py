@@ -22,7 +22,15 @@ from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
 from chalicelib.tasktypes import TaskContext
 from chalicelib.tasktypes.aws import once_per_task
-from tests.helpers import drain_and_sweep_until, query, request, status_counts, story_problems, task_stories
+from tests.helpers import (
+    drain_and_sweep_until,
+    peak_running,
+    query,
+    request,
+    status_counts,
+    story_problems,
+    task_stories,
+)
 from tools.devstack.services.redis_cluster import RedisClusterHandle
 
 TENANT = "cluster"
@@ -65,14 +73,10 @@ def test_cluster_holds_a_type_concurrency_limit_across_drainers(make_cluster_rt:
     threads = [threading.Thread(target=drain) for _ in range(2)]
     for t in threads:
         t.start()
-    peak = 0
-    while any(t.is_alive() for t in threads) and status_counts(db) != {"COMPLETED": 26}:
-        (running,) = query(db, "SELECT count(*) FROM tasks WHERE name = 'sleep' AND status = 'PROCESSING'")[0]
-        peak = max(peak, running)
-        time.sleep(0.01)
     for t in threads:
         t.join()
     assert status_counts(db) == {"COMPLETED": 26}
+    peak = peak_running(db, "name = %s", "sleep")
     assert peak == 2, f"{peak} sleep tasks ran at once; the limit is 2"
 
 

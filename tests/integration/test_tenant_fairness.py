@@ -23,7 +23,7 @@ from chalicelib.services import tenants
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
-from tests.helpers import query, request, status_counts, wait_for
+from tests.helpers import peak_running, query, request, status_counts, wait_for
 from tools.cli.main import main as cli_main
 
 
@@ -238,23 +238,22 @@ def test_max_running_from_the_cli_caps_a_tenant_across_drainers(
     assert len(slow) == 8 and len(fast) == 200
     stop = threading.Event()
     threads = _drainers(rt, 3, stop)
-    peak, free_done_at, started = 0, None, time.monotonic()
     try:
-        while True:
-            rows = dict(query(db, "SELECT tenant || status, count(*) FROM tasks GROUP BY 1"))
-            peak = max(peak, rows.get("cappedPROCESSING", 0))
-            if free_done_at is None and rows.get("freeCOMPLETED", 0) == 200:
-                free_done_at = time.monotonic() - started
-            if rows.get("cappedCOMPLETED", 0) == 8:
-                break
-            assert time.monotonic() - started < 30, rows
-            time.sleep(0.01)
+        wait_for(lambda: status_counts(db) == {"COMPLETED": 208}, timeout=30, message="every task to complete")
     finally:
         stop.set()
         for t in threads:
             t.join()
+    peak = peak_running(db, "tenant = %s", "capped")
     assert peak == 2, f"{peak} tasks of the capped tenant ran at once; its max_running is 2"
-    assert free_done_at is not None  # all 200 done before the capped tenant (8 x 0.3 s / 2 = 1.2 s)
+    # The free tenant did not wait for the capped one: its tasks ran while the capped
+    # tenant's last ones (three rounds of two, >= 0.9 s in) were still waiting for a slot.
+    [(free_before_last_capped,)] = query(
+        db,
+        "SELECT count(*) FROM tasks WHERE tenant = 'free'"
+        " AND finished_at < (SELECT max(started_at) FROM tasks WHERE tenant = 'capped')",
+    )
+    assert free_before_last_capped > 0, "the free tenant waited for the capped one"
     [entry] = [e for e in rt.store.audit_entries("capped", action=None, limit=10, after=None)]
     assert (entry.action, entry.actor, entry.details["max_running"]) == ("tenant_limits.updated", "cli:ops", 2)
     assert cli_main(["tenants", "set", "capped", "--max-running", "none"]) == 0
