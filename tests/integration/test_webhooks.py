@@ -12,7 +12,7 @@ from chalicelib.adapters.webhooks import verify
 from chalicelib.container import Container
 from chalicelib.core.model import WEBHOOK_TASK
 from chalicelib.services.submit import submit
-from tests.helpers import Receiver, drain_and_sweep_until, query, receiving, request
+from tests.helpers import Receiver, drain_and_sweep_until, drain_once, query, receiving, request, wait_for
 
 TENANT = "hooks"
 
@@ -83,3 +83,73 @@ def test_webhook_task_name_cannot_be_submitted_by_clients(rt: Container) -> None
 
     with pytest.raises(ValidationError, match="unknown task name"):
         parse_task({"name": WEBHOOK_TASK, "payload": {"url": "http://x"}}, rt.settings, rt.registry)
+
+
+def _final_by(rt: Container, path: str, receiver: Receiver) -> tuple[str, str]:
+    """Bring one task with a callback to a final state by ``path``; its id and the actor."""
+    from chalicelib.services import control, deadlines, lifecycle
+
+    db = rt.settings.database_url
+    if path == "finish":
+        task = submit(rt, TENANT, request(payload={"n": 1}, callback_url=receiver.url)).task
+        drain_once(rt)
+        return task.id, "test-drain"
+    if path == "cancel":
+        task = submit(rt, TENANT, request(delay_seconds=3600, callback_url=receiver.url)).task
+        lifecycle.cancel(rt, TENANT, task.id, actor="key:one")
+        return task.id, "key:one"
+    if path == "cancel_many":
+        task = submit(rt, TENANT, request("sleep", delay_seconds=3600, callback_url=receiver.url)).task
+        control.cancel_many(rt, TENANT, control.CancelSelection(name="sleep"), actor="key:many")
+        return task.id, "key:many"
+    assert path == "expiry"
+    soon = query(db, "SELECT now() + interval '200 milliseconds'")[0][0]
+    task = submit(rt, TENANT, request(delay_seconds=3600, expires_at=soon, callback_url=receiver.url)).task
+    wait_for(lambda: query(db, "SELECT expires_at <= now() FROM tasks WHERE id = %s", task.id)[0][0], timeout=10)
+    assert deadlines.expire_due(rt, actor="sweep-x") == 1
+    return task.id, "sweep-x"
+
+
+@pytest.mark.parametrize("path", ["finish", "cancel", "cancel_many", "expiry"])
+def test_each_final_transition_creates_its_completion_webhook_in_one_shape(
+    rt: Container, receiver: Receiver, path: str
+) -> None:
+    """Finish, a single cancel, a bulk cancel and an expiry all create the webhook through
+    one SQL function (migration 0018): the same row and event whichever path it was."""
+    parent, actor = _final_by(rt, path, receiver)
+    db = rt.settings.database_url
+    # The body is exactly what the payload function makes of the parent's final row.
+    rows = query(
+        db,
+        "SELECT h.tenant = p.tenant, h.priority, h.max_retries, h.timeout_seconds,"
+        "       h.trace_context = p.trace_context, h.enqueued_at = p.finished_at,"
+        "       h.payload = tasklane_webhook_payload(p.callback_url, p.id, p.name, p.status, p.attempts,"
+        "                                            p.result, p.last_error, p.last_error_type, p.finished_at),"
+        "       p.status"
+        " FROM tasks h JOIN tasks p ON p.id = (h.payload->'task'->>'id')::uuid"
+        " WHERE h.name = %s AND p.id = %s",
+        WEBHOOK_TASK,
+        parent,
+    )
+    settings = rt.settings
+    final = "COMPLETED" if path == "finish" else "CANCELLED"
+    assert rows == [
+        (True, "high", settings.webhook_max_retries, settings.webhook_timeout_seconds, True, True, True, final)
+    ]
+    [(hook_id,)] = query(db, "SELECT id::text FROM tasks WHERE name = %s", WEBHOOK_TASK)
+    first = query(
+        db, "SELECT from_status, to_status, attempt, actor FROM task_events WHERE task_id = %s ORDER BY id", hook_id
+    )[0]
+    assert first == (None, "QUEUED", 0, actor)
+    drain_and_sweep_until(rt, lambda: len(receiver.calls) == 1)
+    assert json.loads(receiver.calls[0]["body"])["event"] == f"task.{final.lower()}"
+
+
+def test_a_retry_creates_no_webhook_and_the_final_attempt_one(rt: Container, receiver: Receiver) -> None:
+    task = submit(rt, TENANT, request("fail", {"times": 1}, callback_url=receiver.url)).task
+    drain_and_sweep_until(rt, lambda: len(receiver.calls) == 1)
+    db = rt.settings.database_url
+    moves = query(db, "SELECT from_status, to_status FROM task_events WHERE task_id = %s", task.id)
+    assert ("PROCESSING", "PENDING") in moves  # the failed first attempt went back to wait
+    # One webhook, for the final attempt: the retry's PENDING is no final transition.
+    assert [r[2]["task"]["attempts"] for r in _webhook_tasks(rt)] == [2]

@@ -264,21 +264,10 @@ WITH o AS (
            %(actor)s, error, error_type, name, started_at
     FROM u
 ), hooks AS (
-    -- A completion webhook is a task of its own, born with the final transition.
-    -- It carries on the parent's trace (its delivery is part of the task's life).
-    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
-                       run_at, enqueued_at, trace_context)
-    SELECT gen_random_uuid(), f.tenant, 'tasklane.webhook', 'QUEUED', 'high',
-           tasklane_webhook_payload(f.callback_url, f.id, f.name, f.status, f.attempts, f.result,
-                                    f.last_error, f.last_error_type, f.finished_at),
-           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now(), f.trace_context
-    FROM u f
-    WHERE f.callback_url IS NOT NULL AND f.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
-    RETURNING id, (payload->'task'->>'id')::uuid AS parent,
-              (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
-), hook_events AS (
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
-    SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
+    -- Its completion webhooks (migration 0018).
+    SELECT * FROM tasklane_completion_webhooks(
+        (SELECT jsonb_agg(to_jsonb(f)) FROM u f WHERE f.callback_url IS NOT NULL),
+        %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
 )
 SELECT u.id::text AS id, u.tenant, u.name, u.status, u.priority, u.attempts,
        (extract(epoch FROM u.run_at) * 1000)::float8 AS run_at_ms,
@@ -324,21 +313,10 @@ WITH c AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s FROM c
 ), hooks AS (
-    -- A completion webhook is a task of its own, born with the final transition.
-    -- It carries on the parent's trace (its delivery is part of the task's life).
-    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
-                       run_at, enqueued_at, trace_context)
-    SELECT gen_random_uuid(), f.tenant, 'tasklane.webhook', 'QUEUED', 'high',
-           tasklane_webhook_payload(f.callback_url, f.id, f.name, f.status, f.attempts, f.result,
-                                    f.last_error, f.last_error_type, f.finished_at),
-           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now(), f.trace_context
-    FROM c f
-    WHERE f.callback_url IS NOT NULL AND f.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
-    RETURNING id, (payload->'task'->>'id')::uuid AS parent,
-              (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
-), hook_events AS (
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
-    SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
+    -- Its completion webhooks (migration 0018).
+    SELECT * FROM tasklane_completion_webhooks(
+        (SELECT jsonb_agg(to_jsonb(f)) FROM c f WHERE f.callback_url IS NOT NULL),
+        %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
 )
 SELECT c.*, h.id AS hook_id, h.enqueued_ms AS hook_enqueued_ms FROM c LEFT JOIN hooks h ON h.parent = c.id;
 
@@ -369,21 +347,10 @@ WITH d AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type)
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s, last_error, last_error_type FROM c
 ), hooks AS (
-    -- A completion webhook is a task of its own, born with the final transition.
-    -- It carries on the parent's trace (its delivery is part of the task's life).
-    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
-                       run_at, enqueued_at, trace_context)
-    SELECT gen_random_uuid(), f.tenant, 'tasklane.webhook', 'QUEUED', 'high',
-           tasklane_webhook_payload(f.callback_url, f.id, f.name, f.status, f.attempts, f.result,
-                                    f.last_error, f.last_error_type, f.finished_at),
-           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now(), f.trace_context
-    FROM c f
-    WHERE f.callback_url IS NOT NULL
-    RETURNING id, (payload->'task'->>'id')::uuid AS parent,
-              (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
-), hook_events AS (
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
-    SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
+    -- Its completion webhooks (migration 0018).
+    SELECT * FROM tasklane_completion_webhooks(
+        (SELECT jsonb_agg(to_jsonb(f)) FROM c f WHERE f.callback_url IS NOT NULL),
+        %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
 )
 SELECT c.id, c.tenant, c.name, c.priority, c.from_status, c.has_followers, h.id AS hook_id,
        h.enqueued_ms AS hook_enqueued_ms
@@ -1049,20 +1016,10 @@ WITH c AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name)
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s, name FROM w
 ), hooks AS (
-    -- As cancel_waiting: a completion webhook is born with the final transition.
-    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
-                       run_at, enqueued_at, trace_context)
-    SELECT gen_random_uuid(), f.tenant, 'tasklane.webhook', 'QUEUED', 'high',
-           tasklane_webhook_payload(f.callback_url, f.id, f.name, f.status, f.attempts, f.result,
-                                    f.last_error, f.last_error_type, f.finished_at),
-           %(webhook_max_retries)s, %(webhook_timeout)s, now(), now(), f.trace_context
-    FROM w f
-    WHERE f.callback_url IS NOT NULL
-    RETURNING id, (payload->'task'->>'id')::uuid AS parent,
-              (extract(epoch FROM enqueued_at) * 1000)::float8 AS enqueued_ms
-), hook_events AS (
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
-    SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM hooks
+    -- Its completion webhooks (migration 0018).
+    SELECT * FROM tasklane_completion_webhooks(
+        (SELECT jsonb_agg(to_jsonb(f)) FROM w f WHERE f.callback_url IS NOT NULL),
+        %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
 ), audit AS (
     INSERT INTO audit_log (tenant, actor, action, subject_type, subject_id, details)
     SELECT %(tenant)s, %(actor)s, 'tasks.cancelled', 'tasks', NULL,
