@@ -123,9 +123,14 @@ def api_server(host: str, port: int) -> int:
 
     shell_env = dict(os.environ)
     os.environ["AWS_CHALICE_CLI_MODE"] = "true"
-    factory = CLIFactory(str(ROOT), environ=os.environ)
+    # The factory applies the stage's variables to the mapping it is given when
+    # ``config.chalice_app`` first imports app.py -- after anything done here, so a
+    # shell's TASKLANE_REDIS_PREFIX or TASKLANE_LOG_LEVEL lost to the stage's.  It gets
+    # a scratch copy; the stage's variables go in under the shell's before that import
+    # (the logger reads its level once, at import).
+    factory = CLIFactory(str(ROOT), environ=dict(os.environ))
     config = factory.create_config_obj(chalice_stage_name="local")
-    os.environ.update(shell_env)
+    os.environ.update({**config.environment_variables, **shell_env})
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     routes = config.chalice_app.routes
     handler = make_handler(ChaliceRequestHandler, routes, RouteMatcher(list(routes)), get_settings().max_payload_bytes)
