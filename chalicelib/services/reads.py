@@ -58,7 +58,7 @@ def get_task(rt: Container, tenant: str, task_id: str) -> Task:
 def task_detail(rt: Container, tenant: str, task_id: str) -> TaskDetail:
     """The task with every recorded transition (the API shows their errors)."""
     task = get_task(rt, tenant, task_id)
-    return TaskDetail(task, rt.store.task_events(task_id), dependencies.links(rt, task))
+    return TaskDetail(task, rt.store.task_events(task_id, since=task.created_at), dependencies.links(rt, task))
 
 
 def list_tasks(rt: Container, tenant: str, where: TaskFilter, *, limit: int, after: Position | None) -> Page:

@@ -16,6 +16,9 @@
    keys and drop unique keys whose window passed.
    FAILED tasks, the dead-letter queue, are never pruned: they stay until
    redriven or purged on purpose.
+7. Keep ``task_events``' day partitions: create the next days' ahead of time and
+   drop, one a transaction, those past retention (the history of tasks still
+   present, dead letters among them, is kept; migration 0018).
 
 Concurrency safety comes from PostgreSQL (``FOR UPDATE SKIP LOCKED`` and guarded
 UPDATEs) and from Redis writes that are idempotent (ZADD NX, ZREM).
@@ -36,6 +39,10 @@ from chalicelib.observability.log import logger
 from chalicelib.services import deadlines, outbox, schedules, tenants
 
 PAGE = 1000
+# Day partitions of task_events made ahead of time: a sweeper down for this long
+# still finds them; past it, rows go to the DEFAULT partition (inserts never fail)
+# and move into their day's partition when it is made.
+EVENT_PARTITION_DAYS_AHEAD = 3
 
 
 @dataclass
@@ -50,6 +57,8 @@ class SweepReport:
     reconciled: int = 0
     released: int = 0
     pruned: int = 0
+    event_partitions_created: int = 0
+    event_partitions_dropped: list[str] = field(default_factory=list)
     tenants_configured: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -71,6 +80,7 @@ def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
         _requeue_orphan_leases,
         _reconcile,
         _prune,
+        _event_partitions,
     )
     for step in steps:
         try:
@@ -217,3 +227,14 @@ def _prune(rt: Container, report: SweepReport, actor: str) -> None:
     rt.store.forget_idempotency_keys(s.idempotency_window_hours * 3600)
     # Only housekeeping: a submit takes over a key whose window passed by itself.
     rt.store.prune_unique_keys()
+
+
+def _event_partitions(rt: Container, report: SweepReport, actor: str) -> None:
+    report.event_partitions_created = rt.store.ensure_event_partitions(EVENT_PARTITION_DAYS_AHEAD)
+    while dropped := rt.store.drop_event_partition(rt.settings.retention_days * 86400):
+        report.event_partitions_dropped.append(dropped)
+    if report.event_partitions_dropped:
+        logger.info(
+            "dropped task_events partitions past retention",
+            extra={"event": "prune_events", "partitions": report.event_partitions_dropped},
+        )

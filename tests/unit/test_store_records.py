@@ -21,6 +21,8 @@ _ROWS = re.compile(r"^-- Rows: (\w+) \((core/\w+\.py)\)", re.MULTILINE)
 SCALAR = {
     "advance_schedule",
     "delete_schedule",
+    "drop_event_partition",
+    "ensure_event_partitions",
     "fold_metric_deltas",
     "existing_ids",
     "insert_workflow",

@@ -156,8 +156,11 @@ SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s;
 
 -- name: task_events
 -- Rows: TaskEvent (core/records.py).
+-- task_events is partitioned by day (migration 0018): "since" (the task's created_at,
+-- before any of its events) leaves out the partitions of older days, so a task's
+-- trail is one index probe in each partition from its first day on (and DEFAULT).
 SELECT id, at, from_status, to_status, attempt, actor, error, error_type
-FROM task_events WHERE task_id = %(id)s ORDER BY id;
+FROM task_events WHERE task_id = %(id)s AND at >= %(since)s ORDER BY id;
 
 -- name: claim
 -- Rows: Claimed (core/model.py); ids as text, the form every caller wants.
@@ -447,11 +450,12 @@ SELECT id, tenant, name, status, priority, (extract(epoch FROM enqueued_at) * 10
 FROM tasks t WHERE id = ANY(%(ids)s::uuid[]);
 
 -- name: prune_finished
--- COMPLETED and CANCELLED tasks (delivered webhooks among them) past retention, with
--- their events (no foreign key cascades them: migration 0011).  FAILED tasks are the
--- dead-letter queue: they stay until redriven or purged (purge_dead_letters).  The
--- "pruned" counter (by task name) is written by the same statement, like the
--- trigger's counters.
+-- COMPLETED and CANCELLED tasks (delivered webhooks among them) past retention.  Their
+-- events are not deleted here: they leave with their day's partition of task_events
+-- (drop_event_partition), at most a day later.  FAILED tasks are the dead-letter
+-- queue: they stay until redriven or purged (purge_dead_letters).  The "pruned"
+-- counter (by task name) is written by the same statement, like the trigger's
+-- counters.
 WITH doomed AS (
     SELECT id FROM tasks
     WHERE status IN ('COMPLETED', 'CANCELLED')
@@ -463,13 +467,22 @@ WITH doomed AS (
     -- An array of ids, not a join: the planner hashes a join and reads the whole
     -- table to probe it; ANY(ARRAY(...)) is one primary-key probe per id.
     DELETE FROM tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM doomed)) RETURNING t.name
-), events_gone AS (
-    DELETE FROM task_events e WHERE e.task_id = ANY(ARRAY(SELECT id FROM doomed))
 ), counted AS (
     INSERT INTO task_metric_deltas (name, metric, n)
     SELECT name, 'pruned', count(*) FROM gone GROUP BY name
 )
 SELECT count(*) AS pruned FROM gone;
+
+-- name: ensure_event_partitions
+-- The day partitions of task_events from today to %(days_ahead)s days ahead (UTC),
+-- those missing created (migration 0018).
+SELECT tasklane_ensure_event_partitions(
+    (now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date + %(days_ahead)s::integer) AS created;
+
+-- name: drop_event_partition
+-- The oldest partition of task_events past retention, dropped (its tasks still in
+-- `tasks` keep their events); NULL when none is (migration 0018).
+SELECT tasklane_drop_event_partition(%(retention_seconds)s::float8) AS dropped;
 
 -- name: prune_batches
 -- Batches completed before the retention period none of whose tasks is left (pruned

@@ -21,7 +21,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import psycopg
@@ -70,6 +70,8 @@ from chalicelib.core.stats import (
 from chalicelib.core.tracecontext import new_root
 
 Row = dict[str, Any]
+# Before any event: the lower bound of a trail read without the task's created_at.
+_BEGINNING = datetime.min.replace(tzinfo=UTC)
 
 
 def _json_default(value: Any) -> Any:
@@ -215,9 +217,11 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, Deadlin
         }
         return [Task.from_row(r) for r in self._all("list_tasks", params)]
 
-    def task_events(self, task_id: str) -> list[TaskEvent]:
-        """The task's audit trail, oldest first."""
-        return [TaskEvent.from_row(r) for r in self._all("task_events", {"id": task_id})]
+    def task_events(self, task_id: str, *, since: datetime | None = None) -> list[TaskEvent]:
+        """The task's audit trail, oldest first.  ``since``, the task's ``created_at``
+        when the caller has it, spares the partitions of the days before it."""
+        params = {"id": task_id, "since": since or _BEGINNING}
+        return [TaskEvent.from_row(r) for r in self._all("task_events", params)]
 
     # --- drain ---------------------------------------------------------------------
 
@@ -292,6 +296,29 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, Deadlin
         (never FAILED ones: see ``purge_dead_letters``); returns how many."""
         row = self._one("prune_finished", {"retention_seconds": retention_seconds, "limit": limit})
         return int(row["pruned"]) if row else 0
+
+    def ensure_event_partitions(self, days_ahead: int) -> int:
+        """Create the day partitions of ``task_events`` missing from today (UTC) to
+        ``days_ahead`` days ahead; returns how many were created."""
+        return int(self._maintain("ensure_event_partitions", {"days_ahead": days_ahead}) or 0)
+
+    def drop_event_partition(self, retention_seconds: float) -> str | None:
+        """Drop the oldest ``task_events`` partition past retention (the events of
+        tasks still present are kept); its name, or None when none is due."""
+        dropped = self._maintain("drop_event_partition", {"retention_seconds": retention_seconds})
+        return str(dropped) if dropped else None
+
+    def _maintain(self, name: str, params: dict[str, Any]) -> Any:
+        """One partition-maintenance function call.  Its DDL can fail in ways no
+        request can (a lock timeout, a partition made by hand that overlaps): they
+        become ``StoreError`` so the sweep logs the step and goes on."""
+        try:
+            row = self._one(name, params)
+        except StoreError:
+            raise
+        except (psycopg.Error, ValidationError, ConflictError) as exc:
+            raise StoreError(f"task_events partition maintenance failed: {_first_line(exc)}") from exc
+        return next(iter(row.values())) if row else None
 
     def forget_idempotency_keys(self, window_seconds: float, *, limit: int = 5000) -> int:
         return self._rowcount("forget_idempotency_keys", {"window_seconds": window_seconds, "limit": limit})
