@@ -17,6 +17,9 @@ from typing import Any
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tasklane"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# TASKLANE_QUEUE_PARTITIONS at most: one hash tag each; more spreads no further over
+# the shards a deployment has, and every claim reads each partition's head.
+MAX_QUEUE_PARTITIONS = 64
 AWS_SWEEP_PERIOD_SECONDS = 60.0  # app.py schedules sweep at Rate(1 minute)
 
 
@@ -24,7 +27,7 @@ class ConfigError(ValueError):
     """An environment variable holds a value Tasklane cannot use."""
 
 
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -34,6 +37,8 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -163,6 +168,8 @@ class Settings:
     redis_prefix: str = "tasklane"
     # The URL names any one node of a Redis Cluster; the client finds the others.
     redis_cluster: bool = False
+    # Ready/delayed/lease sets split over this many hash tags (1 = one tag, as before).
+    queue_partitions: int = 1
     port: int = 8000
     bootstrap_api_key: str | None = None
     lease_seconds: float = 30.0
@@ -311,6 +318,7 @@ def _connections(e: dict[str, str], secret_arn: str | None) -> dict[str, Any]:
         "redis_url": e.get("TASKLANE_REDIS_URL") or DEFAULT_REDIS_URL,
         "redis_prefix": e.get("TASKLANE_REDIS_PREFIX") or "tasklane",
         "redis_cluster": _bool(e, "TASKLANE_REDIS_CLUSTER", False),
+        "queue_partitions": _int(e, "TASKLANE_QUEUE_PARTITIONS", 1, 1, MAX_QUEUE_PARTITIONS),
         "submit_push": _choice(e, "TASKLANE_SUBMIT_PUSH", default_submit_push(e), ("inline", "background")),
     }
 

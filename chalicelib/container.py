@@ -51,6 +51,7 @@ class Container:
                 prefix=settings.redis_prefix,
                 aging_seconds=settings.priority_aging_seconds,
                 limits=task_limits(types, settings),
+                partitions=settings.queue_partitions,
             ),
             registry=registry_for(types, settings),
             retry=RetryPolicy(

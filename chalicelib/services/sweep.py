@@ -1,7 +1,8 @@
 """Sweep use case: idempotent housekeeping, safe to run many at once.
 
 1. Copy the tenants' weights and running quotas to Redis (``tenant_limits``), and
-   rebuild Redis from PostgreSQL when the sentinel key is gone (restart, flush).
+   rebuild Redis from PostgreSQL when the sentinel key is gone (restart, flush):
+   per queue partition, each with its own sentinel.
 2. Promote due PENDING tasks (scheduled, or waiting for a retry) to QUEUED.
 3. Rescue tasks whose lease expired (the worker died or stalled): the attempt
    counts as failed, so the task retries or is dead-lettered.
@@ -48,6 +49,7 @@ EVENT_PARTITION_DAYS_AHEAD = 3
 @dataclass
 class SweepReport:
     rebuilt: bool = False
+    rebuilt_partitions: list[int] = field(default_factory=list)
     scheduled: int = 0
     promoted: int = 0
     expired: int = 0
@@ -102,26 +104,31 @@ def _ready(task: ReadyTask | LiveTask) -> QueueEntry:
 
 
 def _rebuild(rt: Container, report: SweepReport, actor: str) -> None:
-    if not rt.queue.needs_rebuild():
+    # Per queue partition: in a cluster one master can lose one partition's slot, and
+    # only that partition (its own sentinel gone with it) is rebuilt.
+    lost = rt.queue.lost_partitions()
+    if not lost:
         return
     # The sentinel goes in first: if Redis is flushed again mid-rebuild, the next
     # sweep sees it missing and rebuilds once more.
-    rt.queue.mark_rebuilt()
+    rt.queue.mark_rebuilt(lost)
     counts = {"ready": 0, "delayed": 0, "leases": 0}
     # Leases first: their concurrency and running slots must be back before a claim can
     # see the ready ids, or a type or tenant could run past its limit meanwhile.
     for page in rt.store.live_tasks(Status.PROCESSING, page_size=PAGE * 5):
         # A PROCESSING row always has a lease deadline (the claim sets both).
-        rt.queue.lease_all((t.id, t.lease_ms or 0.0, t.name, t.tenant) for t in page)
+        rt.queue.lease_all(((t.id, t.lease_ms or 0.0, t.name, t.tenant) for t in page), partitions=lost)
         counts["leases"] += len(page)
     for page in rt.store.live_tasks(Status.QUEUED, page_size=PAGE * 5):
-        rt.queue.push([_ready(t) for t in page], only_new=True)
+        rt.queue.push([_ready(t) for t in page], only_new=True, partitions=lost)
         counts["ready"] += len(page)
     for page in rt.store.live_tasks(Status.PENDING, page_size=PAGE * 5):
-        rt.queue.push([QueueEntry.due_at(t.id, t.tenant, t.priority, t.run_at_ms, t.name) for t in page], only_new=True)
+        due = [QueueEntry.due_at(t.id, t.tenant, t.priority, t.run_at_ms, t.name) for t in page]
+        rt.queue.push(due, only_new=True, partitions=lost)
         counts["delayed"] += len(page)
     report.rebuilt = True
-    logger.info("rebuilt Redis from PostgreSQL", extra=counts)
+    report.rebuilt_partitions = lost
+    logger.info("rebuilt Redis from PostgreSQL", extra={**counts, "partitions": lost})
 
 
 def _sync_tenants(rt: Container, report: SweepReport, actor: str) -> None:

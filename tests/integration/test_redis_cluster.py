@@ -1,6 +1,8 @@
 """Tasklane on a real 3-master Redis Cluster (``TASKLANE_REDIS_CLUSTER=true``): submit,
 drain, retries, priorities, per-type limits, the API rate limiter, and a master
-losing its data (the queue's own, or another one)."""
+losing its data (the queue's own, or another one); with queue partitions
+(``TASKLANE_QUEUE_PARTITIONS=4``) too: they spread over the 3 masters, and a master
+losing some of them gets those rebuilt."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from chalicelib.adapters.redis.client import ClusterClient
+from chalicelib.adapters.redis.keys import partition_of
 from chalicelib.adapters.redis.queue import Queue
 from chalicelib.adapters.redis.ratelimit import RateLimiter
 from chalicelib.config import TypeLimit
@@ -36,8 +40,11 @@ from tools.devstack.services.redis_cluster import RedisClusterHandle
 TENANT = "cluster"
 
 
-def test_cluster_runs_submit_drain_retries_and_priorities(make_cluster_rt: Callable[..., Container]) -> None:
-    rt = make_cluster_rt(drain_batch_size=1, executor_concurrency=1)
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_cluster_runs_submit_drain_retries_and_priorities(
+    make_cluster_rt: Callable[..., Container], partitions: int
+) -> None:
+    rt = make_cluster_rt(drain_batch_size=1, executor_concurrency=1, queue_partitions=partitions)
     assert isinstance(rt.queue.client, ClusterClient)
     db = rt.settings.database_url
     order = ["low", "normal", "high", "critical"]
@@ -56,8 +63,13 @@ def test_cluster_runs_submit_drain_retries_and_priorities(make_cluster_rt: Calla
     assert not any(rt.queue.depths().values())
 
 
-def test_cluster_holds_a_type_concurrency_limit_across_drainers(make_cluster_rt: Callable[..., Container]) -> None:
-    rt = make_cluster_rt(task_limits={"sleep": TypeLimit(concurrency=2)}, executor_concurrency=4)
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_cluster_holds_a_type_concurrency_limit_across_drainers(
+    make_cluster_rt: Callable[..., Container], partitions: int
+) -> None:
+    rt = make_cluster_rt(
+        task_limits={"sleep": TypeLimit(concurrency=2)}, executor_concurrency=4, queue_partitions=partitions
+    )
     db = rt.settings.database_url
     submit_many(rt, TENANT, [request("sleep", {"seconds": 0.15}) for _ in range(6)])
     submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(20)])
@@ -114,6 +126,53 @@ def test_losing_another_master_is_harmless_and_losing_the_queues_is_rebuilt(
     assert after["ready"] + after["delayed"] == before["ready"] + before["delayed"]
     assert after["leased"] == before["leased"]
     drain_and_sweep_until(rt, lambda: status_counts(db) == {"COMPLETED": 51}, timeout=20)
+    assert story_problems(task_stories(db, ids)) == []
+
+
+def test_queue_partitions_spread_over_the_masters(
+    make_cluster_rt: Callable[..., Container], redis_cluster: RedisClusterHandle
+) -> None:
+    rt = make_cluster_rt(queue_partitions=4)
+    db = rt.settings.database_url
+    ids = [r.task.id for r in submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(200)])]
+    owners = []
+    for part in rt.queue.parts:
+        key = part.tenant_ready(TENANT)
+        node = redis_cluster.node_for(key)
+        direct = redis.Redis.from_url(node.url)
+        try:
+            # The server's own slot for every key of the partition, and its data on that master.
+            slots = {direct.cluster("KEYSLOT", k) for k in (key, part.leases, part.delayed, part.epoch)}
+            assert slots == {key_slot(key.encode())}
+            assert direct.zcard(key) == sum(1 for i in ids if partition_of(i, 4) == part.partition) > 0
+        finally:
+            direct.close()
+        owners.append(node.port)
+    assert len(set(owners)) == 3, f"the 4 partitions sit on {len(set(owners))} of the 3 masters"
+    drain_and_sweep_until(rt, lambda: status_counts(db) == {"COMPLETED": 200}, timeout=30)
+    assert story_problems(task_stories(db, ids)) == [] and not any(rt.queue.depths().values())
+
+
+def test_a_master_losing_some_partitions_gets_those_rebuilt_only(
+    make_cluster_rt: Callable[..., Container], redis_cluster: RedisClusterHandle
+) -> None:
+    rt = make_cluster_rt(queue_partitions=4)
+    db = rt.settings.database_url
+    sweep(rt)  # the sentinels
+    ids = [r.task.id for r in submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(120)])]
+    submit_many(rt, TENANT, [request("noop", delay_seconds=60)])
+    before = rt.queue.depths()
+    zero = redis_cluster.node_for(rt.queue.keys.epoch)
+    victim = next(n for n in redis_cluster.nodes if n is not zero)  # partition 0 and the wake list survive
+    lost = [p.partition for p in rt.queue.parts if redis_cluster.node_for(p.epoch) is victim]
+    assert lost and 0 not in lost
+
+    redis_cluster.flush(victim)
+    assert rt.queue.lost_partitions() == lost
+    assert rt.queue.depths()["ready"] < before["ready"]
+    report = sweep(rt)
+    assert report.rebuilt_partitions == lost and rt.queue.depths() == before
+    drain_and_sweep_until(rt, lambda: status_counts(db).get("COMPLETED") == 120, timeout=30)
     assert story_problems(task_stories(db, ids)) == []
 
 

@@ -140,6 +140,11 @@ class ClusterClient:
             found.close()
 
 
+def as_text(raw: Any) -> str:
+    """A reply item as str (clients may or may not decode responses)."""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 class translate:
     """``with translate():`` turns redis-py errors into ``QueueError`` (the cause kept).
     ``RedisClusterException`` (no node reachable, a slot not covered) is not a

@@ -5,6 +5,14 @@ All keys start with one hash tag, ``{prefix}`` (``TASKLANE_REDIS_PREFIX``, defau
 in the same slot and the multi-key Lua scripts stay legal in cluster mode (each
 script still declares every key it touches in KEYS, as cluster mode requires).
 
+Queue partitions (``TASKLANE_QUEUE_PARTITIONS``, default 1): partition 0 is exactly
+the keys above; partition *p* > 0 repeats the per-partition families (``PARTITIONED``:
+ready, delayed and lease sets, fair-queueing state, tenant weights, its own sentinel)
+under a tag of its own, ``{prefix:p}``, so that partitions spread over a cluster's
+shards.  Every other family lives in partition 0 only.  A task id's partition is
+``partition_of`` (a stable hash of the id), except that task types with limits and
+tenants with a running quota live wholly in partition 0 (``queue.py`` decides).
+
 One slot also keeps the rebuild sentinel (``epoch``) honest in a cluster: it lives on
 the same master as the sets it vouches for, so a master that loses its data loses the
 sentinel too, and one that holds none of these keys has nothing of Tasklane's to lose.
@@ -16,13 +24,33 @@ table below is the contract; ``Keys`` builds the names and nothing else does.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Final
+
+from chalicelib.config import MAX_QUEUE_PARTITIONS
+
+MAX_PARTITIONS: Final = MAX_QUEUE_PARTITIONS
 
 
 def hash_tag(prefix: str) -> str:
     """``{prefix}``: the cluster hash tag every key begins with."""
     return "{" + prefix + "}"
+
+
+def partition_tag(prefix: str, partition: int) -> str:
+    """The hash tag of queue partition ``partition``: ``{prefix}`` for 0 (today's keys),
+    ``{prefix:p}`` for the others, each its own cluster slot."""
+    return hash_tag(prefix if partition == 0 else f"{prefix}:{partition}")
+
+
+def partition_of(task_id: str, partitions: int) -> int:
+    """The partition a task id hashes to: CRC-32, the same in every process (Python's
+    ``hash`` of a str is salted per process), so submit, cancel, ack and rebuild all
+    find an id without a lookup."""
+    if partitions <= 1:
+        return 0
+    return zlib.crc32(task_id.encode()) % partitions
 
 
 @dataclass(frozen=True)
@@ -124,8 +152,8 @@ FAMILIES: Final[dict[str, KeyFamily]] = {
         ":epoch:v2",
         "string sentinel",
         "queue.py (mark_rebuilt, called by the sweeper)",
-        "no TTL; its absence means Redis lost its data (or the layout changed: v2 has a"
-        " ready set per tenant) and must be rebuilt",
+        "no TTL; one per queue partition; its absence means that partition lost its data"
+        " (or the layout changed: v2 has a ready set per tenant) and must be rebuilt",
     ),
     "last_sweep": KeyFamily(
         ":last_sweep",
@@ -160,8 +188,15 @@ FAMILIES: Final[dict[str, KeyFamily]] = {
 }
 
 
+# The families every queue partition has a copy of; the rest exist in partition 0 only.
+PARTITIONED: Final = frozenset(
+    {"tenant_ready", "active_tenants", "fair_finish", "fair_clock", "tenant_weight", "delayed", "leases", "epoch"}
+)
+
+
 class Keys:
-    """The key names for one prefix (see ``FAMILIES`` for what each holds)."""
+    """The key names for one prefix and queue partition (see ``FAMILIES`` for what each
+    holds; a partition other than 0 uses only the ``PARTITIONED`` families)."""
 
     __slots__ = (
         "active_tenants",
@@ -173,6 +208,7 @@ class Keys:
         "fair_finish",
         "last_sweep",
         "leases",
+        "partition",
         "quota_refused",
         "tag",
         "tenant_max_running",
@@ -180,9 +216,12 @@ class Keys:
         "wake",
     )
 
-    def __init__(self, prefix: str = "tasklane") -> None:
-        tag = hash_tag(prefix)
+    def __init__(self, prefix: str = "tasklane", partition: int = 0) -> None:
+        if not 0 <= partition < MAX_PARTITIONS:
+            raise ValueError(f"a queue partition is 0 .. {MAX_PARTITIONS - 1}, got {partition}")
+        tag = partition_tag(prefix, partition)
         self.tag = tag
+        self.partition = partition
         self.active_tenants = tag + FAMILIES["active_tenants"].pattern
         self.fair_finish = tag + FAMILIES["fair_finish"].pattern
         self.fair_clock = tag + FAMILIES["fair_clock"].pattern

@@ -10,17 +10,28 @@ can always rebuild it from PostgreSQL.  Key names and lifetimes: ``keys.py``.
 - ``leases`` holds claimed ids scored by lease deadline (ms);
 - ``wake`` is a short list of tokens idle drainers BLPOP.
 
+Partitions (``partitions`` > 1, ``TASKLANE_QUEUE_PARTITIONS``): the ready, delayed and
+lease sets and the fair-queueing state exist once per partition, each partition under a
+hash tag of its own (``keys.py``), and every script call touches one partition.  An
+entry lives in its id's partition (``keys.partition_of``), except that limited task
+types and tenants with a max_running quota live wholly in partition 0, where their
+inflight sets, running sets and token buckets are: those limits hold globally, while
+fair share between tenants holds within each partition.  A claim reads every
+partition's head in one pipeline and claims from the best first (``claim``).
+
 Every Redis error leaves this module as ``QueueError`` (``client.translate``).
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from chalicelib.adapters.redis.client import RedisLike, connect, translate
-from chalicelib.adapters.redis.keys import Keys
+from chalicelib.adapters.redis.client import RedisLike, as_text, connect, translate
+from chalicelib.adapters.redis.heads import read_heads
+from chalicelib.adapters.redis.keys import MAX_PARTITIONS, Keys, partition_of
 from chalicelib.adapters.redis.presence import Presence
 from chalicelib.adapters.redis.scripts import CLAIM, EXPIRED, EXTEND
 from chalicelib.adapters.redis.scripts import READY_SCORE_LUA as READY_SCORE_LUA  # the aging test runs it
@@ -56,37 +67,55 @@ class Queue:
         prefix: str = "tasklane",
         aging_seconds: int = 300,
         limits: Mapping[str, TypeLimit] | None = None,
+        partitions: int = 1,
     ) -> None:
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be 1 .. {MAX_PARTITIONS}, got {partitions}")
         self.client = client
-        self.keys = keys = Keys(prefix)
+        self.parts = [Keys(prefix, p) for p in range(partitions)]
+        self.keys = keys = self.parts[0]  # wake, presence, sweep mark, rate limiter: partition 0
         self.presence = Presence(client, keys)
         self.aging_seconds = aging_seconds
         self.limits = dict(limits or {})
+        self._head_starts = head_starts(aging_seconds)
         names = sorted(self.limits)
-        self._claim_keys = [
-            keys.delayed,
-            keys.leases,
-            keys.active_tenants,
-            keys.fair_finish,
-            keys.fair_clock,
-            keys.tenant_weight,
-            keys.tenant_max_running,
-        ]
-        self._claim_args: list[str | int | float] = [*head_starts(aging_seconds), len(names)]
-        for name in names:
-            lim = self.limits[name]
-            self._claim_keys += [keys.typed_ready(name), keys.inflight(name), keys.type_rate(name)]
-            self._claim_args += [name, lim.concurrency, lim.rate_per_second, max(lim.burst, 1)]
+        # Per partition: the claim script's fixed KEYS and ARGV.  Only partition 0 gets the
+        # limited types (their ready sets live there); a partition's tenant_max_running
+        # hash is written in partition 0 only, so other partitions never cap a tenant.
+        self._claim_plan: list[tuple[list[str], list[str | int | float]]] = []
+        for part in self.parts:
+            fixed = [
+                part.delayed,
+                part.leases,
+                part.active_tenants,
+                part.fair_finish,
+                part.fair_clock,
+                part.tenant_weight,
+                part.tenant_max_running,
+            ]
+            args: list[str | int | float] = [*self._head_starts, len(names) if part.partition == 0 else 0]
+            if part.partition == 0:
+                for name in names:
+                    lim = self.limits[name]
+                    fixed += [keys.typed_ready(name), keys.inflight(name), keys.type_rate(name)]
+                    args += [name, lim.concurrency, lim.rate_per_second, max(lim.burst, 1)]
+            self._claim_plan.append((fixed, args))
         self._extend_keys = [keys.leases, *(keys.inflight(name) for name in names)]
         self._inflight_slot = {name: i + 2 for i, name in enumerate(names)}  # 1-based index in _extend_keys
-        # The tenants whose keys the claim script gets (it may touch no other key); the
-        # script answers '?' with the current list when one is missing.  Replaced whole,
-        # never mutated, so drainer threads sharing this queue read a consistent tuple.
-        self._tenants: tuple[str, ...] = ()
+        # Per partition, the tenants whose keys the claim script gets (it may touch no
+        # other key); the script answers '?' with the current list when one is missing.
+        # Each tuple is replaced whole, never mutated, so drainer threads sharing this
+        # queue read a consistent one.
+        self._tenants: list[tuple[str, ...]] = [() for _ in self.parts]
         self._capped: tuple[float, frozenset[str]] = (-CAPPED_REFRESH_SECONDS, frozenset())
+        self._turn = 0  # rotates which partition wins a tie between equal heads
         self._claim = client.register_script(CLAIM)
         self._extend = client.register_script(EXTEND)
         self._expired = client.register_script(EXPIRED)
+
+    @property
+    def partitions(self) -> int:
+        return len(self.parts)
 
     @classmethod
     def from_url(
@@ -97,8 +126,10 @@ class Queue:
         prefix: str = "tasklane",
         aging_seconds: int = 300,
         limits: Mapping[str, TypeLimit] | None = None,
+        partitions: int = 1,
     ) -> Queue:
-        return cls(connect(url, cluster=cluster), prefix=prefix, aging_seconds=aging_seconds, limits=limits)
+        client = connect(url, cluster=cluster)
+        return cls(client, prefix=prefix, aging_seconds=aging_seconds, limits=limits, partitions=partitions)
 
     def _limited(self, name: str | None) -> str | None:
         """``name`` when that task type has limits (its ids live in sets of their own)."""
@@ -114,16 +145,31 @@ class Queue:
             pipe = self.client.pipeline(transaction=False)  # a cluster client has pipelines, not HKEYS
             pipe.hkeys(self.keys.tenant_max_running)
             (raw,) = pipe.execute()
-        names = frozenset(r.decode() if isinstance(r, bytes) else str(r) for r in raw)
+        names = frozenset(as_text(r) for r in raw)
         self._capped = (now, names)
         return names
 
-    def _ready_slot(self, entry: QueueEntry) -> tuple[str, str]:
-        """(ready set, member) of a ready entry: the tenant's set, or its limited type's."""
+    def _home(self, task_id: str, name: str | None, tenant: str | None, capped: frozenset[str]) -> int:
+        """The partition an id lives in: partition 0 for a limited type or a tenant with a
+        max_running quota (their limits are single keys there), else its hash's."""
+        n = len(self.parts)
+        if n == 1 or (name is not None and name in self.limits) or tenant in capped:
+            return 0
+        return partition_of(task_id, n)
+
+    def _places(self, task_id: str) -> tuple[int, ...]:
+        """Every partition an id can be in: its hash's, and partition 0 (where it lives
+        instead while its type is limited or its tenant capped, which can change)."""
+        p = partition_of(task_id, len(self.parts))
+        return (0,) if p == 0 else (0, p)
+
+    def _ready_slot(self, entry: QueueEntry, partition: int = 0) -> tuple[str, str]:
+        """(ready set, member) of a ready entry in ``partition``: the tenant's set, or its
+        limited type's (always partition 0's)."""
         limited = self._limited(entry.name)
         if limited:
             return self.keys.typed_ready(limited), entry.id
-        return self.keys.tenant_ready(entry.tenant), _RANK_PREFIX[entry.priority] + entry.id
+        return self.parts[partition].tenant_ready(entry.tenant), _RANK_PREFIX[entry.priority] + entry.id
 
     def _member(self, entry: QueueEntry) -> str:
         """An entry's member in ``delayed``: the claim script parses it back (the tenant
@@ -133,10 +179,16 @@ class Queue:
 
     # --- producers ---------------------------------------------------------------------
 
-    def push(self, entries: Iterable[QueueEntry], *, only_new: bool = False) -> None:
+    def push(
+        self, entries: Iterable[QueueEntry], *, only_new: bool = False, partitions: Collection[int] | None = None
+    ) -> None:
         """Add entries to ready (or to delayed, for ``delayed`` ones), waking idle
-        drainers; one round trip.  ``only_new`` keeps existing scores (rebuilds must
-        not reorder what is already there)."""
+        drainers; one round trip (one pipeline, whatever partitions the entries go to).
+        ``only_new`` keeps existing scores (rebuilds must not reorder what is already
+        there); ``partitions`` keeps only the entries that can live in those (a rebuild
+        of some partitions)."""
+        if partitions is not None:
+            entries = [e for e in entries if not set(self._places(e.id)).isdisjoint(partitions)]
         with translate():
             pipe = self.client.pipeline(transaction=False)
             if self._add(pipe, entries, only_new=only_new):
@@ -146,28 +198,34 @@ class Queue:
         """Queue the ZADDs for ``entries`` and their wake tokens on ``pipe``; False when
         there was nothing to add."""
         by_key: dict[str, dict[str, float]] = {}
-        delayed: dict[str, float] = {}
-        tenant_sets: dict[str, dict[str, float]] = {}  # the hot path: one lookup per entry
-        aging, limits = self.aging_seconds, self.limits
+        delayed: dict[int, dict[str, float]] = {}
+        tenant_sets: dict[tuple[int, str], dict[str, float]] = {}  # the hot path: one lookup per entry
+        aging, limits, parts = self.aging_seconds, self.limits, self.parts
+        split = len(parts) > 1
+        capped = self._capped_tenants() if split else frozenset()
         for e in entries:
+            p = self._home(e.id, e.name, e.tenant, capped) if split else 0
             if e.delayed:
-                delayed[self._member(e)] = e.at_ms
+                delayed.setdefault(p, {})[self._member(e)] = e.at_ms
             elif e.name is not None and e.name in limits:
                 by_key.setdefault(self.keys.typed_ready(e.name), {})[e.id] = ready_score(e.at_ms, e.priority, aging)
             else:
-                mapping = tenant_sets.get(e.tenant)
+                mapping = tenant_sets.get((p, e.tenant))
                 if mapping is None:
-                    mapping = tenant_sets[e.tenant] = by_key.setdefault(self.keys.tenant_ready(e.tenant), {})
+                    key = parts[p].tenant_ready(e.tenant)
+                    mapping = tenant_sets[(p, e.tenant)] = by_key.setdefault(key, {})
                 mapping[_RANK_PREFIX[e.priority] + e.id] = ready_score(e.at_ms, e.priority, aging)
         for key, mapping in by_key.items():
             pipe.zadd(key, mapping, nx=only_new)
-        if tenant_sets:
-            tenants = list(tenant_sets)
+        active: dict[int, list[str]] = {}
+        for p, tenant in tenant_sets:
+            active.setdefault(p, []).append(tenant)
+        for p, tenants in active.items():
             # After the ZADDs: a claim that empties a set in between drops the tenant,
             # and this SADD brings it back; the other order could strand ready ids.
-            pipe.sadd(self.keys.active_tenants, *tenants)
-        if delayed:
-            pipe.zadd(self.keys.delayed, delayed, nx=only_new)
+            pipe.sadd(parts[p].active_tenants, *tenants)
+        for p, members in delayed.items():
+            pipe.zadd(parts[p].delayed, members, nx=only_new)
         # One token per ready id (up to all idle drainers); a delayed one gets one
         # token too, since a drainer may be idle until the earliest due time.
         tokens = sum(len(m) for m in by_key.values()) + (1 if delayed else 0)
@@ -180,13 +238,15 @@ class Queue:
             return
         by_key: dict[str, list[str]] = {}
         for e in entries:
-            key, member = self._ready_slot(e)
-            by_key.setdefault(key, []).append(member)
+            member = self._member(e)
+            for p in self._places(e.id):
+                key, ready_member = self._ready_slot(e, p)
+                by_key.setdefault(key, []).append(ready_member)
+                by_key.setdefault(self.parts[p].delayed, []).append(member)
         with translate():
             pipe = self.client.pipeline(transaction=False)
             for key, members in by_key.items():
-                pipe.zrem(key, *members)
-            pipe.zrem(self.keys.delayed, *[self._member(e) for e in entries])
+                pipe.zrem(key, *dict.fromkeys(members))
             pipe.execute()
 
     # --- consumers ---------------------------------------------------------------------
@@ -195,19 +255,57 @@ class Queue:
         """Move up to ``count`` ready ids (due delayed ones included) into the lease set,
         within the per-type limits and tenant quotas, sharing slots fairly between
         tenants; returns ``{id: task type name or ""}`` in claim order: the order the
-        batch should start in."""
+        batch should start in.
+
+        With partitions, the partitions are tried best head first until ``count`` ids
+        are claimed: a batch starts with the best id of all, then may take worse ids of
+        that partition before better ones of another (docs/scaling.md, "Queue
+        partitions"); since heads only age, every partition's head is the best in turn."""
+        if len(self.parts) == 1:
+            return self._claim_from(0, count, lease_seconds)
+        out: dict[str, str] = {}
+        for p in self._by_head():
+            out.update(self._claim_from(p, count - len(out), lease_seconds))
+            if len(out) >= count:
+                break
+        return out
+
+    def _by_head(self) -> list[int]:
+        """The partitions that may hold claimable work, best head first (``heads.py``);
+        one pipeline, two when a partition has a tenant this process did not know yet."""
+        for _ in range(2):
+            known = list(self._tenants)
+            ranked, unknown = self._heads(known)
+            if not unknown:
+                break
+            for p, tenants in unknown.items():
+                self._tenants[p] = tuple(sorted(set(known[p]) | tenants))
+        else:
+            # Tenants keep arriving: try those partitions first, their claim learns them.
+            ranked = [(-math.inf if p in unknown else best, turn, p) for best, turn, p in ranked]
+        return [p for best, _, p in sorted(ranked) if best < math.inf]
+
+    def _heads(self, known: list[tuple[str, ...]]) -> tuple[list[tuple[float, int, int]], dict[int, set[str]]]:
+        self._turn = turn = (self._turn + 1) % len(self.parts)
+        with translate():
+            return read_heads(self.client, self.parts, known, sorted(self.limits), self._head_starts, turn)
+
+    def _claim_from(self, partition: int, count: int, lease_seconds: float) -> dict[str, str]:
+        """The claim script on one partition's keys."""
+        part = self.parts[partition]
+        fixed, fixed_args = self._claim_plan[partition]
         for _ in range(3):
-            tenants = self._tenants
-            keys = list(self._claim_keys)
+            tenants = self._tenants[partition]
+            keys = list(fixed)
             for tenant in tenants:
-                keys += [self.keys.tenant_ready(tenant), self.keys.tenant_running(tenant)]
-            args = [count, int(lease_seconds * 1000), max(count, 100), *self._claim_args, len(tenants), *tenants]
+                keys += [part.tenant_ready(tenant), part.tenant_running(tenant)]
+            args = [count, int(lease_seconds * 1000), max(count, 100), *fixed_args, len(tenants), *tenants]
             with translate():
                 raw = self._claim(keys=keys, args=args)
-            flat = [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+            flat = [as_text(r) for r in raw]
             if flat[:1] != ["?"]:
                 return dict(zip(flat[::2], flat[1::2], strict=True))
-            self._tenants = tuple(sorted(set(flat[1:])))
+            self._tenants[partition] = tuple(sorted(set(flat[1:])))
         return {}  # the active tenants kept changing under us: the next call tries again
 
     def wait_for_work(self, timeout: float) -> bool:
@@ -230,21 +328,36 @@ class Queue:
         tenants: Mapping[str, str] | None = None,
     ) -> None:
         """Heartbeat: push lease deadlines (and the concurrency slots of limited types
-        and the running slots of tenants with a quota; ``tenants`` maps ids to tenants)."""
+        and the running slots of tenants with a quota; ``tenants`` maps ids to tenants);
+        one script call per partition the ids live in."""
         if not ids:
             return
-        keys = list(self._extend_keys)
-        running: dict[str, int] = {}
-        capped = self._capped_tenants() if tenants else frozenset()
-        for tenant in sorted(set((tenants or {}).values()) & capped):
-            keys.append(self.keys.tenant_running(tenant))
-            running[tenant] = len(keys)  # 1-based index in KEYS
-        args: list[str | int] = [int(lease_seconds * 1000)]
-        slots = self._inflight_slot
+        names, tenants = names or {}, tenants or {}
+        capped = self._capped_tenants() if tenants or len(self.parts) > 1 else frozenset()
+        by_part: dict[int, list[str]] = {}
         for tid in ids:
-            args += [tid, slots.get((names or {}).get(tid, ""), 0), running.get((tenants or {}).get(tid, ""), 0)]
-        with translate():
-            self._extend(keys=keys, args=args)
+            by_part.setdefault(self._home(tid, names.get(tid), tenants.get(tid), capped), []).append(tid)
+        lease_ms = int(lease_seconds * 1000)
+        for partition, members in sorted(by_part.items()):
+            if partition:
+                keys = [self.parts[partition].leases]
+                args: list[str | int] = [lease_ms]
+                for tid in members:
+                    args += [tid, 0, 0]
+                with translate():
+                    self._extend(keys=keys, args=args)
+                continue
+            keys = list(self._extend_keys)
+            running: dict[str, int] = {}
+            for tenant in sorted({tenants[t] for t in members if t in tenants} & capped):
+                keys.append(self.keys.tenant_running(tenant))
+                running[tenant] = len(keys)  # 1-based index in KEYS
+            args = [lease_ms]
+            slots = self._inflight_slot
+            for tid in members:
+                args += [tid, slots.get(names.get(tid, ""), 0), running.get(tenants.get(tid, ""), 0)]
+            with translate():
+                self._extend(keys=keys, args=args)
 
     def ack(
         self,
@@ -257,6 +370,7 @@ class Queue:
         tenants) and add ``requeue`` (retries, webhook deliveries) in the same round trip."""
         slots: dict[str, list[str]] = {}
         running: dict[str, list[str]] = {}
+        leases: dict[int, list[str]] = {}
         capped = self._capped_tenants() if tenants else frozenset()
         for tid in ids:
             limited = self._limited((names or {}).get(tid))
@@ -265,11 +379,13 @@ class Queue:
             tenant = (tenants or {}).get(tid)
             if tenant in capped:
                 running.setdefault(tenant, []).append(tid)
+            for p in self._places(tid):
+                leases.setdefault(p, []).append(tid)
         with translate():
             pipe = self.client.pipeline(transaction=False)
             added = self._add(pipe, requeue)
-            if ids:
-                pipe.zrem(self.keys.leases, *ids)
+            for p, members in leases.items():
+                pipe.zrem(self.parts[p].leases, *members)
             for name, members in slots.items():
                 pipe.zrem(self.keys.inflight(name), *members)
             for tenant, members in running.items():
@@ -284,26 +400,53 @@ class Queue:
     # --- sweeper -----------------------------------------------------------------------
 
     def expired_leases(self, limit: int) -> list[str]:
+        """Up to ``limit`` ids whose Redis lease deadline passed, every partition's."""
+        out: list[str] = []
+        for part in self.parts:
+            if len(out) >= limit:
+                break
+            with translate():
+                raw = self._expired(keys=[part.leases], args=[limit - len(out)])
+            out += [as_text(r) for r in raw]
+        return out
+
+    def lost_partitions(self) -> list[int]:
+        """The partitions whose sentinel is gone (Redis restarted empty or was flushed,
+        or in a cluster the master holding that partition's slot did); one round trip."""
         with translate():
-            raw = self._expired(keys=[self.keys.leases], args=[limit])
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+            pipe = self.client.pipeline(transaction=False)
+            for part in self.parts:
+                pipe.exists(part.epoch)
+            found = pipe.execute()
+        return [p for p, n in enumerate(found) if not n]
 
     def needs_rebuild(self) -> bool:
-        """True when the sentinel is gone: Redis restarted empty or was flushed."""
-        with translate():
-            return not self.client.exists(self.keys.epoch)
+        """True when any partition's sentinel is gone."""
+        return bool(self.lost_partitions())
 
-    def mark_rebuilt(self) -> None:
+    def mark_rebuilt(self, partitions: Iterable[int] | None = None) -> None:
+        """Set the sentinel of ``partitions`` (None: all)."""
         with translate():
-            self.client.set(self.keys.epoch, "1")
+            pipe = self.client.pipeline(transaction=False)
+            for p in range(len(self.parts)) if partitions is None else partitions:
+                pipe.set(self.parts[p].epoch, "1")
+            pipe.execute()
 
-    def lease_all(self, leases: Iterable[tuple[str, float, str, str]]) -> None:
+    def lease_all(
+        self, leases: Iterable[tuple[str, float, str, str]], *, partitions: Collection[int] | None = None
+    ) -> None:
         """Restore lease entries ``(id, deadline_ms, task type, tenant)`` after a rebuild,
-        with the concurrency slots of limited types and the tenants' running slots."""
-        mapping: dict[str, float] = {}
+        with the concurrency slots of limited types and the tenants' running slots (all
+        in partition 0); ``partitions`` keeps only the ids that can live in those."""
+        mapping: dict[int, dict[str, float]] = {}
         slots: dict[str, dict[str, float]] = {}
+        split = len(self.parts) > 1
+        capped = self._capped_tenants() if split else frozenset()
         for tid, deadline, name, tenant in leases:
-            mapping[tid] = deadline
+            if partitions is not None and set(self._places(tid)).isdisjoint(partitions):
+                continue
+            p = self._home(tid, name, tenant, capped) if split else 0
+            mapping.setdefault(p, {})[tid] = deadline
             limited = self._limited(name)
             if limited:
                 slots.setdefault(self.keys.inflight(limited), {})[tid] = deadline
@@ -311,29 +454,33 @@ class Queue:
         if mapping:
             with translate():
                 pipe = self.client.pipeline(transaction=False)
-                pipe.zadd(self.keys.leases, mapping, nx=True)
+                for p, members in mapping.items():
+                    pipe.zadd(self.parts[p].leases, members, nx=True)
                 for key, members in slots.items():
                     pipe.zadd(key, members, nx=True)
                 pipe.execute()
 
     def set_tenant_limits(self, weights: Mapping[str, float], max_running: Mapping[str, int]) -> None:
-        """Replace the claim script's copy of the tenants' weights and running quotas
-        (PostgreSQL's ``tenant_limits`` is the source; the sweeper calls this)."""
+        """Replace the claim script's copy of the tenants' weights (every partition's:
+        fair share holds per partition) and running quotas (partition 0's only: capped
+        tenants live there); PostgreSQL's ``tenant_limits`` is the source, the sweeper
+        calls this."""
         # New values first, then the fields no longer configured: a claim in between
         # sees old or new limits, never none (no MULTI: a cluster pipeline has none).
+        targets: list[tuple[str, Mapping[str, float] | Mapping[str, int]]] = [
+            (part.tenant_weight, weights) for part in self.parts
+        ]
+        targets.append((self.keys.tenant_max_running, max_running))
         with translate():
             pipe = self.client.pipeline(transaction=False)
-            pipe.hkeys(self.keys.tenant_weight)
-            pipe.hkeys(self.keys.tenant_max_running)
-            old_weights, old_running = pipe.execute()
+            for key, _ in targets:
+                pipe.hkeys(key)
+            olds = pipe.execute()
             pipe = self.client.pipeline(transaction=False)
-            for key, new, old in (
-                (self.keys.tenant_weight, weights, old_weights),
-                (self.keys.tenant_max_running, max_running, old_running),
-            ):
+            for (key, new), old in zip(targets, olds, strict=True):
                 if new:
                     pipe.hset(key, mapping=dict(new))
-                stale = {f.decode() if isinstance(f, bytes) else str(f) for f in old} - set(new)
+                stale = {as_text(f) for f in old} - set(new)
                 if stale:
                     pipe.hdel(key, *stale)
             pipe.execute()
@@ -341,7 +488,12 @@ class Queue:
     def queued_count(self, tenant: str) -> int:
         """The tenant's ready tasks (types without limits): what its max_queued bounds."""
         with translate():
-            return int(self.client.zcard(self.keys.tenant_ready(tenant)))
+            if len(self.parts) == 1:
+                return int(self.client.zcard(self.keys.tenant_ready(tenant)))
+            pipe = self.client.pipeline(transaction=False)
+            for part in self.parts:
+                pipe.zcard(part.tenant_ready(tenant))
+            return sum(int(n) for n in pipe.execute())
 
     def count_refusal(self, tenant: str, quota: str, tasks: int) -> None:
         with translate():
@@ -357,7 +509,7 @@ class Queue:
             (raw,) = pipe.execute()
         out: dict[tuple[str, str], int] = {}
         for field, n in raw.items():
-            quota, _, tenant = (field.decode() if isinstance(field, bytes) else str(field)).partition(":")
+            quota, _, tenant = as_text(field).partition(":")
             out[(quota, tenant)] = int(n)
         return out
 
@@ -384,37 +536,48 @@ class Queue:
             return _epoch(self.client.get(self.keys.last_sweep))
 
     def tenant_depths(self, tenants: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
-        """``{tenant: (ready, running)}`` for ``tenants`` (None: the active ones); running
-        is counted only for tenants with a max_running quota (0 otherwise)."""
+        """``{tenant: (ready, running)}`` for ``tenants`` (None: the active ones, of any
+        partition); ready sums the tenant's ready sets over the partitions; running is
+        counted only for tenants with a max_running quota (0 otherwise)."""
+        parts = self.parts
         with translate():
             if tenants is None:
                 pipe = self.client.pipeline(transaction=False)  # a cluster client has pipelines, not SMEMBERS
-                pipe.smembers(self.keys.active_tenants)
-                (raw,) = pipe.execute()
-                tenants = {r.decode() if isinstance(r, bytes) else str(r) for r in raw}
+                for part in parts:
+                    pipe.smembers(part.active_tenants)
+                tenants = {as_text(r) for raw in pipe.execute() for r in raw}
             names = sorted(set(tenants))
             if not names:
                 return {}
             pipe = self.client.pipeline(transaction=False)
             for name in names:
-                pipe.zcard(self.keys.tenant_ready(name))
                 pipe.zcount(self.keys.tenant_running(name), f"({int(time.time() * 1000)}", "+inf")
+                for part in parts:
+                    pipe.zcard(part.tenant_ready(name))
             counts = pipe.execute()
-        return {name: (int(counts[2 * i]), int(counts[2 * i + 1])) for i, name in enumerate(names)}
+        step = len(parts) + 1
+        return {
+            name: (sum(int(n) for n in counts[i * step + 1 : (i + 1) * step]), int(counts[i * step]))
+            for i, name in enumerate(names)
+        }
 
     def snapshot(self) -> dict[str, float | None]:
-        """Sizes of ready, delayed and leases plus the last sweep time."""
+        """Sizes of ready, delayed and leases (every partition's) plus the last sweep time."""
         tenants = self.tenant_depths()
         with translate():
             pipe = self.client.pipeline(transaction=False)
-            pipe.zcard(self.keys.delayed)
-            pipe.zcard(self.keys.leases)
             pipe.get(self.keys.last_sweep)
+            for part in self.parts:
+                pipe.zcard(part.delayed)
+                pipe.zcard(part.leases)
             for name in self.limits:
                 pipe.zcard(self.keys.typed_ready(name))
-            delayed, leased, raw, *typed = pipe.execute()
-        ready = sum(r for r, _ in tenants.values()) + sum(int(n) for n in typed)
-        return {"ready": ready, "delayed": int(delayed), "leased": int(leased), "last_sweep": _epoch(raw)}
+            raw, *counts = pipe.execute()
+        n = len(self.parts)
+        delayed = sum(int(c) for c in counts[0 : 2 * n : 2])
+        leased = sum(int(c) for c in counts[1 : 2 * n : 2])
+        ready = sum(r for r, _ in tenants.values()) + sum(int(c) for c in counts[2 * n :])
+        return {"ready": ready, "delayed": delayed, "leased": leased, "last_sweep": _epoch(raw)}
 
 
 def _wake(pipe: Any, key: str, tokens: int) -> None:
