@@ -19,7 +19,7 @@
    redriven or purged on purpose.
 7. Keep ``task_events``' day partitions: create the next days' ahead of time and
    drop, one a transaction, those past retention (the history of tasks still
-   present, dead letters among them, is kept; migration 0018).
+   present, dead letters among them, is kept; migration 0019).
 
 Concurrency safety comes from PostgreSQL (``FOR UPDATE SKIP LOCKED`` and guarded
 UPDATEs) and from Redis writes that are idempotent (ZADD NX, ZREM).

@@ -1,4 +1,4 @@
-"""task_events is partitioned by UTC day (migration 0018): the sweeper makes the
+"""task_events is partitioned by UTC day (migration 0019): the sweeper makes the
 partitions ahead of time and drops, instead of deleting rows, those past
 ``TASKLANE_RETENTION_DAYS``; the DEFAULT partition takes what no day partition
 covers, so an insert never fails; tasks still present keep their history; and the
@@ -210,7 +210,7 @@ def test_the_migration_keeps_the_old_rows_in_a_legacy_partition(old_database: tu
         )
     before = query(url, "SELECT id, task_id, at, to_status FROM task_events ORDER BY id")
     assert len(before) == 12
-    assert 18 in migrate(url)
+    assert 19 in migrate(url)
 
     assert query(url, "SELECT id, task_id, at, to_status FROM task_events ORDER BY id") == before
     assert {r[0] for r in query(url, "SELECT tableoid::regclass::text FROM task_events")} == {"task_events_legacy"}

@@ -89,7 +89,7 @@ def parse(text: str) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
 
 def test_bucket_bounds_equal_the_triggers() -> None:
     """Every migration that (re)defines the metrics trigger's function uses the same
-    bounds (0018 only attaches the trigger to the partitioned task_events)."""
+    bounds (0019 only attaches the trigger to the partitioned task_events)."""
     defining = [
         p
         for p in sorted((ROOT / "infra/migrations").glob("*.sql"))

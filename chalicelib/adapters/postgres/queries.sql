@@ -156,7 +156,7 @@ SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s;
 
 -- name: task_events
 -- Rows: TaskEvent (core/records.py).
--- task_events is partitioned by day (migration 0018): "since" (the task's created_at,
+-- task_events is partitioned by day (migration 0019): "since" (the task's created_at,
 -- before any of its events) leaves out the partitions of older days, so a task's
 -- trail is one index probe in each partition from its first day on (and DEFAULT).
 SELECT id, at, from_status, to_status, attempt, actor, error, error_type
@@ -267,7 +267,7 @@ WITH o AS (
            %(actor)s, error, error_type, name, started_at
     FROM u
 ), hooks AS (
-    -- Its completion webhooks (migration 0018).
+    -- Its completion webhooks (migration 0019).
     SELECT * FROM tasklane_completion_webhooks(
         (SELECT jsonb_agg(to_jsonb(f)) FROM u f WHERE f.callback_url IS NOT NULL),
         %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
@@ -316,7 +316,7 @@ WITH c AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s FROM c
 ), hooks AS (
-    -- Its completion webhooks (migration 0018).
+    -- Its completion webhooks (migration 0019).
     SELECT * FROM tasklane_completion_webhooks(
         (SELECT jsonb_agg(to_jsonb(f)) FROM c f WHERE f.callback_url IS NOT NULL),
         %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
@@ -350,7 +350,7 @@ WITH d AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type)
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s, last_error, last_error_type FROM c
 ), hooks AS (
-    -- Its completion webhooks (migration 0018).
+    -- Its completion webhooks (migration 0019).
     SELECT * FROM tasklane_completion_webhooks(
         (SELECT jsonb_agg(to_jsonb(f)) FROM c f WHERE f.callback_url IS NOT NULL),
         %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
@@ -475,13 +475,13 @@ SELECT count(*) AS pruned FROM gone;
 
 -- name: ensure_event_partitions
 -- The day partitions of task_events from today to %(days_ahead)s days ahead (UTC),
--- those missing created (migration 0018).
+-- those missing created (migration 0019).
 SELECT tasklane_ensure_event_partitions(
     (now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date + %(days_ahead)s::integer) AS created;
 
 -- name: drop_event_partition
 -- The oldest partition of task_events past retention, dropped (its tasks still in
--- `tasks` keep their events); NULL when none is (migration 0018).
+-- `tasks` keep their events); NULL when none is (migration 0019).
 SELECT tasklane_drop_event_partition(%(retention_seconds)s::float8) AS dropped;
 
 -- name: prune_batches
@@ -1029,7 +1029,7 @@ WITH c AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name)
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s, name FROM w
 ), hooks AS (
-    -- Its completion webhooks (migration 0018).
+    -- Its completion webhooks (migration 0019).
     SELECT * FROM tasklane_completion_webhooks(
         (SELECT jsonb_agg(to_jsonb(f)) FROM w f WHERE f.callback_url IS NOT NULL),
         %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
