@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,6 +98,19 @@ def sweep_worker() -> int:
     return 0
 
 
+LOCAL_API_POOL_MAX_SIZE = 16  # the local API server's default TASKLANE_POOL_MAX_SIZE (opened as needed)
+
+
+def local_api_environ(stage: Mapping[str, str], shell: Mapping[str, str]) -> dict[str, str]:
+    """The local API server's variables: the ``local`` stage's, the shell's over them,
+    and a larger connection pool unless one is set.  Each HTTP connection is served on a
+    thread of its own; with the default pool of 4, a fifth concurrent request waited
+    for a connection instead of sharing the others' WAL flush."""
+    env = {**stage, **shell}
+    env.setdefault("TASKLANE_POOL_MAX_SIZE", str(LOCAL_API_POOL_MAX_SIZE))
+    return env
+
+
 def api_server(host: str, port: int) -> int:
     """Serve the API the way ``chalice local`` does, with two differences: the shell's
     environment wins over the stage's ``environment_variables`` (so a variable you set
@@ -130,7 +143,7 @@ def api_server(host: str, port: int) -> int:
     # (the logger reads its level once, at import).
     factory = CLIFactory(str(ROOT), environ=dict(os.environ))
     config = factory.create_config_obj(chalice_stage_name="local")
-    os.environ.update({**config.environment_variables, **shell_env})
+    os.environ.update(local_api_environ(config.environment_variables, shell_env))
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     routes = config.chalice_app.routes
     handler = make_handler(ChaliceRequestHandler, routes, RouteMatcher(list(routes)), get_settings().max_payload_bytes)
