@@ -4,7 +4,8 @@ when a parent fails; the settling trigger (migration 0008) does it on every path
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from chalicelib.core.requests import parse_workflow
 from chalicelib.services import dependencies, lifecycle
 from chalicelib.services.submit import submit, submit_workflow
 from chalicelib.tasktypes import TaskContext
-from tests.helpers import drain_once, query, request
+from tests.helpers import drain_and_sweep_until, drain_once, query, receiving, request
 
 TENANT = "deps"
 SEEN: list[tuple[str, Any]] = []
@@ -196,3 +197,31 @@ def test_bulk_cancel_takes_waiting_tasks(rt: Container) -> None:
     assert _status(rt, wf.steps["a"].id) is Status.PENDING
     cancel_many(rt, TENANT, CancelSelection(status=Status.WAITING), actor="test")
     assert _status(rt, wf2.steps["y"].id) is Status.CANCELLED
+
+
+def test_dependents_cancelled_by_a_failed_parent_get_completion_webhooks(make_rt: Callable[..., Container]) -> None:
+    # Limits other than the defaults: the trigger must use the deployment's, which the
+    # statement that ended the parent hands it (migration 0019).
+    rt = make_rt(webhook_max_retries=2, webhook_timeout_seconds=3)
+    db = rt.settings.database_url
+    with receiving() as receiver:
+        parent = submit(rt, TENANT, request("fail", {"permanent": True})).task
+        child = submit(rt, TENANT, request(depends_on=[parent.id], callback_url=receiver.url)).task
+        grandchild = submit(rt, TENANT, request(depends_on=[child.id], callback_url=receiver.url)).task
+        quiet = submit(rt, TENANT, request(depends_on=[parent.id])).task  # no callback_url: no webhook
+        drain_and_sweep_until(rt, lambda: len(receiver.calls) == 2)
+        events = {json.loads(c["body"])["task"]["id"]: json.loads(c["body"]) for c in receiver.calls}
+    assert set(events) == {child.id, grandchild.id}
+    for task_id, event in events.items():
+        assert event["event"] == "task.cancelled"
+        assert (event["task"]["status"], event["task"]["last_error_type"]) == ("CANCELLED", "DependencyFailed")
+        assert event["task"]["last_error"] == rt.store.get_task(TENANT, task_id).last_error  # type: ignore[union-attr]
+    hooks = query(
+        db,
+        "SELECT h.max_retries, h.timeout_seconds, h.trace_context = p.trace_context, e.actor"
+        " FROM tasks h JOIN tasks p ON p.id = (h.payload->'task'->>'id')::uuid"
+        " JOIN task_events e ON e.task_id = h.id AND e.to_status = 'QUEUED' AND e.from_status IS NULL"
+        " WHERE h.name = 'tasklane.webhook'",
+    )
+    assert hooks == [(2, 3, True, "dependencies")] * 2
+    assert _status(rt, quiet.id) is Status.CANCELLED
