@@ -201,7 +201,7 @@ def test_bulk_cancel_takes_waiting_tasks(rt: Container) -> None:
 
 def test_dependents_cancelled_by_a_failed_parent_get_completion_webhooks(make_rt: Callable[..., Container]) -> None:
     # Limits other than the defaults: the trigger must use the deployment's, which the
-    # statement that ended the parent hands it (migration 0019).
+    # statement that ended the parent hands it (migration 0020).
     rt = make_rt(webhook_max_retries=2, webhook_timeout_seconds=3)
     db = rt.settings.database_url
     with receiving() as receiver:

@@ -267,7 +267,7 @@ WITH o AS (
            %(actor)s, error, error_type, name, started_at
     FROM u
 ), hooks AS (
-    -- Its completion webhooks (migration 0019).
+    -- Its completion webhooks (migration 0018).
     SELECT * FROM tasklane_completion_webhooks(
         (SELECT jsonb_agg(to_jsonb(f)) FROM u f WHERE f.callback_url IS NOT NULL),
         %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
@@ -316,7 +316,7 @@ WITH c AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s FROM c
 ), hooks AS (
-    -- Its completion webhooks (migration 0019).
+    -- Its completion webhooks (migration 0018).
     SELECT * FROM tasklane_completion_webhooks(
         (SELECT jsonb_agg(to_jsonb(f)) FROM c f WHERE f.callback_url IS NOT NULL),
         %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
@@ -350,7 +350,7 @@ WITH d AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type)
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s, last_error, last_error_type FROM c
 ), hooks AS (
-    -- Its completion webhooks (migration 0019).
+    -- Its completion webhooks (migration 0018).
     SELECT * FROM tasklane_completion_webhooks(
         (SELECT jsonb_agg(to_jsonb(f)) FROM c f WHERE f.callback_url IS NOT NULL),
         %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
@@ -1029,7 +1029,7 @@ WITH c AS (
     INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name)
     SELECT id, from_status, 'CANCELLED', attempts, %(actor)s, name FROM w
 ), hooks AS (
-    -- Its completion webhooks (migration 0019).
+    -- Its completion webhooks (migration 0018).
     SELECT * FROM tasklane_completion_webhooks(
         (SELECT jsonb_agg(to_jsonb(f)) FROM w f WHERE f.callback_url IS NOT NULL),
         %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
