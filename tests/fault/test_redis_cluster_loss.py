@@ -163,13 +163,15 @@ def test_a_dead_master_without_tasklanes_keys_stops_nothing(
         rt.close()
 
 
+@pytest.mark.parametrize("partitions", ["1", "4"])
 def test_live_stack_on_a_cluster_survives_its_queue_master_dying(
-    cluster: RedisClusterHandle, pg_server: str, tmp_path: Path
+    partitions: str, cluster: RedisClusterHandle, pg_server: str, tmp_path: Path
 ) -> None:
     cluster.wait_ok()
     database = devservices.test_database_name("fault")
+    env = {**CLUSTER_ENV, "TASKLANE_QUEUE_PARTITIONS": partitions}
     try:
-        with live_stack(pg_server, cluster.url, tmp_path / "stack", database=database, env=CLUSTER_ENV) as stack:
+        with live_stack(pg_server, cluster.url, tmp_path / "stack", database=database, env=env) as stack:
             health = requests.get(stack.base_url + "/health", timeout=10)
             assert health.status_code == 200, health.text
             r = stack.post("/api/v1/tasks", {"name": "noop", "payload": {"before": True}, "priority": "high"})
@@ -177,9 +179,12 @@ def test_live_stack_on_a_cluster_survives_its_queue_master_dying(
             before = r.json()["id"]
             wait_on_stack(stack, lambda: stack.task(before)["status"] == "COMPLETED", timeout=20, message="a task")
 
-            home = cluster.node_for(Keys().leases)  # the stack's prefix is the default
+            # The stack's prefix is the default; partition 0 (health's key, the wake list).
+            home = cluster.node_for(Keys().leases)
             for other in (n for n in cluster.nodes if n is not home):
-                cluster.flush(other)  # holds none of Tasklane's keys: nothing happens
+                # One partition: they hold none of Tasklane's keys, nothing happens; four:
+                # they hold partitions 1 and 2, which the sweeper rebuilds.
+                cluster.flush(other)
             home.kill()
 
             body = wait_health_down(stack)
