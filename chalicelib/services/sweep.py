@@ -231,6 +231,7 @@ def _prune(rt: Container, report: SweepReport, actor: str) -> None:
     report.pruned = rt.store.prune_finished(s.retention_days * 86400)
     metrics.log_pruned(report.pruned, s.retention_days)
     rt.store.prune_batches(s.retention_days * 86400)  # those whose tasks are all gone
+    rt.store.prune_workflows(s.retention_days * 86400)  # likewise
     rt.store.forget_idempotency_keys(s.idempotency_window_hours * 3600)
     # Only housekeeping: a submit takes over a key whose window passed by itself.
     rt.store.prune_unique_keys()

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chalicelib.container import Container
 from chalicelib.core.model import Status
+from chalicelib.core.requests import parse_workflow
 from chalicelib.observability import metrics
-from chalicelib.services.submit import submit
+from chalicelib.services.submit import submit, submit_workflow
 from chalicelib.services.sweep import sweep
-from tests.helpers import drain_once, query, request
+from tests.helpers import drain_and_sweep_until, drain_once, query, request
 
 TENANT = "retention"
 
@@ -145,3 +147,36 @@ def test_idempotency_key_is_forgotten_after_its_window(make_rt: Callable[..., Co
     kept = rt.store.get_task(TENANT, first.id)
     assert kept is not None and kept.idempotency_key is None
     assert query(rt.settings.database_url, "SELECT count(*) FROM tasks WHERE idempotency_key = 'k-old'") == [(1,)]
+
+
+def _workflow(rt: Container, steps: dict[str, Any]) -> Any:
+    wf = submit_workflow(rt, TENANT, parse_workflow({"steps": steps}, rt.settings, rt.registry))
+    ids = [s.id for s in wf.steps.values()]
+    db = rt.settings.database_url
+    drain_and_sweep_until(rt, lambda: {r[0] for r in query(db, _FINAL, ids)} == {True})
+    return wf
+
+
+_FINAL = "SELECT finished_at IS NOT NULL FROM tasks WHERE id = ANY(%s::uuid[])"
+
+
+def test_workflows_none_of_whose_tasks_is_left_are_pruned(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt(retention_days=1)
+    db = rt.settings.database_url
+    chain = {"a": {"name": "noop"}, "b": {"name": "noop", "after": ["a"]}}
+    gone, young = _workflow(rt, chain), _workflow(rt, chain)
+    # A failed first step: a dead letter, which retention keeps, and its cancelled dependent.
+    dead = _workflow(rt, {"a": {"name": "fail", "payload": {"permanent": True}}, "b": {"name": "noop", "after": ["a"]}})
+    for wf in (gone, young, dead):
+        for step in wf.steps.values():
+            _age(rt, step.id, "finished_at", "25 hours")
+    older = "UPDATE workflows SET created_at = created_at - interval '25 hours' WHERE id = %s RETURNING id"
+    for wf in (gone, dead):
+        query(db, older, wf.id)
+    report = sweep(rt)
+    assert report.errors == [] and report.pruned == 5  # all but the dead letter
+    assert rt.store.get_workflow(TENANT, gone.id) is None
+    kept = rt.store.get_workflow(TENANT, young.id)  # its tasks are gone, but it is inside retention
+    assert kept is not None and kept[1] == []
+    still = rt.store.get_workflow(TENANT, dead.id)  # its dead letter is left
+    assert still is not None and [t.id for t in still[1]] == [dead.steps["a"].id]

@@ -30,6 +30,7 @@ SCALAR = {
     "prune_batches",
     "prune_finished",
     "prune_unique_keys",
+    "prune_workflows",
     "rotate_webhook_secret",
     "schema_version",
     "set_progress",

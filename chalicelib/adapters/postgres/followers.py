@@ -100,6 +100,13 @@ class FollowerQueries:
             conn.execute(self._q["insert_workflow"], {"id": workflow_id, "tenant": tenant, "steps": encode(steps)})
             return [Task.from_row(r) for r in rows]
 
+    def prune_workflows(self: _Store, retention_seconds: float, *, limit: int = 5000) -> int:
+        """Delete workflows created before the retention period whose steps' tasks are
+        all gone; returns how many."""
+        with self.connection() as conn:
+            params = {"retention_seconds": retention_seconds, "limit": limit}
+            return conn.execute(self._q["prune_workflows"], params).rowcount
+
     def get_workflow(self: _Store, tenant: str, workflow_id: str) -> tuple[Workflow, list[Task]] | None:
         """The workflow and its steps' tasks (those not pruned yet)."""
         row = self._one("get_workflow", {"id": workflow_id, "tenant": tenant})

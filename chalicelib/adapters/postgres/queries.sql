@@ -499,6 +499,22 @@ WITH doomed AS (
 )
 DELETE FROM batches WHERE id = ANY(ARRAY(SELECT id FROM doomed));
 
+-- name: prune_workflows
+-- Workflows created before the retention period none of whose steps' tasks is left
+-- (pruned after retention; a dead-letter step keeps its workflow until it is purged),
+-- oldest first (workflows_created_at, migration 0021); the NOT EXISTS is one
+-- primary-key probe of tasks per step.  A workflow's steps are fixed when it is
+-- inserted, with their tasks, in one transaction: none can appear in one being deleted.
+WITH doomed AS (
+    SELECT w.id FROM workflows w
+    WHERE w.created_at < now() - make_interval(secs => %(retention_seconds)s)
+      AND NOT EXISTS (SELECT 1 FROM jsonb_each_text(w.steps) s JOIN tasks t ON t.id = s.value::uuid)
+    ORDER BY w.created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM workflows WHERE id = ANY(ARRAY(SELECT id FROM doomed));
+
 -- name: forget_idempotency_keys
 WITH old AS (
     SELECT id FROM tasks
