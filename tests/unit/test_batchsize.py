@@ -46,3 +46,23 @@ def test_bounds_are_kept_consistent() -> None:
     fixed = BatchSizer(500, 500)
     fixed.observe(500, 2, 0.0)
     assert fixed.size == 500
+
+
+def test_deployed_stages_claim_up_to_the_size_the_readme_documents() -> None:
+    """``.chalice/config.json`` gives the drain function the code's (and the README's)
+    largest claim, and no stage overrides it for every function."""
+    import json
+    import re
+    from pathlib import Path
+
+    from chalicelib.config import Settings
+
+    root = Path(__file__).resolve().parents[2]
+    config = json.loads((root / ".chalice" / "config.json").read_text())
+    documented = re.search(r"^\| `TASKLANE_DRAIN_BATCH_SIZE` \| `(\d+)` \|", (root / "README.md").read_text(), re.M)
+    assert documented is not None and int(documented.group(1)) == Settings.drain_batch_size
+    for name in ("dev", "prod"):
+        stage = config["stages"][name]
+        assert "TASKLANE_DRAIN_BATCH_SIZE" not in stage["environment_variables"], name
+        drain = stage["lambda_functions"]["drain"]["environment_variables"]
+        assert drain["TASKLANE_DRAIN_BATCH_SIZE"] == str(Settings.drain_batch_size), name
