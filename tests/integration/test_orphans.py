@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -53,10 +52,11 @@ def test_child_stops_at_once_when_its_parent_is_killed(tmp_path: Path) -> None:
         try:
             wait_for(lambda: "armed" in out.read_text(), timeout=30, message="the child to arm its death signal")
             parent.kill()
-            killed_at = time.monotonic()
             parent.wait(timeout=10)
-            wait_for(lambda: not pid_alive(child_pid), timeout=5, interval=0.01, message="the orphan to exit")
-            assert time.monotonic() - killed_at < 2.0  # its watcher would have taken an hour
+            # Its watcher would take an hour: any exit within the deadline is the death
+            # signal's.  A generous deadline, not a 2 s stopwatch: on a loaded machine a
+            # Python process's SIGTERM handling and exit can take seconds.
+            wait_for(lambda: not pid_alive(child_pid), timeout=60, interval=0.01, message="the orphan to exit")
             assert out.read_text().split() == ["armed", "stopping"]  # through its SIGTERM handler, in order
         finally:
             if pid_alive(child_pid):
