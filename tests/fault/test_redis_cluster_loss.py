@@ -16,12 +16,13 @@ import pytest
 import redis
 import requests
 
-from chalicelib.adapters.redis.keys import Keys
+from chalicelib.adapters.redis.keys import Keys, partition_of
 from chalicelib.services.submit import submit_many
+from chalicelib.services.sweep import sweep
 from tests.fault.conftest import TENANT, make_runtime, queue_is_empty
 from tests.fault.load import live_stack, wait_health_down, wait_on_stack, wait_recovered
 from tests.fault.workers import Workers, worker_env
-from tests.helpers import drain_and_sweep_until, request, status_counts, story_problems, task_stories
+from tests.helpers import drain_and_sweep_until, query, request, status_counts, story_problems, task_stories
 from tools.devstack import services as devservices
 from tools.devstack.services.redis_cluster import RedisClusterHandle, start_private_cluster
 
@@ -136,6 +137,46 @@ def test_a_master_losing_its_data_under_load_with_queue_partitions_loses_no_task
         )
     finally:
         workers.close()
+        rt.close()
+
+
+def test_partitions_on_live_masters_keep_draining_while_another_master_is_dead(
+    cluster: RedisClusterHandle, fault_db: str, prefix: str
+) -> None:
+    """4 queue partitions; the master of partition 1 (not partition 0's) dies.  Submits
+    go on and the tasks of the partitions on the live masters run at once (one pipeline
+    per partition when the whole one fails); partition 1's wait in PostgreSQL, and run
+    once their master is back (empty: its partition is rebuilt)."""
+    cluster.wait_ok()
+
+    def master(pre: str, partition: int) -> int:
+        return cluster.node_for(Keys(pre, partition).epoch).port or 0
+
+    # A prefix of this test's own whose partition 1 is not on partition 0's master.
+    pre = next(f"{prefix}-{i}" for i in range(100) if master(f"{prefix}-{i}", 1) != master(f"{prefix}-{i}", 0))
+    rt = make_runtime(fault_db, cluster.url, pre, redis_cluster=True, queue_partitions=4, drain_margin_seconds=0.0)
+    victim = cluster.node_for(rt.queue.parts[1].epoch)
+    on_victim = {p.partition for p in rt.queue.parts if cluster.node_for(p.epoch) is victim}
+    try:
+        sweep(rt)
+        victim.kill()
+        ids = [r.task.id for r in submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(80)])]
+        stranded = {i for i in ids if partition_of(i, 4) in on_victim}
+        assert stranded and len(stranded) < len(ids)
+        drain_and_sweep_until(
+            rt, lambda: status_counts(fault_db).get("COMPLETED", 0) == len(ids) - len(stranded), timeout=30
+        )
+        sql = "SELECT id::text FROM tasks WHERE status = 'QUEUED'"
+        assert {r[0] for r in query(fault_db, sql)} == stranded
+
+        victim.start()  # empty: partition 1's sentinel is gone with the rest
+        cluster.wait_ok()
+        drain_and_sweep_until(rt, lambda: status_counts(fault_db) == {"COMPLETED": len(ids)}, timeout=30)
+        assert story_problems(task_stories(fault_db)) == [] and not rt.queue.lost_partitions()
+    finally:
+        if not victim.is_running():
+            victim.start()
+            cluster.wait_ok()
         rt.close()
 
 

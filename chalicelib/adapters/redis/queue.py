@@ -37,6 +37,7 @@ from chalicelib.adapters.redis.scripts import CLAIM, EXPIRED, EXTEND
 from chalicelib.adapters.redis.scripts import READY_SCORE_LUA as READY_SCORE_LUA  # the aging test runs it
 from chalicelib.adapters.redis.views import QueueViews
 from chalicelib.config import TypeLimit
+from chalicelib.core.errors import QueueError
 from chalicelib.core.model import Priority, QueueEntry, head_start_ms, ready_score
 
 # The scripts live in ``scripts.py``; these names are what the tests hold to the contract.
@@ -190,10 +191,37 @@ class Queue(QueueViews):
         of some partitions)."""
         if partitions is not None:
             entries = [e for e in entries if not set(self._places(e.id)).isdisjoint(partitions)]
-        with translate():
-            pipe = self.client.pipeline(transaction=False)
-            if self._add(pipe, entries, only_new=only_new):
-                pipe.execute()
+        entries = list(entries)
+        try:
+            with translate():
+                pipe = self.client.pipeline(transaction=False)
+                if self._add(pipe, entries, only_new=only_new):
+                    pipe.execute()
+        except QueueError:
+            if len(self.parts) == 1:
+                raise
+            self._push_each(entries, only_new=only_new)
+
+    def _push_each(self, entries: list[QueueEntry], *, only_new: bool) -> None:
+        """One pipeline per partition: a pipeline that spans an unreachable master fails
+        whole, and the partitions on the other masters should still get their ids.
+        Raises the first failure after trying them all (what failed, the sweeper's
+        reconciliation pushes again)."""
+        capped = self._capped_tenants()
+        groups: dict[int, list[QueueEntry]] = {}
+        for e in entries:
+            groups.setdefault(self._home(e.id, e.name, e.tenant, capped), []).append(e)
+        failed: QueueError | None = None
+        for group in groups.values():
+            try:
+                with translate():
+                    pipe = self.client.pipeline(transaction=False)
+                    if self._add(pipe, group, only_new=only_new):
+                        pipe.execute()
+            except QueueError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     def _add(self, pipe: Any, entries: Iterable[QueueEntry], *, only_new: bool = False) -> bool:
         """Queue the ZADDs for ``entries`` and their wake tokens on ``pipe``; False when
@@ -264,11 +292,24 @@ class Queue(QueueViews):
         partitions"); since heads only age, every partition's head is the best in turn."""
         if len(self.parts) == 1:
             return self._claim_from(0, count, lease_seconds)
+        try:
+            order = self._by_head()
+        except QueueError:
+            # A master is unreachable and the heads' pipeline failed whole: try every
+            # partition on its own (in turn), so those on the other masters still drain.
+            self._turn = turn = (self._turn + 1) % len(self.parts)
+            order = [(turn + i) % len(self.parts) for i in range(len(self.parts))]
         out: dict[str, str] = {}
-        for p in self._by_head():
-            out.update(self._claim_from(p, count - len(out), lease_seconds))
+        failed: QueueError | None = None
+        for p in order:
+            try:
+                out.update(self._claim_from(p, count - len(out), lease_seconds))
+            except QueueError as exc:
+                failed = failed or exc
             if len(out) >= count:
                 break
+        if failed is not None and not out:
+            raise failed
         return out
 
     def _by_head(self) -> list[int]:
@@ -403,12 +444,19 @@ class Queue(QueueViews):
     def expired_leases(self, limit: int) -> list[str]:
         """Up to ``limit`` ids whose Redis lease deadline passed, every partition's."""
         out: list[str] = []
+        failed: QueueError | None = None
         for part in self.parts:
             if len(out) >= limit:
                 break
-            with translate():
-                raw = self._expired(keys=[part.leases], args=[limit - len(out)])
+            try:  # one partition's master unreachable: the others' still count
+                with translate():
+                    raw = self._expired(keys=[part.leases], args=[limit - len(out)])
+            except QueueError as exc:
+                failed = failed or exc
+                continue
             out += [as_text(r) for r in raw]
+        if failed is not None and not out:
+            raise failed
         return out
 
     def lost_partitions(self) -> list[int]:
