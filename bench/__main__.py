@@ -304,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also compare drain and submit with 1,000,000 finished tasks in the table (~2-3 more minutes)",
     )
     parser.add_argument(
+        "--big-rows",
+        type=int,
+        default=None,
+        help="finished tasks for --big-table (default 1,000,000, quick 200,000); 10000000 takes about an hour",
+    )
+    parser.add_argument(
         "--only",
         default=",".join(ALL_PARTS),
         help=f"comma-separated subset of {','.join(ALL_PARTS)}, or none (e.g. with --big-table)",
@@ -317,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.repeats:
         plan = Plan(**{**plan.__dict__, "repeats": max(1, min(args.repeats, 10))})
+    if args.big_rows is not None:
+        if args.big_rows < 1000:
+            parser.error("--big-rows must be at least 1000")
+        plan = Plan(**{**plan.__dict__, "big_rows": args.big_rows})
     parts = {p.strip() for p in args.only.split(",") if p.strip()} - {"none"}
     unknown = parts - set(ALL_PARTS)
     if unknown:
@@ -340,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.big_table:
             from bench import bigtable
 
-            print("-- 1,000,000 finished tasks vs an empty table", flush=True)
+            print(f"-- {plan.big_rows:,} finished tasks vs an empty table", flush=True)
             try:
                 results["big_table"] = bigtable.compare(
                     env, rows=plan.big_rows, n=plan.big_n, repeats=plan.big_repeats, submit_seconds=plan.submit_seconds

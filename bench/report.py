@@ -271,8 +271,11 @@ def render(results: dict[str, Any]) -> str:
             f"| single submit (tasks/s) | {fmt(big['submit_rate_empty'])} | {fmt(big['submit_rate_big'])} "
             f"| {big['submit_rate_big'] / big['submit_rate_empty']:.2f} |",
             f"\n(history built in {big['build_seconds']:.0f} s with INSERT ... SELECT generate_series: "
-            f"{fmt(big['history_rows'])} COMPLETED tasks with three task_events rows each; "
-            f"{fmt(big['rows_in_big_table'])} rows in tasks at the end. Interleaved pairs, medians.)",
+            f"{fmt(big['history_rows'])} COMPLETED tasks with three task_events rows each"
+            + (f" in {big['event_partitions']} day partitions" if big.get("event_partitions") else "")
+            + f"; {fmt(big['rows_in_big_table'])} rows in tasks"
+            + (f" and {fmt(big['events_in_big_table'])} in task_events" if big.get("events_in_big_table") else "")
+            + " at the end. Interleaved pairs, medians.)",
             "",
         ]
     split = latency_split_table(results)
