@@ -16,21 +16,24 @@ hash tag of its own (``keys.py``), and every script call touches one partition. 
 entry lives in its id's partition (``keys.partition_of``), except that limited task
 types and tenants with a max_running quota live wholly in partition 0, where their
 inflight sets, running sets and token buckets are: those limits hold globally, while
-fair share between tenants holds within each partition.  A claim reads every
-partition's head in one pipeline and claims from the best first (``claim``).
+fair share between tenants holds within each partition.  A claim reads the
+partitions' best scores in one pipeline and takes each partition's share of the
+best ``count`` (``claim``, ``heads.py``).
 
 Every Redis error leaves this module as ``QueueError`` (``client.translate``).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from chalicelib.adapters.redis.client import RedisLike, as_text, connect, translate
-from chalicelib.adapters.redis.heads import read_heads
+from chalicelib.adapters.redis.heads import Heads, read_heads
 from chalicelib.adapters.redis.keys import MAX_PARTITIONS, Keys, partition_of
 from chalicelib.adapters.redis.presence import Presence
 from chalicelib.adapters.redis.scripts import CLAIM, EXPIRED, EXTEND
@@ -286,51 +289,80 @@ class Queue(QueueViews):
         tenants; returns ``{id: task type name or ""}`` in claim order: the order the
         batch should start in.
 
-        With partitions, the partitions are tried best head first until ``count`` ids
-        are claimed: a batch starts with the best id of all, then may take worse ids of
-        that partition before better ones of another (docs/scaling.md, "Queue
-        partitions"); since heads only age, every partition's head is the best in turn."""
-        if len(self.parts) == 1:
+        With partitions: one pipeline reads the best scores of every partition; the
+        best ``count`` of them say each partition's share of the batch, and each
+        partition's claim script takes that many (best partition first).  Room a limit
+        or quota left is filled from the partitions, best head first.  So a batch is
+        the best ``count`` ids of all partitions, up to fair share within each and the
+        limits (docs/scaling.md, "Queue partitions")."""
+        n = len(self.parts)
+        if n == 1:
             return self._claim_from(0, count, lease_seconds)
-        try:
-            order = self._by_head()
-        except QueueError:
-            # A master is unreachable and the heads' pipeline failed whole: try every
-            # partition on its own (in turn), so those on the other masters still drain.
-            self._turn = turn = (self._turn + 1) % len(self.parts)
-            order = [(turn + i) % len(self.parts) for i in range(len(self.parts))]
         out: dict[str, str] = {}
+        try:
+            heads = self._read_heads(count)
+        except QueueError:
+            # A master is unreachable and the read's pipeline failed whole: try every
+            # partition on its own (in turn), so those on the other masters still drain.
+            self._turn = turn = (self._turn + 1) % n
+            return self._claim_in_turn([(turn + i) % n for i in range(n)], count, lease_seconds, out)
+        order = [p for best, _, p in sorted(heads.ranked) if best < math.inf]
+        share = Counter(p for _, p in heapq.nsmallest(count, ((s, p) for p in order for s in heads.scores[p])))
+        rest = []
+        for p in order:
+            if share[p]:
+                before = len(out)
+                self._claim_in_turn([p], share[p], lease_seconds, out)
+                if len(out) - before < share[p]:
+                    continue  # a limit, a quota or a failure held some back: no more here
+            if heads.more[p] or len(heads.scores[p]) > share[p]:
+                rest.append(p)
+        if len(out) < count and rest:
+            self._claim_in_turn(rest, count, lease_seconds, out)
+        return out
+
+    def _claim_in_turn(self, order: list[int], count: int, lease_seconds: float, out: dict[str, str]) -> dict[str, str]:
+        """Claim into ``out`` from the partitions in ``order`` until it holds ``count``
+        ids more than it did; a partition that fails is skipped, and the first failure
+        is raised only when nothing at all was claimed."""
+        target = len(out) + count
         failed: QueueError | None = None
         for p in order:
             try:
-                out.update(self._claim_from(p, count - len(out), lease_seconds))
+                out.update(self._claim_from(p, target - len(out), lease_seconds))
             except QueueError as exc:
                 failed = failed or exc
-            if len(out) >= count:
+            if len(out) >= target:
                 break
         if failed is not None and not out:
             raise failed
         return out
 
-    def _by_head(self) -> list[int]:
-        """The partitions that may hold claimable work, best head first (``heads.py``);
-        one pipeline, two when a partition has a tenant this process did not know yet."""
+    def _read_heads(self, count: int) -> Heads:
+        """``heads.read_heads``; read again at once when a partition has a tenant this
+        process did not know yet.  A partition's share of the best ``count`` is binomial
+        (an id's partition is a hash) with mean ``count``/n: it is read to the mean plus
+        four standard deviations.  Partition 0 is read ``count`` deep when it holds
+        limited types or capped tenants, whose shares no hash evens out."""
+        n = len(self.parts)
+        mean = count / n
+        depth = min(count, math.ceil(mean + 4 * math.sqrt(mean)) + 2)
+        uneven = bool(self.limits) or bool(self._capped_tenants())
+        depths = [count if uneven else depth] + [depth] * (n - 1)
         for _ in range(2):
             known = list(self._tenants)
-            ranked, unknown = self._heads(known)
-            if not unknown:
-                break
-            for p, tenants in unknown.items():
+            self._turn = turn = (self._turn + 1) % n
+            with translate():
+                heads = read_heads(self.client, self.parts, known, sorted(self.limits), self._head_starts, turn, depths)
+            if not heads.unknown:
+                return heads
+            for p, tenants in heads.unknown.items():
                 self._tenants[p] = tuple(sorted(set(known[p]) | tenants))
-        else:
-            # Tenants keep arriving: try those partitions first, their claim learns them.
-            ranked = [(-math.inf if p in unknown else best, turn, p) for best, turn, p in ranked]
-        return [p for best, _, p in sorted(ranked) if best < math.inf]
-
-    def _heads(self, known: list[tuple[str, ...]]) -> tuple[list[tuple[float, int, int]], dict[int, set[str]]]:
-        self._turn = turn = (self._turn + 1) % len(self.parts)
-        with translate():
-            return read_heads(self.client, self.parts, known, sorted(self.limits), self._head_starts, turn)
+        # Tenants keep arriving: those partitions first, each of their claims learns them.
+        heads.ranked = [(-math.inf if p in heads.unknown else b, t, p) for b, t, p in heads.ranked]
+        for p in heads.unknown:
+            heads.more[p] = True
+        return heads
 
     def _claim_from(self, partition: int, count: int, lease_seconds: float) -> dict[str, str]:
         """The claim script on one partition's keys."""
