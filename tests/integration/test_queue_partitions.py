@@ -141,6 +141,18 @@ def test_limited_types_and_capped_tenants_live_in_partition_zero(client: redis.R
     assert [i in typed_ids for i in q.claim(50, 30)] == [True]  # then the type's
 
 
+def test_a_tenant_given_a_running_quota_moves_into_partition_zero(client: redis.Redis) -> None:
+    q = Queue(client, partitions=PARTS)
+    queued = _entries("x", 60, at_ms=time.time() * 1000)
+    q.push(queued)  # no quota yet: spread over the partitions
+    assert client.zcard(q.parts[0].tenant_ready("x")) < 60
+    q.set_tenant_limits({}, {"x": 2})  # what the sweeper does when the quota appears
+    assert client.zcard(q.parts[0].tenant_ready("x")) == 60
+    assert not any(client.exists(part.tenant_ready("x")) for part in q.parts[1:])
+    assert len(q.claim(50, 30)) == 2 and not q.claim(50, 30)  # the quota holds for all of them
+    assert q.tenant_depths(["x"]) == {"x": (58, 2)}
+
+
 def test_black_box_submit_drain_retries_priorities_with_partitions(make_rt: Callable[..., Container]) -> None:
     rt = make_rt(queue_partitions=PARTS, drain_batch_size=1, executor_concurrency=1)
     assert rt.queue.partitions == PARTS

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from chalicelib.adapters.redis.capped import move_to_partition_zero
 from chalicelib.adapters.redis.client import RedisLike, as_text, connect, translate
 from chalicelib.adapters.redis.heads import Heads, read_heads
 from chalicelib.adapters.redis.keys import MAX_PARTITIONS, Keys, partition_of
@@ -545,7 +546,8 @@ class Queue(QueueViews):
         """Replace the claim script's copy of the tenants' weights (every partition's:
         fair share holds per partition) and running quotas (partition 0's only: capped
         tenants live there); PostgreSQL's ``tenant_limits`` is the source, the sweeper
-        calls this."""
+        calls this).  Capped tenants' ready ids in other partitions move to partition 0
+        (``capped.py``)."""
         # New values first, then the fields no longer configured: a claim in between
         # sees old or new limits, never none (no MULTI: a cluster pipeline has none).
         targets: list[tuple[str, Mapping[str, float] | Mapping[str, int]]] = [
@@ -565,6 +567,8 @@ class Queue(QueueViews):
                 if stale:
                     pipe.hdel(key, *stale)
             pipe.execute()
+            self._capped = (time.monotonic(), frozenset(max_running))
+            move_to_partition_zero(self.client, self.parts, max_running)
 
 
 def _wake(pipe: Any, key: str, tokens: int) -> None:
