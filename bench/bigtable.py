@@ -22,27 +22,42 @@ HISTORY_TENANT = "bench-history"
 HISTORY_DAYS = 6.0
 CHUNK = 1_000_000
 
-# md5(salt || i) as the id: random-looking like the uuid4 the API makes (so the
-# primary key grows by random inserts, as in production), and the same expression
-# gives each event its task's id without reading tasks back.
-_TASKS = """
+# The ids are what the API makes (chalicelib/core/ids.py): version 7, the first 48
+# bits the task's creation time in milliseconds, the rest random (from md5(i), so
+# that each event computes its task's id without reading tasks back).
+_ID = (
+    "(lpad(to_hex((extract(epoch FROM {t}) * 1000)::bigint), 12, '0') || '7'"
+    " || substr(md5('h' || i), 1, 3) || '8' || substr(md5('h' || i), 4, 15))::uuid"
+)
+_T = "(%(start)s::timestamptz - i * %(step)s::interval)"
+_TASKS = (
+    """
 INSERT INTO tasks (id, tenant, name, status, priority, payload, result, attempts, max_retries,
                    timeout_seconds, run_at, enqueued_at, created_at, updated_at, started_at, finished_at)
-SELECT md5('h' || i)::uuid, %(tenant)s, 'noop', 'COMPLETED', 'normal', '{"n": 1}'::jsonb, '{"n": 1}'::jsonb,
+SELECT """
+    + _ID.format(t="t")
+    + """, %(tenant)s, 'noop', 'COMPLETED', 'normal', '{"n": 1}'::jsonb, '{"n": 1}'::jsonb,
        1, 3, 60, t, t, t, t + interval '2 ms', t + interval '1 ms', t + interval '2 ms'
-FROM (SELECT i, %(start)s::timestamptz - i * %(step)s::interval AS t
-      FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i) AS g
+FROM (SELECT i, """
+    + _T
+    + """ AS t FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i) AS g
 """
+)
 # What the submit, claim and finish statements write, task_name included (so the
 # metrics trigger counts them as it counts live traffic, without its join).
-_EVENTS = """
+_EVENTS = (
+    """
 INSERT INTO task_events (task_id, at, from_status, to_status, attempt, actor, task_name)
-SELECT md5('h' || i)::uuid, %(start)s::timestamptz - i * %(step)s::interval + e.after * interval '1 ms',
-       e.from_status, e.to_status, e.attempt, 'bench-history', 'noop'
+SELECT """
+    + _ID.format(t=_T)
+    + ", "
+    + _T
+    + """ + e.after * interval '1 ms', e.from_status, e.to_status, e.attempt, 'bench-history', 'noop'
 FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i
 CROSS JOIN (VALUES (0, NULL, 'QUEUED', 0), (1, 'QUEUED', 'PROCESSING', 1), (2, 'PROCESSING', 'COMPLETED', 1))
      AS e(after, from_status, to_status, attempt)
 """
+)
 
 
 def build(env: BenchEnv, rows: int) -> tuple[str, float]:

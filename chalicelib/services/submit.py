@@ -8,7 +8,6 @@ lost; it may only start later than usual.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from chalicelib.adapters.postgres.store import dumps
 from chalicelib.container import Container
 from chalicelib.core.batches import BatchRecord, BatchSpec, NewBatch
 from chalicelib.core.errors import ConflictError, QueueError, ValidationError
+from chalicelib.core.ids import new_ids
 from chalicelib.core.model import NewTask, QueueEntry, Status, Task
 from chalicelib.core.requests import TaskRequest, WorkflowRequest
 from chalicelib.core.tracecontext import TraceContext, new_root, new_root_headers
@@ -288,21 +288,6 @@ def _new_tasks(
             expires_at=r.expires_at,
         )
         for r, task_id, header in zip(requests, new_ids(len(requests)), headers, strict=True)
-    ]
-
-
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
-
-def new_ids(count: int) -> list[str]:
-    """``count`` random (version 4) UUIDs as text, ``str(uuid.uuid4())`` each, from one
-    draw of randomness: a bulk submit paid ~2 µs a task for ``uuid4``'s system call
-    and its ``UUID`` object."""
-    h = secrets.token_hex(16 * count)
-    return [
-        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
-        f"{_VARIANT[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
-        for i in range(0, 32 * count, 32)
     ]
 
 

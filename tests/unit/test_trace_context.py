@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from chalicelib.core.ids import new_ids
 from chalicelib.core.tracecontext import (
     MAX_HEADER,
     TraceContext,
@@ -19,8 +20,8 @@ from chalicelib.core.tracecontext import (
     parse_traceparent,
     stored,
 )
-from chalicelib.services.submit import new_ids
 from chalicelib.tasktypes.context import TaskContext
+from tests.helpers import wait_for
 
 ROOT = "1-5759e988-bd862e3fe1be46a994272793"
 PARENT = "53995c3f42cd8ad8"
@@ -162,8 +163,14 @@ def test_bulk_roots_and_task_ids_have_the_single_forms() -> None:
     for h in headers:
         parsed = parse_amzn(h)
         assert parsed is not None and parsed.header() == h and parsed.parent is None
+    before = time.time_ns() // 1_000_000
     ids = new_ids(2000)
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == 2000
     for text in ids:
         u = uuid.UUID(text)
-        assert str(u) == text and u.version == 4 and u.variant == uuid.RFC_4122
+        assert str(u) == text and u.version == 7 and u.variant == uuid.RFC_4122
+        assert before <= u.int >> 80 <= after  # the first 48 bits: the Unix time in ms
+    # Time-ordered: a later call's ids sort after an earlier call's.
+    wait_for(lambda: time.time_ns() // 1_000_000 > after)
+    assert min(new_ids(50)) > max(ids)

@@ -38,6 +38,7 @@ from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.adapters.postgres.tenants import TenantQueries
 from chalicelib.core.audit import AuditAction
 from chalicelib.core.errors import ConflictError, StoreError, ValidationError
+from chalicelib.core.ids import new_ids
 from chalicelib.core.model import Claimed, NewTask, Outcome, Status, Task
 from chalicelib.core.records import (
     ApiKeyRecord,
@@ -439,7 +440,7 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, Deadlin
                     params = {
                         "schedule_id": schedule.id,
                         "fire_at": fire_at,
-                        "task_id": str(uuid.uuid4()),
+                        "task_id": new_ids(1)[0],
                         "actor": actor,
                         # Each fired task is a trace of its own.
                         "trace_context": new_root().header(),
