@@ -5,15 +5,19 @@ claimed, and nothing is lost.  The proof is in PostgreSQL and Redis afterwards."
 from __future__ import annotations
 
 import signal
-import time
 
 from chalicelib.container import Container
 from chalicelib.services.submit import submit, submit_many
 from tests.fault.conftest import TENANT, queue_is_empty
-from tests.fault.workers import Workers
+from tests.fault.workers import Worker, Workers
 from tests.helpers import query, request, story_problems, task_stories
 
 SLEEP_SECONDS = 3.0
+# The drainers here would run for ten minutes if SIGTERM did not stop them (their idle
+# exit; the invocation budget is fifteen), so "it stopped" is an exit within a minute,
+# however long a loaded machine takes to record, close its pools and leave Python.
+NO_IDLE_EXIT = {"TASKLANE_DRAIN_IDLE_EXIT_SECONDS": "600"}
+EXIT_DEADLINE_SECONDS = 60
 
 
 def _row(database_url: str, task_id: str) -> tuple[str, int]:
@@ -21,20 +25,25 @@ def _row(database_url: str, task_id: str) -> tuple[str, int]:
     return status, attempts
 
 
+def _wait_exit(workers: Workers, drainer: Worker) -> None:
+    workers.wait_for(
+        lambda: drainer.proc.poll() is not None, timeout=EXIT_DEADLINE_SECONDS, message="the drainer to exit"
+    )
+    assert drainer.proc.returncode == 0, workers.describe()
+
+
 def test_sigterm_mid_task_finishes_it_and_leaves_the_rest_queued(
     runtime: Container, workers: Workers, fault_db: str
 ) -> None:
-    drainer = workers.drain(TASKLANE_DRAIN_BATCH_SIZE="1")
+    drainer = workers.drain(TASKLANE_DRAIN_BATCH_SIZE="1", **NO_IDLE_EXIT)
     running = submit(runtime, TENANT, request("sleep", {"seconds": SLEEP_SECONDS}, timeout_seconds=60)).task.id
     workers.wait_for(lambda: _row(fault_db, running)[0] == "PROCESSING", timeout=20, message="the task to start")
     waiting = [s.task.id for s in submit_many(runtime, TENANT, [request() for _ in range(5)])]  # type: ignore[union-attr]
 
-    signalled_at = time.monotonic()
     drainer.signal(signal.SIGTERM)
     assert _row(fault_db, running) == ("PROCESSING", 1), "the task ended before the signal: no test"
-    assert drainer.proc.wait(timeout=SLEEP_SECONDS + 15) == 0, workers.describe()
-    # It waited for the running task, not for its 15-minute invocation budget.
-    assert time.monotonic() - signalled_at < SLEEP_SECONDS + 10
+    # It waited for the running task, not for its idle exit or its invocation budget.
+    _wait_exit(workers, drainer)
 
     # The running task finished under its own lease: one attempt, recorded by the
     # drainer that ran it (not rescued by a sweeper after a lost lease).
@@ -65,12 +74,11 @@ def test_sigterm_mid_task_finishes_it_and_leaves_the_rest_queued(
 
 
 def test_sigterm_while_idle_exits_at_once(runtime: Container, workers: Workers, fault_db: str) -> None:
-    drainer = workers.drain()
+    drainer = workers.drain(**NO_IDLE_EXIT)
     # Its loop is running (signal handlers installed) once it has run a task; then it
     # idles, blocked on Redis for a wake token.
     probe = submit(runtime, TENANT, request()).task.id
     workers.wait_for(lambda: _row(fault_db, probe)[0] == "COMPLETED", timeout=30, message="the drainer to run")
-    signalled_at = time.monotonic()
     drainer.signal(signal.SIGTERM)
-    assert drainer.proc.wait(timeout=10) == 0, workers.describe()
-    assert time.monotonic() - signalled_at < 3.0
+    # At its next idle wait (0.1 s), not at its idle exit ten minutes away.
+    _wait_exit(workers, drainer)

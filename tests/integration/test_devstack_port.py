@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 
@@ -26,9 +25,10 @@ def test_a_port_freed_within_the_wait_is_taken(capsys: pytest.CaptureFixture[str
     release = threading.Timer(0.5, holder.close)
     release.start()
     try:
-        started = time.monotonic()
         supervisor._wait_for_port(port, timeout=10)
-        assert 0.4 < time.monotonic() - started < 5
+        # It returned after the release, not before (an order, not a stopwatch; a wait
+        # that ran out would have raised).
+        assert holder.fileno() == -1, "returned while the port was still held"
     finally:
         release.cancel()
         holder.close()
@@ -49,7 +49,5 @@ def test_a_free_port_does_not_wait(capsys: pytest.CaptureFixture[str]) -> None:
     holder = _hold_port()
     port = holder.getsockname()[1]
     holder.close()
-    started = time.monotonic()
     supervisor._wait_for_port(port, timeout=10)
-    assert time.monotonic() - started < 1
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == ""  # waiting starts by saying so

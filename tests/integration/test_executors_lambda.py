@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from chalice import test as chalice_test
+from chalice.local import LambdaContext
 from chalice.test import Client
 
 import app as tasklane_app
@@ -60,23 +62,44 @@ def scheduled_event(client: Client) -> dict[str, Any]:
     )
 
 
-def test_drain_stops_claiming_when_its_budget_runs_low(install: Callable[..., Container]) -> None:
-    # Chalice's test context gives the invocation 3 s; with a 2 s margin the drain may
-    # start batches only during its first second.
-    rt = install(drain_margin_seconds=2.0, drain_batch_size=2, drain_idle_exit_seconds=5.0)
+# The timed drain's invocation: Chalice's test client gives every invocation 3 s,
+# which left a claim window of 1 s and a 1 s bound on a batch; a loaded machine could
+# stall through either.  This one lasts 30 s and claims only during the first 2 s.
+BUDGET_MS = 30_000
+CLAIM_WINDOW_SECONDS = 2.0
+SLEEP_SECONDS = 1.0
+
+
+def test_drain_stops_claiming_when_its_budget_runs_low(
+    install: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = install(
+        drain_margin_seconds=BUDGET_MS / 1000 - CLAIM_WINDOW_SECONDS, drain_batch_size=2, drain_idle_exit_seconds=5.0
+    )
     with Client(tasklane_app.app, stage_name="local") as client:
         # A first invocation pays the cold start (Powertools builds its Tracer, which
-        # loads the X-Ray SDK): on a loaded machine that alone can exceed the 1 s the
-        # timed invocation below has for starting batches.
-        client.lambda_.invoke("drain", scheduled_event(client))
-    ids = [submit(rt, "t1", request("sleep", {"seconds": 0.6})).task.id for _ in range(8)]
+        # loads the X-Ray SDK), so the timed one below starts claiming at once.  Its 3 s
+        # are below the margin: it claims nothing.
+        assert client.lambda_.invoke("drain", scheduled_event(client)).payload["claimed"] == 0
+    contexts: list[LambdaContext] = []
+
+    def long_invocation(function_name: str, memory_size: int) -> LambdaContext:
+        contexts.append(LambdaContext(function_name, memory_size=memory_size, max_runtime_ms=BUDGET_MS))
+        return contexts[-1]
+
+    monkeypatch.setattr(chalice_test, "LambdaContext", long_invocation)
+    # Each batch of two runs for at least SLEEP_SECONDS, so the window holds at most
+    # three claims: six tasks, whatever the machine's speed; a drain that ignored its
+    # budget would claim all ten.
+    ids = [submit(rt, "t1", request("sleep", {"seconds": SLEEP_SECONDS})).task.id for _ in range(10)]
     with Client(tasklane_app.app, stage_name="local") as client:
-        started = time.monotonic()
         stats = client.lambda_.invoke("drain", scheduled_event(client)).payload
-        elapsed = time.monotonic() - started
-    assert 2 <= stats["claimed"] < len(ids), stats
+    [context] = contexts
+    # It returned inside its invocation (the Lambda would have been cut off otherwise):
+    # the last batch, started with more than the margin left, finished within it.
+    assert context.get_remaining_time_in_millis() > 0, "the drain overran its invocation"
+    assert 2 <= stats["claimed"] <= 6, stats
     assert stats["completed"] == stats["claimed"]  # a started batch is finished, not abandoned
-    assert elapsed < 3.0, "the drain overran its invocation"
     counts = status_counts(rt.settings.database_url)
     assert counts.get("QUEUED") == len(ids) - stats["claimed"], counts
 

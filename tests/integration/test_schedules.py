@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -36,12 +35,14 @@ def test_five_racing_sweepers_fire_each_tick_exactly_once(make_rt: Callable[...,
     created = create(
         rts[0], {"name": "every-second", "cron": "* * * * * *", "task": {"name": "noop", "payload": {"k": 1}}}
     )
-    stop = time.monotonic() + 4.0
+    stop = threading.Event()
     errors: list[BaseException] = []
+    db = rts[0].settings.database_url
+    runs_sql = "SELECT fire_at, task_id FROM schedule_runs WHERE schedule_id = %s ORDER BY fire_at"
 
     def sweeper(rt: Container) -> None:
         try:
-            while time.monotonic() < stop:
+            while not stop.is_set():
                 sweep(rt)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -49,18 +50,24 @@ def test_five_racing_sweepers_fire_each_tick_exactly_once(make_rt: Callable[...,
     threads = [threading.Thread(target=sweeper, args=(rt,)) for rt in rts]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        # Until three ticks have fired, not for a fixed 4 s: a loaded machine's sweepers
+        # may fire fewer in that time (a slow sweep fires the latest due tick only).
+        wait_for(lambda: len(query(db, runs_sql, created.id)) >= 3, timeout=60, message="three ticks to fire")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
     assert not errors
-    db = rts[0].settings.database_url
-    runs = query(db, "SELECT fire_at, task_id FROM schedule_runs WHERE schedule_id = %s ORDER BY fire_at", created.id)
+    runs = query(db, runs_sql, created.id)
     tasks = query(db, "SELECT id, schedule_id, payload FROM tasks WHERE schedule_id = %s", created.id)
-    assert 3 <= len(runs) <= 6
+    assert len(runs) >= 3
     assert len(tasks) == len(runs)  # one task per tick, never two
     fire_times = [r[0] for r in runs]
     assert len(set(fire_times)) == len(fire_times)
-    # Ticks are whole seconds apart (a slow sweep catches up once, never twice).
-    assert all((b - a).total_seconds() in {1.0, 2.0, 3.0} for a, b in itertools.pairwise(fire_times))
+    # Ticks are whole seconds apart (a slow sweep catches up once, never twice; how many
+    # seconds it skips depends on how slow it was).
+    assert all((b - a).total_seconds() in range(1, 61) for a, b in itertools.pairwise(fire_times))
     assert all(t[2] == {"k": 1} for t in tasks)
 
 

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -23,6 +24,7 @@ from chalicelib.services import tenants
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
+from chalicelib.tasktypes.context import TaskContext
 from tests.helpers import peak_running, query, request, status_counts, wait_for
 from tools.cli.main import main as cli_main
 
@@ -272,17 +274,32 @@ def test_metrics_show_each_waiting_tenant(rt: Container) -> None:
     assert 'tasklane_tenant_ready_tasks{tenant="acme"} 3.0' in text
 
 
+GATED = "flush-race-gated"
+
+
 def test_drainers_and_sweepers_racing_through_a_flush_run_every_task_once_within_quotas(
     make_rt: Callable[..., Container], fresh_limits: None
 ) -> None:
     rt = make_rt(executor_concurrency=4)
     db = rt.settings.database_url
+    released = threading.Event()
+
+    def gated(payload: Any, ctx: TaskContext) -> Any:
+        # Held until Redis has been flushed, so the flush lands while the capped tenant
+        # fills its quota with leased tasks and has the rest waiting in the ready sets,
+        # however the threads are scheduled (a flush timed by a poll could come after
+        # the last task).
+        assert released.wait(60), "the gate was never opened"
+        ctx.wait(0.05)
+        return payload
+
+    rt.registry.task(GATED)(gated)
     rt.store.set_tenant_limits("capped", actor="test", max_running=3)
     rt.store.set_tenant_limits("heavy", actor="test", weight=2)
     sweep(rt)
     submit_many(rt, "heavy", [request("noop") for _ in range(300)])
     submit_many(rt, "light", [request("noop") for _ in range(100)])
-    submit_many(rt, "capped", [request("sleep", {"seconds": 0.05}) for _ in range(30)])
+    submit_many(rt, "capped", [request(GATED) for _ in range(30)])
     stop = threading.Event()
 
     def sweeping() -> None:
@@ -293,21 +310,22 @@ def test_drainers_and_sweepers_racing_through_a_flush_run_every_task_once_within
     threads = _drainers(rt, 3, stop) + [threading.Thread(target=sweeping) for _ in range(2)]
     for t in threads[3:]:
         t.start()
-    peak, flushed = 0, False
+    capped_running = "SELECT count(*) FROM tasks WHERE tenant = 'capped' AND status = 'PROCESSING'"
     try:
-        while status_counts(db) != {"COMPLETED": 430}:
-            peak = max(
-                peak, query(db, "SELECT count(*) FROM tasks WHERE tenant = 'capped' AND status = 'PROCESSING'")[0][0]
-            )
-            if not flushed and status_counts(db).get("COMPLETED", 0) >= 150:
-                rt.queue.client.flushdb()  # Redis loses everything mid-run; the sweepers rebuild it
-                flushed = True
-            assert not stop.wait(0.005)
+        wait_for(lambda: query(db, capped_running) == [(3,)], timeout=60, message="the capped tenant's quota to fill")
+        rt.queue.client.flushdb()  # Redis loses everything mid-run; the sweepers rebuild it
+        released.set()
+        wait_for(lambda: status_counts(db) == {"COMPLETED": 430}, timeout=60, message="every task to complete")
     finally:
+        released.set()
         stop.set()
         for t in threads:
             t.join()
-    assert flushed and 0 < peak <= 3, peak
+        rt.registry._by_name.pop(GATED)
+    # From the rows, not by sampling them: exact whatever the machine's load.  The three
+    # held across the flush reach the quota; nothing started beside them.
+    peak = peak_running(db, "tenant = %s", "capped")
+    assert peak == 3, f"{peak} tasks of the capped tenant ran at once; its max_running is 3"
     once = query(
         db, "SELECT count(*) FROM task_events WHERE to_status = 'PROCESSING' GROUP BY task_id HAVING count(*) > 1"
     )
