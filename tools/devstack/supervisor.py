@@ -132,7 +132,7 @@ def api_server(host: str, port: int) -> int:
     )
 
     from chalicelib.config import get_settings
-    from tools.devstack.api_handler import make_handler
+    from tools.devstack.api_handler import RememberingMatcher, make_handler
 
     shell_env = dict(os.environ)
     os.environ["AWS_CHALICE_CLI_MODE"] = "true"
@@ -146,7 +146,8 @@ def api_server(host: str, port: int) -> int:
     os.environ.update(local_api_environ(config.environment_variables, shell_env))
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     routes = config.chalice_app.routes
-    handler = make_handler(ChaliceRequestHandler, routes, RouteMatcher(list(routes)), get_settings().max_payload_bytes)
+    matcher = RememberingMatcher(RouteMatcher(list(routes)))
+    handler = make_handler(ChaliceRequestHandler, routes, matcher, get_settings().max_payload_bytes)
     app = config.chalice_app
     # What chalice.local.create_local_server does before serving: the dev server runs
     # each request on a thread of its own, so ``current_request`` must be thread-local
