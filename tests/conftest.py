@@ -109,7 +109,7 @@ def _truncate(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE tasks, task_events, api_keys, schedules, schedule_runs, audit_log, paused_task_types, batches,"
-            " task_unique_keys, tenant_limits, workflows, task_outbox CASCADE"
+            " task_unique_keys, tenant_limits, workflows, task_outbox, retention_cursors CASCADE"
         )
 
 

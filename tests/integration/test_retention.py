@@ -14,10 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chalicelib.container import Container
+from chalicelib.core.batches import BatchSpec
 from chalicelib.core.model import Status
 from chalicelib.core.requests import parse_workflow
 from chalicelib.observability import metrics
-from chalicelib.services.submit import submit, submit_workflow
+from chalicelib.services.submit import submit, submit_batch, submit_workflow
 from chalicelib.services.sweep import sweep
 from tests.helpers import drain_and_sweep_until, drain_once, query, request
 
@@ -180,3 +181,88 @@ def test_workflows_none_of_whose_tasks_is_left_are_pruned(make_rt: Callable[...,
     assert kept is not None and kept[1] == []
     still = rt.store.get_workflow(TENANT, dead.id)  # its dead letter is left
     assert still is not None and [t.id for t in still[1]] == [dead.steps["a"].id]
+
+
+# Batches and workflows past retention are read a page a sweep (migration 0022): the
+# ones a dead letter keeps alive are read once a round, not by every sweep.
+_DAY = 86400.0
+_PAGE = 2
+
+
+def _batch(rt: Container, name: str, payload: dict[str, Any], completed_ago: str) -> str:
+    """A batch of one task, run, its task finished 25 h ago and the batch completed
+    ``completed_ago``."""
+    made = submit_batch(rt, TENANT, [request(name, payload, max_retries=0)], spec=BatchSpec())
+    assert made.batch is not None
+    db = rt.settings.database_url
+    drain_and_sweep_until(
+        rt, lambda: query(db, "SELECT completed_at IS NOT NULL FROM batches WHERE id = %s", made.batch.id) == [(True,)]
+    )  # type: ignore[union-attr]
+    query(
+        db,
+        "WITH t AS (UPDATE tasks SET finished_at = now() - interval '25 hours' WHERE batch_id = %s RETURNING 1)"
+        " UPDATE batches SET completed_at = now() - %s::interval WHERE id = %s RETURNING id",
+        made.batch.id,
+        completed_ago,
+        made.batch.id,
+    )
+    return made.batch.id
+
+
+def _batches_left(rt: Container, ids: list[str]) -> list[str]:
+    found = {
+        r[0] for r in query(rt.settings.database_url, "SELECT id::text FROM batches WHERE id = ANY(%s::uuid[])", ids)
+    }
+    return [b for b in ids if b in found]
+
+
+def test_batch_pruning_reads_a_page_a_sweep_and_comes_round_again(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt(retention_days=1)
+    failing = ("fail", {"permanent": True})
+    # Four batches each kept by its dead letter, oldest first, then one whose task goes.
+    kept = [_batch(rt, *failing, completed_ago=f"{30 - i} hours") for i in range(4)]
+    free = _batch(rt, "noop", {}, completed_ago="26 hours")
+    assert rt.store.prune_finished(_DAY) == 1
+    # Each call reads the next two past retention: the free batch is read, and
+    # deleted, by the third only (a scan from the oldest would delete it at once).
+    assert [rt.store.prune_batches(_DAY, limit=_PAGE) for _ in range(2)] == [0, 0]
+    assert _batches_left(rt, [*kept, free]) == [*kept, free]
+    assert rt.store.prune_batches(_DAY, limit=_PAGE) == 1
+    assert _batches_left(rt, [*kept, free]) == kept
+    # That page was short, the end of the round: the next call starts from the oldest
+    # again and finds the batch whose dead letter was purged meanwhile.
+    purged = rt.store.purge_dead_letters(
+        TENANT, ids=[_dead_letter(rt, kept[0])], name=None, failed_before=None, limit=10, actor="test"
+    )
+    assert len(purged.ids) == 1
+    assert rt.store.prune_batches(_DAY, limit=_PAGE) == 1
+    assert _batches_left(rt, kept) == kept[1:]
+
+
+def _dead_letter(rt: Container, batch_id: str) -> str:
+    [(task_id,)] = query(rt.settings.database_url, "SELECT id::text FROM tasks WHERE batch_id = %s", batch_id)
+    return str(task_id)
+
+
+def test_workflow_pruning_reads_a_page_a_sweep(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt(retention_days=1)
+    db = rt.settings.database_url
+    dead = {"a": {"name": "fail", "payload": {"permanent": True}}}
+    kept = [_workflow(rt, dead) for _ in range(3)]
+    free = _workflow(rt, {"a": {"name": "noop"}})
+    for i, wf in enumerate([*kept, free]):
+        for step in wf.steps.values():
+            _age(rt, step.id, "finished_at", "25 hours")
+        query(
+            db,
+            "UPDATE workflows SET created_at = now() - %s::interval WHERE id = %s RETURNING id",
+            f"{30 - i} hours",
+            wf.id,
+        )
+    assert rt.store.prune_finished(_DAY) == 1
+    ids = [wf.id for wf in [*kept, free]]
+    left = lambda: [w for w in ids if query(db, "SELECT 1 FROM workflows WHERE id = %s", w)]  # noqa: E731
+    assert rt.store.prune_workflows(_DAY, limit=_PAGE) == 0  # the two oldest, kept
+    assert left() == ids
+    assert rt.store.prune_workflows(_DAY, limit=_PAGE) == 1
+    assert left() == ids[:3]

@@ -55,10 +55,10 @@ class BatchQueries:
 
     def prune_batches(self: _Store, retention_seconds: float, *, limit: int = 5000) -> int:
         """Delete batches completed before the retention period whose tasks are all
-        gone; returns how many."""
-        with self.connection() as conn:
-            params = {"retention_seconds": retention_seconds, "limit": limit}
-            return conn.execute(self._q["prune_batches"], params).rowcount
+        gone, among the next ``limit`` past retention after where the previous
+        call stopped (from the oldest again once it read the newest); returns how many."""
+        row = self._one("prune_batches", {"retention_seconds": retention_seconds, "limit": limit})
+        return int(row["pruned"]) if row else 0
 
     def list_batches(
         self: _Store, tenant: str, *, completed: bool | None, after: tuple[datetime, str] | None, limit: int

@@ -102,10 +102,10 @@ class FollowerQueries:
 
     def prune_workflows(self: _Store, retention_seconds: float, *, limit: int = 5000) -> int:
         """Delete workflows created before the retention period whose steps' tasks are
-        all gone; returns how many."""
-        with self.connection() as conn:
-            params = {"retention_seconds": retention_seconds, "limit": limit}
-            return conn.execute(self._q["prune_workflows"], params).rowcount
+        all gone, among the next ``limit`` past retention after where the previous
+        call stopped (from the oldest again once it read the newest); returns how many."""
+        row = self._one("prune_workflows", {"retention_seconds": retention_seconds, "limit": limit})
+        return int(row["pruned"]) if row else 0
 
     def get_workflow(self: _Store, tenant: str, workflow_id: str) -> tuple[Workflow, list[Task]] | None:
         """The workflow and its steps' tasks (those not pruned yet)."""

@@ -486,34 +486,76 @@ SELECT tasklane_drop_event_partition(%(retention_seconds)s::float8) AS dropped;
 
 -- name: prune_batches
 -- Batches completed before the retention period none of whose tasks is left (pruned
--- with their tasks; dead letters keep theirs until purged), oldest first
--- (batches_completed); the NOT EXISTS is one probe of tasks_batch each.  No task ever
--- joins a batch after it was opened, so none can appear in a batch being deleted.
-WITH doomed AS (
-    SELECT b.id FROM batches b
+-- with their tasks; dead letters keep theirs until purged).  One page of %(limit)s
+-- a sweep, in (completed_at, id) order after where the last sweep stopped
+-- (retention_cursors, migration 0022): batches a dead letter keeps are read once a
+-- round, not on every sweep.  A full page moves the cursor to its last row; a short
+-- one reached the newest, and the next sweep starts again from the oldest.  The NOT
+-- EXISTS is one probe of tasks_batch per batch read.  No task ever joins a batch
+-- after it was opened, so none can appear in a batch being deleted.
+WITH page AS (
+    -- The cursor as two scalar subqueries (run once): the index scan then starts at it
+    -- and stops after the page.
+    SELECT b.id, b.completed_at AS at FROM batches b
     WHERE b.completed_at < now() - make_interval(secs => %(retention_seconds)s)
-      AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.batch_id = b.id)
-    ORDER BY b.completed_at
+      AND (b.completed_at, b.id) > (
+          coalesce((SELECT after_at FROM retention_cursors WHERE name = 'batches'), '-infinity'),
+          coalesce((SELECT after_id FROM retention_cursors WHERE name = 'batches'), '00000000-0000-0000-0000-000000000000'))
+    ORDER BY b.completed_at, b.id
     LIMIT %(limit)s
+), doomed AS (
+    SELECT b.id FROM batches b
+    WHERE b.id = ANY(ARRAY(SELECT id FROM page))
+      AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.batch_id = b.id)
     FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM batches WHERE id = ANY(ARRAY(SELECT id FROM doomed)) RETURNING 1
+), moved AS (
+    INSERT INTO retention_cursors (name, after_at, after_id)
+    SELECT 'batches', at, id FROM page
+    WHERE (SELECT count(*) FROM page) = %(limit)s
+    ORDER BY at DESC, id DESC LIMIT 1
+    ON CONFLICT (name) DO UPDATE SET after_at = excluded.after_at, after_id = excluded.after_id
+), restarted AS (
+    DELETE FROM retention_cursors WHERE name = 'batches' AND (SELECT count(*) FROM page) < %(limit)s
 )
-DELETE FROM batches WHERE id = ANY(ARRAY(SELECT id FROM doomed));
+SELECT count(*) AS pruned FROM gone;
 
 -- name: prune_workflows
 -- Workflows created before the retention period none of whose steps' tasks is left
--- (pruned after retention; a dead-letter step keeps its workflow until it is purged),
--- oldest first (workflows_created_at, migration 0021); the NOT EXISTS is one
--- primary-key probe of tasks per step.  A workflow's steps are fixed when it is
--- inserted, with their tasks, in one transaction: none can appear in one being deleted.
-WITH doomed AS (
-    SELECT w.id FROM workflows w
+-- (pruned after retention; a dead-letter step keeps its workflow until it is purged).
+-- Paged like prune_batches, in (created_at, id) order (workflows_created_at,
+-- migration 0021; the cursor: migration 0022); the NOT EXISTS is one primary-key
+-- probe of tasks per step of each workflow read.  A workflow's steps are fixed when
+-- it is inserted, with their tasks, in one transaction: none can appear in one being
+-- deleted.
+WITH page AS (
+    -- The cursor as two scalar subqueries (run once): the index scan then starts at it
+    -- and stops after the page.
+    SELECT w.id, w.created_at AS at FROM workflows w
     WHERE w.created_at < now() - make_interval(secs => %(retention_seconds)s)
-      AND NOT EXISTS (SELECT 1 FROM jsonb_each_text(w.steps) s JOIN tasks t ON t.id = s.value::uuid)
-    ORDER BY w.created_at
+      AND (w.created_at, w.id) > (
+          coalesce((SELECT after_at FROM retention_cursors WHERE name = 'workflows'), '-infinity'),
+          coalesce((SELECT after_id FROM retention_cursors WHERE name = 'workflows'), '00000000-0000-0000-0000-000000000000'))
+    ORDER BY w.created_at, w.id
     LIMIT %(limit)s
+), doomed AS (
+    SELECT w.id FROM workflows w
+    WHERE w.id = ANY(ARRAY(SELECT id FROM page))
+      AND NOT EXISTS (SELECT 1 FROM jsonb_each_text(w.steps) s JOIN tasks t ON t.id = s.value::uuid)
     FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM workflows WHERE id = ANY(ARRAY(SELECT id FROM doomed)) RETURNING 1
+), moved AS (
+    INSERT INTO retention_cursors (name, after_at, after_id)
+    SELECT 'workflows', at, id FROM page
+    WHERE (SELECT count(*) FROM page) = %(limit)s
+    ORDER BY at DESC, id DESC LIMIT 1
+    ON CONFLICT (name) DO UPDATE SET after_at = excluded.after_at, after_id = excluded.after_id
+), restarted AS (
+    DELETE FROM retention_cursors WHERE name = 'workflows' AND (SELECT count(*) FROM page) < %(limit)s
 )
-DELETE FROM workflows WHERE id = ANY(ARRAY(SELECT id FROM doomed));
+SELECT count(*) AS pruned FROM gone;
 
 -- name: forget_idempotency_keys
 WITH old AS (
