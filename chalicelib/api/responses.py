@@ -18,6 +18,8 @@ from chalicelib.core.errors import TasklaneError
 from chalicelib.observability.log import logger
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+# One encoder for every response: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 # Chalice answers some errors itself (415, 405, a body it cannot decode) with
 # {"Code": ..., "Message": ...}; these map them onto our codes.
@@ -33,7 +35,7 @@ _CHALICE_CODES = {
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        body=json.dumps(body, separators=(",", ":"), default=str),
+        body=_encode(body),
         status_code=status,
         headers={**JSON_HEADERS, **(headers or {})},
     )

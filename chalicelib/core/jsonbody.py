@@ -55,6 +55,9 @@ def _parse_float(text: str) -> float | _Unholdable:
     return value if math.isfinite(value) else _Unholdable(text)
 
 
+_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float, parse_constant=_Unholdable)
+
+
 def _decode(raw: bytes | str) -> str:
     if isinstance(raw, str):
         return raw
@@ -69,13 +72,21 @@ def _decode(raw: bytes | str) -> str:
         ) from None
 
 
+def _loads(text: str) -> Any:
+    """``json.loads(text, parse_int=..., parse_float=..., parse_constant=...)`` with one
+    decoder for every request (json.loads with options builds a new one per call)."""
+    if text.startswith("\ufeff"):  # what json.loads refuses before decoding, word for word
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
 def parse_json(raw: bytes | str | None) -> Any:
     """Decode a request body, with a 400 that says where and why it cannot be used."""
     if raw is None or raw in (b"", ""):
         raise ValidationError("the request body is empty; send a JSON object")
     text = _decode(raw)
     try:
-        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_Unholdable)
+        value = _loads(text)
     except RecursionError:
         raise _too_deep() from None
     except ValueError as exc:

@@ -26,6 +26,8 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from aws_lambda_powertools.logging.formatter import THREAD_LOCAL_KEYS
+
 from chalicelib.core.tracecontext import TraceContext, from_headers
 from chalicelib.observability.log import logger
 
@@ -76,11 +78,14 @@ def traced_request(event: Any, get_response: Callable[[Any], Any]) -> Any:
             if span is not None and getattr(span, "id", None) and getattr(span, "trace_id", None) == trace.root:
                 trace = trace.child(span.id)
         token = _current.set(trace)
-        logger.thread_safe_append_keys(trace_id=trace.trace_id)
+        # Powertools' thread-safe keys, set and reset on its context variable directly
+        # (``thread_safe_append_keys``/``remove_keys`` look up the handler and formatter
+        # and copy the keys twice); the thread's keys are what they were afterwards.
+        keys = THREAD_LOCAL_KEYS.set({**THREAD_LOCAL_KEYS.get(), "trace_id": trace.trace_id})
         try:
             return get_response(event)
         finally:
-            logger.thread_safe_remove_keys(["trace_id"])
+            THREAD_LOCAL_KEYS.reset(keys)
             _current.reset(token)
 
 

@@ -76,3 +76,14 @@ def test_bodies_that_are_not_utf8_are_a_400(raw: bytes) -> None:
 
 def test_a_utf8_byte_order_mark_is_tolerated() -> None:
     assert parse_json(b'\xef\xbb\xbf{"k": 1}') == {"k": 1}
+
+
+@pytest.mark.parametrize("raw", ["\ufeff{}", b"\xef\xbb\xbf\xef\xbb\xbf{}", "[1,", '{"a": 1} x'])
+def test_bodies_json_refuses_are_a_400_with_jsons_own_reason(raw: bytes | str) -> None:
+    # One decoder serves every request; its refusals read as json.loads's did.
+    text = raw.decode("utf-8")[1:] if isinstance(raw, bytes) else raw
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text)
+    with pytest.raises(ValidationError) as refused:
+        parse_json(raw)
+    assert str(refused.value) == f"the request body is not valid JSON: {expected.value}"
