@@ -304,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also compare drain and submit with 1,000,000 finished tasks in the table (~2-3 more minutes)",
     )
     parser.add_argument(
+        "--big-pairs",
+        type=int,
+        default=None,
+        help="interleaved empty/big pairs for --big-table (default 3, quick 1)",
+    )
+    parser.add_argument(
         "--big-rows",
         type=int,
         default=None,
@@ -327,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.big_rows < 1000:
             parser.error("--big-rows must be at least 1000")
         plan = Plan(**{**plan.__dict__, "big_rows": args.big_rows})
+    if args.big_pairs is not None:
+        plan = Plan(**{**plan.__dict__, "big_repeats": max(1, min(args.big_pairs, 20))})
     parts = {p.strip() for p in args.only.split(",") if p.strip()} - {"none"}
     unknown = parts - set(ALL_PARTS)
     if unknown:

@@ -113,7 +113,20 @@ def compare(env: BenchEnv, *, rows: int, n: int, repeats: int, submit_seconds: f
         events = conn.execute("SELECT count(*) FROM task_events").fetchone()
         parts = conn.execute("SELECT count(*) FROM tasklane_event_partitions()").fetchone()
     med = {k: {m: stats.median(r[m] for r in v) for m in ("rate", "p50_ms") if m in v[0]} for k, v in runs.items()}
+    # Each pair's own ratio: the two sides ran within a minute of each other, so the
+    # machine's drift over the run cancels in them, not in the ratio of the medians.
+    pairs = {
+        "drain_ratio_pairs": [
+            b["rate"] / e["rate"] for e, b in zip(runs["empty_drain"], runs["big_drain"], strict=True)
+        ],
+        "submit_p50_ratio_pairs": [
+            b["p50_ms"] / e["p50_ms"] for e, b in zip(runs["empty_submit"], runs["big_submit"], strict=True)
+        ],
+    }
     return {
+        **pairs,
+        "drain_ratio_pair_median": stats.median(pairs["drain_ratio_pairs"]),
+        "submit_p50_ratio_pair_median": stats.median(pairs["submit_p50_ratio_pairs"]),
         "rows_in_big_table": counts[0] if counts else None,
         "events_in_big_table": events[0] if events else None,
         "event_partitions": parts[0] if parts else None,

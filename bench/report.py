@@ -270,6 +270,17 @@ def render(results: dict[str, Any]) -> str:
             f"| {big['submit_p50_ratio']:.2f} |",
             f"| single submit (tasks/s) | {fmt(big['submit_rate_empty'])} | {fmt(big['submit_rate_big'])} "
             f"| {big['submit_rate_big'] / big['submit_rate_empty']:.2f} |",
+        ]
+        if "drain_ratio_pairs" in big:
+            parts += [
+                "| drain ratio of each pair (median) | | | "
+                + ", ".join(f"{x:.2f}" for x in big["drain_ratio_pairs"])
+                + f" ({big['drain_ratio_pair_median']:.2f}) |",
+                "| submit p50 ratio of each pair (median) | | | "
+                + ", ".join(f"{x:.2f}" for x in big["submit_p50_ratio_pairs"])
+                + f" ({big['submit_p50_ratio_pair_median']:.2f}) |",
+            ]
+        parts += [
             f"\n(history built in {big['build_seconds']:.0f} s with INSERT ... SELECT generate_series: "
             f"{fmt(big['history_rows'])} COMPLETED tasks with three task_events rows each"
             + (f" in {big['event_partitions']} day partitions" if big.get("event_partitions") else "")
