@@ -3,10 +3,11 @@
 The first 48 bits are the Unix time in milliseconds, the other 74 (after the version
 and variant bits) random.  Consecutive tasks get neighbouring ids, so the inserts into
 the primary key of ``tasks`` and into ``task_events``' (task_id, id) index land on the
-rightmost leaves instead of a random page of an index that grows with the history:
-with 10,000,000 finished tasks, random (version 4) ids cost single submits 1.40x their
-empty-table p50 (bench/RESULTS.md, "10,000,000 finished tasks").  They also give each
-id a day, which a table range-partitioned on id needs (docs/partitioning.md).
+rightmost leaves instead of a random page of an index that grows with the history
+(with 10,000,000 finished tasks, drain kept 0.80 of its empty-table rate with random
+ids and 1.03-1.04 with these: bench/RESULTS.md, "10,000,000 finished tasks").  They
+also give each id a day, which a table range-partitioned on id needs
+(docs/partitioning.md).
 """
 
 from __future__ import annotations
