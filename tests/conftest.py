@@ -109,7 +109,8 @@ def _truncate(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "TRUNCATE tasks, task_events, api_keys, schedules, schedule_runs, audit_log, paused_task_types, batches,"
-            " task_unique_keys, tenant_limits, workflows, task_outbox, retention_cursors CASCADE"
+            " task_unique_keys, tenant_limits, tenant_settings, workflows, task_outbox, retention_cursors,"
+            " task_metric_deltas, task_metric_totals CASCADE"
         )
 
 
