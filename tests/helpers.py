@@ -63,6 +63,32 @@ def drain_once(rt: Container, seconds: float = 2.0, drainer: Drainer | None = No
             d.close()
 
 
+def start_drainers(
+    rt: Container, drainers: int, *, seconds: float = 15.0, idle_exit_seconds: float = 0.5
+) -> list[threading.Thread]:
+    """``drainers`` drain invocations at once, on started threads, each until idle (or
+    its budget is spent)."""
+
+    def drain() -> None:
+        d = Drainer(rt)
+        deadline = time.monotonic() + seconds
+        try:
+            d.run(lambda: deadline - time.monotonic(), idle_exit_seconds=idle_exit_seconds)
+        finally:
+            d.close()
+
+    threads = [threading.Thread(target=drain) for _ in range(drainers)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def drain_in_threads(rt: Container, drainers: int, *, seconds: float = 15.0) -> None:
+    """``start_drainers``, returning when all have ended."""
+    for t in start_drainers(rt, drainers, seconds=seconds):
+        t.join()
+
+
 def drain_and_sweep_until(rt: Container, done: Callable[[], bool], *, timeout: float = 30.0) -> None:
     """Alternate drain and sweep (as the scheduler would) until ``done()``."""
     drainer = Drainer(rt, name="test-drain")

@@ -10,24 +10,9 @@ from chalicelib.config import TypeLimit
 from chalicelib.container import Container
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit, submit_many
-from tests.helpers import peak_running, query, request, status_counts, wait_for
+from tests.helpers import peak_running, query, request, start_drainers, status_counts, wait_for
 
 TENANT = "fair"
-
-
-def _drainers(rt: Container, n: int, seconds: float) -> list[threading.Thread]:
-    def run() -> None:
-        d = Drainer(rt)
-        deadline = time.monotonic() + seconds
-        try:
-            d.run(lambda: deadline - time.monotonic(), idle_exit_seconds=1.0)
-        finally:
-            d.close()
-
-    threads = [threading.Thread(target=run) for _ in range(n)]
-    for t in threads:
-        t.start()
-    return threads
 
 
 def test_limited_type_never_exceeds_its_concurrency_and_others_keep_flowing(
@@ -38,7 +23,7 @@ def test_limited_type_never_exceeds_its_concurrency_and_others_keep_flowing(
     slow = submit_many(rt, TENANT, [request("sleep", {"seconds": 0.4}) for _ in range(8)])
     fast = submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(300)])
     assert len(slow) == 8 and len(fast) == 300
-    threads = _drainers(rt, 3, 30)
+    threads = start_drainers(rt, 3, seconds=30, idle_exit_seconds=1.0)
     wait_for(lambda: status_counts(db) == {"COMPLETED": 308}, timeout=30, message="every task to complete")
     for t in threads:
         t.join()
@@ -59,7 +44,7 @@ def test_limited_type_never_exceeds_its_concurrency_and_others_keep_flowing(
 def test_rate_limited_type_is_spread_over_time(make_rt: Callable[..., Container]) -> None:
     rt = make_rt(task_limits={"noop": TypeLimit(rate_per_second=20, burst=5)})
     submit_many(rt, TENANT, [request("noop") for _ in range(25)])
-    threads = _drainers(rt, 2, 10)
+    threads = start_drainers(rt, 2, seconds=10, idle_exit_seconds=1.0)
     wait_for(lambda: status_counts(rt.settings.database_url) == {"COMPLETED": 25}, timeout=10)
     for t in threads:
         t.join()
@@ -109,7 +94,7 @@ def test_flood_of_high_priority_cannot_starve_low_beyond_the_bound(make_rt: Call
 
     producer = threading.Thread(target=flood)
     producer.start()
-    threads = _drainers(rt, 1, 60)
+    threads = start_drainers(rt, 1, seconds=60, idle_exit_seconds=1.0)
     try:
         wait_for(lambda: (t := rt.store.get_task(TENANT, low.id)) and t.started_at, timeout=30)
     finally:

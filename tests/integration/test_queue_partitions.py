@@ -5,13 +5,11 @@ hold globally from partition 0, and the sweeper rebuilds a lost partition alone.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 import redis
 
 from chalicelib.adapters.redis.keys import partition_of
@@ -19,11 +17,11 @@ from chalicelib.adapters.redis.queue import Queue
 from chalicelib.config import TypeLimit
 from chalicelib.container import Container
 from chalicelib.core.model import Priority, QueueEntry
-from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
 from tests.helpers import (
     drain_and_sweep_until,
+    drain_in_threads,
     peak_running,
     query,
     request,
@@ -33,15 +31,6 @@ from tests.helpers import (
 )
 
 PARTS = 4
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url)
-    c.flushdb()
-    yield c
-    c.flushdb()
-    c.close()
 
 
 def _entries(
@@ -185,19 +174,7 @@ def test_a_type_limit_holds_globally_across_partitions_and_drainers(make_rt: Cal
     submit_many(rt, "t", [request("sleep", {"seconds": 0.15}) for _ in range(6)])
     submit_many(rt, "t", [request("noop", {"i": i}) for i in range(20)])
 
-    def drain() -> None:
-        d = Drainer(rt)
-        deadline = time.monotonic() + 15
-        try:
-            d.run(lambda: deadline - time.monotonic(), idle_exit_seconds=0.5)
-        finally:
-            d.close()
-
-    threads = [threading.Thread(target=drain) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    drain_in_threads(rt, 2)
     assert status_counts(db) == {"COMPLETED": 26}
     peak = peak_running(db, "name = %s", "sleep")
     assert peak == 2, f"{peak} sleep tasks ran at once; the limit is 2"

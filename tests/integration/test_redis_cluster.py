@@ -6,7 +6,6 @@ losing some of them gets those rebuilt."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
@@ -21,13 +20,14 @@ from chalicelib.adapters.redis.ratelimit import RateLimiter
 from chalicelib.config import TypeLimit
 from chalicelib.container import Container
 from chalicelib.core.errors import QueueError
-from chalicelib.services.drain import Drainer, task_ports
+from chalicelib.services.drain import task_ports
 from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
 from chalicelib.tasktypes import TaskContext
 from chalicelib.tasktypes.aws import once_per_task
 from tests.helpers import (
     drain_and_sweep_until,
+    drain_in_threads,
     peak_running,
     query,
     request,
@@ -74,19 +74,7 @@ def test_cluster_holds_a_type_concurrency_limit_across_drainers(
     submit_many(rt, TENANT, [request("sleep", {"seconds": 0.15}) for _ in range(6)])
     submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(20)])
 
-    def drain() -> None:
-        d = Drainer(rt)
-        deadline = time.monotonic() + 10
-        try:
-            d.run(lambda: deadline - time.monotonic(), idle_exit_seconds=0.5)
-        finally:
-            d.close()
-
-    threads = [threading.Thread(target=drain) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    drain_in_threads(rt, 2, seconds=10)
     assert status_counts(db) == {"COMPLETED": 26}
     peak = peak_running(db, "name = %s", "sleep")
     assert peak == 2, f"{peak} sleep tasks ran at once; the limit is 2"

@@ -29,15 +29,6 @@ from tests.helpers import peak_running, query, request, status_counts, wait_for
 from tools.cli.main import main as cli_main
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url)
-    c.flushdb()
-    yield c
-    c.flushdb()
-    c.close()
-
-
 def _push(
     queue: Queue,
     tenant: str,
