@@ -54,6 +54,7 @@ class Plan:
     big_rows: int
     big_n: int
     big_repeats: int
+    big_blocks: int  # pairs of submit blocks, empty vs big (bench/bigtable.py)
     burst_n: int  # the burst drained before the "after a burst" latency run
     api_seconds: float
 
@@ -74,6 +75,7 @@ FULL = Plan(
     big_rows=1_000_000,
     big_n=30_000,
     big_repeats=3,
+    big_blocks=150,
     burst_n=20_000,
     api_seconds=2.0,
 )
@@ -93,6 +95,7 @@ QUICK = Plan(
     big_rows=200_000,
     big_n=10_000,
     big_repeats=1,
+    big_blocks=40,
     burst_n=5000,
     api_seconds=1.0,
 )
@@ -307,13 +310,30 @@ def main(argv: list[str] | None = None) -> int:
         "--big-pairs",
         type=int,
         default=None,
-        help="interleaved empty/big pairs for --big-table (default 3, quick 1)",
+        help="interleaved empty/big drain pairs for --big-table (default 3, quick 1)",
+    )
+    parser.add_argument(
+        "--big-blocks",
+        type=int,
+        default=None,
+        help="pairs of 30-submit blocks, empty vs big, alternating, for --big-table (default 150, quick 40)",
+    )
+    parser.add_argument(
+        "--big-keep",
+        action="store_true",
+        help="keep the history database --big-table builds (its name is printed) for a later --big-db",
+    )
+    parser.add_argument(
+        "--big-db",
+        default=None,
+        metavar="NAME",
+        help="use this database a --big-keep run built instead of building the history again (not dropped)",
     )
     parser.add_argument(
         "--big-rows",
         type=int,
         default=None,
-        help="finished tasks for --big-table (default 1,000,000, quick 200,000); 10000000 takes about an hour",
+        help="finished tasks for --big-table (default 1,000,000, quick 200,000); 10000000 builds in 7-10 minutes",
     )
     parser.add_argument(
         "--only",
@@ -335,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(**{**plan.__dict__, "big_rows": args.big_rows})
     if args.big_pairs is not None:
         plan = Plan(**{**plan.__dict__, "big_repeats": max(1, min(args.big_pairs, 20))})
+    if args.big_blocks is not None:
+        plan = Plan(**{**plan.__dict__, "big_blocks": max(2, min(args.big_blocks, 2000))})
+    if args.big_db and args.big_keep:
+        parser.error("--big-db reuses a kept database; --big-keep builds one: give one of them")
     parts = {p.strip() for p in args.only.split(",") if p.strip()} - {"none"}
     unknown = parts - set(ALL_PARTS)
     if unknown:
@@ -361,7 +385,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"-- {plan.big_rows:,} finished tasks vs an empty table", flush=True)
             try:
                 results["big_table"] = bigtable.compare(
-                    env, rows=plan.big_rows, n=plan.big_n, repeats=plan.big_repeats, submit_seconds=plan.submit_seconds
+                    env,
+                    rows=plan.big_rows,
+                    n=plan.big_n,
+                    repeats=plan.big_repeats,
+                    block_pairs=plan.big_blocks,
+                    big_db=args.big_db,
+                    keep=args.big_keep,
                 )
             except Exception as exc:
                 run.skipped.append(f"big table: {type(exc).__name__}: {exc}")

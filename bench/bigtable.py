@@ -1,26 +1,41 @@
 """Do indexes and partitions keep costs flat as the tables grow?  Drain throughput and
 submit latency with ``rows`` finished tasks (and three audit rows each) in the
-tables, against an empty database, run as interleaved pairs.  The history is made
-with INSERT ... SELECT generate_series in a database of its own: 1,000,000 tasks
-with ``--big-table``, 10,000,000 with ``--big-rows 10000000``."""
+tables, against an empty database.  The history is made with INSERT ... SELECT
+generate_series in a database of its own: 1,000,000 tasks with ``--big-table``,
+10,000,000 with ``--big-rows 10000000``; ``--big-keep`` keeps that database for a
+later run's ``--big-db NAME`` (the build takes minutes of both cores).
+
+Drain runs as whole interleaved pairs (30,000 tasks a side).  Submit runs as many
+short blocks alternating between the two databases in one process (``submit_blocks``):
+the commit time of this machine's disk swings several-fold from one minute to the
+next, so only sides measured within the same second compare."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import math
+import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench import ours, stats
 from bench.env import BenchEnv
+from chalicelib.config import default_submit_push
+from chalicelib.container import Container
+from chalicelib.services.submit import submit
+from tools.devstack import services as devservices
 
 HISTORY_TENANT = "bench-history"
 # The history is spread over this many days, inside the default 7-day retention, so
 # the sweepers of the measured runs prune none of it and drop no partition.
 HISTORY_DAYS = 6.0
 CHUNK = 1_000_000
+# Submits per block: long enough that a block's median is not one commit's luck,
+# short enough (~30-100 ms) that the disk's drift is the same for both blocks of a pair.
+BLOCK = 30
 
 # The ids are what the API makes (chalicelib/core/ids.py): version 7, the first 48
 # bits the task's creation time in milliseconds, the rest random (from md5(i), so
@@ -60,12 +75,17 @@ CROSS JOIN (VALUES (0, NULL, 'QUEUED', 0), (1, 'QUEUED', 'PROCESSING', 1), (2, '
 )
 
 
-def build(env: BenchEnv, rows: int) -> tuple[str, float]:
+def build(env: BenchEnv, rows: int, *, keep: bool = False) -> tuple[str, float]:
     """A migrated database holding ``rows`` COMPLETED tasks finished over the last
     ``HISTORY_DAYS`` days (within retention: the sweeper keeps them) and three events
     per task in their days' partitions of task_events.  Logged tables, the same
-    indexes and trigger as production; only ``maintenance_work_mem`` is raised."""
-    url = env.new_database("big")
+    indexes and trigger as production; only ``maintenance_work_mem`` is raised.
+    ``keep``: not dropped when the bench ends (its name is printed; a scratch name, so
+    ``drop_stale_test_databases`` removes it should nobody else, after 6 hours)."""
+    url = env.new_database(f"big{rows}")
+    if keep:
+        env.extra_dbs.remove(f"{env.dbname}_big{rows}")
+        print(f"  history database kept for --big-db: {env.dbname}_big{rows}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     now = dt.datetime.now(dt.UTC)
     step = dt.timedelta(seconds=HISTORY_DAYS * 86400 / rows)
@@ -88,57 +108,159 @@ def build(env: BenchEnv, rows: int) -> tuple[str, float]:
     return url, time.perf_counter() - start
 
 
-def compare(env: BenchEnv, *, rows: int, n: int, repeats: int, submit_seconds: float) -> dict[str, Any]:
-    big_url, build_seconds = build(env, rows)
+def reuse(env: BenchEnv, name: str, rows: int) -> str:
+    """The URL of a history database an earlier ``--big-keep`` run built (never dropped
+    by this run); refused unless it holds at least ``rows`` history tasks."""
+    url = devservices.database_url(env.pg_server_url, name)
+    with env.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM tasks WHERE tenant = %s", (HISTORY_TENANT,)).fetchone()
+    held = row[0] if row else 0
+    if held < rows:
+        raise RuntimeError(f"database {name} holds {held:,} history tasks, not {rows:,}")
+    return url
+
+
+def _submitter(env: BenchEnv) -> Container:
+    """The runtime ``ours.single_submit`` uses: the push on the pusher thread."""
+    return ours.runtime(env, submit_push=default_submit_push(os.environ))
+
+
+def _timed_store(rt: Container, into: list[float]) -> None:
+    """Time each ``insert_tasks`` call of ``rt`` (pool checkout, the INSERT, its commit)
+    into ``into``: the database's share of a submit, the rest being Python and the
+    hand-off to the pusher thread."""
+    inner: Callable[..., Any] = rt.store.insert_tasks
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            into.append(time.perf_counter() - t)
+
+    rt.store.insert_tasks = timed  # type: ignore[method-assign]
+
+
+def submit_blocks(env: BenchEnv, big: BenchEnv, *, pairs: int, block: int = BLOCK) -> dict[str, Any]:
+    """``pairs`` pairs of ``block`` single submits (``chalicelib.services.submit``, the
+    push on the pusher thread, into the bench's Redis) on the empty and the big
+    database, alternating, which goes first alternating too, from one process holding
+    a runtime for each.  Each block ends when its pushes are done, so no block pays
+    for the one before.  The ratio of each pair's block medians (big / empty) cancels
+    the machine's drift; its median and quartiles are the result."""
+    env.flush_redis()
+    rts = {"empty": _submitter(env), "big": _submitter(big)}
+    tenant = "bench-blocks-" + os.urandom(3).hex()
+    lat: dict[str, list[list[float]]] = {"empty": [], "big": []}
+    db: dict[str, list[float]] = {"empty": [], "big": []}
+    try:
+        for side, rt in rts.items():
+            for _ in range(block):  # warm the pool, the prepared statement, the pusher
+                submit(rt, tenant, ours.request())
+            if not rt.flush_pushes(30):
+                raise RuntimeError("the background pushes did not finish")
+            _timed_store(rt, db[side])
+        for i in range(pairs):
+            for side in ("empty", "big") if i % 2 == 0 else ("big", "empty"):
+                rt, got = rts[side], []
+                for _ in range(block):
+                    t = time.perf_counter()
+                    submit(rt, tenant, ours.request())
+                    got.append(time.perf_counter() - t)
+                if not rt.flush_pushes(30):
+                    raise RuntimeError("the background pushes did not finish")
+                lat[side].append(got)
+    finally:
+        for rt in rts.values():
+            ours.close_runtime(rt)
+    return _block_summary(lat, db)
+
+
+def _block_summary(lat: dict[str, list[list[float]]], db: dict[str, list[float]]) -> dict[str, Any]:
+    med = {side: [stats.median(b) * 1000 for b in blocks] for side, blocks in lat.items()}
+    ratios = [b / e for e, b in zip(med["empty"], med["big"], strict=True)]
+    flat = {side: [x for b in blocks for x in b] for side, blocks in lat.items()}
+    out: dict[str, Any] = {
+        "block": len(lat["empty"][0]),
+        "block_pairs": len(ratios),
+        "ratios": ratios,
+        "ratio_median": stats.median(ratios),
+        "ratio_p25": stats.percentile(ratios, 25),
+        "ratio_p75": stats.percentile(ratios, 75),
+        "big_slower_share": sum(r > 1 for r in ratios) / len(ratios),
+    }
+    for side in ("empty", "big"):
+        out[side] = {
+            **stats.latency_summary(flat[side]),
+            "rate": len(flat[side]) / sum(flat[side]),
+            "block_median_ms_p25_p50_p75": [stats.percentile(med[side], p) for p in (25, 50, 75)],
+            "db_p50_ms": stats.percentile(db[side], 50) * 1000,
+            "rest_p50_ms": stats.percentile([t - d for t, d in zip(flat[side], db[side], strict=True)], 50) * 1000,
+        }
+    return out
+
+
+def compare(
+    env: BenchEnv,
+    *,
+    rows: int,
+    n: int,
+    repeats: int,
+    block_pairs: int,
+    big_db: str | None = None,
+    keep: bool = False,
+) -> dict[str, Any]:
+    if big_db:
+        big_url, build_seconds = reuse(env, big_db, rows), 0.0
+    else:
+        big_url, build_seconds = build(env, rows, keep=keep)
     big = dataclasses.replace(env, database_url=big_url)
-    runs: dict[str, list[dict[str, Any]]] = {"empty_drain": [], "big_drain": [], "empty_submit": [], "big_submit": []}
+    runs: dict[str, list[dict[str, Any]]] = {"empty_drain": [], "big_drain": []}
     for rep in range(repeats):
         # Which database goes first alternates, so a drift of the machine's load
         # within a pair does not always favour the same side.
         for side in ("empty", "big") if rep % 2 == 0 else ("big", "empty"):
             if side == "empty":
                 runs["empty_drain"].append(ours.drain_run(env, drainers=2, n=n))
-                runs["empty_submit"].append(ours.single_submit(env, seconds=submit_seconds, max_count=20_000))
             else:
                 runs["big_drain"].append(ours.drain_run(big, drainers=2, n=n, truncate=False))
-                runs["big_submit"].append(ours.single_submit(big, seconds=submit_seconds, max_count=20_000))
-            print(
-                f"  {side}: drain {runs[side + '_drain'][-1]['rate']:.0f}/s, submit p50 "
-                f"{runs[side + '_submit'][-1]['p50_ms']:.2f} ms",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"  {side}: drain {runs[side + '_drain'][-1]['rate']:.0f}/s", file=sys.stderr, flush=True)
+    sub = submit_blocks(env, big, pairs=block_pairs)
+    print(
+        f"  submit: {sub['block_pairs']} block pairs of {sub['block']}, ratio of block medians "
+        f"{sub['ratio_median']:.2f} (quartiles {sub['ratio_p25']:.2f}-{sub['ratio_p75']:.2f}); "
+        f"p50 {sub['empty']['p50_ms']:.2f} / {sub['big']['p50_ms']:.2f} ms",
+        file=sys.stderr,
+        flush=True,
+    )
     with env.connect(big_url) as conn:
         counts = conn.execute("SELECT count(*) FROM tasks").fetchone()
         events = conn.execute("SELECT count(*) FROM task_events").fetchone()
         parts = conn.execute("SELECT count(*) FROM tasklane_event_partitions()").fetchone()
-    med = {k: {m: stats.median(r[m] for r in v) for m in ("rate", "p50_ms") if m in v[0]} for k, v in runs.items()}
+    drain = {k: stats.median(r["rate"] for r in v) for k, v in runs.items()}
     # Each pair's own ratio: the two sides ran within a minute of each other, so the
     # machine's drift over the run cancels in them, not in the ratio of the medians.
-    pairs = {
-        "drain_ratio_pairs": [
-            b["rate"] / e["rate"] for e, b in zip(runs["empty_drain"], runs["big_drain"], strict=True)
-        ],
-        "submit_p50_ratio_pairs": [
-            b["p50_ms"] / e["p50_ms"] for e, b in zip(runs["empty_submit"], runs["big_submit"], strict=True)
-        ],
-    }
+    drain_pairs = [b["rate"] / e["rate"] for e, b in zip(runs["empty_drain"], runs["big_drain"], strict=True)]
     return {
-        **pairs,
-        "drain_ratio_pair_median": stats.median(pairs["drain_ratio_pairs"]),
-        "submit_p50_ratio_pair_median": stats.median(pairs["submit_p50_ratio_pairs"]),
+        "drain_ratio_pairs": drain_pairs,
+        "drain_ratio_pair_median": stats.median(drain_pairs),
+        "submit_p50_ratio_pairs": sub["ratios"],
+        "submit_p50_ratio_pair_median": sub["ratio_median"],
+        "submit_blocks": sub,
         "rows_in_big_table": counts[0] if counts else None,
         "events_in_big_table": events[0] if events else None,
         "event_partitions": parts[0] if parts else None,
         "history_rows": rows,
         "build_seconds": build_seconds,
         "runs": runs,
-        "drain_rate_empty": med["empty_drain"]["rate"],
-        "drain_rate_big": med["big_drain"]["rate"],
-        "drain_ratio": med["big_drain"]["rate"] / med["empty_drain"]["rate"],
-        "submit_p50_ms_empty": med["empty_submit"]["p50_ms"],
-        "submit_p50_ms_big": med["big_submit"]["p50_ms"],
-        "submit_rate_empty": med["empty_submit"]["rate"],
-        "submit_rate_big": med["big_submit"]["rate"],
-        "submit_p50_ratio": med["big_submit"]["p50_ms"] / med["empty_submit"]["p50_ms"],
+        "drain_rate_empty": drain["empty_drain"],
+        "drain_rate_big": drain["big_drain"],
+        "drain_ratio": drain["big_drain"] / drain["empty_drain"],
+        "submit_p50_ms_empty": sub["empty"]["p50_ms"],
+        "submit_p50_ms_big": sub["big"]["p50_ms"],
+        "submit_rate_empty": sub["empty"]["rate"],
+        "submit_rate_big": sub["big"]["rate"],
+        # The median of the block pairs' ratios: the drift-free estimate (the ratio of
+        # the pooled p50s is in the two lines above).
+        "submit_p50_ratio": sub["ratio_median"],
     }
