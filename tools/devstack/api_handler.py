@@ -1,23 +1,39 @@
-"""The local API server's request handler: ``chalice local``'s, hardened to answer
-like API Gateway where the dev server would not.
+"""The local API server's request handler: ``chalice local``'s, on a lean HTTP/1.1
+layer, hardened to answer like API Gateway where the dev server would not.
 
-- Methods the dev server does not know (TRACE, CONNECT, ...) get a JSON 405.
-- A Content-Length that is not a plain non-negative number (``abc``, ``1e3``,
-  ``-1``, two different values) is a JSON 400; one above the body limit is a 413,
-  answered without reading the body.  Chalice's handler calls ``int()`` on it
-  unguarded, and the exception drops the connection with no response at all.
-- Whatever ``http.server`` refuses itself (a malformed request line, an over-long
-  header or too many of them, an unknown HTTP version) is answered with the same
-  JSON error shape instead of its HTML page, and as a 4xx: it is the client's error.
+Each request becomes the same API Gateway proxy event, through the same
+``LocalGateway.handle_request``, and the same response bytes, as with chalice's
+``ChaliceRequestHandler`` on ``http.server``; what differs is the work around it
+(round 5 of issue 14: ~650k instructions a request were the HTTP layer's):
+
+- the request head is read by ``http_request.read_head`` instead of ``http.server``'s
+  ``parse_request`` and ``email.feedparser``;
+- the response goes out in one write, its Date header formatted once a second;
+- the access log line (``http.server`` writes one to stderr per request) is written
+  only when ``TASKLANE_LOG_LEVEL`` is INFO or DEBUG; refusals are always logged.
+
+Hardening (unchanged): methods the dev server does not know (TRACE, CONNECT, ...) get a
+JSON 405; a Content-Length that is not a plain non-negative number (``abc``, ``1e3``,
+``-1``, two different values) is a JSON 400, one above the body limit a 413 answered
+without reading the body (chalice's handler called ``int()`` on it unguarded, and the
+exception dropped the connection); whatever the parser refuses (a malformed request
+line, an over-long header or too many of them, an unknown HTTP version) is answered
+in the same JSON error shape, as a 4xx, and the connection closed.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
-from http import HTTPStatus
+import socketserver
+import sys
+import time
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tools.devstack.http_request import Refused, RequestHead, read_head
 
 _DIGITS = re.compile("[0-9]{1,15}")
 _CODES = {
@@ -28,13 +44,25 @@ _CODES = {
     414: "uri_too_long",
     431: "request_header_fields_too_large",
 }
+# The methods chalice's handler serves (its do_* methods); others get a JSON 405.
+METHODS = frozenset({"GET", "PUT", "POST", "HEAD", "DELETE", "PATCH", "OPTIONS"})
+_PHRASES = {code: short for code, (short, _) in BaseHTTPRequestHandler.responses.items()}
+SERVER_HEADER = f"Server: {BaseHTTPRequestHandler.server_version} {BaseHTTPRequestHandler.sys_version}\r\n"
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class _Clock:
+    """The Date header's value, formatted once a second rather than once a request."""
+
+    second = -1
+    value = ""
+
+    @classmethod
+    def date(cls) -> str:
+        now = time.time()
+        if int(now) != cls.second:
+            cls.value, cls.second = formatdate(now, usegmt=True), int(now)
+        return cls.value
 
 
 _REMEMBERED_URLS = 1024  # distinct URLs without a query string: an API's paths, unless a client walks ids
@@ -63,86 +91,162 @@ class RememberingMatcher:
         return type(found)(found.route, dict(found.captured), {k: list(v) for k, v in found.query_params.items()})
 
 
-def make_handler(base: type, routes: dict[str, Any], matcher: Any, max_body_bytes: int) -> type:
-    """A subclass of chalice's ``ChaliceRequestHandler`` (passed in: chalice is imported
-    lazily) whose gateway finds routes through ``matcher`` (a ``RememberingMatcher``)."""
-    from chalice.local import LambdaEventConverter, LocalGateway
+def content_length(head: RequestHead, max_body_bytes: int) -> int:
+    """The body's length from the Content-Length headers (0 without one), or ``Refused``."""
+    values = {v.strip() for v in head.content_lengths}
+    if not values:
+        return 0
+    if len(values) > 1:
+        raise Refused(400, "conflicting Content-Length headers")
+    value = values.pop()
+    if not _DIGITS.fullmatch(value):
+        raise Refused(400, f"Content-Length must be a non-negative integer, got {value[:40]!r}")
+    length = int(value)
+    if length > max_body_bytes:
+        raise Refused(413, f"the request body is {length} bytes; the limit is {max_body_bytes}")
+    return length
 
-    class Handler(base):  # type: ignore[misc]
-        def __init__(self, request: Any, client_address: Any, server: Any, app_object: Any, config: Any) -> None:
-            # ChaliceRequestHandler.__init__ with the gateway's route matcher replaced;
-            # BaseHTTPRequestHandler.__init__ then serves the connection.
-            self.local_gateway = gateway = LocalGateway(app_object, config)
-            gateway.event_converter = LambdaEventConverter(matcher, app_object.api.binary_types)
-            BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
-        # Headers and body go out in separate writes; with Nagle's algorithm on, the
-        # client's delayed ACK then adds ~40 ms to every response.
-        disable_nagle_algorithm = True
+class ApiHandler(socketserver.StreamRequestHandler):
+    """One keep-alive connection: requests in, chalice's local gateway, responses out.
+    ``make_handler`` sets the class attributes."""
 
-        def __getattr__(self, name: str) -> Any:
-            if name.startswith("do_"):
-                return self._method_not_allowed
-            raise AttributeError(name)
+    gateway: Any  # chalice.local.LocalGateway
+    routes: dict[str, Any]
+    matcher: RememberingMatcher
+    max_body_bytes: int
+    access_log: bool
+    # Headers and body go out in one write, but a 100 Continue and its answer do not;
+    # with Nagle's algorithm on, the client's delayed ACK would add ~40 ms.
+    disable_nagle_algorithm = True
+    close_connection = True
+    requestline = ""
+    command = ""
 
-        def _json_error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-            code = _CODES.get(status, "error")
-            body = json.dumps({"error": {"code": code, "message": message}}).encode()
-            if getattr(self, "request_version", "") == "HTTP/0.9":
-                self.request_version = "HTTP/1.0"  # a garbled request line still gets a status line
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def handle(self) -> None:
+        self.close_connection = False
+        while not self.close_connection:
+            self._handle_one()
 
-        def _method_not_allowed(self) -> None:
-            headers = {}
-            try:
-                headers["Allow"] = ", ".join(sorted(routes[matcher.match_route(self.path).route]))
-            except ValueError:
-                pass  # an unknown path: nothing is allowed there
-            self._json_error(405, f"unsupported method: {self.command}", headers)
-
-        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-            """http.server's own refusals, in the API's JSON shape and never as a 5xx."""
+    def _handle_one(self) -> None:
+        self.command = ""
+        try:
+            head = read_head(self.rfile)
+        except Refused as refused:
+            self._refuse(refused)
+            return
+        if head is None:
             self.close_connection = True
-            if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED or code >= 500 or code < 400:
-                code = 400
-            self.log_error("code %d, message %s", code, message)
-            self._json_error(code, message or HTTPStatus(code).phrase)
+            return
+        self.requestline, self.command = head.requestline, head.method
+        self.close_connection = not head.keep_alive
+        if head.version >= "HTTP/1.1" and head.first.get("expect", "").lower() == "100-continue":
+            self._log_request(100)
+            self.request.sendall(_CONTINUE)
+        if head.method not in METHODS:
+            self._method_not_allowed(head)
+            return
+        try:
+            length = content_length(head, self.max_body_bytes)
+        except Refused as refused:
+            self._refuse(refused)  # the body (if any) was not read
+            return
+        body = self.rfile.read(length) if length > 0 else None
+        self._serve(head, body)
 
-        def _content_length(self) -> int:
-            values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
-            if not values:
-                return 0
-            if len(values) > 1:
-                raise _Refused(400, "conflicting Content-Length headers")
-            value = values.pop()
-            if not _DIGITS.fullmatch(value):
-                raise _Refused(400, f"Content-Length must be a non-negative integer, got {value[:40]!r}")
-            length = int(value)
-            if length > max_body_bytes:
-                raise _Refused(413, f"the request body is {length} bytes; the limit is {max_body_bytes}")
-            return length
+    def _serve(self, head: RequestHead, body: bytes | None) -> None:
+        """``ChaliceRequestHandler._generic_handle``: the gateway's answer, or its error."""
+        from chalice.local import LocalGatewayException
 
-        def _parse_payload(self) -> tuple[dict[str, str], bytes | None]:
-            length = self._content_length()
-            body = self.rfile.read(length) if length > 0 else None
-            return dict(self.headers), body
+        try:
+            response = self.gateway.handle_request(method=head.method, path=head.path, headers=head.headers, body=body)
+        except LocalGatewayException as error:
+            self._send(error.CODE, error.headers, error.body)
+            return
+        headers = response["headers"].copy()
+        headers.update(response["multiValueHeaders"])
+        out = response["body"]
+        if response.get("isBase64Encoded"):
+            out = base64.b64decode(out)
+        self._send(response["statusCode"], headers, out)
 
-        def _generic_handle(self) -> None:
-            try:
-                super()._generic_handle()
-            except _Refused as refused:
-                self.close_connection = True  # the body (if any) was not read
-                self._json_error(refused.status, refused.message)
+    def _send(self, code: int, headers: dict[str, Any], body: str | bytes | None) -> None:
+        """The bytes chalice's handler sends through ``http.server``: status line, Server,
+        Date, Content-Length and Content-Type (with a body), then the response's headers."""
+        self._log_request(code)
+        lines = [f"HTTP/1.1 {code} {_PHRASES.get(code, '')}\r\n", SERVER_HEADER, f"Date: {_Clock.date()}\r\n"]
+        if body is None:
+            headers["Content-Length"] = "0"
+            data = b""
+        else:
+            data = body if isinstance(body, bytes) else body.encode("utf-8")
+            lines.append(f"Content-Length: {len(data)}\r\n")
+            lines.append(f"Content-Type: {headers.pop('Content-Type', 'application/json')}\r\n")
+        for name, value in headers.items():
+            for one in value if isinstance(value, list) else (value,):
+                lines.append(f"{name}: {one}\r\n")
+                if name.lower() == "connection":
+                    self._note_connection(str(one))
+        lines.append("\r\n")
+        self.request.sendall("".join(lines).encode("latin-1", "strict") + data)
 
-        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
+    def _note_connection(self, value: str) -> None:
+        # http.server's send_header: a Connection header the app sets decides keep-alive.
+        if value.lower() == "close":
+            self.close_connection = True
+        elif value.lower() == "keep-alive":
+            self.close_connection = False
 
-    return Handler
+    def _json_error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps({"error": {"code": _CODES.get(status, "error"), "message": message}}).encode()
+        extra = {**(headers or {}), "Content-Type": "application/json", "Content-Length": str(len(body))}
+        if self.close_connection:
+            extra["Connection"] = "close"
+        self._log_request(status)
+        lines = [f"HTTP/1.1 {status} {_PHRASES.get(status, '')}\r\n", SERVER_HEADER, f"Date: {_Clock.date()}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in extra.items()]
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1", "strict")
+        self.request.sendall(head if self.command == "HEAD" else head + body)
+
+    def _refuse(self, refused: Refused) -> None:
+        """A request the server will not serve: a JSON 4xx, and the connection closed
+        (what follows on it cannot be trusted to start a request)."""
+        self.close_connection = True
+        self._log_error(f"code {refused.status}, message {refused.message}")
+        self._json_error(refused.status, refused.message)
+
+    def _method_not_allowed(self, head: RequestHead) -> None:
+        headers = {}
+        try:
+            headers["Allow"] = ", ".join(sorted(self.routes[self.matcher.match_route(head.path).route]))
+        except ValueError:
+            pass  # an unknown path: nothing is allowed there
+        self._json_error(405, f"unsupported method: {head.method}", headers)
+
+    def _log_request(self, code: int) -> None:
+        if self.access_log:
+            self._log(f'"{self.requestline}" {code} -')
+
+    def _log_error(self, message: str) -> None:
+        self._log(message)
+
+    def _log(self, message: str) -> None:
+        # http.server's access log format, on stderr as before.
+        stamp = time.strftime("%d/%b/%Y %H:%M:%S")
+        sys.stderr.write(f"{self.client_address[0]} - - [{stamp}] {message}\n")
+
+
+def make_handler(
+    gateway: Any, routes: dict[str, Any], matcher: RememberingMatcher, max_body_bytes: int, *, access_log: bool
+) -> type[ApiHandler]:
+    """An ``ApiHandler`` class serving through ``gateway`` (chalice's ``LocalGateway``,
+    its event converter finding routes through ``matcher``)."""
+    attrs = {
+        "gateway": gateway,
+        "routes": routes,
+        "matcher": matcher,
+        "max_body_bytes": max_body_bytes,
+        "access_log": access_log,
+    }
+    return type("BoundApiHandler", (ApiHandler,), attrs)

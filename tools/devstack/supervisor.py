@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tools.devstack.orphans import SUPERVISOR_PID_ENV, stop_with_parent
 
@@ -112,24 +112,18 @@ def local_api_environ(stage: Mapping[str, str], shell: Mapping[str, str]) -> dic
 
 
 def api_server(host: str, port: int) -> int:
-    """Serve the API the way ``chalice local`` does, with two differences: the shell's
-    environment wins over the stage's ``environment_variables`` (so a variable you set
-    reaches the API exactly as it reaches the drainers), and HTTP methods the dev
-    server does not know (TRACE, CONNECT, ...) get a JSON 405 instead of an HTML 501,
-    as API Gateway would refuse them; a malformed request (a bad Content-Length, an
-    over-long header) gets a JSON 4xx instead of a dropped connection or an HTML page
-    (``tools.devstack.api_handler``)."""
+    """Serve the API the way ``chalice local`` does (the same app object, the same API
+    Gateway proxy events through chalice's ``LocalGateway``), with these differences:
+    the shell's environment wins over the stage's ``environment_variables`` (so a
+    variable you set reaches the API exactly as it reaches the drainers), and the HTTP
+    layer is ``tools.devstack.api_handler``'s: a lean request parser, JSON 4xx answers
+    where the dev server sent an HTML page, a 501 or nothing, and no access log line
+    per request unless the log level is INFO or DEBUG."""
     import logging
+    import socketserver
 
     from chalice.cli.factory import CLIFactory
-    from chalice.local import (
-        ChaliceRequestHandler,
-        CustomLocalChalice,
-        LocalChalice,
-        LocalDevServer,
-        RouteMatcher,
-        ThreadedHTTPServer,
-    )
+    from chalice.local import CustomLocalChalice, LambdaEventConverter, LocalChalice, LocalGateway, RouteMatcher
 
     from chalicelib.config import get_settings
     from tools.devstack.api_handler import RememberingMatcher, make_handler
@@ -145,23 +139,29 @@ def api_server(host: str, port: int) -> int:
     config = factory.create_config_obj(chalice_stage_name="local")
     os.environ.update(local_api_environ(config.environment_variables, shell_env))
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
-    routes = config.chalice_app.routes
-    matcher = RememberingMatcher(RouteMatcher(list(routes)))
-    handler = make_handler(ChaliceRequestHandler, routes, matcher, get_settings().max_payload_bytes)
     app = config.chalice_app
-    # What chalice.local.create_local_server does before serving: the dev server runs
-    # each request on a thread of its own, so ``current_request`` must be thread-local
+    routes = app.routes
+    matcher = RememberingMatcher(RouteMatcher(list(routes)))
+    # What chalice.local.create_local_server does before serving: the server runs each
+    # connection on a thread of its own, so ``current_request`` must be thread-local
     # or concurrent requests read each other's bodies and headers.
     CustomLocalChalice.__bases__ = (LocalChalice, type(app))
     app.__class__ = CustomLocalChalice
+    gateway = LocalGateway(app, config)
+    gateway.event_converter = LambdaEventConverter(cast(Any, matcher), app.api.binary_types)
+    # http.server wrote an access line per request to stderr; the app's logger level
+    # (read from the same variable) says whether anyone wants INFO lines.
+    access_log = os.environ.get("TASKLANE_LOG_LEVEL", "INFO").upper() in ("DEBUG", "INFO")
+    handler = make_handler(gateway, routes, matcher, get_settings().max_payload_bytes, access_log=access_log)
 
-    class Server(ThreadedHTTPServer):
+    class Server(socketserver.ThreadingTCPServer):
         # socketserver's default listen backlog is 5: a burst of concurrent clients
         # would see connections reset before a thread ever accepts them.
         request_queue_size = 128
         daemon_threads = True
+        allow_reuse_address = True  # as http.server: a restarted stack rebinds at once
 
-    server = LocalDevServer(app, config, host, port, handler_cls=handler, server_cls=Server)
+    server = Server((host, port), handler)
     stop = _stop_event()
 
     def shutdown_on_signal() -> None:
@@ -169,6 +169,7 @@ def api_server(host: str, port: int) -> int:
         server.shutdown()
 
     threading.Thread(target=shutdown_on_signal, daemon=True).start()
+    print(f"Serving on http://{host}:{port}", flush=True)
     server.serve_forever()
     return 0
 

@@ -1,0 +1,107 @@
+"""Interleaved A/B of the local API server between two checkouts, on one database and Redis.
+
+    .venv/bin/python -m bench.httpab /path/to/checkout-A /path/to/checkout-B [rounds] [seconds]
+
+Each round starts A's and B's API server (``python -m tools.devstack api``, the code
+from that checkout; alternating which goes first), warms it, then runs the bench's
+HTTP workload against it: ``seconds`` of single submits (POST /api/v1/tasks) from 8
+keep-alive clients (``bench.ours._concurrent_submits``), then ``seconds`` from one.
+Per side it prints the rates, the p50s and the API processes' CPU per request
+(``/proc``, the server and any processes it started), then the medians and B/A.  No
+drainer runs: the ids wait in the private Redis, which is flushed between sides.  The
+database and the Redis are this run's own and are removed at the end.  On a loaded
+machine only the ratios mean anything.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench import ours, stats
+from bench.env import BenchEnv, bench_env
+from tests.helpers import wait_for
+from tools.devstack import services as devservices
+
+
+def _one_client(port: int, headers: dict[str, str], body: bytes, seconds: float) -> dict[str, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    lat: list[float] = []
+    end = time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        conn.request("POST", "/api/v1/tasks", body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        lat.append(time.perf_counter() - t)
+        if resp.status != 201:
+            raise SystemExit(f"submit answered {resp.status}")
+    conn.close()
+    return {"rate1": len(lat) / (time.perf_counter() - start), "p50_1_ms": stats.latency_summary(lat)["p50_ms"]}
+
+
+def side(env: BenchEnv, root: Path, key: str, seconds: float) -> dict[str, Any]:
+    env.flush_redis()
+    env.code_root = root
+    port = devservices.find_free_port()
+    proc = env.python("api", "-m", "tools.devstack", "api", "--port", str(port))
+    try:
+
+        def up() -> bool:
+            if not proc.alive():
+                raise SystemExit(f"the API server exited:\n{proc.log_tail()}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/health")
+                conn.getresponse().read()
+                return True
+            except OSError:
+                return False
+
+        wait_for(up, timeout=60, interval=0.1, message="the API server")
+        headers = {"X-API-Key": key, "Content-Type": "application/json"}
+        body = json.dumps({"name": "noop", "payload": {"n": 1}}).encode()
+        ours._concurrent_submits(port, headers, body, clients=8, seconds=1.0)  # warm: pool, caches
+        cpu0 = proc.cpu_seconds()
+        many = ours._concurrent_submits(port, headers, body, clients=8, seconds=seconds)
+        cpu8 = (proc.cpu_seconds() - cpu0) / (many["concurrent8_rate"] * seconds) * 1000
+        one = _one_client(port, headers, body, seconds)
+        return {**many, **one, "api_cpu8_ms": cpu8}
+    finally:
+        proc.stop()
+
+
+def main() -> None:
+    a, b = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 4.0
+    from chalicelib.adapters.postgres.store import Store
+    from chalicelib.services.apikeys import ensure_key
+
+    results: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
+    with bench_env() as env:
+        key = "httpab-" + uuid.uuid4().hex
+        store = Store(env.database_url)
+        ensure_key(store, key, rate_limit_per_minute=100_000_000)
+        store.close()
+        for r in range(rounds):
+            order = [("A", a), ("B", b)] if r % 2 == 0 else [("B", b), ("A", a)]
+            for name, root in order:
+                res = side(env, root, key, seconds)
+                results[name].append(res)
+                print(name, r, json.dumps({k: round(v, 3) for k, v in res.items()}), flush=True)
+    keys = ["concurrent8_rate", "concurrent8_p50_ms", "api_cpu8_ms", "rate1", "p50_1_ms"]
+    med = {n: {k: statistics.median(x[k] for x in results[n]) for k in keys} for n in results}
+    for k in keys:
+        print(f"{k:20s} A {med['A'][k]:9.3f}  B {med['B'][k]:9.3f}  B/A {med['B'][k] / med['A'][k]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
