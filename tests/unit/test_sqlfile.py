@@ -41,3 +41,13 @@ def test_only_claim_and_heartbeat_commit_without_waiting_for_the_wal() -> None:
         # transaction-local (true): the pooled connection's later statements are durable again
         assert "set_config('synchronous_commit', 'off', true)" in queries()[name]
         assert "CROSS JOIN nosync" in queries()[name] or "FROM nosync" in queries()[name]
+
+
+def test_the_drain_statements_fit_psycopgs_query_cache() -> None:
+    """psycopg converts a query's ``%(name)s`` placeholders with a regex and caches the
+    result only for queries up to MAX_CACHED_STATEMENT_LENGTH bytes; a longer one is
+    parsed again on every call.  The comments count: they are part of the text sent."""
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
+
+    for name in ("claim", "finish", "extend_leases"):
+        assert len(queries()[name].encode()) <= MAX_CACHED_STATEMENT_LENGTH, name
