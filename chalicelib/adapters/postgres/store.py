@@ -29,6 +29,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chalicelib.adapters.postgres.audit import AuditQueries
 from chalicelib.adapters.postgres.batches import BatchQueries
+from chalicelib.adapters.postgres.bulkcopy import COPY_MIN, BulkCopy
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
@@ -90,7 +91,7 @@ def dumps(value: Any) -> str:
     return _dumps(value)
 
 
-class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, DeadlineQueries, TenantQueries):
+class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, BulkCopy, DeadlineQueries, TenantQueries):
     """Task, event and API-key persistence on a small connection pool.
 
     The pool opens lazily on first use so importing the app (a Lambda cold
@@ -174,7 +175,9 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, Deadlin
 
     def insert_tasks(self, tasks: Sequence[NewTask], *, actor: str = "api") -> list[Task]:
         """Insert tasks with one statement; returns those inserted (idempotency
-        conflicts are left out: see ``tasks_by_idempotency_keys``)."""
+        conflicts are left out: see ``tasks_by_idempotency_keys``); many go by COPY."""
+        if len(tasks) >= COPY_MIN:
+            return self.copy_tasks(tasks, actor)
         if not tasks:
             return []
         return accepted(tasks, self._all("insert_tasks", self._insert_params(tasks, actor)))
@@ -552,15 +555,12 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, Deadlin
 # rather than as a dozen arrays: psycopg adapts arrays element by element in Python,
 # one encoder call is C (2 instead of 7 microseconds a task).  Payloads and results
 # travel as JSON strings holding their JSON text, cast with ``::jsonb`` as before.
-_js = encode
-
-
 def _tasks_json(tasks: Sequence[NewTask]) -> str:
-    return _js([new_task_row(t) for t in tasks])
+    return encode([new_task_row(t) for t in tasks])
 
 
 def _outcomes_json(outcomes: Sequence[Outcome]) -> str:
-    return _js(
+    return encode(
         [
             {
                 "id": o.id,

@@ -1,0 +1,145 @@
+"""Bulk submit through COPY: ``Store.insert_tasks`` for many tasks at once.
+
+The one ``insert_tasks`` statement costs a 500-task submit ~24 µs of PostgreSQL CPU a
+task (the jsonb recordset, the CTEs, the executor) and ~29 µs of client CPU (its JSON
+parameter, the rows it returns).  COPY is PostgreSQL's cheapest way in: nothing is
+planned and the heap takes the rows a page at a time.  A task without an idempotency or
+unique key needs nothing back from the server: its id is made here (UUIDv7), and all
+the statement would decide (status, run_at, enqueued_at, created_at) follows from the
+transaction's ``now()``, read first.  Those tasks go in by one COPY and their first
+events by another (the metrics trigger counts COPY's rows as it counts an INSERT's); the
+keyed ones still take the statement, whose ``ON CONFLICT`` decides their races, in the
+same transaction: the call stays all or nothing, durable at its commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import psycopg
+
+from chalicelib.adapters.postgres.rows import accepted
+from chalicelib.core.model import Accepted, NewTask, Status, Task
+from chalicelib.core.schemas import MAX_DELAY_SECONDS
+
+Row = dict[str, Any]
+
+# Below this many tasks the one statement (one round trip) costs less than the COPY
+# transaction's six (BEGIN, now(), two COPYs of two each, COMMIT).
+COPY_MIN = 32
+
+_TASK_COLUMNS = (
+    "id, tenant, name, status, priority, payload, max_retries, timeout_seconds, run_at, enqueued_at,"
+    " created_at, updated_at, callback_url, trace_context, batch_id, has_followers, expires_at"
+)
+COPY_TASKS = f"COPY tasks ({_TASK_COLUMNS}) FROM STDIN"
+# from_status NULL and at = now() by default, as the statement writes them.
+COPY_EVENTS = "COPY task_events (task_id, to_status, attempt, actor, task_name) FROM STDIN"
+NULL = "\\N"
+
+
+class _Store(Protocol):
+    _q: dict[str, str]
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]: ...
+    def _insert_params(self, tasks: Sequence[NewTask], actor: str) -> dict[str, Any]: ...
+
+
+def copyable(t: NewTask) -> bool:
+    """Whether the COPY can take ``t``: no key whose conflict the server must decide, and
+    instants it can compare with the transaction's (aware; a delay the API accepts)."""
+    return (
+        t.idempotency_key is None
+        and t.unique_key is None
+        and (t.run_at is None or t.run_at.tzinfo is not None)
+        and (t.expires_at is None or t.expires_at.tzinfo is not None)
+        and (t.delay_seconds is None or 0 <= t.delay_seconds <= MAX_DELAY_SECONDS)
+    )
+
+
+class BulkCopy:
+    """A mixin of ``Store``."""
+
+    def copy_tasks(self: _Store, tasks: Sequence[NewTask], actor: str) -> list[Task]:
+        """``insert_tasks`` for many: the copyable tasks by COPY, the others by the
+        statement, in one transaction; returns those inserted."""
+        plain = [t for t in tasks if copyable(t)]
+        keyed = [t for t in tasks if not copyable(t)] if len(plain) < len(tasks) else []
+        with self.connection() as conn, conn.transaction():
+            row = conn.execute("SELECT now() AS now").fetchone()
+            assert row is not None
+            made = _copy(conn, plain, row["now"], actor)
+            if keyed:
+                made += accepted(keyed, conn.execute(self._q["insert_tasks"], self._insert_params(keyed, actor)))
+        return made
+
+
+def _copy(conn: psycopg.Connection[Row], tasks: Sequence[NewTask], now: datetime, actor: str) -> list[Task]:
+    """COPY ``tasks`` and their first events in the open transaction whose ``now()`` is
+    ``now``; returns the tasks as ``insert_tasks`` would have."""
+    stamp = now.isoformat()
+    lines, events, out = [], [], []
+    esc = _Escaper()
+    actor_text = esc(actor)
+    for t in tasks:
+        due = now if t.run_at is None and not t.delay_seconds else _due(t, now)
+        queued = due <= now
+        status = Status.QUEUED if queued else Status.PENDING
+        name = esc(t.name)
+        lines.append(
+            f"{t.id}\t{esc(t.tenant)}\t{name}\t{status.value}\t{t.priority}\t{_json(t.payload_json)}\t"
+            f"{t.max_retries}\t{t.timeout_seconds}\t{stamp if due is now else due.isoformat()}\t"
+            f"{stamp if queued else NULL}\t{stamp}\t{stamp}\t{esc.opt(t.callback_url)}\t{esc.opt(t.trace_context)}\t"
+            f"{t.batch_id or NULL}\t{'f' if t.batch_id is None else 't'}\t"
+            f"{NULL if t.expires_at is None else t.expires_at.isoformat()}\n"
+        )
+        events.append(f"{t.id}\t{status.value}\t0\t{actor_text}\t{name}\n")
+        out.append(Accepted(t.id, status, due, now if queued else None, now, None).task(t))
+    if not lines:
+        return out
+    with conn.cursor() as cur:
+        with cur.copy(COPY_TASKS) as copy:
+            copy.write("".join(lines))
+        with cur.copy(COPY_EVENTS) as copy:
+            copy.write("".join(events))
+    return out
+
+
+def _due(t: NewTask, now: datetime) -> datetime:
+    """``coalesce(run_at, now() + make_interval(secs => delay))`` as the statement
+    computes it (both round the delay to the microsecond, half to even)."""
+    if t.run_at is not None:
+        return t.run_at
+    return now + timedelta(seconds=t.delay_seconds or 0)
+
+
+def _json(text: str) -> str:
+    """JSON text as a COPY field: the store's encoder escapes every control character
+    (``ensure_ascii``), so only backslashes need doubling."""
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+class _Escaper:
+    """Text as a COPY field (backslash, tab, newline and carriage return escaped), with
+    the call's repeated values (tenant, task names, actor) escaped once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def __call__(self, value: str) -> str:
+        done = self._seen.get(value)
+        if done is None:
+            done = self._seen[value] = _escape(value)
+        return done
+
+    def opt(self, value: str | None) -> str:
+        return NULL if value is None else _escape(value)
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        value = value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
