@@ -1,9 +1,10 @@
 """Interleaved A/B of the local API server between two checkouts, on one database and Redis.
 
-    .venv/bin/python -m bench.httpab /path/to/checkout-A /path/to/checkout-B [rounds] [seconds]
+    .venv/bin/python -m bench.httpab /path/to/checkout-A[@N] /path/to/checkout-B[@N] [rounds] [seconds]
 
 Each round starts A's and B's API server (``python -m tools.devstack api``, the code
-from that checkout; alternating which goes first), warms it, then runs the bench's
+from that checkout, ``@N``: N processes on one port with ``--reuse-port``; alternating
+which side goes first), warms it, then runs the bench's
 HTTP workload against it: ``seconds`` of single submits (POST /api/v1/tasks) from 8
 keep-alive clients (``bench.ours._concurrent_submits``), then ``seconds`` from one.
 Per side it prints the rates, the p50s and the API processes' CPU per request
@@ -47,39 +48,43 @@ def _one_client(port: int, headers: dict[str, str], body: bytes, seconds: float)
     return {"rate1": len(lat) / (time.perf_counter() - start), "p50_1_ms": stats.latency_summary(lat)["p50_ms"]}
 
 
-def side(env: BenchEnv, root: Path, key: str, seconds: float) -> dict[str, Any]:
+def side(env: BenchEnv, root: Path, processes: int, key: str, seconds: float) -> dict[str, Any]:
     env.flush_redis()
     env.code_root = root
     port = devservices.find_free_port()
-    proc = env.python("api", "-m", "tools.devstack", "api", "--port", str(port))
+    argv = ["-m", "tools.devstack", "api", "--port", str(port)] + (["--reuse-port"] if processes > 1 else [])
+    procs = [env.python("api", *argv) for _ in range(processes)]
     try:
 
         def up() -> bool:
-            if not proc.alive():
-                raise SystemExit(f"the API server exited:\n{proc.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/health")
-                conn.getresponse().read()
-                return True
-            except OSError:
-                return False
+            for proc in procs:
+                if not proc.alive():
+                    raise SystemExit(f"the API server exited:\n{proc.log_tail()}")
+            return all("Serving on" in proc.log_tail() for proc in procs)
 
-        wait_for(up, timeout=60, interval=0.1, message="the API server")
+        wait_for(up, timeout=60, interval=0.1, message="the API servers")
         headers = {"X-API-Key": key, "Content-Type": "application/json"}
         body = json.dumps({"name": "noop", "payload": {"n": 1}}).encode()
         ours._concurrent_submits(port, headers, body, clients=8, seconds=1.0)  # warm: pool, caches
-        cpu0 = proc.cpu_seconds()
+        cpu0 = sum(proc.cpu_seconds() for proc in procs)
         many = ours._concurrent_submits(port, headers, body, clients=8, seconds=seconds)
-        cpu8 = (proc.cpu_seconds() - cpu0) / (many["concurrent8_rate"] * seconds) * 1000
+        cpu = sum(proc.cpu_seconds() for proc in procs) - cpu0
+        cpu8 = cpu / (many["concurrent8_rate"] * seconds) * 1000
         one = _one_client(port, headers, body, seconds)
         return {**many, **one, "api_cpu8_ms": cpu8}
     finally:
-        proc.stop()
+        for proc in procs:
+            proc.stop()
+
+
+def _side_spec(arg: str) -> tuple[Path, int]:
+    """``/path/to/checkout`` or ``/path/to/checkout@N`` (N API processes sharing the port)."""
+    path, _, count = arg.partition("@")
+    return Path(path).resolve(), int(count or 1)
 
 
 def main() -> None:
-    a, b = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+    (a, a_procs), (b, b_procs) = _side_spec(sys.argv[1]), _side_spec(sys.argv[2])
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 4.0
     from chalicelib.adapters.postgres.store import Store
@@ -92,9 +97,9 @@ def main() -> None:
         ensure_key(store, key, rate_limit_per_minute=100_000_000)
         store.close()
         for r in range(rounds):
-            order = [("A", a), ("B", b)] if r % 2 == 0 else [("B", b), ("A", a)]
-            for name, root in order:
-                res = side(env, root, key, seconds)
+            order = [("A", a, a_procs), ("B", b, b_procs)]
+            for name, root, processes in order if r % 2 == 0 else order[::-1]:
+                res = side(env, root, processes, key, seconds)
                 results[name].append(res)
                 print(name, r, json.dumps({k: round(v, 3) for k, v in res.items()}), flush=True)
     keys = ["concurrent8_rate", "concurrent8_p50_ms", "api_cpu8_ms", "rate1", "p50_1_ms"]

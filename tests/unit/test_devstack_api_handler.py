@@ -9,15 +9,16 @@ import json
 import re
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from chalice import Chalice, Response
-from chalice.local import ChaliceRequestHandler, LambdaEventConverter, LocalDevServer, LocalGateway, RouteMatcher
+from chalice.local import ChaliceRequestHandler, LambdaContext, LocalDevServer, RouteMatcher
 
-from tools.devstack.api_handler import RememberingMatcher, make_handler
+from tools.devstack.api_handler import LocalContext, RememberingMatcher, make_gateway, make_handler
 
 CONFIG = SimpleNamespace(lambda_timeout=None, function_name="t", lambda_memory_size=128)
 
@@ -54,8 +55,7 @@ def ports() -> Iterator[tuple[int, int]]:
     app = _app()
     theirs = LocalDevServer(app, CONFIG, "127.0.0.1", 0, handler_cls=ChaliceRequestHandler)  # type: ignore[arg-type]
     matcher = RememberingMatcher(RouteMatcher(list(app.routes)))
-    gateway = LocalGateway(app, CONFIG)  # type: ignore[arg-type]
-    gateway.event_converter = LambdaEventConverter(matcher, app.api.binary_types)  # type: ignore[arg-type]
+    gateway = make_gateway(app, CONFIG, matcher)
     import socketserver
 
     class Server(socketserver.ThreadingTCPServer):
@@ -155,3 +155,19 @@ def test_an_unknown_method_is_a_json_405_with_allow(ports: tuple[int, int]) -> N
     status, error, head = _json_status(_exchange(ports[1], b"TRACE /echo HTTP/1.1\r\nConnection: close\r\n\r\n"))
     assert (status, error["code"]) == (405, "method_not_allowed")
     assert b"Allow: POST, PUT" in head
+
+
+def test_the_context_has_chalices_attributes_and_a_fresh_uuid4() -> None:
+    theirs = LambdaContext("fn", 256, max_runtime_ms=900_000)
+    ours = [LocalContext("fn", 256, 900_000) for _ in range(200)]
+    skip = {"aws_request_id", "_start_time", "_time_source"}
+    expected = {k: v for k, v in vars(theirs).items() if k not in skip}
+    for context in ours[:3]:
+        got = {k: getattr(context, k) for k in expected}
+        assert got == expected
+        assert 899_000 < context.get_remaining_time_in_millis() <= 900_000
+    ids = [context.aws_request_id for context in ours]
+    assert len(set(ids)) == len(ids)
+    for one in ids:
+        parsed = uuid.UUID(one)
+        assert (str(parsed), parsed.version, parsed.variant) == (one, 4, uuid.RFC_4122)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from tools.devstack.orphans import SUPERVISOR_PID_ENV, stop_with_parent
 
@@ -111,7 +111,7 @@ def local_api_environ(stage: Mapping[str, str], shell: Mapping[str, str]) -> dic
     return env
 
 
-def api_server(host: str, port: int) -> int:
+def api_server(host: str, port: int, *, reuse_port: bool = False) -> int:
     """Serve the API the way ``chalice local`` does (the same app object, the same API
     Gateway proxy events through chalice's ``LocalGateway``), with these differences:
     the shell's environment wins over the stage's ``environment_variables`` (so a
@@ -123,10 +123,10 @@ def api_server(host: str, port: int) -> int:
     import socketserver
 
     from chalice.cli.factory import CLIFactory
-    from chalice.local import CustomLocalChalice, LambdaEventConverter, LocalChalice, LocalGateway, RouteMatcher
+    from chalice.local import CustomLocalChalice, LocalChalice, RouteMatcher
 
     from chalicelib.config import get_settings
-    from tools.devstack.api_handler import RememberingMatcher, make_handler
+    from tools.devstack.api_handler import RememberingMatcher, make_gateway, make_handler
 
     shell_env = dict(os.environ)
     os.environ["AWS_CHALICE_CLI_MODE"] = "true"
@@ -147,8 +147,7 @@ def api_server(host: str, port: int) -> int:
     # or concurrent requests read each other's bodies and headers.
     CustomLocalChalice.__bases__ = (LocalChalice, type(app))
     app.__class__ = CustomLocalChalice
-    gateway = LocalGateway(app, config)
-    gateway.event_converter = LambdaEventConverter(cast(Any, matcher), app.api.binary_types)
+    gateway = make_gateway(app, config, matcher)
     # http.server wrote an access line per request to stderr; the app's logger level
     # (read from the same variable) says whether anyone wants INFO lines.
     access_log = os.environ.get("TASKLANE_LOG_LEVEL", "INFO").upper() in ("DEBUG", "INFO")
@@ -160,6 +159,7 @@ def api_server(host: str, port: int) -> int:
         request_queue_size = 128
         daemon_threads = True
         allow_reuse_address = True  # as http.server: a restarted stack rebinds at once
+        allow_reuse_port = reuse_port  # several API processes, the kernel spreading connections
 
     server = Server((host, port), handler)
     stop = _stop_event()
@@ -428,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     api = sub.add_parser("api", help="serve only the HTTP API (chalice local's server)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: one of several API processes")
     sub.add_parser("drain", help="run one drain worker (invokes drain back to back)")
     sub.add_parser("sweep", help="run one sweep worker (invokes sweep on its rate)")
     sub.add_parser("check-task-types", help="import the task modules, read the declarations, list the task types")
@@ -438,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_task_types(Settings.from_env())
         return 0
     if args.command == "api":
-        return api_server(args.host, args.port)
+        return api_server(args.host, args.port, reuse_port=args.reuse_port)
     if args.command == "drain":
         return drain_worker()
     if args.command == "sweep":
