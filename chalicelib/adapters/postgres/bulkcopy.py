@@ -39,6 +39,8 @@ COPY_TASKS = f"COPY tasks ({_TASK_COLUMNS}) FROM STDIN"
 # from_status NULL and at = now() by default, as the statement writes them.
 COPY_EVENTS = "COPY task_events (task_id, to_status, attempt, actor, task_name) FROM STDIN"
 NULL = "\\N"
+_QUEUED, _PENDING = Status.QUEUED.value, Status.PENDING.value
+CHUNK = 100
 
 
 class _Store(Protocol):
@@ -80,32 +82,50 @@ class BulkCopy:
 def _copy(conn: psycopg.Connection[Row], tasks: Sequence[NewTask], now: datetime, actor: str) -> list[Task]:
     """COPY ``tasks`` and their first events in the open transaction whose ``now()`` is
     ``now``; returns the tasks as ``insert_tasks`` would have."""
-    stamp = now.isoformat()
-    lines, events, out = [], [], []
-    esc = _Escaper()
-    actor_text = esc(actor)
-    for t in tasks:
-        due = now if t.run_at is None and not t.delay_seconds else _due(t, now)
-        queued = due <= now
-        status = Status.QUEUED if queued else Status.PENDING
-        name = esc(t.name)
-        lines.append(
-            f"{t.id}\t{esc(t.tenant)}\t{name}\t{status.value}\t{t.priority}\t{_json(t.payload_json)}\t"
-            f"{t.max_retries}\t{t.timeout_seconds}\t{stamp if due is now else due.isoformat()}\t"
-            f"{stamp if queued else NULL}\t{stamp}\t{stamp}\t{esc.opt(t.callback_url)}\t{esc.opt(t.trace_context)}\t"
-            f"{t.batch_id or NULL}\t{'f' if t.batch_id is None else 't'}\t"
-            f"{NULL if t.expires_at is None else t.expires_at.isoformat()}\n"
-        )
-        events.append(f"{t.id}\t{status.value}\t0\t{actor_text}\t{name}\n")
-        out.append(Accepted(t.id, status, due, now if queued else None, now, None).task(t))
-    if not lines:
-        return out
+    if not tasks:
+        return []
+    rows = _Rows(now, actor)
     with conn.cursor() as cur:
         with cur.copy(COPY_TASKS) as copy:
-            copy.write("".join(lines))
+            # Sent a chunk at a time as they are made: PostgreSQL inserts one while the
+            # next is built, and the answers are built before the COPY's end is awaited.
+            for i in range(0, len(tasks), CHUNK):
+                copy.write("".join([rows.line(t) for t in tasks[i : i + CHUNK]]))
+            decided = zip(tasks, rows.decided, strict=True)
+            out = [Accepted(t.id, s, due, enq, now, None).task(t) for t, (s, due, enq) in decided]
         with cur.copy(COPY_EVENTS) as copy:
-            copy.write("".join(events))
+            copy.write("".join(rows.events))
     return out
+
+
+class _Rows:
+    """The COPY lines of one call's tasks, their event lines, and what each line
+    decided (status, run_at, enqueued_at) for the answers."""
+
+    def __init__(self, now: datetime, actor: str) -> None:
+        self.now, self.stamp = now, now.isoformat()
+        self.esc = _Escaper()
+        self.actor = self.esc(actor)
+        self.events: list[str] = []
+        self.decided: list[tuple[Status, datetime, datetime | None]] = []
+
+    def line(self, t: NewTask) -> str:
+        now, stamp, esc = self.now, self.stamp, self.esc
+        due = now if t.run_at is None and not t.delay_seconds else _due(t, now)
+        if due <= now:
+            status, run_at, enqueued = _QUEUED, stamp if due is now else due.isoformat(), stamp
+            self.decided.append((Status.QUEUED, due, now))
+        else:
+            status, run_at, enqueued = _PENDING, due.isoformat(), NULL
+            self.decided.append((Status.PENDING, due, None))
+        name = esc(t.name)
+        self.events.append(f"{t.id}\t{status}\t0\t{self.actor}\t{name}\n")
+        return (
+            f"{t.id}\t{esc(t.tenant)}\t{name}\t{status}\t{t.priority}\t{_json(t.payload_json)}\t"
+            f"{t.max_retries}\t{t.timeout_seconds}\t{run_at}\t{enqueued}\t{stamp}\t{stamp}\t"
+            f"{esc.opt(t.callback_url)}\t{esc.opt(t.trace_context)}\t{t.batch_id or NULL}\t"
+            f"{'f' if t.batch_id is None else 't'}\t{NULL if t.expires_at is None else t.expires_at.isoformat()}\n"
+        )
 
 
 def _due(t: NewTask, now: datetime) -> datetime:
