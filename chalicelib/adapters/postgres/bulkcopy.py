@@ -31,9 +31,11 @@ Row = dict[str, Any]
 # transaction's six (BEGIN, now(), two COPYs of two each, COMMIT).
 COPY_MIN = 32
 
+# created_at and updated_at are left to their default, now(): the transaction's, the same
+# instant as the stamp sent for run_at and enqueued_at, two timestamps fewer to parse a row.
 _TASK_COLUMNS = (
     "id, tenant, name, status, priority, payload, max_retries, timeout_seconds, run_at, enqueued_at,"
-    " created_at, updated_at, callback_url, trace_context, batch_id, has_followers, expires_at"
+    " callback_url, trace_context, batch_id, has_followers, expires_at"
 )
 COPY_TASKS = f"COPY tasks ({_TASK_COLUMNS}) FROM STDIN"
 # from_status NULL and at = now() by default, as the statement writes them.
@@ -122,7 +124,7 @@ class _Rows:
         self.events.append(f"{t.id}\t{status}\t0\t{self.actor}\t{name}\n")
         return (
             f"{t.id}\t{esc(t.tenant)}\t{name}\t{status}\t{t.priority}\t{_json(t.payload_json)}\t"
-            f"{t.max_retries}\t{t.timeout_seconds}\t{run_at}\t{enqueued}\t{stamp}\t{stamp}\t"
+            f"{t.max_retries}\t{t.timeout_seconds}\t{run_at}\t{enqueued}\t"
             f"{esc.opt(t.callback_url)}\t{esc.opt(t.trace_context)}\t{t.batch_id or NULL}\t"
             f"{'f' if t.batch_id is None else 't'}\t{NULL if t.expires_at is None else t.expires_at.isoformat()}\n"
         )
