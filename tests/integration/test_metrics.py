@@ -131,6 +131,24 @@ def _settled(rt: Container) -> bool:
     )
 
 
+def test_a_statement_mixing_first_events_with_others_counts_every_rule(mrt: Container) -> None:
+    """The trigger counts a statement of first events into QUEUED/PENDING/WAITING with one
+    INSERT (migration 0023); a statement holding anything else besides (a first event
+    into CANCELLED, a transition, an event without task_name) is counted by every rule."""
+    rt = mrt
+    ids = [submit(rt, TENANT, request(name)).task.id for name in ("noop", "noop", "sleep")]
+    with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name)"
+            " VALUES (%s, NULL, 'QUEUED', 0, 't', 'noop'), (%s, NULL, 'CANCELLED', 0, 't', 'noop'),"
+            " (%s, 'QUEUED', 'CANCELLED', 0, 't', 'noop'), (%s, NULL, 'PENDING', 0, 't', NULL)",
+            (ids[0], ids[1], ids[1], ids[2]),
+        )
+    got = assert_counters_match(rt)
+    assert by_name(got["tasklane_tasks_submitted_total"]) == {"noop": 4.0, "sleep": 2.0}
+    assert by_name(got["tasklane_tasks_cancelled_total"]) == {"noop": 2.0}
+
+
 def test_hot_path_events_carry_what_the_trigger_counts_by(mrt: Container) -> None:
     """Submit, claim and finish write the task's name (and its times) into their event
     rows, so the metrics trigger counts them without joining back to tasks (0006)."""

@@ -10,7 +10,7 @@ from chalicelib.container import Container
 from chalicelib.core.batches import BatchSpec
 from chalicelib.core.model import Status
 from chalicelib.core.requests import TaskRequest
-from chalicelib.services.submit import Submitted, submit_batch, submit_many
+from chalicelib.services.submit import Submitted, submit, submit_batch, submit_many
 from tests.helpers import request
 
 TENANT = "acme"
@@ -37,6 +37,18 @@ def test_submitted_tasks_equal_their_stored_rows(rt: Container) -> None:
         assert rt.store.get_task(TENANT, t.id) == t
     replay = submit_many(rt, TENANT, [request(run_at=tasks[3].run_at, idempotency_key="k1")])[0]
     assert isinstance(replay, Submitted) and replay.replayed and replay.task == tasks[3]
+
+
+def test_single_submits_equal_their_stored_rows(rt: Container) -> None:
+    """One task a call takes the one-task statement (``insert_task``), one with a unique
+    key the general one: the answers equal the stored rows either way."""
+    tasks = [submit(rt, TENANT, r).task for r in _requests()]
+    assert [t.status for t in tasks] == [Status.QUEUED, Status.PENDING, Status.PENDING] + [Status.QUEUED] * 3
+    for t in tasks:
+        assert rt.store.get_task(TENANT, t.id) == t
+        assert [(e.from_status, e.to_status) for e in rt.store.task_events(t.id)] == [(None, t.status)]
+    replay = submit(rt, TENANT, request(run_at=tasks[3].run_at, idempotency_key="k1"))
+    assert replay.replayed and replay.task == tasks[3]
 
 
 def test_batch_tasks_equal_their_stored_rows(rt: Container) -> None:

@@ -35,6 +35,27 @@ def new_task_row(t: NewTask) -> dict[str, Any]:
     }
 
 
+def one_task_params(t: NewTask, actor: str) -> dict[str, Any]:
+    """The parameters of ``insert_task`` (one task without a unique key or batch)."""
+    return {
+        "id": t.id,
+        "tenant": t.tenant,
+        "name": t.name,
+        "priority": t.priority,
+        "payload": t.payload_json,
+        "max_retries": t.max_retries,
+        "timeout_seconds": t.timeout_seconds,
+        "run_at": t.run_at,
+        "delay": t.delay_seconds,
+        "idempotency_key": t.idempotency_key,
+        "request_hash": t.request_hash,
+        "callback_url": t.callback_url,
+        "trace_context": t.trace_context,
+        "expires_at": t.expires_at,
+        "actor": actor,
+    }
+
+
 def accepted(tasks: Sequence[NewTask], rows: Iterable[Mapping[str, Any]]) -> list[Task]:
     """The tasks ``insert_tasks`` inserted (its rows), built from what was sent."""
     sent = {t.id: t for t in tasks}

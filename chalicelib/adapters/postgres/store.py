@@ -33,7 +33,7 @@ from chalicelib.adapters.postgres.bulkcopy import COPY_MIN, BulkCopy
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
-from chalicelib.adapters.postgres.rows import accepted, encode, new_task_row
+from chalicelib.adapters.postgres.rows import accepted, encode, new_task_row, one_task_params
 from chalicelib.adapters.postgres.sessions import connection_options, snapshot
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.adapters.postgres.tenants import TenantQueries
@@ -178,12 +178,14 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, BulkCop
         conflicts are left out: see ``tasks_by_idempotency_keys``); many go by COPY."""
         if len(tasks) >= COPY_MIN:
             return self.copy_tasks(tasks, actor)
+        if len(tasks) == 1 and tasks[0].unique_key is None and tasks[0].batch_id is None:  # its own statement
+            return accepted(tasks, self._all("insert_task", one_task_params(tasks[0], actor)))
         if not tasks:
             return []
         return accepted(tasks, self._all("insert_tasks", self._insert_params(tasks, actor)))
 
     def _insert_params(self, tasks: Sequence[NewTask], actor: str) -> dict[str, Any]:
-        return {"tasks": _tasks_json(tasks), "actor": actor}
+        return {"tasks": encode([new_task_row(t) for t in tasks]), "actor": actor}
 
     def tasks_by_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, IdempotentTask]:
         """The tenant's tasks holding ``keys``, by key."""
@@ -555,10 +557,6 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, BulkCop
 # rather than as a dozen arrays: psycopg adapts arrays element by element in Python,
 # one encoder call is C (2 instead of 7 microseconds a task).  Payloads and results
 # travel as JSON strings holding their JSON text, cast with ``::jsonb`` as before.
-def _tasks_json(tasks: Sequence[NewTask]) -> str:
-    return encode([new_task_row(t) for t in tasks])
-
-
 def _outcomes_json(outcomes: Sequence[Outcome]) -> str:
     return encode(
         [
