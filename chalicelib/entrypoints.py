@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.container import get_container
-from chalicelib.services.drain import Drainer
-from chalicelib.services.sweep import sweep as run_sweep
+
+if TYPE_CHECKING:
+    from chalicelib.services.drain import Drainer
+
+# Each function imports its own use case on its first call: the drain function does
+# not load the sweep's (schedules, croniter), nor the sweep function the drainer's.
 
 
 class LambdaContextLike(Protocol):
@@ -27,6 +31,8 @@ def _get_drainer() -> Drainer:
     global _drainer
     with _lock:
         if _drainer is None:
+            from chalicelib.services.drain import Drainer
+
             _drainer = Drainer(get_container())
         return _drainer
 
@@ -47,4 +53,6 @@ def drain(context: LambdaContextLike | None, *, idle_exit_seconds: float | None 
 
 
 def sweep() -> dict[str, Any]:
+    from chalicelib.services.sweep import sweep as run_sweep
+
     return run_sweep(get_container()).as_dict()

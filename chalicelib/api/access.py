@@ -18,17 +18,21 @@ import hmac
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Request, Response
 
-from chalicelib.adapters.postgres.store import Store
-from chalicelib.adapters.redis.ratelimit import PrepaidRateLimiter, RateLimiter
 from chalicelib.api.responses import guarded, mark_guarded
-from chalicelib.container import Container, get_container
 from chalicelib.core.errors import QueueError, RateLimitedError, UnauthorizedError
 from chalicelib.observability.log import logger
 from chalicelib.services.apikeys import ApiKey, hash_key
+
+if TYPE_CHECKING:
+    # Annotations only: every route module imports this one, so at import (each Lambda
+    # cold start, drain and sweep included) it must not pull in psycopg or redis.
+    from chalicelib.adapters.postgres.store import Store
+    from chalicelib.adapters.redis.ratelimit import RateLimiter
+    from chalicelib.container import Container
 
 _CACHE_SECONDS = 5.0  # a revoked key stops working within this long on a warm process
 _MISS_SECONDS = 2.0  # unknown keys are remembered briefly so a flood of them cannot hammer PostgreSQL
@@ -79,6 +83,8 @@ class Authenticator:
 
 class Access:
     def __init__(self, rt: Container) -> None:
+        from chalicelib.adapters.redis.ratelimit import PrepaidRateLimiter
+
         self.default_limit = rt.settings.rate_limit_per_minute
         self.auth = Authenticator(rt.store)
         self.limiter: RateLimiter = PrepaidRateLimiter(rt.queue.client, keys=rt.queue.keys)
@@ -110,6 +116,8 @@ _access_lock = threading.Lock()
 def get_access() -> Access:
     """The process's ``Access``, built on first use (its key cache lives as long)."""
     global _access
+    from chalicelib.container import get_container  # lazily: built on the first request
+
     with _access_lock:
         if _access is None:
             _access = Access(get_container())

@@ -14,17 +14,18 @@ from __future__ import annotations
 import functools
 import hmac
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chalice.app import Blueprint, Request, Response
 
-from chalicelib.api import params, presenters
 from chalicelib.api.access import get_access, requires_key
 from chalicelib.api.responses import error_response, handle_errors, json_response
-from chalicelib.container import get_container
 from chalicelib.core.errors import TasklaneError, UnauthorizedError
-from chalicelib.observability import metrics
-from chalicelib.services import stats
-from chalicelib.services.apikeys import ApiKey
+
+if TYPE_CHECKING:
+    from chalicelib.services.apikeys import ApiKey
+
+# Handlers import what they use (see chalicelib.api.routes): not paid at cold start.
 
 ops_bp = Blueprint(__name__)
 
@@ -58,6 +59,8 @@ class _MetricsDisabled(TasklaneError):
 
 
 def _check_metrics_token(header: str | None) -> None:
+    from chalicelib.container import get_container
+
     scheme, _, presented = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         raise UnauthorizedError(
@@ -74,6 +77,9 @@ def _check_metrics_token(header: str | None) -> None:
 @ops_bp.route("/metrics", methods=["GET"])
 @handle_errors
 def prometheus_metrics() -> Response:
+    from chalicelib.container import get_container
+    from chalicelib.observability import metrics
+
     _check_metrics_token(_request().headers.get("authorization"))
     rt = get_container()
     return Response(
@@ -86,6 +92,10 @@ def prometheus_metrics() -> Response:
 @ops_bp.route("/api/v1/stats", methods=["GET"])
 @authed
 def tenant_stats(key: ApiKey) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.container import get_container
+    from chalicelib.services import stats
+
     params.no_params(_request().query_params or {})
     body = presenters.stats(stats.tenant_stats(get_container(), key.tenant))
     return json_response(body, headers={"Cache-Control": "no-store"})

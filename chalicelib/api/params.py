@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Request
 
@@ -27,9 +27,13 @@ from chalicelib.core.instants import parse_instant
 from chalicelib.core.jsonbody import parse_json
 from chalicelib.core.model import Status
 from chalicelib.core.requests import TaskRequest, parse_task, validate
-from chalicelib.services.control import CANCEL_MAX, CancelSelection
-from chalicelib.services.lifecycle import PURGE_MAX, REDRIVE_MAX, PurgeSelection, RedriveSelection
-from chalicelib.tasktypes import Registry
+
+if TYPE_CHECKING:
+    # The selections' use cases are imported by the functions that build them: a
+    # submit does not load cancel, redrive and purge (and their metrics, outbox).
+    from chalicelib.services.control import CancelSelection
+    from chalicelib.services.lifecycle import PurgeSelection, RedriveSelection
+    from chalicelib.tasktypes import Registry
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -174,6 +178,8 @@ def batch(body: Any, settings: Settings, registry: Registry) -> Batch:
 def redrive_selection(body: Any) -> RedriveSelection:
     """``{"ids": [...]}`` or ``{"name": "..."}`` (or both); at most ``limit`` (500) a call.
     Ids that are not UUIDs cannot name a task and are left out."""
+    from chalicelib.services.lifecycle import REDRIVE_MAX, RedriveSelection
+
     validate("Redrive", body)
     ids = body.get("ids")
     name = body.get("name")
@@ -187,6 +193,8 @@ def purge_selection(body: Any) -> PurgeSelection:
     """``{"ids": [...], "name": "...", "failed_before": "<ISO time>", "error_type": "...", "limit": n}``: at
     least one filter (the schema's anyOf), every one given must match; at most
     ``limit`` (500) a call.  Ids that are not UUIDs cannot name a task and are left out."""
+    from chalicelib.services.lifecycle import PURGE_MAX, PurgeSelection
+
     validate("Purge", body)
     ids = body.get("ids")
     if ids is not None:
@@ -204,6 +212,8 @@ def purge_selection(body: Any) -> PurgeSelection:
 def cancel_selection(body: Any) -> CancelSelection:
     """``{"status", "name", "priority", "created_before", "limit"}``: at least one filter
     (the schema's anyOf), every one given must match; at most ``limit`` (500) a call."""
+    from chalicelib.services.control import CANCEL_MAX, CancelSelection
+
     validate("BulkCancel", body)
     status = body.get("status")
     return CancelSelection(

@@ -11,23 +11,28 @@ import base64
 import binascii
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.core.audit import AuditEntry, Purged
-from chalicelib.core.batches import BatchRecord
-from chalicelib.core.control import Pause
 from chalicelib.core.errors import SNOOZED, ConflictError, TasklaneError, ValidationError
 from chalicelib.core.model import Status, Task
-from chalicelib.core.records import Schedule
-from chalicelib.services.audit import AuditPage, AuditPosition
-from chalicelib.services.batches import BatchPage
-from chalicelib.services.dependencies import WorkflowView
-from chalicelib.services.health import HealthReport, Probe, SweeperHealth
-from chalicelib.services.lifecycle import CancelOutcome, CancelResult
-from chalicelib.services.reads import Page, Position, TaskDetail
-from chalicelib.services.schedules import ScheduleDetail
-from chalicelib.services.stats import COUNT_FIELDS, GroupStats, StatsNumbers, TenantStats
-from chalicelib.services.submit import BatchItem, BatchResult
+
+if TYPE_CHECKING:
+    # Annotations only: a request imports this module, and must not load every use
+    # case (the schedules' croniter, the stats) to present one task.  The few names
+    # used at run time are imported by the function that uses them.
+    from chalicelib.core.audit import AuditEntry, Purged
+    from chalicelib.core.batches import BatchRecord
+    from chalicelib.core.control import Pause
+    from chalicelib.core.records import Schedule
+    from chalicelib.services.audit import AuditPage, AuditPosition
+    from chalicelib.services.batches import BatchPage
+    from chalicelib.services.dependencies import WorkflowView
+    from chalicelib.services.health import HealthReport, Probe, SweeperHealth
+    from chalicelib.services.lifecycle import CancelResult
+    from chalicelib.services.reads import Page, Position, TaskDetail
+    from chalicelib.services.schedules import ScheduleDetail
+    from chalicelib.services.stats import GroupStats, StatsNumbers, TenantStats
+    from chalicelib.services.submit import BatchItem, BatchResult
 
 MAX_CURSOR_CHARS = 256  # a real cursor is under 100
 
@@ -135,6 +140,8 @@ def page(p: Page) -> dict[str, Any]:
 
 
 def cancelled(result: CancelResult) -> tuple[int, dict[str, Any]]:
+    from chalicelib.services.lifecycle import CancelOutcome
+
     """200 when cancelled, 202 when a running task was asked to stop; a final task
     cannot be cancelled (409)."""
     if result.outcome is CancelOutcome.ALREADY_FINAL:
@@ -252,6 +259,8 @@ def encode_cursor(position: Position) -> str:
 
 def decode_cursor(cursor: str) -> Position:
     """The position a cursor names; anything this API did not write is a 400."""
+    from chalicelib.services.reads import Position
+
     try:
         if len(cursor) > MAX_CURSOR_CHARS:
             raise ValueError("too long")
@@ -275,6 +284,8 @@ def encode_audit_cursor(position: AuditPosition) -> str:
 
 def decode_audit_cursor(cursor: str) -> AuditPosition:
     """The position an audit cursor names; anything this API did not write is a 400."""
+    from chalicelib.services.audit import AuditPosition
+
     try:
         if len(cursor) > MAX_CURSOR_CHARS:
             raise ValueError("too long")
@@ -402,6 +413,8 @@ def stats_numbers(n: StatsNumbers) -> dict[str, Any]:
 
 
 def _group(g: GroupStats) -> dict[str, Any]:
+    from chalicelib.services.stats import COUNT_FIELDS
+
     return {
         **{field: g.counts[field] for field in COUNT_FIELDS},
         "queue_size": g.queue_size,

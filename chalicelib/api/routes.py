@@ -5,33 +5,29 @@ result (``api.presenters``); errors leave through the one boundary
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Request, Response
 
-from chalicelib.api import params, presenters
 from chalicelib.api.access import get_access, requires_key
-from chalicelib.api.openapi import spec as openapi_spec
 from chalicelib.api.responses import handle_errors, json_response
-from chalicelib.api.task_types import present_task_types
-from chalicelib.container import Container, get_container
-from chalicelib.core.audit import AuditAction
-from chalicelib.core.model import Priority, Status
-from chalicelib.core.records import ScheduleSpec
-from chalicelib.core.requests import parse_workflow
-from chalicelib.core.schedules import parse_schedule
 from chalicelib.observability import tracing
-from chalicelib.services import audit, batches, control, dependencies, lifecycle, reads, schedules
-from chalicelib.services import health as health_service
-from chalicelib.services import submit as submitting
-from chalicelib.services.apikeys import ApiKey
-from chalicelib.services.webhook_secret import rotate_webhook_secret as rotate_tenant_webhook_secret
-from chalicelib.services.webhook_secret import webhook_secret as tenant_webhook_secret
+
+if TYPE_CHECKING:
+    from chalicelib.container import Container
+    from chalicelib.core.records import ScheduleSpec
+    from chalicelib.services.apikeys import ApiKey
+
+# Each handler imports its parser, use case and presenter itself: ``app.py`` imports
+# this module on every cold start of every function (drain and sweep included), and a
+# request needs only its own route's modules (tests/unit/test_cold_start.py).
 
 bp = Blueprint(__name__)
 
 
 def _rt() -> Container:
+    from chalicelib.container import get_container
+
     return get_container()
 
 
@@ -45,6 +41,8 @@ authed = requires_key(get_access, _request)
 
 
 def _body() -> Any:
+    from chalicelib.api import params
+
     return params.json_body(_request(), _rt().settings.max_payload_bytes)
 
 
@@ -55,6 +53,9 @@ def _query() -> dict[str, str]:
 @bp.route("/health", methods=["GET"])
 @handle_errors
 def health() -> Response:
+    from chalicelib.api import presenters
+    from chalicelib.services import health as health_service
+
     status, body = presenters.health(health_service.health(_rt()))
     return json_response(body, status)
 
@@ -62,6 +63,8 @@ def health() -> Response:
 @bp.route("/openapi.json", methods=["GET"])
 @handle_errors
 def openapi() -> Response:
+    from chalicelib.api.openapi import spec as openapi_spec
+
     return json_response(openapi_spec(_rt().registry))
 
 
@@ -71,6 +74,9 @@ def openapi() -> Response:
 @bp.route("/api/v1/tasks", methods=["POST"])
 @authed
 def submit_task(key: ApiKey) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import submit as submitting
+
     rt = _rt()
     header_key = _request().headers.get("idempotency-key")
     parsed = params.submission(_body(), header_key, rt.settings, rt.registry)
@@ -86,6 +92,10 @@ def submit_task(key: ApiKey) -> Response:
 @bp.route("/api/v1/tasks", methods=["GET"])
 @authed
 def list_tasks(key: ApiKey) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.core.model import Priority, Status
+    from chalicelib.services import reads
+
     query = _query()
     params.check_params(query, {"status", "name", "priority", "created_after", "created_before", "limit", "cursor"})
     limit = params.int_param(query, "limit", 50, 1, 500)
@@ -106,6 +116,9 @@ def list_tasks(key: ApiKey) -> Response:
 @bp.route("/api/v1/tasks/batch", methods=["POST"])
 @authed
 def submit_batch(key: ApiKey) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import submit as submitting
+
     rt = _rt()
     parsed = params.batch(_body(), rt.settings, rt.registry)
     result = submitting.submit_batch(rt, key.tenant, parsed.items, actor=key.actor, spec=parsed.spec)
@@ -116,6 +129,9 @@ def submit_batch(key: ApiKey) -> Response:
 @bp.route("/api/v1/batches", methods=["GET"])
 @authed
 def list_batches(key: ApiKey) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import batches
+
     query = _query()
     params.check_params(query, {"status", "limit", "cursor"})
     limit = params.int_param(query, "limit", 50, 1, 500)
@@ -130,6 +146,9 @@ def list_batches(key: ApiKey) -> Response:
 @bp.route("/api/v1/batches/{batch_id}", methods=["GET"])
 @authed
 def get_batch(key: ApiKey, batch_id: str) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import batches
+
     found = batches.get_batch(_rt(), key.tenant, params.uuid_param(batch_id, "batch"))
     return json_response(presenters.batch_detail(found))
 
@@ -137,6 +156,9 @@ def get_batch(key: ApiKey, batch_id: str) -> Response:
 @bp.route("/api/v1/tasks/{task_id}", methods=["GET"])
 @authed
 def get_task(key: ApiKey, task_id: str) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import reads
+
     detail = reads.task_detail(_rt(), key.tenant, params.task_id_param(task_id))
     return json_response(presenters.task_with_errors(detail))
 
@@ -144,6 +166,9 @@ def get_task(key: ApiKey, task_id: str) -> Response:
 @bp.route("/api/v1/tasks/{task_id}/events", methods=["GET"])
 @authed
 def task_events(key: ApiKey, task_id: str) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import reads
+
     detail = reads.task_detail(_rt(), key.tenant, params.task_id_param(task_id))
     return json_response(presenters.task_events(detail))
 
@@ -151,6 +176,9 @@ def task_events(key: ApiKey, task_id: str) -> Response:
 @bp.route("/api/v1/tasks/{task_id}/cancel", methods=["POST"])
 @authed
 def cancel_task(key: ApiKey, task_id: str) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import lifecycle
+
     result = lifecycle.cancel(_rt(), key.tenant, params.task_id_param(task_id), actor=key.actor)
     status, body = presenters.cancelled(result)
     return json_response(body, status)
@@ -162,6 +190,11 @@ def cancel_task(key: ApiKey, task_id: str) -> Response:
 @bp.route("/api/v1/workflows", methods=["POST"])
 @authed
 def submit_workflow(key: ApiKey) -> Response:
+    from chalicelib.api import presenters
+    from chalicelib.core.requests import parse_workflow
+    from chalicelib.services import dependencies
+    from chalicelib.services import submit as submitting
+
     rt = _rt()
     parsed = parse_workflow(_body(), rt.settings, rt.registry)
     trace = tracing.current_trace(_request().headers)
@@ -173,6 +206,9 @@ def submit_workflow(key: ApiKey) -> Response:
 @bp.route("/api/v1/workflows/{workflow_id}", methods=["GET"])
 @authed
 def get_workflow(key: ApiKey, workflow_id: str) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import dependencies
+
     view = dependencies.get_workflow(_rt(), key.tenant, params.uuid_param(workflow_id, "workflow"))
     return json_response(presenters.workflow(view))
 
@@ -183,6 +219,9 @@ def get_workflow(key: ApiKey, workflow_id: str) -> Response:
 @bp.route("/api/v1/dead-letters", methods=["GET"])
 @authed
 def dead_letters(key: ApiKey) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import reads
+
     query = _query()
     params.check_params(query, {"name", "limit", "cursor"})
     limit = params.int_param(query, "limit", 50, 1, 500)
@@ -195,6 +234,9 @@ def dead_letters(key: ApiKey) -> Response:
 @bp.route("/api/v1/dead-letters/{task_id}/redrive", methods=["POST"])
 @authed
 def redrive_one(key: ApiKey, task_id: str) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import lifecycle
+
     redriven = lifecycle.redrive_one(_rt(), key.tenant, params.task_id_param(task_id), actor=key.actor)
     return json_response(presenters.task(redriven))
 
@@ -202,6 +244,9 @@ def redrive_one(key: ApiKey, task_id: str) -> Response:
 @bp.route("/api/v1/dead-letters/redrive", methods=["POST"])
 @authed
 def redrive_many(key: ApiKey) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import lifecycle
+
     selection = params.redrive_selection(_body())
     return json_response(presenters.redriven(lifecycle.redrive_many(_rt(), key.tenant, selection, actor=key.actor)))
 
@@ -209,6 +254,9 @@ def redrive_many(key: ApiKey) -> Response:
 @bp.route("/api/v1/dead-letters/purge", methods=["POST"])
 @authed
 def purge_dead_letters(key: ApiKey) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import lifecycle
+
     selection = params.purge_selection(_body())
     purged = lifecycle.purge_dead_letters(_rt(), key.tenant, selection, actor=key.actor)
     return json_response(presenters.purged(purged))
@@ -220,6 +268,10 @@ def purge_dead_letters(key: ApiKey) -> Response:
 @bp.route("/api/v1/schedules", methods=["POST"])
 @authed
 def create_schedule(key: ApiKey) -> Response:
+    from chalicelib.api import presenters
+    from chalicelib.core.schedules import parse_schedule
+    from chalicelib.services import schedules
+
     rt = _rt()
     spec = parse_schedule(_body(), rt.settings, rt.registry)
     return json_response(presenters.schedule_detail(schedules.create(rt, key.tenant, spec, actor=key.actor)), 201)
@@ -228,12 +280,18 @@ def create_schedule(key: ApiKey) -> Response:
 @bp.route("/api/v1/schedules", methods=["GET"])
 @authed
 def list_schedules(key: ApiKey) -> Response:
+    from chalicelib.api import presenters
+    from chalicelib.services import schedules
+
     return json_response(presenters.schedules(schedules.list_all(_rt(), key.tenant)))
 
 
 @bp.route("/api/v1/schedules/{schedule_id}", methods=["GET"])
 @authed
 def get_schedule(key: ApiKey, schedule_id: str) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.services import schedules
+
     detail = schedules.get(_rt(), key.tenant, params.uuid_param(schedule_id, "schedule"))
     return json_response(presenters.schedule_detail(detail))
 
@@ -241,6 +299,10 @@ def get_schedule(key: ApiKey, schedule_id: str) -> Response:
 @bp.route("/api/v1/schedules/{schedule_id}", methods=["PATCH"])
 @authed
 def update_schedule(key: ApiKey, schedule_id: str) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.core.schedules import parse_schedule
+    from chalicelib.services import schedules
+
     rt = _rt()
     schedule_id = params.uuid_param(schedule_id, "schedule")
     body = _body()
@@ -255,6 +317,9 @@ def update_schedule(key: ApiKey, schedule_id: str) -> Response:
 @bp.route("/api/v1/schedules/{schedule_id}", methods=["DELETE"])
 @authed
 def delete_schedule(key: ApiKey, schedule_id: str) -> Response:
+    from chalicelib.api import params
+    from chalicelib.services import schedules
+
     schedules.delete(_rt(), key.tenant, params.uuid_param(schedule_id, "schedule"), actor=key.actor)
     return Response(body="", status_code=204)
 
@@ -265,12 +330,18 @@ def delete_schedule(key: ApiKey, schedule_id: str) -> Response:
 @bp.route("/api/v1/webhook-secret", methods=["GET"])
 @authed
 def webhook_secret(key: ApiKey) -> Response:
+    from chalicelib.api import presenters
+    from chalicelib.services.webhook_secret import webhook_secret as tenant_webhook_secret
+
     return json_response(presenters.webhook_secret(tenant_webhook_secret(_rt(), key.tenant)))
 
 
 @bp.route("/api/v1/webhook-secret/rotate", methods=["POST"])
 @authed
 def rotate_webhook_secret(key: ApiKey) -> Response:
+    from chalicelib.api import presenters
+    from chalicelib.services.webhook_secret import rotate_webhook_secret as rotate_tenant_webhook_secret
+
     return json_response(presenters.webhook_secret(rotate_tenant_webhook_secret(_rt(), key.tenant, actor=key.actor)))
 
 
@@ -280,6 +351,10 @@ def rotate_webhook_secret(key: ApiKey) -> Response:
 @bp.route("/api/v1/audit", methods=["GET"])
 @authed
 def audit_log(key: ApiKey) -> Response:
+    from chalicelib.api import params, presenters
+    from chalicelib.core.audit import AuditAction
+    from chalicelib.services import audit
+
     query = _query()
     params.check_params(query, {"limit", "cursor", "action"})
     limit = params.int_param(query, "limit", 50, 1, 500)
@@ -296,5 +371,8 @@ def audit_log(key: ApiKey) -> Response:
 @bp.route("/api/v1/task-types", methods=["GET"])
 @authed
 def task_types(key: ApiKey) -> Response:
+    from chalicelib.api.task_types import present_task_types
+    from chalicelib.services import control
+
     rt = _rt()
     return json_response(present_task_types(rt.registry, rt.settings, control.pauses(rt, key.tenant)))

@@ -14,12 +14,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.config import Settings
 from chalicelib.core.errors import PayloadError, ValidationError
-from chalicelib.core.requests import TaskRequest, TaskTypes, parse_task
 from chalicelib.core.urls import check_callback_url
+
+if TYPE_CHECKING:
+    # The store imports this module for the batch records: the drain and sweep
+    # functions must not load the request parsing and its schemas with it.
+    from chalicelib.config import Settings
+    from chalicelib.core.requests import TaskRequest, TaskTypes
 
 # What the follow-up's payload is checked with at submit, in place of the counts it
 # will get: a task type that refuses unknown payload fields cannot be a follow-up, and
@@ -64,6 +68,8 @@ class BatchSpec:
 
 def parse_batch_spec(body: Any, settings: Settings, registry: TaskTypes) -> BatchSpec:
     """The request's ``batch`` object (the BatchRequest schema has checked its shape)."""
+    from chalicelib.core.requests import parse_task
+
     callback_url = body.get("callback_url")
     if callback_url is not None:
         try:

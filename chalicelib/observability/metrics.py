@@ -25,11 +25,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.core.audit import Purged
 from chalicelib.core.control import Pause, PausedGauge
@@ -38,6 +34,13 @@ from chalicelib.core.model import Claimed, Outcome, Priority, Status, Task
 from chalicelib.core.records import Recorded
 from chalicelib.core.stats import MetricTotal, QueueGauge
 from chalicelib.observability.log import logger
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
+# prometheus_client is imported by the functions that build a scrape, not here: every
+# function's first call imports this module (for the event log lines), and only
+# ``GET /metrics`` needs the exposition (tests/unit/test_cold_start.py).
 
 # The Prometheus text format every scraper understands (0.0.4; same bytes as the
 # newer content type for names like ours).
@@ -95,8 +98,10 @@ class MetricsQueue(Protocol):
     def refusals(self) -> dict[tuple[str, str], int]: ...
 
 
-class TasklaneCollector(Collector):
-    """A custom collector: every scrape reads PostgreSQL and Redis afresh.
+class TasklaneCollector:
+    """A custom collector: every scrape reads PostgreSQL and Redis afresh.  (Not a
+    subclass of prometheus_client's ``Collector``: that would import the library with
+    this module; ``CollectorRegistry.register`` needs only ``collect``.)
 
     PostgreSQL unreachable: the scrape fails (``UnavailableError``, a 503), since the
     counters cannot be read.  Redis unreachable: ``tasklane_redis_up`` is 0 and its
@@ -115,6 +120,8 @@ class TasklaneCollector(Collector):
 
 def counter_families(rows: Iterable[MetricTotal]) -> Iterator[Metric]:
     """Counter and histogram families from the store's metric totals."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
     counts: dict[str, dict[str, float]] = defaultdict(dict)  # metric -> name -> n
     buckets: dict[str, dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -157,6 +164,8 @@ def _le(bound: float) -> str:
 
 def gauge_families(rows: Iterable[QueueGauge]) -> Iterator[Metric]:
     """Queue gauges from the store's counts (PostgreSQL: the source of truth)."""
+    from prometheus_client.core import GaugeMetricFamily
+
     by: dict[str, dict[str, float]] = {
         s: dict.fromkeys(PRIORITIES, 0.0) for s in ("QUEUED", "PENDING", "PROCESSING", "WAITING")
     }
@@ -197,6 +206,8 @@ def gauge_families(rows: Iterable[QueueGauge]) -> Iterator[Metric]:
 
 def paused_families(rows: Iterable[PausedGauge]) -> Iterator[Metric]:
     """Paused task types (pause and resume: services/control.py) and the work they hold."""
+    from prometheus_client.core import GaugeMetricFamily
+
     rows = list(rows)
     pauses = GaugeMetricFamily(
         "tasklane_paused_task_types",
@@ -215,6 +226,8 @@ def paused_families(rows: Iterable[PausedGauge]) -> Iterator[Metric]:
 
 
 def redis_families(queue: MetricsQueue) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
     try:
         snap = queue.snapshot()
     except QueueError as exc:
@@ -240,6 +253,8 @@ def redis_families(queue: MetricsQueue) -> Iterator[Metric]:
 def tenant_families(queue: MetricsQueue) -> Iterator[Metric]:
     """Fair share as the claim script sees it: each waiting tenant's ready tasks and
     running slots (tenants with max_running), and submits refused by a quota."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     try:
         depths, refused = queue.tenant_depths(), queue.refusals()
     except QueueError as exc:
@@ -269,6 +284,8 @@ def tenant_families(queue: MetricsQueue) -> Iterator[Metric]:
 
 def render(store: MetricsStore, queue: MetricsQueue) -> str:
     """The exposition text for one scrape."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(TasklaneCollector(store, queue))
     return generate_latest(registry).decode()

@@ -12,11 +12,16 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from chalicelib.adapters.postgres.store import Store
 from chalicelib.core.audit import key_actor
 from chalicelib.core.errors import ValidationError
-from chalicelib.core.records import ApiKeyRecord, NewApiKey
+
+if TYPE_CHECKING:
+    # Annotations only: the route modules import this module (ApiKey) at every cold
+    # start; the store and its records come with the first request that needs them.
+    from chalicelib.adapters.postgres.store import Store
+    from chalicelib.core.records import ApiKeyRecord
 
 KEY_PREFIX = "tl_"
 _DISPLAY_CHARS = 11  # "tl_" + 8 characters: enough to recognise a key in a list
@@ -62,6 +67,8 @@ def create_key(
     secret = key or new_key()
     if len(secret) < 16:
         raise ValidationError("an API key must be at least 16 characters long")
+    from chalicelib.core.records import NewApiKey
+
     new = NewApiKey(
         id=str(uuid.uuid4()),
         tenant=tenant,

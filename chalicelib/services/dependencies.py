@@ -13,12 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from chalicelib.container import Container
 from chalicelib.core.dependencies import Edge, ParentState, TaskLink, Workflow
 from chalicelib.core.errors import NotFoundError, ValidationError
 from chalicelib.core.model import Claimed, NewTask, Status, Task
-from chalicelib.core.requests import TaskRequest, WorkflowRequest
+
+if TYPE_CHECKING:
+    # Annotations only: the drainer imports this module (parents' results), and must
+    # not load the API's request parsing with it.
+    from chalicelib.container import Container
+    from chalicelib.core.requests import TaskRequest, WorkflowRequest
 
 
 def _not_found(missing: Sequence[str]) -> ValidationError:
