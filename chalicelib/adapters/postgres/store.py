@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from chalicelib.adapters.postgres.audit import AuditQueries
 from chalicelib.adapters.postgres.batches import BatchQueries
 from chalicelib.adapters.postgres.bulkcopy import COPY_MIN, BulkCopy
+from chalicelib.adapters.postgres.claim_order import in_given_order
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
@@ -236,7 +237,7 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, BulkCop
         if not ids:
             return []
         params = {"ids": list(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
-        return [Claimed.from_row(r) for r in self._all("claim", params)]
+        return [Claimed.from_row(r) for r in in_given_order(self._all("claim", params), ids)]
 
     def finish(self, outcomes: Sequence[Outcome], *, actor: str) -> list[Recorded]:
         """Record outcomes; returns the tasks that changed (the others lost their lease)."""
