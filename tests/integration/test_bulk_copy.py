@@ -13,10 +13,11 @@ import pytest
 
 from chalicelib.adapters.postgres.bulkcopy import COPY_MIN, copyable
 from chalicelib.container import Container
+from chalicelib.core.batches import BatchSpec
 from chalicelib.core.errors import ValidationError
 from chalicelib.core.model import NewTask, Status
 from chalicelib.core.requests import TaskRequest
-from chalicelib.services.submit import Submitted, submit_many
+from chalicelib.services.submit import Submitted, submit_batch, submit_many
 from tests.helpers import query, request
 
 TENANT = "acme"
@@ -66,6 +67,18 @@ def test_copied_tasks_equal_their_stored_rows_with_one_event_each(rt: Container)
         assert rt.store.get_task(TENANT, t.id) == t
     events = _events(rt, [t.id for t in tasks])
     assert all(events[t.id] == [(None, t.status.value, 0, "bulk\tactor", t.name)] for t in tasks)
+
+
+def test_a_copied_batch_opens_with_its_tasks(rt: Container) -> None:
+    requests = _many([*_variety(), request(unique_key="u1")])
+    result = submit_batch(rt, TENANT, requests, spec=BatchSpec())
+    assert result.batch is not None and result.all_created
+    assert (result.batch.total, result.batch.pending) == (len(requests), 2)
+    for item in result.items:
+        assert item.submitted is not None
+        task = item.submitted.task
+        assert task.batch_id == result.batch.id and task.has_followers
+        assert rt.store.get_task(TENANT, task.id) == task
 
 
 def test_copied_tasks_are_counted_as_submitted(rt: Container) -> None:

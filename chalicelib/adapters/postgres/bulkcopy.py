@@ -50,6 +50,7 @@ class _Store(Protocol):
 
     def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]: ...
     def _insert_params(self, tasks: Sequence[NewTask], actor: str) -> dict[str, Any]: ...
+    def copy_in(self, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]: ...
 
 
 def copyable(t: NewTask) -> bool:
@@ -68,16 +69,20 @@ class BulkCopy:
     """A mixin of ``Store``."""
 
     def copy_tasks(self: _Store, tasks: Sequence[NewTask], actor: str) -> list[Task]:
-        """``insert_tasks`` for many: the copyable tasks by COPY, the others by the
-        statement, in one transaction; returns those inserted."""
+        """``insert_tasks`` for many, in a transaction of its own (``copy_in``)."""
+        with self.connection() as conn, conn.transaction():
+            return self.copy_in(conn, tasks, actor)
+
+    def copy_in(self: _Store, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]:
+        """``insert_tasks`` in the open transaction: the copyable tasks by COPY, the others
+        by the statement; returns those inserted."""
         plain = [t for t in tasks if copyable(t)]
         keyed = [t for t in tasks if not copyable(t)] if len(plain) < len(tasks) else []
-        with self.connection() as conn, conn.transaction():
-            row = conn.execute("SELECT now() AS now").fetchone()
-            assert row is not None
-            made = _copy(conn, plain, row["now"], actor)
-            if keyed:
-                made += accepted(keyed, conn.execute(self._q["insert_tasks"], self._insert_params(keyed, actor)))
+        row = conn.execute("SELECT now() AS now").fetchone()
+        assert row is not None
+        made = _copy(conn, plain, row["now"], actor)
+        if keyed:
+            made += accepted(keyed, conn.execute(self._q["insert_tasks"], self._insert_params(keyed, actor)))
         return made
 
 
