@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chalicelib.adapters.postgres.store import dumps
+from chalicelib.adapters.postgres.jsontext import dumps
 from chalicelib.container import Container
 from chalicelib.core.batches import BatchRecord, BatchSpec, NewBatch
 from chalicelib.core.errors import ConflictError, QueueError, ValidationError

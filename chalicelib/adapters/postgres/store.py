@@ -16,9 +16,7 @@ building the records costs no more than the dict rows the callers used to read.
 
 from __future__ import annotations
 
-import json
 import secrets
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -34,6 +32,7 @@ from chalicelib.adapters.postgres.claim_order import in_given_order
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
+from chalicelib.adapters.postgres.jsontext import dumps
 from chalicelib.adapters.postgres.rows import accepted, encode, new_task_row, one_task_params
 from chalicelib.adapters.postgres.sessions import connection_options, snapshot
 from chalicelib.adapters.postgres.sqlfile import queries
@@ -75,21 +74,6 @@ from chalicelib.core.tracecontext import new_root
 Row = dict[str, Any]
 # Before any event: the lower bound of a trail read without the task's created_at.
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (uuid.UUID, datetime)):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-# One encoder for every call: json.dumps with these options builds a new one each time.
-_dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
-
-
-def dumps(value: Any) -> str:
-    """JSON text for a jsonb column."""
-    return _dumps(value)
 
 
 class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, BulkCopy, DeadlineQueries, TenantQueries):
