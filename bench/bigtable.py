@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import math
 import os
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -176,6 +177,14 @@ def submit_blocks(env: BenchEnv, big: BenchEnv, *, pairs: int, block: int = BLOC
     return _block_summary(lat, db)
 
 
+def _median_interval(xs: list[float], draws: int = 2000) -> list[float]:
+    """A 95 % bootstrap interval of the median of ``xs`` (seeded: the same pairs give
+    the same interval), so a reader can tell 1.01 from "somewhere near 1"."""
+    rng = random.Random(0)
+    meds = sorted(stats.median(rng.choices(xs, k=len(xs))) for _ in range(draws))
+    return [meds[int(draws * 0.025)], meds[int(draws * 0.975) - 1]]
+
+
 def _block_summary(lat: dict[str, list[list[float]]], db: dict[str, list[float]]) -> dict[str, Any]:
     med = {side: [stats.median(b) * 1000 for b in blocks] for side, blocks in lat.items()}
     ratios = [b / e for e, b in zip(med["empty"], med["big"], strict=True)]
@@ -187,6 +196,7 @@ def _block_summary(lat: dict[str, list[list[float]]], db: dict[str, list[float]]
         "ratio_median": stats.median(ratios),
         "ratio_p25": stats.percentile(ratios, 25),
         "ratio_p75": stats.percentile(ratios, 75),
+        "ratio_median_ci95": _median_interval(ratios),
         "big_slower_share": sum(r > 1 for r in ratios) / len(ratios),
     }
     for side in ("empty", "big"):
@@ -228,7 +238,8 @@ def compare(
     sub = submit_blocks(env, big, pairs=block_pairs)
     print(
         f"  submit: {sub['block_pairs']} block pairs of {sub['block']}, ratio of block medians "
-        f"{sub['ratio_median']:.2f} (quartiles {sub['ratio_p25']:.2f}-{sub['ratio_p75']:.2f}); "
+        f"{sub['ratio_median']:.2f} (quartiles {sub['ratio_p25']:.2f}-{sub['ratio_p75']:.2f}, 95 % interval "
+        f"{sub['ratio_median_ci95'][0]:.2f}-{sub['ratio_median_ci95'][1]:.2f}); "
         f"p50 {sub['empty']['p50_ms']:.2f} / {sub['big']['p50_ms']:.2f} ms",
         file=sys.stderr,
         flush=True,

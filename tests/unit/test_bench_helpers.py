@@ -145,3 +145,23 @@ def test_results_md_keeps_the_hand_written_analysis(tmp_path: Path) -> None:
     report.write_results_md(path, "table two")
     text = path.read_text()
     assert "table two" in text and "table one" not in text and "my analysis" in text
+
+
+def test_big_table_submit_ratio_is_each_block_pairs_not_the_pooled_sides() -> None:
+    from bench import bigtable
+
+    # The disk drifts 10x between the pairs; within a pair the big side is 1.1x. The
+    # ratio of the pooled p50s is the drift's; each pair's ratio is the table's.
+    lat = {
+        "empty": [[0.001] * 3, [0.010] * 3, [0.001] * 3, [0.010] * 3],
+        "big": [[0.0011] * 3, [0.011] * 3, [0.0011] * 3, [0.011] * 3],
+    }
+    db = {side: [t * 0.9 for b in blocks for t in b] for side, blocks in lat.items()}
+    s = bigtable._block_summary(lat, db)
+    assert s["block_pairs"] == 4 and s["block"] == 3
+    assert all(abs(r - 1.1) < 1e-9 for r in s["ratios"])
+    assert abs(s["ratio_median"] - 1.1) < 1e-9
+    low, high = s["ratio_median_ci95"]
+    assert low <= s["ratio_median"] <= high
+    assert s["big_slower_share"] == 1.0
+    assert abs(s["empty"]["db_p50_ms"] - 0.9 * s["empty"]["p50_ms"]) < 1e-6
