@@ -182,33 +182,3 @@ def test_claim_returns_the_ids_in_the_order_given_and_a_duplicate_once(rt: Conta
     asked = [ids[0], *ids, ids[2]]  # duplicates: the first place counts
     claimed = store.claim(asked, str(uuid.uuid4()), 30, actor="t")
     assert [c.id for c in claimed] == ids
-
-
-def test_claim_and_heartbeat_keep_one_generic_plan(make_rt: Any) -> None:
-    """One-task claims, as a drainer makes them at a steady rate: past psycopg's fifth
-    run the prepared claim and heartbeat run PostgreSQL's generic plan, not a plan made
-    again for every call (queries.sql, ``claim``, says why that matters).  Before, a
-    table analysed with a few thousand finished tasks in it made every claim a custom
-    plan (on a near-empty one the planner's guesses happened to favour the generic)."""
-    rt = make_rt(pool_max_size=1)
-    store = rt.store
-    with store.connection() as conn:
-        conn.execute(
-            "INSERT INTO tasks (id, tenant, name, payload, status, enqueued_at, finished_at)"
-            " SELECT gen_random_uuid(), 'old', 'noop', '{}', 'COMPLETED', now(), now()"
-            " FROM generate_series(1, 2000)"
-        )
-        conn.execute("ANALYZE tasks")
-    for task in store.insert_tasks([_new() for _ in range(15)], actor="t"):
-        token = str(uuid.uuid4())
-        assert len(store.claim([task.id], token, 30, actor="t")) == 1
-        assert len(store.extend_leases([task.id], token, 30)) == 1
-    with store.connection() as conn:
-        rows = conn.execute(
-            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
-            " WHERE statement LIKE '%%Rows: Claimed%%' OR statement LIKE '%%Rows: HeldLease%%'"
-        ).fetchall()
-    assert len(rows) == 2
-    for row in rows:
-        # psycopg prepares on the sixth run; PostgreSQL plans the first five runs itself.
-        assert row["generic_plans"] >= 3 and row["custom_plans"] <= 5, dict(row, statement=row["statement"][:40])

@@ -203,14 +203,14 @@ FROM task_events WHERE task_id = %(id)s AND at >= %(since)s ORDER BY id;
 -- allow (its outcome, recorded under the lost token, is turned away).  A later
 -- durable commit (finish, submit) flushes the WAL up to itself, so a recorded
 -- outcome never outlives the claim it follows.
--- The ids come through a sub-select so the planner cannot count them: the prepared
--- statement then keeps its generic plan instead of planning every claim again
--- (~0.6 ms of PostgreSQL CPU, more than the rest of a one-task claim).
+-- Planned for every call on purpose (custom plans; the planner sees the ids): a
+-- generic plan made while the table was small keeps its sequential scan as the
+-- table grows, until the next ANALYZE (bench/RESULTS.md, round 5).
 WITH nosync AS (
     SELECT set_config('synchronous_commit', 'off', true) AS setting
 ), l AS (
     SELECT id, status FROM tasks
-    WHERE id = ANY((SELECT %(ids)s::uuid[])::uuid[])
+    WHERE id = ANY(%(ids)s::uuid[])
       AND CASE status WHEN 'QUEUED' THEN true WHEN 'PENDING' THEN run_at <= now() ELSE false END
       -- A paused (type, tenant) or type is refused here, in the claim itself, so no
       -- drainer can start one after the pause committed; the drainer drops the refused
@@ -303,15 +303,14 @@ FROM u LEFT JOIN hooks h ON h.parent = u.id;
 -- Rows: HeldLease (core/records.py).
 -- A heartbeat commits without waiting for its WAL flush, like the claim: one lost
 -- in a crash only lets the lease expire sooner, and an expired lease means the
--- attempt runs again (at-least-once).  The ids come through a sub-select for the
--- claim's reason: the prepared statement keeps one generic plan.
+-- attempt runs again (at-least-once).
 WITH nosync AS (
     SELECT set_config('synchronous_commit', 'off', true) AS setting
 )
 UPDATE tasks
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
 FROM nosync
-WHERE id = ANY((SELECT %(ids)s::uuid[])::uuid[]) AND status = 'PROCESSING' AND lease_token = %(token)s
+WHERE id = ANY(%(ids)s::uuid[]) AND status = 'PROCESSING' AND lease_token = %(token)s
 RETURNING id, cancel_requested;
 
 -- name: lock_expired_leases
