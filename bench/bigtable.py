@@ -262,7 +262,8 @@ def compare(
         "events_in_big_table": events[0] if events else None,
         "event_partitions": parts[0] if parts else None,
         "history_rows": rows,
-        "build_seconds": build_seconds,
+        "build_seconds": build_seconds,  # 0 with --big-db (built by an earlier run)
+        "reused_database": big_db,
         "runs": runs,
         "drain_rate_empty": drain["empty_drain"],
         "drain_rate_big": drain["big_drain"],
