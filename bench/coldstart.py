@@ -2,11 +2,13 @@
 Lambda cold start pays before the first request), best of several runs.
 
 ``python -m bench.coldstart --against OLD_CHECKOUT`` compares two checkouts as
-interleaved pairs (which side goes first alternates), for four probes:
+interleaved pairs (which side goes first alternates), for five probes:
 
 - ``app``: ``import app`` alone (the figure of the goals table);
 - ``drain``, ``sweep``: ``import app`` plus what those functions import on their first
   call (``chalicelib.entrypoints`` and the use case), before any connection is made;
+- ``executor``: ``import app`` plus what the executor function's first call imports
+  (``chalicelib.execution.remote`` and the task types' loading);
 - ``submit``: ``import app`` plus what the API's first ``POST /api/v1/tasks`` imports
   (the container, the request parser, the presenter, the submit use case), so that
   work moved from the import into the first request is counted, not hidden.
@@ -30,6 +32,7 @@ PROBES = {
     "app": PROBE,
     "drain": _TIMED.format(imports="import app; import chalicelib.entrypoints, chalicelib.services.drain"),
     "sweep": _TIMED.format(imports="import app; import chalicelib.entrypoints, chalicelib.services.sweep"),
+    "executor": _TIMED.format(imports="import app; import chalicelib.execution.remote, chalicelib.tasktypes.loading"),
     "submit": _TIMED.format(
         imports="import app; import chalicelib.container, chalicelib.api.params, chalicelib.api.presenters, "
         "chalicelib.services.submit"

@@ -88,6 +88,12 @@ FIRST_CALLS = {
         "import app; import chalicelib.entrypoints, chalicelib.services.sweep",
         ("chalicelib.api.params", "chalicelib.core.requests", "chalicelib.services.drain", "prometheus_client"),
     ),
+    # The executor function (TASKLANE_EXECUTOR_MODE=lambda) runs one attempt: it never
+    # needed PostgreSQL or Redis, which it loaded with ``import app`` until issue #14.
+    "executor": (
+        "import app; from chalicelib.execution import remote; remote._task_types()",
+        ("psycopg", "redis", "chalicelib.container", "chalicelib.api.params", "prometheus_client", "croniter"),
+    ),
     "submit": (
         "import app; import chalicelib.container, chalicelib.api.params, chalicelib.api.presenters, "
         "chalicelib.services.submit",
