@@ -294,11 +294,12 @@ def _new_tasks(
 def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
     """Tell Redis about the committed ``tasks``: now (``submit_push=inline``), or on the
     process's pusher thread (``background``: the caller returns at its commit)."""
+    if rt.settings.submit_push == "background":
+        if tasks:
+            rt.pusher(_push_failed).push_tasks(tasks)  # their entries are made on its thread
+        return
     entries = [QueueEntry.of(t) for t in tasks if t.status in (Status.QUEUED, Status.PENDING)]
     if not entries:
-        return
-    if rt.settings.submit_push == "background":
-        rt.pusher(_push_failed).push(entries)
         return
     try:
         rt.queue.push(entries)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import redis
@@ -115,3 +117,18 @@ def test_a_forked_child_pushes_on_a_thread_of_its_own(make_rt: Callable[..., Con
     os.waitpid(pid, 0)
     ready = redis.Redis.from_url(redis_url).zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
     assert child_id and f"2:{child_id}".encode() in ready  # a normal-priority member
+
+
+def test_tasks_handed_to_the_pusher_get_their_entries_there(make_rt: Callable[..., Container]) -> None:
+    """``push_tasks``: the thread makes the entries of the queued and pending tasks only,
+    and a flush counts the others settled (nothing to push for a cancelled task)."""
+    rt = make_rt(submit_push="inline")
+    queued = submit(rt, TENANT, request()).task
+    delayed = submit(rt, TENANT, request(delay_seconds=3600)).task
+    rt.queue.client.flushdb()
+    cancelled = replace(queued, id=str(uuid.uuid4()), status=Status.CANCELLED)
+    pusher = rt.pusher(lambda count, exc: None)
+    pusher.push_tasks([queued, cancelled, delayed])
+    assert rt.flush_pushes(5.0)
+    assert _ready_ids(rt) == {queued.id}
+    assert rt.queue.client.zcard(rt.queue.keys.delayed) == 1
