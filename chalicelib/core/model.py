@@ -5,7 +5,7 @@ No I/O here."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -370,6 +370,12 @@ class QueueEntry:
             return cls(task.id, task.tenant, task.priority, task.run_at.timestamp() * 1000, task.name, delayed=True)
         at = task.enqueued_at or task.run_at
         return cls(task.id, task.tenant, task.priority, at.timestamp() * 1000, task.name)
+
+    @classmethod
+    def of_submitted(cls, tasks: Iterable[Task]) -> list[QueueEntry]:
+        """The entries of the just-submitted ``tasks`` the queue holds: the QUEUED and
+        PENDING ones (a WAITING task is pushed when its parents finish)."""
+        return [cls.of(t) for t in tasks if t.status is Status.QUEUED or t.status is Status.PENDING]
 
     @classmethod
     def ready(cls, task_id: str, tenant: str, priority: Priority, enqueued_ms: float, name: str | None) -> QueueEntry:

@@ -18,7 +18,7 @@ from chalicelib.container import Container
 from chalicelib.core.batches import BatchRecord, BatchSpec, NewBatch
 from chalicelib.core.errors import ConflictError, QueueError, ValidationError
 from chalicelib.core.ids import new_ids
-from chalicelib.core.model import NewTask, QueueEntry, Status, Task
+from chalicelib.core.model import NewTask, QueueEntry, Task
 from chalicelib.core.requests import TaskRequest, WorkflowRequest
 from chalicelib.core.tracecontext import TraceContext, new_root, new_root_headers
 from chalicelib.observability import metrics
@@ -296,9 +296,9 @@ def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
     process's pusher thread (``background``: the caller returns at its commit)."""
     if rt.settings.submit_push == "background":
         if tasks:
-            rt.pusher(_push_failed).push_tasks(tasks)  # their entries are made on its thread
+            rt.pusher(_push_failed).push(tasks)  # their entries are made on its thread
         return
-    entries = [QueueEntry.of(t) for t in tasks if t.status in (Status.QUEUED, Status.PENDING)]
+    entries = QueueEntry.of_submitted(tasks)
     if not entries:
         return
     try:

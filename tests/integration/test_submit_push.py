@@ -120,7 +120,7 @@ def test_a_forked_child_pushes_on_a_thread_of_its_own(make_rt: Callable[..., Con
 
 
 def test_tasks_handed_to_the_pusher_get_their_entries_there(make_rt: Callable[..., Container]) -> None:
-    """``push_tasks``: the thread makes the entries of the queued and pending tasks only,
+    """``push``: the thread makes the entries of the queued and pending tasks only,
     and a flush counts the others settled (nothing to push for a cancelled task)."""
     rt = make_rt(submit_push="inline")
     queued = submit(rt, TENANT, request()).task
@@ -128,7 +128,7 @@ def test_tasks_handed_to_the_pusher_get_their_entries_there(make_rt: Callable[..
     rt.queue.client.flushdb()
     cancelled = replace(queued, id=str(uuid.uuid4()), status=Status.CANCELLED)
     pusher = rt.pusher(lambda count, exc: None)
-    pusher.push_tasks([queued, cancelled, delayed])
+    pusher.push([queued, cancelled, delayed])
     assert rt.flush_pushes(5.0)
     assert _ready_ids(rt) == {queued.id}
     assert rt.queue.client.zcard(rt.queue.keys.delayed) == 1

@@ -3,7 +3,7 @@
 A submit is accepted at its PostgreSQL commit; the push that tells the drainers is
 only a hint the sweeper's reconciliation repeats for any QUEUED task left out of
 Redis.  So a long-running process (the local API server, a script) need not wait
-for it: the submitting thread hands the entries to one pusher thread and returns.
+for it: the submitting thread hands the tasks to one pusher thread and returns.
 The pusher sends whatever has piled up as one ``Queue.push`` (one round trip), so
 concurrent requests share their pushes.
 
@@ -18,54 +18,44 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from chalicelib.adapters.redis.queue import Queue
 from chalicelib.core.errors import QueueError
-from chalicelib.core.model import QueueEntry, Status, Task
+from chalicelib.core.model import QueueEntry, Task
 from chalicelib.observability.log import logger
 
 OnError = Callable[[int, QueueError], None]
-_QUEUEABLE = (Status.QUEUED, Status.PENDING)
 
 
 class BackgroundPusher:
-    """One daemon thread that pushes handed-in entries in arrival order, coalesced."""
+    """One daemon thread that pushes handed-in tasks in arrival order, coalesced."""
 
     def __init__(self, queue: Queue, on_error: OnError) -> None:
         self._queue = queue
         self._on_error = on_error
         self._pid = -1
         self._cond = threading.Condition()
-        self._pending: list[QueueEntry] = []
-        self._tasks: list[Task] = []  # handed in as tasks: their entries are made on the thread
-        self._handed = 0  # entries and tasks handed in, ever
-        self._settled = 0  # entries and tasks pushed or given up on (the error was reported)
+        self._pending: list[Task] = []  # their entries are made on the thread
+        self._handed = 0  # tasks handed in, ever
+        self._settled = 0  # tasks pushed or given up on (the error was reported)
         self._closed = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         atexit.register(self.flush, 2.0)
 
-    def push(self, entries: Iterable[QueueEntry]) -> None:
-        """Hand ``entries`` to the pusher thread; returns at once."""
-        self._hand(entries, [])
-
-    def push_tasks(self, tasks: Sequence[Task]) -> None:
-        """Hand over the queued and pending ones of ``tasks``: the thread makes their
-        entries (``QueueEntry.of``), so a bulk submit's ~1 µs a task of it is done while
-        the submitting thread waits for PostgreSQL, not before it returns."""
-        self._hand([], tasks)
-
-    def _hand(self, entries: Iterable[QueueEntry], tasks: Sequence[Task]) -> None:
+    def push(self, tasks: Sequence[Task]) -> None:
+        """Hand over the queued and pending ones of ``tasks``; returns at once.  The
+        thread makes their entries (``QueueEntry.of_submitted``), so a bulk submit's ~1 µs
+        a task of it is done while the submitting thread waits for PostgreSQL, not before
+        it returns."""
         if self._pid != os.getpid():
             with self._start_lock:
                 if self._pid != os.getpid():
                     self._start()  # first use, or a forked child: the parent's thread is not here
         with self._cond:
-            before = len(self._pending)
-            self._pending.extend(entries)
-            self._tasks.extend(tasks)
-            self._handed += len(self._pending) - before + len(tasks)
+            self._pending.extend(tasks)
+            self._handed += len(tasks)
             self._cond.notify_all()
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -87,26 +77,26 @@ class BackgroundPusher:
     def _start(self) -> None:
         self._pid = os.getpid()
         self._cond = threading.Condition()
-        self._pending, self._tasks, self._handed, self._settled, self._closed = [], [], 0, 0, False
+        self._pending, self._handed, self._settled, self._closed = [], 0, 0, False
         self._thread = threading.Thread(target=self._run, name="tasklane-pusher", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._pending or self._tasks) or self._closed)
-                if not (self._pending or self._tasks):
+                self._cond.wait_for(lambda: bool(self._pending) or self._closed)
+                if not self._pending:
                     return
-                batch, tasks, self._pending, self._tasks = self._pending, self._tasks, [], []
-            taken = len(batch) + len(tasks)
+                tasks, self._pending = self._pending, []
+            entries: list[QueueEntry] = []
             try:
-                batch += [QueueEntry.of(t) for t in tasks if t.status in _QUEUEABLE]
-                if batch:
-                    self._queue.push(batch)
+                entries = QueueEntry.of_submitted(tasks)
+                if entries:
+                    self._queue.push(entries)
             except QueueError as exc:
-                self._on_error(len(batch), exc)
+                self._on_error(len(entries), exc)
             except Exception:  # noqa: BLE001 - the thread must outlive any one push; the sweeper covers it
                 logger.exception("background push failed; the sweeper will enqueue the tasks")
             with self._cond:
-                self._settled += taken
+                self._settled += len(tasks)
                 self._cond.notify_all()
