@@ -11,8 +11,6 @@ from typing import Any, Protocol
 
 import psycopg
 
-from chalicelib.adapters.postgres.bulkcopy import COPY_MIN
-from chalicelib.adapters.postgres.rows import accepted
 from chalicelib.core.batches import BatchRecord, NewBatch
 from chalicelib.core.model import NewTask, Status, Task
 
@@ -25,7 +23,7 @@ class _Store(Protocol):
     def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]: ...
     def _one(self, name: str, params: dict[str, Any]) -> Row | None: ...
     def _insert_params(self, tasks: Sequence[NewTask], actor: str) -> dict[str, Any]: ...
-    def copy_in(self, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]: ...
+    def insert_in(self, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]: ...
 
 
 class BatchQueries:
@@ -37,10 +35,7 @@ class BatchQueries:
         """Insert ``tasks`` (each carrying ``batch.id``) and open the batch of those
         inserted, in one transaction.  No batch when none was (every one replayed)."""
         with self.connection() as conn, conn.transaction():
-            if len(tasks) >= COPY_MIN:  # many by COPY, as insert_tasks does
-                inserted = self.copy_in(conn, tasks, actor)
-            else:
-                inserted = accepted(tasks, conn.execute(self._q["insert_tasks"], self._insert_params(tasks, actor)))
+            inserted = self.insert_in(conn, tasks, actor)  # many by COPY, as insert_tasks does
             if not inserted:
                 return inserted, None
             params = {

@@ -74,6 +74,13 @@ class BulkCopy:
         with self.connection() as conn, conn.transaction():
             return self.copy_in(conn, tasks, actor)
 
+    def insert_in(self: _Store, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]:
+        """``insert_tasks`` in the open transaction: by COPY from ``COPY_MIN`` tasks, by
+        the one statement below that."""
+        if len(tasks) >= COPY_MIN:
+            return self.copy_in(conn, tasks, actor)
+        return _by_statement(self, conn, tasks, actor)
+
     def copy_in(self: _Store, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]:
         """``insert_tasks`` in the open transaction: the copyable tasks by COPY, the others
         by the statement; returns those inserted."""
@@ -83,8 +90,13 @@ class BulkCopy:
         assert row is not None
         made = _copy(conn, plain, row["now"], actor)
         if keyed:
-            made += accepted(keyed, conn.execute(self._q["insert_tasks"], self._insert_params(keyed, actor)))
+            made += _by_statement(self, conn, keyed, actor)
         return made
+
+
+def _by_statement(store: _Store, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]:
+    """The ``insert_tasks`` statement in the open transaction; returns those inserted."""
+    return accepted(tasks, conn.execute(store._q["insert_tasks"], store._insert_params(tasks, actor)))
 
 
 def _copy(conn: psycopg.Connection[Row], tasks: Sequence[NewTask], now: datetime, actor: str) -> list[Task]:
