@@ -16,36 +16,17 @@ machine only the ratios mean anything.
 
 from __future__ import annotations
 
-import http.client
 import json
 import statistics
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import ours, stats
+from bench import ours
 from bench.env import BenchEnv, bench_env
 from tests.helpers import wait_for
 from tools.devstack import services as devservices
-
-
-def _one_client(port: int, headers: dict[str, str], body: bytes, seconds: float) -> dict[str, float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    lat: list[float] = []
-    end = time.perf_counter() + seconds
-    start = time.perf_counter()
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        conn.request("POST", "/api/v1/tasks", body=body, headers=headers)
-        resp = conn.getresponse()
-        resp.read()
-        lat.append(time.perf_counter() - t)
-        if resp.status != 201:
-            raise SystemExit(f"submit answered {resp.status}")
-    conn.close()
-    return {"rate1": len(lat) / (time.perf_counter() - start), "p50_1_ms": stats.latency_summary(lat)["p50_ms"]}
 
 
 def side(env: BenchEnv, root: Path, processes: int, key: str, seconds: float) -> dict[str, Any]:
@@ -70,7 +51,8 @@ def side(env: BenchEnv, root: Path, processes: int, key: str, seconds: float) ->
         many = ours._concurrent_submits(port, headers, body, clients=8, seconds=seconds)
         cpu = sum(proc.cpu_seconds() for proc in procs) - cpu0
         cpu8 = cpu / (many["concurrent8_rate"] * seconds) * 1000
-        one = _one_client(port, headers, body, seconds)
+        one = ours._concurrent_submits(port, headers, body, clients=1, seconds=seconds)
+        one = {"rate1": one["concurrent8_rate"], "p50_1_ms": one["concurrent8_p50_ms"]}
         return {**many, **one, "api_cpu8_ms": cpu8}
     finally:
         for proc in procs:
