@@ -24,7 +24,6 @@ from typing import Any
 
 from bench import ours, stats
 from bench.env import BenchEnv
-from chalicelib.config import default_submit_push
 from chalicelib.container import Container
 from chalicelib.services.submit import submit
 from tools.devstack import services as devservices
@@ -121,11 +120,6 @@ def reuse(env: BenchEnv, name: str, rows: int) -> str:
     return url
 
 
-def _submitter(env: BenchEnv) -> Container:
-    """The runtime ``ours.single_submit`` uses: the push on the pusher thread."""
-    return ours.runtime(env, submit_push=default_submit_push(os.environ))
-
-
 def _timed_store(rt: Container, into: list[float]) -> None:
     """Time each ``insert_tasks`` call of ``rt`` (pool checkout, the INSERT, its commit)
     into ``into``: the database's share of a submit, the rest being Python and the
@@ -150,7 +144,7 @@ def submit_blocks(env: BenchEnv, big: BenchEnv, *, pairs: int, block: int = BLOC
     for the one before.  The ratio of each pair's block medians (big / empty) cancels
     the machine's drift; its median and quartiles are the result."""
     env.flush_redis()
-    rts = {"empty": _submitter(env), "big": _submitter(big)}
+    rts = {"empty": ours._submitter(env), "big": ours._submitter(big)}
     tenant = "bench-blocks-" + os.urandom(3).hex()
     lat: dict[str, list[list[float]]] = {"empty": [], "big": []}
     db: dict[str, list[float]] = {"empty": [], "big": []}

@@ -1,5 +1,5 @@
 """Where a submit's database time goes with a big history, measured apart from the
-service: the ``insert_tasks`` statement the submit sends, for one task, run under
+service: the ``insert_task`` statement a single submit sends, run under
 ``EXPLAIN (ANALYZE, BUFFERS, WAL)`` in a transaction of its own on an empty database
 and on a ``--big-keep`` history database, alternating in short blocks (the disk's
 drift cancels in each block pair), its execution, round trip and commit timed apart.
@@ -24,7 +24,7 @@ import psycopg
 
 from bench.env import STATE_DIR
 from chalicelib.adapters.postgres.migrate import migrate
-from chalicelib.adapters.postgres.rows import new_task_row
+from chalicelib.adapters.postgres.rows import one_task_params
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.core.ids import new_ids
 from chalicelib.core.model import NewTask
@@ -36,7 +36,8 @@ _PLAN_KEYS = ("Shared Hit Blocks", "Shared Read Blocks", "Shared Dirtied Blocks"
 
 
 def _params() -> dict[str, Any]:
-    """What ``Store.insert_tasks`` sends for one noop task (the bench's request)."""
+    """What ``Store.insert_tasks`` sends for one noop task (the bench's request): the
+    one-task statement's parameters."""
     task = NewTask(
         id=new_ids(1)[0],
         tenant=TENANT,
@@ -47,7 +48,7 @@ def _params() -> dict[str, Any]:
         timeout_seconds=60,
         trace_context=new_root_headers(1)[0],
     )
-    return {"tasks": json.dumps([new_task_row(task)]), "actor": "api"}
+    return one_task_params(task, "api")
 
 
 def one(conn: psycopg.Connection[Any], checkpoint: bool) -> dict[str, float]:
@@ -56,7 +57,7 @@ def one(conn: psycopg.Connection[Any], checkpoint: bool) -> dict[str, float]:
     if checkpoint:
         conn.execute("CHECKPOINT")
         conn.commit()
-    sql = "EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) " + queries()["insert_tasks"]
+    sql = "EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) " + queries()["insert_task"]
     t0 = time.perf_counter()
     row = conn.execute(sql, _params()).fetchone()
     t1 = time.perf_counter()
