@@ -1,6 +1,6 @@
 import pytest
 
-from chalicelib.adapters.postgres.migrate import load
+from chalicelib.adapters.postgres.migrate import default_dir, load
 from chalicelib.adapters.postgres.sqlfile import parse_queries, queries
 
 
@@ -34,13 +34,18 @@ def test_migration_gap_is_an_error(tmp_path) -> None:  # type: ignore[no-untyped
 
 def test_only_claim_and_heartbeat_commit_without_waiting_for_the_wal() -> None:
     """Submits and outcomes stay durable; a lost claim or heartbeat only makes an
-    attempt run again (see the comment on ``claim`` in queries.sql)."""
+    attempt run again (see the comment on ``claim`` in queries.sql).  The claim's
+    statement is the function tasklane_claim (migration 0024), which sets it there."""
     relaxed = {name for name, sql in queries().items() if "synchronous_commit" in sql}
-    assert relaxed == {"claim", "extend_leases"}
-    for name in relaxed:
-        # transaction-local (true): the pooled connection's later statements are durable again
-        assert "set_config('synchronous_commit', 'off', true)" in queries()[name]
-        assert "CROSS JOIN nosync" in queries()[name] or "FROM nosync" in queries()[name]
+    assert relaxed == {"extend_leases"}
+    # transaction-local (true): the pooled connection's later statements are durable again
+    assert "set_config('synchronous_commit', 'off', true)" in queries()["extend_leases"]
+    assert "CROSS JOIN nosync" in queries()["extend_leases"] or "FROM nosync" in queries()["extend_leases"]
+    assert "tasklane_claim(" in queries()["claim"]
+    [claim_fn] = [m for m in load(default_dir()) if "FUNCTION tasklane_claim(" in m.sql]
+    assert "set_config('synchronous_commit', 'off', true)" in claim_fn.sql
+    # Setting it as a SET clause of the function would undo it when the call returns.
+    assert "SET synchronous_commit" not in claim_fn.sql
 
 
 def test_the_drain_statements_fit_psycopgs_query_cache() -> None:

@@ -187,63 +187,32 @@ FROM task_events WHERE task_id = %(id)s AND at >= %(since)s ORDER BY id;
 
 -- name: claim
 -- Rows: Claimed (core/model.py); ids as text, the form every caller wants.
+-- The statement is the function tasklane_claim (migration 0024): PL/pgSQL keeps its
+-- plan for the session, made generic and out of primary-key probes by the function's
+-- own settings, so a claim is no longer planned on every call (~0.6 ms of a one-task
+-- claim's ~1.3 ms of PostgreSQL CPU on a table with statistics), and a plan made while
+-- the table was empty cannot be the sequential scan that it then keeps as the table
+-- grows (bench/RESULTS.md, rounds 5 and 6).  What it does:
 -- Claims only rows still QUEUED (or PENDING and due: a retry or scheduled
 -- task the drainer found due in Redis before the sweeper promoted it).  Rows
 -- are locked in id order so concurrent claimers cannot deadlock; a duplicate
 -- id, a cancelled task or a task another drainer holds is simply not returned.
--- The claimable test is a CASE on purpose: no partial index can match it, so the
--- rows are found through the primary key (one probe per id).  Written as
--- "status = 'QUEUED' OR ...", the planner picks the partial QUEUED index whenever
--- its statistics say few rows are QUEUED (a fresh or freshly analysed table), and
--- then reads every queued task for each claim: O(backlog) per batch.
--- Not durable on purpose (``nosync``): the claim commits without waiting for its
+-- A paused (type, tenant) or type is refused in the claim itself, so no drainer can
+-- start one after the pause committed; the drainer drops the refused ids from Redis
+-- like any stale id, and resume pushes them back (migration 0008).  Past its deadline
+-- a task never starts (expire_waiting finalises it).  Each claimed task gets its
+-- event, with its name and times for the metrics trigger (migration 0006).
+-- Not durable on purpose: the claim commits without waiting for its
 -- WAL flush, so the executor starts one fsync sooner.  A claim lost in a PostgreSQL
 -- crash leaves the task QUEUED and its id leased in Redis: the sweeper hands it out
 -- again and the attempt runs again, which fencing and at-least-once delivery already
 -- allow (its outcome, recorded under the lost token, is turned away).  A later
 -- durable commit (finish, submit) flushes the WAL up to itself, so a recorded
 -- outcome never outlives the claim it follows.
--- Planned for every call on purpose (custom plans; the planner sees the ids): a
--- generic plan made while the table was small keeps its sequential scan as the
--- table grows, until the next ANALYZE (bench/RESULTS.md, round 5).
-WITH nosync AS (
-    SELECT set_config('synchronous_commit', 'off', true) AS setting
-), l AS (
-    SELECT id, status FROM tasks
-    WHERE id = ANY(%(ids)s::uuid[])
-      AND CASE status WHEN 'QUEUED' THEN true WHEN 'PENDING' THEN run_at <= now() ELSE false END
-      -- A paused (type, tenant) or type is refused here, in the claim itself, so no
-      -- drainer can start one after the pause committed; the drainer drops the refused
-      -- ids from Redis like any stale id, and resume pushes them back (migration 0008).
-      AND NOT EXISTS (SELECT 1 FROM paused_task_types p
-                      WHERE p.name = tasks.name AND p.tenant IN (tasks.tenant, ''))
-      -- Past its deadline a task never starts (expire_waiting finalises it).
-      AND (expires_at IS NULL OR expires_at > now())
-    ORDER BY id
-    FOR UPDATE
-), c AS (
-    UPDATE tasks t
-    SET status = 'PROCESSING', attempts = t.attempts + 1, lease_token = %(token)s,
-        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-        started_at = now(), updated_at = now(),
-        enqueued_at = coalesce(CASE WHEN l.status = 'QUEUED' THEN t.enqueued_at END, t.run_at)
-    FROM l CROSS JOIN nosync
-    WHERE t.id = l.id
-    RETURNING t.id, t.tenant, t.name, t.priority, t.payload, t.attempts, t.max_retries,
-              t.timeout_seconds, t.enqueued_at, t.started_at, t.trace_context, t.snoozes, l.status AS from_status,
-              t.waiting_on IS NOT NULL AS has_parents
-), ev AS (
-    -- The task's name and times ride along for the metrics trigger (migration 0006).
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor,
-                             task_name, task_enqueued_at, task_started_at)
-    SELECT id, from_status, 'PROCESSING', attempts, %(actor)s, name, enqueued_at, started_at FROM c
-)
 -- In no particular order (UPDATE ... RETURNING promises none): Store.claim puts the
 -- rows in the order of the ids given.  Sorting there costs less than the join, sort
 -- and aggregate it took here, whose set-up PostgreSQL pays on every claim.
-SELECT id::text AS id, tenant, name, priority, payload, attempts, max_retries, timeout_seconds,
-       enqueued_at, started_at, trace_context, snoozes, has_parents
-FROM c;
+SELECT * FROM tasklane_claim(%(ids)s::uuid[], %(token)s::uuid, %(lease_seconds)s::float8, %(actor)s::text);
 
 -- name: finish
 -- Rows: Recorded (core/records.py); ids as text.
