@@ -40,13 +40,13 @@ PROBES = {
 }
 
 
-def measure(runs: int = 7) -> dict[str, Any]:
+def measure(runs: int = 7, root: Path = ROOT) -> dict[str, Any]:
     """Best and median import time of ``app`` (ms), and wall time of ``python -c 'import app'``."""
     imports: list[float] = []
     walls: list[float] = []
     for _ in range(runs):
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", PROBE], cwd=root, capture_output=True, text=True, check=True)
         walls.append((time.perf_counter() - started) * 1000)
         imports.append(float(out.stdout.strip().splitlines()[-1]))
     imports.sort()
@@ -86,12 +86,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=20, help="runs (pairs with --against); default 20")
     parser.add_argument("--against", type=Path, help="another checkout to compare with, as interleaved pairs")
     parser.add_argument("--probe", choices=sorted(PROBES), action="append", help="default: all")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the tree to measure; default this checkout")
     args = parser.parse_args(argv)
+    root = args.root.resolve()
     if args.against is None:
-        print(json.dumps(measure(args.runs)))
+        print(json.dumps(measure(args.runs, root)))
         return
     for probe in args.probe or list(PROBES):
-        print(json.dumps(compare(args.against.resolve(), ROOT, args.runs, probe)), flush=True)
+        print(json.dumps(compare(args.against.resolve(), root, args.runs, probe)), flush=True)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,17 @@ if [[ ! -f "$outdir/sam.yaml" || ! -f "$outdir/deployment.zip" ]]; then
   exit 1
 fi
 
+# Lambda's /var/task is read-only, so a cold start compiles every module it imports
+# unless the zip carries the bytecode: add it, for the runtime chalice targeted (the
+# Python it runs under; precompile.py refuses any other, the magic number would differ).
+runtime="$(sed -n 's/^ *Runtime: *\(python3\.[0-9]*\) *$/\1/p' "$outdir/sam.yaml" | sort -u)"
+if [[ "$(echo "$runtime" | wc -l)" != 1 || -z "$runtime" ]]; then
+  echo "package.sh: expected one python Runtime in $outdir/sam.yaml, found: ${runtime:-none}" >&2
+  exit 1
+fi
+echo "==> bytecode for $runtime into $outdir/deployment.zip"
+"$(tool python)" infra/precompile.py "$outdir/deployment.zip" "$runtime"
+
 echo "==> cfn-lint infra/template.yaml $outdir/sam.yaml"
 # Errors fail the build; warnings are printed but do not.
 "$cfn_lint" --non-zero-exit-code error -- infra/template.yaml "$outdir/sam.yaml"

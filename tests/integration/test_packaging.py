@@ -1,8 +1,9 @@
 """Packaging: ``infra/package.sh`` builds the app's SAM template with ``chalice
 package``, and both it and ``infra/template.yaml`` pass cfn-lint and checkov and
 keep the promises the deployment relies on (schedules, VPC wiring, least-privilege
-IAM, reserved concurrency), and every compiled file in ``deployment.zip`` is one the
-Lambda runtime can load (wheel tags, ELF machine, glibc symbol versions).
+IAM, reserved concurrency), every compiled file in ``deployment.zip`` is one the
+Lambda runtime can load (wheel tags, ELF machine, glibc symbol versions), and the zip
+carries the bytecode of its modules for the runtime's Python, which a cold import uses.
 
 Both stages are packaged once per session (the ``packaged`` fixture) and every
 assertion here reuses that build. Needs the package index (chalice downloads Lambda
@@ -15,6 +16,7 @@ if this test created it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -579,6 +581,98 @@ def test_no_secret_reaches_lambda_as_an_environment_value(app_templates: dict[st
         for var in ("TASKLANE_REDIS_AUTH_SECRET_ARN", "TASKLANE_METRICS_TOKEN_SECRET_ARN"):
             assert env.get(var, "").endswith("-secret-arn}}"), f"{name}: {var} should resolve a secret's ARN"
         assert not any("resolve:secretsmanager" in json.dumps(v) for v in env.values()), name
+
+
+# ------------------------------------------------------ bytecode in the package
+
+# A cold start's imports: app.py, then what the API's first submit and the drain
+# function's first call import (bench/coldstart.py's probes).
+COLD_IMPORTS = (
+    "import app, chalicelib.container, chalicelib.api.params, chalicelib.api.presenters, "
+    "chalicelib.services.submit, chalicelib.entrypoints, chalicelib.services.drain"
+)
+# Runs in the unpacked zip: every module loaded from it, and those compiled from source
+# (SourceLoader.source_to_code runs only when no usable .pyc was found).
+COLD_IMPORT_PROBE = f"""
+import importlib._bootstrap_external as bootstrap, json, os, sys
+compiled = []
+to_code = bootstrap.SourceLoader.source_to_code
+def recording(self, data, path, *args, **kwargs):
+    compiled.append(path)
+    return to_code(self, data, path, *args, **kwargs)
+bootstrap.SourceLoader.source_to_code = recording
+{COLD_IMPORTS}
+root = os.getcwd() + os.sep
+loaded = sorted(m.__file__ for m in list(sys.modules.values()) if (getattr(m, "__file__", None) or "").startswith(root))
+print(json.dumps({{"loaded": loaded, "compiled": [p for p in compiled if p.startswith(root)]}}))
+"""
+
+
+def _pyc_header(pyc: bytes) -> tuple[bytes, int, bytes]:
+    """(magic, flags, source hash) of a hash-based .pyc (PEP 552)."""
+    return pyc[:4], int.from_bytes(pyc[4:8], "little"), pyc[8:16]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_package_has_unchecked_bytecode_of_every_module_for_its_runtime(
+    packaged: dict[str, Path], app_templates: dict[str, dict[str, Any]], stage: str
+) -> None:
+    runtime, _ = _lambda_target(app_templates[stage])
+    # Bytecode is per minor version; this test reads it with the Python that wrote it.
+    assert runtime == f"python{sys.version_info.major}.{sys.version_info.minor}", runtime
+    with zipfile.ZipFile(packaged[stage] / "deployment.zip") as bundle:
+        names = set(bundle.namelist())
+        sources = sorted(n for n in names if n.endswith(".py"))
+        missing, wrong = [], []
+        for source in sources:
+            pyc_name = importlib.util.cache_from_source(source)
+            code = bundle.read(source)
+            if pyc_name not in names:
+                try:
+                    compile(code, source, "exec", dont_inherit=True)
+                except (SyntaxError, ValueError):
+                    continue  # never importable: precompile.py leaves it as it is
+                missing.append(source)
+                continue
+            magic, flags, source_hash = _pyc_header(bundle.read(pyc_name))
+            # flags 0b01: hash-based, not checked against the source (which Lambda unpacks
+            # with mtimes of its own), so the hash must be the shipped source's own.
+            expected = (importlib.util.MAGIC_NUMBER, 0b01, importlib.util.source_hash(code))
+            if (magic, flags, source_hash) != expected:
+                wrong.append(f"{pyc_name}: magic {magic!r}, flags {flags}, source hash {source_hash.hex()}")
+    assert len(sources) > 1000, "too few sources found; is the walk broken?"
+    assert {"app.py", "chalicelib/__init__.py", "chalice/app.py"} <= set(sources)
+    assert not missing, f"{stage}: {len(missing)} modules without bytecode, e.g. {missing[:5]}"
+    assert not wrong, f"{stage}: bytecode that would not load as shipped: {wrong[:5]}"
+
+
+def test_a_cold_import_of_the_package_compiles_nothing(packaged: dict[str, Path], tmp_path: Path) -> None:
+    """What Lambda does: import from the unpacked zip, where nothing can be written."""
+    with zipfile.ZipFile(packaged["prod"] / "deployment.zip") as bundle:
+        bundle.extractall(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TASKLANE_"))}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-c", COLD_IMPORT_PROBE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert any(f.endswith("/chalice/app.py") for f in seen["loaded"]), "chalice did not come from the zip"
+    assert len(seen["loaded"]) > 100, seen["loaded"]
+    assert seen["compiled"] == [], f"compiled from source at a cold start: {seen['compiled'][:10]}"
+
+
+def test_precompile_refuses_a_runtime_other_than_its_own_python(tmp_path: Path) -> None:
+    bundle = _fake_package(tmp_path / "deployment.zip", {"app.py": b"x = 1\n"})
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "infra" / "precompile.py"), str(bundle), "python2.7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "targets python2.7" in proc.stderr, proc.stderr
+    with zipfile.ZipFile(bundle) as unchanged:
+        assert unchanged.namelist() == ["app.py"]
 
 
 def test_deployment_zip_has_no_developer_tooling(packaged: dict[str, Path]) -> None:
