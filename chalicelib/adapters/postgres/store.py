@@ -233,6 +233,7 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, BulkCop
     def _finish(self, conn: psycopg.Connection[Row], outcomes: Sequence[Outcome], actor: str) -> list[Recorded]:
         params = {
             "outcomes": _outcomes_json(outcomes),
+            "ids": [o.id for o in outcomes],
             "actor": actor,
             **self._webhook,
         }
