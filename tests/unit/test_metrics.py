@@ -97,7 +97,7 @@ def test_bucket_bounds_equal_the_triggers() -> None:
     ]
     assert defining, "no migration defines the metrics trigger"
     for path in defining:
-        # Every array of the file: a fast path (0025's claims) has its own copy.
+        # Every array of the file: a fast path (0025, 0026) has its own copy.
         found = re.findall(r"'\{([0-9.,]+),Infinity\}'::float8\[\]", path.read_text())
         assert found, f"the trigger's bucket array in {path.name}"
         for bounds in found:
