@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from tests.databases import migrated_database
 from tests.helpers import wait_for
 from tools.devstack import services as devservices
 
@@ -77,10 +78,10 @@ def start_stack(
     database: str | None = None,
     timeout: float = 90.0,
 ) -> Stack:
-    """Start a stack on a fresh database (or ``database``) and a free port (or
-    ``env["TASKLANE_PORT"]``)."""
+    """Start a stack on a fresh migrated database (or ``database``, made the same way
+    when missing) and a free port (or ``env["TASKLANE_PORT"]``)."""
     name = database or devservices.test_database_name("e2e")
-    db_url = devservices.ensure_database(pg_server, name)
+    db_url = migrated_database(pg_server, name)  # the stack's own migrate then finds nothing to do
     port = int((env or {}).get("TASKLANE_PORT") or devservices.find_free_port())
     aws_port = devservices.find_free_port()  # never the developer's emulator on 4566
     key = "e2e-" + uuid.uuid4().hex

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from chalicelib.adapters.postgres.migrate import migrate
 from chalicelib.config import Settings
 from chalicelib.container import Container
+from tests.databases import migrated_database
 from tests.fault.workers import Workers, worker_env
 from tools.devstack import services as devservices
 
@@ -35,12 +35,11 @@ def redis_db_url(server_url: str, db: int) -> str:
 
 @pytest.fixture
 def fault_db(pg_server: str) -> Iterator[str]:
-    """A fresh, migrated database on the shared server, dropped at the end."""
+    """A fresh, migrated database on the shared server (a copy of the run's template),
+    dropped at the end."""
     name = devservices.test_database_name("fault")
-    url = devservices.ensure_database(pg_server, name)
     try:
-        migrate(url)
-        yield url
+        yield migrated_database(pg_server, name)
     finally:
         devservices.drop_database(pg_server, name)
 
