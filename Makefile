@@ -42,12 +42,20 @@ lint: venv
 
 # Two workers (the tests mostly wait on drainers and servers, so two overlap well on
 # two cores); --dist loadfile keeps a module's tests, and its module-scoped stack, on one.
-# The OpenAPI fuzzer runs on its own afterwards: under xdist schemathesis folds its one
-# test per operation into a single item and fuzzes far less (16 s against 75 s).
+# The OpenAPI fuzzer runs in a pytest session of its own (under xdist schemathesis folds
+# its one test per operation into a single item and fuzzes far less: 16 s against 75 s),
+# at the same time as the two workers: both sessions mostly wait on their stacks, and
+# one after the other they used well under half of two cores.  Its output follows the
+# suite's; make test fails if either fails.
 FUZZ := tests/e2e/test_fuzz_openapi.py
 test: venv checkov-venv lint chromium servers
-	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=$(FUZZ)
-	$(BIN)/python -m pytest $(FUZZ)
+	@fuzz_log=$$(mktemp); \
+	$(BIN)/python -m pytest $(FUZZ) >"$$fuzz_log" 2>&1 & fuzz=$$!; \
+	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=$(FUZZ); suite=$$?; \
+	wait $$fuzz; fuzzed=$$?; \
+	echo "--- $(BIN)/python -m pytest $(FUZZ)  (ran alongside the suite)"; \
+	cat "$$fuzz_log"; rm -f "$$fuzz_log"; \
+	[ $$suite -eq 0 ] && [ $$fuzzed -eq 0 ]
 
 # The dashboard's browser test drives Debian's Chromium through Playwright (never a
 # downloaded browser build).  Installed here when missing and we may; otherwise the

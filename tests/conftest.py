@@ -21,8 +21,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -41,16 +43,59 @@ STATE_DIR = ROOT / ".tasklane"
 INTEGRATION_REDIS_DB = 15
 
 
+@contextmanager
+def _pg_users() -> Iterator[Path]:
+    """The directory of the sessions using a private PostgreSQL, under an exclusive lock."""
+    users = STATE_DIR / "pg-users"
+    users.mkdir(parents=True, exist_ok=True)
+    with (STATE_DIR / ".pg-users.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield users
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
-    handle = devservices.ensure_postgres(STATE_DIR)
+    """The session's PostgreSQL server.
+
+    A private one (no server on 5432) is shared by every pytest session on this
+    checkout: each xdist worker, and the fuzzer's session that ``make test`` runs
+    alongside.  Each registers its pid; the last one to finish stops the server if a
+    test session started it, so no session stops it under another one that is
+    still running (a `make run` server is never stopped)."""
+    with _pg_users() as users:
+        handle = devservices.ensure_postgres(STATE_DIR)
+        if handle.private:
+            (users / str(os.getpid())).touch()
+            if handle.started:
+                (users / "started-by-tests").touch()
     devservices.drop_stale_test_databases(handle.url)
     templates_on(handle.url)
     try:
         yield handle.url
     finally:
         drop_templates()
-        handle.stop()
+        if handle.private:
+            with _pg_users() as users:
+                (users / str(os.getpid())).unlink(missing_ok=True)
+                others = [p for p in users.iterdir() if p.name.isdigit()]
+                for stale in [p for p in others if not _alive(int(p.name))]:
+                    stale.unlink(missing_ok=True)
+                    others.remove(stale)
+                marker = users / "started-by-tests"
+                if not others and marker.exists():
+                    handle.started = True  # a test session started it: the last one out stops it
+                    handle.stop()
+                    marker.unlink()
 
 
 @pytest.fixture(scope="session")
