@@ -37,7 +37,7 @@ from chalicelib.adapters.redis.client import RedisLike, as_text, connect, transl
 from chalicelib.adapters.redis.heads import Heads, read_heads
 from chalicelib.adapters.redis.keys import MAX_PARTITIONS, Keys, partition_of
 from chalicelib.adapters.redis.presence import Presence
-from chalicelib.adapters.redis.scripts import CLAIM, EXPIRED, EXTEND
+from chalicelib.adapters.redis.scripts import CLAIM, EXPIRED, EXTEND, PUSH_ONE
 from chalicelib.adapters.redis.scripts import READY_SCORE_LUA as READY_SCORE_LUA  # the aging test runs it
 from chalicelib.adapters.redis.views import QueueViews
 from chalicelib.config import TypeLimit
@@ -118,6 +118,7 @@ class Queue(QueueViews):
         self._claim = client.register_script(CLAIM)
         self._extend = client.register_script(EXTEND)
         self._expired = client.register_script(EXPIRED)
+        self._push_one = client.register_script(PUSH_ONE)
 
     @property
     def partitions(self) -> int:
@@ -196,6 +197,8 @@ class Queue(QueueViews):
         if partitions is not None:
             entries = [e for e in entries if not set(self._places(e.id)).isdisjoint(partitions)]
         entries = list(entries)
+        if len(entries) == 1 and len(self.parts) == 1 and not only_new and self._pushed_one(entries[0]):
+            return
         try:
             with translate():
                 pipe = self.client.pipeline(transaction=False)
@@ -205,6 +208,19 @@ class Queue(QueueViews):
             if len(self.parts) == 1:
                 raise
             self._push_each(entries, only_new=only_new)
+
+    def _pushed_one(self, e: QueueEntry) -> bool:
+        """A single submit's push (one ready id, no limits, one partition) as one script
+        call; False for any other entry, which ``push`` then pipelines."""
+        if e.delayed or self._limited(e.name):
+            return False
+        part = self.parts[0]
+        args = [ready_score(e.at_ms, e.priority, self.aging_seconds), _RANK_PREFIX[e.priority] + e.id, e.tenant]
+        with translate():
+            self._push_one(
+                keys=[part.tenant_ready(e.tenant), part.active_tenants, self.keys.wake], args=[*args, _WAKE_TOKENS]
+            )
+        return True
 
     def _push_each(self, entries: list[QueueEntry], *, only_new: bool) -> None:
         """One pipeline per partition: a pipeline that spans an unreachable master fails
