@@ -12,7 +12,12 @@
    (a submit whose Redis push failed); ZADD NX keeps this harmless when present.
    Tasks of a paused type are left out here and in the rebuild (and promoted
    without a push): they wait in PostgreSQL only until resume pushes them.
-6. Prune COMPLETED and CANCELLED tasks past retention (counted and logged), then
+6. Archive: move COMPLETED and CANCELLED tasks past the idempotency window (at least
+   a day) to ``tasks_archive``, a page of ARCHIVE_PAGE a transaction, and drop its day
+   partitions past retention, one a transaction (migration 0024); make its partitions
+   ahead.  ``tasks`` keeps the live tasks and about a day of finished ones.
+   Then prune, row by row, the COMPLETED and CANCELLED tasks past retention that could
+   not move (those with dependency edges, ids SQL made, ...; counted and logged), then
    the completed batches none of whose tasks is left, forget expired idempotency
    keys and drop unique keys whose window passed.
    FAILED tasks, the dead-letter queue, are never pruned: they stay until
@@ -40,6 +45,16 @@ from chalicelib.observability.log import logger
 from chalicelib.services import deadlines, outbox, schedules, tenants
 
 PAGE = 1000
+# Finished tasks moved to tasks_archive a transaction, and at most this many pages a
+# sweep, so that one sweep's archiving stays bounded (about 50-100 ms a page).
+ARCHIVE_PAGE = 1000
+ARCHIVE_PAGES_PER_SWEEP = 20
+# Finished tasks stay in `tasks` at least this long: today's stats (since 00:00 UTC)
+# read `tasks` only, and idempotency keys are looked up there.
+ARCHIVE_AFTER_SECONDS = 86400.0
+# Archive partitions made ahead; tasks move a day after they finish at the earliest,
+# so one day ahead is already a day of margin.
+ARCHIVE_PARTITION_DAYS_AHEAD = 2
 # Day partitions of task_events made ahead of time: a sweeper down for this long
 # still finds them; past it, rows go to the DEFAULT partition (inserts never fail)
 # and move into their day's partition when it is made.
@@ -59,6 +74,9 @@ class SweepReport:
     reconciled: int = 0
     released: int = 0
     pruned: int = 0
+    archived: int = 0
+    archive_partitions_created: int = 0
+    archive_partitions_dropped: list[str] = field(default_factory=list)
     event_partitions_created: int = 0
     event_partitions_dropped: list[str] = field(default_factory=list)
     tenants_configured: int = 0
@@ -81,6 +99,7 @@ def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
         _release_outbox,
         _requeue_orphan_leases,
         _reconcile,
+        _archive,  # before _prune: what can move goes by partition, not by row deletes
         _prune,
         _event_partitions,
     )
@@ -224,6 +243,31 @@ def _reconcile(rt: Container, report: SweepReport, actor: str) -> None:
     if stuck:
         rt.queue.push([_ready(t) for t in stuck], only_new=True)
         report.reconciled += len(stuck)
+
+
+def _archive(rt: Container, report: SweepReport, actor: str) -> None:
+    s = rt.settings
+    retention = s.retention_days * 86400
+    report.archive_partitions_created = rt.store.ensure_archive_partitions(retention, ARCHIVE_PARTITION_DAYS_AHEAD)
+    after = max(ARCHIVE_AFTER_SECONDS, s.idempotency_window_hours * 3600)
+    for _ in range(ARCHIVE_PAGES_PER_SWEEP):
+        page = rt.store.archive_finished(after, page_size=ARCHIVE_PAGE)
+        if page is None:  # another sweeper is moving
+            break
+        report.archived += page[0]
+        if not page[1]:
+            break
+    while dropped := rt.store.drop_archive_partition(retention):
+        report.archive_partitions_dropped.append(dropped)
+    if report.archived or report.archive_partitions_dropped:
+        logger.info(
+            "archived finished tasks",
+            extra={
+                "event": "archive",
+                "archived": report.archived,
+                "partitions_dropped": report.archive_partitions_dropped,
+            },
+        )
 
 
 def _prune(rt: Container, report: SweepReport, actor: str) -> None:

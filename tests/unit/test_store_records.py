@@ -20,6 +20,10 @@ _ROWS = re.compile(r"^-- Rows: (\w+) \((core/\w+\.py)\)", re.MULTILINE)
 # a scalar (a bool, a count, a version, a secret) or that set up a transaction.
 SCALAR = {
     "advance_schedule",
+    "archive_finished",
+    "drop_archive_partition",
+    "ensure_archive_partitions",
+    "restore_archived",
     "delete_schedule",
     "drop_event_partition",
     "ensure_event_partitions",

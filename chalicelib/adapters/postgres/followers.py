@@ -27,6 +27,7 @@ class _Store(Protocol):
     def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]: ...
     def _one(self, name: str, params: dict[str, Any]) -> Row | None: ...
     def _all(self, name: str, params: dict[str, Any]) -> list[Row]: ...
+    def restore_archived(self, tenant: str, ids: Sequence[str]) -> list[str]: ...
 
 
 def _linked_json(tasks: Sequence[NewTask]) -> str:
@@ -121,8 +122,13 @@ class FollowerQueries:
         return [ParentResult.from_row(r) for r in self._all("parent_results", {"ids": list(child_ids)})]
 
     def existing_ids(self: _Store, tenant: str, ids: Sequence[str]) -> list[str]:
-        """Those of ``ids`` the tenant has a task for."""
-        return [r["id"] for r in self._all("existing_ids", {"tenant": tenant, "ids": list(ids)})]
+        """Those of ``ids`` the tenant has a task for.  Archived ones (migration 0024)
+        are brought back into ``tasks`` first, where a new task's edges can reference
+        them; only when some id is not in ``tasks``."""
+        found = [r["id"] for r in self._all("existing_ids", {"tenant": tenant, "ids": list(ids)})]
+        if len(found) < len(set(ids)):
+            found += self.restore_archived(tenant, [i for i in ids if i not in set(found)])
+        return found
 
     def edges_of(self: _Store, child_ids: Sequence[str]) -> list[Edge]:
         """The edges into ``child_ids``."""

@@ -175,7 +175,14 @@ SELECT * FROM tasks WHERE tenant = %(tenant)s AND idempotency_key = ANY(%(keys)s
 
 -- name: get_task
 -- Rows: Task (core/model.py).
-SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s;
+-- A finished task may have moved to tasks_archive (migration 0024): one statement, so
+-- one snapshot, finds it in exactly one of the two.  The archive's branch prunes to
+-- the id's day partition (at executor start with a generic plan) and does not run
+-- when `tasks` had the row.
+(SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s)
+UNION ALL
+(SELECT * FROM tasks_archive WHERE id = %(id)s AND tenant = %(tenant)s)
+LIMIT 1;
 
 -- name: task_events
 -- Rows: TaskEvent (core/records.py).
@@ -455,7 +462,10 @@ SELECT id, tenant, name, status, priority, (extract(epoch FROM enqueued_at) * 10
 FROM tasks t WHERE id = ANY(%(ids)s::uuid[]);
 
 -- name: prune_finished
--- COMPLETED and CANCELLED tasks (delivered webhooks among them) past retention.  Their
+-- COMPLETED and CANCELLED tasks (delivered webhooks among them) past retention that
+-- are still in `tasks`: most leave earlier for tasks_archive and go with its day
+-- partitions (archive_finished, drop_archive_partition); these are the ones that may
+-- not move (migration 0024).  Their
 -- events are not deleted here: they leave with their day's partition of task_events
 -- (drop_event_partition), at most a day later.  FAILED tasks are the dead-letter
 -- queue: they stay until redriven or purged (purge_dead_letters).  The "pruned"
@@ -477,6 +487,42 @@ WITH doomed AS (
     SELECT name, 'pruned', count(*) FROM gone GROUP BY name
 )
 SELECT count(*) AS pruned FROM gone;
+
+-- name: archive_finished
+-- The next page of finished tasks past the archive delay, those that may leave moved
+-- to tasks_archive in one statement; moved is NULL when another sweeper holds the
+-- lock (migration 0024).
+SELECT moved, full_page FROM tasklane_archive_finished(%(after_seconds)s::float8, %(page_size)s::integer);
+
+-- name: ensure_archive_partitions
+-- The day partitions of tasks_archive from the day retention reaches back to, to
+-- %(days_ahead)s days ahead (UTC), those missing created (migration 0024).
+SELECT tasklane_ensure_archive_partitions(
+    ((now() - make_interval(secs => %(retention_seconds)s)) AT TIME ZONE 'UTC')::date,
+    (now() AT TIME ZONE 'UTC')::date + %(days_ahead)s::integer) AS created;
+
+-- name: drop_archive_partition
+-- The oldest partition of tasks_archive whose day ended before retention, dropped;
+-- NULL when none is (migration 0024).
+SELECT tasklane_drop_archive_partition(%(retention_seconds)s::float8) AS dropped;
+
+-- name: archived_task
+-- Rows: Task (core/model.py).
+-- A task of the tenant in tasks_archive (it is final there): a cancel of it is a 409,
+-- like that of any final task, not a 404.
+SELECT * FROM tasks_archive WHERE id = %(id)s AND tenant = %(tenant)s;
+
+-- name: restore_archived
+-- Brings the tenant's archived tasks among %(ids)s back into `tasks`, for a new task
+-- that depends on them: its edges in task_deps reference `tasks`.  One statement: a
+-- concurrent restore of the same id finds it gone and inserts nothing.  Restored tasks
+-- are behind the move's cursor and have edges: they never move again, and are pruned
+-- row by row after retention.
+WITH back AS (
+    DELETE FROM tasks_archive a WHERE a.tenant = %(tenant)s AND a.id = ANY(%(ids)s::uuid[]) RETURNING a
+)
+INSERT INTO tasks SELECT r.* FROM back b, LATERAL jsonb_populate_record(NULL::tasks, to_jsonb(b.a)) r
+RETURNING id::text AS id;
 
 -- name: ensure_event_partitions
 -- The day partitions of task_events from today to %(days_ahead)s days ahead (UTC),
@@ -512,6 +558,7 @@ WITH page AS (
     SELECT b.id FROM batches b
     WHERE b.id = ANY(ARRAY(SELECT id FROM page))
       AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.batch_id = b.id)
+      AND NOT EXISTS (SELECT 1 FROM tasks_archive a WHERE a.batch_id = b.id)
     FOR UPDATE SKIP LOCKED
 ), gone AS (
     DELETE FROM batches WHERE id = ANY(ARRAY(SELECT id FROM doomed)) RETURNING 1
@@ -548,6 +595,7 @@ WITH page AS (
     SELECT w.id FROM workflows w
     WHERE w.id = ANY(ARRAY(SELECT id FROM page))
       AND NOT EXISTS (SELECT 1 FROM jsonb_each_text(w.steps) s JOIN tasks t ON t.id = s.value::uuid)
+      AND NOT EXISTS (SELECT 1 FROM jsonb_each_text(w.steps) s JOIN tasks_archive a ON a.id = s.value::uuid)
     FOR UPDATE SKIP LOCKED
 ), gone AS (
     DELETE FROM workflows WHERE id = ANY(ARRAY(SELECT id FROM doomed)) RETURNING 1
@@ -709,7 +757,11 @@ WHERE (id::text = %(ref)s OR key_prefix = %(ref)s) AND disabled_at IS NOT NULL;
 -- Rows: Task (core/model.py).
 -- Keyset pagination on (created_at, id) descending: stable under inserts (new rows
 -- sort before the cursor) and served by tasks_tenant_created however deep the page.
-SELECT * FROM tasks
+-- Finished tasks moved to tasks_archive (migration 0024) are listed too: the UNION
+-- ALL is flattened, the conditions pushed into both sides, and a Merge Append of the
+-- (tenant, created_at, id) indexes of `tasks` and of each archive partition stops
+-- after the page.  One statement: a task moving meanwhile is listed once.
+SELECT * FROM (SELECT * FROM tasks UNION ALL SELECT * FROM tasks_archive) t
 WHERE tenant = %(tenant)s
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(name)s::text IS NULL OR name = %(name)s)
@@ -781,8 +833,10 @@ SELECT id FROM d;
 
 -- name: schedule_runs
 -- Rows: ScheduleRun (core/records.py).
-SELECT r.fire_at, r.task_id, t.status
-FROM schedule_runs r LEFT JOIN tasks t ON t.id = r.task_id
+SELECT r.fire_at, r.task_id, coalesce(t.status, a.status) AS status
+FROM schedule_runs r
+LEFT JOIN tasks t ON t.id = r.task_id
+LEFT JOIN tasks_archive a ON a.id = r.task_id  -- moved when finished (migration 0024)
 WHERE r.schedule_id = %(id)s
 ORDER BY r.fire_at DESC
 LIMIT %(limit)s;
@@ -1235,7 +1289,11 @@ SELECT id::text AS id, tenant, steps, created_at FROM workflows WHERE id = %(id)
 
 -- name: tasks_by_ids
 -- Rows: Task (core/model.py).
-SELECT * FROM tasks WHERE tenant = %(tenant)s AND id = ANY(%(ids)s::uuid[]);
+-- Archived ones included (migration 0024); an array does not prune the archive's
+-- partitions with a generic plan: one primary-key probe per partition per id.
+SELECT * FROM tasks WHERE tenant = %(tenant)s AND id = ANY(%(ids)s::uuid[])
+UNION ALL
+SELECT * FROM tasks_archive WHERE tenant = %(tenant)s AND id = ANY(%(ids)s::uuid[]);
 
 -- name: parent_results
 -- Rows: ParentResult (core/dependencies.py).

@@ -25,6 +25,7 @@ from typing import Any, cast
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from chalicelib.adapters.postgres.archive import ArchiveQueries
 from chalicelib.adapters.postgres.audit import AuditQueries
 from chalicelib.adapters.postgres.batches import BatchQueries
 from chalicelib.adapters.postgres.bulkcopy import COPY_MIN, BulkCopy
@@ -76,7 +77,16 @@ Row = dict[str, Any]
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 
 
-class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, BulkCopy, DeadlineQueries, TenantQueries):
+class Store(
+    AuditQueries,
+    FollowerQueries,
+    ControlQueries,
+    BatchQueries,
+    BulkCopy,
+    DeadlineQueries,
+    TenantQueries,
+    ArchiveQueries,
+):
     """Task, event and API-key persistence on a small connection pool.
 
     The pool opens lazily on first use so importing the app (a Lambda cold
@@ -285,7 +295,9 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, BulkCop
 
     def prune_finished(self, retention_seconds: float, *, limit: int = 5000) -> int:
         """Delete COMPLETED and CANCELLED tasks finished before the retention period
-        (never FAILED ones: see ``purge_dead_letters``); returns how many."""
+        that are still in ``tasks`` (never FAILED ones: see ``purge_dead_letters``;
+        archived ones go with their partition: ``drop_archive_partition``); returns
+        how many."""
         row = self._one("prune_finished", {"retention_seconds": retention_seconds, "limit": limit})
         return int(row["pruned"]) if row else 0
 
@@ -309,7 +321,7 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, BulkCop
         except StoreError:
             raise
         except (psycopg.Error, ValidationError, ConflictError) as exc:
-            raise StoreError(f"task_events partition maintenance failed: {_first_line(exc)}") from exc
+            raise StoreError(f"partition maintenance failed ({name}): {_first_line(exc)}") from exc
         return next(iter(row.values())) if row else None
 
     def forget_idempotency_keys(self, window_seconds: float, *, limit: int = 5000) -> int:
@@ -324,7 +336,9 @@ class Store(AuditQueries, FollowerQueries, ControlQueries, BatchQueries, BulkCop
         with self.connection() as conn, conn.transaction():
             row = conn.execute(self._q["lock_task"], {"id": task_id, "tenant": tenant}).fetchone()
             if row is None:
-                return None
+                # Moved to the archive (migration 0024): final, so left as it is.
+                row = conn.execute(self._q["archived_task"], {"id": task_id, "tenant": tenant}).fetchone()
+                return Cancellation(Task.from_row(row), Status(row["status"]), None) if row else None
             before = Status(row["status"])
             hook = None
             if before in (Status.WAITING, Status.PENDING, Status.QUEUED):

@@ -1,0 +1,59 @@
+"""The store's side of the archive of finished tasks (``Store`` inherits it; migration
+0024): ``tasks_archive``, range-partitioned on the task id by UTC day, which finished
+tasks move to once past the idempotency window, so that retention drops a day's
+partition instead of deleting rows, and ``tasks`` stays the size of the live work.
+
+Reads that may meet a finished task read both tables in their own statement
+(``get_task``, ``list_tasks``, ``tasks_by_ids``, ``schedule_runs``, and the pruning of
+batches and workflows); what is here is the sweeper's maintenance and the two places
+where a task has to be in ``tasks``: a cancel (409 for an archived task, as for any
+final one) and a new dependent (its edges reference ``tasks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from chalicelib.core.model import Task
+
+Row = dict[str, Any]
+
+
+class _Store(Protocol):
+    def _one(self, name: str, params: dict[str, Any]) -> Row | None: ...
+    def _all(self, name: str, params: dict[str, Any]) -> list[Row]: ...
+    def _maintain(self, name: str, params: dict[str, Any]) -> Any: ...
+
+
+class ArchiveQueries:
+    """A mixin of ``Store``."""
+
+    def archive_finished(self: _Store, after_seconds: float, *, page_size: int = 1000) -> tuple[int, bool] | None:
+        """Move the next page of finished tasks past ``after_seconds`` that may leave
+        ``tasks`` (one statement, one transaction); (how many moved, whether the page
+        was full), or None when another sweeper is at it."""
+        row = self._one("archive_finished", {"after_seconds": after_seconds, "page_size": page_size})
+        if row is None or row["moved"] is None:
+            return None
+        return int(row["moved"]), bool(row["full_page"])
+
+    def ensure_archive_partitions(self: _Store, retention_seconds: float, days_ahead: int) -> int:
+        """Create the missing day partitions of ``tasks_archive`` from the day retention
+        reaches back to, to ``days_ahead`` days ahead (UTC); returns how many."""
+        params = {"retention_seconds": retention_seconds, "days_ahead": days_ahead}
+        return int(self._maintain("ensure_archive_partitions", params) or 0)
+
+    def drop_archive_partition(self: _Store, retention_seconds: float) -> str | None:
+        """Drop the oldest ``tasks_archive`` partition whose day ended before retention;
+        its name, or None when none is due."""
+        dropped = self._maintain("drop_archive_partition", {"retention_seconds": retention_seconds})
+        return str(dropped) if dropped else None
+
+    def archived_task(self: _Store, tenant: str, task_id: str) -> Task | None:
+        row = self._one("archived_task", {"id": task_id, "tenant": tenant})
+        return Task.from_row(row) if row else None
+
+    def restore_archived(self: _Store, tenant: str, ids: Sequence[str]) -> list[str]:
+        """Bring the tenant's archived tasks among ``ids`` back into ``tasks``; their ids."""
+        return [r["id"] for r in self._all("restore_archived", {"tenant": tenant, "ids": list(ids)})]
