@@ -159,6 +159,17 @@ def test_finished_tasks_move_and_every_read_still_finds_them(make_rt: Callable[.
         steps = api.get(f"/api/v1/workflows/{wf.id}").json_body
         assert steps["status"] == "COMPLETED" and steps["steps"]["only"]["task"]["id"] == step
         assert api.get("/api/v1/stats").status_code == 200
+        # A schedule's recent runs show an archived run's status.
+        made = api.post("/api/v1/schedules", {"name": "nightly", "cron": "0 3 * * *", "task": {"name": "noop"}})
+        assert made.status_code == 201
+        query(
+            db,
+            "INSERT INTO schedule_runs (schedule_id, fire_at, task_id) VALUES (%s, now(), %s) RETURNING task_id",
+            made.json_body["id"],
+            completed,
+        )
+        runs = api.get(f"/api/v1/schedules/{made.json_body['id']}").json_body["recent_runs"]
+        assert runs == [{"fire_at": runs[0]["fire_at"], "task_id": completed, "status": "COMPLETED"}]
 
         # A new task depending on an archived one: the parent comes back to `tasks`
         # (edges reference it there) and counts as done at once.
