@@ -1,5 +1,5 @@
 """PostgreSQL CPU of retention: the archive (moving finished tasks to ``tasks_archive``,
-then dropping its day partitions; migration 0026) against deleting the same tasks row by
+then dropping its day partitions; migration 0027) against deleting the same tasks row by
 row (the ``prune_finished`` statement), interleaved.
 
     .venv/bin/python -m bench.archivecost [tasks] [pairs]

@@ -14,7 +14,7 @@
    without a push): they wait in PostgreSQL only until resume pushes them.
 6. Archive: move COMPLETED and CANCELLED tasks past the idempotency window (at least
    a day) to ``tasks_archive``, a page of ARCHIVE_PAGE a transaction, and drop its day
-   partitions past retention, one a transaction (migration 0026); make its partitions
+   partitions past retention, one a transaction (migration 0027); make its partitions
    ahead.  ``tasks`` keeps the live tasks and about a day of finished ones.
    Then prune, row by row, the COMPLETED and CANCELLED tasks past retention that could
    not move (those with dependency edges, ids SQL made, ...; counted and logged), then

@@ -1,4 +1,4 @@
-"""Finished tasks move from ``tasks`` to ``tasks_archive`` (migration 0026), a table
+"""Finished tasks move from ``tasks`` to ``tasks_archive`` (migration 0027), a table
 range-partitioned on the UUIDv7 id by UTC day: the sweeper moves them in bounded
 batches once past the idempotency window, every read that may meet a finished task
 still finds them, and retention drops a whole day's partition instead of deleting

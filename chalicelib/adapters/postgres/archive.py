@@ -1,5 +1,5 @@
 """The store's side of the archive of finished tasks (``Store`` inherits it; migration
-0026): ``tasks_archive``, range-partitioned on the task id by UTC day, which finished
+0027): ``tasks_archive``, range-partitioned on the task id by UTC day, which finished
 tasks move to once past the idempotency window, so that retention drops a day's
 partition instead of deleting rows, and ``tasks`` stays the size of the live work.
 

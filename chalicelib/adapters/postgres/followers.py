@@ -122,7 +122,7 @@ class FollowerQueries:
         return [ParentResult.from_row(r) for r in self._all("parent_results", {"ids": list(child_ids)})]
 
     def existing_ids(self: _Store, tenant: str, ids: Sequence[str]) -> list[str]:
-        """Those of ``ids`` the tenant has a task for.  Archived ones (migration 0026)
+        """Those of ``ids`` the tenant has a task for.  Archived ones (migration 0027)
         are brought back into ``tasks`` first, where a new task's edges can reference
         them; only when some id is not in ``tasks``."""
         found = [r["id"] for r in self._all("existing_ids", {"tenant": tenant, "ids": list(ids)})]

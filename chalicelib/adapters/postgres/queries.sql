@@ -175,7 +175,7 @@ SELECT * FROM tasks WHERE tenant = %(tenant)s AND idempotency_key = ANY(%(keys)s
 
 -- name: get_task
 -- Rows: Task (core/model.py).
--- A finished task may have moved to tasks_archive (migration 0026): one statement, so
+-- A finished task may have moved to tasks_archive (migration 0027): one statement, so
 -- one snapshot, finds it in exactly one of the two.  The archive's branch prunes to
 -- the id's day partition (at executor start with a generic plan) and does not run
 -- when `tasks` had the row.
@@ -465,7 +465,7 @@ FROM tasks t WHERE id = ANY(%(ids)s::uuid[]);
 -- COMPLETED and CANCELLED tasks (delivered webhooks among them) past retention that
 -- are still in `tasks`: most leave earlier for tasks_archive and go with its day
 -- partitions (archive_finished, drop_archive_partition); these are the ones that may
--- not move (migration 0026).  Their
+-- not move (migration 0027).  Their
 -- events are not deleted here: they leave with their day's partition of task_events
 -- (drop_event_partition), at most a day later.  FAILED tasks are the dead-letter
 -- queue: they stay until redriven or purged (purge_dead_letters).  The "pruned"
@@ -491,19 +491,19 @@ SELECT count(*) AS pruned FROM gone;
 -- name: archive_finished
 -- The next page of finished tasks past the archive delay, those that may leave moved
 -- to tasks_archive in one statement; moved is NULL when another sweeper holds the
--- lock (migration 0026).
+-- lock (migration 0027).
 SELECT moved, full_page FROM tasklane_archive_finished(%(after_seconds)s::float8, %(page_size)s::integer);
 
 -- name: ensure_archive_partitions
 -- The day partitions of tasks_archive from the day retention reaches back to, to
--- %(days_ahead)s days ahead (UTC), those missing created (migration 0026).
+-- %(days_ahead)s days ahead (UTC), those missing created (migration 0027).
 SELECT tasklane_ensure_archive_partitions(
     ((now() - make_interval(secs => %(retention_seconds)s)) AT TIME ZONE 'UTC')::date,
     (now() AT TIME ZONE 'UTC')::date + %(days_ahead)s::integer) AS created;
 
 -- name: drop_archive_partition
 -- The oldest partition of tasks_archive whose day ended before retention, dropped;
--- NULL when none is (migration 0026).
+-- NULL when none is (migration 0027).
 SELECT tasklane_drop_archive_partition(%(retention_seconds)s::float8) AS dropped;
 
 -- name: archived_task
@@ -757,7 +757,7 @@ WHERE (id::text = %(ref)s OR key_prefix = %(ref)s) AND disabled_at IS NOT NULL;
 -- Rows: Task (core/model.py).
 -- Keyset pagination on (created_at, id) descending: stable under inserts (new rows
 -- sort before the cursor) and served by tasks_tenant_created however deep the page.
--- Finished tasks moved to tasks_archive (migration 0026) are listed too: the UNION
+-- Finished tasks moved to tasks_archive (migration 0027) are listed too: the UNION
 -- ALL is flattened, the conditions pushed into both sides, and a Merge Append of the
 -- (tenant, created_at, id) indexes of `tasks` and of each archive partition stops
 -- after the page.  One statement: a task moving meanwhile is listed once.
@@ -836,7 +836,7 @@ SELECT id FROM d;
 SELECT r.fire_at, r.task_id, coalesce(t.status, a.status) AS status
 FROM schedule_runs r
 LEFT JOIN tasks t ON t.id = r.task_id
-LEFT JOIN tasks_archive a ON a.id = r.task_id  -- moved when finished (migration 0026)
+LEFT JOIN tasks_archive a ON a.id = r.task_id  -- moved when finished (migration 0027)
 WHERE r.schedule_id = %(id)s
 ORDER BY r.fire_at DESC
 LIMIT %(limit)s;
@@ -1289,7 +1289,7 @@ SELECT id::text AS id, tenant, steps, created_at FROM workflows WHERE id = %(id)
 
 -- name: tasks_by_ids
 -- Rows: Task (core/model.py).
--- Archived ones included (migration 0026); an array does not prune the archive's
+-- Archived ones included (migration 0027); an array does not prune the archive's
 -- partitions with a generic plan: one primary-key probe per partition per id.
 SELECT * FROM tasks WHERE tenant = %(tenant)s AND id = ANY(%(ids)s::uuid[])
 UNION ALL

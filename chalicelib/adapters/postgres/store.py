@@ -336,7 +336,7 @@ class Store(
         with self.connection() as conn, conn.transaction():
             row = conn.execute(self._q["lock_task"], {"id": task_id, "tenant": tenant}).fetchone()
             if row is None:
-                # Moved to the archive (migration 0026): final, so left as it is.
+                # Moved to the archive (migration 0027): final, so left as it is.
                 row = conn.execute(self._q["archived_task"], {"id": task_id, "tenant": tenant}).fetchone()
                 return Cancellation(Task.from_row(row), Status(row["status"]), None) if row else None
             before = Status(row["status"])
