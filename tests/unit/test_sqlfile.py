@@ -35,14 +35,15 @@ def test_migration_gap_is_an_error(tmp_path) -> None:  # type: ignore[no-untyped
 def test_only_claim_and_heartbeat_commit_without_waiting_for_the_wal() -> None:
     """Submits and outcomes stay durable; a lost claim or heartbeat only makes an
     attempt run again (see the comment on ``claim`` in queries.sql).  The claim's
-    statement is the function tasklane_claim (migration 0024), which sets it there."""
+    statement is the function tasklane_claim (migrations 0024, 0027), which sets it there."""
     relaxed = {name for name, sql in queries().items() if "synchronous_commit" in sql}
     assert relaxed == {"extend_leases"}
     # transaction-local (true): the pooled connection's later statements are durable again
     assert "set_config('synchronous_commit', 'off', true)" in queries()["extend_leases"]
     assert "CROSS JOIN nosync" in queries()["extend_leases"] or "FROM nosync" in queries()["extend_leases"]
     assert "tasklane_claim(" in queries()["claim"]
-    [claim_fn] = [m for m in load(default_dir()) if "FUNCTION tasklane_claim(" in m.sql]
+    # The function as the last migration that defines it leaves it.
+    claim_fn = [m for m in load(default_dir()) if "FUNCTION tasklane_claim(" in m.sql][-1]
     assert "set_config('synchronous_commit', 'off', true)" in claim_fn.sql
     # Setting it as a SET clause of the function would undo it when the call returns.
     assert "SET synchronous_commit" not in claim_fn.sql
