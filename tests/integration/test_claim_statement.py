@@ -1,4 +1,4 @@
-"""The claim statement, tasklane_claim (migrations 0024, 0027): its plans, made once per
+"""The claim statement, tasklane_claim (migrations 0024, 0028): its plans, made once per
 session, are probes even when made on an empty or tiny table, and its transaction
 commits without waiting for the WAL while the function's own settings end with it."""
 

@@ -35,7 +35,7 @@ def test_migration_gap_is_an_error(tmp_path) -> None:  # type: ignore[no-untyped
 def test_only_claim_and_heartbeat_commit_without_waiting_for_the_wal() -> None:
     """Submits and outcomes stay durable; a lost claim or heartbeat only makes an
     attempt run again (see the comment on ``claim`` in queries.sql).  The claim's
-    statement is the function tasklane_claim (migrations 0024, 0027), which sets it there."""
+    statement is the function tasklane_claim (migrations 0024, 0028), which sets it there."""
     relaxed = {name for name, sql in queries().items() if "synchronous_commit" in sql}
     assert relaxed == {"extend_leases"}
     # transaction-local (true): the pooled connection's later statements are durable again

@@ -194,7 +194,7 @@ FROM task_events WHERE task_id = %(id)s AND at >= %(since)s ORDER BY id;
 
 -- name: claim
 -- Rows: Claimed (core/model.py); ids as text, the form every caller wants.
--- The statement is the function tasklane_claim (migrations 0024, 0027): PL/pgSQL keeps
+-- The statement is the function tasklane_claim (migrations 0024, 0028): PL/pgSQL keeps
 -- its plans for the session, made generic by the function's own settings, so a claim
 -- is no longer planned on every call (~0.6 ms of a one-task claim's ~1.3 ms of
 -- PostgreSQL CPU on a table with statistics); its two steps are written so that those
