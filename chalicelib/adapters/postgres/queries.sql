@@ -1038,8 +1038,10 @@ FROM tasks WHERE tenant = %(tenant)s AND created_at >= %(since)s
 GROUP BY 1;
 
 -- name: try_fold_lock
--- One metrics fold at a time (any constant works; the same in every process).
-SELECT pg_try_advisory_xact_lock(7301955003) AS locked;
+-- One metrics fold at a time (any constant works; the same in every process, and no
+-- other lock's: the archive's functions, migration 0027, hold 7301955003;
+-- tests/unit/test_advisory_locks.py keeps each constant to one purpose).
+SELECT pg_try_advisory_xact_lock(7301955004) AS locked;
 
 -- ---------------------------------------------------------------------------------
 -- Control: pausing task types and cancelling by filter (services/control.py).
