@@ -3,7 +3,10 @@ submit latency with ``rows`` finished tasks (and three audit rows each) in the
 tables, against an empty database.  The history is made with INSERT ... SELECT
 generate_series in a database of its own: 1,000,000 tasks with ``--big-table``,
 10,000,000 with ``--big-rows 10000000``; ``--big-keep`` keeps that database for a
-later run's ``--big-db NAME`` (the build takes minutes of both cores).
+later run's ``--big-db NAME`` (the build takes minutes of both cores).  The tasks
+finished more than a day ago go to ``tasks_archive``, where the sweeper keeps them
+(migration 0027); a database built before that has them all in ``tasks``, and the
+measured runs' sweepers would move them meanwhile.
 
 Drain runs as whole interleaved pairs (30,000 tasks a side).  Submit runs as many
 short blocks alternating between the two databases in one process (``submit_blocks``):
@@ -47,7 +50,7 @@ _ID = (
 _T = "(%(start)s::timestamptz - i * %(step)s::interval)"
 _TASKS = (
     """
-INSERT INTO tasks (id, tenant, name, status, priority, payload, result, attempts, max_retries,
+INSERT INTO {table} (id, tenant, name, status, priority, payload, result, attempts, max_retries,
                    timeout_seconds, run_at, enqueued_at, created_at, updated_at, started_at, finished_at)
 SELECT """
     + _ID.format(t="t")
@@ -56,8 +59,15 @@ SELECT """
 FROM (SELECT i, """
     + _T
     + """ AS t FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i) AS g
+WHERE (t + interval '2 ms' < %(archived_before)s
+       AND date_trunc('day', t, 'UTC') = date_trunc('day', t + interval '2 ms', 'UTC')) = %(archived)s
 """
 )
+# Where the sweeper keeps finished tasks (migration 0027): those that finished more than
+# a day ago, within their creation day (UTC), are in tasks_archive, the rest in tasks.
+# The history is written where the sweeper would have moved it, with an hour's margin
+# (23 h), so that the measured runs' sweepers have next to nothing to move.
+ARCHIVED_AFTER = dt.timedelta(hours=23)
 # What the submit, claim and finish statements write, task_name included (so the
 # metrics trigger counts them as it counts live traffic, without its join).
 _EVENTS = (
@@ -78,7 +88,9 @@ CROSS JOIN (VALUES (0, NULL, 'QUEUED', 0), (1, 'QUEUED', 'PROCESSING', 1), (2, '
 def build(env: BenchEnv, rows: int, *, keep: bool = False) -> tuple[str, float]:
     """A migrated database holding ``rows`` COMPLETED tasks finished over the last
     ``HISTORY_DAYS`` days (within retention: the sweeper keeps them) and three events
-    per task in their days' partitions of task_events.  Logged tables, the same
+    per task in their days' partitions of task_events; the tasks older than a day in
+    ``tasks_archive`` (``ARCHIVED_AFTER``), as the sweeper keeps them, so ``tasks``
+    holds the last day's.  Logged tables, the same
     indexes and trigger as production; only ``maintenance_work_mem`` is raised.
     ``keep``: not dropped when the bench ends (its name is printed; a scratch name, so
     ``drop_stale_test_databases`` removes it should nobody else, after 6 hours)."""
@@ -98,12 +110,15 @@ def build(env: BenchEnv, rows: int, *, keep: bool = False) -> tuple[str, float]:
         )
         for lo in range(1, rows + 1, CHUNK):
             params = {"tenant": HISTORY_TENANT, "start": now, "step": step, "lo": lo, "hi": min(rows, lo + CHUNK - 1)}
-            conn.execute(_TASKS, params)
+            for table, archived in (("tasks", False), ("tasks_archive", True)):
+                where = {"archived_before": now - ARCHIVED_AFTER, "archived": archived}
+                conn.execute(_TASKS.replace("{table}", table), params | where)
             conn.execute(_EVENTS, params)
             done = params["hi"]
             took = time.perf_counter() - start
             print(f"  history: {done:,} of {rows:,} tasks ({took:.0f} s)", file=sys.stderr, flush=True)
         conn.execute("VACUUM ANALYZE tasks")
+        conn.execute("VACUUM ANALYZE tasks_archive")
         conn.execute("VACUUM ANALYZE task_events")
     return url, time.perf_counter() - start
 
@@ -113,7 +128,11 @@ def reuse(env: BenchEnv, name: str, rows: int) -> str:
     by this run); refused unless it holds at least ``rows`` history tasks."""
     url = devservices.database_url(env.pg_server_url, name)
     with env.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM tasks WHERE tenant = %s", (HISTORY_TENANT,)).fetchone()
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM tasks WHERE tenant = %(t)s)"
+            " + (SELECT count(*) FROM tasks_archive WHERE tenant = %(t)s)",
+            {"t": HISTORY_TENANT},
+        ).fetchone()
     held = row[0] if row else 0
     if held < rows:
         raise RuntimeError(f"database {name} holds {held:,} history tasks, not {rows:,}")
@@ -240,6 +259,7 @@ def compare(
     )
     with env.connect(big_url) as conn:
         counts = conn.execute("SELECT count(*) FROM tasks").fetchone()
+        archived = conn.execute("SELECT count(*) FROM tasks_archive").fetchone()
         events = conn.execute("SELECT count(*) FROM task_events").fetchone()
         parts = conn.execute("SELECT count(*) FROM tasklane_event_partitions()").fetchone()
     drain = {k: stats.median(r["rate"] for r in v) for k, v in runs.items()}
@@ -253,6 +273,7 @@ def compare(
         "submit_p50_ratio_pair_median": sub["ratio_median"],
         "submit_blocks": sub,
         "rows_in_big_table": counts[0] if counts else None,
+        "rows_in_archive": archived[0] if archived else None,
         "events_in_big_table": events[0] if events else None,
         "event_partitions": parts[0] if parts else None,
         "history_rows": rows,
