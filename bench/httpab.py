@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.httpab /path/to/checkout-A[@N] /path/to/checkout-B[@N] [rounds] [seconds]
 
 Each round starts A's and B's API server (``python -m tools.devstack api``, the code
-from that checkout, ``@N``: N processes on one port with ``--reuse-port``; alternating
+from that checkout, ``@N``: N processes on one port with ``--processes N``; alternating
 which side goes first), warms it, then runs the bench's
 HTTP workload against it: ``seconds`` of single submits (POST /api/v1/tasks) from 8
 keep-alive clients (``bench.ours._concurrent_submits``), then ``seconds`` from one.
@@ -33,15 +33,18 @@ def side(env: BenchEnv, root: Path, processes: int, key: str, seconds: float) ->
     env.flush_redis()
     env.code_root = root
     port = devservices.find_free_port()
-    argv = ["-m", "tools.devstack", "api", "--port", str(port)] + (["--reuse-port"] if processes > 1 else [])
-    procs = [env.python("api", *argv) for _ in range(processes)]
+    argv = ["-m", "tools.devstack", "api", "--port", str(port)] + (
+        ["--processes", str(processes)] if processes > 1 else []
+    )
+    # One process; with --processes N it forks the others (their CPU is counted with its own).
+    procs = [env.python("api", *argv)]
     try:
 
         def up() -> bool:
             for proc in procs:
                 if not proc.alive():
                     raise SystemExit(f"the API server exited:\n{proc.log_tail()}")
-            return all("Serving on" in proc.log_tail() for proc in procs)
+            return procs[0].log_tail(200).count("Serving on") >= processes
 
         wait_for(up, timeout=60, interval=0.1, message="the API servers")
         headers = {"X-API-Key": key, "Content-Type": "application/json"}
@@ -60,7 +63,8 @@ def side(env: BenchEnv, root: Path, processes: int, key: str, seconds: float) ->
 
 
 def _side_spec(arg: str) -> tuple[Path, int]:
-    """``/path/to/checkout`` or ``/path/to/checkout@N`` (N API processes sharing the port)."""
+    """``/path/to/checkout`` or ``/path/to/checkout@N`` (N API processes sharing the port;
+    the checkout's ``tools.devstack api`` must know ``--processes``)."""
     path, _, count = arg.partition("@")
     return Path(path).resolve(), int(count or 1)
 

@@ -27,6 +27,7 @@ from chalicelib.core.model import Priority, QueueEntry
 from chalicelib.core.requests import TaskRequest
 from chalicelib.services.submit import submit, submit_many
 from tools.devstack import services as devservices
+from tools.devstack.supervisor import api_processes
 
 DRAIN_ARGV = ["-m", "tools.devstack", "drain"]
 STAMP_DRAIN_ARGV = ["-m", "bench.stampdrain"]
@@ -478,6 +479,7 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, A
         **stats.latency_summary(lat),
         "batch_rate": rate(len(blat) * 500, bwall),
         **concurrent,
+        "api_processes": api_processes(stack_env),  # what the stack started (TASKLANE_API_PROCESSES or cores)
     }
 
 

@@ -159,7 +159,13 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     api = _get(o, "api", "p50_ms")
     add("API function per submit, in-process, p50", "<= 1.5 ms", api, api <= 1.5, f"{fmt(api, 2)} ms")
     c8 = _get(o, "http", "concurrent8_rate")
-    add("HTTP single submits, 8 keep-alive clients", ">= 1,500/s", c8, c8 >= 1500, fmt(c8))
+    procs = _get(o, "http", "api_processes")
+    shown = (
+        fmt(c8)
+        if not isinstance(procs, (int, float)) or math.isnan(procs)
+        else f"{fmt(c8)} ({procs:.0f} API processes)"
+    )
+    add("HTTP single submits, 8 keep-alive clients", ">= 1,500/s", c8, c8 >= 1500, shown)
     cpu = _get(o, "drain2", "cpu_s_per_1000")
     add("CPU per 1,000 tasks", "<= 0.15 CPU-s", cpu, cpu <= 0.15, f"{fmt(cpu, 3)} s")
     rss = _get(o, "drain2", "rss_mb")

@@ -108,19 +108,24 @@ def test_supervisor_killed_then_started_again_at_once_on_the_same_port(
     pg_server: str, redis_server: str, tmp_path: Path
 ) -> None:
     """``kill -9`` of the supervisor alone: its children (API, drainers, sweeper)
-    stop by themselves at once, so ``make run`` right away gets the port back."""
+    stop by themselves at once, so ``make run`` right away gets the port back.  Two API
+    processes: the one the first forked stops with it in turn (``prefork``)."""
     redis_url = redis_db_url(redis_server, STACK_KILL_REDIS_DB)
     redis.Redis.from_url(redis_url).flushdb()
     database = devservices.test_database_name("fault")
     port = str(devservices.find_free_port())
-    env = {"TASKLANE_REDIS_PREFIX": f"tlfault-{uuid.uuid4().hex[:8]}", "TASKLANE_PORT": port}
+    env = {
+        "TASKLANE_REDIS_PREFIX": f"tlfault-{uuid.uuid4().hex[:8]}",
+        "TASKLANE_PORT": port,
+        "TASKLANE_API_PROCESSES": "2",
+    }
     stacks = []
     children: list[int] = []
     try:
         first = start_stack(pg_server, redis_url, tmp_path / "first", env=env, database=database)
         stacks.append(first)
         children = descendants(first.proc.pid)
-        assert len(children) >= 4, children  # API, 2 drainers, sweeper (+ the AWS emulator)
+        assert len(children) >= 5, children  # 2 API, 2 drainers, sweeper (+ the AWS emulator)
         first.proc.kill()  # the supervisor only: nothing stops its children for it
         first.proc.wait(timeout=10)
 

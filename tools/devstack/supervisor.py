@@ -3,7 +3,8 @@
 ``python -m tools.devstack run`` finds (or starts) PostgreSQL and Redis, migrates,
 ensures the bootstrap API key, then starts and supervises:
 
-- the API: ``chalice local`` (HTTP routes only; it never runs scheduled functions);
+- the API: ``chalice local``'s app and gateway (HTTP routes only; it never runs scheduled
+  functions), in ``TASKLANE_API_PROCESSES`` processes on one port (``prefork``);
 - ``TASKLANE_DRAINERS`` drain workers, each invoking the drain function back to back
   with a Lambda-like time budget, as EventBridge plus Lambda concurrency would;
 - one sweep worker invoking the sweep function every ``TASKLANE_SWEEP_INTERVAL_SECONDS``.
@@ -111,14 +112,54 @@ def local_api_environ(stage: Mapping[str, str], shell: Mapping[str, str]) -> dic
     return env
 
 
-def api_server(host: str, port: int, *, reuse_port: bool = False) -> int:
+API_PROCESSES_ENV = "TASKLANE_API_PROCESSES"
+
+
+def api_processes(environ: Mapping[str, str]) -> int:
+    """How many API processes the stack runs: ``TASKLANE_API_PROCESSES``, else one per
+    two cores (1 to 4; ``prefork.default_processes``)."""
+    from tools.devstack import prefork
+
+    value = environ.get(API_PROCESSES_ENV, "").strip()
+    if not value:
+        return prefork.default_processes()
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"{API_PROCESSES_ENV} must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def api_server(host: str, port: int, *, processes: int = 1) -> int:
     """Serve the API the way ``chalice local`` does (the same app object, the same API
     Gateway proxy events through chalice's ``LocalGateway``), with these differences:
     the shell's environment wins over the stage's ``environment_variables`` (so a
-    variable you set reaches the API exactly as it reaches the drainers), and the HTTP
-    layer is ``tools.devstack.api_handler``'s: a lean request parser, JSON 4xx answers
+    variable you set reaches the API exactly as it reaches the drainers), the HTTP
+    layer is ``tools.devstack.api_handler``'s (a lean request parser, JSON 4xx answers
     where the dev server sent an HTML page, a 501 or nothing, and no access log line
-    per request unless the log level is INFO or DEBUG."""
+    per request unless the log level is INFO or DEBUG), and ``processes`` processes
+    serve the one port (``tools.devstack.prefork``)."""
+    from tools.devstack import prefork
+
+    sock = prefork.bind(host, port)
+    workers = prefork.fork_workers(processes)  # before any thread or import of the app
+    stop = _stop_event()
+    died: list[int] = []
+
+    def worker_exited(pid: int, code: int) -> None:
+        died.append(pid)
+        print(f"API process {pid} exited with code {code}; stopping the others", flush=True)
+
+    if workers:
+        prefork.watch_workers(workers, stop, worker_exited)
+    try:
+        _serve_api(sock, stop)
+    finally:
+        if workers:
+            prefork.stop_workers(workers)
+    return 1 if died else 0
+
+
+def _serve_api(sock: socket.socket, stop: threading.Event) -> None:
+    """One API process: chalice's app and local gateway on ``sock`` until ``stop``."""
     import logging
     import socketserver
 
@@ -126,6 +167,7 @@ def api_server(host: str, port: int, *, reuse_port: bool = False) -> int:
     from chalice.local import CustomLocalChalice, LocalChalice, RouteMatcher
 
     from chalicelib.config import get_settings
+    from tools.devstack import prefork
     from tools.devstack.api_handler import RememberingMatcher, make_gateway, make_handler
 
     shell_env = dict(os.environ)
@@ -154,24 +196,21 @@ def api_server(host: str, port: int, *, reuse_port: bool = False) -> int:
     handler = make_handler(gateway, routes, matcher, get_settings().max_payload_bytes, access_log=access_log)
 
     class Server(socketserver.ThreadingTCPServer):
-        # socketserver's default listen backlog is 5: a burst of concurrent clients
-        # would see connections reset before a thread ever accepts them.
-        request_queue_size = 128
         daemon_threads = True
-        allow_reuse_address = True  # as http.server: a restarted stack rebinds at once
-        allow_reuse_port = reuse_port  # several API processes, the kernel spreading connections
 
-    server = Server((host, port), handler)
-    stop = _stop_event()
+    server = Server(sock.getsockname(), handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock  # bound already (prefork.bind), maybe shared with other API processes
 
     def shutdown_on_signal() -> None:
         stop.wait()
         server.shutdown()
 
     threading.Thread(target=shutdown_on_signal, daemon=True).start()
-    print(f"Serving on http://{host}:{port}", flush=True)
+    prefork.start_listening(sock)
+    host, port = sock.getsockname()[:2]
+    print(f"Serving on http://{host}:{port} (pid {os.getpid()})", flush=True)
     server.serve_forever()
-    return 0
 
 
 @dataclass
@@ -258,6 +297,7 @@ def run_stack(args: argparse.Namespace) -> int:
     from tools.devstack import services as devservices
 
     settings = Settings.from_env()
+    processes = api_processes(os.environ)
     _check_task_types(settings)
     _wait_for_port(settings.port)
     pg = devservices.ensure_postgres(STATE_DIR)
@@ -284,6 +324,7 @@ def run_stack(args: argparse.Namespace) -> int:
         if emulator is not None:
             emulator.start(env)  # before the rest: executors need it seeded
         api_argv = [sys.executable, "-m", "tools.devstack", "api", "--port", str(settings.port)]
+        api_argv += ["--processes", str(processes)]
         children = [
             Child("api", api_argv, restart=False),
             *[
@@ -293,7 +334,7 @@ def run_stack(args: argparse.Namespace) -> int:
             Child("sweep", [sys.executable, "-m", "tools.devstack", "sweep"], restart=True),
             *([emulator] if emulator is not None else []),
         ]
-        return _supervise(children, env, settings.port, db_url, redis_url, applied)
+        return _supervise(children, env, settings.port, db_url, redis_url, applied, processes)
     finally:
         rd.stop()
         pg.stop()
@@ -350,7 +391,13 @@ def aws_emulator(env: dict[str, str], db_url: str, redis_url: str) -> Child | No
 
 
 def _supervise(
-    children: list[Child], env: dict[str, str], port: int, db_url: str, redis_url: str, applied: list[int]
+    children: list[Child],
+    env: dict[str, str],
+    port: int,
+    db_url: str,
+    redis_url: str,
+    applied: list[int],
+    api_processes: int,
 ) -> int:
     stop = threading.Event()
 
@@ -370,7 +417,8 @@ def _supervise(
         _wait_http(port, api.proc)
         print(
             f"Tasklane is up: http://127.0.0.1:{port}  (database {_redact(db_url)}, redis {redis_url}, "
-            f"{drainers} drainers, migrations applied now: {applied or 'none'}). Ctrl-C stops it.",
+            f"{api_processes} API processes, {drainers} drainers, migrations applied now: {applied or 'none'}). "
+            "Ctrl-C stops it.",
             flush=True,
         )
         while not stop.wait(0.5):
@@ -428,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     api = sub.add_parser("api", help="serve only the HTTP API (chalice local's server)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--reuse-port", action="store_true", help="SO_REUSEPORT: one of several API processes")
+    api.add_argument("--processes", type=int, default=1, help="API processes sharing the port (default 1)")
     sub.add_parser("drain", help="run one drain worker (invokes drain back to back)")
     sub.add_parser("sweep", help="run one sweep worker (invokes sweep on its rate)")
     sub.add_parser("check-task-types", help="import the task modules, read the declarations, list the task types")
@@ -439,7 +487,9 @@ def main(argv: list[str] | None = None) -> int:
         _check_task_types(Settings.from_env())
         return 0
     if args.command == "api":
-        return api_server(args.host, args.port, reuse_port=args.reuse_port)
+        if args.processes < 1:
+            parser.error("--processes must be at least 1")
+        return api_server(args.host, args.port, processes=args.processes)
     if args.command == "drain":
         return drain_worker()
     if args.command == "sweep":
