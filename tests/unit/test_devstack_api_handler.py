@@ -171,3 +171,16 @@ def test_the_context_has_chalices_attributes_and_a_fresh_uuid4() -> None:
     for one in ids:
         parsed = uuid.UUID(one)
         assert (str(parsed), parsed.version, parsed.variant) == (one, 4, uuid.RFC_4122)
+
+
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_the_gateways_context_is_the_one_chalices_gateway_makes(timeout: int | None) -> None:
+    from chalice.local import LocalGateway
+
+    config = SimpleNamespace(lambda_timeout=timeout, function_name="api_handler", lambda_memory_size=256)
+    app = _app()
+    ours = make_gateway(app, config, RememberingMatcher(RouteMatcher(list(app.routes))))._generate_lambda_context()
+    theirs = LocalGateway(app, config)._generate_lambda_context()  # type: ignore[arg-type]
+    for name in ("function_name", "memory_limit_in_mb", "function_version", "invoked_function_arn"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert abs(ours.get_remaining_time_in_millis() - theirs.get_remaining_time_in_millis()) < 1_000
