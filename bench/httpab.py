@@ -49,7 +49,11 @@ def side(env: BenchEnv, root: Path, processes: int, key: str, seconds: float) ->
         wait_for(up, timeout=60, interval=0.1, message="the API servers")
         headers = {"X-API-Key": key, "Content-Type": "application/json"}
         body = json.dumps({"name": "noop", "payload": {"n": 1}}).encode()
-        ours._concurrent_submits(port, headers, body, clients=8, seconds=1.0)  # warm: pool, caches
+        # Warm every process (pool, caches, and the first request's imports: hundreds of
+        # ms of CPU a process): each call opens 8 new connections, which go to whichever
+        # process accepts first, so a cold one, idle, gets its share within a few calls.
+        for _ in range(2 * processes):
+            ours._concurrent_submits(port, headers, body, clients=8, seconds=0.5)
         cpu0 = sum(proc.cpu_seconds() for proc in procs)
         many = ours._concurrent_submits(port, headers, body, clients=8, seconds=seconds)
         cpu = sum(proc.cpu_seconds() for proc in procs) - cpu0

@@ -471,6 +471,10 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, A
                 if r.status_code not in (200, 201, 207):
                     raise BenchError(f"HTTP batch answered {r.status_code}: {r.text[:200]}")
             bwall = time.perf_counter() - bstart
+        # The sessions above reached one API process; with several (TASKLANE_API_PROCESSES),
+        # new connections warm the others (their first requests' imports) before the count.
+        for _ in range(2 * (api_processes(stack_env) - 1)):
+            _concurrent_submits(port, headers, body, clients=8, seconds=0.5)
         concurrent = _concurrent_submits(port, headers, body, clients=8, seconds=seconds)
     finally:
         stop_workers(env, [stack])
