@@ -10,14 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.container import Container
 from chalicelib.core.batches import BatchSpec
+from chalicelib.core.errors import StoreError
 from chalicelib.core.model import Status
 from chalicelib.core.requests import parse_workflow
 from chalicelib.services.submit import submit, submit_batch, submit_workflow
@@ -345,3 +348,34 @@ def test_concurrent_sweepers_move_each_task_once(rt: Container) -> None:
     assert sum(moved) == 3000
     assert query(db, "SELECT count(*), count(DISTINCT id) FROM tasks_archive") == [(3000, 3000)]
     assert query(db, "SELECT count(*) FROM tasks") == [(0,)]
+
+
+def test_a_busy_archive_delays_the_drop_instead_of_stalling_its_readers(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt(retention_days=1)
+    db = _partitioned(rt)
+    live = submit(rt, TENANT, request(delay_seconds=3600)).task.id
+    victim = f"tasks_archive_{_midnight(3):%Y%m%d}"
+    with psycopg.connect(db) as reader:
+        reader.execute("SELECT count(*) FROM tasks_archive")  # holds the archive until rollback
+        results: dict[str, Any] = {}
+
+        def drop() -> None:
+            started = time.monotonic()
+            try:
+                rt.store.drop_archive_partition(_DAY)
+            except StoreError as exc:
+                results["error"] = exc
+            results["took"] = time.monotonic() - started
+
+        dropper = threading.Thread(target=drop)
+        dropper.start()
+        started = time.monotonic()
+        assert rt.store.get_task(TENANT, live) is not None
+        read_took = time.monotonic() - started
+        dropper.join(timeout=20)
+        assert "in use" in str(results["error"]) and results["took"] < 2.0, results
+        assert read_took < 2.0, f"a read waited {read_took:.1f} s behind the drop"
+        assert query(db, "SELECT count(*) FROM pg_class WHERE relname = %s", victim) == [(1,)]
+        reader.rollback()
+    report = sweep(rt)
+    assert victim in report.archive_partitions_dropped, report

@@ -20,7 +20,9 @@ _ROWS = re.compile(r"^-- Rows: (\w+) \((core/\w+\.py)\)", re.MULTILINE)
 # a scalar (a bool, a count, a version, a secret) or that set up a transaction.
 SCALAR = {
     "advance_schedule",
+    "archive_drop_lock_wait",
     "archive_finished",
+    "archive_partition_due",
     "drop_archive_partition",
     "ensure_archive_partitions",
     "restore_archived",
@@ -30,6 +32,7 @@ SCALAR = {
     "fold_metric_deltas",
     "existing_ids",
     "insert_workflow",
+    "lock_archive",
     "forget_idempotency_keys",
     "prune_batches",
     "prune_finished",

@@ -13,14 +13,21 @@ final one) and a new dependent (its edges reference ``tasks``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+import psycopg
+
+from chalicelib.core.errors import StoreError
 from chalicelib.core.model import Task
 
 Row = dict[str, Any]
 
 
 class _Store(Protocol):
+    _q: dict[str, str]
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]: ...
     def _one(self, name: str, params: dict[str, Any]) -> Row | None: ...
     def _all(self, name: str, params: dict[str, Any]) -> list[Row]: ...
     def _maintain(self, name: str, params: dict[str, Any]) -> Any: ...
@@ -46,8 +53,21 @@ class ArchiveQueries:
 
     def drop_archive_partition(self: _Store, retention_seconds: float) -> str | None:
         """Drop the oldest ``tasks_archive`` partition whose day ended before retention;
-        its name, or None when none is due."""
-        dropped = self._maintain("drop_archive_partition", {"retention_seconds": retention_seconds})
+        its name, or None when none is due (or another sweeper is at it).  The archive is
+        locked first with a short wait (``archive_drop_lock_wait``): behind a long reader
+        the drop is left to a later sweep (``StoreError``) instead of queueing every read
+        of an archived task behind it."""
+        params = {"retention_seconds": retention_seconds}
+        with self.connection() as conn, conn.transaction():
+            if conn.execute(self._q["archive_partition_due"], params).fetchone() is None:
+                return None
+            conn.execute(self._q["archive_drop_lock_wait"])
+            try:
+                conn.execute(self._q["lock_archive"])
+            except psycopg.errors.LockNotAvailable as exc:
+                raise StoreError("tasks_archive is in use; its partition is dropped by a later sweep") from exc
+            row = conn.execute(self._q["drop_archive_partition"], params).fetchone()
+        dropped = row["dropped"] if row else None
         return str(dropped) if dropped else None
 
     def archived_task(self: _Store, tenant: str, task_id: str) -> Task | None:

@@ -503,9 +503,27 @@ SELECT tasklane_ensure_archive_partitions(
     ((now() - make_interval(secs => %(retention_seconds)s)) AT TIME ZONE 'UTC')::date,
     (now() AT TIME ZONE 'UTC')::date + %(days_ahead)s::integer) AS created;
 
+-- name: archive_partition_due
+-- The oldest partition of tasks_archive whose day ended before retention, if any: the
+-- sweeper locks the archive only when one is (migration 0027).
+SELECT p.name FROM tasklane_archive_partitions() p
+WHERE p.day_end <= now() - make_interval(secs => %(retention_seconds)s::float8)
+ORDER BY p.day_end LIMIT 1;
+
+-- name: archive_drop_lock_wait
+-- How long the sweeper waits for the archive before a drop (this transaction only).
+-- DROP TABLE of a partition locks tasks_archive ACCESS EXCLUSIVE, and every read that
+-- may meet a finished task (get_task, list_tasks) reads it: queued behind a long reader
+-- (a report, pg_dump), the drop would stall them all for its wait.  So the lock is taken
+-- first with a short wait, and a busy archive leaves the drop to a later sweep.
+SELECT set_config('lock_timeout', '200ms', true);
+
+-- name: lock_archive
+LOCK TABLE tasks_archive IN ACCESS EXCLUSIVE MODE;
+
 -- name: drop_archive_partition
 -- The oldest partition of tasks_archive whose day ended before retention, dropped;
--- NULL when none is (migration 0027).
+-- NULL when none is (migration 0027).  Run under lock_archive, so it does not wait.
 SELECT tasklane_drop_archive_partition(%(retention_seconds)s::float8) AS dropped;
 
 -- name: archived_task
