@@ -200,7 +200,7 @@ def test_a_lookup_by_id_reads_one_archive_partition(rt: Container) -> None:
     target = rows[0][0]
     partitions = query(db, "SELECT count(*) FROM tasklane_archive_partitions()")[0][0]
     assert partitions >= 5
-    sql = queries()["get_task"].replace("%(id)s", "$1").replace("%(tenant)s", "$2")
+    sql = queries()["get_task_anywhere"].replace("%(id)s", "$1").replace("%(tenant)s", "$2")
     with psycopg.connect(db, autocommit=True) as conn:
         for mode in ("force_generic_plan", "force_custom_plan"):
             conn.execute(f"SET plan_cache_mode = {mode}")

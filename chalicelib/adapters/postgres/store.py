@@ -188,7 +188,9 @@ class Store(
         return {r["idempotency_key"]: IdempotentTask.from_row(r) for r in rows}
 
     def get_task(self, tenant: str, task_id: str) -> Task | None:
-        row = self._one("get_task", {"id": task_id, "tenant": tenant})
+        """The task, in ``tasks`` or, finished, in ``tasks_archive`` (migration 0027)."""
+        params = {"id": task_id, "tenant": tenant}
+        row = self._one("get_task", params) or self._one("get_task_anywhere", params)
         return Task.from_row(row) if row else None
 
     def list_tasks(
