@@ -261,14 +261,8 @@ WITH o AS (
                            THEN NULL ELSE now() END,
         lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     FROM o
-    -- The rows are found through the primary key, one probe per outcome: the ids ride
-    -- along as an array the planner can see (custom plans, as the claim's), and the
-    -- PROCESSING test is a CASE that no partial index can match.  Written as
-    -- "t.status = 'PROCESSING'", the plan was a scan of the whole partial index
-    -- tasks_processing_lease (a bitmap scan after a burst, which never marks the dead
-    -- entries it visits): O(tasks in flight) per finish, and right after a 20,000-task
-    -- burst ~960 buffers and 2-9 ms for a one-task finish instead of ~17 buffers and
-    -- 0.45 ms, until vacuum (bench/RESULTS.md, round 6).
+    -- By primary key (ids the planner sees; a CASE no partial index matches): a scan of
+    -- tasks_processing_lease read a burst's dead entries until vacuum (RESULTS.md round 6).
     WHERE t.id = ANY(%(ids)s::uuid[]) AND t.id = o.id
       AND CASE t.status WHEN 'PROCESSING' THEN t.lease_token = o.token ELSE false END
     RETURNING t.id, t.tenant, t.name, t.status, t.priority, t.attempts, t.run_at, t.result,
@@ -288,10 +282,8 @@ WITH o AS (
     SELECT * FROM tasklane_completion_webhooks(
         (SELECT jsonb_agg(to_jsonb(f)) FROM u f WHERE f.callback_url IS NOT NULL),
         %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
-    -- Run only when it has work (a one-time filter: the function is not called at all
-    -- otherwise): its SQL body is planned on every call, ~0.5 ms of a one-task finish.
-    -- A parent with followers needs it even without a callback_url: it leaves the
-    -- webhook limits for the dependents trigger (migration 0020).
+    -- Called only when needed (its body is planned per call); followers need the
+    -- webhook limits it sets for the dependents trigger (0020).
     WHERE EXISTS (SELECT 1 FROM u WHERE u.callback_url IS NOT NULL OR u.has_followers)
 )
 SELECT u.id::text AS id, u.tenant, u.name, u.status, u.priority, u.attempts,
