@@ -44,22 +44,24 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# What the suite needs comes first, two jobs at a time (-j2: the two virtualenvs do not
+# depend on each other, and lint runs while checkov's installs).
+test-needs: venv checkov-venv lint chromium servers
+
 # Two workers (the tests mostly wait on drainers and servers, so two overlap well on
 # two cores); --dist loadfile keeps a module's tests, and its module-scoped stack, on one.
 # The OpenAPI fuzzer runs in a pytest session of its own (under xdist schemathesis folds
 # its one test per operation into a single item and fuzzes far less: 16 s against 75 s),
 # at the same time as the two workers: both sessions mostly wait on their stacks, and
-# one after the other they used well under half of two cores.  Its output follows the
-# suite's; make test fails if either fails.
-# What the suite needs comes first, two jobs at a time (-j2: the two virtualenvs do not
-# depend on each other, and lint runs while checkov's installs).
+# one after the other they used well under half of two cores.  It runs on a PostgreSQL
+# of its own (TASKLANE_PRIVATE_SERVICES=1, under .tasklane/fuzz/), so its stack's
+# connections never count against the max_connections (100) of the server the workers'
+# stacks share.  Its output follows the suite's; make test fails if either fails.
 FUZZ := tests/e2e/test_fuzz_openapi.py
-test-needs: venv checkov-venv lint chromium servers
-
 test:
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-needs
 	@fuzz_log=$$(mktemp); \
-	$(BIN)/python -m pytest $(FUZZ) >"$$fuzz_log" 2>&1 & fuzz=$$!; \
+	TASKLANE_PRIVATE_SERVICES=1 TASKLANE_TEST_STATE_DIR=.tasklane/fuzz $(BIN)/python -m pytest $(FUZZ) >"$$fuzz_log" 2>&1 & fuzz=$$!; \
 	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=$(FUZZ); suite=$$?; \
 	wait $$fuzz; fuzzed=$$?; \
 	echo "--- $(BIN)/python -m pytest $(FUZZ)  (ran alongside the suite)"; \

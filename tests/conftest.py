@@ -39,7 +39,9 @@ from tools.devstack import services as devservices
 from tools.devstack.services.redis_cluster import RedisClusterHandle, start_private_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
-STATE_DIR = ROOT / ".tasklane"
+# Where a private PostgreSQL lives; make test gives the fuzzer's session a server of
+# its own (TASKLANE_TEST_STATE_DIR=.tasklane/fuzz, with TASKLANE_PRIVATE_SERVICES=1).
+STATE_DIR = ROOT / os.environ.get("TASKLANE_TEST_STATE_DIR", ".tasklane")
 INTEGRATION_REDIS_DB = 15
 
 
