@@ -16,11 +16,6 @@ stack started on one (``tests.stack.start_stack``) finds it up to date.
 from __future__ import annotations
 
 import threading
-import time
-
-import psycopg
-from psycopg import errors as pg_errors
-from psycopg import sql
 
 from chalicelib.adapters.postgres.migrate import migrate
 from tools.devstack import services as devservices
@@ -59,28 +54,7 @@ def migrated_database(server_url: str, name: str) -> str:
         url = devservices.ensure_database(server_url, name)
         migrate(url)
         return url
-    template = _template(server_url)
-    url = devservices.database_url(server_url, name)
-    deadline = time.monotonic() + 30
-    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
-        while True:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                return url
-            try:
-                conn.execute(
-                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
-                )
-            except (pg_errors.DuplicateDatabase, pg_errors.UniqueViolation):
-                return url
-            except pg_errors.ObjectInUse:
-                # "source database ... is being accessed by other users": another
-                # worker's copy of its own template in flight never holds ours, but a
-                # stray session (autovacuum) may, for a moment.
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.05)
-                continue
-            return url
+    return devservices.ensure_database(server_url, name, template=_template(server_url))
 
 
 def drop_templates() -> None:

@@ -261,12 +261,17 @@ def ensure_postgres(state_dir: Path, *, force_private: bool = False) -> Postgres
     return handle
 
 
-def ensure_database(server_url: str, dbname: str) -> str:
+def ensure_database(server_url: str, dbname: str, *, template: str | None = None) -> str:
     """Create database ``dbname`` if missing and return its URL.
 
-    Safe when several processes do it at once: the loser of the race gets
-    DuplicateDatabase (or a unique violation on pg_database) and moves on.
+    ``template`` names the database to copy (``CREATE DATABASE ... TEMPLATE``; the
+    tests copy a migrated one), else it is template1.  Safe when several processes
+    do it at once: the loser of the race gets DuplicateDatabase (or a unique
+    violation on pg_database) and moves on.
     """
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname))
+    if template is not None:
+        create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
     url = database_url(server_url, dbname)
     deadline = time.monotonic() + START_TIMEOUT
     with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
@@ -274,12 +279,13 @@ def ensure_database(server_url: str, dbname: str) -> str:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
                 return url
             try:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+                conn.execute(create)
             except (pg_errors.DuplicateDatabase, pg_errors.UniqueViolation):
                 return url
             except pg_errors.ObjectInUse:
                 # "source database template1 is being accessed by other users":
-                # a transient state while someone else is connected to it.
+                # a transient state while someone else is connected to it (for a
+                # copied template, autovacuum may be, for a moment).
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.1)
