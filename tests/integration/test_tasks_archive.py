@@ -146,15 +146,29 @@ def test_finished_tasks_move_and_every_read_still_finds_them(make_rt: Callable[.
         events = api.get(f"/api/v1/tasks/{completed}/events")
         assert events.status_code == 200
         assert [e["to_status"] for e in events.json_body["events"]][-1] == "COMPLETED"
-        # Newest first across both tables, one task a page through the cursor.
-        seen, cursor = [], ""
-        while True:
-            page = api.get(f"/api/v1/tasks?limit=1{cursor}").json_body
-            seen += [t["id"] for t in page["items"]]
-            if not page.get("next_cursor"):
-                break
-            cursor = f"&cursor={page['next_cursor']}"
-        assert sorted(seen) == sorted([*finished, live])
+        # Newest first across both tables through the cursor, whatever the page size:
+        # pages of fresh tasks alone are read from `tasks` only (archive_may_hold).
+        fresh = [submit(rt, TENANT, request(delay_seconds=3600)).task.id for _ in range(3)]
+        union = "SELECT id::text FROM tasks UNION ALL SELECT id::text FROM tasks_archive ORDER BY 1"
+        newest_first = [
+            r[0]
+            for r in query(
+                db,
+                "SELECT id::text FROM (SELECT id, created_at FROM tasks UNION ALL SELECT id, created_at"
+                " FROM tasks_archive) t ORDER BY created_at DESC, id DESC",
+            )
+        ]
+        assert sorted(newest_first) == [r[0] for r in query(db, union)]
+        assert sorted(newest_first) == sorted([*finished, live, *fresh])
+        for size in (1, 2, 3, 4):
+            seen, cursor = [], ""
+            while True:
+                page = api.get(f"/api/v1/tasks?limit={size}{cursor}").json_body
+                seen += [t["id"] for t in page["items"]]
+                if not page.get("next_cursor"):
+                    break
+                cursor = f"&cursor={page['next_cursor']}"
+            assert seen == newest_first, size
         assert api.get("/api/v1/tasks?status=CANCELLED").json_body["items"][0]["id"] == cancelled
         assert api.post(f"/api/v1/tasks/{completed}/cancel", {}).status_code == 409
         assert api.post(f"/api/v1/dead-letters/{completed}/redrive", {}).status_code == 409

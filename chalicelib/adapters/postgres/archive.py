@@ -12,6 +12,7 @@ final one) and a new dependent (its edges reference ``tasks``).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -22,6 +23,33 @@ from chalicelib.core.errors import StoreError
 from chalicelib.core.model import Task
 
 Row = dict[str, Any]
+
+# A finished task stays in ``tasks`` at least this long after it was created (the
+# sweeper's ARCHIVE_AFTER_SECONDS, a day, less an hour for the clocks of the API and the
+# database to differ): rows created since are never in the archive.
+NEVER_ARCHIVED = dt.timedelta(hours=23)
+_TASKS = "SELECT * FROM tasks\n"
+
+
+def read_both(statement: str) -> str:
+    """``statement`` (a ``SELECT * FROM tasks`` with its conditions) over ``tasks`` and
+    ``tasks_archive`` as one table: the UNION ALL is flattened, the conditions pushed
+    into both sides, and an ORDER BY on an index of both is a Merge Append of every
+    partition's index scan.  One statement, so a task moving meanwhile is read once."""
+    if _TASKS not in statement:
+        raise ValueError("read_both takes a statement reading `SELECT * FROM tasks`")
+    return statement.replace(_TASKS, "SELECT * FROM (SELECT * FROM tasks UNION ALL SELECT * FROM tasks_archive) t\n", 1)
+
+
+def archive_may_hold(page: Sequence[Row], limit: int) -> bool:
+    """Whether archived tasks could belong in a newest-first ``page`` of at most ``limit``
+    rows read from ``tasks`` alone: unless the page is full and its oldest row is newer
+    than anything the archive holds.  A first page of a busy tenant reads ``tasks`` only
+    (a 50-task page cost 315 us of backend CPU, against 990 us for the Merge Append over
+    9 archive partitions)."""
+    if len(page) < limit:
+        return True
+    return bool(page[-1]["created_at"] <= dt.datetime.now(dt.UTC) - NEVER_ARCHIVED)
 
 
 class _Store(Protocol):

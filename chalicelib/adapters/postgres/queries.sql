@@ -777,11 +777,9 @@ WHERE (id::text = %(ref)s OR key_prefix = %(ref)s) AND disabled_at IS NOT NULL;
 -- Rows: Task (core/model.py).
 -- Keyset pagination on (created_at, id) descending: stable under inserts (new rows
 -- sort before the cursor) and served by tasks_tenant_created however deep the page.
--- Finished tasks moved to tasks_archive (migration 0027) are listed too: the UNION
--- ALL is flattened, the conditions pushed into both sides, and a Merge Append of the
--- (tenant, created_at, id) indexes of `tasks` and of each archive partition stops
--- after the page.  One statement: a task moving meanwhile is listed once.
-SELECT * FROM (SELECT * FROM tasks UNION ALL SELECT * FROM tasks_archive) t
+-- `tasks` only; when archived tasks may belong in the page, the store runs this text
+-- over both tables (archive.read_both, migration 0027).
+SELECT * FROM tasks
 WHERE tenant = %(tenant)s
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(name)s::text IS NULL OR name = %(name)s)

@@ -25,7 +25,7 @@ from typing import Any, cast
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from chalicelib.adapters.postgres.archive import ArchiveQueries
+from chalicelib.adapters.postgres.archive import ArchiveQueries, archive_may_hold, read_both
 from chalicelib.adapters.postgres.audit import AuditQueries
 from chalicelib.adapters.postgres.batches import BatchQueries
 from chalicelib.adapters.postgres.bulkcopy import COPY_MIN, BulkCopy
@@ -115,7 +115,7 @@ class Store(
             name="tasklane",
         )
         self._opened = False
-        self._q = queries()
+        self._q = {**queries(), "list_tasks_anywhere": read_both(queries()["list_tasks"])}
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -218,7 +218,10 @@ class Store(
             "after_id": after[1] if after else None,
             "limit": limit,
         }
-        return [Task.from_row(r) for r in self._all("list_tasks", params)]
+        rows = self._all("list_tasks", params)
+        if archive_may_hold(rows, limit):  # finished tasks move there a day on (migration 0027)
+            rows = self._all("list_tasks_anywhere", params)
+        return [Task.from_row(r) for r in rows]
 
     def task_events(self, task_id: str, *, since: datetime | None = None) -> list[TaskEvent]:
         """The task's audit trail, oldest first.  ``since``, the task's ``created_at``
