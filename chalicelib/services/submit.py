@@ -76,10 +76,31 @@ def submit(
 ) -> Submitted:
     """Persist and enqueue one task (see ``submit_many``) under ``trace`` (the request's
     trace context; None: a fresh root)."""
-    result = submit_many(rt, tenant, [request], actor=actor, traces=None if trace is None else [trace])[0]
+    traces = None if trace is None else [trace]
+    if request.unique_key is None and not request.depends_on:
+        result = _submit_plain(rt, tenant, request, actor, traces)
+    else:
+        result = submit_many(rt, tenant, [request], actor=actor, traces=traces)[0]
     if isinstance(result, ConflictError):
         raise result
     return result
+
+
+def _submit_plain(
+    rt: Container, tenant: str, request: TaskRequest, actor: str, traces: Sequence[TraceContext] | None
+) -> Result:
+    """``submit_many`` for one task without a unique key or parents (most single submits):
+    one INSERT, the push, and for an idempotency key seen before the original or a
+    conflict.  Such a task needs no second round, so none of ``_Rounds``' bookkeeping:
+    about a third of the Python this module ran per submit (issue 14 round 6)."""
+    tenants.check_queue_quota(rt, tenant, 1)
+    new = _new_tasks(tenant, [request], traces, None)
+    inserted = rt.store.insert_tasks(new, actor=actor)
+    _enqueue(rt, inserted)
+    metrics.log_submitted(tenant, inserted, actor=actor, duplicates=1 - len(inserted))
+    if inserted:
+        return Submitted(inserted[0])
+    return _replays(rt, tenant, new, [0]).get(0) or _unanswered(new[0])
 
 
 # How often a submit whose unique key was released between its INSERT and the look-up
@@ -208,12 +229,18 @@ class _Rounds:
             j = self.follows.get(i, i)
             got = self.results.get(j)
             if got is None:
-                key = f"unique key {n.unique_key!r}" if n.unique_key else f"idempotency key {n.idempotency_key!r}"
-                got = ConflictError(f"{key} is being reused concurrently; retry")
+                got = _unanswered(n)
             elif j != i and isinstance(got, Submitted):
                 got = Submitted(got.task, duplicate=True)
             out.append(got)
         return out
+
+
+def _unanswered(n: NewTask) -> ConflictError:
+    """The answer for a task neither inserted nor found under its key: the key was taken
+    and released again by concurrent requests (rare; the client must retry)."""
+    key = f"unique key {n.unique_key!r}" if n.unique_key else f"idempotency key {n.idempotency_key!r}"
+    return ConflictError(f"{key} is being reused concurrently; retry")
 
 
 def _replays(rt: Container, tenant: str, lost: Sequence[NewTask], where: Sequence[int]) -> dict[int, Result]:
