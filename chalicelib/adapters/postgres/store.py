@@ -9,9 +9,8 @@ Every public method returns typed records (``core.model.Task``, ``Claimed``, and
 those of ``core.records`` and ``core.stats``), never rows: each record's
 ``from_row`` reads the columns of the query ``queries.sql`` names it under.  Rows
 arrive as dicts (``dict_row``) rather than through ``class_row``, because most
-records convert on the way in (ids to text, statuses and priorities to enums,
-nested specs); on the hot path (claim, finish) the SQL casts ids to text, so
-building the records costs no more than the dict rows the callers used to read.
+records convert on the way in (enums, nested specs); on the hot path the SQL
+casts ids to text, so the records cost no more than the dict rows once did.
 """
 
 from __future__ import annotations
@@ -558,10 +557,8 @@ class Store(
             )
 
 
-# Batches go to PostgreSQL as one JSON document (``jsonb_to_recordset`` in the query)
-# rather than as a dozen arrays: psycopg adapts arrays element by element in Python,
-# one encoder call is C (2 instead of 7 microseconds a task).  Payloads and results
-# travel as JSON strings holding their JSON text, cast with ``::jsonb`` as before.
+# One JSON document (``jsonb_to_recordset``), not a dozen arrays that psycopg adapts element
+# by element in Python: one C encoder call, 2 instead of 7 us a task; payloads stay JSON text.
 def _outcomes_json(outcomes: Sequence[Outcome]) -> str:
     return encode(
         [
