@@ -16,8 +16,9 @@ def _stats(stack: Stack, key: str) -> dict:
 
 
 def test_a_small_tenant_starts_promptly_behind_a_large_tenants_backlog(stack: Stack) -> None:
-    big = new_key(stack, f"big-{uuid.uuid4().hex[:6]}")
-    # The small tenant's key polls its 20 tasks below: a limit that polling cannot reach.
+    # Both keys are polled below (the small one for its 20 tasks, the big one until its
+    # lanes are idle, which under a loaded suite takes seconds): limits polling cannot reach.
+    big = new_key(stack, f"big-{uuid.uuid4().hex[:6]}", "--rate-limit", "100000/min")
     small = new_key(stack, f"small-{uuid.uuid4().hex[:6]}", "--rate-limit", "100000/min")
     # 16 executors (2 drainers x 8) at 0.1 s a task: ~10 s of backlog.
     backlog = {"tasks": [{"name": "sleep", "payload": {"seconds": 0.1}} for _ in range(500)]}
@@ -39,7 +40,7 @@ def test_a_small_tenant_starts_promptly_behind_a_large_tenants_backlog(stack: St
     # Leave the stack idle for the next tests: cancel what is still waiting.
     while stack.post("/api/v1/tasks/cancel", {"status": "QUEUED"}, key=big).json()["more"]:
         pass
-    wait_for(lambda: _stats(stack, big)["totals"]["processing"] == 0, timeout=30)
+    wait_for(lambda: _stats(stack, big)["totals"]["processing"] == 0, timeout=30, interval=0.2)
 
 
 def test_a_queue_quota_refuses_a_submit_with_429_and_retry_after(stack: Stack) -> None:
