@@ -46,7 +46,7 @@ def fault_db(pg_server: str) -> Iterator[str]:
 
 @pytest.fixture
 def fault_redis(redis_server: str) -> str:
-    """Redis db 10 of the shared server, flushed (FLUSHDB: this db only)."""
+    """Redis db 10 of the suite's own private server (never a shared one), flushed: this db only."""
     url = redis_db_url(redis_server, FAULT_REDIS_DB)
     client = redis.Redis.from_url(url)
     client.flushdb()
