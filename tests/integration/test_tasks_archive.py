@@ -256,10 +256,18 @@ def test_retention_drops_whole_partitions_and_keeps_what_could_not_move(make_rt:
     part = f"tasks_archive_{two_days_ago:%Y%m%d}"
     assert query(db, f"SELECT count(*) FROM {part}") == [(5,)]
 
+    pruned_sql = (
+        "SELECT coalesce(sum(n), 0)::int FROM (SELECT n, name, metric FROM task_metric_deltas"
+        " UNION ALL SELECT n, name, metric FROM task_metric_totals) m WHERE metric = 'pruned' AND name = 'noop'"
+    )
+    before = query(db, pruned_sql)[0][0]
     short = make_rt(retention_days=1)
     report = sweep(short)
     assert report.errors == []
     assert part in report.archive_partitions_dropped
+    # The counter counts both ways out (migration 0029): the dropped partition's 5
+    # and the 2 pruned row by row (deltas and the totals the sweep folds them into).
+    assert query(db, pruned_sql)[0][0] - before == 5 + 2
     assert f"tasks_archive_{yesterday:%Y%m%d}" not in report.archive_partitions_dropped
     assert query(db, "SELECT count(*) FROM pg_class WHERE relname = %s", part) == [(0,)]
     assert all(_where(db, i) == [] for i, _, _ in old)

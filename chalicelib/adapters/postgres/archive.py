@@ -81,13 +81,19 @@ class ArchiveQueries:
 
     def drop_archive_partition(self: _Store, retention_seconds: float) -> str | None:
         """Drop the oldest ``tasks_archive`` partition whose day ended before retention;
-        its name, or None when none is due (or another sweeper is at it).  The archive is
+        its name, or None when none is due (or another sweeper is at it).  Its tasks are
+        counted by name in the "pruned" counter, as those pruned row by row are.  The archive is
         locked first with a short wait (``archive_drop_lock_wait``): behind a long reader
         the drop is left to a later sweep (``StoreError``) instead of queueing every read
         of an archived task behind it."""
         params = {"retention_seconds": retention_seconds}
         with self.connection() as conn, conn.transaction():
             if conn.execute(self._q["archive_partition_due"], params).fetchone() is None:
+                return None
+            # Its tasks counted as pruned first, in this transaction: a drop that cannot
+            # lock the archive below rolls the count back with it (migration 0029).
+            counted = conn.execute(self._q["count_archive_partition"], params).fetchone()
+            if counted is None or counted["counted"] is None:
                 return None
             conn.execute(self._q["archive_drop_lock_wait"])
             try:

@@ -510,6 +510,11 @@ SELECT p.name FROM tasklane_archive_partitions() p
 WHERE p.day_end <= now() - make_interval(secs => %(retention_seconds)s::float8)
 ORDER BY p.day_end LIMIT 1;
 
+-- name: count_archive_partition
+-- The tasks of the partition drop_archive_partition is about to drop, counted by name
+-- as "pruned" (migration 0029); NULL when none is due or another sweeper is at it.
+SELECT tasklane_count_archive_partition(%(retention_seconds)s::float8) AS counted;
+
 -- name: archive_drop_lock_wait
 -- How long the sweeper waits for the archive before a drop (this transaction only).
 -- DROP TABLE of a partition locks tasks_archive ACCESS EXCLUSIVE, and every read that
