@@ -9,8 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -20,6 +23,7 @@ from chalicelib.adapters.postgres.migrate import default_dir, migrate
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.container import Container
+from chalicelib.core.errors import StoreError
 from chalicelib.core.model import Status
 from chalicelib.services.submit import submit
 from chalicelib.services.sweep import EVENT_PARTITION_DAYS_AHEAD, sweep
@@ -238,3 +242,40 @@ def test_the_migration_keeps_the_old_rows_in_a_legacy_partition(old_database: tu
         assert [r[0] for r in kept] == ["00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"]
     finally:
         store.close()
+
+
+def test_a_drop_behind_a_long_reader_gives_up_quickly_instead_of_stalling_transitions(
+    make_rt: Callable[..., Container],
+) -> None:
+    """DETACH locks task_events whole, and every transition writes an event row: queued
+    behind a long reader, the drop would hold every submit, claim and finish behind it for
+    its whole lock wait.  It waits 200 ms and leaves the drop to a later sweep (0030)."""
+    rt = make_rt(retention_days=2)
+    db = rt.settings.database_url
+    today = _today()
+    query(db, "SELECT tasklane_ensure_event_partitions(%s, %s)", today - dt.timedelta(days=5), today)
+    victim = f"task_events_{today - dt.timedelta(days=5):%Y%m%d}"
+    results: dict[str, Any] = {}
+
+    def drop() -> None:
+        started = time.monotonic()
+        try:
+            results["dropped"] = rt.store.drop_event_partition(2 * 86400.0)
+        except StoreError as exc:
+            results["error"] = exc
+        results["took"] = time.monotonic() - started
+
+    with psycopg.connect(db) as reader:
+        reader.execute("SELECT count(*) FROM task_events")  # holds the table until rollback
+        dropper = threading.Thread(target=drop)
+        dropper.start()
+        started = time.monotonic()
+        submit(rt, TENANT, request())  # its event row queues behind the DETACH, if any
+        submit_took = time.monotonic() - started
+        dropper.join(timeout=30)
+        assert "error" in results and "lock timeout" in str(results["error"]), results
+        assert results["took"] < 2.0, results
+        assert submit_took < 2.0, f"a submit waited {submit_took:.1f} s behind the drop"
+        assert victim in _partitions(db)
+        reader.rollback()
+    assert victim in sweep(rt).event_partitions_dropped
