@@ -4,10 +4,10 @@
     .venv/bin/python -m bench.capacity --write docs/scaling.md   # refresh the document's tables
 
 Every per-task input comes from the run's JSON (``MEASURED`` names the key of each);
-everything else is a stated assumption: AWS list prices (``PRICES``, with their date
-and region), instance sizes (``RDS``, ``CACHE``), Lambda's CPU share per MB, the
-functions' memory and pool sizes (``.chalice/config.json``) and the target
-utilisation.  The output is the Markdown that docs/scaling.md shows.
+everything else is a stated assumption: AWS list prices (``PRICES``, ``RDS``, ``CACHE``;
+their region, and where each was checked, in ``PRICE_NOTE`` and ``SOURCES``), instance
+sizes (``RDS``, ``CACHE``), Lambda's CPU share per MB, the functions' memory and pool
+sizes (``.chalice/config.json``) and the target utilisation.  The output is the Markdown that docs/scaling.md shows.
 """
 
 from __future__ import annotations
@@ -21,16 +21,20 @@ from typing import Any
 
 # --- assumptions --------------------------------------------------------------------
 
-PRICE_NOTE = "AWS list prices, us-east-1, on-demand, as published in 2026 (verify before use)"
+PRICE_NOTE = (
+    "AWS list prices, us-east-1, on-demand, single-AZ, ElastiCache's Redis OSS engine; checked on 2026-12-03"
+    " against offline copies of the sources named in bench/capacity.py (SOURCES) and docs/scaling.md, not against"
+    " the live pages; db.m7g.4xlarge is twice db.m7g.2xlarge, a price no source found states"
+)
 PRICES = {
-    "lambda_gb_s": 0.0000166667,  # x86_64 (Chalice's default architecture)
+    "lambda_gb_s": 0.0000166667,  # x86_64 (Chalice's default architecture), the first 6 billion GB-s a month
     "lambda_request": 0.20 / 1e6,
-    "apigw_rest_request": 3.50 / 1e6,  # REST API, first 333 M a month
-    "sqs_request": 0.40 / 1e6,  # standard queue; a batch of up to 10 is one request
+    "apigw_rest_request": 3.50 / 1e6,  # REST API (what Chalice deploys), first 333 M a month
+    "sqs_request": 0.40 / 1e6,  # standard queue, first 100 billion a month; a batch of up to 10 is one request
 }
-# class: (vCPUs usable when sustained, memory GiB, USD an hour, single-AZ).  t4g classes
-# are burstable: sustained means their baseline (10 % of 2 vCPUs on micro, 20 % on small,
-# 20 % on medium).
+# class: (vCPUs usable when sustained, memory GiB, USD an hour, single-AZ, PostgreSQL).
+# t4g classes are burstable: sustained means their baseline (10 % of 2 vCPUs on micro,
+# 20 % on small, 20 % on medium).
 RDS = {
     "db.t4g.micro": (0.2, 1, 0.016),
     "db.t4g.small": (0.4, 2, 0.032),
@@ -40,10 +44,57 @@ RDS = {
     "db.m7g.2xlarge": (8, 32, 0.674),
     "db.m7g.4xlarge": (16, 64, 1.348),
 }
-# node: (share of Redis's one command thread usable when sustained, USD an hour).  Redis
-# runs commands on one thread, so a shard is at most one core whatever the node's size;
-# t4g nodes are burstable (their baseline, as for RDS).
+# node: (share of Redis's one command thread usable when sustained, USD an hour, Redis
+# OSS engine as infra/template.yaml deploys it; Valkey nodes are listed 20 % lower).
+# Redis runs commands on one thread, so a shard is at most one core whatever the node's
+# size; t4g nodes are burstable (their baseline, as for RDS).
 CACHE = {"cache.t4g.micro": (0.2, 0.016), "cache.t4g.small": (0.4, 0.032), "cache.m7g.large": (1.0, 0.158)}
+
+# Where each price above was checked, on 2026-12-03 without internet access, in copies
+# held by an offline search index (not the live pages).  The copies of AWS's own pricing
+# pages carry no figures (their tables are filled in by the browser), so AWS's
+# whitepapers and third parties stand in; "code" is public source the index found
+# without naming its repository.  Each entry gives the date its source states, if any;
+# docs/scaling.md cites the same pages.
+_LAMBDA_WP = (
+    "https://docs.aws.amazon.com/whitepapers/latest/how-aws-pricing-works/lambda.html (undated, region unstated)"
+)
+_APIGW_WP = (
+    "https://docs.aws.amazon.com/pt_br/whitepapers/latest/best-practices-api-gateway-private-apis-integration/"
+    "cost-optimization.html (undated, English text, Table 4)"
+)
+_INFRATALLY = "https://infratally.com/articles/aws-rds-pricing-explained-2026.html (2026, PostgreSQL, single-AZ)"
+_RDS_M7G = (
+    "no AWS page or doc found; code: a table of 'approximate us-east-1 on-demand prices, April 2026' (engine"
+    " unstated) gives db.m7g.large 0.168, xlarge 0.337, 2xlarge 0.674; a test fixture quotes the AWS"
+    " Price List's '$ 0.337 per RDS db.m7g.xlarge Single-AZ instance hour (or partial hour) running PostgreSQL';"
+    " a table labelled PostgreSQL 'as of 2025' gives 0.168, 0.336, 0.672, 1.344 (sources disagree by $0.001-0.004/h)"
+)
+_CACHE_CODE = (
+    "code: a table 'from the AWS Price List API (AmazonElastiCache, cacheEngine Redis, read 2026-10-02)' gives"
+    " cache.t4g.micro 0.016, cache.t4g.small 0.032, cache.m7g.large 0.158 (its Valkey rows: 0.8x those); another"
+    " us-east-1 Redis table gives cache.t4g.small 0.032, cache.m7g.large 0.158"
+)
+SOURCES: dict[str, str] = {
+    "lambda_gb_s": f"{_LAMBDA_WP}: $0.00001667 per GB-s (rounded); https://cloudchipr.com/blog/aws-lambda-pricing"
+    " (2024, US East): x86, first 6 billion GB-s a month, $0.0000166667",
+    "lambda_request": f"{_LAMBDA_WP}: $0.20 per 1 million requests",
+    "apigw_rest_request": f"{_APIGW_WP}: REST, first 333 million a month, $3.50 per million (HTTP APIs $1.00);"
+    " https://awsforengineers.com/blog/aws-api-gateway-pricing-explained (19 May 2025, US East): the same",
+    "sqs_request": "https://cloudburn.io/blog/amazon-sqs-pricing (14 March 2026, US East): standard, first 100"
+    " billion a month, $0.40 per million; https://unanswered.io/guide/aws-sqs-pricing-and-cost-optimization"
+    " (undated): the same",
+    "db.t4g.micro": f"{_INFRATALLY}: $0.016",
+    "db.t4g.small": f"{_INFRATALLY}: $0.032",
+    "db.t4g.medium": f"{_INFRATALLY}: $0.065",
+    "db.m7g.large": _RDS_M7G,
+    "db.m7g.xlarge": _RDS_M7G,
+    "db.m7g.2xlarge": _RDS_M7G,
+    "db.m7g.4xlarge": f"no source states 1.348; twice db.m7g.2xlarge. {_RDS_M7G}",
+    "cache.t4g.micro": _CACHE_CODE,
+    "cache.t4g.small": _CACHE_CODE,
+    "cache.m7g.large": _CACHE_CODE,
+}
 LAMBDA_MB_PER_VCPU = 1769  # Lambda gives a function one full vCPU at 1,769 MB
 # MB, pool max, reserved concurrency: the dev stage of .chalice/config.json
 FUNCTIONS = {"api": (256, 2, 20), "drain": (512, 4, 5), "sweep": (256, 2, 2)}

@@ -109,3 +109,11 @@ def test_ceiling_names_the_first_limit() -> None:
     assert what == "the API's reserved concurrency"
     assert top == pytest.approx(20 / capacity.api_duration_s(m))
     assert "none: cache.m7g.large is too small" in capacity.render(m, [30000])
+
+
+def test_every_price_names_where_it_was_checked_and_the_doc_cites_the_same_pages() -> None:
+    priced = [*capacity.PRICES, *capacity.RDS, *capacity.CACHE]
+    assert sorted(capacity.SOURCES) == sorted(priced)
+    urls = {word.rstrip(":,;)") for text in capacity.SOURCES.values() for word in text.split() if "://" in word}
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
+    assert len(urls) >= 6 and not [url for url in urls if url not in doc]
