@@ -73,7 +73,8 @@ class IdempotentTask:
 class Recorded:
     """A task whose attempt outcome was recorded (queries ``finish``; the sweeper's
     rescue goes through it too).  ``run_at_ms`` is the retry's due time when the task
-    went back to PENDING; ``hook_id`` the completion webhook task the transition created."""
+    went back to PENDING; ``hook_id`` the completion webhook task the transition created;
+    ``redrives`` how many times the task was redriven before this run (migration 0031)."""
 
     id: str
     tenant: str
@@ -85,6 +86,7 @@ class Recorded:
     hook_id: str | None
     hook_enqueued_ms: float | None
     has_followers: bool = False  # a trigger reacts to its end: the outbox may have work
+    redrives: int = 0
 
     @classmethod
     def from_row(cls, row: Row) -> Recorded:
@@ -99,6 +101,7 @@ class Recorded:
             row["hook_id"],
             row["hook_enqueued_ms"],
             row["has_followers"],
+            row["redrives"],
         )
 
 

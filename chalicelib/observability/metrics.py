@@ -385,7 +385,12 @@ def log_finished(
     worker: str, outcomes: Sequence[Outcome], recorded: Sequence[Recorded], duration_seconds: float
 ) -> None:
     """Per task: DEBUG for completions and retries, WARNING for dead letters; then one
-    INFO line for the batch.  ``duration_ms`` is claim → outcome recorded."""
+    INFO line for the batch.  ``duration_ms`` is claim → outcome recorded.
+
+    Only ``recorded``, the transitions the fenced finish applied, are logged: an outcome
+    turned away is counted as ``lease_lost``.  A redriven task that fails again is
+    dead-lettered again, ``attempt`` counting from 1 again: ``redrives`` tells the runs
+    apart (migration 0031)."""
     by_id: dict[str, Outcome] | None = None
     duration_ms = round(duration_seconds * 1000, 1)
     tally: dict[str, int] = defaultdict(int)
@@ -406,6 +411,7 @@ def log_finished(
             "task_name": r.name,
             "tenant": r.tenant,
             "attempt": r.attempts,
+            "redrives": r.redrives,
             "duration_ms": duration_ms,
             "worker": worker,
         }
@@ -434,7 +440,8 @@ def log_finished(
 
 
 def log_rescued(rows: Sequence[Recorded]) -> None:
-    """Expired leases the sweeper counted as failed attempts."""
+    """Expired leases the sweeper counted as failed attempts (the rows its fenced finish
+    changed; ``redrives`` as in ``log_finished``)."""
     if not rows:
         return
     for r in rows:
@@ -444,6 +451,7 @@ def log_rescued(rows: Sequence[Recorded]) -> None:
             "task_name": r.name,
             "tenant": r.tenant,
             "attempt": r.attempts,
+            "redrives": r.redrives,
             "outcome": "dead_letter" if r.status is Status.FAILED else "retry",
             "error_type": "LeaseLostError",
         }

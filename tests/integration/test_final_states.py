@@ -130,3 +130,23 @@ def test_the_only_exit_recorded_from_a_final_state_is_redrive(rt: Container) -> 
     exits = {(Status(a), Status(b)) for a, b in rows}
     assert exits == {(Status.FAILED, Status.QUEUED)}
     assert exits == {t for t in TRANSITIONS if t[0] in FINAL_STATUSES}
+
+
+def test_each_dead_letter_names_its_redrive_and_a_stale_outcome_logs_none(rt: Container) -> None:
+    """A redriven task that fails again is dead-lettered again: ``finish`` returns that
+    transition with the redrive count (the dead-letter log line's ``redrives``), and an
+    outcome under an earlier run's token returns nothing."""
+    task_id, first_token = _finished(rt, Status.FAILED)
+    seen = []
+    for _ in range(2):
+        [redriven] = rt.store.redrive(TENANT, ids=[task_id])
+        assert redriven.attempts == 0
+        token = str(uuid.uuid4())
+        assert len(rt.store.claim([task_id], token, 30, actor="t")) == 1
+        late = Outcome(task_id, first_token, Status.FAILED, error="late")
+        assert rt.store.finish([late], actor="t") == []
+        [dead] = rt.store.finish([Outcome(task_id, token, Status.FAILED, error="again")], actor="t")
+        seen.append((dead.status, dead.attempts, dead.redrives))
+        assert rt.store.finish([Outcome(task_id, token, Status.FAILED, error="twice")], actor="t") == []
+    assert seen == [(Status.FAILED, 1, 1), (Status.FAILED, 1, 2)]
+    assert [e for e in _events(rt, task_id) if e[1] == "FAILED"] == [("PROCESSING", "FAILED")] * 3

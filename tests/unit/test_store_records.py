@@ -73,9 +73,10 @@ def test_from_row_converts_ids_enums_and_nullable_columns() -> None:
     assert event.from_status is None and event.to_status is Status.QUEUED
     row = {"id": "a", "tenant": "t", "name": "n", "status": "PENDING", "priority": "low", "attempts": 2}
     recorded = Recorded.from_row(
-        row | {"run_at_ms": 5.0, "hook_id": None, "hook_enqueued_ms": None, "has_followers": False}
+        row | {"run_at_ms": 5.0, "hook_id": None, "hook_enqueued_ms": None, "has_followers": False, "redrives": 2}
     )
     assert (recorded.status, recorded.priority, recorded.hook_id) == (Status.PENDING, Priority.LOW, None)
+    assert recorded.redrives == 2
     run = ScheduleRun.from_row({"fire_at": at, "task_id": "b", "status": None})
     assert run.status is None
     key = {"id": 7, "tenant": "t", "name": "", "key_prefix": "tl_x", "rate_limit_per_minute": None}

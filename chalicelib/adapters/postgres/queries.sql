@@ -242,6 +242,9 @@ SELECT * FROM tasklane_claim(%(ids)s::uuid[], %(token)s::uuid, %(lease_seconds)s
 -- A snooze (migration 0010) is a PENDING outcome that gives its attempt back and is no
 -- failure: attempts goes down by one, snoozes up, last_error stays; its event carries
 -- error_type 'Snoozed' (counted as 'snoozed', not as failed or retried).
+-- The rows returned are exactly the transitions this statement made (the callers log
+-- and count dead letters from them, never from the outcomes they presented); redrives
+-- (migration 0031) tells a redriven task's new dead letter from a repeated one.
 WITH o AS (
     SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
         id uuid, token uuid, status text, result text, error text, error_type text, delay float8,
@@ -267,7 +270,7 @@ WITH o AS (
       AND CASE t.status WHEN 'PROCESSING' THEN t.lease_token = o.token ELSE false END
     RETURNING t.id, t.tenant, t.name, t.status, t.priority, t.attempts, t.run_at, t.result,
               t.last_error, t.last_error_type, t.finished_at, t.callback_url, t.trace_context,
-              t.started_at, t.has_followers,
+              t.started_at, t.has_followers, t.redrives,
               o.error, o.error_type, o.snooze
 ), ev AS (
     -- The task's name and start ride along for the metrics trigger (migration 0006).
@@ -288,7 +291,7 @@ WITH o AS (
 )
 SELECT u.id::text AS id, u.tenant, u.name, u.status, u.priority, u.attempts,
        (extract(epoch FROM u.run_at) * 1000)::float8 AS run_at_ms,
-       h.id::text AS hook_id, h.enqueued_ms AS hook_enqueued_ms, u.has_followers
+       h.id::text AS hook_id, h.enqueued_ms AS hook_enqueued_ms, u.has_followers, u.redrives
 FROM u LEFT JOIN hooks h ON h.parent = u.id;
 
 -- name: extend_leases
@@ -657,7 +660,8 @@ LIMIT %(limit)s;
 
 -- name: redrive
 -- Rows: Task (core/model.py).
--- A dead-lettered task goes back to QUEUED with a fresh attempt budget.  A bulk
+-- A dead-lettered task goes back to QUEUED with a fresh attempt budget, its redrives
+-- counted (migration 0031: its next dead letter names the run it ends).  A bulk
 -- redrive (audit_actor set) also writes one dead_letters.redriven audit row.
 WITH f AS (
     SELECT id, attempts FROM tasks
@@ -669,7 +673,7 @@ WITH f AS (
     FOR UPDATE
 ), r AS (
     UPDATE tasks t
-    SET status = 'QUEUED', attempts = 0, run_at = now(), enqueued_at = now(),
+    SET status = 'QUEUED', attempts = 0, redrives = t.redrives + 1, run_at = now(), enqueued_at = now(),
         finished_at = NULL, cancel_requested = false, updated_at = now()
     FROM f WHERE t.id = f.id
     RETURNING t.*, f.attempts AS previous_attempts
