@@ -247,7 +247,7 @@ def test_retention_drops_whole_partitions_and_keeps_what_could_not_move(make_rt:
     recent = [(_v7(yesterday), yesterday, yesterday + dt.timedelta(seconds=1))]
     # Finished after its creation day ended: it would outlive its partition's drop.
     late = [(_v7(two_days_ago + dt.timedelta(hours=23)), two_days_ago, yesterday)]
-    # A version-4 id (made by SQL, or before UUIDv7): no day, stays in tasks.
+    # A version-4 id (made before UUIDv7): no day, stays in tasks.
     v4 = [(str(uuid.uuid4()), two_days_ago, two_days_ago + dt.timedelta(hours=1))]
     _insert_finished(db, old + recent + late + v4)
     report = sweep(keep)
