@@ -5,20 +5,34 @@ from __future__ import annotations
 from chalicelib.core.batchsize import BatchSizer
 
 
-def test_starts_small_and_doubles_while_claims_come_back_full() -> None:
+def test_starts_small_and_grows_eightfold_while_quick_claims_come_back_full() -> None:
     sizer = BatchSizer(500, 10)
     sizes = []
-    for _ in range(8):
+    for _ in range(4):
         asked = sizer.size
         sizes.append(asked)
         sizer.observe(asked, asked, 0.01)
-    assert sizes == [10, 20, 40, 80, 160, 320, 500, 500]
+    assert sizes == [10, 80, 500, 500]
+
+
+def test_doubles_when_a_full_batch_took_a_good_part_of_the_target() -> None:
+    sizer = BatchSizer(500, 10, target_seconds=1.0)
+    sizes = []
+    for _ in range(7):
+        asked = sizer.size
+        sizes.append(asked)
+        sizer.observe(asked, asked, 0.3)
+    assert sizes == [10, 20, 40, 80, 160, 320, 500]
+    growth = BatchSizer(500, 10, target_seconds=1.0)
+    growth.observe(10, 10, 0.05)  # four times as long is 0.2 s of the 1 s target: 5x
+    assert growth.size == 50
 
 
 def test_a_short_claim_means_a_short_queue_and_starts_over() -> None:
     sizer = BatchSizer(500, 10)
-    for _ in range(6):
+    for _ in range(3):
         sizer.observe(sizer.size, sizer.size, 0.01)
+    assert sizer.size == 500
     sizer.observe(sizer.size, 3, 0.01)
     assert sizer.size == 10
     sizer.observe(10, 0, 0.0)
@@ -27,8 +41,8 @@ def test_a_short_claim_means_a_short_queue_and_starts_over() -> None:
 
 def test_a_slow_batch_halves_what_it_ran_even_when_full() -> None:
     sizer = BatchSizer(500, 10, target_seconds=1.0)
-    sizer.observe(10, 10, 0.1)
-    sizer.observe(20, 20, 0.1)
+    sizer.observe(10, 10, 0.3)
+    sizer.observe(20, 20, 0.3)
     assert sizer.size == 40
     sizer.observe(40, 40, 2.0)
     assert sizer.size == 20
