@@ -8,11 +8,12 @@ commits) are shared by hundreds of tasks.  It asks for twice as many, or up to e
 times as many when the batch ran in a small part of ``target_seconds``: a first batch
 of quick tasks says enough about their speed to skip the doublings, each of which was
 a claim and a finish for a handful of tasks (with 4 drainers, 7 of a drainer's ~15
-claims of a 20,000-task backlog; bench/RESULTS.md Round 7, "4 drainers").  A claim that comes back
-short says the queue is (nearly) empty; the next one asks for ``smallest`` again,
-so the next burst is spread over every idle drainer instead of landing on one.  A
-batch that ran longer than ``target_seconds`` (slow tasks on a few lanes) halves the
-size, so one drainer does not hold many slow tasks while its peers sit idle.
+claims of a 20,000-task backlog; bench/RESULTS.md Round 7, "4 drainers").  A claim
+that comes back short says the queue is (nearly) empty; the next one asks for
+``smallest`` again, so the next burst is spread over every idle drainer instead of
+landing on one.  A batch that ran longer than ``target_seconds`` (slow tasks on a few
+lanes) halves the size, so one drainer does not hold many slow tasks while its peers
+sit idle.
 """
 
 from __future__ import annotations
