@@ -1,0 +1,219 @@
+"""PostgreSQL backend CPU of one single submit and one one-task claim, per schema variant.
+
+    .venv/bin/python -m bench.dbpathab [rounds] [calls] [variant ...]
+
+Each variant is a database of its own, copied from one template migrated with this
+checkout's migrations (or those in ``$DBPATHAB_MIGRATIONS``), then changed by the variant's SQL (``VARIANTS``: a trigger
+dropped, an index dropped, another claim function, ...).  A round runs, for every
+variant in turn (the order rotates from round to round, so none is always first),
+``calls`` single submits (``insert_task``, the statement ``Store.insert_tasks`` sends for
+one task) and then ``calls`` one-task claims (``claim``) of tasks a second connection
+inserted beforehand, on one connection per variant whose backend runs nothing else.
+What is counted is that backend's CPU (``/proc/<pid>/schedstat``, ns) per statement,
+the median of the block's statements.
+Both connections set ``synchronous_commit = off``: the WAL flush is the same for every
+variant and its wait is not CPU.  Prints per variant the median over rounds and its
+ratio to the first variant (``base``) with the spread of the per-round ratios (each
+round's ratio is taken between blocks run a second or so apart, so the machine's drift
+mostly cancels).  The databases (``tasklane_dbpathab_*``) are dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from chalicelib.adapters.postgres.migrate import migrate
+from chalicelib.adapters.postgres.sqlfile import queries
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+# A claim function with the body of 0028 and the given header lines instead of its SET
+# clauses (for measuring what the clauses cost).
+_Q = queries()
+
+# Each variant: SQL run once on its database, and optionally other submit/claim SQL.
+VARIANTS: dict[str, str] = {
+    "base": "",
+    "no_event_metrics_trigger": "DROP TRIGGER task_events_metrics ON task_events;",
+    "no_batch_trigger": "DROP TRIGGER tasks_batch_counts ON tasks;",
+    "no_row_triggers": "DROP TRIGGER tasks_settle_dependents ON tasks; DROP TRIGGER tasks_unique_key_follow ON tasks;",
+    "no_event_index": "DROP INDEX task_events_task;",
+    "no_tenant_created": "DROP INDEX tasks_tenant_created;",
+    "no_queued_index": "DROP INDEX tasks_queued_enqueued_at;",
+    "no_checks": "".join(
+        f"ALTER TABLE tasks DROP CONSTRAINT {c};"
+        for c in (
+            "tasks_attempts_check tasks_finished_iff_final tasks_lease_iff_processing tasks_max_retries_check "
+            "tasks_name_check tasks_priority_check tasks_progress_check tasks_queued_has_enqueued_at "
+            "tasks_snoozes_nonnegative tasks_status_check tasks_timeout_seconds_check tasks_trace_context_length "
+            "tasks_unique_key_length tasks_waiting_has_parents tasks_waiting_on_check"
+        ).split()
+    )
+    + "ALTER TABLE task_events DROP CONSTRAINT task_events_from_status_check;"
+    + "ALTER TABLE task_events DROP CONSTRAINT task_events_to_status_check;",
+}
+
+# Variants whose statements differ (the schema is base's).
+SUBMIT_SQL: dict[str, str] = {
+    "no_event_row": _Q["insert_task"].split("), ev AS (")[0]
+    + ")\nSELECT id::text AS id, status, run_at, enqueued_at, created_at, unique_until FROM ins",
+}
+SUBMIT_SQL["no_on_conflict"] = _Q["insert_task"].replace(
+    "    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING\n", ""
+)
+CLAIM_SQL: dict[str, str] = {}
+
+EXTRA_SQL: dict[str, str] = {}
+
+
+def extra_variants() -> None:
+    """Variants read from ``$DBPATHAB_VARIANTS``/*.sql (experiments: a file per variant)."""
+    folder = Path(os.environ.get("DBPATHAB_VARIANTS", "/nonexistent"))
+    for path in sorted(folder.glob("*.sql")) if folder.is_dir() else []:
+        EXTRA_SQL[path.stem] = path.read_text()
+
+
+@dataclass
+class Side:
+    name: str
+    db: str
+    conn: psycopg.Connection
+    helper: psycopg.Connection
+    pid: int
+    submit_sql: str
+    claim_sql: str
+    submit: list[float]
+    claim: list[float]
+
+
+def _ns(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def _params(actor: str = "ab") -> dict[str, object]:
+    return {
+        "id": str(uuid.uuid4()),
+        "tenant": "dbpathab",
+        "name": "noop",
+        "priority": "normal",
+        "payload": "{}",
+        "max_retries": 3,
+        "timeout_seconds": 30,
+        "run_at": None,
+        "delay": None,
+        "idempotency_key": None,
+        "request_hash": None,
+        "callback_url": None,
+        "trace_context": None,
+        "expires_at": None,
+        "actor": actor,
+    }
+
+
+def _url(db: str) -> str:
+    return f"postgresql://postgres@127.0.0.1:5432/{db}"
+
+
+def _block(side: Side, calls: int) -> None:
+    # Each statement's CPU apart and the block's median: a block's mean moved by half
+    # when another process's burst shared the core (an interrupt, a cache flush).
+    c, pid = side.conn, side.pid
+    each: list[int] = []
+    for _ in range(calls):
+        t0 = _ns(pid)
+        c.execute(side.submit_sql, _params()).fetchall()
+        each.append(_ns(pid) - t0)
+    side.submit.append(statistics.median(each) / 1000)
+    ids = [r[0] for r in (side.helper.execute(_Q["insert_task"], _params()).fetchone() for _ in range(calls)) if r]
+    token = str(uuid.uuid4())
+    each.clear()
+    for i in ids:
+        t0 = _ns(pid)
+        got = c.execute(side.claim_sql, {"ids": [i], "token": token, "lease_seconds": 30.0, "actor": "ab"}).fetchall()
+        each.append(_ns(pid) - t0)
+        if len(got) != 1:
+            raise RuntimeError(f"{side.name}: claimed {len(got)} of 1")
+    side.claim.append(statistics.median(each) / 1000)
+
+
+def main(argv: list[str]) -> None:
+    rounds = int(argv[0]) if argv else 8
+    calls = int(argv[1]) if len(argv) > 1 else 200
+    extra_variants()
+    every = ["base", *VARIANTS.keys() - {"base"}, *SUBMIT_SQL, *CLAIM_SQL, *EXTRA_SQL]
+    chosen = ["base", *[v for v in argv[2:] if v != "base"]] if len(argv) > 2 else every
+    tag = uuid.uuid4().hex[:8]
+    template = f"tasklane_dbpathab_{tag}_t"
+    sides: list[Side] = []
+    with psycopg.connect(ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{template}"')
+        try:
+            migrate(
+                _url(template), Path(os.environ["DBPATHAB_MIGRATIONS"]) if "DBPATHAB_MIGRATIONS" in os.environ else None
+            )
+            for i, name in enumerate(chosen):
+                db = f"tasklane_dbpathab_{tag}_{i}"
+                admin.execute(f'CREATE DATABASE "{db}" TEMPLATE "{template}"')
+                conn = psycopg.connect(_url(db), autocommit=True)
+                helper = psycopg.connect(_url(db), autocommit=True)
+                for x in (conn, helper):
+                    x.execute("SET synchronous_commit = off")
+                setup = VARIANTS.get(name, "") or EXTRA_SQL.get(name, "")
+                if setup:
+                    helper.execute(setup)
+                row = conn.execute("SELECT pg_backend_pid()").fetchone()
+                assert row is not None
+                sides.append(
+                    Side(
+                        name,
+                        db,
+                        conn,
+                        helper,
+                        int(row[0]),
+                        SUBMIT_SQL.get(name, _Q["insert_task"]),
+                        CLAIM_SQL.get(name, _Q["claim"]),
+                        [],
+                        [],
+                    )
+                )
+            for s in sides:  # warm-up: caches, plans, the first partition look-ups
+                _block(s, 50)
+                s.submit.clear()
+                s.claim.clear()
+            for r in range(rounds):
+                k = r % len(sides)
+                for s in sides[k:] + sides[:k]:
+                    _block(s, calls)
+                print(f"round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+            _report(sides)
+        finally:
+            for s in sides:
+                s.conn.close()
+                s.helper.close()
+            for i in range(len(sides)):
+                admin.execute(f'DROP DATABASE IF EXISTS "tasklane_dbpathab_{tag}_{i}"')
+            admin.execute(f'DROP DATABASE IF EXISTS "{template}"')
+
+
+def _report(sides: list[Side]) -> None:
+    base = sides[0]
+    print(f"{'variant':28} {'submit us':>9} {'ratio':>6} {'spread':>11} {'claim us':>9} {'ratio':>6} {'spread':>11}")
+    for s in sides:
+        cols = []
+        for mine, theirs in ((s.submit, base.submit), (s.claim, base.claim)):
+            ratios = sorted(a / b for a, b in zip(mine, theirs, strict=True))
+            cols.append(
+                f"{statistics.median(mine):9.0f} {statistics.median(ratios):6.3f} {ratios[0]:5.2f}-{ratios[-1]:5.2f}"
+            )
+        print(f"{s.name:28} {cols[0]} {cols[1]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
