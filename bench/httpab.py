@@ -1,6 +1,6 @@
 """Interleaved A/B of the local API server between two checkouts, on one database and Redis.
 
-    .venv/bin/python -m bench.httpab /path/to/checkout-A[@N] /path/to/checkout-B[@N] [rounds] [seconds]
+    .venv/bin/python -m bench.httpab [--stack] /path/to/checkout-A[@N] /path/to/checkout-B[@N] [rounds] [seconds]
 
 Each round starts A's and B's API server (``python -m tools.devstack api``, the code
 from that checkout, ``@N``: N processes on one port with ``--processes N``; alternating
@@ -12,6 +12,11 @@ Per side it prints the rates, the p50s and the API processes' CPU per request
 drainer runs: the ids wait in the private Redis, which is flushed between sides.  The
 database and the Redis are this run's own and are removed at the end.  On a loaded
 machine only the ratios mean anything.
+
+With ``--stack`` each side is instead the bench's own HTTP workload
+(``ours.http_submit``: the whole local stack, ``TASKLANE_API_PROCESSES=N``, its two
+drainers and sweeper draining what is submitted): the sequential rate and p50, the 8
+clients' rate and p50, and the stack's CPU per request during the 8 clients' window.
 """
 
 from __future__ import annotations
@@ -66,6 +71,14 @@ def side(env: BenchEnv, root: Path, processes: int, key: str, seconds: float) ->
             proc.stop()
 
 
+def stack_side(env: BenchEnv, root: Path, processes: int, seconds: float) -> dict[str, Any]:
+    """The bench's own HTTP workload (``ours.http_submit``: the whole local stack, its
+    drainers draining what is submitted) with ``processes`` API processes."""
+    env.code_root = root
+    res = ours.http_submit(env, seconds=seconds, max_count=20_000, processes=processes)
+    return {k: res[k] for k in ("concurrent8_rate", "concurrent8_p50_ms", "stack_cpu8_ms", "rate", "p50_ms")}
+
+
 def _side_spec(arg: str) -> tuple[Path, int]:
     """``/path/to/checkout`` or ``/path/to/checkout@N`` (N API processes sharing the port;
     the checkout's ``tools.devstack api`` must know ``--processes``)."""
@@ -74,9 +87,11 @@ def _side_spec(arg: str) -> tuple[Path, int]:
 
 
 def main() -> None:
-    (a, a_procs), (b, b_procs) = _side_spec(sys.argv[1]), _side_spec(sys.argv[2])
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 4.0
+    args = [a for a in sys.argv[1:] if a != "--stack"]
+    stack = len(args) < len(sys.argv) - 1
+    (a, a_procs), (b, b_procs) = _side_spec(args[0]), _side_spec(args[1])
+    rounds = int(args[2]) if len(args) > 2 else 3
+    seconds = float(args[3]) if len(args) > 3 else 4.0
     from chalicelib.adapters.postgres.store import Store
     from chalicelib.services.apikeys import ensure_key
 
@@ -89,10 +104,10 @@ def main() -> None:
         for r in range(rounds):
             order = [("A", a, a_procs), ("B", b, b_procs)]
             for name, root, processes in order if r % 2 == 0 else order[::-1]:
-                res = side(env, root, processes, key, seconds)
+                res = stack_side(env, root, processes, seconds) if stack else side(env, root, processes, key, seconds)
                 results[name].append(res)
                 print(name, r, json.dumps({k: round(v, 3) for k, v in res.items()}), flush=True)
-    keys = ["concurrent8_rate", "concurrent8_p50_ms", "api_cpu8_ms", "rate1", "p50_1_ms"]
+    keys = list(results["A"][0])
     med = {n: {k: statistics.median(x[k] for x in results[n]) for k in keys} for n in results}
     for k in keys:
         print(f"{k:20s} A {med['A'][k]:9.3f}  B {med['B'][k]:9.3f}  B/A {med['B'][k] / med['A'][k]:.3f}")

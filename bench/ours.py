@@ -431,15 +431,18 @@ def latency_run(
 # --- HTTP --------------------------------------------------------------------------------------
 
 
-def http_submit(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, Any]:
-    """Sequential POST /api/v1/tasks against a live local stack (API, 2 drainers, sweeper)."""
+def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int | None = None) -> dict[str, Any]:
+    """Sequential POST /api/v1/tasks against a live local stack (API, 2 drainers, sweeper),
+    then 8 keep-alive clients; ``processes`` sets TASKLANE_API_PROCESSES (else the stack's default)."""
     env.flush_redis()
     port = devservices.find_free_port()
     key = "bench-" + uuid.uuid4().hex
+    extra = {"TASKLANE_API_PROCESSES": str(processes)} if processes else {}
     stack_env = env.child_env(
         TASKLANE_PORT=str(port),
         TASKLANE_BOOTSTRAP_API_KEY=key,
         TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE="10000000",
+        **extra,
     )
     stack = env.python("stack", "-m", "tools.devstack", "run", env=stack_env)
     base = f"http://127.0.0.1:{port}"
@@ -483,7 +486,10 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, A
         # new connections warm the others (their first requests' imports) before the count.
         for _ in range(2 * (api_processes(stack_env) - 1)):
             _concurrent_submits(port, headers, body, clients=8, seconds=0.5)
+        cpu0 = stack.cpu_seconds()
         concurrent = _concurrent_submits(port, headers, body, clients=8, seconds=seconds)
+        # The stack's CPU (API processes, drainers, sweeper) per request of that window.
+        stack_cpu = (stack.cpu_seconds() - cpu0) / (concurrent["concurrent8_rate"] * seconds) * 1000
     finally:
         stop_workers(env, [stack])
     return {
@@ -491,6 +497,7 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, A
         **stats.latency_summary(lat),
         "batch_rate": rate(len(blat) * 500, bwall),
         **concurrent,
+        "stack_cpu8_ms": stack_cpu,
         "api_processes": api_processes(stack_env),  # what the stack started (TASKLANE_API_PROCESSES or cores)
     }
 
