@@ -167,7 +167,7 @@ def _serve_api(sock: socket.socket, stop: threading.Event) -> None:
     from chalice.local import CustomLocalChalice, LocalChalice, RouteMatcher
 
     from chalicelib.config import get_settings
-    from tools.devstack import prefork
+    from tools.devstack import chalice_shortcuts, prefork
     from tools.devstack.api_handler import RememberingMatcher, make_gateway, make_handler
 
     shell_env = dict(os.environ)
@@ -190,6 +190,7 @@ def _serve_api(sock: socket.socket, stop: threading.Event) -> None:
     CustomLocalChalice.__bases__ = (LocalChalice, type(app))
     app.__class__ = CustomLocalChalice
     gateway = make_gateway(app, config, matcher)
+    chalice_shortcuts.install()
     # http.server wrote an access line per request to stderr; the app's logger level
     # (read from the same variable) says whether anyone wants INFO lines.
     access_log = os.environ.get("TASKLANE_LOG_LEVEL", "INFO").upper() in ("DEBUG", "INFO")
