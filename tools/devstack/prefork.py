@@ -30,8 +30,8 @@ LISTEN_BACKLOG = 128  # socketserver's default is 5: a burst of clients would se
 def default_processes(cores: int | None = None) -> int:
     """One API process per two cores this process may run on, at least 1, at most 4.
     Not one per core: the API shares the machine with PostgreSQL, Redis, the drainers
-    and whatever sends the load, and on 2 busy cores a second API process cost ~30 %
-    more CPU per request for no more requests/s (bench/RESULTS.md, round 6)."""
+    and whatever sends the load, and on 2 cores a second API process cost ~30 % more
+    CPU per request for fewer requests/s (bench/RESULTS.md, rounds 6 and 7)."""
     if cores is None:
         try:
             cores = len(os.sched_getaffinity(0))
