@@ -159,3 +159,20 @@ def _free(port: int) -> bool:
     from tools.devstack.supervisor import _port_free
 
     return _port_free(port)
+
+
+def test_an_api_process_whose_stop_hangs_exits_after_its_grace_with_the_stacks() -> None:
+    """Whatever holds a stopping API process up (here a thread that never ends), it
+    exits after its grace, its port then free, and its log says where each thread was."""
+    code = (
+        "import threading, time\n"
+        "from tools.devstack.supervisor import _exit_if_stuck\n"
+        "def hang_here():\n"
+        "    threading.Event().wait()\n"
+        "threading.Thread(target=hang_here).start()\n"  # not a daemon: blocks the exit
+        "_exit_if_stuck(0.5)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done
+    assert "s after it was told to stop" in done.stdout, done.stdout
+    assert "hang_here" in done.stdout, done.stdout

@@ -113,6 +113,10 @@ def local_api_environ(stage: Mapping[str, str], shell: Mapping[str, str]) -> dic
 
 
 API_PROCESSES_ENV = "TASKLANE_API_PROCESSES"
+# How long an API process may take to stop once told to (its workers included) before
+# it prints every thread's stack and exits anyway: whatever holds it up, its port must
+# come free, as the supervisor and the next `make run` expect.
+API_STOP_GRACE_SECONDS = 20.0
 
 
 def api_processes(environ: Mapping[str, str]) -> int:
@@ -156,6 +160,23 @@ def api_server(host: str, port: int, *, processes: int = 1) -> int:
         if workers:
             prefork.stop_workers(workers)
     return 1 if died else 0
+
+
+def _exit_if_stuck(grace: float) -> None:
+    """Exit the process ``grace`` seconds from now unless it has stopped by then, first
+    printing where each thread is, so that a stop that hangs says why in the log."""
+
+    def dump_and_exit() -> None:
+        import faulthandler
+
+        print(f"API process {os.getpid()} still running {grace:.0f} s after it was told to stop:", flush=True)
+        faulthandler.dump_traceback(file=sys.stdout, all_threads=True)
+        sys.stdout.flush()
+        os._exit(1)
+
+    timer = threading.Timer(grace, dump_and_exit)
+    timer.daemon = True  # the normal exit does not wait for it
+    timer.start()
 
 
 def _serve_api(sock: socket.socket, stop: threading.Event) -> None:
@@ -205,6 +226,7 @@ def _serve_api(sock: socket.socket, stop: threading.Event) -> None:
 
     def shutdown_on_signal() -> None:
         stop.wait()
+        _exit_if_stuck(API_STOP_GRACE_SECONDS)
         server.shutdown()
 
     threading.Thread(target=shutdown_on_signal, daemon=True).start()
