@@ -162,6 +162,10 @@ def api_server(host: str, port: int, *, processes: int = 1) -> int:
     return 1 if died else 0
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _exit_if_stuck(grace: float) -> None:
     """Exit the process ``grace`` seconds from now unless it has stopped by then, first
     printing where each thread is, so that a stop that hangs says why in the log."""
@@ -440,7 +444,8 @@ def _supervise(
         _wait_http(port, api.proc)
         print(
             f"Tasklane is up: http://127.0.0.1:{port}  (database {_redact(db_url)}, redis {redis_url}, "
-            f"{api_processes} API processes, {drainers} drainers, migrations applied now: {applied or 'none'}). "
+            f"{_count(api_processes, 'API process', 'API processes')}, {_count(drainers, 'drainer', 'drainers')}, "
+            f"migrations applied now: {applied or 'none'}). "
             "Ctrl-C stops it.",
             flush=True,
         )
