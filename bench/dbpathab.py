@@ -47,17 +47,23 @@ VARIANTS: dict[str, str] = {
     "no_event_index": "DROP INDEX task_events_task;",
     "no_tenant_created": "DROP INDEX tasks_tenant_created;",
     "no_queued_index": "DROP INDEX tasks_queued_enqueued_at;",
-    "no_checks": "".join(
-        f"ALTER TABLE tasks DROP CONSTRAINT {c};"
-        for c in (
-            "tasks_attempts_check tasks_finished_iff_final tasks_lease_iff_processing tasks_max_retries_check "
-            "tasks_name_check tasks_priority_check tasks_progress_check tasks_queued_has_enqueued_at "
-            "tasks_snoozes_nonnegative tasks_status_check tasks_timeout_seconds_check tasks_trace_context_length "
-            "tasks_unique_key_length tasks_waiting_has_parents tasks_waiting_on_check"
-        ).split()
-    )
-    + "ALTER TABLE task_events DROP CONSTRAINT task_events_from_status_check;"
-    + "ALTER TABLE task_events DROP CONSTRAINT task_events_to_status_check;",
+    # Every CHECK of tasks and task_events, and (migration 0034 on) of the domains on
+    # their columns, whatever the schema's migration: read from the catalog.
+    "no_checks": """
+        DO $$
+        DECLARE r record;
+        BEGIN
+            FOR r IN SELECT conrelid::regclass AS rel, conname FROM pg_constraint
+                     WHERE contype = 'c' AND conrelid IN ('tasks'::regclass, 'task_events'::regclass) LOOP
+                EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.rel, r.conname);
+            END LOOP;
+            FOR r IN SELECT c.contypid::regtype AS dom, c.conname FROM pg_constraint c
+                     JOIN pg_type t ON t.oid = c.contypid WHERE t.typname LIKE 'tasklane%' LOOP
+                EXECUTE format('ALTER DOMAIN %s DROP CONSTRAINT %I', r.dom, r.conname);
+            END LOOP;
+        END
+        $$;
+    """,
 }
 
 # Variants whose statements differ (the schema is base's).

@@ -1,5 +1,7 @@
-"""The CHECK constraints migration 0033 rewrote (one array constant instead of a list)
-accept and refuse exactly what the lists did, and keep their names."""
+"""The single-column checks of tasks and task_events are domains (migration 0034; 0033
+before it wrote them as compact table CHECKs): they accept and refuse exactly what the
+table constraints did, on INSERT and UPDATE, as the same error class (check_violation),
+and the archive's columns follow."""
 
 from __future__ import annotations
 
@@ -9,18 +11,55 @@ from typing import Any
 import psycopg
 import pytest
 
+from chalicelib.container import Container
+from chalicelib.core.errors import ValidationError
+
 STATUSES = ["WAITING", "PENDING", "QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
 PRIORITIES = ["critical", "high", "normal", "low"]
-REWRITTEN = {
-    "tasks": ["tasks_status_check", "tasks_priority_check", "tasks_finished_iff_final"],
-    "task_events": ["task_events_from_status_check", "task_events_to_status_check"],
+# Each column and its domain.
+DOMAINS = {
+    ("tasks", "status"): "tasklane_status",
+    ("tasks", "priority"): "tasklane_priority",
+    ("tasks", "attempts"): "tasklane_count",
+    ("tasks", "max_retries"): "tasklane_count",
+    ("tasks", "snoozes"): "tasklane_count",
+    ("tasks", "waiting_on"): "tasklane_count",
+    ("tasks", "timeout_seconds"): "tasklane_positive",
+    ("tasks", "progress"): "tasklane_percent",
+    ("tasks", "name"): "tasklane_task_name",
+    ("tasks", "trace_context"): "tasklane_trace_context",
+    ("task_events", "from_status"): "tasklane_status",
+    ("task_events", "to_status"): "tasklane_status",
 }
+# The table CHECKs the domains replaced, and the ones that read two columns (they stay).
+REPLACED = [
+    "tasks_status_check",
+    "tasks_priority_check",
+    "tasks_attempts_check",
+    "tasks_max_retries_check",
+    "tasks_snoozes_nonnegative",
+    "tasks_waiting_on_check",
+    "tasks_timeout_seconds_check",
+    "tasks_progress_check",
+    "tasks_name_check",
+    "tasks_trace_context_length",
+    "task_events_from_status_check",
+    "task_events_to_status_check",
+]
+KEPT = [
+    "tasks_finished_iff_final",
+    "tasks_lease_iff_processing",
+    "tasks_queued_has_enqueued_at",
+    "tasks_waiting_has_parents",
+    "tasks_unique_key_length",
+]
 
-# Every column a CHECK reads, so that one row can break any one of them.
+# Every column a CHECK reads, so that one row can break any one of them.  The status
+# parameter is also compared with text below: one type for all its uses.
 _TASK = """
 INSERT INTO tasks (id, tenant, name, status, priority, enqueued_at, lease_token, lease_expires_at, finished_at,
                    waiting_on)
-VALUES (gen_random_uuid(), 'checks', 'noop', %(status)s, %(priority)s, now(),
+VALUES (gen_random_uuid(), 'checks', 'noop', %(status)s::text, %(priority)s, now(),
         CASE WHEN %(status)s = 'PROCESSING' THEN gen_random_uuid() END,
         CASE WHEN %(status)s = 'PROCESSING' THEN now() END,
         CASE WHEN %(finished)s THEN now() END,
@@ -42,19 +81,27 @@ def _refused(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any]) ->
     return None
 
 
+def _queued(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute(
+        _TASK + " RETURNING id", {"status": "QUEUED", "priority": "normal", "finished": False}
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 @pytest.mark.parametrize("status", [*STATUSES, "queued", "DONE", ""])
 @pytest.mark.parametrize("finished", [False, True])
 def test_task_status_and_finished_at_are_checked_as_before(database_url: str, status: str, finished: bool) -> None:
     with psycopg.connect(database_url) as conn:
         got = _refused(conn, _TASK, {"status": status, "priority": "normal", "finished": finished})
         conn.rollback()
-    broken = set()
+    # The domain checks the value as it is assigned, before the row's table CHECKs.
     if status not in STATUSES:
-        broken.add("tasks_status_check")
-    if (status in ("COMPLETED", "FAILED", "CANCELLED")) != finished:
-        broken.add("tasks_finished_iff_final")
-    # PostgreSQL names the first broken one (by name) when a row breaks two.
-    assert got == (min(broken) if broken else None)
+        assert got == "tasklane_status_check"
+    elif (status in ("COMPLETED", "FAILED", "CANCELLED")) != finished:
+        assert got == "tasks_finished_iff_final"
+    else:
+        assert got is None
 
 
 @pytest.mark.parametrize("priority", [*PRIORITIES, "HIGH", "urgent", ""])
@@ -62,18 +109,42 @@ def test_task_priority_is_checked_as_before(database_url: str, priority: str) ->
     with psycopg.connect(database_url) as conn:
         got = _refused(conn, _TASK, {"status": "QUEUED", "priority": priority, "finished": False})
         conn.rollback()
-    assert got == (None if priority in PRIORITIES else "tasks_priority_check")
+    assert got == (None if priority in PRIORITIES else "tasklane_priority_check")
+
+
+@pytest.mark.parametrize(
+    ("column", "bad", "good", "constraint"),
+    [
+        ("attempts", -1, 0, "tasklane_count_check"),
+        ("max_retries", -1, 0, "tasklane_count_check"),
+        ("snoozes", -1, 0, "tasklane_count_check"),
+        ("waiting_on", -1, 0, "tasklane_count_check"),
+        ("timeout_seconds", 0, 1, "tasklane_positive_check"),
+        ("progress", 101, 100, "tasklane_percent_check"),
+        ("progress", -1, 0, "tasklane_percent_check"),
+        ("name", "", "n", "tasklane_task_name_check"),
+        ("name", "n" * 201, "n" * 200, "tasklane_task_name_check"),
+        ("trace_context", "t" * 257, "t" * 256, "tasklane_trace_context_check"),
+    ],
+)
+def test_numbers_and_lengths_are_checked_on_update_as_before(
+    database_url: str, column: str, bad: object, good: object, constraint: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        task_id = _queued(conn)
+        update = f"UPDATE tasks SET {column} = %(v)s WHERE id = %(id)s"
+        refused = _refused(conn, update, {"v": bad, "id": task_id})
+        accepted = _refused(conn, update, {"v": good, "id": task_id})
+        conn.rollback()
+    assert (refused, accepted) == (constraint, None)
 
 
 def test_an_update_to_a_status_outside_the_list_is_refused(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute(
-            _TASK + " RETURNING id", {"status": "QUEUED", "priority": "normal", "finished": False}
-        ).fetchone()
-        assert row is not None
-        got = _refused(conn, "UPDATE tasks SET status = %(s)s WHERE id = %(id)s", {"s": "RUNNING", "id": row[0]})
+        task_id = _queued(conn)
+        got = _refused(conn, "UPDATE tasks SET status = %(s)s WHERE id = %(id)s", {"s": "RUNNING", "id": task_id})
         conn.rollback()
-    assert got == "tasks_status_check"
+    assert got == "tasklane_status_check"
 
 
 @pytest.mark.parametrize("from_status", [None, *STATUSES, "DONE"])
@@ -83,30 +154,55 @@ def test_event_statuses_are_checked_as_before(database_url: str, from_status: st
     with psycopg.connect(database_url) as conn:
         got = _refused(conn, _EVENT, params)
         conn.rollback()
-    broken = set()
-    if from_status is not None and from_status not in STATUSES:
-        broken.add("task_events_from_status_check")
-    if to_status not in STATUSES:
-        broken.add("task_events_to_status_check")
     # A first event's NULL from_status passes, as it did.
-    assert got == (min(broken) if broken else None)
+    bad = (from_status is not None and from_status not in STATUSES) or to_status not in STATUSES
+    assert got == ("tasklane_status_check" if bad else None)
 
 
-def test_the_rewritten_constraints_are_compact_on_every_partition(database_url: str) -> None:
-    """PostgreSQL re-reads each constraint's stored text for every statement (0033 says
-    why): each is one array constant, on task_events' partitions as on the table."""
+def test_a_value_outside_a_domain_reaches_the_caller_as_before(rt: Container) -> None:
+    # check_violation (23514) as the table CHECK raised: the store's boundary maps it to
+    # a ValidationError (a 400), not to a server error.
+    with pytest.raises(ValidationError, match="tasklane_priority_check"), rt.store.connection() as conn:
+        conn.execute(_TASK, {"status": "QUEUED", "priority": "urgent", "finished": False})
+
+
+def test_the_columns_are_domains_on_tasks_every_partition_and_the_archive(database_url: str) -> None:
+    """The single-column table CHECKs are gone (each statement re-read and compiled them:
+    0034 says why), the columns carry validated domains instead, and the archive and
+    every partition have the same types as their parent."""
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid)"
-            " FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid"
-            " WHERE c.contype = 'c' AND c.conname = ANY(%s)"
-            "   AND (r.relname IN ('tasks', 'task_events') OR r.relispartition AND r.relname LIKE 'task_events%%')",
-            ([n for names in REWRITTEN.values() for n in names],),
+        types = {
+            (table, column): typ
+            for table, column, typ in conn.execute(
+                "SELECT c.relname::text, a.attname::text, a.atttypid::regtype::text"
+                " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                " WHERE c.relname IN ('tasks', 'task_events', 'tasks_archive')"
+                "    OR c.relispartition AND (c.relname LIKE 'task_events%%' OR c.relname LIKE 'tasks_archive%%')"
+            ).fetchall()
+        }
+        checks = {
+            name
+            for (name,) in conn.execute(
+                "SELECT conname::text FROM pg_constraint"
+                " WHERE contype = 'c' AND conrelid IN ('tasks'::regclass, 'task_events'::regclass)"
+            ).fetchall()
+        }
+        domains = conn.execute(
+            "SELECT t.typname::text, c.convalidated FROM pg_constraint c JOIN pg_type t ON t.oid = c.contypid"
+            " WHERE t.typname LIKE 'tasklane%%'"
         ).fetchall()
         partitions = conn.execute(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'task_events'::regclass"
+            "SELECT count(*) FROM pg_inherits WHERE inhparent IN ('task_events'::regclass, 'tasks_archive'::regclass)"
         ).fetchone()
     assert partitions is not None and partitions[0] > 0
-    assert len(rows) == len(REWRITTEN["tasks"]) + len(REWRITTEN["task_events"]) * (1 + partitions[0])
-    for table, name, definition in rows:
-        assert "ARRAY[" not in definition and "::text[]" in definition, (table, name, definition)
+    for (table, column), domain in DOMAINS.items():
+        assert types[(table, column)] == domain, (table, column)
+        if table == "tasks":
+            assert types[("tasks_archive", column)] == domain, column
+    for (table, column), typ in types.items():
+        parent = "task_events" if table.startswith("task_events") else "tasks_archive"
+        if table not in ("tasks", parent):
+            assert typ == types[(parent, column)], (table, column)
+    assert not checks & set(REPLACED)
+    assert set(KEPT) <= checks
+    assert sorted(domains) == sorted((d, True) for d in set(DOMAINS.values()))
