@@ -21,6 +21,7 @@ import requests
 from bench import stats
 from bench.common import BenchError, blocked_clients, paced, rate, self_cpu, wait_for
 from bench.env import BENCH_REDIS_DB, BENCH_REDIS_PREFIX, BenchEnv, Proc
+from chalicelib.adapters.redis.keys import Keys
 from chalicelib.config import Settings, default_submit_push
 from chalicelib.container import Container
 from chalicelib.core.model import Priority, QueueEntry
@@ -173,10 +174,17 @@ def start_workers(
     drainers = [env.python(f"drain{i + 1}", *argv, env=child_env) for i in range(count)]
     sweep = env.python("sweep", *SWEEP_ARGV, env=child_env) if sweeper else None
 
+    # The sweeper's first sweep must be over before the caller writes tasks: after a
+    # flushed Redis it rebuilds the queue from PostgreSQL, and a rebuild that met a
+    # pre-submit half-way would push its tasks before the release.
+    swept = Keys(BENCH_REDIS_PREFIX).last_sweep
+
     def ready() -> bool:
         for p in [*drainers, *([sweep] if sweep else [])]:
             if not p.alive():
                 raise BenchError(f"{p.name} exited early:\n{p.log_tail()}")
+        if sweep is not None and not env.redis().exists(swept):
+            return False
         return blocked_clients(env.redis(), BENCH_REDIS_DB, ("blpop",)) >= count
 
     wait_for(ready, timeout=90, interval=0.05, what=f"{count} idle drainers")
