@@ -22,7 +22,6 @@ SCALAR = {
     "advance_schedule",
     "archive_drop_lock_wait",
     "archive_finished",
-    "archive_partition_due",
     "count_archive_partition",
     "drop_archive_partition",
     "ensure_archive_partitions",

@@ -88,10 +88,9 @@ class ArchiveQueries:
         of an archived task behind it."""
         params = {"retention_seconds": retention_seconds}
         with self.connection() as conn, conn.transaction():
-            if conn.execute(self._q["archive_partition_due"], params).fetchone() is None:
-                return None
-            # Its tasks counted as pruned first, in this transaction: a drop that cannot
-            # lock the archive below rolls the count back with it (migration 0029).
+            # The due partition's tasks counted as pruned first, in this transaction: a
+            # drop that cannot lock the archive below rolls the count back with it
+            # (migration 0029).  None due: the archive is not locked at all.
             counted = conn.execute(self._q["count_archive_partition"], params).fetchone()
             if counted is None or counted["counted"] is None:
                 return None

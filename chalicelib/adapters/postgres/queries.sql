@@ -506,16 +506,10 @@ SELECT tasklane_ensure_archive_partitions(
     ((now() - make_interval(secs => %(retention_seconds)s)) AT TIME ZONE 'UTC')::date,
     (now() AT TIME ZONE 'UTC')::date + %(days_ahead)s::integer) AS created;
 
--- name: archive_partition_due
--- The oldest partition of tasks_archive whose day ended before retention, if any: the
--- sweeper locks the archive only when one is (migration 0027).
-SELECT p.name FROM tasklane_archive_partitions() p
-WHERE p.day_end <= now() - make_interval(secs => %(retention_seconds)s::float8)
-ORDER BY p.day_end LIMIT 1;
-
 -- name: count_archive_partition
 -- The tasks of the partition drop_archive_partition is about to drop, counted by name
--- as "pruned" (migration 0029); NULL when none is due or another sweeper is at it.
+-- as "pruned" (migration 0029); NULL when none is due or another sweeper is at it, so
+-- the sweeper locks the archive only when a partition is due.
 SELECT tasklane_count_archive_partition(%(retention_seconds)s::float8) AS counted;
 
 -- name: archive_drop_lock_wait
