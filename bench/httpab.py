@@ -87,8 +87,8 @@ def _side_spec(arg: str) -> tuple[Path, int]:
 
 
 def main() -> None:
+    stack = "--stack" in sys.argv[1:]
     args = [a for a in sys.argv[1:] if a != "--stack"]
-    stack = len(args) < len(sys.argv) - 1
     (a, a_procs), (b, b_procs) = _side_spec(args[0]), _side_spec(args[1])
     rounds = int(args[2]) if len(args) > 2 else 3
     seconds = float(args[3]) if len(args) > 3 else 4.0
