@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.common import backend_cpu_ns
 from chalicelib.adapters.postgres.store import Store
 
 HERE = Path(__file__).resolve()
@@ -68,10 +69,6 @@ def _prune(store: Store) -> None:
         pass
 
 
-def _backend_ns(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-
-
 def main(count: int, pairs: int) -> None:
     from chalicelib.adapters.postgres.migrate import migrate
     from tools.devstack import services
@@ -93,9 +90,9 @@ def main(count: int, pairs: int) -> None:
             for side in order:
                 with psycopg.connect(db, autocommit=True) as conn:
                     _fill(conn, store, count)
-                    before = _backend_ns(pid)
+                    before = backend_cpu_ns(pid)
                     sides[side](store)
-                    cpu[side].append((_backend_ns(pid) - before) / 1e9)
+                    cpu[side].append((backend_cpu_ns(pid) - before) / 1e9)
                     left = conn.execute("SELECT (SELECT count(*) FROM tasks) + (SELECT count(*) FROM tasks_archive)")
                     assert left.fetchone() == (0,), f"{side} left tasks behind"
                 print(f"pair {p + 1} {side}: {cpu[side][-1]:.3f} s backend CPU", flush=True)

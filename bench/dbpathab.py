@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.common import backend_cpu_ns
 from chalicelib.adapters.postgres.migrate import migrate
 from chalicelib.adapters.postgres.sqlfile import queries
 
@@ -99,10 +100,6 @@ class Side:
     claim: list[float]
 
 
-def _ns(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-
-
 def _params(actor: str = "ab") -> dict[str, object]:
     return {
         "id": str(uuid.uuid4()),
@@ -133,17 +130,17 @@ def _block(side: Side, calls: int) -> None:
     c, pid = side.conn, side.pid
     each: list[int] = []
     for _ in range(calls):
-        t0 = _ns(pid)
+        t0 = backend_cpu_ns(pid)
         c.execute(side.submit_sql, _params()).fetchall()
-        each.append(_ns(pid) - t0)
+        each.append(backend_cpu_ns(pid) - t0)
     side.submit.append(statistics.median(each) / 1000)
     ids = [r[0] for r in (side.helper.execute(_Q["insert_task"], _params()).fetchone() for _ in range(calls)) if r]
     token = str(uuid.uuid4())
     each.clear()
     for i in ids:
-        t0 = _ns(pid)
+        t0 = backend_cpu_ns(pid)
         got = c.execute(side.claim_sql, {"ids": [i], "token": token, "lease_seconds": 30.0, "actor": "ab"}).fetchall()
-        each.append(_ns(pid) - t0)
+        each.append(backend_cpu_ns(pid) - t0)
         if len(got) != 1:
             raise RuntimeError(f"{side.name}: claimed {len(got)} of 1")
     side.claim.append(statistics.median(each) / 1000)
