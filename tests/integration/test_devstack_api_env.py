@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def _up(base: str) -> bool:
     try:
         return requests.get(base + "/health", timeout=2).status_code in (200, 503)
-    except requests.ConnectionError:
+    # Not up yet: refused, or (a loaded machine) its first request, which imports the app
+    # and opens its pools, outlasts the probe's timeout.
+    except (requests.ConnectionError, requests.Timeout):
         return False
 
 
