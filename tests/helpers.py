@@ -1,22 +1,30 @@
 """Test helpers: waiting with deadlines, building requests, counting states, a
-webhook receiver."""
+webhook receiver, a local API server in a subprocess."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 
+from chalicelib.adapters.postgres.store import Store
 from chalicelib.container import Container
 from chalicelib.core.model import Priority
 from chalicelib.core.requests import TaskRequest
+from chalicelib.services.apikeys import ensure_key
 from chalicelib.services.drain import Drainer
 from chalicelib.services.sweep import sweep
+from tools.devstack import services as devservices
 
 T = TypeVar("T")
 
@@ -323,3 +331,42 @@ def receiving() -> Iterator[Receiver]:
         yield r
     finally:
         r.close()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def new_api_key(database_url: str, prefix: str) -> str:
+    """A new API key (``prefix`` + random) with a rate limit no test reaches."""
+    key = prefix + uuid.uuid4().hex
+    store = Store(database_url)
+    try:
+        ensure_key(store, key, rate_limit_per_minute=1_000_000)
+    finally:
+        store.close()
+    return key
+
+
+def start_local_api(
+    database_url: str, redis_url: str, redis_prefix: str, log: Path, *args: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``python -m tools.devstack api`` (plus ``args``) on a free port, its output in
+    ``log``; the shell's environment without its TASKLANE_ variables, logging at WARNING.
+    The caller stops it (and any process it forked)."""
+    port = devservices.find_free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TASKLANE_")},
+        "TASKLANE_DATABASE_URL": database_url,
+        "TASKLANE_REDIS_URL": redis_url,
+        "TASKLANE_REDIS_PREFIX": redis_prefix,
+        "TASKLANE_LOG_LEVEL": "WARNING",
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.devstack", "api", "--port", str(port), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, port

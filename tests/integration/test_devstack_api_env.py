@@ -6,20 +6,14 @@ the API pushed to another prefix than the drainers claimed from, and logged at I
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import redis
 import requests
 
-from chalicelib.adapters.postgres.store import Store
 from chalicelib.adapters.redis.keys import Keys
-from chalicelib.services.apikeys import ensure_key
-from tests.helpers import wait_for
-from tools.devstack import services as devservices
+from tests.helpers import new_api_key, start_local_api, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,29 +30,10 @@ def _up(base: str) -> bool:
 def test_the_shell_wins_over_the_stage_for_prefix_and_log_level(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    key, prefix = "env-" + uuid.uuid4().hex, "envtest-" + uuid.uuid4().hex[:8]
-    store = Store(database_url)
-    try:
-        ensure_key(store, key, rate_limit_per_minute=1_000_000)
-    finally:
-        store.close()
-    port = devservices.find_free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TASKLANE_")},
-        "TASKLANE_DATABASE_URL": database_url,
-        "TASKLANE_REDIS_URL": redis_url,
-        "TASKLANE_REDIS_PREFIX": prefix,  # the stage says "tasklane"
-        "TASKLANE_LOG_LEVEL": "WARNING",  # the stage says INFO
-    }
+    key, prefix = new_api_key(database_url, "env-"), "envtest-" + uuid.uuid4().hex[:8]
     log_path = tmp_path / "api.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.devstack", "api", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    # The stage says "tasklane" and INFO; the shell (start_local_api) says the prefix and WARNING.
+    proc, port = start_local_api(database_url, redis_url, prefix, log_path)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: proc.poll() is not None or _up(base), timeout=60, message="the API server")

@@ -18,10 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from chalicelib.adapters.postgres.store import Store
-from chalicelib.services.apikeys import ensure_key
-from tests.helpers import wait_for
-from tools.devstack import services as devservices
+from tests.helpers import new_api_key, start_local_api, wait_for
 from tools.devstack.services import pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,29 +52,9 @@ class Api:
 @pytest.fixture
 def api(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Api]:
     """Two API processes on a free port, both serving."""
-    key = "prefork-" + uuid.uuid4().hex
-    store = Store(database_url)
-    try:
-        ensure_key(store, key, rate_limit_per_minute=1_000_000)
-    finally:
-        store.close()
-    port = devservices.find_free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TASKLANE_")},
-        "TASKLANE_DATABASE_URL": database_url,
-        "TASKLANE_REDIS_URL": redis_url,
-        "TASKLANE_REDIS_PREFIX": "prefork-" + uuid.uuid4().hex[:8],
-        "TASKLANE_LOG_LEVEL": "WARNING",
-    }
+    key = new_api_key(database_url, "prefork-")
     log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.devstack", "api", "--port", str(port), "--processes", "2"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, port = start_local_api(database_url, redis_url, "prefork-" + uuid.uuid4().hex[:8], log, "--processes", "2")
     server = Api(proc, log, port, key)
     try:
         wait_for(lambda: proc.poll() is not None or len(server.pids()) == 2, timeout=90, message="two API processes")
