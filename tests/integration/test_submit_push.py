@@ -132,3 +132,19 @@ def test_tasks_handed_to_the_pusher_get_their_entries_there(make_rt: Callable[..
     assert rt.flush_pushes(5.0)
     assert _ready_ids(rt) == {queued.id}
     assert rt.queue.client.zcard(rt.queue.keys.delayed) == 1
+
+
+def test_the_pusher_pushes_a_lone_task_on_a_connection_of_its_own(
+    make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 round 8: the pusher thread's single pushes skip the client's pool (a
+    connection held by the thread, ``client.HeldScript``); the inline path keeps
+    the client's registered script."""
+    rt = make_rt(submit_push="background")
+
+    def pool_path(**kw: object) -> None:
+        raise AssertionError("the pusher's lone push went through the client's pool")
+
+    monkeypatch.setattr(rt.queue, "_push_one", pool_path)
+    task = submit(rt, TENANT, request()).task
+    assert rt.flush_pushes(5.0) and task.id in _ready_ids(rt)

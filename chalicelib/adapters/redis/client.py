@@ -78,6 +78,58 @@ class ClusterScript:
             return cluster.eval(self.script, len(keys), *keys, *args)
 
 
+class HeldScript:
+    """A Lua script run by EVALSHA on a redis-py connection this object holds, for the
+    one thread that calls it (the pusher's single pushes).
+
+    ``redis.Redis`` takes a connection from its pool and returns it on every command
+    (a lock, a readiness poll, metrics hooks): about 60 % of a single push's client
+    CPU (issue 14, round 8).  This keeps what that path gives a command: the
+    connection's own ``Retry`` (a connection error or timeout disconnects and tries
+    again with its backoff, as the client does), its health check before a send, the
+    reconnect of a dropped connection on the next send, and on NOSCRIPT (a restarted
+    server) a SCRIPT LOAD and one more EVALSHA, as ``redis.commands.core.Script``
+    does.  Errors are redis-py's; callers translate them as for any client call.
+    Not thread-safe: one thread only."""
+
+    @classmethod
+    def of(cls, client: RedisLike, script: str) -> HeldScript | None:
+        """One on ``client``'s settings; None for a cluster client or a fake, which keep
+        the client's own path."""
+        return cls(client, script) if isinstance(client, redis.Redis) else None
+
+    def __init__(self, client: redis.Redis, script: str) -> None:
+        pool = client.connection_pool
+        # The pool's class and settings (URL, timeouts, health check, retry), but not
+        # one of its connections: the pool neither counts nor hands out this one.
+        self._conn = pool.connection_class(**pool.connection_kwargs)
+        self._script = script
+        self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, keys: Sequence[str] | None = None, args: Iterable[Any] | None = None) -> Any:
+        conn = self._conn
+        keys = list(keys or [])
+        tail = [len(keys), *keys, *(args or [])]
+        packed = conn.pack_command("EVALSHA", self._sha, *tail)
+        try:
+            return self._round_trip(packed)
+        except NoScriptError:
+            self._round_trip(conn.pack_command("SCRIPT", "LOAD", self._script))
+            return self._round_trip(packed)
+
+    def _round_trip(self, packed: Any) -> Any:
+        conn = self._conn
+
+        def once() -> Any:
+            conn.send_packed_command(packed)  # connects first if need be
+            return conn.read_response()  # raises a ResponseError reply (NOSCRIPT, a script error)
+
+        return conn.retry.call_with_retry(once, lambda _error: conn.disconnect())
+
+    def close(self) -> None:
+        self._conn.disconnect()
+
+
 class ClusterClient:
     """``redis.cluster.RedisCluster``, built on first use and rebuilt after a failed
     build.  RedisCluster contacts the cluster in its constructor; building it lazily

@@ -33,7 +33,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from chalicelib.adapters.redis.capped import move_to_partition_zero
-from chalicelib.adapters.redis.client import RedisLike, as_text, connect, translate
+from chalicelib.adapters.redis.client import RedisLike, ScriptLike, as_text, connect, translate
 from chalicelib.adapters.redis.heads import Heads, read_heads
 from chalicelib.adapters.redis.keys import MAX_PARTITIONS, Keys, partition_of
 from chalicelib.adapters.redis.presence import Presence
@@ -187,17 +187,22 @@ class Queue(QueueViews):
     # --- producers ---------------------------------------------------------------------
 
     def push(
-        self, entries: Iterable[QueueEntry], *, only_new: bool = False, partitions: Collection[int] | None = None
+        self,
+        entries: Iterable[QueueEntry],
+        *,
+        only_new: bool = False,
+        partitions: Collection[int] | None = None,
+        held: ScriptLike | None = None,
     ) -> None:
         """Add entries to ready (or to delayed, for ``delayed`` ones), waking idle
         drainers; one round trip (one pipeline, whatever partitions the entries go to).
         ``only_new`` keeps existing scores (rebuilds must not reorder what is already
         there); ``partitions`` keeps only the entries that can live in those (a rebuild
-        of some partitions)."""
+        of some partitions); ``held``, a lone push's script on a connection (pusher.py)."""
         if partitions is not None:
             entries = [e for e in entries if not set(self._places(e.id)).isdisjoint(partitions)]
         entries = list(entries)
-        if len(entries) == 1 and len(self.parts) == 1 and not only_new and self._pushed_one(entries[0]):
+        if len(entries) == 1 and len(self.parts) == 1 and not only_new and self._pushed_one(entries[0], held):
             return
         try:
             with translate():
@@ -209,7 +214,7 @@ class Queue(QueueViews):
                 raise
             self._push_each(entries, only_new=only_new)
 
-    def _pushed_one(self, e: QueueEntry) -> bool:
+    def _pushed_one(self, e: QueueEntry, held: ScriptLike | None = None) -> bool:
         """A single submit's push (one ready id, no limits, one partition) as one script
         call; False for any other entry, which ``push`` then pipelines."""
         if e.delayed or self._limited(e.name):
@@ -217,7 +222,7 @@ class Queue(QueueViews):
         part = self.parts[0]
         args = [ready_score(e.at_ms, e.priority, self.aging_seconds), _RANK_PREFIX[e.priority] + e.id, e.tenant]
         with translate():
-            self._push_one(
+            (held or self._push_one)(
                 keys=[part.tenant_ready(e.tenant), part.active_tenants, self.keys.wake], args=[*args, _WAKE_TOKENS]
             )
         return True

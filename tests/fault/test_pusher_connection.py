@@ -1,0 +1,78 @@
+"""The pusher thread's own Redis connection (``HeldScript``, issue 14 round 8): a lone
+push that fails while Redis is down leaves the task QUEUED for the sweeper and is
+reported; once Redis is back (restarted empty: no connection, no script) the next
+push reconnects and reloads the script.  The Redis is this test's own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from chalicelib.adapters.redis.client import HeldScript
+from chalicelib.container import Container
+from chalicelib.core.errors import QueueError
+from chalicelib.core.model import Status
+from chalicelib.services.submit import submit
+from tests.fault.conftest import TENANT, make_runtime
+from tests.helpers import request
+from tools.devstack import services as devservices
+
+
+@pytest.fixture
+def rt(fault_db: str, private_redis: devservices.RedisHandle, prefix: str) -> Iterator[Container]:
+    runtime = make_runtime(fault_db, private_redis.url, prefix, submit_push="background")
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def _ready(rt: Container) -> set[str]:
+    raw = rt.queue.client.zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
+    return {r.decode().split(":", 1)[1] for r in raw}
+
+
+def test_the_pushers_connection_survives_redis_down_and_a_restart(
+    rt: Container, private_redis: devservices.RedisHandle
+) -> None:
+    failures: list[tuple[int, QueueError]] = []
+    rt.pusher(lambda count, exc: failures.append((count, exc)))  # the process's pusher, reporting here
+    first = submit(rt, TENANT, request()).task
+    assert rt.flush_pushes(10) and first.id in _ready(rt) and not failures
+
+    private_redis.kill()
+    lost = submit(rt, TENANT, request()).task  # accepted at its commit
+    assert rt.flush_pushes(60), "a push to a Redis that is down must give up (redis-py's retries), not hang"
+    assert [count for count, _ in failures] == [1]
+    assert rt.store.get_task(TENANT, lost.id).status is Status.QUEUED  # type: ignore[union-attr]
+
+    private_redis.start()  # empty, same port: the held connection is dead and the script gone
+    back = submit(rt, TENANT, request()).task
+    assert rt.flush_pushes(30)
+    assert len(failures) == 1, failures
+    assert back.id in _ready(rt)  # reconnected, script loaded again (NOSCRIPT), pushed
+    assert lost.id not in _ready(rt)  # left to the sweeper's reconciliation, as before
+
+
+def test_a_held_script_reloads_after_script_flush_and_keeps_its_connection(
+    private_redis: devservices.RedisHandle,
+) -> None:
+    client = redis.Redis.from_url(private_redis.url)
+    held = HeldScript(client, "return redis.call('INCR', KEYS[1]) + tonumber(ARGV[1])")
+    failing = HeldScript(client, "return redis.error_reply('nope')")
+    try:
+        assert held(keys=["n"], args=[10]) == 11
+        client.script_flush()  # this server's own: NOSCRIPT on the next EVALSHA
+        assert held(keys=["n"], args=[10]) == 12
+        with pytest.raises(redis.ResponseError, match="nope"):
+            failing(keys=[], args=[])
+        assert held(keys=["n"], args=[0]) == 3
+        ids = {c["id"] for c in client.client_list()}
+        assert held(keys=["n"], args=[0]) == 4
+        assert {c["id"] for c in client.client_list()} == ids  # no new connection per call
+    finally:
+        held.close()
+        failing.close()
+        client.close()
