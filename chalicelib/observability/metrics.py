@@ -322,8 +322,18 @@ def _counts(names: Iterable[str]) -> dict[str, int]:
 
 
 def log_submitted(tenant: str, tasks: Sequence[Task], *, actor: str, duplicates: int = 0) -> None:
-    """One INFO line per submit call; one DEBUG line per task."""
-    if not tasks and not duplicates:
+    """One line per submit call, INFO for a call of several tasks (a batch, a workflow)
+    and DEBUG for a single submit; one DEBUG line per task.
+
+    A single submit's line is a per-task line, and per-task lines are DEBUG (README,
+    "Logs"): at INFO, Powertools' JSON line was ~300k instructions of an API request's
+    ~1.6M (bench/RESULTS.md, round 8).  Every task is recorded all the same, by its
+    audit trail and the ``submitted`` counter."""
+    calls = len(tasks) + duplicates
+    if not calls:
+        return
+    several = calls > 1
+    if logger.log_level > (logging.INFO if several else logging.DEBUG):
         return
     if _debug():
         for t in tasks:
@@ -339,7 +349,7 @@ def log_submitted(tenant: str, tasks: Sequence[Task], *, actor: str, duplicates:
                     "attempt": t.attempts,
                 },
             )
-    logger.info(
+    (logger.info if several else logger.debug)(
         "tasks submitted",
         extra={
             "event": "submit",

@@ -269,6 +269,32 @@ def test_health_reports_migration_version_and_sweeper_freshness(mrt: Container) 
     assert stale.sweeper.message is not None and "sweep" in stale.sweeper.message
 
 
+@pytest.mark.parametrize(("level", "single_logged"), [("INFO", False), ("DEBUG", True)])
+def test_a_single_submit_logs_its_line_at_debug_and_a_call_of_several_at_info(
+    mrt: Container, caplog: pytest.LogCaptureFixture, level: str, single_logged: bool
+) -> None:
+    from chalicelib.observability.log import logger
+
+    previous = logger.log_level
+    logger.setLevel(level)
+    try:
+        with caplog.at_level(level, logger="tasklane"):
+            one = submit(mrt, TENANT, request()).task
+            several = submit_many(mrt, TENANT, [request(), request()])
+    finally:
+        logger.setLevel(previous)
+    calls = [r for r in caplog.records if r.getMessage() == "tasks submitted"]
+    singles = [r for r in calls if r.count == 1]  # type: ignore[attr-defined]
+    (batch,) = [r for r in calls if r.count == 2]  # type: ignore[attr-defined]
+    assert batch.levelname == "INFO" and batch.tenant == TENANT  # type: ignore[attr-defined]
+    assert {t.task.id for t in several if not isinstance(t, Exception)} == set(batch.task_ids)  # type: ignore[attr-defined]
+    if single_logged:
+        (line,) = singles
+        assert line.levelname == "DEBUG" and line.task_ids == [one.id]  # type: ignore[attr-defined]
+    else:
+        assert singles == []
+
+
 def test_event_log_lines_carry_ids_and_outcomes_but_no_payload(
     mrt: Container, caplog: pytest.LogCaptureFixture
 ) -> None:
