@@ -1,9 +1,11 @@
-"""The claim statement, tasklane_claim (migrations 0024, 0028): its plans, made once per
-session, are probes even when made on an empty or tiny table, and its transaction
-commits without waiting for the WAL while the function's own settings end with it."""
+"""The claim statement, tasklane_claim (migrations 0024, 0028, 0035): its plans, made once
+per session, are probes even when made on an empty or tiny table, its transaction
+commits without waiting for the WAL while the function's own settings end with it, and
+its one-row path (0035) writes and returns what the path for several rows does."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import psycopg
@@ -69,14 +71,89 @@ def test_the_claim_plan_made_on_a_tiny_table_probes_the_primary_key(
         assert "Index Scan" not in plan.split("Insert on task_events")[0], plan
 
 
-def test_the_claim_commits_without_waiting_for_the_wal_and_leaves_its_settings(rt: Container) -> None:
+def test_the_one_row_claim_updates_its_row_by_ctid(database_url: str, rt: Container) -> None:
+    """0035's UPDATE for a single locked row, planned on an empty table as a drainer's
+    first claim of the day is: one TID probe, nothing else."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE tasks")
+    plans: list[str] = []
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SET auto_explain.log_min_duration = 0")
+        conn.execute("SET auto_explain.log_nested_statements = on")
+        conn.execute("SET client_min_messages = log")
+        for task in rt.store.insert_tasks([_new() for _ in range(2)], actor="t"):
+            assert [r["id"] for r in conn.execute(queries()["claim"], _params([task.id])).fetchall()] == [task.id]
+    updates = [p for p in plans if "UPDATE tasks t" in p]
+    assert len(updates) == 2, plans
+    for plan in updates:
+        assert "Tid Scan on tasks" in plan and re.search(r"TID Cond: \(ctid = \(\$\d+\)\[1\]\)", plan), plan
+        assert "Seq Scan" not in plan and "Index Scan" not in plan and "Nested Loop" not in plan, plan
+
+
+# What a claim writes and returns, apart from ids and instants: the returned row, the
+# task's row and its PROCESSING event, each time as an offset from started_at.
+_CLAIMED = """
+SELECT t.status::text, t.attempts::int, t.lease_token::text, t.started_at = t.updated_at AS same_instant,
+       t.lease_expires_at - t.started_at AS lease, extract(epoch FROM t.enqueued_at - t.created_at)::float8 AS enqueued,
+       e.from_status::text, e.to_status::text, e.attempt, e.actor, e.task_name,
+       e.task_enqueued_at = t.enqueued_at AS event_enqueued, e.task_started_at = t.started_at AS event_started
+FROM tasks t JOIN task_events e ON e.task_id = t.id AND e.to_status = 'PROCESSING'
+WHERE t.id = %s
+"""
+
+
+@pytest.mark.parametrize("status", ["QUEUED", "PENDING"])
+def test_a_one_row_claim_writes_what_a_claim_of_several_does(database_url: str, rt: Container, status: str) -> None:
+    """0035 gave a claim that locked one row an UPDATE of its own: for a QUEUED task and
+    for a PENDING one already due (its enqueued_at becomes its run_at), the one-row
+    path and the general path (the same task shape claimed with another) return the same
+    columns, leave the same row and event, and move the same metrics."""
+    alone, first, second = rt.store.insert_tasks([_new() for _ in range(3)], actor="t")
+    token = str(uuid.uuid4())
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        if status == "PENDING":
+            conn.execute(
+                "UPDATE tasks SET status = 'PENDING', run_at = created_at - interval '1 second' WHERE id = ANY(%s)",
+                ([alone.id, first.id, second.id],),
+            )
+        conn.execute("UPDATE tasks SET enqueued_at = created_at + interval '2 seconds' WHERE status = 'QUEUED'")
+        conn.execute("DELETE FROM task_metric_deltas")
+        [one] = conn.execute(queries()["claim"], {**_params([alone.id]), "token": token}).fetchall()
+        one_metrics = conn.execute("SELECT name, metric, le, n FROM task_metric_deltas ORDER BY 1, 2, 3").fetchall()
+        conn.execute("DELETE FROM task_metric_deltas")
+        both = conn.execute(queries()["claim"], {**_params([first.id, second.id]), "token": token}).fetchall()
+        two_metrics = conn.execute("SELECT name, metric, le, n FROM task_metric_deltas ORDER BY 1, 2, 3").fetchall()
+        several = next(r for r in both if r["id"] == first.id)
+        assert len(both) == 2
+        # The instants differ (two statements); their offsets are compared below.
+        for row in (one, several):
+            assert row["started_at"] is not None and row["enqueued_at"] is not None
+        instants = ("id", "started_at", "enqueued_at")
+        assert {k: v for k, v in one.items() if k not in instants} == {
+            k: v for k, v in several.items() if k not in instants
+        }
+        rows = [conn.execute(_CLAIMED, (i,)).fetchall() for i in (alone.id, first.id)]
+        assert rows[0] == rows[1] and len(rows[0]) == 1, rows
+        row = rows[0][0]
+        assert row["enqueued"] == (-1.0 if status == "PENDING" else 2.0), row
+        assert row["from_status"] == status and row["status"] == "PROCESSING" and row["lease_token"] == token
+        assert row["same_instant"] and row["event_enqueued"] and row["event_started"], row
+    assert [(m["metric"], m["n"]) for m in one_metrics] == [(m["metric"], m["n"] // 2) for m in two_metrics]
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_the_claim_commits_without_waiting_for_the_wal_and_leaves_its_settings(rt: Container, count: int) -> None:
     """synchronous_commit is set transaction-locally inside the function: it must hold
     until the claim's commit (it is not one of the function's SET clauses, which end with
-    the call) and not after it; the planner settings end with the call."""
-    [ready] = rt.store.insert_tasks([_new()], actor="t")
+    the call) and not after it; the planner settings end with the call.  For one row
+    and for several (0035's two paths)."""
+    ready = [t.id for t in rt.store.insert_tasks([_new() for _ in range(count)], actor="t")]
     with rt.store.connection() as conn:
         with conn.transaction():
-            assert [r["id"] for r in conn.execute(queries()["claim"], _params([ready.id])).fetchall()] == [ready.id]
+            claimed = [r["id"] for r in conn.execute(queries()["claim"], _params(ready)).fetchall()]
+            assert sorted(claimed) == sorted(ready)
             setting = conn.execute("SHOW synchronous_commit").fetchone()
             assert setting is not None and setting["synchronous_commit"] == "off"
             for name in ("plan_cache_mode", "enable_seqscan", "enable_bitmapscan"):
