@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import pytest
@@ -33,6 +36,21 @@ def _params(ids: list[str]) -> dict[str, object]:
     return {"ids": ids, "token": str(uuid.uuid4()), "lease_seconds": 30, "actor": "t"}
 
 
+@contextmanager
+def _explaining(database_url: str, plans: list[str]) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A new session (so the claim function plans afresh) on ``tasks`` as analysed now,
+    whose statements' plans, nested ones included, are appended to ``plans``."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE tasks")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SET auto_explain.log_min_duration = 0")
+        conn.execute("SET auto_explain.log_nested_statements = on")
+        conn.execute("SET client_min_messages = log")
+        yield conn
+
+
 @pytest.mark.parametrize("rows_analysed", [0, 3])
 def test_the_claim_plan_made_on_a_tiny_table_probes_the_primary_key(
     database_url: str, rt: Container, rows_analysed: int
@@ -45,15 +63,8 @@ def test_the_claim_plan_made_on_a_tiny_table_probes_the_primary_key(
     the later claims (on a bigger table) run."""
     if rows_analysed:
         rt.store.insert_tasks([_new() for _ in range(rows_analysed)], actor="t")
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("ANALYZE tasks")
     plans: list[str] = []
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET auto_explain.log_nested_statements = on")
-        conn.execute("SET client_min_messages = log")
+    with _explaining(database_url, plans) as conn:
         assert conn.execute(queries()["claim"], _params([str(uuid.uuid4())])).fetchall() == []
         ready = rt.store.insert_tasks([_new() for _ in range(50)], actor="t")
         rows = conn.execute(queries()["claim"], _params([t.id for t in ready[:3]])).fetchall()
@@ -74,15 +85,8 @@ def test_the_claim_plan_made_on_a_tiny_table_probes_the_primary_key(
 def test_the_one_row_claim_updates_its_row_by_ctid(database_url: str, rt: Container) -> None:
     """0035's UPDATE for a single locked row, planned on an empty table as a drainer's
     first claim of the day is: one TID probe, nothing else."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("ANALYZE tasks")
     plans: list[str] = []
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
-        conn.execute("LOAD 'auto_explain'")
-        conn.execute("SET auto_explain.log_min_duration = 0")
-        conn.execute("SET auto_explain.log_nested_statements = on")
-        conn.execute("SET client_min_messages = log")
+    with _explaining(database_url, plans) as conn:
         for task in rt.store.insert_tasks([_new() for _ in range(2)], actor="t"):
             assert [r["id"] for r in conn.execute(queries()["claim"], _params([task.id])).fetchall()] == [task.id]
     updates = [p for p in plans if "UPDATE tasks t" in p]
