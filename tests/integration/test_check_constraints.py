@@ -1,7 +1,10 @@
 """The single-column checks of tasks and task_events are domains (migration 0034; 0033
 before it wrote them as compact table CHECKs): they accept and refuse exactly what the
 table constraints did, on INSERT and UPDATE, as the same error class (check_violation),
-and the archive's columns follow."""
+and the archive's columns follow.  The five invariants that read two columns or more (or
+unique_key's length) are one CHECK calling tasklane_task_invariants (0036), which raises
+check_violation naming the invariant's old constraint: each is still refused on INSERT and
+UPDATE, under the same name."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from chalicelib.container import Container
 from chalicelib.core.errors import ValidationError
@@ -31,7 +35,8 @@ DOMAINS = {
     ("task_events", "from_status"): "tasklane_status",
     ("task_events", "to_status"): "tasklane_status",
 }
-# The table CHECKs the domains replaced, and the ones that read two columns (they stay).
+# The table CHECKs the domains replaced, and the invariants that read two columns (0036:
+# checked by tasks_invariants' function, which raises under these names).
 REPLACED = [
     "tasks_status_check",
     "tasks_priority_check",
@@ -46,7 +51,7 @@ REPLACED = [
     "task_events_from_status_check",
     "task_events_to_status_check",
 ]
-KEPT = [
+INVARIANTS = [
     "tasks_finished_iff_final",
     "tasks_lease_iff_processing",
     "tasks_queued_has_enqueued_at",
@@ -204,5 +209,90 @@ def test_the_columns_are_domains_on_tasks_every_partition_and_the_archive(databa
         if table not in ("tasks", parent):
             assert typ == types[(parent, column)], (table, column)
     assert not checks & set(REPLACED)
-    assert set(KEPT) <= checks
+    assert not checks & set(INVARIANTS)
+    assert "tasks_invariants" in checks
     assert sorted(domains) == sorted((d, True) for d in set(DOMAINS.values()))
+
+
+# A valid QUEUED row, and for each invariant the columns that break it (0036).  Each
+# breaks only its own invariant, so the name proves which condition refused the row.
+_VALID = {"tenant": "checks", "name": "noop", "status": "QUEUED", "enqueued_at": "now"}
+_NOW = "2026-01-01T00:00:00Z"
+_LEASE = {"lease_token": "00000000-0000-4000-8000-000000000001", "lease_expires_at": _NOW}
+BROKEN = [
+    ("tasks_finished_iff_final", {"status": "COMPLETED", "enqueued_at": None}),
+    ("tasks_finished_iff_final", {"finished_at": _NOW}),
+    ("tasks_lease_iff_processing", {"status": "PROCESSING"}),
+    ("tasks_lease_iff_processing", {"status": "PROCESSING", "lease_token": _LEASE["lease_token"]}),
+    ("tasks_lease_iff_processing", _LEASE),
+    ("tasks_queued_has_enqueued_at", {"enqueued_at": None}),
+    ("tasks_unique_key_length", {"unique_key": ""}),
+    ("tasks_unique_key_length", {"unique_key": "k" * 201}),
+    ("tasks_waiting_has_parents", {"status": "WAITING", "waiting_on": 0}),
+]
+# Their neighbours that hold: accepted, so the refusals above are not blanket ones.
+HOLDING = [
+    {"status": "COMPLETED", "finished_at": _NOW},
+    {"status": "PROCESSING", **_LEASE},
+    {"status": "PENDING", "enqueued_at": None},
+    {"unique_key": "k"},
+    {"unique_key": "k" * 200},
+    {"status": "WAITING", "waiting_on": 1},
+    # A NULL condition passes, as it did in the table CHECK.
+    {"status": "WAITING", "waiting_on": None},
+]
+
+
+def _insert(cols: dict[str, Any]) -> sql.Composed:
+    row = {**_VALID, **cols}
+    return sql.SQL("INSERT INTO tasks (id, {}) VALUES (gen_random_uuid(), {})").format(
+        sql.SQL(", ").join(map(sql.Identifier, row)),
+        sql.SQL(", ").join(sql.SQL("now()") if v == "now" else sql.Placeholder(k) for k, v in row.items()),
+    )
+
+
+def _update(cols: dict[str, Any]) -> sql.Composed:
+    return sql.SQL("UPDATE tasks SET {} WHERE id = %(task_id)s").format(
+        sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in cols)
+    )
+
+
+@pytest.mark.parametrize(("constraint", "cols"), BROKEN)
+def test_each_invariant_is_refused_on_insert_and_update(
+    database_url: str, constraint: str, cols: dict[str, Any]
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        task_id = _queued(conn)
+        inserted = _refused(conn, _insert(cols), {**_VALID, **cols})
+        updated = _refused(conn, _update(cols), {**cols, "task_id": task_id})
+        conn.rollback()
+    assert (inserted, updated) == (constraint, constraint)
+
+
+@pytest.mark.parametrize("cols", HOLDING)
+def test_rows_that_keep_the_invariants_are_accepted(database_url: str, cols: dict[str, Any]) -> None:
+    with psycopg.connect(database_url) as conn:
+        task_id = _queued(conn)
+        inserted = _refused(conn, _insert(cols), {**_VALID, **cols})
+        updated = _refused(conn, _update(cols), {**cols, "task_id": task_id})
+        conn.rollback()
+    assert (inserted, updated) == (None, None)
+
+
+def test_a_broken_invariant_reaches_the_caller_as_a_validation_error(rt: Container) -> None:
+    # The function's RAISE is a check_violation like the table CHECK's: a 400, not a 500.
+    cols = {"status": "PROCESSING"}
+    with pytest.raises(ValidationError, match="tasks_lease_iff_processing"), rt.store.connection() as conn:
+        conn.execute(_insert(cols), {**_VALID, **cols})
+
+
+def test_the_table_checks_of_tasks_stay_short(database_url: str) -> None:
+    """PostgreSQL re-reads and compiles every table CHECK of tasks from its stored text for
+    each INSERT and UPDATE (0036 says why): a new invariant goes into
+    tasklane_task_invariants, or into a domain when it reads one column."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(length(conbin)), 0) FROM pg_constraint"
+            " WHERE conrelid = 'tasks'::regclass AND contype = 'c'"
+        ).fetchone()
+    assert row is not None and row[0] < 1500, row
