@@ -69,7 +69,9 @@ VARIANTS: dict[str, str] = {
 
 # Variants whose statements differ (the schema is base's).
 SUBMIT_SQL: dict[str, str] = {
-    "no_event_row": _Q["insert_task"].split("), ev AS (")[0]
+    # The submit without its 'submitted' counter (migration 0037; before it, the CTE that
+    # wrote the creation event, "no_event_row" in bench/RESULTS.md round 7).
+    "no_submit_count": _Q["insert_task"].split("), counted AS (")[0]
     + ")\nSELECT id::text AS id, status, run_at, enqueued_at, created_at, unique_until FROM ins",
 }
 SUBMIT_SQL["no_on_conflict"] = _Q["insert_task"].replace(

@@ -210,7 +210,7 @@ def task_stories(database_url: str, ids: list[str] | None = None) -> dict[str, d
             ).fetchall()
             evs = conn.execute(
                 "SELECT task_id::text, id, at, from_status, to_status, attempt, actor, error_type "
-                "FROM task_events ORDER BY task_id, id"
+                "FROM task_trail ORDER BY task_id, id"
             ).fetchall()
         else:
             rows = conn.execute(
@@ -220,7 +220,7 @@ def task_stories(database_url: str, ids: list[str] | None = None) -> dict[str, d
             ).fetchall()
             evs = conn.execute(
                 "SELECT task_id::text, id, at, from_status, to_status, attempt, actor, error_type "
-                "FROM task_events WHERE task_id = ANY(%s::uuid[]) ORDER BY task_id, id",
+                "FROM task_trail WHERE task_id = ANY(%s::uuid[]) ORDER BY task_id, id",
                 (ids,),
             ).fetchall()
     stories: dict[str, dict[str, Any]] = {

@@ -44,7 +44,7 @@ def test_200_noop_tasks_in_four_priorities_complete_with_payload(stack: Stack) -
     no_events = query(
         stack.database_url,
         "SELECT count(*) FROM tasks t WHERE id = ANY(%s::uuid[]) AND "
-        "(SELECT count(*) FROM task_events e WHERE e.task_id = t.id) <> 3",
+        "(SELECT count(*) FROM task_trail e WHERE e.task_id = t.id) <> 3",
         ids,
     )[0][0]
     assert no_events == 0

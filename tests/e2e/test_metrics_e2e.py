@@ -69,7 +69,7 @@ def table_counters(stack: Stack) -> dict[str, Counter[str]]:
                count(*) FILTER (WHERE e.to_status = 'FAILED'),
                count(*) FILTER (WHERE e.to_status = 'CANCELLED'),
                count(*) FILTER (WHERE e.from_status = 'FAILED' AND e.to_status = 'QUEUED')
-        FROM task_events e JOIN tasks t ON t.id = e.task_id
+        FROM task_trail e JOIN tasks t ON t.id = e.task_id
         GROUP BY t.name
         """,
     )

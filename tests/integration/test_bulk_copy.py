@@ -44,7 +44,7 @@ def _many(extra: list[TaskRequest]) -> list[TaskRequest]:
 def _events(rt: Container, ids: list[str]) -> dict[str, list[tuple[object, ...]]]:
     rows = query(
         rt.settings.database_url,
-        "SELECT task_id::text, from_status, to_status, attempt, actor, task_name FROM task_events"
+        "SELECT task_id::text, from_status, to_status, attempt, actor, task_name FROM task_trail"
         " WHERE task_id = ANY(%s::uuid[]) ORDER BY id",
         ids,
     )
@@ -115,7 +115,7 @@ def test_a_bulk_insert_that_fails_leaves_nothing(rt: Container) -> None:
     with pytest.raises(ValidationError):
         rt.store.insert_tasks(tasks)
     assert query(rt.settings.database_url, "SELECT count(*) FROM tasks") == [(0,)]
-    assert query(rt.settings.database_url, "SELECT count(*) FROM task_events") == [(0,)]
+    assert query(rt.settings.database_url, "SELECT count(*) FROM task_trail") == [(0,)]
 
 
 def _new(i: int, **kw: object) -> NewTask:

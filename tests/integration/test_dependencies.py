@@ -220,7 +220,7 @@ def test_dependents_cancelled_by_a_failed_parent_get_completion_webhooks(make_rt
         db,
         "SELECT h.max_retries, h.timeout_seconds, h.trace_context = p.trace_context, e.actor"
         " FROM tasks h JOIN tasks p ON p.id = (h.payload->'task'->>'id')::uuid"
-        " JOIN task_events e ON e.task_id = h.id AND e.to_status = 'QUEUED' AND e.from_status IS NULL"
+        " JOIN task_trail e ON e.task_id = h.id AND e.to_status = 'QUEUED' AND e.from_status IS NULL"
         " WHERE h.name = 'tasklane.webhook'",
     )
     assert hooks == [(2, 3, True, "dependencies")] * 2

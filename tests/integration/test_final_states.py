@@ -59,7 +59,7 @@ def _row(rt: Container, task_id: str) -> tuple[Any, ...]:
 def _events(rt: Container, task_id: str) -> list[tuple[str | None, str]]:
     rows = query(
         rt.settings.database_url,
-        "SELECT from_status, to_status FROM task_events WHERE task_id = %s ORDER BY id",
+        "SELECT from_status, to_status FROM task_trail WHERE task_id = %s ORDER BY id",
         task_id,
     )
     return [(r[0], r[1]) for r in rows]

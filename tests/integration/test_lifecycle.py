@@ -295,7 +295,7 @@ def test_every_task_has_its_events(rt: Container, database_url: str) -> None:
     drain_and_sweep_until(rt, lambda: status_counts(database_url) == {"COMPLETED": 30})
     orphans = query(
         database_url,
-        "SELECT count(*) FROM tasks t WHERE NOT EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = t.id)",
+        "SELECT count(*) FROM tasks t WHERE NOT EXISTS (SELECT 1 FROM task_trail e WHERE e.task_id = t.id)",
     )[0][0]
     assert orphans == 0
     # The last event of every task matches its status.

@@ -4,6 +4,7 @@ migration 0003's trigger match the tasks table whatever path a task took."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -62,7 +63,7 @@ def expected_counters(database_url: str) -> dict[str, Counter[str]]:
     """What each counter must say, recomputed from the audit trail."""
     rows = query(
         database_url,
-        "SELECT t.name, e.from_status, e.to_status, e.error_type FROM task_events e JOIN tasks t ON t.id = e.task_id",
+        "SELECT t.name, e.from_status, e.to_status, e.error_type FROM task_trail e JOIN tasks t ON t.id = e.task_id",
     )
     want: dict[str, Counter[str]] = {k: Counter() for k in metrics.COUNTERS}
     for name, frm, to, error_type in rows:
@@ -131,27 +132,33 @@ def _settled(rt: Container) -> bool:
     )
 
 
-def test_a_statement_mixing_first_events_with_others_counts_every_rule(mrt: Container) -> None:
-    """The trigger counts a statement of first events into QUEUED/PENDING/WAITING with one
-    INSERT (migration 0023); a statement holding anything else besides (a first event
-    into CANCELLED, a transition, an event without task_name) is counted by every rule."""
+def test_submits_are_counted_once_whichever_version_wrote_them(mrt: Container) -> None:
+    """'submitted' comes from the statement inserting the tasks (migration 0037); a task
+    written as a process of the previous version writes it during a deploy (its row
+    without created_by, its creation event stored, in one statement) is counted by the
+    trigger's general rules: each once, as the trail says, with the other rules of the
+    same statement."""
     rt = mrt
     ids = [submit(rt, TENANT, request(name)).task.id for name in ("noop", "noop", "sleep")]
     with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name)"
-            " VALUES (%s, NULL, 'QUEUED', 0, 't', 'noop'), (%s, NULL, 'CANCELLED', 0, 't', 'noop'),"
-            " (%s, 'QUEUED', 'CANCELLED', 0, 't', 'noop'), (%s, NULL, 'PENDING', 0, 't', NULL)",
-            (ids[0], ids[1], ids[1], ids[2]),
+            "WITH ins AS (INSERT INTO tasks (id, tenant, name, status, enqueued_at)"
+            " VALUES (%s, %s, 'old', 'QUEUED', now()) RETURNING id, name, status)"
+            " INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name)"
+            " SELECT id, NULL, status, 0, 'old-api', name FROM ins"
+            " UNION ALL SELECT %s, 'QUEUED', 'CANCELLED', 0, 't', 'noop'",
+            (str(uuid.uuid4()), TENANT, ids[1]),
         )
+        conn.execute("UPDATE tasks SET status = 'CANCELLED', finished_at = now() WHERE id = %s", (ids[1],))
     got = assert_counters_match(rt)
-    assert by_name(got["tasklane_tasks_submitted_total"]) == {"noop": 4.0, "sleep": 2.0}
-    assert by_name(got["tasklane_tasks_cancelled_total"]) == {"noop": 2.0}
+    assert by_name(got["tasklane_tasks_submitted_total"]) == {"noop": 2.0, "sleep": 1.0, "old": 1.0}
+    assert by_name(got["tasklane_tasks_cancelled_total"]) == {"noop": 1.0}
 
 
 def test_hot_path_events_carry_what_the_trigger_counts_by(mrt: Container) -> None:
-    """Submit, claim and finish write the task's name (and its times) into their event
-    rows, so the metrics trigger counts them without joining back to tasks (0006)."""
+    """Claim and finish write the task's name (and its times) into their event rows, so
+    the metrics trigger counts them without joining back to tasks (0006); the submit
+    writes no event (its creation event is the task row's, 0037)."""
     rt = mrt
     task = submit(rt, TENANT, request()).task
     done = "SELECT 1 FROM tasks WHERE id = %s AND status = 'COMPLETED'"
@@ -163,7 +170,6 @@ def test_hot_path_events_carry_what_the_trigger_counts_by(mrt: Container) -> Non
         task.id,
     )
     assert [tuple(r) for r in rows] == [
-        ("QUEUED", "noop", False, False),
         ("PROCESSING", "noop", True, True),
         ("COMPLETED", "noop", False, True),
     ]

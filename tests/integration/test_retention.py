@@ -40,7 +40,7 @@ def _exists(rt: Container, task_id: str) -> tuple[bool, int]:
     """Whether the task's row is there, and how many audit events it has."""
     db = rt.settings.database_url
     rows = query(db, "SELECT count(*) FROM tasks WHERE id = %s", task_id)[0][0]
-    events = query(db, "SELECT count(*) FROM task_events WHERE task_id = %s", task_id)[0][0]
+    events = query(db, "SELECT count(*) FROM task_trail WHERE task_id = %s", task_id)[0][0]
     return rows == 1, events
 
 

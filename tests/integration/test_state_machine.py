@@ -166,7 +166,7 @@ def test_no_illegal_transition_is_ever_accepted(rt: Container) -> None:
                 return
             with psycopg.connect(db) as conn:
                 events = conn.execute(
-                    "SELECT task_id::text, from_status, to_status, at FROM task_events ORDER BY id"
+                    "SELECT task_id::text, from_status, to_status, at FROM task_trail ORDER BY id"
                 ).fetchall()
             last: dict[str, tuple[str, datetime]] = {}
             for task_id, from_status, to_status, at in events:

@@ -145,7 +145,10 @@ def test_finished_tasks_move_and_every_read_still_finds_them(make_rt: Callable[.
         assert got.status_code == 200 and got.json_body["result"] == {"k": "done"}
         events = api.get(f"/api/v1/tasks/{completed}/events")
         assert events.status_code == 200
-        assert [e["to_status"] for e in events.json_body["events"]][-1] == "COMPLETED"
+        trail = [(e["from_status"], e["to_status"], e["attempt"]) for e in events.json_body["events"]]
+        # The creation event is the archived row's (created_by, created_status: 0037).
+        assert trail == [(None, "QUEUED", 0), ("QUEUED", "PROCESSING", 1), ("PROCESSING", "COMPLETED", 1)]
+        assert events.json_body["events"][0]["at"] == got.json_body["created_at"]
         # Newest first across both tables through the cursor, whatever the page size:
         # pages of fresh tasks alone are read from `tasks` only (archive_may_hold).
         fresh = [submit(rt, TENANT, request(delay_seconds=3600)).task.id for _ in range(3)]

@@ -138,7 +138,7 @@ def test_each_final_transition_creates_its_completion_webhook_in_one_shape(
     ]
     [(hook_id,)] = query(db, "SELECT id::text FROM tasks WHERE name = %s", WEBHOOK_TASK)
     first = query(
-        db, "SELECT from_status, to_status, attempt, actor FROM task_events WHERE task_id = %s ORDER BY id", hook_id
+        db, "SELECT from_status, to_status, attempt, actor FROM task_trail WHERE task_id = %s ORDER BY id", hook_id
     )[0]
     assert first == (None, "QUEUED", 0, actor)
     drain_and_sweep_until(rt, lambda: len(receiver.calls) == 1)

@@ -6,14 +6,16 @@ parameter, the rows it returns).  COPY is PostgreSQL's cheapest way in: nothing 
 planned and the heap takes the rows a page at a time.  A task without an idempotency or
 unique key needs nothing back from the server: its id is made here (UUIDv7), and all
 the statement would decide (status, run_at, enqueued_at, created_at) follows from the
-transaction's ``now()``, read first.  Those tasks go in by one COPY and their first
-events by another (the metrics trigger counts COPY's rows as it counts an INSERT's); the
-keyed ones still take the statement, whose ``ON CONFLICT`` decides their races, in the
-same transaction: the call stays all or nothing, durable at its commit.
+transaction's ``now()``, read first.  Those tasks go in by one COPY (their creation
+events are their rows' created_by and created_status, migration 0037) and their
+'submitted' counters by one statement, as the INSERT writes them; the keyed ones still
+take the statement, whose ``ON CONFLICT`` decides their races, in the same transaction:
+the call stays all or nothing, durable at its commit.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
@@ -28,7 +30,7 @@ from chalicelib.core.schemas import MAX_DELAY_SECONDS
 Row = dict[str, Any]
 
 # Below this many tasks the one statement (one round trip) costs less than the COPY
-# transaction's six (BEGIN, now(), two COPYs of two each, COMMIT) and its per-COPY setup:
+# transaction's six (BEGIN, now(), a COPY of two, the counters, COMMIT) and its per-COPY setup:
 # interleaved calls, COPY/statement wall time 1.16x at 32 tasks, 1.00x at 64, 0.81x at 128.
 COPY_MIN = 100
 
@@ -36,11 +38,14 @@ COPY_MIN = 100
 # instant as the stamp sent for run_at and enqueued_at, two timestamps fewer to parse a row.
 _TASK_COLUMNS = (
     "id, tenant, name, status, priority, payload, max_retries, timeout_seconds, run_at, enqueued_at,"
-    " callback_url, trace_context, batch_id, has_followers, expires_at"
+    " callback_url, trace_context, batch_id, has_followers, expires_at, created_by, created_status"
 )
 COPY_TASKS = f"COPY tasks ({_TASK_COLUMNS}) FROM STDIN"
-# from_status NULL and at = now() by default, as the statement writes them.
-COPY_EVENTS = "COPY task_events (task_id, to_status, attempt, actor, task_name) FROM STDIN"
+# What the insert statements' `counted` CTE writes (COPY has no RETURNING to count from).
+COUNT_SUBMITTED = (
+    "INSERT INTO task_metric_deltas (name, metric, n)"
+    " SELECT name, 'submitted', n FROM unnest(%(names)s::text[], %(counts)s::bigint[]) AS c(name, n)"
+)
 NULL = "\\N"
 _QUEUED, _PENDING = Status.QUEUED.value, Status.PENDING.value
 CHUNK = 100
@@ -100,7 +105,7 @@ def _by_statement(store: _Store, conn: psycopg.Connection[Row], tasks: Sequence[
 
 
 def _copy(conn: psycopg.Connection[Row], tasks: Sequence[NewTask], now: datetime, actor: str) -> list[Task]:
-    """COPY ``tasks`` and their first events in the open transaction whose ``now()`` is
+    """COPY ``tasks`` (and count them) in the open transaction whose ``now()`` is
     ``now``; returns the tasks as ``insert_tasks`` would have."""
     if not tasks:
         return []
@@ -113,20 +118,19 @@ def _copy(conn: psycopg.Connection[Row], tasks: Sequence[NewTask], now: datetime
                 copy.write("".join([rows.line(t) for t in tasks[i : i + CHUNK]]))
             decided = zip(tasks, rows.decided, strict=True)
             out = [Accepted(t.id, s, due, enq, now, None).task(t) for t, (s, due, enq) in decided]
-        with cur.copy(COPY_EVENTS) as copy:
-            copy.write("".join(rows.events))
+        per_name = Counter(t.name for t in tasks)
+        cur.execute(COUNT_SUBMITTED, {"names": list(per_name), "counts": list(per_name.values())})
     return out
 
 
 class _Rows:
-    """The COPY lines of one call's tasks, their event lines, and what each line
-    decided (status, run_at, enqueued_at) for the answers."""
+    """The COPY lines of one call's tasks and what each line decided (status, run_at,
+    enqueued_at) for the answers."""
 
     def __init__(self, now: datetime, actor: str) -> None:
         self.now, self.stamp = now, now.isoformat()
         self.esc = _Escaper()
         self.actor = self.esc(actor)
-        self.events: list[str] = []
         self.decided: list[tuple[Status, datetime, datetime | None]] = []
 
     def line(self, t: NewTask) -> str:
@@ -138,13 +142,12 @@ class _Rows:
         else:
             status, run_at, enqueued = _PENDING, due.isoformat(), NULL
             self.decided.append((Status.PENDING, due, None))
-        name = esc(t.name)
-        self.events.append(f"{t.id}\t{status}\t0\t{self.actor}\t{name}\n")
         return (
-            f"{t.id}\t{esc(t.tenant)}\t{name}\t{status}\t{t.priority}\t{_json(t.payload_json)}\t"
+            f"{t.id}\t{esc(t.tenant)}\t{esc(t.name)}\t{status}\t{t.priority}\t{_json(t.payload_json)}\t"
             f"{t.max_retries}\t{t.timeout_seconds}\t{run_at}\t{enqueued}\t"
             f"{esc.opt(t.callback_url)}\t{esc.opt(t.trace_context)}\t{t.batch_id or NULL}\t"
-            f"{'f' if t.batch_id is None else 't'}\t{NULL if t.expires_at is None else t.expires_at.isoformat()}\n"
+            f"{'f' if t.batch_id is None else 't'}\t{NULL if t.expires_at is None else t.expires_at.isoformat()}\t"
+            f"{self.actor}\t{status}\n"
         )
 
 

@@ -4,14 +4,15 @@
 -- tests/unit/test_store_records.py holds every row-returning query to naming one).
 -- Every state change is a guarded UPDATE on the source state, and every one
 -- writes its task_events rows in the same statement (a data-modifying CTE), so
--- a transition and its audit row commit together or not at all.  Changes that
+-- a transition and its audit row commit together or not at all.  A task's creation
+-- is its row: created_by and created_status (migration 0037) are its first event.  Changes that
 -- are not transitions (API keys, schedules, the webhook secret, purges, bulk
 -- redrives) write their audit_log row the same way (migration 0004): selected
 -- from the change's RETURNING, so a change that did not happen records nothing.
 
 -- name: insert_tasks
 -- Rows: Accepted (core/model.py).
--- Multi-row submit: one statement for N tasks and their first events.  A task
+-- Multi-row submit: one statement for N tasks.  A task
 -- whose (tenant, idempotency_key) already exists is skipped (DO NOTHING) and
 -- the caller looks the original up.
 -- The tasks arrive as one JSON array of objects (one parameter, built by
@@ -45,23 +46,23 @@ WITH n AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries,
                        timeout_seconds, run_at, enqueued_at, idempotency_key, request_hash,
                        callback_url, trace_context, batch_id, has_followers, unique_key, unique_until,
-                       expires_at)
-    SELECT id, tenant, name,
-           CASE WHEN due <= now() THEN 'QUEUED' ELSE 'PENDING' END,
+                       expires_at, created_by, created_status)
+    SELECT id, tenant, name, status,
            priority, payload::jsonb, max_retries, timeout_seconds, due,
-           CASE WHEN due <= now() THEN now() END,
+           CASE WHEN status = 'QUEUED' THEN now() END,
            idempotency_key, request_hash, callback_url, trace_context, batch_id,
            -- A batch's task may be its last: whoever finishes it releases the outbox.
            batch_id IS NOT NULL,
-           unique_key, unique_until, expires_at
-    FROM r
+           unique_key, unique_until, expires_at, %(actor)s, status
+    FROM (SELECT r.*, CASE WHEN r.due <= now() THEN 'QUEUED' ELSE 'PENDING' END AS status FROM r) AS r
     WHERE r.unique_key IS NULL OR r.id IN (SELECT task_id FROM k)
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, name, status, run_at, enqueued_at, created_at, unique_until
-), ev AS (
-    -- task_name: what the metrics trigger counts by, so it need not join back (0006).
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name)
-    SELECT id, NULL, status, 0, %(actor)s, name FROM ins
+), counted AS (
+    -- The creation event is the row's (created_by, created_status: migration 0037), so
+    -- the statement counts its submits itself.
+    INSERT INTO task_metric_deltas (name, metric, n)
+    SELECT name, 'submitted', count(*) FROM ins GROUP BY name
 )
 -- Only what the statement decided: the caller has the rest (Accepted.task), and
 -- reading and converting all 36 columns cost more client CPU than building the task.
@@ -75,18 +76,20 @@ SELECT id::text AS id, status, run_at, enqueued_at, created_at, unique_until FRO
 -- issue 14 round 5, bench/RESULTS.md); the tasks it inserts and answers are the same.
 WITH ins AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds, run_at,
-                       enqueued_at, idempotency_key, request_hash, callback_url, trace_context, expires_at)
-    SELECT %(id)s::uuid, %(tenant)s, %(name)s, CASE WHEN d.due <= now() THEN 'QUEUED' ELSE 'PENDING' END,
+                       enqueued_at, idempotency_key, request_hash, callback_url, trace_context, expires_at,
+                       created_by, created_status)
+    SELECT %(id)s::uuid, %(tenant)s, %(name)s, d.status,
            %(priority)s, %(payload)s::jsonb, %(max_retries)s, %(timeout_seconds)s, d.due,
-           CASE WHEN d.due <= now() THEN now() END, %(idempotency_key)s, %(request_hash)s, %(callback_url)s,
-           %(trace_context)s, %(expires_at)s::timestamptz
-    FROM (SELECT coalesce(%(run_at)s::timestamptz,
-                          now() + make_interval(secs => coalesce(%(delay)s::float8, 0))) AS due) AS d
+           CASE WHEN d.status = 'QUEUED' THEN now() END, %(idempotency_key)s, %(request_hash)s, %(callback_url)s,
+           %(trace_context)s, %(expires_at)s::timestamptz, %(actor)s::text, d.status
+    FROM (SELECT due, CASE WHEN due <= now() THEN 'QUEUED' ELSE 'PENDING' END AS status
+          FROM (SELECT coalesce(%(run_at)s::timestamptz,
+                                now() + make_interval(secs => coalesce(%(delay)s::float8, 0))) AS due) AS r) AS d
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, name, status, run_at, enqueued_at, created_at, unique_until
-), ev AS (
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name)
-    SELECT id, NULL, status, 0, %(actor)s, name FROM ins
+), counted AS (
+    -- The creation event is the row's (migration 0037); the submit is counted here.
+    INSERT INTO task_metric_deltas (name, metric, n) SELECT name, 'submitted', 1 FROM ins
 )
 SELECT id::text AS id, status, run_at, enqueued_at, created_at, unique_until FROM ins;
 
@@ -194,11 +197,14 @@ LIMIT 1;
 
 -- name: task_events
 -- Rows: TaskEvent (core/records.py).
--- task_events is partitioned by day (migration 0019): "since" (the task's created_at,
--- before any of its events) leaves out the partitions of older days, so a task's
--- trail is one index probe in each partition from its first day on (and DEFAULT).
-SELECT id, at, from_status, to_status, attempt, actor, error, error_type
-FROM task_events WHERE task_id = %(id)s AND at >= %(since)s ORDER BY id;
+-- The view task_trail (migration 0037): the creation event from the task's row, in
+-- `tasks` or the archive (NULL -> created_status at created_at, attempt 0, by
+-- created_by), then the stored events.  task_events is partitioned by day (migration
+-- 0019): "since" (the task's created_at, before any of its events) leaves out the
+-- partitions of older days, so a task's trail is one index probe in each partition
+-- from its first day on (and DEFAULT).
+SELECT at, from_status, to_status, attempt, actor, error, error_type
+FROM task_trail WHERE task_id = %(id)s AND at >= %(since)s ORDER BY id;
 
 -- name: claim
 -- Rows: Claimed (core/model.py); ids as text, the form every caller wants.
@@ -875,8 +881,8 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: fire_schedule
 -- Rows: Task (core/model.py).
--- One tick: the run row, its task and the task's first event, and the schedule's
--- next fire time, in one statement.  A tick that already fired inserts nothing.
+-- One tick: the run row and its task (its creation event is the row's: migration 0037),
+-- in one statement.  A tick that already fired inserts nothing.
 WITH run AS (
     INSERT INTO schedule_runs (schedule_id, fire_at, task_id)
     VALUES (%(schedule_id)s, %(fire_at)s, %(task_id)s)
@@ -884,14 +890,13 @@ WITH run AS (
     RETURNING task_id
 ), ins AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
-                       run_at, enqueued_at, schedule_id, trace_context)
+                       run_at, enqueued_at, schedule_id, trace_context, created_by, created_status)
     SELECT run.task_id, s.tenant, s.task_name, 'QUEUED', s.priority, s.payload, s.max_retries,
-           s.timeout_seconds, now(), now(), s.id, %(trace_context)s
+           s.timeout_seconds, now(), now(), s.id, %(trace_context)s, %(actor)s, 'QUEUED'
     FROM run JOIN schedules s ON s.id = %(schedule_id)s
     RETURNING *
-), ev AS (
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor)
-    SELECT id, NULL, 'QUEUED', 0, %(actor)s FROM ins
+), counted AS (
+    INSERT INTO task_metric_deltas (name, metric, n) SELECT name, 'submitted', 1 FROM ins
 )
 SELECT * FROM ins;
 
@@ -1260,8 +1265,8 @@ SELECT id::text AS id, status FROM l;
 
 -- name: insert_linked_tasks
 -- Rows: Task (core/model.py).
--- Tasks with parents (and workflow steps) with their edges and first events, in one
--- statement.  The caller has decided each task's state at submit: waiting_on open
+-- Tasks with parents (and workflow steps) with their edges, in one statement (their
+-- creation events are their rows': migration 0037).  The caller has decided each task's state at submit: waiting_on open
 -- parents (WAITING), or cancelled_by a parent that already failed (CANCELLED at
 -- once), or ready (QUEUED, PENDING when run_at is ahead).
 WITH n AS (
@@ -1281,7 +1286,7 @@ WITH n AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds,
                        run_at, enqueued_at, idempotency_key, request_hash, callback_url, trace_context,
                        expires_at, waiting_on, run_anyway, has_followers, finished_at, last_error,
-                       last_error_type)
+                       last_error_type, created_by, created_status)
     SELECT id, tenant, name, status, priority, payload::jsonb, max_retries, timeout_seconds, due,
            CASE WHEN status = 'QUEUED' THEN now() END,
            idempotency_key, request_hash, callback_url, trace_context, expires_at,
@@ -1289,7 +1294,8 @@ WITH n AS (
            CASE WHEN status = 'CANCELLED' THEN now() END,
            CASE WHEN status = 'CANCELLED'
                 THEN 'a dependency did not complete: task ' || cancelled_by END,
-           CASE WHEN status = 'CANCELLED' THEN 'DependencyFailed' END
+           CASE WHEN status = 'CANCELLED' THEN 'DependencyFailed' END,
+           %(actor)s, status
     FROM r
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
@@ -1298,9 +1304,13 @@ WITH n AS (
     SELECT e.parent, e.child, e.key, e.resolved
     FROM jsonb_to_recordset(%(edges)s::jsonb) AS e(parent uuid, child uuid, key text, resolved boolean)
     WHERE e.child IN (SELECT id FROM ins)
-), ev AS (
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type, task_name)
-    SELECT id, NULL, status, 0, %(actor)s, last_error, last_error_type, name FROM ins
+), counted AS (
+    -- What the creation event counted: a submit, and a cancel for a task created CANCELLED.
+    INSERT INTO task_metric_deltas (name, metric, n)
+    SELECT name, m.metric, count(*) FROM ins
+    CROSS JOIN LATERAL (VALUES ('submitted'), (CASE WHEN status = 'CANCELLED' THEN 'cancelled' END)) AS m(metric)
+    WHERE m.metric IS NOT NULL
+    GROUP BY name, m.metric
 )
 SELECT * FROM ins;
 
