@@ -1,4 +1,4 @@
-"""PostgreSQL backend CPU of one single submit and one one-task claim, per schema variant.
+"""PostgreSQL backend CPU of one single submit, one one-task claim and its finish, per schema variant.
 
     .venv/bin/python -m bench.dbpathab [rounds] [calls] [variant ...]
 
@@ -8,7 +8,8 @@ dropped, an index dropped, another claim function, ...).  A round runs, for ever
 variant in turn (the order rotates from round to round, so none is always first),
 ``calls`` single submits (``insert_task``, the statement ``Store.insert_tasks`` sends for
 one task) and then ``calls`` one-task claims (``claim``) of tasks a second connection
-inserted beforehand, on one connection per variant whose backend runs nothing else.
+inserted beforehand, then the one-task finish (``finish``, a COMPLETED outcome) of each
+task claimed, on one connection per variant whose backend runs nothing else.
 What is counted is that backend's CPU (``/proc/<pid>/schedstat``, ns) per statement,
 the median of the block's statements.
 Both connections set ``synchronous_commit = off``: the WAL flush is the same for every
@@ -20,6 +21,7 @@ mostly cancels).  The databases (``tasklane_dbpathab_*``) are dropped at the end
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -78,6 +80,11 @@ SUBMIT_SQL["no_on_conflict"] = _Q["insert_task"].replace(
     "    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING\n", ""
 )
 CLAIM_SQL: dict[str, str] = {}
+FINISH_SQL: dict[str, str] = {}
+# Variants that differ in a session setting (e.g. ``SET plan_cache_mode = ...``): run
+# first on each of the variant's sessions (an ALTER DATABASE ... SET is not applied in
+# bench.dbpathcg's single-user mode).
+SESSION_SQL: dict[str, str] = {"generic_plans": "SET plan_cache_mode = force_generic_plan;"}
 
 EXTRA_SQL: dict[str, str] = {}
 
@@ -98,8 +105,10 @@ class Side:
     pid: int
     submit_sql: str
     claim_sql: str
+    finish_sql: str
     submit: list[float]
     claim: list[float]
+    finish: list[float]
 
 
 def _params(actor: str = "ab") -> dict[str, object]:
@@ -146,13 +155,29 @@ def _block(side: Side, calls: int) -> None:
         if len(got) != 1:
             raise RuntimeError(f"{side.name}: claimed {len(got)} of 1")
     side.claim.append(statistics.median(each) / 1000)
+    each.clear()
+    for i in ids:
+        outcome = {"id": i, "token": token, "status": "COMPLETED", "result": "{}", "error": None}
+        params = {
+            "outcomes": json.dumps([outcome]),
+            "ids": [i],
+            "actor": "ab",
+            "webhook_max_retries": 5,
+            "webhook_timeout": 10,
+        }
+        t0 = backend_cpu_ns(pid)
+        got = c.execute(side.finish_sql, params).fetchall()
+        each.append(backend_cpu_ns(pid) - t0)
+        if len(got) != 1:
+            raise RuntimeError(f"{side.name}: finished {len(got)} of 1")
+    side.finish.append(statistics.median(each) / 1000)
 
 
 def main(argv: list[str]) -> None:
     rounds = int(argv[0]) if argv else 8
     calls = int(argv[1]) if len(argv) > 1 else 200
     extra_variants()
-    every = ["base", *VARIANTS.keys() - {"base"}, *SUBMIT_SQL, *CLAIM_SQL, *EXTRA_SQL]
+    every = ["base", *VARIANTS.keys() - {"base"}, *SUBMIT_SQL, *CLAIM_SQL, *FINISH_SQL, *SESSION_SQL, *EXTRA_SQL]
     chosen = ["base", *[v for v in argv[2:] if v != "base"]] if len(argv) > 2 else every
     tag = uuid.uuid4().hex[:8]
     template = f"tasklane_dbpathab_{tag}_t"
@@ -170,6 +195,8 @@ def main(argv: list[str]) -> None:
                 helper = psycopg.connect(_url(db), autocommit=True)
                 for x in (conn, helper):
                     x.execute("SET synchronous_commit = off")
+                if name in SESSION_SQL:
+                    conn.execute(SESSION_SQL[name])
                 setup = VARIANTS.get(name, "") or EXTRA_SQL.get(name, "")
                 if setup:
                     helper.execute(setup)
@@ -184,6 +211,8 @@ def main(argv: list[str]) -> None:
                         int(row[0]),
                         SUBMIT_SQL.get(name, _Q["insert_task"]),
                         CLAIM_SQL.get(name, _Q["claim"]),
+                        FINISH_SQL.get(name, _Q["finish"]),
+                        [],
                         [],
                         [],
                     )
@@ -192,6 +221,7 @@ def main(argv: list[str]) -> None:
                 _block(s, 50)
                 s.submit.clear()
                 s.claim.clear()
+                s.finish.clear()
             for r in range(rounds):
                 k = r % len(sides)
                 for s in sides[k:] + sides[:k]:
@@ -218,6 +248,13 @@ def _report(sides: list[Side]) -> None:
                 f"{statistics.median(mine):9.0f} {statistics.median(ratios):6.3f} {ratios[0]:5.2f}-{ratios[-1]:5.2f}"
             )
         print(f"{s.name:28} {cols[0]} {cols[1]}")
+    print(f"\n{'variant':28} {'finish us':>9} {'ratio':>6} {'spread':>11}")
+    for s in sides:
+        ratios = sorted(a / b for a, b in zip(s.finish, base.finish, strict=True))
+        print(
+            f"{s.name:28} {statistics.median(s.finish):9.0f} {statistics.median(ratios):6.3f} "
+            f"{ratios[0]:5.2f}-{ratios[-1]:5.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Instructions PostgreSQL executes for one single submit and one one-task claim.
+"""Instructions PostgreSQL executes for one single submit, one one-task claim and a finish.
 
     .venv/bin/python -m bench.dbpathcg PGDATA PORT [variant ...]
 
@@ -14,11 +14,15 @@ same set-up, and divides the difference of the instruction counts by ``MANY - FE
 start-up, set-up and shutdown cancel.  ``$DBPATHCG_REPEATS`` (3) rounds, the variants in
 turn; it prints the median and the range per variant.  Statements are prepared (``PREPARE``/``EXECUTE``),
 as psycopg prepares them on a pooled connection.  Claims take tasks inserted QUEUED by
-one set-up statement.
+one set-up statement; finishes (``finish``, one COMPLETED outcome a statement, the
+drainer's common case, and ``FINISH_WIDE`` outcomes a statement) take tasks inserted
+PROCESSING under one lease token the same way.  The finishes are printed in a second
+table, after the submit and claim one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -29,11 +33,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from bench.dbpathab import CLAIM_SQL, EXTRA_SQL, SUBMIT_SQL, VARIANTS, extra_variants
+from bench.dbpathab import CLAIM_SQL, EXTRA_SQL, FINISH_SQL, SESSION_SQL, SUBMIT_SQL, VARIANTS, extra_variants
 from chalicelib.adapters.postgres.sqlfile import queries
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 FEW, MANY = 20, 120
+FINISH_WIDE = 50
 REPEATS = int(os.environ.get("DBPATHCG_REPEATS", "3"))
 
 
@@ -103,8 +108,41 @@ def _claim_script(sql: str, n: int, total: int, seed: int = 0) -> str:
     return "\n".join(out) + "\n"
 
 
-def _instructions(pgdata: str, db: str, script: str, tmp: Path) -> int:
+def _finish_script(sql: str, n: int, width: int, seed: int = 0) -> str:
+    rng = random.Random(f"finish {n} {width} {seed}")
+    token = _uuid(rng)
+    ids = [_uuid(rng) for _ in range(MANY * width)]
+    setup = (
+        "INSERT INTO tasks (id, tenant, name, status, attempts, lease_token, lease_expires_at, started_at, "
+        "enqueued_at) SELECT x::uuid, 'cg', 'noop', 'PROCESSING', 1, "
+        f"'{token}', now() + interval '30 seconds', now(), now() "
+        f"FROM unnest('{{{','.join(map(str, ids))}}}'::text[]) AS x;"
+    )
+    order: list[str] = []
+    prepared = _one_line(_positional(sql, order))
+    # Analysed, as autovacuum keeps the real table: on a never-analysed one (single-user
+    # mode runs no autovacuum) the plan cache picks a generic plan for the finish after
+    # five custom ones, on an analysed one it plans every call (bench/RESULTS.md, round 8).
+    out = [setup, "ANALYZE tasks;", f"PREPARE f AS {prepared};"]
+    for j in range(n):
+        chunk = ids[j * width : (j + 1) * width]
+        outcomes = [
+            {"id": str(i), "token": str(token), "status": "COMPLETED", "result": "{}", "error": None} for i in chunk
+        ]
+        vals = {
+            "outcomes": json.dumps(outcomes),
+            "ids": chunk,
+            "actor": "cg",
+            "webhook_max_retries": 5,
+            "webhook_timeout": 10,
+        }
+        out.append(f"EXECUTE f({', '.join(_lit(vals[k]) for k in order)});")
+    return "\n".join(out) + "\n"
+
+
+def _instructions(pgdata: str, db: str, script: str, tmp: Path, session: str = "") -> int:
     out = tmp / f"cg.{uuid.uuid4().hex}"
+    script = session + "\n" + script if session else script
     done = subprocess.run(
         [
             "runuser",
@@ -146,7 +184,8 @@ def _pg(port: str, db: str, sql: str) -> None:
 def main(argv: list[str]) -> None:
     pgdata, port, *chosen = argv
     extra_variants()
-    names = chosen or ["base", *VARIANTS.keys() - {"base"}, *SUBMIT_SQL, *CLAIM_SQL, *EXTRA_SQL]
+    every = [*SUBMIT_SQL, *CLAIM_SQL, *FINISH_SQL, *SESSION_SQL, *EXTRA_SQL]
+    names = chosen or ["base", *VARIANTS.keys() - {"base"}, *every]
     q = queries()
     ctl = ["runuser", "-u", "postgres", "--", str(BIN / "pg_ctl"), "-D", pgdata, "-w"]
     subprocess.run(
@@ -167,6 +206,7 @@ def main(argv: list[str]) -> None:
         tmp = Path(d)
         tmp.chmod(0o777)
         per: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in names}
+        fin: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in names}
         for r in range(REPEATS):
             # The variants in turn, the order rotating; each database keeps what earlier
             # repeats left in it, the same for every variant.
@@ -174,14 +214,23 @@ def main(argv: list[str]) -> None:
             for name in names[k:] + names[:k]:
                 db = f"v{names.index(name)}"
                 s_sql, c_sql = SUBMIT_SQL.get(name, q["insert_task"]), CLAIM_SQL.get(name, q["claim"])
-                s = [_instructions(pgdata, db, _submit_script(s_sql, n, r), tmp) for n in (FEW, MANY)]
-                c = [_instructions(pgdata, db, _claim_script(c_sql, n, MANY, r), tmp) for n in (FEW, MANY)]
+                ses = SESSION_SQL.get(name, "")
+                s = [_instructions(pgdata, db, _submit_script(s_sql, n, r), tmp, ses) for n in (FEW, MANY)]
+                c = [_instructions(pgdata, db, _claim_script(c_sql, n, MANY, r), tmp, ses) for n in (FEW, MANY)]
                 per[name][0].append((s[1] - s[0]) // (MANY - FEW))
                 per[name][1].append((c[1] - c[0]) // (MANY - FEW))
+                f_sql = FINISH_SQL.get(name, q["finish"])
+                for width, into in ((1, fin[name][0]), (FINISH_WIDE, fin[name][1])):
+                    f = [_instructions(pgdata, db, _finish_script(f_sql, n, width, r), tmp, ses) for n in (FEW, MANY)]
+                    into.append((f[1] - f[0]) // (MANY - FEW))
         print(f"{'variant':28} {'submit instr (min-max)':>30} {'claim instr (min-max)':>30}")
         for name, (subs, claims) in per.items():
             cols = [f"{statistics.median(v):11,.0f} ({min(v):,}-{max(v):,})" for v in (subs, claims)]
             print(f"{name:28} {cols[0]:>30} {cols[1]:>30}", flush=True)
+        print(f"\n{'variant':28} {'finish 1 instr (min-max)':>30} {f'finish {FINISH_WIDE} instr (min-max)':>32}")
+        for name, (ones, wides) in fin.items():
+            cols = [f"{statistics.median(v):11,.0f} ({min(v):,}-{max(v):,})" for v in (ones, wides)]
+            print(f"{name:28} {cols[0]:>30} {cols[1]:>32}", flush=True)
 
 
 if __name__ == "__main__":
