@@ -49,6 +49,15 @@ def test_only_claim_and_heartbeat_commit_without_waiting_for_the_wal() -> None:
     assert "SET synchronous_commit" not in claim_fn.sql
 
 
+def test_the_finish_is_a_function_whose_plans_are_kept() -> None:
+    """As a statement the finish was planned on every call (custom plans: bench/RESULTS.md
+    round 8); tasklane_finish (migration 0038) keeps generic plans that can only probe."""
+    assert "tasklane_finish(" in queries()["finish"]
+    finish_fn = [m for m in load(default_dir()) if "FUNCTION tasklane_finish(" in m.sql][-1]
+    for setting in ("force_generic_plan", "enable_seqscan = off", "enable_bitmapscan = off", "enable_sort = off"):
+        assert setting in finish_fn.sql, setting
+
+
 def test_the_drain_statements_fit_psycopgs_query_cache() -> None:
     """psycopg converts a query's ``%(name)s`` placeholders with a regex and caches the
     result only for queries up to MAX_CACHED_STATEMENT_LENGTH bytes; a longer one is

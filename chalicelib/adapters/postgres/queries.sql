@@ -252,54 +252,10 @@ SELECT * FROM tasklane_claim(%(ids)s::uuid[], %(token)s::uuid, %(lease_seconds)s
 -- The rows returned are exactly the transitions this statement made (the callers log
 -- and count dead letters from them, never from the outcomes they presented); redrives
 -- (migration 0031) tells a redriven task's new dead letter from a repeated one.
-WITH o AS (
-    SELECT * FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS o(
-        id uuid, token uuid, status text, result text, error text, error_type text, delay float8,
-        snooze boolean)
-), u AS (
-    UPDATE tasks t
-    SET status = CASE WHEN o.status = 'PENDING' AND t.cancel_requested
-                      THEN 'CANCELLED' ELSE o.status END,
-        result = CASE WHEN o.status = 'COMPLETED' THEN o.result::jsonb ELSE t.result END,
-        attempts = CASE WHEN o.snooze THEN t.attempts - 1 ELSE t.attempts END,
-        snoozes = CASE WHEN o.snooze THEN t.snoozes + 1 ELSE t.snoozes END,
-        last_error = CASE WHEN o.snooze THEN t.last_error ELSE coalesce(o.error, t.last_error) END,
-        last_error_type = CASE WHEN o.error IS NULL OR o.snooze THEN t.last_error_type ELSE o.error_type END,
-        run_at = CASE WHEN o.status = 'PENDING' AND NOT t.cancel_requested
-                      THEN now() + make_interval(secs => o.delay) ELSE t.run_at END,
-        finished_at = CASE WHEN o.status = 'PENDING' AND NOT t.cancel_requested
-                           THEN NULL ELSE now() END,
-        lease_token = NULL, lease_expires_at = NULL, updated_at = now()
-    FROM o
-    -- By primary key (ids the planner sees; a CASE no partial index matches): a scan of
-    -- tasks_processing_lease read a burst's dead entries until vacuum (RESULTS.md round 6).
-    WHERE t.id = ANY(%(ids)s::uuid[]) AND t.id = o.id
-      AND CASE t.status WHEN 'PROCESSING' THEN t.lease_token = o.token ELSE false END
-    RETURNING t.id, t.tenant, t.name, t.status, t.priority, t.attempts, t.run_at, t.result,
-              t.last_error, t.last_error_type, t.finished_at, t.callback_url, t.trace_context,
-              t.started_at, t.has_followers, t.redrives,
-              o.error, o.error_type, o.snooze
-), ev AS (
-    -- The task's name and start ride along for the metrics trigger (migration 0006).
-    -- A snooze's event names the attempt that ran (the task's count went back by one).
-    INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, error, error_type,
-                             task_name, task_started_at)
-    SELECT id, 'PROCESSING', status, CASE WHEN snooze THEN attempts + 1 ELSE attempts END,
-           %(actor)s, error, error_type, name, started_at
-    FROM u
-), hooks AS (
-    -- Its completion webhooks (migration 0018).
-    SELECT * FROM tasklane_completion_webhooks(
-        (SELECT jsonb_agg(to_jsonb(f)) FROM u f WHERE f.callback_url IS NOT NULL),
-        %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
-    -- Called only when needed (its body is planned per call); followers need the
-    -- webhook limits it sets for the dependents trigger (0020).
-    WHERE EXISTS (SELECT 1 FROM u WHERE u.callback_url IS NOT NULL OR u.has_followers)
-)
-SELECT u.id::text AS id, u.tenant, u.name, u.status, u.priority, u.attempts,
-       (extract(epoch FROM u.run_at) * 1000)::float8 AS run_at_ms,
-       h.id::text AS hook_id, h.enqueued_ms AS hook_enqueued_ms, u.has_followers, u.redrives
-FROM u LEFT JOIN hooks h ON h.parent = u.id;
+-- The statement is tasklane_finish (migration 0038): a function, so that its plans are
+-- made once per session instead of on every call (bench/RESULTS.md round 8).
+SELECT * FROM tasklane_finish(%(outcomes)s::jsonb, %(ids)s::uuid[], %(actor)s::text,
+                              %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer);
 
 -- name: extend_leases
 -- Rows: HeldLease (core/records.py).
