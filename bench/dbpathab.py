@@ -21,7 +21,6 @@ mostly cancels).  The databases (``tasklane_dbpathab_*``) are dropped at the end
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -33,9 +32,13 @@ import psycopg
 
 from bench.common import backend_cpu_ns
 from chalicelib.adapters.postgres.migrate import migrate
+from chalicelib.adapters.postgres.rows import finish_params
 from chalicelib.adapters.postgres.sqlfile import queries
+from chalicelib.core.model import Outcome, Status
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+# The finish's webhook limits (the settings' defaults); no measured task has a callback.
+WEBHOOK = {"webhook_max_retries": 5, "webhook_timeout": 10}
 
 # A claim function with the body of 0028 and the given header lines instead of its SET
 # clauses (for measuring what the clauses cost).
@@ -157,14 +160,7 @@ def _block(side: Side, calls: int) -> None:
     side.claim.append(statistics.median(each) / 1000)
     each.clear()
     for i in ids:
-        outcome = {"id": i, "token": token, "status": "COMPLETED", "result": "{}", "error": None}
-        params = {
-            "outcomes": json.dumps([outcome]),
-            "ids": [i],
-            "actor": "ab",
-            "webhook_max_retries": 5,
-            "webhook_timeout": 10,
-        }
+        params = finish_params([Outcome(i, token, Status.COMPLETED, "{}")], "ab", **WEBHOOK)
         t0 = backend_cpu_ns(pid)
         got = c.execute(side.finish_sql, params).fetchall()
         each.append(backend_cpu_ns(pid) - t0)

@@ -22,7 +22,6 @@ table, after the submit and claim one.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -33,8 +32,19 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from bench.dbpathab import CLAIM_SQL, EXTRA_SQL, FINISH_SQL, SESSION_SQL, SUBMIT_SQL, VARIANTS, extra_variants
+from bench.dbpathab import (
+    CLAIM_SQL,
+    EXTRA_SQL,
+    FINISH_SQL,
+    SESSION_SQL,
+    SUBMIT_SQL,
+    VARIANTS,
+    WEBHOOK,
+    extra_variants,
+)
+from chalicelib.adapters.postgres.rows import finish_params
 from chalicelib.adapters.postgres.sqlfile import queries
+from chalicelib.core.model import Outcome, Status
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 FEW, MANY = 20, 120
@@ -126,16 +136,8 @@ def _finish_script(sql: str, n: int, width: int, seed: int = 0) -> str:
     out = [setup, "ANALYZE tasks;", f"PREPARE f AS {prepared};"]
     for j in range(n):
         chunk = ids[j * width : (j + 1) * width]
-        outcomes = [
-            {"id": str(i), "token": str(token), "status": "COMPLETED", "result": "{}", "error": None} for i in chunk
-        ]
-        vals = {
-            "outcomes": json.dumps(outcomes),
-            "ids": chunk,
-            "actor": "cg",
-            "webhook_max_retries": 5,
-            "webhook_timeout": 10,
-        }
+        outcomes = [Outcome(str(i), str(token), Status.COMPLETED, "{}") for i in chunk]
+        vals = finish_params(outcomes, "cg", **WEBHOOK)
         out.append(f"EXECUTE f({', '.join(_lit(vals[k]) for k in order)});")
     return "\n".join(out) + "\n"
 

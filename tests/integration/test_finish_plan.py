@@ -14,8 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from chalicelib.adapters.postgres.rows import finish_params
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.container import Container
+from chalicelib.core.model import Outcome, Status
 from chalicelib.services.submit import submit, submit_many
 from tests.helpers import query, request
 
@@ -51,14 +53,8 @@ def _in_flight(rt: Container) -> tuple[str, str]:
 
 
 def _params(task_id: str, token: str) -> dict[str, object]:
-    outcome = {"id": task_id, "token": token, "status": "COMPLETED", "result": "{}", "error": None}
-    return {
-        "outcomes": json.dumps([outcome]),
-        "ids": [task_id],
-        "actor": "test",
-        "webhook_max_retries": 5,
-        "webhook_timeout": 10,
-    }
+    outcome = Outcome(task_id, token, Status.COMPLETED, "{}")
+    return finish_params([outcome], "test", webhook_max_retries=5, webhook_timeout=10)
 
 
 def _explain_finish(

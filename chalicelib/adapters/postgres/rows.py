@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from chalicelib.core.model import Accepted, NewTask, Task
+from chalicelib.core.model import Accepted, NewTask, Outcome, Task
 
 encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -53,6 +53,33 @@ def one_task_params(t: NewTask, actor: str) -> dict[str, Any]:
         "trace_context": t.trace_context,
         "expires_at": t.expires_at,
         "actor": actor,
+    }
+
+
+def finish_params(
+    outcomes: Sequence[Outcome], actor: str, *, webhook_max_retries: int, webhook_timeout: int
+) -> dict[str, Any]:
+    """The parameters of ``finish`` (the outcomes as one JSON array, their ids apart)."""
+    return {
+        "outcomes": encode(
+            [
+                {
+                    "id": o.id,
+                    "token": o.token,
+                    "status": o.status.value,
+                    "result": o.result_json,
+                    "error": o.error,
+                    "error_type": o.error_type,
+                    "delay": o.delay_seconds,
+                    "snooze": o.snooze,
+                }
+                for o in outcomes
+            ]
+        ),
+        "ids": [o.id for o in outcomes],
+        "actor": actor,
+        "webhook_max_retries": webhook_max_retries,
+        "webhook_timeout": webhook_timeout,
     }
 
 
