@@ -1,12 +1,13 @@
-"""Do indexes and partitions keep costs flat as the tables grow?  Drain throughput and
-submit latency with ``rows`` finished tasks (and three audit rows each) in the
-tables, against an empty database.  The history is made with INSERT ... SELECT
-generate_series in a database of its own: 1,000,000 tasks with ``--big-table``,
-10,000,000 with ``--big-rows 10000000``; ``--big-keep`` keeps that database for a
-later run's ``--big-db NAME`` (the build takes minutes of both cores).  The tasks
-finished more than a day ago go to ``tasks_archive``, where the sweeper keeps them
-(migration 0027); a database built before that has them all in ``tasks``, and the
-measured runs' sweepers would move them meanwhile.
+"""Do indexes and partitions keep costs flat as the tables grow? Drain throughput and
+submit latency with ``rows`` finished tasks (and two stored audit rows each: the
+creation event is derived from the row, migration 0037) in the tables, against an
+empty database. The history is made with INSERT ... SELECT generate_series in a
+database of its own: 1,000,000 tasks with ``--big-table``, 10,000,000 with
+``--big-rows 10000000``; ``--big-keep`` keeps that database for a later run's
+``--big-db NAME`` (the build takes minutes of both cores). The tasks finished more
+than a day ago go to ``tasks_archive``, where the sweeper keeps them (migration 0027);
+a database built before that has them all in ``tasks``, and the measured runs'
+sweepers would move them meanwhile.
 
 Drain runs as whole interleaved pairs (30,000 tasks a side).  Submit runs as many
 short blocks alternating between the two databases in one process (``submit_blocks``):
@@ -51,11 +52,13 @@ _T = "(%(start)s::timestamptz - i * %(step)s::interval)"
 _TASKS = (
     """
 INSERT INTO {table} (id, tenant, name, status, priority, payload, result, attempts, max_retries,
-                   timeout_seconds, run_at, enqueued_at, created_at, updated_at, started_at, finished_at)
+                   timeout_seconds, run_at, enqueued_at, created_at, updated_at, started_at, finished_at,
+                   created_by, created_status)
 SELECT """
     + _ID.format(t="t")
     + """, %(tenant)s, 'noop', 'COMPLETED', 'normal', '{"n": 1}'::jsonb, '{"n": 1}'::jsonb,
-       1, 3, 60, t, t, t, t + interval '2 ms', t + interval '1 ms', t + interval '2 ms'
+       1, 3, 60, t, t, t, t + interval '2 ms', t + interval '1 ms', t + interval '2 ms',
+       'bench-history', 'QUEUED'
 FROM (SELECT i, """
     + _T
     + """ AS t FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i) AS g
@@ -68,8 +71,10 @@ WHERE (t + interval '2 ms' < %(archived_before)s
 # The history is written where the sweeper would have moved it, with an hour's margin
 # (23 h), so that the measured runs' sweepers have next to nothing to move.
 ARCHIVED_AFTER = dt.timedelta(hours=23)
-# What the submit, claim and finish statements write, task_name included (so the
-# metrics trigger counts them as it counts live traffic, without its join).
+# What the claim and finish statements write, task_name included (so the metrics
+# trigger counts them as it counts live traffic, without its join).  The submit writes
+# no event since migration 0037: its creation event is the row's (created_by,
+# created_status above), as for a task submitted through the API.
 _EVENTS = (
     """
 INSERT INTO task_events (task_id, at, from_status, to_status, attempt, actor, task_name)
@@ -79,7 +84,7 @@ SELECT """
     + _T
     + """ + e.after * interval '1 ms', e.from_status, e.to_status, e.attempt, 'bench-history', 'noop'
 FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i
-CROSS JOIN (VALUES (0, NULL, 'QUEUED', 0), (1, 'QUEUED', 'PROCESSING', 1), (2, 'PROCESSING', 'COMPLETED', 1))
+CROSS JOIN (VALUES (1, 'QUEUED', 'PROCESSING', 1), (2, 'PROCESSING', 'COMPLETED', 1))
      AS e(after, from_status, to_status, attempt)
 """
 )
@@ -87,8 +92,8 @@ CROSS JOIN (VALUES (0, NULL, 'QUEUED', 0), (1, 'QUEUED', 'PROCESSING', 1), (2, '
 
 def build(env: BenchEnv, rows: int, *, keep: bool = False) -> tuple[str, float]:
     """A migrated database holding ``rows`` COMPLETED tasks finished over the last
-    ``HISTORY_DAYS`` days (within retention: the sweeper keeps them) and three events
-    per task in their days' partitions of task_events; the tasks older than a day in
+    ``HISTORY_DAYS`` days (within retention: the sweeper keeps them) and two stored
+    events per task in their days' partitions of task_events; the tasks older than a day in
     ``tasks_archive`` (``ARCHIVED_AFTER``), as the sweeper keeps them, so ``tasks``
     holds the last day's.  Logged tables, the same
     indexes and trigger as production; only ``maintenance_work_mem`` is raised.
