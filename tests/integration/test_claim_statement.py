@@ -1,7 +1,9 @@
-"""The claim statement, tasklane_claim (migrations 0024, 0028, 0035): its plans, made once
-per session, are probes even when made on an empty or tiny table, its transaction
-commits without waiting for the WAL while the function's own settings end with it, and
-its one-row path (0035) writes and returns what the path for several rows does."""
+"""The claim statement, tasklane_claim (migrations 0024, 0028, 0035, 0039): its plans, made
+once per session, are probes even when made on an empty or tiny table, its transaction
+commits without waiting for the WAL while the function's own settings end with it, its
+one-row path (0035) writes and returns what the path for several rows does, and counts
+its own metrics while the statement triggers on tasks and task_events stand aside
+(0039)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from psycopg.rows import dict_row
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.container import Container
 from chalicelib.core.model import NewTask
+from chalicelib.observability.metrics import BUCKETS
 
 
 def _new() -> NewTask:
@@ -165,3 +168,83 @@ def test_the_claim_commits_without_waiting_for_the_wal_and_leaves_its_settings(r
                 assert row is not None and row["v"] in ("auto", "on"), (name, row)
         setting = conn.execute("SHOW synchronous_commit").fetchone()
         assert setting is not None and setting["synchronous_commit"] == "on"
+
+
+def test_a_one_row_claim_runs_no_statement_over_the_triggers_transition_tables(
+    database_url: str, rt: Container
+) -> None:
+    """0039: the one-row claim counts its metrics itself, and the statement triggers on tasks
+    (batch counts) and task_events (metrics) return before reading their transition
+    tables; a claim of several rows is still counted by the metrics trigger's statement."""
+    one, *two = [t.id for t in rt.store.insert_tasks([_new() for _ in range(3)], actor="t")]
+    alone: list[str] = []
+    several: list[str] = []
+    with _explaining(database_url, alone) as conn:
+        assert len(conn.execute(queries()["claim"], _params([one])).fetchall()) == 1
+    with _explaining(database_url, several) as conn:
+        assert len(conn.execute(queries()["claim"], _params(two)).fetchall()) == 2
+    assert any("UPDATE tasks t" in p for p in alone), alone
+    assert not [p for p in alone if "Named Tuplestore Scan" in p], alone
+    assert [p for p in several if "Named Tuplestore Scan" in p], several
+
+
+@pytest.mark.parametrize("enqueued", [5.0, -0.3, -7.0])
+def test_a_one_row_claim_counts_what_the_metrics_trigger_counts(
+    database_url: str, rt: Container, enqueued: float
+) -> None:
+    """The one-row claim's own counting (0039) is the metrics trigger's claim rule: 'started'
+    once, and queue_wait (the event's started - enqueued, 0 when enqueued later) in the
+    bucket of the first bound at or above it; a task enqueued 5 s ahead of its claim, 0.3 s
+    and 7 s before it."""
+    [task] = rt.store.insert_tasks([_new()], actor="t")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute("UPDATE tasks SET enqueued_at = now() + %s * interval '1 s' WHERE id = %s", (enqueued, task.id))
+        conn.execute("DELETE FROM task_metric_deltas")
+        assert len(conn.execute(queries()["claim"], _params([task.id])).fetchall()) == 1
+        event = conn.execute(
+            "SELECT greatest(extract(epoch FROM task_started_at - task_enqueued_at)::float8, 0) AS waited "
+            "FROM task_events WHERE task_id = %s AND to_status = 'PROCESSING'",
+            (task.id,),
+        ).fetchone()
+        deltas = conn.execute("SELECT name, metric, le, n, total FROM task_metric_deltas ORDER BY metric").fetchall()
+    assert event is not None
+    waited = event["waited"]
+    assert (waited == 0) == (enqueued > 0), waited
+    le = next((b for b in BUCKETS if b >= waited), float("inf"))
+    assert [tuple(d.values()) for d in deltas] == [
+        ("noop", "queue_wait", le, 1, waited),
+        ("noop", "started", float("inf"), 1, 0.0),
+    ]
+
+
+def test_the_one_row_claim_leaves_the_triggers_on_for_the_rest_of_its_transaction(rt: Container) -> None:
+    """The setting that turns the triggers aside is back to '' when the claim returns: an
+    event written later in the same transaction is counted by the metrics trigger, a
+    batch task finished in it moves its batch's counts."""
+    [task] = rt.store.insert_tasks([_new()], actor="t")
+    with rt.store.connection() as conn:
+        with conn.transaction():
+            batch = conn.execute(
+                "INSERT INTO batches (id, tenant, total, remaining) "
+                "VALUES (gen_random_uuid(), 'claim-statement', 1, 1) RETURNING id"
+            ).fetchone()
+            assert batch is not None
+            conn.execute("UPDATE tasks SET batch_id = %s WHERE id = %s", (batch["id"], task.id))
+            assert len(conn.execute(queries()["claim"], _params([task.id])).fetchall()) == 1
+            flag = conn.execute("SELECT current_setting('tasklane.one_row_claim', true) AS v").fetchone()
+            assert flag is not None and flag["v"] != "on"
+            conn.execute("DELETE FROM task_metric_deltas")
+            conn.execute(
+                "UPDATE tasks SET status = 'COMPLETED', finished_at = now(), lease_token = NULL, "
+                "lease_expires_at = NULL WHERE id = %s",
+                (task.id,),
+            )
+            conn.execute(
+                "INSERT INTO task_events (task_id, from_status, to_status, attempt, actor, task_name, task_started_at) "
+                "SELECT id, 'PROCESSING', 'COMPLETED', attempts, 't', name, started_at FROM tasks WHERE id = %s",
+                (task.id,),
+            )
+            counted = conn.execute("SELECT metric, n FROM task_metric_deltas WHERE metric = 'completed'").fetchall()
+            counts = conn.execute("SELECT remaining, completed FROM batches WHERE id = %s", (batch["id"],)).fetchone()
+    assert counted == [{"metric": "completed", "n": 1}]
+    assert counts == {"remaining": 0, "completed": 1}

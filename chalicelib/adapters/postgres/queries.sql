@@ -208,7 +208,7 @@ FROM task_trail WHERE task_id = %(id)s AND at >= %(since)s ORDER BY id;
 
 -- name: claim
 -- Rows: Claimed (core/model.py); ids as text, the form every caller wants.
--- The statement is the function tasklane_claim (migrations 0024, 0028, 0035): PL/pgSQL keeps
+-- The statement is the function tasklane_claim (migrations 0024, 0028, 0035, 0039): PL/pgSQL keeps
 -- its plans for the session, made generic by the function's own settings, so a claim
 -- is no longer planned on every call (~0.6 ms of a one-task claim's ~1.3 ms of
 -- PostgreSQL CPU on a table with statistics); its two steps are written so that those
@@ -225,7 +225,10 @@ FROM task_trail WHERE task_id = %(id)s AND at >= %(since)s ORDER BY id;
 -- start one after the pause committed; the drainer drops the refused ids from Redis
 -- like any stale id, and resume pushes them back (migration 0008).  Past its deadline
 -- a task never starts (expire_waiting finalises it).  Each claimed task gets its
--- event, with its name and times for the metrics trigger (migration 0006).
+-- event, with its name and times for the metrics trigger (migration 0006); the
+-- one-row path counts its own event and the statement triggers on tasks and
+-- task_events return at once for its statements (0039: the trigger's statement was
+-- a fifth of a one-task claim's PostgreSQL work).
 -- Not durable on purpose: the claim commits without waiting for its
 -- WAL flush, so the executor starts one fsync sooner.  A claim lost in a PostgreSQL
 -- crash leaves the task QUEUED and its id leased in Redis: the sweeper hands it out
