@@ -3,7 +3,7 @@ once per session, are probes even when made on an empty or tiny table, its trans
 commits without waiting for the WAL while the function's own settings end with it, its
 one-row path (0035) writes and returns what the path for several rows does, and counts
 its own metrics while the statement triggers on tasks and task_events stand aside
-(0039)."""
+(0039); the unique-key row trigger is not looked at for its UPDATE (0040)."""
 
 from __future__ import annotations
 
@@ -248,3 +248,15 @@ def test_the_one_row_claim_leaves_the_triggers_on_for_the_rest_of_its_transactio
             counts = conn.execute("SELECT remaining, completed FROM batches WHERE id = %s", (batch["id"],)).fetchone()
     assert counted == [{"metric": "completed", "n": 1}]
     assert counts == {"remaining": 0, "completed": 1}
+
+
+def test_the_unique_key_trigger_fires_only_for_updates_of_finished_at(database_url: str) -> None:
+    """0040: tasks_unique_key_follow has a column list, so an UPDATE that does not set
+    finished_at (a claim, a heartbeat) skips it before compiling its WHEN clause."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT array_agg(a.attname::text) FROM pg_trigger g "
+            "JOIN pg_attribute a ON a.attrelid = g.tgrelid AND a.attnum = ANY(g.tgattr) "
+            "WHERE g.tgrelid = 'tasks'::regclass AND g.tgname = 'tasks_unique_key_follow'"
+        ).fetchone()
+    assert row is not None and row[0] == ["finished_at"]
