@@ -264,6 +264,12 @@ class Accepted:
         status = _STATUS_OF[row["status"]]
         return cls(row["id"], status, row["run_at"], row["enqueued_at"], row["created_at"], row["unique_until"])
 
+    @classmethod
+    def queued_now(cls, task_id: str, created_at: datetime) -> Accepted:
+        """A task due at once, without a unique key (``insert_task_now``): QUEUED, with
+        run_at and enqueued_at its creation's ``now()``."""
+        return cls(task_id, Status.QUEUED, created_at, created_at, created_at, None)
+
     def task(self, new: NewTask) -> Task:
         """The row as ``RETURNING *`` would have read it (a new task: no attempt yet)."""
         return _filled(

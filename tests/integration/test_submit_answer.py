@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import psycopg
+
 from chalicelib.container import Container
 from chalicelib.core.batches import BatchSpec
 from chalicelib.core.model import Status
@@ -49,6 +51,30 @@ def test_single_submits_equal_their_stored_rows(rt: Container) -> None:
         assert [(e.from_status, e.to_status) for e in rt.store.task_events(t.id)] == [(None, t.status)]
     replay = submit(rt, TENANT, request(run_at=tasks[3].run_at, idempotency_key="k1"))
     assert replay.replayed and replay.task == tasks[3]
+
+
+def test_single_submits_due_now_without_a_key_equal_their_stored_rows_and_are_counted(rt: Container) -> None:
+    """Those take ``insert_task_now`` (no ON CONFLICT, created_at the only column back):
+    the answer is still the stored row, with its derived creation event, and each is
+    counted 'submitted' once."""
+    later = datetime.now(UTC) + timedelta(days=1)
+    reqs = [
+        request(),
+        request(name="sleep", priority="low", max_retries=0, timeout_seconds=7, payload={"n": [1, "ü"]}),
+        request(callback_url="https://example.com/hook", expires_at=later),
+    ]
+    tasks = [submit(rt, TENANT, r).task for r in reqs]
+    for t in tasks:
+        assert t.status is Status.QUEUED and t.run_at == t.enqueued_at == t.created_at
+        assert rt.store.get_task(TENANT, t.id) == t
+        assert [(e.from_status, e.to_status, e.actor) for e in rt.store.task_events(t.id)] == [
+            (None, Status.QUEUED, "api")
+        ]
+    with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT name, sum(n) FROM task_metric_deltas WHERE metric = 'submitted' GROUP BY name ORDER BY name"
+        ).fetchall()
+    assert rows == [("noop", 2), ("sleep", 1)]
 
 
 def test_batch_tasks_equal_their_stored_rows(rt: Container) -> None:

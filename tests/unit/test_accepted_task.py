@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chalicelib.adapters.postgres.rows import due_now_without_key
 from chalicelib.core.model import Accepted, NewTask, Priority, Status, Task
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -57,3 +58,30 @@ def test_the_task_equals_the_one_init_builds(new: NewTask, acc: Accepted) -> Non
     assert task.has_followers is (new.batch_id is not None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         task.status = Status.COMPLETED  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("new", "takes_it"),
+    [
+        (_new(), True),
+        (_new(callback_url="https://example.com/hook", expires_at=NOW, trace_context="Root=1-0-0"), True),
+        (_new(idempotency_key="k", request_hash="h"), False),  # may conflict: ON CONFLICT
+        (_new(run_at=NOW), False),  # QUEUED or PENDING: decided against now()
+        (_new(delay_seconds=0.0), False),
+    ],
+)
+def test_only_a_task_due_now_without_a_key_takes_insert_task_now(new: NewTask, takes_it: bool) -> None:
+    assert due_now_without_key(new) is takes_it
+
+
+def test_a_task_queued_now_is_queued_at_its_creation() -> None:
+    acc = Accepted.queued_now("x", NOW)
+    assert acc == Accepted("x", Status.QUEUED, NOW, NOW, NOW, None)
+    task = acc.task(_new())
+    assert (task.status, task.run_at, task.enqueued_at, task.created_at, task.updated_at) == (
+        Status.QUEUED,
+        NOW,
+        NOW,
+        NOW,
+        NOW,
+    )

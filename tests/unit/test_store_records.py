@@ -34,6 +34,7 @@ SCALAR = {
     "insert_workflow",
     "lock_archive",
     "forget_idempotency_keys",
+    "insert_task_now",
     "prune_batches",
     "prune_finished",
     "prune_unique_keys",

@@ -93,6 +93,26 @@ WITH ins AS (
 )
 SELECT id::text AS id, status, run_at, enqueued_at, created_at, unique_until FROM ins;
 
+-- name: insert_task_now
+-- One column, created_at: Store.insert_tasks builds the task from it (Accepted.queued_now).
+-- insert_task for the commonest single submit: no idempotency key, no run_at or delay
+-- (due now, so QUEUED, and run_at = enqueued_at = created_at = now()).  Without a key
+-- the row cannot meet tasks_idempotency, so no ON CONFLICT (a speculative insertion:
+-- an extra index probe and WAL record), and nothing to decide, so no CASE and one
+-- column back: 532k -> 428k PostgreSQL instructions a submit (issue 14 round 9,
+-- bench/RESULTS.md).  The task, its trail and its count are those insert_task makes.
+WITH ins AS (
+    INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds, run_at,
+                       enqueued_at, callback_url, trace_context, expires_at, created_by, created_status)
+    VALUES (%(id)s::uuid, %(tenant)s, %(name)s, 'QUEUED', %(priority)s, %(payload)s::jsonb, %(max_retries)s,
+            %(timeout_seconds)s, now(), now(), %(callback_url)s, %(trace_context)s, %(expires_at)s::timestamptz,
+            %(actor)s::text, 'QUEUED')
+    RETURNING name, created_at
+), counted AS (
+    INSERT INTO task_metric_deltas (name, metric, n) SELECT name, 'submitted', 1 FROM ins
+)
+SELECT created_at FROM ins;
+
 -- name: insert_batch
 -- Rows: BatchRecord (core/batches.py).
 -- The batch of the tasks insert_tasks has just created in this transaction (their

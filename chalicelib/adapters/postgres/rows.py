@@ -56,6 +56,12 @@ def one_task_params(t: NewTask, actor: str) -> dict[str, Any]:
     }
 
 
+def due_now_without_key(t: NewTask) -> bool:
+    """Whether one task may take ``insert_task_now`` (no ON CONFLICT, nothing decided in
+    SQL): no idempotency key to conflict on, no run_at or delay, so QUEUED at once."""
+    return t.idempotency_key is None and t.run_at is None and t.delay_seconds is None
+
+
 def finish_params(
     outcomes: Sequence[Outcome], actor: str, *, webhook_max_retries: int, webhook_timeout: int
 ) -> dict[str, Any]:
