@@ -82,6 +82,10 @@ SUBMIT_SQL: dict[str, str] = {
 SUBMIT_SQL["no_on_conflict"] = _Q["insert_task"].replace(
     "    ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING\n", ""
 )
+# What a single submit due now without an idempotency key sends (round 9): the submit
+# scripts' tasks are of that kind, so this is their real statement; base keeps
+# insert_task, the general one.
+SUBMIT_SQL["insert_task_now"] = _Q["insert_task_now"]
 CLAIM_SQL: dict[str, str] = {}
 FINISH_SQL: dict[str, str] = {}
 # Variants that differ in a session setting (e.g. ``SET plan_cache_mode = ...``): run
