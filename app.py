@@ -32,10 +32,12 @@ app.register_middleware(error_normalizer(app.routes), "http")
 def wake_drainers(event: Any, get_response: Any) -> Any:
     """After accepted work, invoke the drain function if no drainer is alive (AWS only)."""
     response = get_response(event)
+    # Modules from their packages: ``from <module> import <name>`` in a function costs a
+    # failed ``__path__`` lookup per call on Python 3.11 (bench/RESULTS.md, round 9).
+    from chalicelib import config
     from chalicelib.adapters.aws import wake
-    from chalicelib.config import get_settings
 
-    if wake.worth_waking(get_settings(), event.method, event.path, response.status_code):
+    if wake.worth_waking(config.get_settings(), event.method, event.path, response.status_code):
         from chalicelib.container import get_container
 
         rt = get_container()

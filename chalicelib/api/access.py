@@ -115,6 +115,12 @@ _access_lock = threading.Lock()
 
 def get_access() -> Access:
     """The process's ``Access``, built on first use (its key cache lives as long)."""
+    if _access is not None:  # every request but the first: no lock, no import
+        return _access
+    return _first_access()
+
+
+def _first_access() -> Access:
     global _access
     from chalicelib.container import get_container  # lazily: built on the first request
 

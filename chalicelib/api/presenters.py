@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.errors import SNOOZED, ConflictError, TasklaneError, ValidationError
-from chalicelib.core.model import Status, Task
+from chalicelib.core.model import Priority, Status, Task
 
 if TYPE_CHECKING:
     # Annotations only: a request imports this module, and must not load every use
@@ -44,25 +44,42 @@ def _iso(value: datetime | None) -> str | None:
 # --- tasks ------------------------------------------------------------------------------
 
 
+def _iso_as(value: datetime | None, known: datetime, text: str) -> str | None:
+    """``_iso(value)``, reusing ``text`` (``known``'s) when ``value`` is the same wall
+    time in the same zone: a new task's run_at, updated_at and enqueued_at are its
+    created_at, and ``isoformat`` is ~11k instructions a call (callgrind, round 9)."""
+    if value is known or (value == known and value.tzinfo is known.tzinfo and value.fold == known.fold):
+        return text
+    return _iso(value)
+
+
+# A member's ``.value`` goes through enum's property descriptor (~3k instructions); a
+# dict lookup by the member is a tenth of that, for the two every task response shows.
+_STATUS_TEXT = {s: s.value for s in Status}
+_PRIORITY_TEXT = {p: p.value for p in Priority}
+
+
 def task(t: Task) -> dict[str, Any]:
+    created = t.created_at
+    created_text = created.isoformat()
     return {
         "id": t.id,
         "name": t.name,
-        "status": t.status.value,
-        "priority": t.priority.value,
+        "status": _STATUS_TEXT[t.status],
+        "priority": _PRIORITY_TEXT[t.priority],
         "payload": t.payload,
         "result": t.result,
         "attempts": t.attempts,
         "max_retries": t.max_retries,
         "timeout_seconds": t.timeout_seconds,
-        "run_at": _iso(t.run_at),
+        "run_at": _iso_as(t.run_at, created, created_text),
         "last_error": t.last_error,
         "last_error_type": t.last_error_type,
         "cancel_requested": t.cancel_requested,
         "idempotency_key": t.idempotency_key,
-        "created_at": _iso(t.created_at),
-        "updated_at": _iso(t.updated_at),
-        "enqueued_at": _iso(t.enqueued_at),
+        "created_at": created_text,
+        "updated_at": _iso_as(t.updated_at, created, created_text),
+        "enqueued_at": _iso_as(t.enqueued_at, created, created_text),
         "started_at": _iso(t.started_at),
         "finished_at": _iso(t.finished_at),
         "callback_url": t.callback_url,

@@ -5,6 +5,7 @@ result (``api.presenters``); errors leave through the one boundary
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Request, Response
@@ -26,8 +27,22 @@ bp = Blueprint(__name__)
 
 
 def _rt() -> Container:
+    if _container is None:
+        return _first_container()
+    return _container()
+
+
+_container: Callable[[], Container] | None = None
+
+
+def _first_container() -> Container:
+    # ``from chalicelib.container import ...`` in a function costs a failed attribute
+    # lookup on every call (Python 3.11 looks for ``__path__`` on the module and
+    # builds its AttributeError: ~8k instructions); the first call keeps the function.
+    global _container
     from chalicelib.container import get_container
 
+    _container = get_container
     return get_container()
 
 
@@ -78,9 +93,14 @@ def submit_task(key: ApiKey) -> Response:
     from chalicelib.services import submit as submitting
 
     rt = _rt()
-    header_key = _request().headers.get("idempotency-key")
-    parsed = params.submission(_body(), header_key, rt.settings, rt.registry)
-    trace = tracing.current_trace(_request().headers)
+    request = _request()
+    parsed = params.submission(
+        params.json_body(request, rt.settings.max_payload_bytes),
+        request.headers.get("idempotency-key"),
+        rt.settings,
+        rt.registry,
+    )
+    trace = tracing.current_trace(request.headers)
     submitted = submitting.submit(rt, key.tenant, parsed, actor=key.actor, trace=trace)
     tracing.annotate(task_id=submitted.task.id)
     headers = {"Idempotent-Replayed": "true"} if submitted.replayed else {}

@@ -16,6 +16,7 @@ X-Ray ids and W3C ids are the same bits: the W3C 32-hex trace id is X-Ray's
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import time
@@ -30,6 +31,8 @@ _ROOT = re.compile(r"1-[0-9a-f]{8}-[0-9a-f]{24}")
 _SPAN = re.compile(r"[0-9a-f]{16}")
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _STORED_ROOT = re.compile(r"Root=(1-[0-9a-f]{8}-[0-9a-f]{24})(?:;|$)")
+# The form ``TraceContext.header`` writes (what a task row stores): read by one match.
+_CANONICAL = re.compile(r"Root=(1-[0-9a-f]{8}-[0-9a-f]{24})(?:;Parent=([0-9a-f]{16}))?(?:;Sampled=([01?]))?")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -75,7 +78,7 @@ class TraceContext:
 def new_root(now: float | None = None) -> TraceContext:
     """A fresh X-Ray root: ``1-<epoch seconds, 8 hex>-<96 random bits, 24 hex>``."""
     epoch = int(time.time() if now is None else now) & 0xFFFFFFFF
-    return TraceContext(f"1-{epoch:08x}-{secrets.token_hex(12)}")
+    return TraceContext(f"1-{epoch:08x}-{os.urandom(12).hex()}")  # secrets.token_hex(12), two calls fewer
 
 
 def new_root_headers(count: int) -> list[str]:
@@ -96,6 +99,12 @@ def parse_amzn(value: str | None) -> TraceContext | None:
     ``Root`` is required; ``Parent`` and ``Sampled`` are optional; other fields
     (``Self``, ``Lineage``...) are allowed and dropped.  A field given twice, an
     upper-case hex digit or a stray character makes the whole value invalid."""
+    if type(value) is str and (canonical := _CANONICAL.fullmatch(value)) is not None:
+        # What the field-by-field reading below gives for this form, a fifth of its cost
+        # (every task the API presents has its trace id read back from it).
+        root, parent, sampled = canonical.groups()
+        if parent != _ZERO_SPAN:
+            return TraceContext(root, parent, None if sampled in (None, "?") else sampled == "1")
     if not isinstance(value, str) or not value or len(value) > MAX_HEADER or not _printable_ascii(value):
         return None
     fields: dict[str, str] = {}

@@ -68,25 +68,30 @@ def annotate(**values: str) -> None:
 def traced_request(event: Any, get_response: Callable[[Any], Any]) -> Any:
     """Chalice ``http`` middleware: the request's trace context, span and log key."""
     trace = from_headers(event.headers or {}, os.environ.get("_X_AMZN_TRACE_ID"))
-    with contextlib.ExitStack() as stack:
-        if tracing_enabled():
-            from chalicelib.observability.powertools import tracer
+    if not tracing_enabled():  # locally and in tests: no span, and no ExitStack to set up
+        return _in_trace(trace, event, get_response)
+    from chalicelib.observability.powertools import tracer
 
-            span = stack.enter_context(tracer().provider.in_subsegment(f"## {event.method} {event.path}"))
-            # The task's spans hang under this one only when it is in the task's trace (a
-            # client's header that API Gateway did not continue names another trace).
-            if span is not None and getattr(span, "id", None) and getattr(span, "trace_id", None) == trace.root:
-                trace = trace.child(span.id)
-        token = _current.set(trace)
-        # Powertools' thread-safe keys, set and reset on its context variable directly
-        # (``thread_safe_append_keys``/``remove_keys`` look up the handler and formatter
-        # and copy the keys twice); the thread's keys are what they were afterwards.
-        keys = THREAD_LOCAL_KEYS.set({**THREAD_LOCAL_KEYS.get(), "trace_id": trace.trace_id})
-        try:
-            return get_response(event)
-        finally:
-            THREAD_LOCAL_KEYS.reset(keys)
-            _current.reset(token)
+    with tracer().provider.in_subsegment(f"## {event.method} {event.path}") as span:
+        # The task's spans hang under this one only when it is in the task's trace (a
+        # client's header that API Gateway did not continue names another trace).
+        if span is not None and getattr(span, "id", None) and getattr(span, "trace_id", None) == trace.root:
+            trace = trace.child(span.id)
+        return _in_trace(trace, event, get_response)
+
+
+def _in_trace(trace: TraceContext, event: Any, get_response: Callable[[Any], Any]) -> Any:
+    """``get_response(event)`` with ``trace`` as the request's trace and log key."""
+    token = _current.set(trace)
+    # Powertools' thread-safe keys, set and reset on its context variable directly
+    # (``thread_safe_append_keys``/``remove_keys`` look up the handler and formatter
+    # and copy the keys twice); the thread's keys are what they were afterwards.
+    keys = THREAD_LOCAL_KEYS.set({**THREAD_LOCAL_KEYS.get(), "trace_id": trace.trace_id})
+    try:
+        return get_response(event)
+    finally:
+        THREAD_LOCAL_KEYS.reset(keys)
+        _current.reset(token)
 
 
 @contextlib.contextmanager

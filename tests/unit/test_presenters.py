@@ -7,6 +7,7 @@ import base64
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -163,3 +164,46 @@ def test_cancel_is_200_when_cancelled_202_when_requested_and_409_when_final() ->
     with pytest.raises(ConflictError) as caught:
         presenters.cancelled(CancelResult(CancelOutcome.ALREADY_FINAL, done, Status.COMPLETED))
     assert caught.value.details == {"status": "COMPLETED"} and "already COMPLETED" in caught.value.message
+
+
+# --- a task's timestamps ------------------------------------------------------------------
+
+
+def test_a_task_formats_each_timestamp_as_its_own_isoformat() -> None:
+    # The presenter formats created_at once and reuses the text for the timestamps
+    # equal to it; equal instants in another zone, or in the other fold of a zone's
+    # repeated hour, read differently and must keep their own text.
+    paris = ZoneInfo("Europe/Paris")
+    first = datetime(2026, 10, 25, 2, 30, tzinfo=paris)  # the repeated hour: +02:00, then (fold=1) +01:00
+    task = make_task(
+        created_at=first,
+        updated_at=first.replace(fold=1),
+        run_at=first.astimezone(UTC),
+        enqueued_at=datetime(2026, 10, 25, 2, 30, tzinfo=paris),  # equal, another object
+    )
+    body = presenters.task(task)
+    assert body["created_at"] == "2026-10-25T02:30:00+02:00"
+    assert body["updated_at"] == "2026-10-25T02:30:00+01:00"
+    assert body["run_at"] == "2026-10-25T00:30:00+00:00"
+    assert body["enqueued_at"] == "2026-10-25T02:30:00+02:00"
+
+
+@given(
+    stamps=st.lists(
+        st.datetimes(
+            min_value=datetime(2000, 1, 1),
+            max_value=datetime(2100, 1, 1),
+            timezones=st.sampled_from([UTC, timezone(timedelta(hours=1)), ZoneInfo("Europe/Paris")]),
+        ),
+        min_size=4,
+        max_size=4,
+    ),
+    same=st.lists(st.booleans(), min_size=3, max_size=3),
+)
+def test_a_task_shows_what_isoformat_shows(stamps: list[datetime], same: list[bool]) -> None:
+    created = stamps[0]
+    run_at, updated_at, enqueued_at = (created if s else other for s, other in zip(same, stamps[1:], strict=True))
+    body = presenters.task(make_task(created_at=created, run_at=run_at, updated_at=updated_at, enqueued_at=enqueued_at))
+    shown = [body[k] for k in ("created_at", "run_at", "updated_at", "enqueued_at")]
+    assert shown == [d.isoformat() for d in (created, run_at, updated_at, enqueued_at)]
+    assert (body["status"], body["priority"]) == ("QUEUED", "normal")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib.config import Settings
+from chalicelib.core.defaults import TaskDefaults
 from chalicelib.core.errors import ValidationError
+from chalicelib.core.model import Priority
+from chalicelib.core.requests import parse_task
 from chalicelib.core.schemas import REQUESTS
 from chalicelib.core.validator import describe, validate
 
@@ -73,3 +77,44 @@ def test_every_request_field_can_be_described() -> None:
     for schema in REQUESTS.values():
         for definition in schema["properties"].values():
             assert describe(definition) != "valid", definition
+
+
+class _OneType:
+    """The registry's part that validation needs, for one task type ``t``."""
+
+    def __init__(self, defaults: TaskDefaults) -> None:
+        self._defaults = defaults
+
+    def names(self) -> list[str]:
+        return ["t"]
+
+    def submittable(self, name: str) -> bool:
+        return name == "t"
+
+    def validate(self, name: str, payload: object) -> None:
+        return None
+
+    def defaults(self, name: str) -> TaskDefaults:
+        return self._defaults
+
+
+@pytest.mark.parametrize(
+    ("body", "defaults", "expected"),
+    [
+        ({"name": "t"}, TaskDefaults(), Priority.NORMAL),
+        ({"name": "t"}, TaskDefaults(priority=Priority.LOW), Priority.LOW),
+        ({"name": "t", "priority": "critical"}, TaskDefaults(priority=Priority.LOW), Priority.CRITICAL),
+        ({"name": "t", "priority": "high"}, TaskDefaults(), Priority.HIGH),
+    ],
+)
+def test_a_task_takes_its_priority_from_the_body_then_its_type_then_normal(
+    body: dict[str, object], defaults: TaskDefaults, expected: Priority
+) -> None:
+    parsed = parse_task(body, Settings(), _OneType(defaults))
+    assert parsed.priority is expected
+
+
+def test_an_unknown_priority_is_a_400_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_task({"name": "t", "priority": "urgent"}, Settings(), _OneType(TaskDefaults()))
+    assert "priority" in caught.value.message

@@ -174,3 +174,21 @@ def test_bulk_roots_and_task_ids_have_the_single_forms() -> None:
     # Time-ordered: a later call's ids sort after an earlier call's.
     wait_for(lambda: time.time_ns() // 1_000_000 > after)
     assert min(new_ids(50)) > max(ids)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"Root={ROOT}",
+        f"Root={ROOT};Parent={PARENT}",
+        f"Root={ROOT};Sampled=0",
+        f"Root={ROOT};Parent={PARENT};Sampled=1",
+        f"Root={ROOT};Parent={PARENT};Sampled=?",
+    ],
+)
+def test_the_stored_form_reads_as_the_same_fields_in_any_order(value: str) -> None:
+    # The form a task row stores is read by one match; any other order, or an extra
+    # field, goes field by field: both must agree.
+    reordered = ";".join(reversed(value.split(";")))
+    assert parse_amzn(value) == parse_amzn(reordered) == parse_amzn(f"{value};Lineage=a:1")
+    assert parse_amzn(value) is not None

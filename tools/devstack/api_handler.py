@@ -32,9 +32,12 @@ import sys
 import time
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tools.devstack.http_request import Refused, RequestHead, read_head
+
+if TYPE_CHECKING:
+    from chalice.local import LocalGatewayException
 
 _DIGITS = re.compile("[0-9]{1,15}")
 _CODES = {
@@ -113,6 +116,9 @@ class ApiHandler(socketserver.StreamRequestHandler):
     ``make_handler`` sets the class attributes."""
 
     gateway: Any  # chalice.local.LocalGateway
+    # chalice.local.LocalGatewayException, set with the gateway: imported in ``_serve``
+    # it cost a failed ``__path__`` lookup per request (Python 3.11's ``from`` import).
+    gateway_error: type[LocalGatewayException]
     routes: dict[str, Any]
     matcher: RememberingMatcher
     max_body_bytes: int
@@ -157,11 +163,9 @@ class ApiHandler(socketserver.StreamRequestHandler):
 
     def _serve(self, head: RequestHead, body: bytes | None) -> None:
         """``ChaliceRequestHandler._generic_handle``: the gateway's answer, or its error."""
-        from chalice.local import LocalGatewayException
-
         try:
             response = self.gateway.handle_request(method=head.method, path=head.path, headers=head.headers, body=body)
-        except LocalGatewayException as error:
+        except self.gateway_error as error:
             self._send(error.CODE, error.headers, error.body)
             return
         headers = response["headers"].copy()
@@ -292,8 +296,11 @@ def make_handler(
 ) -> type[ApiHandler]:
     """An ``ApiHandler`` class serving through ``gateway`` (chalice's ``LocalGateway``,
     its event converter finding routes through ``matcher``)."""
+    from chalice.local import LocalGatewayException
+
     attrs = {
         "gateway": gateway,
+        "gateway_error": LocalGatewayException,
         "routes": routes,
         "matcher": matcher,
         "max_body_bytes": max_body_bytes,

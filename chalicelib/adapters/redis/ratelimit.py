@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 from chalicelib.adapters.redis.client import RedisLike, translate
@@ -278,6 +278,14 @@ def prepay_batch(limit: int) -> int:
     return min(PREPAY_MAX, limit // PREPAY_DIVISOR)
 
 
+def _with_remaining(decision: RateLimitDecision, remaining: int) -> RateLimitDecision:
+    """``dataclasses.replace(decision, remaining=remaining)`` without its generic field
+    walk (a prepaid request, nearly every request of a busy key, makes one)."""
+    return RateLimitDecision(
+        decision.allowed, decision.limit, remaining, decision.reset_seconds, decision.retry_after_seconds
+    )
+
+
 @dataclass
 class _Prepaid:
     left: int
@@ -315,7 +323,7 @@ class PrepaidRateLimiter(RateLimiter):
             if held is not None and now < held.until and held.limit == limit:
                 if held.left > 0:
                     held.left -= 1
-                    return replace(held.decision, remaining=held.decision.remaining + held.left)
+                    return _with_remaining(held.decision, held.decision.remaining + held.left)
                 if not held.decision.allowed:  # near the limit: exact checks until it expires
                     return super().check(subject, limit)
         decision = super().check(subject, limit, batch)
@@ -326,5 +334,5 @@ class PrepaidRateLimiter(RateLimiter):
                 batch - 1 if decision.allowed else 0, now + PREPAY_SECONDS, limit, decision
             )
         if decision.allowed:
-            return replace(decision, remaining=decision.remaining + batch - 1)
+            return _with_remaining(decision, decision.remaining + batch - 1)
         return super().check(subject, limit)
