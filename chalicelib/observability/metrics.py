@@ -15,8 +15,9 @@ counts anything in its own memory:
   structures' sizes and the last sweep time from Redis.
 
 **Event logs** (``log_*``): JSON lines through the Powertools logger with the task
-id, name, tenant, attempt, duration and outcome.  Per task at DEBUG, one aggregate
-line per batch at INFO, dead letters per task at WARNING.  Payloads, results and
+id, name, tenant, attempt, duration and outcome.  Per task and per batch at DEBUG,
+a drainer's batches summed into one INFO line every few seconds (``batchlog``), dead
+letters per task at WARNING.  Payloads, results and
 API keys are never logged; error messages are cut to 200 characters.
 """
 
@@ -393,9 +394,11 @@ _OUTCOMES = {
 
 def log_finished(
     worker: str, outcomes: Sequence[Outcome], recorded: Sequence[Recorded], duration_seconds: float
-) -> None:
+) -> dict[str, int]:
     """Per task: DEBUG for completions and retries, WARNING for dead letters; then one
-    INFO line for the batch.  ``duration_ms`` is claim → outcome recorded.
+    DEBUG line for the batch (the INFO line sums batches: ``batchlog``).  ``duration_ms``
+    is claim → outcome recorded.  Returns the recorded outcomes counted by kind
+    (``completed``, ``retry``, ``dead_letter``, ``cancelled``).
 
     Only ``recorded``, the transitions the fenced finish applied, are logged: an outcome
     turned away is counted as ``lease_lost``.  A redriven task that fails again is
@@ -435,8 +438,8 @@ def log_finished(
                 fields["retry_in_seconds"] = round(o.delay_seconds, 3)
             logger.debug(f"task {outcome}", extra=fields)
     lost = len(outcomes) - len(recorded)
-    if recorded or lost:
-        logger.info(
+    if debug and (recorded or lost):
+        logger.debug(
             "batch finished",
             extra={
                 "event": "batch",
@@ -447,6 +450,7 @@ def log_finished(
                 **{k: tally.get(k, 0) for k in ("completed", "retry", "dead_letter", "cancelled")},
             },
         )
+    return tally
 
 
 def log_rescued(rows: Sequence[Recorded]) -> None:

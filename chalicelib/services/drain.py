@@ -25,6 +25,7 @@ from chalicelib.core.model import Outcome, QueueEntry, Status
 from chalicelib.core.records import Recorded
 from chalicelib.execution.runner import BatchRunner
 from chalicelib.observability import metrics
+from chalicelib.observability.batchlog import FinishedSummary
 from chalicelib.observability.log import logger
 from chalicelib.services import deadlines, dependencies, outbox
 from chalicelib.tasktypes.context import TaskPorts
@@ -91,6 +92,7 @@ class Drainer:
         self._recorder = ThreadPoolExecutor(1, thread_name_prefix="tasklane-record")
         self._recording: list[Future[None]] = []
         self.sizer = BatchSizer(s.drain_batch_size, s.drain_batch_min)
+        self.summary = FinishedSummary(self.name)
 
     def run(self, remaining: Clock, *, idle_exit_seconds: float | None = None) -> DrainStats:
         """Drain until ``remaining()`` drops below the margin, or the queue has been
@@ -112,6 +114,7 @@ class Drainer:
             try:
                 wait = min(s.drain_idle_wait_seconds, remaining() - s.drain_margin_seconds)
                 if dry and wait > 0:
+                    self.summary.flush_due()
                     self.rt.queue.wait_for_work(wait)
                 asked = self.sizer.size
                 ids = self.rt.queue.claim(asked, s.lease_seconds)
@@ -140,6 +143,7 @@ class Drainer:
                 logger.warning("drain backing off", extra={"error": str(exc), "delay": delay})
                 time.sleep(delay)
         self._wait_recording(stats)
+        self.summary.flush()
         return stats
 
     def close(self) -> None:
@@ -217,7 +221,8 @@ class Drainer:
     ) -> None:
         """Record a batch's outcomes, then ack its leases and queue retries and hooks."""
         recorded = self._record(outcomes)
-        metrics.log_finished(self.name, outcomes, recorded, time.monotonic() - claimed_at)
+        duration = time.monotonic() - claimed_at
+        tally = metrics.log_finished(self.name, outcomes, recorded, duration)
         by_id = {r.id: r for r in recorded}
         lost = [o.id for o in outcomes if o.id not in by_id]
         if lost:
@@ -251,6 +256,8 @@ class Drainer:
         if any(r.has_followers for r in recorded):
             # A trigger may have released tasks (dependents, a batch's follow-up): push now.
             outbox.release_quietly(self.rt)
+        # Last: when its period is over, the summary writes its INFO line here.
+        self.summary.add(tally, len(outcomes), len(lost), duration * 1000)
 
     def _record(self, outcomes: list[Outcome]) -> list[Recorded]:
         """Record outcomes, riding out a short PostgreSQL outage: the work is done and

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -299,6 +300,39 @@ def test_a_single_submit_logs_its_line_at_debug_and_a_call_of_several_at_info(
         assert line.levelname == "DEBUG" and line.task_ids == [one.id]  # type: ignore[attr-defined]
     else:
         assert singles == []
+
+
+def test_a_drainer_at_info_sums_its_one_task_batches_into_one_line(
+    mrt: Container, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At low load every batch is one task: a line per batch was a line per task."""
+    from chalicelib.observability.log import logger
+
+    one_at_a_time = Container(
+        settings=replace(mrt.settings, drain_batch_size=1, drain_batch_min=1),
+        store=mrt.store,
+        queue=mrt.queue,
+        registry=mrt.registry,
+        retry=mrt.retry,
+    )
+    ids = [submit(mrt, TENANT, request()).task.id for _ in range(3)]
+    previous = logger.log_level
+    logger.setLevel("INFO")
+    try:
+        with caplog.at_level("INFO", logger="tasklane"):
+            drainer = Drainer(one_at_a_time, name="summary-test")
+            try:
+                stats = drain_once(one_at_a_time, drainer=drainer)
+            finally:
+                drainer.close()
+    finally:
+        logger.setLevel(previous)
+    assert stats["batches"] == 3 and stats["completed"] == len(ids)
+    lines = [r for r in caplog.records if getattr(r, "event", None) in ("batch", "batches")]
+    (line,) = lines  # written when the drain ended, its period not over
+    assert line.levelname == "INFO" and line.getMessage() == "batches finished"
+    assert (line.batches, line.count, line.completed, line.lease_lost) == (3, 3, 3, 0)  # type: ignore[attr-defined]
+    assert line.worker == "summary-test" and line.duration_ms_max >= 0  # type: ignore[attr-defined]
 
 
 def test_event_log_lines_carry_ids_and_outcomes_but_no_payload(
