@@ -28,14 +28,14 @@ _last_wake = [0.0]
 def _instrument() -> None:
     wait_for_work, redis_claim, store_claim = Queue.wait_for_work, Queue.claim, Store.claim
 
-    def timed_wait(self: Queue, timeout: float) -> bool:
-        woke = wait_for_work(self, timeout)
+    def timed_wait(self: Queue, timeout: float, **kw: Any) -> bool:
+        woke = wait_for_work(self, timeout, **kw)
         _last_wake[0] = time.time()
         return woke
 
-    def timed_redis_claim(self: Queue, count: int, lease_seconds: float) -> dict[str, str]:
+    def timed_redis_claim(self: Queue, count: int, lease_seconds: float, **kw: Any) -> dict[str, str]:
         start = time.time()
-        ids = redis_claim(self, count, lease_seconds)
+        ids = redis_claim(self, count, lease_seconds, **kw)
         end = time.time()
         # The wake that led to this claim, if the loop blocked since its last claim.
         wake = _last_wake[0] if _last_wake[0] > 0 else start

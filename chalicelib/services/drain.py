@@ -93,6 +93,10 @@ class Drainer:
         self._recording: list[Future[None]] = []
         self.sizer = BatchSizer(s.drain_batch_size, s.drain_batch_min)
         self.summary = FinishedSummary(self.name)
+        # The loop's wake waits and claims go on a Redis connection of its own, not
+        # through the client's pool (None for a cluster client): they are the Redis
+        # half of the path from a push to the task's start.  One run at a time uses it.
+        self._held = rt.queue.hold_connection()
 
     def run(self, remaining: Clock, *, idle_exit_seconds: float | None = None) -> DrainStats:
         """Drain until ``remaining()`` drops below the margin, or the queue has been
@@ -115,9 +119,9 @@ class Drainer:
                 wait = min(s.drain_idle_wait_seconds, remaining() - s.drain_margin_seconds)
                 if dry and wait > 0:
                     self.summary.flush_due()
-                    self.rt.queue.wait_for_work(wait)
+                    self.rt.queue.wait_for_work(wait, held=self._held)
                 asked = self.sizer.size
-                ids = self.rt.queue.claim(asked, s.lease_seconds)
+                ids = self.rt.queue.claim(asked, s.lease_seconds, held=self._held)
                 dry = len(ids) < asked
                 if not ids:
                     self.sizer.observe(asked, 0, 0.0)
@@ -149,6 +153,8 @@ class Drainer:
     def close(self) -> None:
         self.runner.close()
         self._recorder.shutdown(wait=True)
+        if self._held is not None:
+            self._held.close()
 
     def _wait_recording(self, stats: DrainStats) -> None:
         """Wait until the previous batch's outcomes are recorded.  If recording gave up

@@ -1,4 +1,4 @@
-"""The pusher thread's own Redis connection (``HeldScript``, issue 14 round 8): a lone
+"""The pusher thread's own Redis connection (``HeldConnection``, issue 14 round 8): a lone
 push that fails while Redis is down leaves the task QUEUED for the sweeper and is
 reported; once Redis is back (restarted empty: no connection, no script) the next
 push reconnects and reloads the script.  The Redis is this test's own."""
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from chalicelib.adapters.redis.client import HeldScript
+from chalicelib.adapters.redis.client import HeldConnection
 from chalicelib.container import Container
 from chalicelib.core.errors import QueueError
 from chalicelib.core.model import Status
@@ -60,8 +60,8 @@ def test_a_held_script_reloads_after_script_flush_and_keeps_its_connection(
     private_redis: devservices.RedisHandle,
 ) -> None:
     client = redis.Redis.from_url(private_redis.url)
-    held = HeldScript(client, "return redis.call('INCR', KEYS[1]) + tonumber(ARGV[1])")
-    failing = HeldScript(client, "return redis.error_reply('nope')")
+    held = HeldConnection(client).script("return redis.call('INCR', KEYS[1]) + tonumber(ARGV[1])")
+    failing = HeldConnection(client).script("return redis.error_reply('nope')")
     try:
         assert held(keys=["n"], args=[10]) == 11
         client.script_flush()  # this server's own: NOSCRIPT on the next EVALSHA

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from itertools import pairwise
+from typing import Any
 
 from chalicelib.container import Container
 from chalicelib.core.model import Status
@@ -20,8 +21,8 @@ def _claims(rt: Container, drainer: Drainer) -> list[tuple[int, int]]:
     seen: list[tuple[int, int]] = []
     real = rt.queue.claim
 
-    def claim(count: int, lease_seconds: float) -> dict[str, str]:
-        got = real(count, lease_seconds)
+    def claim(count: int, lease_seconds: float, **kw: Any) -> dict[str, str]:
+        got = real(count, lease_seconds, **kw)
         seen.append((count, len(got)))
         return got
 

@@ -40,6 +40,8 @@ CALLS: dict[str, Callable[[Queue], Any]] = {
     "ack": lambda q: q.ack(["a"]),
     "extend": lambda q: q.extend(["a"], 30),
     "wait_for_work": lambda q: q.wait_for_work(0.1),
+    "claim, held connection": lambda q: q.claim(10, 30, held=q.hold_connection()),
+    "wait_for_work, held connection": lambda q: q.wait_for_work(0.1, held=q.hold_connection()),
     "wake": lambda q: q.wake(),
     "expired_leases": lambda q: q.expired_leases(10),
     "needs_rebuild": lambda q: q.needs_rebuild(),

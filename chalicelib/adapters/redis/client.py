@@ -78,46 +78,44 @@ class ClusterScript:
             return cluster.eval(self.script, len(keys), *keys, *args)
 
 
-class HeldScript:
-    """A Lua script run by EVALSHA on a redis-py connection this object holds, for the
-    one thread that calls it (the pusher's single pushes).
+class HeldConnection:
+    """A redis-py connection held by the one thread that uses it: the pusher's single
+    pushes, the drain loop's wake waits and claims.
 
     ``redis.Redis`` takes a connection from its pool and returns it on every command
     (a lock, a readiness poll, metrics hooks): about 60 % of a single push's client
-    CPU (issue 14, round 8).  This keeps what that path gives a command: the
-    connection's own ``Retry`` (a connection error or timeout disconnects and tries
-    again with its backoff, as the client does), its health check before a send, the
-    reconnect of a dropped connection on the next send, and on NOSCRIPT (a restarted
-    server) a SCRIPT LOAD and one more EVALSHA, as ``redis.commands.core.Script``
-    does.  Errors are redis-py's; callers translate them as for any client call.
-    Not thread-safe: one thread only."""
+    CPU (issue 14, round 8), and as much of a claim script's or a BLPOP's (round 9).
+    This keeps what that path gives a command: the connection's own ``Retry`` (a
+    connection error or timeout disconnects and tries again with its backoff, as the
+    client does), its health check before a send, and the reconnect of a dropped
+    connection on the next send.  Errors are redis-py's; callers translate them as for
+    any client call.  Not thread-safe: one thread only."""
 
     @classmethod
-    def of(cls, client: RedisLike, script: str) -> HeldScript | None:
+    def of(cls, client: RedisLike) -> HeldConnection | None:
         """One on ``client``'s settings; None for a cluster client or a fake, which keep
         the client's own path."""
-        return cls(client, script) if isinstance(client, redis.Redis) else None
+        return cls(client) if isinstance(client, redis.Redis) else None
 
-    def __init__(self, client: redis.Redis, script: str) -> None:
+    def __init__(self, client: redis.Redis) -> None:
         pool = client.connection_pool
         # The pool's class and settings (URL, timeouts, health check, retry), but not
         # one of its connections: the pool neither counts nor hands out this one.
         self._conn = pool.connection_class(**pool.connection_kwargs)
-        self._script = script
-        self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+        self._scripts: dict[str, HeldScript] = {}
 
-    def __call__(self, keys: Sequence[str] | None = None, args: Iterable[Any] | None = None) -> Any:
-        conn = self._conn
-        keys = list(keys or [])
-        tail = [len(keys), *keys, *(args or [])]
-        packed = conn.pack_command("EVALSHA", self._sha, *tail)
-        try:
-            return self._round_trip(packed)
-        except NoScriptError:
-            self._round_trip(conn.pack_command("SCRIPT", "LOAD", self._script))
-            return self._round_trip(packed)
+    def command(self, *args: Any) -> Any:
+        """One command and its raw reply (no response callback: BLPOP's is a list or None)."""
+        return self.round_trip(self._conn.pack_command(*args))
 
-    def _round_trip(self, packed: Any) -> Any:
+    def script(self, script: str) -> HeldScript:
+        """``script`` run on this connection (one object per script, kept)."""
+        held = self._scripts.get(script)
+        if held is None:
+            held = self._scripts[script] = HeldScript(self, script)
+        return held
+
+    def round_trip(self, packed: Any) -> Any:
         conn = self._conn
 
         def once() -> Any:
@@ -126,8 +124,41 @@ class HeldScript:
 
         return conn.retry.call_with_retry(once, lambda _error: conn.disconnect())
 
+    def pack(self, *args: Any) -> Any:
+        return self._conn.pack_command(*args)
+
     def close(self) -> None:
         self._conn.disconnect()
+
+
+class HeldScript:
+    """A Lua script run by EVALSHA on a ``HeldConnection``; on NOSCRIPT (a restarted
+    server) a SCRIPT LOAD and one more EVALSHA, as ``redis.commands.core.Script`` does."""
+
+    @classmethod
+    def of(cls, client: RedisLike, script: str) -> HeldScript | None:
+        """One on a connection of its own on ``client``'s settings; None for a cluster
+        client or a fake, which keep the client's own path."""
+        held = HeldConnection.of(client)
+        return None if held is None else held.script(script)
+
+    def __init__(self, held: HeldConnection, script: str) -> None:
+        self._held = held
+        self._script = script
+        self._sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, keys: Sequence[str] | None = None, args: Iterable[Any] | None = None) -> Any:
+        held = self._held
+        keys = list(keys or [])
+        packed = held.pack("EVALSHA", self._sha, len(keys), *keys, *(args or []))
+        try:
+            return held.round_trip(packed)
+        except NoScriptError:
+            held.round_trip(held.pack("SCRIPT", "LOAD", self._script))
+            return held.round_trip(packed)
+
+    def close(self) -> None:
+        self._held.close()
 
 
 class ClusterClient:

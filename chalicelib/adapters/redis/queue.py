@@ -33,12 +33,13 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from chalicelib.adapters.redis.capped import move_to_partition_zero
-from chalicelib.adapters.redis.client import RedisLike, ScriptLike, as_text, connect, translate
+from chalicelib.adapters.redis.client import HeldConnection, RedisLike, ScriptLike, as_text, connect, translate
 from chalicelib.adapters.redis.heads import Heads, read_heads
 from chalicelib.adapters.redis.keys import MAX_PARTITIONS, Keys, partition_of
 from chalicelib.adapters.redis.presence import Presence
 from chalicelib.adapters.redis.scripts import CLAIM, EXPIRED, EXTEND, PUSH_ONE
 from chalicelib.adapters.redis.scripts import READY_SCORE_LUA as READY_SCORE_LUA  # the aging test runs it
+from chalicelib.adapters.redis.upkeep import QueueUpkeep
 from chalicelib.adapters.redis.views import QueueViews
 from chalicelib.config import TypeLimit
 from chalicelib.core.errors import QueueError
@@ -63,7 +64,7 @@ _WAKE_TOKENS = 8  # enough to rouse every idle drainer; bounded so the list neve
 CAPPED_REFRESH_SECONDS = 5.0
 
 
-class Queue(QueueViews):
+class Queue(QueueUpkeep, QueueViews):
     """Ready, delayed and lease structures for task ids."""
 
     def __init__(
@@ -305,7 +306,12 @@ class Queue(QueueViews):
 
     # --- consumers ---------------------------------------------------------------------
 
-    def claim(self, count: int, lease_seconds: float) -> dict[str, str]:
+    def hold_connection(self) -> HeldConnection | None:
+        """A connection for one drain loop's ``wait_for_work`` and ``claim`` (``held``),
+        off the client's pool (``client.HeldConnection``); None for a cluster client."""
+        return HeldConnection.of(self.client)
+
+    def claim(self, count: int, lease_seconds: float, *, held: HeldConnection | None = None) -> dict[str, str]:
         """Move up to ``count`` ready ids (due delayed ones included) into the lease set,
         within the per-type limits and tenant quotas, sharing slots fairly between
         tenants; returns ``{id: task type name or ""}`` in claim order: the order the
@@ -316,10 +322,11 @@ class Queue(QueueViews):
         partition's claim script takes that many (best partition first).  Room a limit
         or quota left is filled from the partitions, best head first.  So a batch is
         the best ``count`` ids of all partitions, up to fair share within each and the
-        limits (docs/scaling.md, "Queue partitions")."""
+        limits (docs/scaling.md, "Queue partitions").  ``held``: the claim scripts run
+        on that connection (``hold_connection``)."""
         n = len(self.parts)
         if n == 1:
-            return self._claim_from(0, count, lease_seconds)
+            return self._claim_from(0, count, lease_seconds, held)
         out: dict[str, str] = {}
         try:
             heads = self._read_heads(count)
@@ -327,23 +334,25 @@ class Queue(QueueViews):
             # A master is unreachable and the read's pipeline failed whole: try every
             # partition on its own (in turn), so those on the other masters still drain.
             self._turn = turn = (self._turn + 1) % n
-            return self._claim_in_turn([(turn + i) % n for i in range(n)], count, lease_seconds, out)
+            return self._claim_in_turn([(turn + i) % n for i in range(n)], count, lease_seconds, out, held)
         order = [p for best, _, p in sorted(heads.ranked) if best < math.inf]
         share = Counter(p for _, p in heapq.nsmallest(count, ((s, p) for p in order for s in heads.scores[p])))
         rest = []
         for p in order:
             if share[p]:
                 before = len(out)
-                self._claim_in_turn([p], share[p], lease_seconds, out)
+                self._claim_in_turn([p], share[p], lease_seconds, out, held)
                 if len(out) - before < share[p]:
                     continue  # a limit, a quota or a failure held some back: no more here
             if heads.more[p] or len(heads.scores[p]) > share[p]:
                 rest.append(p)
         if len(out) < count and rest:
-            self._claim_in_turn(rest, count, lease_seconds, out)
+            self._claim_in_turn(rest, count, lease_seconds, out, held)
         return out
 
-    def _claim_in_turn(self, order: list[int], count: int, lease_seconds: float, out: dict[str, str]) -> dict[str, str]:
+    def _claim_in_turn(
+        self, order: list[int], count: int, lease_seconds: float, out: dict[str, str], held: HeldConnection | None
+    ) -> dict[str, str]:
         """Claim into ``out`` from the partitions in ``order`` until it holds ``count``
         ids more than it did; a partition that fails is skipped, and the first failure
         is raised only when nothing at all was claimed."""
@@ -351,7 +360,7 @@ class Queue(QueueViews):
         failed: QueueError | None = None
         for p in order:
             try:
-                out.update(self._claim_from(p, target - len(out), lease_seconds))
+                out.update(self._claim_from(p, target - len(out), lease_seconds, held))
             except QueueError as exc:
                 failed = failed or exc
             if len(out) >= target:
@@ -386,9 +395,12 @@ class Queue(QueueViews):
             heads.more[p] = True
         return heads
 
-    def _claim_from(self, partition: int, count: int, lease_seconds: float) -> dict[str, str]:
+    def _claim_from(
+        self, partition: int, count: int, lease_seconds: float, held: HeldConnection | None = None
+    ) -> dict[str, str]:
         """The claim script on one partition's keys."""
         part = self.parts[partition]
+        claim = self._claim if held is None else held.script(CLAIM)
         fixed, fixed_args = self._claim_plan[partition]
         for _ in range(3):
             tenants = self._tenants[partition]
@@ -397,17 +409,21 @@ class Queue(QueueViews):
                 keys += [part.tenant_ready(tenant), part.tenant_running(tenant)]
             args = [count, int(lease_seconds * 1000), max(count, 100), *fixed_args, len(tenants), *tenants]
             with translate():
-                raw = self._claim(keys=keys, args=args)
+                raw = claim(keys=keys, args=args)
             flat = [as_text(r) for r in raw]
             if flat[:1] != ["?"]:
                 return dict(zip(flat[::2], flat[1::2], strict=True))
             self._tenants[partition] = tuple(sorted(set(flat[1:])))
         return {}  # the active tenants kept changing under us: the next call tries again
 
-    def wait_for_work(self, timeout: float) -> bool:
-        """Block up to ``timeout`` seconds for a wake token; True when one came."""
+    def wait_for_work(self, timeout: float, *, held: HeldConnection | None = None) -> bool:
+        """Block up to ``timeout`` seconds for a wake token (on ``held``, if given); True
+        when one came."""
+        timeout = max(timeout, 0.01)
         with translate():
-            return self.client.blpop([self.keys.wake], timeout=max(timeout, 0.01)) is not None
+            if held is not None:
+                return held.command("BLPOP", self.keys.wake, timeout) is not None
+            return self.client.blpop([self.keys.wake], timeout=timeout) is not None
 
     def wake(self) -> None:
         """Rouse an idle drainer (more work may be waiting)."""
@@ -493,47 +509,7 @@ class Queue(QueueViews):
             if ids or added:
                 pipe.execute()
 
-    # --- sweeper -----------------------------------------------------------------------
-
-    def expired_leases(self, limit: int) -> list[str]:
-        """Up to ``limit`` ids whose Redis lease deadline passed, every partition's."""
-        out: list[str] = []
-        failed: QueueError | None = None
-        for part in self.parts:
-            if len(out) >= limit:
-                break
-            try:  # one partition's master unreachable: the others' still count
-                with translate():
-                    raw = self._expired(keys=[part.leases], args=[limit - len(out)])
-            except QueueError as exc:
-                failed = failed or exc
-                continue
-            out += [as_text(r) for r in raw]
-        if failed is not None and not out:
-            raise failed
-        return out
-
-    def lost_partitions(self) -> list[int]:
-        """The partitions whose sentinel is gone (Redis restarted empty or was flushed,
-        or in a cluster the master holding that partition's slot did); one round trip."""
-        with translate():
-            pipe = self.client.pipeline(transaction=False)
-            for part in self.parts:
-                pipe.exists(part.epoch)
-            found = pipe.execute()
-        return [p for p, n in enumerate(found) if not n]
-
-    def needs_rebuild(self) -> bool:
-        """True when any partition's sentinel is gone."""
-        return bool(self.lost_partitions())
-
-    def mark_rebuilt(self, partitions: Iterable[int] | None = None) -> None:
-        """Set the sentinel of ``partitions`` (None: all)."""
-        with translate():
-            pipe = self.client.pipeline(transaction=False)
-            for p in range(len(self.parts)) if partitions is None else partitions:
-                pipe.set(self.parts[p].epoch, "1")
-            pipe.execute()
+    # --- sweeper (the reads and sentinel marks: upkeep.py) -------------------------------
 
     def lease_all(
         self, leases: Iterable[tuple[str, float, str, str]], *, partitions: Collection[int] | None = None
