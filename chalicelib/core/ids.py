@@ -12,8 +12,10 @@ also give each id a day, which a table range-partitioned on id needs
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
+from collections.abc import Iterator
 
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
@@ -30,3 +32,15 @@ def new_ids(count: int) -> list[str]:
         f"{head}{h[i : i + 3]}-{_VARIANT[h[i + 3]]}{h[i + 4 : i + 7]}-{h[i + 7 : i + 19]}"
         for i in range(0, 20 * count, 20)
     ]
+
+
+def lease_tokens() -> Iterator[str]:
+    """Lease tokens for one drainer, one per claimed batch: a version-4 UUID's first 74
+    random bits drawn once, then a 48-bit counter.  A token fences an attempt (a stale
+    drainer's outcome is refused): it must be unique, not secret.  ``uuid4`` per batch
+    was a system call and a ``UUID`` object on the path from the claim to the task's
+    start."""
+    h = secrets.token_hex(10)
+    prefix = f"{h[:8]}-{h[8:12]}-4{h[12:15]}-{_VARIANT[h[15]]}{h[16:19]}-"
+    for n in itertools.count():
+        yield f"{prefix}{n & 0xFFFFFFFFFFFF:012x}"

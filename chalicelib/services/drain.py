@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from chalicelib.adapters.aws.wake import mark_alive
 from chalicelib.container import Container
 from chalicelib.core.batchsize import BatchSizer
 from chalicelib.core.errors import QueueError, StoreError, UnavailableError
+from chalicelib.core.ids import lease_tokens
 from chalicelib.core.model import Outcome, QueueEntry, Status
 from chalicelib.core.records import Recorded
 from chalicelib.execution.runner import BatchRunner
@@ -93,6 +93,7 @@ class Drainer:
         self._recording: list[Future[None]] = []
         self.sizer = BatchSizer(s.drain_batch_size, s.drain_batch_min)
         self.summary = FinishedSummary(self.name)
+        self._tokens = lease_tokens()
         # The loop's wake waits and claims go on a Redis connection of its own, not
         # through the client's pool (None for a cluster client): they are the Redis
         # half of the path from a push to the task's start.  One run at a time uses it.
@@ -171,7 +172,7 @@ class Drainer:
     def _run_batch(self, names: dict[str, str], stats: DrainStats) -> None:
         """``names`` maps the claimed ids to their task type (as Redis knows it)."""
         s = self.rt.settings
-        token = str(uuid.uuid4())
+        token = next(self._tokens)
         ids = list(names)
         batch = self.rt.store.claim(ids, token, s.lease_seconds, actor=self.name)
         if any(t.has_parents for t in batch):
