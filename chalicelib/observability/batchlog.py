@@ -17,11 +17,9 @@ import time
 from collections.abc import Callable, Mapping
 
 from chalicelib.observability.log import logger
+from chalicelib.observability.metrics import OUTCOME_KINDS as OUTCOMES
 
 SUMMARY_EVERY_SECONDS = 10.0
-
-# The outcome counts of ``metrics.log_finished``'s tally, in the line's order.
-OUTCOMES = ("completed", "retry", "dead_letter", "cancelled")
 
 
 class FinishedSummary:

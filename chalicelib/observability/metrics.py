@@ -390,6 +390,8 @@ _OUTCOMES = {
     Status.FAILED: "dead_letter",
     Status.CANCELLED: "cancelled",
 }
+# The kinds a batch's outcomes are counted by, in its lines' order (``batchlog`` too).
+OUTCOME_KINDS = tuple(_OUTCOMES.values())
 
 
 def log_finished(
@@ -447,7 +449,7 @@ def log_finished(
                 "count": len(outcomes),
                 "duration_ms": duration_ms,
                 "lease_lost": lost,
-                **{k: tally.get(k, 0) for k in ("completed", "retry", "dead_letter", "cancelled")},
+                **{k: tally.get(k, 0) for k in OUTCOME_KINDS},
             },
         )
     return tally

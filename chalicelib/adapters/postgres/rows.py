@@ -65,7 +65,11 @@ def due_now_without_key(t: NewTask) -> bool:
 def finish_params(
     outcomes: Sequence[Outcome], actor: str, *, webhook_max_retries: int, webhook_timeout: int
 ) -> dict[str, Any]:
-    """The parameters of ``finish`` (the outcomes as one JSON array, their ids apart)."""
+    """The parameters of ``finish`` (the outcomes as one JSON array, their ids apart).
+
+    One JSON document (``jsonb_to_recordset``), not a dozen arrays that psycopg adapts
+    element by element in Python: one C encoder call, 2 instead of 7 us a task; results
+    stay JSON text."""
     return {
         "outcomes": encode(
             [
