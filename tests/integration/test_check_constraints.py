@@ -229,6 +229,8 @@ BROKEN = [
     ("tasks_unique_key_length", {"unique_key": ""}),
     ("tasks_unique_key_length", {"unique_key": "k" * 201}),
     ("tasks_waiting_has_parents", {"status": "WAITING", "waiting_on": 0}),
+    # Nothing would count a NULL down to zero, so nothing would release the task (0041).
+    ("tasks_waiting_has_parents", {"status": "WAITING", "waiting_on": None}),
 ]
 # Their neighbours that hold: accepted, so the refusals above are not blanket ones.
 HOLDING = [
@@ -238,8 +240,8 @@ HOLDING = [
     {"unique_key": "k"},
     {"unique_key": "k" * 200},
     {"status": "WAITING", "waiting_on": 1},
-    # A NULL condition passes, as it did in the table CHECK.
-    {"status": "WAITING", "waiting_on": None},
+    # unique_key's NULL passes: a task without a key.
+    {"unique_key": None},
 ]
 
 
