@@ -173,6 +173,22 @@ def test_the_context_has_chalices_attributes_and_a_fresh_uuid4() -> None:
         assert (str(parsed), parsed.version, parsed.variant) == (one, 4, uuid.RFC_4122)
 
 
+def test_the_request_id_is_drawn_when_first_read_and_then_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tools.devstack.api_handler as api_handler
+
+    drawn: list[str] = []
+
+    def counted() -> str:
+        drawn.append(str(uuid.uuid4()))
+        return drawn[-1]
+
+    monkeypatch.setattr(api_handler, "request_id", counted)
+    contexts = [LocalContext("fn", 256, 900_000) for _ in range(5)]
+    assert drawn == []  # a request nobody asks the id of draws none
+    first = contexts[0].aws_request_id
+    assert (first, contexts[0].aws_request_id, drawn) == (first, first, [first])
+
+
 @pytest.mark.parametrize("timeout", [None, 30])
 def test_the_gateways_context_is_the_one_chalices_gateway_makes(timeout: int | None) -> None:
     from chalice.local import LocalGateway
