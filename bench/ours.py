@@ -463,8 +463,10 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int
     try:
         wait_for(up, timeout=120, interval=0.1, what="the local stack")
         headers = {"X-API-Key": key, "Content-Type": "application/json"}
-        # bytes, not str: http.client then sends headers and body in one segment (a str
-        # body goes in a second send and meets Nagle + delayed ACK: +40 ms a request).
+        # Headers and body leave in two sends whatever the body's type (Python 3.11's
+        # http.client and urllib3 2 both send the body after ``endheaders``); neither waits
+        # on a delayed ACK here (urllib3 sets TCP_NODELAY; for http.client without it the
+        # body still arrived with the head: bench/RESULTS.md, round 10).
         body = json.dumps({"name": "noop", "payload": {"n": 1}}).encode()
         with requests.Session() as s:
             for _ in range(20):
