@@ -4,7 +4,8 @@
 
 Each pair runs A and B (alternating which goes first) in fresh processes whose code
 comes from that checkout, each with a new connection (so a new plan cache) for
-``Store.claim`` alone, and claims ``claims`` times ``size`` tasks:
+``Store.claim`` alone (the connection the drain loop holds, ``Store.hold_connection``,
+where the checkout has one; else the store's pool), and claims ``claims`` times ``size`` tasks:
 
 - ``grow``: ``tasks`` truncated first, then submit, claim, finish, one claim at a time:
   the claim's first plan is made on an empty table, the later claims run on a table
@@ -30,6 +31,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve()
 BIG_TABLE = 20_000
@@ -53,7 +55,10 @@ def worker(db: str, mode: str, claims: int, size: int) -> dict[str, float]:
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute("TRUNCATE tasks, task_events CASCADE")
     store, claimer = Store(db), Store(db, max_size=1)
-    with claimer.connection() as conn:
+    # The drain loop's path: a connection it holds, where the checkout has one.
+    held = claimer.hold_connection() if hasattr(claimer, "hold_connection") else None
+    kw: dict[str, Any] = {} if held is None else {"held": held}
+    with claimer.connection(**kw) as conn:
         row = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
         assert row is not None
         pid = int(row["pid"])
@@ -70,7 +75,7 @@ def worker(db: str, mode: str, claims: int, size: int) -> dict[str, float]:
             else [t.id for t in store.insert_tasks([new() for _ in range(size)], actor="ab")]
         )
         b0, c0, w0 = _backend_ns(pid), time.thread_time(), time.perf_counter()
-        got = claimer.claim(ids, token, 30, actor="ab")
+        got = claimer.claim(ids, token, 30, actor="ab", **kw)
         walls.append(time.perf_counter() - w0)
         client += time.thread_time() - c0
         backend += _backend_ns(pid) - b0
@@ -78,6 +83,8 @@ def worker(db: str, mode: str, claims: int, size: int) -> dict[str, float]:
             raise RuntimeError(f"claimed {len(got)} of {len(ids)}")
         if mode == "grow":
             store.finish([Outcome(c.id, token, Status.COMPLETED, result_json="{}") for c in got], actor="ab")
+    if held is not None:
+        held.close()
     store.close()
     claimer.close()
     return {

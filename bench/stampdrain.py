@@ -44,8 +44,8 @@ def _instrument() -> None:
             _STAMPS[i] = {"wake": wake, "script_start": start, "script": end}
         return ids
 
-    def timed_store_claim(self: Store, ids: Any, token: str, lease_seconds: float, *, actor: str) -> Any:
-        rows = store_claim(self, ids, token, lease_seconds, actor=actor)
+    def timed_store_claim(self: Store, ids: Any, token: str, lease_seconds: float, **kw: Any) -> Any:
+        rows = store_claim(self, ids, token, lease_seconds, **kw)
         end = time.time()
         for i in ids:
             if i in _STAMPS:

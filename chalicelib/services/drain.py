@@ -98,6 +98,9 @@ class Drainer:
         # through the client's pool (None for a cluster client): they are the Redis
         # half of the path from a push to the task's start.  One run at a time uses it.
         self._held = rt.queue.hold_connection()
+        # Its claim statements likewise go on a PostgreSQL connection of its own (the
+        # recorder thread's finishes keep the pool).
+        self._held_pg = rt.store.hold_connection()
 
     def run(self, remaining: Clock, *, idle_exit_seconds: float | None = None) -> DrainStats:
         """Drain until ``remaining()`` drops below the margin, or the queue has been
@@ -156,6 +159,7 @@ class Drainer:
         self._recorder.shutdown(wait=True)
         if self._held is not None:
             self._held.close()
+        self._held_pg.close()
 
     def _wait_recording(self, stats: DrainStats) -> None:
         """Wait until the previous batch's outcomes are recorded.  If recording gave up
@@ -174,7 +178,7 @@ class Drainer:
         s = self.rt.settings
         token = next(self._tokens)
         ids = list(names)
-        batch = self.rt.store.claim(ids, token, s.lease_seconds, actor=self.name)
+        batch = self.rt.store.claim(ids, token, s.lease_seconds, actor=self.name, held=self._held_pg)
         if any(t.has_parents for t in batch):
             batch = dependencies.with_parent_results(self.rt, batch)
         claimed_at = time.monotonic()

@@ -1,14 +1,20 @@
-"""The drain loop's Redis connection (issue 14 round 9): its wake waits and claims go
+"""The drain loop's connections: its Redis wake waits and claims (issue 14 round 9) go
 on a connection the drainer holds (``client.HeldConnection``), not through the
-client's pool."""
+client's pool, and its claim statements (round 10) on a PostgreSQL connection it holds
+(``postgres.held.HeldConnection``), not through the store's pool."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from chalicelib.adapters.postgres.held import HeldConnection
+from chalicelib.adapters.postgres.store import Store
 from chalicelib.container import Container
+from chalicelib.core.errors import StoreError
 from chalicelib.core.model import Status
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit
@@ -38,3 +44,66 @@ def test_the_drain_loop_waits_and_claims_on_a_connection_of_its_own(
     assert stats["completed"] == 1 and not stats["errors"]
     for task in (first, second):
         assert rt.store.get_task(TENANT, task.id).status is Status.COMPLETED  # type: ignore[union-attr]
+
+
+def test_the_drain_loop_claims_on_a_postgresql_connection_of_its_own(
+    make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = make_rt()
+    task = submit(rt, TENANT, request()).task
+    loop_thread = threading.get_ident()
+    checked_out: list[int] = []
+    getconn = rt.store._pool.getconn
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        if threading.get_ident() == loop_thread:
+            checked_out.append(1)
+        return getconn(*args, **kw)
+
+    # The loop runs on this thread (its outcomes are recorded on the recorder's, through
+    # the pool): for a noop task its only PostgreSQL statement is the claim.
+    monkeypatch.setattr(rt.store._pool, "getconn", counted)
+    stats = drain_once(rt)
+    assert checked_out == []
+    assert stats["completed"] == 1 and not stats["errors"]
+    assert rt.store.get_task(TENANT, task.id).status is Status.COMPLETED  # type: ignore[union-attr]
+
+
+def _backend_of(held: HeldConnection, store: Store) -> int:
+    with store.connection(held) as conn:
+        row = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
+    assert row is not None
+    return int(row["pid"])
+
+
+def test_a_held_connection_that_broke_fails_that_claim_and_the_next_one_reconnects(
+    make_rt: Callable[..., Container],
+) -> None:
+    rt = make_rt()
+    first, second = (submit(rt, TENANT, request()).task for _ in range(2))
+    held = rt.store.hold_connection()
+    try:
+        assert rt.store.claim([first.id], "00000000-0000-0000-0000-000000000001", 30, actor="t", held=held)
+        old = _backend_of(held, rt.store)
+        with rt.store.connection() as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (old,))
+        with pytest.raises(StoreError):
+            rt.store.claim([second.id], "00000000-0000-0000-0000-000000000002", 30, actor="t", held=held)
+        assert rt.store.get_task(TENANT, second.id).status is Status.QUEUED  # type: ignore[union-attr]
+        claimed = rt.store.claim([second.id], "00000000-0000-0000-0000-000000000002", 30, actor="t", held=held)
+        assert [c.id for c in claimed] == [second.id]
+        assert _backend_of(held, rt.store) != old
+    finally:
+        held.close()
+
+
+def test_a_held_connection_left_in_a_transaction_is_not_used_again(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt()
+    held = rt.store.hold_connection()
+    try:
+        with rt.store.connection(held) as conn:
+            conn.execute("BEGIN")
+            left_open = int(conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"])  # type: ignore[index]
+        assert _backend_of(held, rt.store) != left_open
+    finally:
+        held.close()

@@ -32,6 +32,7 @@ from chalicelib.adapters.postgres.claim_order import in_given_order
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
 from chalicelib.adapters.postgres.followers import FollowerQueries
+from chalicelib.adapters.postgres.held import HeldConnection
 from chalicelib.adapters.postgres.jsontext import dumps
 from chalicelib.adapters.postgres.rows import (
     accepted,
@@ -111,13 +112,14 @@ class Store(
     ) -> None:
         self.url = url
         self._webhook = {"webhook_max_retries": webhook_max_retries, "webhook_timeout": webhook_timeout_seconds}
+        self._options = connection_options(prepare=prepare)
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=max_size,
             timeout=timeout,
             open=False,
-            kwargs=connection_options(prepare=prepare),
+            kwargs=self._options,
             name="tasklane",
         )
         self._opened = False
@@ -130,9 +132,22 @@ class Store(
             self._pool.open(wait=False)
             self._opened = True
 
+    def hold_connection(self) -> HeldConnection:
+        """A connection off the pool for one thread's statements (``held``): the drain
+        loop's claims.  The caller closes it."""
+        return HeldConnection(self.url, self._options)
+
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Row]]:
-        """A pooled autocommit connection; database errors become Tasklane errors."""
+    def connection(self, held: HeldConnection | None = None) -> Iterator[psycopg.Connection[Row]]:
+        """A pooled autocommit connection (``held``'s, if given); database errors become
+        Tasklane errors."""
+        if held is not None:
+            try:
+                with held.connection() as conn:
+                    yield conn
+            except _TRANSLATED as exc:
+                raise _translated(exc) from exc
+            return
         self._ensure_open()
         try:
             # getconn/putconn rather than the pool's ``connection()``, which also runs
@@ -146,18 +161,8 @@ class Store(
                 yield cast("psycopg.Connection[Row]", conn)
             finally:
                 self._pool.putconn(conn)
-        except PoolTimeout as exc:
-            raise StoreError("PostgreSQL is unreachable (no connection available); retry later") from exc
-        except psycopg.OperationalError as exc:
-            raise StoreError(f"PostgreSQL is unreachable: {_first_line(exc)}") from exc
-        except psycopg.errors.DataError as exc:
-            raise ValidationError(f"invalid value: {_first_line(exc)}") from exc
-        except psycopg.errors.UniqueViolation as exc:
-            raise ConflictError(f"already exists: {_first_line(exc)}") from exc
-        except psycopg.errors.IntegrityError as exc:
-            raise ValidationError(f"rejected by the database: {_first_line(exc)}") from exc
-        except psycopg.InterfaceError as exc:
-            raise StoreError(f"PostgreSQL connection failed: {_first_line(exc)}") from exc
+        except _TRANSLATED as exc:
+            raise _translated(exc) from exc
 
     def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
         with self.connection() as conn:
@@ -250,12 +255,17 @@ class Store(
 
     # --- drain ---------------------------------------------------------------------
 
-    def claim(self, ids: Sequence[str], token: str, lease_seconds: float, *, actor: str) -> list[Claimed]:
-        """Mark the claimable ones of ``ids`` PROCESSING under ``token``; returns them."""
+    def claim(
+        self, ids: Sequence[str], token: str, lease_seconds: float, *, actor: str, held: HeldConnection | None = None
+    ) -> list[Claimed]:
+        """Mark the claimable ones of ``ids`` PROCESSING under ``token``; returns them.
+        ``held``: the statement runs on that connection (``hold_connection``)."""
         if not ids:
             return []
         params = {"ids": list(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
-        return [Claimed.from_row(r) for r in in_given_order(self._all("claim", params), ids)]
+        with self.connection(held) as conn:
+            rows = conn.execute(self._q["claim"], params).fetchall()
+        return [Claimed.from_row(r) for r in in_given_order(rows, ids)]
 
     def finish(self, outcomes: Sequence[Outcome], *, actor: str) -> list[Recorded]:
         """Record outcomes; returns the tasks that changed (the others lost their lease)."""
@@ -588,6 +598,30 @@ def _schedule_params(tenant: str, schedule_id: str, spec: ScheduleSpec, next_fir
         "catch_up": spec.catch_up,
         "next_fire_at": next_fire_at,
     }
+
+
+# The driver's errors ``Store.connection`` turns into Tasklane errors (``_translated``).
+_TRANSLATED = (
+    PoolTimeout,
+    psycopg.OperationalError,
+    psycopg.errors.DataError,
+    psycopg.errors.IntegrityError,
+    psycopg.InterfaceError,
+)
+
+
+def _translated(exc: BaseException) -> Exception:
+    if isinstance(exc, PoolTimeout):
+        return StoreError("PostgreSQL is unreachable (no connection available); retry later")
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreError(f"PostgreSQL is unreachable: {_first_line(exc)}")
+    if isinstance(exc, psycopg.errors.DataError):
+        return ValidationError(f"invalid value: {_first_line(exc)}")
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return ConflictError(f"already exists: {_first_line(exc)}")
+    if isinstance(exc, psycopg.errors.IntegrityError):
+        return ValidationError(f"rejected by the database: {_first_line(exc)}")
+    return StoreError(f"PostgreSQL connection failed: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:
