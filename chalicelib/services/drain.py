@@ -98,8 +98,8 @@ class Drainer:
         # through the client's pool (None for a cluster client): they are the Redis
         # half of the path from a push to the task's start.  One run at a time uses it.
         self._held = rt.queue.hold_connection()
-        # Its claim statements likewise go on a PostgreSQL connection of its own (the
-        # recorder thread's finishes keep the pool).
+        # Its claim statements likewise go on one connection of the store's pool that
+        # it keeps (None for a small pool); the recorder's finishes share the rest.
         self._held_pg = rt.store.hold_connection()
 
     def run(self, remaining: Clock, *, idle_exit_seconds: float | None = None) -> DrainStats:
@@ -159,7 +159,8 @@ class Drainer:
         self._recorder.shutdown(wait=True)
         if self._held is not None:
             self._held.close()
-        self._held_pg.close()
+        if self._held_pg is not None:
+            self._held_pg.close()
 
     def _wait_recording(self, stats: DrainStats) -> None:
         """Wait until the previous batch's outcomes are recorded.  If recording gave up

@@ -1,4 +1,4 @@
-"""``Store.claim`` sends plain ids as an array literal (``store._id_array``): an id that
+"""``Store.claim`` sends plain ids as an array literal (``claim_order.id_array``): an id that
 would read as two elements is refused as a whole, as it was as a list."""
 
 from __future__ import annotations

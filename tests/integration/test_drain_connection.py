@@ -10,8 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from psycopg.pq import TransactionStatus
+from psycopg_pool import PoolTimeout
 
-from chalicelib.adapters.postgres.held import HeldConnection
+from chalicelib.adapters.postgres.held import HOLD_MIN_POOL, HeldConnection
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.container import Container
 from chalicelib.core.errors import StoreError
@@ -50,23 +52,33 @@ def test_the_drain_loop_claims_on_a_postgresql_connection_of_its_own(
     make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rt = make_rt()
-    task = submit(rt, TENANT, request()).task
     loop_thread = threading.get_ident()
     checked_out: list[int] = []
+    draining = threading.Event()
     getconn = rt.store._pool.getconn
 
     def counted(*args: Any, **kw: Any) -> Any:
-        if threading.get_ident() == loop_thread:
+        if draining.is_set() and threading.get_ident() == loop_thread:
             checked_out.append(1)
         return getconn(*args, **kw)
 
     # The loop runs on this thread (its outcomes are recorded on the recorder's, through
-    # the pool): for a noop task its only PostgreSQL statement is the claim.
+    # the pool): for noop tasks its only PostgreSQL statements are the claims.
     monkeypatch.setattr(rt.store._pool, "getconn", counted)
-    stats = drain_once(rt)
-    assert checked_out == []
-    assert stats["completed"] == 1 and not stats["errors"]
-    assert rt.store.get_task(TENANT, task.id).status is Status.COMPLETED  # type: ignore[union-attr]
+    drainer = Drainer(rt, name="held-pg")
+    tasks = []
+    try:
+        for _ in range(3):
+            tasks.append(submit(rt, TENANT, request()).task)
+            draining.set()
+            stats = drain_once(rt, drainer=drainer)
+            draining.clear()
+            assert stats["completed"] == 1 and not stats["errors"]
+    finally:
+        drainer.close()
+    assert checked_out == [1]  # once, by the holder, for three claims
+    for task in tasks:
+        assert rt.store.get_task(TENANT, task.id).status is Status.COMPLETED  # type: ignore[union-attr]
 
 
 def _backend_of(held: HeldConnection, store: Store) -> int:
@@ -82,6 +94,7 @@ def test_a_held_connection_that_broke_fails_that_claim_and_the_next_one_reconnec
     rt = make_rt()
     first, second = (submit(rt, TENANT, request()).task for _ in range(2))
     held = rt.store.hold_connection()
+    assert held is not None
     try:
         assert rt.store.claim([first.id], "00000000-0000-0000-0000-000000000001", 30, actor="t", held=held)
         old = _backend_of(held, rt.store)
@@ -97,13 +110,44 @@ def test_a_held_connection_that_broke_fails_that_claim_and_the_next_one_reconnec
         held.close()
 
 
-def test_a_held_connection_left_in_a_transaction_is_not_used_again(make_rt: Callable[..., Container]) -> None:
+def test_a_held_connection_left_in_a_transaction_goes_back_to_the_pool(make_rt: Callable[..., Container]) -> None:
     rt = make_rt()
     held = rt.store.hold_connection()
+    assert held is not None
     try:
         with rt.store.connection(held) as conn:
             conn.execute("BEGIN")
-            left_open = int(conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"])  # type: ignore[index]
-        assert _backend_of(held, rt.store) != left_open
+            conn.execute("SELECT set_config('tasklane.test_left_open', 'yes', true)")
+        with rt.store.connection(held) as conn:
+            assert conn.info.transaction_status is TransactionStatus.IDLE
+            row = conn.execute("SELECT current_setting('tasklane.test_left_open', true) AS v").fetchone()
+        assert row is not None and row["v"] != "yes"  # rolled back by the pool, not carried on
     finally:
         held.close()
+
+
+def test_a_held_connection_is_one_of_the_pools(make_rt: Callable[..., Container]) -> None:
+    # The process's connections stay within TASKLANE_POOL_MAX_SIZE (infra/deploy.md).
+    rt = make_rt(pool_max_size=HOLD_MIN_POOL)
+    held = rt.store.hold_connection()
+    assert held is not None
+    held_pid = _backend_of(held, rt.store)
+    pool = rt.store._pool
+    others = [pool.getconn(timeout=5) for _ in range(HOLD_MIN_POOL - 1)]
+    with pytest.raises(PoolTimeout):
+        pool.getconn(timeout=0.2)
+    for conn in others:
+        pool.putconn(conn)
+    held.close()
+    with rt.store.connection() as a, rt.store.connection() as b, rt.store.connection() as c:
+        pids = {conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"] for conn in (a, b, c)}  # type: ignore[index]
+    assert held_pid in pids  # back in the pool, still open
+
+
+def test_a_small_pool_holds_no_connection_and_the_loop_claims_through_it(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt(pool_max_size=HOLD_MIN_POOL - 1)
+    assert rt.store.hold_connection() is None
+    task = submit(rt, TENANT, request()).task
+    stats = drain_once(rt)
+    assert stats["completed"] == 1 and not stats["errors"]
+    assert rt.store.get_task(TENANT, task.id).status is Status.COMPLETED  # type: ignore[union-attr]

@@ -15,7 +15,6 @@ casts ids to text, so the records cost no more than the dict rows once did.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,17 +22,18 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from chalicelib.adapters.postgres.archive import ArchiveQueries, archive_may_hold, read_both
 from chalicelib.adapters.postgres.audit import AuditQueries
 from chalicelib.adapters.postgres.batches import BatchQueries
 from chalicelib.adapters.postgres.bulkcopy import COPY_MIN, BulkCopy
-from chalicelib.adapters.postgres.claim_order import in_given_order
+from chalicelib.adapters.postgres.claim_order import id_array, in_given_order
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
+from chalicelib.adapters.postgres.errors import TRANSLATED, first_line, translated
 from chalicelib.adapters.postgres.followers import FollowerQueries
-from chalicelib.adapters.postgres.held import HeldConnection
+from chalicelib.adapters.postgres.held import HeldConnection, hold
 from chalicelib.adapters.postgres.jsontext import dumps
 from chalicelib.adapters.postgres.rows import (
     accepted,
@@ -113,14 +113,13 @@ class Store(
     ) -> None:
         self.url = url
         self._webhook = {"webhook_max_retries": webhook_max_retries, "webhook_timeout": webhook_timeout_seconds}
-        self._options = connection_options(prepare=prepare)
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=max_size,
             timeout=timeout,
             open=False,
-            kwargs=self._options,
+            kwargs=connection_options(prepare=prepare),
             name="tasklane",
         )
         self._opened = False
@@ -133,10 +132,9 @@ class Store(
             self._pool.open(wait=False)
             self._opened = True
 
-    def hold_connection(self) -> HeldConnection:
-        """A connection off the pool for one thread's statements (``held``): the drain
-        loop's claims.  The caller closes it."""
-        return HeldConnection(self.url, self._options)
+    def hold_connection(self) -> HeldConnection | None:
+        """One of the pool's connections kept for the drain loop's claims (``held.hold``)."""
+        return hold(self._pool, self._ensure_open)
 
     @contextmanager
     def connection(self, held: HeldConnection | None = None) -> Iterator[psycopg.Connection[Row]]:
@@ -146,8 +144,8 @@ class Store(
             try:
                 with held.connection() as conn:
                     yield conn
-            except _TRANSLATED as exc:
-                raise _translated(exc) from exc
+            except TRANSLATED as exc:
+                raise translated(exc) from exc
             return
         self._ensure_open()
         try:
@@ -162,8 +160,8 @@ class Store(
                 yield cast("psycopg.Connection[Row]", conn)
             finally:
                 self._pool.putconn(conn)
-        except _TRANSLATED as exc:
-            raise _translated(exc) from exc
+        except TRANSLATED as exc:
+            raise translated(exc) from exc
 
     def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
         with self.connection() as conn:
@@ -263,7 +261,7 @@ class Store(
         ``held``: the statement runs on that connection (``hold_connection``)."""
         if not ids:
             return []
-        params = {"ids": _id_array(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
+        params = {"ids": id_array(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
         with self.connection(held) as conn:
             rows = conn.execute(self._q["claim"], params).fetchall()
         return [Claimed.from_row(r) for r in in_given_order(rows, ids)]
@@ -351,7 +349,7 @@ class Store(
         except StoreError:
             raise
         except (psycopg.Error, ValidationError, ConflictError) as exc:
-            raise StoreError(f"partition maintenance failed ({name}): {_first_line(exc)}") from exc
+            raise StoreError(f"partition maintenance failed ({name}): {first_line(exc)}") from exc
         return next(iter(row.values())) if row else None
 
     def forget_idempotency_keys(self, window_seconds: float, *, limit: int = 5000) -> int:
@@ -599,49 +597,3 @@ def _schedule_params(tenant: str, schedule_id: str, spec: ScheduleSpec, next_fir
         "catch_up": spec.catch_up,
         "next_fire_at": next_fire_at,
     }
-
-
-# Ids of hex digits and hyphens only (none empty, none with a comma): joined by commas
-# they are an array literal whose elements are exactly these ids (no quotes, braces,
-# backslashes or empty elements to read otherwise).
-_PLAIN_IDS = re.compile(r"[0-9A-Fa-f-]+(?:,[0-9A-Fa-f-]+)*")
-
-
-def _id_array(ids: Sequence[str]) -> str | list[str]:
-    """The claim's ids as the text of a ``uuid[]`` (the statement casts it): psycopg's
-    list dumper, which looks for the elements' type on every call, was ~55k of the
-    ~440k client instructions of a one-task claim (issue 14, round 10).  Anything else
-    goes as a list, as before."""
-    text = ",".join(ids)
-    if _PLAIN_IDS.fullmatch(text) and text.count(",") == len(ids) - 1:
-        return "{" + text + "}"
-    return list(ids)
-
-
-# The driver's errors ``Store.connection`` turns into Tasklane errors (``_translated``).
-_TRANSLATED = (
-    PoolTimeout,
-    psycopg.OperationalError,
-    psycopg.errors.DataError,
-    psycopg.errors.IntegrityError,
-    psycopg.InterfaceError,
-)
-
-
-def _translated(exc: BaseException) -> Exception:
-    if isinstance(exc, PoolTimeout):
-        return StoreError("PostgreSQL is unreachable (no connection available); retry later")
-    if isinstance(exc, psycopg.OperationalError):
-        return StoreError(f"PostgreSQL is unreachable: {_first_line(exc)}")
-    if isinstance(exc, psycopg.errors.DataError):
-        return ValidationError(f"invalid value: {_first_line(exc)}")
-    if isinstance(exc, psycopg.errors.UniqueViolation):
-        return ConflictError(f"already exists: {_first_line(exc)}")
-    if isinstance(exc, psycopg.errors.IntegrityError):
-        return ValidationError(f"rejected by the database: {_first_line(exc)}")
-    return StoreError(f"PostgreSQL connection failed: {_first_line(exc)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
