@@ -75,9 +75,9 @@ def test_only_a_task_due_now_without_a_key_takes_insert_task_now(new: NewTask, t
 
 
 def test_a_task_queued_now_is_queued_at_its_creation() -> None:
-    acc = Accepted.queued_now("x", NOW)
-    assert acc == Accepted("x", Status.QUEUED, NOW, NOW, NOW, None)
-    task = acc.task(_new())
+    new = _new()
+    task = Accepted.queued_now(new, NOW)
+    assert task == Accepted(new.id, Status.QUEUED, NOW, NOW, NOW, None).task(new)
     assert (task.status, task.run_at, task.enqueued_at, task.created_at, task.updated_at) == (
         Status.QUEUED,
         NOW,

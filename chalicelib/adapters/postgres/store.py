@@ -196,7 +196,7 @@ class Store(
             t = tasks[0]
             if due_now_without_key(t):  # most single submits: QUEUED now, nothing to decide
                 row = self._all("insert_task_now", one_task_params(t, actor))[0]
-                return [Accepted.queued_now(t.id, row["created_at"]).task(t)]
+                return [Accepted.queued_now(t, row["created_at"])]
             return accepted(tasks, self._all("insert_task", one_task_params(t, actor)))
         if not tasks:
             return []
