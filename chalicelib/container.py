@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from chalicelib.adapters.aws.secrets import database_url, with_secrets
 from chalicelib.adapters.postgres.store import Store
-from chalicelib.adapters.redis.pusher import BackgroundPusher, OnError
+from chalicelib.adapters.redis.pusher import BackgroundPusher, HeldPush, OnError
 from chalicelib.adapters.redis.queue import Queue
 from chalicelib.config import Settings, get_settings
 from chalicelib.core.retry import RetryPolicy
@@ -29,6 +29,7 @@ class Container:
     registry: Registry
     retry: RetryPolicy
     _pusher: BackgroundPusher | None = field(default=None, init=False, repr=False, compare=False)
+    _held_push: HeldPush | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -70,6 +71,16 @@ class Container:
                 self._pusher = BackgroundPusher(self.queue, on_error)
             return self._pusher
 
+    def held_push(self) -> HeldPush:
+        """The process's inline pusher of lone tasks (``submit_push=inline``)."""
+        found = self._held_push
+        if found is None:
+            with _lock:
+                found = self._held_push
+                if found is None:
+                    found = self._held_push = HeldPush(self.queue)
+        return found
+
     def flush_pushes(self, timeout: float = 5.0) -> bool:
         """Wait for the background pushes handed in so far (True when there are none)."""
         return self._pusher.flush(timeout) if self._pusher is not None else True
@@ -77,6 +88,8 @@ class Container:
     def close(self) -> None:
         if self._pusher is not None:
             self._pusher.close()
+        if self._held_push is not None:
+            self._held_push.close()
         self.store.close()
 
 

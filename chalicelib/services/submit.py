@@ -329,7 +329,7 @@ def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
     if not entries:
         return
     try:
-        rt.queue.push(entries)
+        rt.held_push().push(entries)
     except QueueError as exc:
         _push_failed(len(entries), exc)
 

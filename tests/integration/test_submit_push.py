@@ -1,7 +1,7 @@
 """``TASKLANE_SUBMIT_PUSH=background``: a submit returns at its commit and the push
 follows on the pusher thread; concurrent submits share pushes; a push that fails
 leaves the tasks to the sweeper and the pusher keeps going; a forked child gets a
-pusher thread of its own."""
+pusher thread of its own.  Lone tasks' pushes, inline or not, skip the client's pool."""
 
 from __future__ import annotations
 
@@ -134,17 +134,67 @@ def test_tasks_handed_to_the_pusher_get_their_entries_there(make_rt: Callable[..
     assert rt.queue.client.zcard(rt.queue.keys.delayed) == 1
 
 
-def test_the_pusher_pushes_a_lone_task_on_a_connection_of_its_own(
-    make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("mode", ["background", "inline"])
+def test_a_lone_task_is_pushed_on_a_connection_of_its_own(
+    make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    """Issue 14 round 8: the pusher thread's single pushes skip the client's pool (a
-    connection held by the thread, ``client.HeldScript``); the inline path keeps
-    the client's registered script."""
-    rt = make_rt(submit_push="background")
+    """Issue 14: a single push skips the client's pool (a held connection,
+    ``client.HeldScript``): the pusher thread's since round 8, the inline one's since
+    round 10."""
+    rt = make_rt(submit_push=mode)
 
     def pool_path(**kw: object) -> None:
-        raise AssertionError("the pusher's lone push went through the client's pool")
+        raise AssertionError("a lone push went through the client's pool")
 
     monkeypatch.setattr(rt.queue, "_push_one", pool_path)
-    task = submit(rt, TENANT, request()).task
-    assert rt.flush_pushes(5.0) and task.id in _ready_ids(rt)
+    tasks = [submit(rt, TENANT, request()).task for _ in range(3)]
+    assert rt.flush_pushes(5.0) and {t.id for t in tasks} <= _ready_ids(rt)
+
+
+def test_an_inline_push_takes_the_pool_while_another_thread_holds_the_connection(
+    make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The held connection serves one thread at a time; a concurrent inline push goes
+    through the client's pool instead of waiting for it (or sharing its socket)."""
+    rt = make_rt(submit_push="inline")
+    pooled: list[int] = []
+    real = rt.queue._push_one
+
+    def pool_path(**kw: object) -> object:
+        pooled.append(1)
+        return real(**kw)
+
+    monkeypatch.setattr(rt.queue, "_push_one", pool_path)
+    first = submit(rt, TENANT, request()).task  # the held connection, made on first use
+    assert not pooled
+    with rt.held_push()._lock:  # another thread's push in progress
+        second = submit(rt, TENANT, request()).task
+    assert pooled == [1] and {first.id, second.id} <= _ready_ids(rt)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_pushes_inline_on_a_connection_of_its_own(
+    make_rt: Callable[..., Container], redis_url: str
+) -> None:
+    rt = make_rt(submit_push="inline")
+    submit(rt, TENANT, request())  # the parent's held connection is open
+    parent_conn = rt.held_push()._held
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: submit, report the id; never return into pytest
+        try:
+            child = Container.build(rt.settings)  # its own PostgreSQL pool
+            child._held_push = rt._held_push  # what a process forked after its first submit holds
+            task = submit(child, TENANT, request()).task
+            fresh = child.held_push()._held is not parent_conn
+            os.write(write, f"{task.id if fresh else ''}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        child_id = f.read()
+    os.waitpid(pid, 0)
+    ready = redis.Redis.from_url(redis_url).zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
+    assert child_id and f"2:{child_id}".encode() in ready
+    after = submit(rt, TENANT, request()).task  # the parent's connection still answers its own
+    assert rt.held_push()._held is parent_conn and after.id in _ready_ids(rt)
