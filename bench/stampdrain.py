@@ -7,7 +7,10 @@ itself with the built-in ``noop``.
 For the latency split it also wraps three calls of the drain loop (at class level,
 in this process only) and stamps each claimed id with when the drainer woke (its
 BLPOP on the wake list returned; the claim's start when it did not block), when the
-Redis claim script answered and when the claim statement committed.  The executor
+Redis claim script answered and when the claim statement committed.  A wait armed
+ahead of the claim (one partition, the loop's held connection) answers together with
+the claim script: the wake is stamped when both replies are in, so the wake-up step
+holds the claim script and the claim script step is 0.  The executor
 returns those stamps in its result, so the bench reads them from PostgreSQL."""
 
 from __future__ import annotations
@@ -23,25 +26,29 @@ from chalicelib.tasktypes import TaskContext, registry
 # task id -> {"wake": ..., "script": ..., "commit": ...} (epoch seconds)
 _STAMPS: dict[str, dict[str, float]] = {}
 _last_wake = [0.0]
+ARMED = -1.0
 
 
 def _instrument() -> None:
     wait_for_work, redis_claim, store_claim = Queue.wait_for_work, Queue.claim, Store.claim
 
-    def timed_wait(self: Queue, timeout: float, **kw: Any) -> bool:
+    def timed_wait(self: Queue, timeout: float, **kw: Any) -> bool | None:
         woke = wait_for_work(self, timeout, **kw)
-        _last_wake[0] = time.time()
+        # None: the wait is armed ahead of the claim (HeldConnection.arm) and ends in it.
+        _last_wake[0] = time.time() if woke is not None else ARMED
         return woke
 
     def timed_redis_claim(self: Queue, count: int, lease_seconds: float, **kw: Any) -> dict[str, str]:
         start = time.time()
         ids = redis_claim(self, count, lease_seconds, **kw)
         end = time.time()
-        # The wake that led to this claim, if the loop blocked since its last claim.
-        wake = _last_wake[0] if _last_wake[0] > 0 else start
+        # The wake that led to this claim, if the loop blocked since its last claim; an
+        # armed wait's reply comes with the claim's, so the drainer sees both at its end.
+        armed = _last_wake[0] == ARMED
+        wake = end if armed else _last_wake[0] if _last_wake[0] > 0 else start
         _last_wake[0] = 0.0
         for i in ids:
-            _STAMPS[i] = {"wake": wake, "script_start": start, "script": end}
+            _STAMPS[i] = {"wake": wake, "script_start": end if armed else start, "script": end}
         return ids
 
     def timed_store_claim(self: Store, ids: Any, token: str, lease_seconds: float, **kw: Any) -> Any:

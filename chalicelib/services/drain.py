@@ -114,7 +114,9 @@ class Drainer:
         # longer for it; what it saves is the empty claim that would come first, and the
         # token that claim leaves behind, which would end the next wait at once for
         # another empty claim.  Waits at most the idle wait (delayed ids fall due, a
-        # throttled type's bucket refills: only a claim sees those).
+        # throttled type's bucket refills: only a claim sees those).  On the held
+        # connection the wait goes to Redis in one write with the claim that follows:
+        # Redis runs the claim as the token arrives (``HeldConnection.arm``).
         dry = False
         while remaining() > s.drain_margin_seconds:
             # Lets the API see a live drainer (chalicelib.adapters.aws.wake).

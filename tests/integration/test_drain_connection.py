@@ -6,6 +6,7 @@ client's pool, and its claim statements (round 10) on a PostgreSQL connection it
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -151,3 +152,60 @@ def test_a_small_pool_holds_no_connection_and_the_loop_claims_through_it(make_rt
     stats = drain_once(rt)
     assert stats["completed"] == 1 and not stats["errors"]
     assert rt.store.get_task(TENANT, task.id).status is Status.COMPLETED  # type: ignore[union-attr]
+
+
+def test_the_claim_after_a_wait_goes_in_one_write_and_runs_as_the_token_arrives(
+    make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 round 10: the loop's wait is armed ahead of its claim (``HeldConnection.arm``):
+    one send for both, and the claim takes what the push that ended the wait brought."""
+    rt = make_rt()
+    held = rt.queue.hold_connection()
+    assert held is not None
+    held.command("PING")  # connected: the handshake's sends are not counted
+    sends: list[object] = []
+    real_send = held._conn.send_packed_command
+
+    def counting(command: object, check_health: bool = True) -> None:
+        sends.append(command)
+        real_send(command, check_health)
+
+    monkeypatch.setattr(held._conn, "send_packed_command", counting)
+    pushed: list[str] = []
+
+    def push_later() -> None:
+        time.sleep(0.3)
+        pushed.append(submit(rt, TENANT, request()).task.id)
+
+    pusher = threading.Thread(target=push_later)
+    try:
+        started = time.monotonic()
+        pusher.start()
+        assert rt.queue.wait_for_work(5.0, held=held) is None  # armed: returns at once
+        assert time.monotonic() - started < 0.3
+        ids = rt.queue.claim(10, 30, held=held)
+        waited = time.monotonic() - started
+    finally:
+        pusher.join(10)
+        held.close()
+    assert list(ids) == pushed and 0.3 <= waited < 5.0
+    # The wait and the claim script in one write (a second claim follows only when the
+    # first met a tenant it did not know: the script asks again with the tenant list).
+    first = b"".join(bytes(chunk) for chunk in sends[0])  # type: ignore[attr-defined]
+    assert first.startswith(b"*3\r\n$5\r\nBLPOP") and b"EVALSHA" in first
+
+
+def test_an_armed_wait_that_times_out_still_runs_the_command(make_rt: Callable[..., Container]) -> None:
+    rt = make_rt()
+    held = rt.queue.hold_connection()
+    assert held is not None
+    try:
+        rt.queue.wait_for_work(0.05, held=held)
+        assert rt.queue.claim(10, 30, held=held) == {}
+        rt.queue.client.set("loop-conn:not-a-list", "x")  # BLPOP on it is an error reply
+        held.arm("BLPOP", "loop-conn:not-a-list", 0.05)
+        assert held.command("PING") == b"PONG"  # the wait's error read and dropped, in step
+        assert held.command("PING") == b"PONG"
+    finally:
+        rt.queue.client.delete("loop-conn:not-a-list")
+        held.close()

@@ -33,6 +33,13 @@ def dead_queue() -> Queue:
     return Queue(client)
 
 
+def _wait_then_claim(q: Queue) -> None:
+    """The drain loop's pair on its held connection: the wait is armed, sent with the claim."""
+    held = q.hold_connection()
+    q.wait_for_work(0.1, held=held)
+    q.claim(10, 30, held=held)
+
+
 CALLS: dict[str, Callable[[Queue], Any]] = {
     "push": lambda q: q.push([QueueEntry.ready("a", "t", Priority.NORMAL, 1.0, None)]),
     "remove": lambda q: q.remove([QueueEntry.ready("a", "t", Priority.NORMAL, 1.0, None)]),
@@ -41,7 +48,7 @@ CALLS: dict[str, Callable[[Queue], Any]] = {
     "extend": lambda q: q.extend(["a"], 30),
     "wait_for_work": lambda q: q.wait_for_work(0.1),
     "claim, held connection": lambda q: q.claim(10, 30, held=q.hold_connection()),
-    "wait_for_work, held connection": lambda q: q.wait_for_work(0.1, held=q.hold_connection()),
+    "wait_for_work, held connection": lambda q: _wait_then_claim(q),
     "wake": lambda q: q.wake(),
     "expired_leases": lambda q: q.expired_leases(10),
     "needs_rebuild": lambda q: q.needs_rebuild(),

@@ -19,7 +19,9 @@ from typing import Any, Literal, Protocol
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chalicelib.core.errors import QueueError
 
@@ -79,17 +81,19 @@ class ClusterScript:
 
 
 class HeldConnection:
-    """A redis-py connection held by the one thread that uses it: the pusher's single
-    pushes, the drain loop's wake waits and claims.
+    """A redis-py connection held by the one thread that uses it: single pushes (the
+    pusher's, and inline ones: ``pusher.HeldPush``), the drain loop's wake waits and
+    claims.
 
     ``redis.Redis`` takes a connection from its pool and returns it on every command
     (a lock, a readiness poll, metrics hooks): about 60 % of a single push's client
     CPU (issue 14, round 8), and as much of a claim script's or a BLPOP's (round 9).
     This keeps what that path gives a command: the connection's own ``Retry`` (a
     connection error or timeout disconnects and tries again with its backoff, as the
-    client does), its health check before a send, and the reconnect of a dropped
-    connection on the next send.  Errors are redis-py's; callers translate them as for
-    any client call.  Not thread-safe: one thread only."""
+    client does), its health check before a send, the check-out's reconnect of a
+    socket the server closed, and the reconnect of a dropped connection on the next
+    send.  Errors are redis-py's; callers translate them as for any client call.  Not
+    thread-safe: one thread only."""
 
     @classmethod
     def of(cls, client: RedisLike) -> HeldConnection | None:
@@ -103,6 +107,7 @@ class HeldConnection:
         # one of its connections: the pool neither counts nor hands out this one.
         self._conn = pool.connection_class(**pool.connection_kwargs)
         self._scripts: dict[str, HeldScript] = {}
+        self._armed: list[Any] = []  # a blocking command sent ahead of the next one (``arm``)
 
     def command(self, *args: Any) -> Any:
         """One command and its raw reply (no response callback: BLPOP's is a list or None)."""
@@ -115,11 +120,38 @@ class HeldConnection:
             held = self._scripts[script] = HeldScript(self, script)
         return held
 
+    def arm(self, *args: Any) -> None:
+        """Send the blocking command ``args`` (the drain loop's BLPOP on the wake list)
+        in one write with the next command, ahead of it.  Redis keeps a blocked client's
+        later commands until the block ends, then runs them at once: the claim after a
+        wake starts in Redis without a reply to this process and a request back (issue
+        14, round 10).  Its reply (a token, or nil at the timeout) is read and dropped."""
+        self._armed = self._conn.pack_command(*args)
+
     def round_trip(self, packed: Any) -> Any:
         conn = self._conn
+        if conn._sock is not None:
+            # No reply is due between round trips, so a readable socket was closed by the
+            # server (a restart, an idle timeout while a Lambda was frozen) or is out of
+            # step: reconnect first, as the pool's check-out does.  Without this the first
+            # command after a restart failed (the connection's Retry makes no retries).
+            try:
+                if conn.can_read():
+                    conn.disconnect()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                conn.disconnect()
+        # A retry after a connection error sends the command alone: it does not wait again.
+        lead, self._armed = self._armed, []
 
         def once() -> Any:
-            conn.send_packed_command(packed)  # connects first if need be
+            nonlocal lead
+            ahead, lead = lead, []
+            conn.send_packed_command(ahead + packed if ahead else packed)  # connects first if need be
+            if ahead:
+                try:
+                    conn.read_response()
+                except ResponseError:
+                    pass  # read like any reply: the command's follows; a failed wait is no wait
             return conn.read_response()  # raises a ResponseError reply (NOSCRIPT, a script error)
 
         return conn.retry.call_with_retry(once, lambda _error: conn.disconnect())
@@ -128,6 +160,7 @@ class HeldConnection:
         return self._conn.pack_command(*args)
 
     def close(self) -> None:
+        self._armed = []
         self._conn.disconnect()
 
 

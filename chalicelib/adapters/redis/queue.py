@@ -416,11 +416,15 @@ class Queue(QueueUpkeep, QueueViews):
             self._tenants[partition] = tuple(sorted(set(flat[1:])))
         return {}  # the active tenants kept changing under us: the next call tries again
 
-    def wait_for_work(self, timeout: float, *, held: HeldConnection | None = None) -> bool:
-        """Block up to ``timeout`` seconds for a wake token (on ``held``, if given); True
-        when one came."""
+    def wait_for_work(self, timeout: float, *, held: HeldConnection | None = None) -> bool | None:
+        """Block up to ``timeout`` seconds for a wake token; True when one came.  On
+        ``held`` with one partition the wait is armed instead (``HeldConnection.arm``):
+        Redis waits ahead of the next command on ``held``, the loop's ``claim``; None."""
         timeout = max(timeout, 0.01)
         with translate():
+            if held is not None and len(self.parts) == 1:
+                held.arm("BLPOP", self.keys.wake, timeout)
+                return None
             if held is not None:
                 return held.command("BLPOP", self.keys.wake, timeout) is not None
             return self.client.blpop([self.keys.wake], timeout=timeout) is not None
