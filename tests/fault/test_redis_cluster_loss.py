@@ -59,7 +59,10 @@ def test_a_master_losing_its_data_under_load_loses_no_task(
         workers.sweep()
         workers.drain()
         workers.drain()
-        tasks = [request("sleep", {"seconds": 0.01, "i": i}) for i in range(TOTAL)]
+        # 50 ms each: the 250 left when 50 are done take the 16 lanes of two drainers about
+        # a second, so the loss below finds tasks still queued.  At 10 ms they took ~0.2 s,
+        # and a poll or two late on a busy machine the loss found all 300 finished.
+        tasks = [request("sleep", {"seconds": 0.05, "i": i}) for i in range(TOTAL)]
         submit_many(rt, TENANT, tasks[:300])
         workers.wait_for(
             lambda: status_counts(fault_db).get("COMPLETED", 0) >= 50, timeout=30, message="50 tasks to complete"
