@@ -88,11 +88,11 @@ class HeldConnection:
     ``redis.Redis`` takes a connection from its pool and returns it on every command
     (a lock, a readiness poll, metrics hooks): about 60 % of a single push's client
     CPU (issue 14, round 8), and as much of a claim script's or a BLPOP's (round 9).
-    This keeps what that path gives a command: the connection's own ``Retry`` (a
-    connection error or timeout disconnects and tries again with its backoff, as the
-    client does), its health check before a send, the check-out's reconnect of a
-    socket the server closed, and the reconnect of a dropped connection on the next
-    send.  Errors are redis-py's; callers translate them as for any client call.  Not
+    This keeps what that path gives a command: the connection's own ``Retry`` (with
+    the client's settings it makes no retries: a connection error or timeout
+    disconnects and reaches the caller at once, as through the client), its health
+    check before a send, the check-out's reconnect of a socket the server closed, and
+    the reconnect of a dropped connection on the next send.  Errors are redis-py's; callers translate them as for any client call.  Not
     thread-safe: one thread only."""
 
     @classmethod
