@@ -92,8 +92,8 @@ class HeldConnection:
     the client's settings it makes no retries: a connection error or timeout
     disconnects and reaches the caller at once, as through the client), its health
     check before a send, the check-out's reconnect of a socket the server closed, and
-    the reconnect of a dropped connection on the next send.  Errors are redis-py's; callers translate them as for any client call.  Not
-    thread-safe: one thread only."""
+    the reconnect of a dropped connection on the next send.  Errors are redis-py's;
+    callers translate them as for any client call.  Not thread-safe: one thread only."""
 
     @classmethod
     def of(cls, client: RedisLike) -> HeldConnection | None:
