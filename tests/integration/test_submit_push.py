@@ -25,6 +25,23 @@ from tests.helpers import drain_once, request, wait_for
 TENANT = "push-tenant"
 
 
+def _in_forked_child(body: Callable[[], str]) -> str:
+    """What ``body`` returns, run in a forked child that never returns into pytest
+    (an exception in it gives an empty answer)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, body().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        answer = f.read()
+    os.waitpid(pid, 0)
+    return answer
+
+
 def _ready_ids(rt: Container) -> set[str]:
     raw = rt.queue.client.zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
     return {r.decode().split(":", 1)[1] for r in raw}  # members are "<rank>:<id>"
@@ -100,21 +117,14 @@ def test_a_forked_child_pushes_on_a_thread_of_its_own(make_rt: Callable[..., Con
     rt = make_rt(submit_push="background")
     submit(rt, TENANT, request())  # the parent's pusher thread is running
     assert rt.flush_pushes(5.0)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: submit, flush, report the id; never return into pytest
-        try:
-            child = Container.build(rt.settings)  # its own PostgreSQL pool; the parent's stays untouched
-            child._pusher = rt._pusher  # what a process forked after its first submit holds
-            task = submit(child, TENANT, request()).task
-            ok = child.flush_pushes(5.0)
-            os.write(write, f"{task.id if ok else ''}".encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as f:
-        child_id = f.read()
-    os.waitpid(pid, 0)
+
+    def child_submits() -> str:  # submit, flush, report the id
+        child = Container.build(rt.settings)  # its own PostgreSQL pool; the parent's stays untouched
+        child._pusher = rt._pusher  # what a process forked after its first submit holds
+        task = submit(child, TENANT, request()).task
+        return task.id if child.flush_pushes(5.0) else ""
+
+    child_id = _in_forked_child(child_submits)
     ready = redis.Redis.from_url(redis_url).zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
     assert child_id and f"2:{child_id}".encode() in ready  # a normal-priority member
 
@@ -179,21 +189,14 @@ def test_a_forked_child_pushes_inline_on_a_connection_of_its_own(
     rt = make_rt(submit_push="inline")
     submit(rt, TENANT, request())  # the parent's held connection is open
     parent_conn = rt.held_push()._held
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: submit, report the id; never return into pytest
-        try:
-            child = Container.build(rt.settings)  # its own PostgreSQL pool
-            child._held_push = rt._held_push  # what a process forked after its first submit holds
-            task = submit(child, TENANT, request()).task
-            fresh = child.held_push()._held is not parent_conn
-            os.write(write, f"{task.id if fresh else ''}".encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as f:
-        child_id = f.read()
-    os.waitpid(pid, 0)
+
+    def child_submits() -> str:  # submit, report the id
+        child = Container.build(rt.settings)  # its own PostgreSQL pool
+        child._held_push = rt._held_push  # what a process forked after its first submit holds
+        task = submit(child, TENANT, request()).task
+        return task.id if child.held_push()._held is not parent_conn else ""
+
+    child_id = _in_forked_child(child_submits)
     ready = redis.Redis.from_url(redis_url).zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
     assert child_id and f"2:{child_id}".encode() in ready
     after = submit(rt, TENANT, request()).task  # the parent's connection still answers its own
