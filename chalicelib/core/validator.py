@@ -75,10 +75,9 @@ def check_object(body: dict[str, Any], schema: dict[str, Any], where: str = "") 
     """Unknown fields, explicit nulls and missing fields, each listed at once (a typo
     such as ``delay`` for ``delay_seconds`` must not silently change what runs)."""
     allowed = schema["properties"]
-    if body.keys() <= allowed.keys() and None not in body.values():
-        missing = [k for k in schema.get("required", ()) if k not in body]
-        if not missing:
-            return  # the common case, without building the sets and lists below
+    missing = [k for k in schema.get("required", ()) if k not in body]
+    if not missing and body.keys() <= allowed.keys() and None not in body.values():
+        return  # the common case, without building the sets and lists below
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise ValidationError(
@@ -91,7 +90,6 @@ def check_object(body: dict[str, Any], schema: dict[str, Any], where: str = "") 
             f"{where}field(s) {', '.join(nulls)} may not be null; leave a field out to get its default",
             details={"fields": nulls},
         )
-    missing = [k for k in schema.get("required", ()) if k not in body]
     if missing:
         raise ValidationError(f"{where}missing field(s) {', '.join(missing)}", details={"fields": missing})
 

@@ -140,15 +140,12 @@ class Store(
     def connection(self, held: HeldConnection | None = None) -> Iterator[psycopg.Connection[Row]]:
         """A pooled autocommit connection (``held``'s, if given); database errors become
         Tasklane errors."""
-        if held is not None:
-            try:
-                with held.connection() as conn:
-                    yield conn
-            except TRANSLATED as exc:
-                raise translated(exc) from exc
-            return
-        self._ensure_open()
         try:
+            if held is not None:
+                with held.connection() as kept:
+                    yield kept
+                return
+            self._ensure_open()
             # getconn/putconn rather than the pool's ``connection()``, which also runs
             # ``with conn``: a ``commit()`` that on an autocommit connection has nothing to
             # commit but still takes psycopg's lock and its wait loop, ~5 us of the ~9 us a
