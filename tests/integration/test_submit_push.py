@@ -20,26 +20,9 @@ from chalicelib.core.errors import QueueError
 from chalicelib.core.model import Status
 from chalicelib.services.submit import submit, submit_many
 from chalicelib.services.sweep import sweep
-from tests.helpers import drain_once, request, wait_for
+from tests.helpers import drain_once, in_forked_child, request, wait_for
 
 TENANT = "push-tenant"
-
-
-def _in_forked_child(body: Callable[[], str]) -> str:
-    """What ``body`` returns, run in a forked child that never returns into pytest
-    (an exception in it gives an empty answer)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(write, body().encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as f:
-        answer = f.read()
-    os.waitpid(pid, 0)
-    return answer
 
 
 def _ready_ids(rt: Container) -> set[str]:
@@ -124,7 +107,7 @@ def test_a_forked_child_pushes_on_a_thread_of_its_own(make_rt: Callable[..., Con
         task = submit(child, TENANT, request()).task
         return task.id if child.flush_pushes(5.0) else ""
 
-    child_id = _in_forked_child(child_submits)
+    child_id = in_forked_child(child_submits)
     ready = redis.Redis.from_url(redis_url).zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
     assert child_id and f"2:{child_id}".encode() in ready  # a normal-priority member
 
@@ -196,7 +179,7 @@ def test_a_forked_child_pushes_inline_on_a_connection_of_its_own(
         task = submit(child, TENANT, request()).task
         return task.id if child.held_push()._held is not parent_conn else ""
 
-    child_id = _in_forked_child(child_submits)
+    child_id = in_forked_child(child_submits)
     ready = redis.Redis.from_url(redis_url).zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
     assert child_id and f"2:{child_id}".encode() in ready
     after = submit(rt, TENANT, request()).task  # the parent's connection still answers its own

@@ -14,6 +14,7 @@ import pytest
 from chalicelib.core import ids
 from chalicelib.core.ids import new_ids, random_hex
 from chalicelib.core.tracecontext import new_root, new_root_headers, new_span_id
+from tests.helpers import in_forked_child
 
 
 def test_single_submits_draw_from_the_system_once_per_block(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,15 +64,5 @@ def test_a_draw_larger_than_the_block_and_across_its_end() -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_does_not_reuse_the_parents_buffer() -> None:
     random_hex(2)  # the parent holds a buffer with digits left
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(write, random_hex(32).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as f:
-        child = f.read()
-    os.waitpid(pid, 0)
+    child = in_forked_child(lambda: random_hex(32))
     assert len(child) == 32 and child != random_hex(32)
