@@ -228,7 +228,7 @@ FROM task_trail WHERE task_id = %(id)s AND at >= %(since)s ORDER BY id;
 
 -- name: claim
 -- Rows: Claimed (core/model.py); ids as text, the form every caller wants.
--- The statement is the function tasklane_claim (migrations 0024, 0028, 0035, 0039): PL/pgSQL keeps
+-- The statement is the function tasklane_claim (migrations 0024, 0028, 0035, 0039, 0042): PL/pgSQL keeps
 -- its plans for the session, made generic by the function's own settings, so a claim
 -- is no longer planned on every call (~0.6 ms of a one-task claim's ~1.3 ms of
 -- PostgreSQL CPU on a table with statistics); its two steps are written so that those
@@ -241,6 +241,13 @@ FROM task_trail WHERE task_id = %(id)s AND at >= %(since)s ORDER BY id;
 -- task the drainer found due in Redis before the sweeper promoted it).  Rows
 -- are locked in id order so concurrent claimers cannot deadlock; a duplicate
 -- id, a cancelled task or a task another drainer holds is simply not returned.
+-- An id with no row at all may be a submit still committing (0042): a single submit
+-- pushes its id to Redis while its commit is flushed, holding the advisory key
+-- (7301955, uuid_hash(id)) until it ends, so the claim waits for that key (shared, at
+-- most 2 s for all such ids) and claims the row the commit made visible in the same
+-- call, instead of the drainer dropping the id as stale and the task waiting for the
+-- sweeper's re-push.  A row that exists but is not claimable is never waited for; the
+-- path where every id was locked pays one comparison for this.
 -- A paused (type, tenant) or type is refused in the claim itself, so no drainer can
 -- start one after the pause committed; the drainer drops the refused ids from Redis
 -- like any stale id, and resume pushes them back (migration 0008).  Past its deadline

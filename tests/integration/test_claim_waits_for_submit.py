@@ -1,0 +1,208 @@
+"""The claim waits for a submit still in flight (migration 0042).
+
+A single submit pushes its id to Redis while its commit is still being flushed, its
+INSERT holding ``pg_advisory_xact_lock(7301955, uuid_hash(id))`` until it ends.  A claim
+of an id with no row at all waits for that key (shared), then claims the row its commit
+made visible, in the same call; a rollback, an id nobody submits, a row that exists but
+is not claimable and a caller outside READ COMMITTED do not wait, and a submit that
+stays open longer than the bound leaves the id unclaimed, without an error, with the
+caller's lock_timeout back."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from chalicelib.adapters.postgres.rows import one_task_params
+from chalicelib.adapters.postgres.sqlfile import queries
+from chalicelib.container import Container
+from chalicelib.core.model import Claimed, NewTask, Status
+
+TENANT = "claim-wait"
+SUBMIT_KEY = 7301955  # classid of the two-int advisory key a submit in flight holds
+BOUND = 2.0  # the wait's bound in the migration
+
+
+def _new() -> NewTask:
+    return NewTask(str(uuid.uuid4()), TENANT, "noop", "normal", "{}", 3, 30)
+
+
+@contextmanager
+def _in_flight(database_url: str, task: NewTask) -> Iterator[psycopg.Connection[dict[str, object]]]:
+    """A submit's transaction after its INSERT and before its commit: the row is there
+    for it alone and its id's key is held.  The caller commits or rolls back."""
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        conn.execute(queries()["insert_task_now"], one_task_params(task, "t"))
+        conn.execute("SELECT pg_advisory_xact_lock(%s, uuid_hash(%s::uuid))", (SUBMIT_KEY, task.id))
+        try:
+            yield conn
+        finally:
+            conn.rollback()  # a no-op after the caller's commit
+
+
+def _waiting_on_a_submit(database_url: str, deadline: float = 5.0) -> None:
+    """Until some backend waits for a submit key (the claim has reached its wait)."""
+    end = time.monotonic() + deadline
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < end:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND classid = %s AND objsubid = 2",
+                (SUBMIT_KEY,),
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError("no claim waited for the submit's key")
+
+
+def _claiming(rt: Container, ids: list[str]) -> tuple[ThreadPoolExecutor, Future[list[Claimed]]]:
+    pool = ThreadPoolExecutor(max_workers=1)
+    return pool, pool.submit(rt.store.claim, ids, str(uuid.uuid4()), 30, actor="t")
+
+
+def _claims_of(database_url: str, ids: list[str]) -> dict[str, object]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT id::text, status FROM tasks WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()
+        statuses = dict(rows)
+        events = conn.execute(
+            "SELECT count(*) FROM task_events WHERE task_id = ANY(%s::uuid[]) AND to_status = 'PROCESSING'", (ids,)
+        ).fetchone()
+        started = conn.execute(
+            "SELECT coalesce(sum(n), 0) FROM task_metric_deltas WHERE name = 'noop' AND metric = 'started'"
+        ).fetchone()
+        waits = conn.execute(
+            "SELECT coalesce(sum(n), 0) FROM task_metric_deltas WHERE name = 'noop' AND metric = 'queue_wait'"
+        ).fetchone()
+    assert events and started and waits
+    return {"statuses": statuses, "events": events[0], "started": started[0], "queue_waits": waits[0]}
+
+
+def test_a_claim_of_a_submit_in_flight_waits_for_its_commit_and_claims_it(database_url: str, rt: Container) -> None:
+    task = _new()
+    with _in_flight(database_url, task) as submit:
+        pool, claim = _claiming(rt, [task.id])
+        _waiting_on_a_submit(database_url)
+        time.sleep(0.3)
+        assert not claim.done()
+        submit.commit()
+        [claimed] = claim.result(timeout=5)
+    pool.shutdown()
+    assert claimed.id == task.id and claimed.attempts == 1
+    seen = _claims_of(database_url, [task.id])
+    assert seen == {"statuses": {task.id: "PROCESSING"}, "events": 1, "started": 1, "queue_waits": 1}
+
+
+def test_a_claim_of_a_submit_that_rolls_back_returns_nothing_at_its_rollback(database_url: str, rt: Container) -> None:
+    task = _new()
+    with _in_flight(database_url, task) as submit:
+        pool, claim = _claiming(rt, [task.id])
+        _waiting_on_a_submit(database_url)
+        submit.rollback()
+        ended = time.monotonic()
+        assert claim.result(timeout=5) == []
+        assert time.monotonic() - ended < 0.5
+    pool.shutdown()
+    assert _claims_of(database_url, [task.id])["statuses"] == {}
+
+
+def test_an_id_nobody_submits_is_not_waited_for(rt: Container) -> None:
+    started = time.monotonic()
+    assert rt.store.claim([str(uuid.uuid4())], str(uuid.uuid4()), 30, actor="t") == []
+    assert time.monotonic() - started < BOUND / 4
+
+
+def test_a_claim_of_several_with_one_in_flight_claims_them_all(database_url: str, rt: Container) -> None:
+    visible = [t.id for t in rt.store.insert_tasks([_new() for _ in range(3)], actor="t")]
+    task = _new()
+    with _in_flight(database_url, task) as submit:
+        pool, claim = _claiming(rt, [*visible, task.id])
+        _waiting_on_a_submit(database_url)
+        assert not claim.done()
+        submit.commit()
+        claimed = claim.result(timeout=5)
+    pool.shutdown()
+    assert [c.id for c in claimed] == [*visible, task.id]
+    seen = _claims_of(database_url, [*visible, task.id])
+    assert seen == {
+        "statuses": dict.fromkeys([*visible, task.id], "PROCESSING"),
+        "events": 4,
+        "started": 4,
+        "queue_waits": 4,
+    }
+
+
+@pytest.mark.parametrize("state", ["processing", "cancelled"])
+def test_a_row_that_is_not_claimable_is_not_waited_for(database_url: str, rt: Container, state: str) -> None:
+    [task] = rt.store.insert_tasks([_new()], actor="t")
+    if state == "processing":
+        assert rt.store.claim([task.id], str(uuid.uuid4()), 30, actor="other")
+    else:
+        rt.store.cancel(TENANT, task.id, actor="t")
+        got = rt.store.get_task(TENANT, task.id)
+        assert got is not None and got.status is Status.CANCELLED
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s, uuid_hash(%s::uuid))", (SUBMIT_KEY, task.id))
+        started = time.monotonic()
+        assert rt.store.claim([task.id], str(uuid.uuid4()), 30, actor="t") == []
+        assert time.monotonic() - started < BOUND / 4
+        holder.rollback()
+
+
+def test_a_duplicate_id_is_claimed_once_without_waiting(rt: Container) -> None:
+    [task] = rt.store.insert_tasks([_new()], actor="t")
+    started = time.monotonic()
+    assert [c.id for c in rt.store.claim([task.id, task.id], str(uuid.uuid4()), 30, actor="t")] == [task.id]
+    assert time.monotonic() - started < BOUND / 4
+
+
+@pytest.mark.parametrize("scope", ["transaction", "session"])
+def test_a_submit_open_past_the_bound_leaves_its_id_and_the_callers_lock_timeout(
+    database_url: str, rt: Container, scope: str
+) -> None:
+    task = _new()
+    with (
+        _in_flight(database_url, task) as submit,
+        psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as caller,
+    ):
+        params = {"ids": [task.id], "token": str(uuid.uuid4()), "lease_seconds": 30, "actor": "t"}
+        if scope == "session":
+            caller.execute("SET lock_timeout = '5s'")
+            started = time.monotonic()
+            assert caller.execute(queries()["claim"], params).fetchall() == []
+        else:
+            with caller.transaction():
+                caller.execute("SET LOCAL lock_timeout = '7s'")
+                started = time.monotonic()
+                assert caller.execute(queries()["claim"], params).fetchall() == []
+                row = caller.execute("SHOW lock_timeout").fetchone()
+                assert row == {"lock_timeout": "7s"}
+        elapsed = time.monotonic() - started
+        row = caller.execute("SHOW lock_timeout").fetchone()
+        assert row == {"lock_timeout": "5s" if scope == "session" else "0"}
+        assert BOUND * 0.9 < elapsed < BOUND + 1.5
+        submit.commit()
+    assert _claims_of(database_url, [task.id])["statuses"] == {task.id: "QUEUED"}
+
+
+def test_a_repeatable_read_claim_does_not_wait(database_url: str, rt: Container) -> None:
+    """Its snapshot is the transaction's: the row could never become visible to it."""
+    task = _new()
+    with (
+        _in_flight(database_url, task) as submit,
+        psycopg.connect(database_url, row_factory=dict_row) as caller,
+    ):
+        caller.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        params = {"ids": [task.id], "token": str(uuid.uuid4()), "lease_seconds": 30, "actor": "t"}
+        started = time.monotonic()
+        assert caller.execute(queries()["claim"], params).fetchall() == []
+        assert time.monotonic() - started < BOUND / 4
+        caller.rollback()
+        submit.rollback()
