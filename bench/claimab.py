@@ -17,9 +17,10 @@ where the checkout has one; else the store's pool), and claims ``claims`` times 
 Per claim it prints the PostgreSQL CPU of the claiming connection's backend
 (``/proc/<pid>/schedstat``, ns: nothing else runs on that backend), the client's CPU
 (``time.thread_time``) and the wall time's p50, then the medians of the pairs and
-B/A.  The database (``tasklane_claimab_*``) is this run's own, migrated with this
-checkout's migrations (a claim function of B's must exist in it), and dropped at the
-end.  On a loaded machine only the ratios mean anything.
+B/A.  Each side has a database of this run's own (``tasklane_claimab_*``), migrated with
+that side's checkout's migrations (so a migration that changes the claim function is
+compared too, not only the Python around it), made the same way and dropped at the end.
+On a loaded machine only the ratios mean anything.
 """
 
 from __future__ import annotations
@@ -112,22 +113,26 @@ def main(a: str, b: str, mode: str, pairs: int, claims: int, size: int) -> None:
     from tools.devstack import services
 
     server = services.ensure_postgres(HERE.parents[1] / ".tasklane").url
-    name = f"tasklane_claimab_{int(time.time())}_{uuid.uuid4().hex[:6]}"
-    db = services.ensure_database(server, name)
-    migrate(db)
-    if mode == "big":
-        _big_table(db)
+    stamp = f"{int(time.time())}_{uuid.uuid4().hex[:6]}"
+    names = {tag: f"tasklane_claimab_{stamp}_{tag.lower()}" for tag in ("A", "B")}
+    dbs: dict[str, str] = {}
     results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
     try:
+        for tag, root in (("A", a), ("B", b)):
+            dbs[tag] = services.ensure_database(server, names[tag])
+            migrate(dbs[tag], Path(root) / "infra" / "migrations")
+            if mode == "big":
+                _big_table(dbs[tag])
         for i in range(pairs):
             order = [("A", a), ("B", b)] if i % 2 == 0 else [("B", b), ("A", a)]
             for tag, root in order:
-                argv = [sys.executable, str(HERE), "--worker", root, db, mode, str(claims), str(size)]
+                argv = [sys.executable, str(HERE), "--worker", root, dbs[tag], mode, str(claims), str(size)]
                 out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=root)
                 results[tag].append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(i, tag, {k: round(v, 3) for k, v in results[tag][-1].items()}, flush=True)
     finally:
-        services.drop_database(server, name)
+        for tag in dbs:
+            services.drop_database(server, names[tag])
     for key in ("pg_us", "client_us", "wall_p50_ms"):
         ma = statistics.median(r[key] for r in results["A"])
         mb = statistics.median(r[key] for r in results["B"])
