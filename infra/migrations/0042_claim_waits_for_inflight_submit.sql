@@ -26,7 +26,11 @@
 -- the call, so it does not wait.
 --
 -- The path where every id was locked costs one comparison more (cardinality(locked)
--- against cardinality(claim_ids)); the rest runs only when an id was not locked.
+-- against cardinality(claim_ids)); the rest runs only when an id was not locked.  A
+-- one-task claim: 867.6k -> 871.2k PostgreSQL instructions (median of 3 rounds, +0.4 %;
+-- ranges 829k-971k and 833k-976k; bench.dbpathcg).  A claim of an id with no row runs
+-- three statements more (about +0.08 ms, pgbench on the loaded dev machine), a claim of
+-- a row that is not claimable one more.
 
 CREATE OR REPLACE FUNCTION tasklane_claim(claim_ids uuid[], claim_token uuid, lease_seconds float8,
                                           claim_actor text)
