@@ -197,7 +197,7 @@ class Settings:
     # prepared statements, which would pin a proxied connection (infra/deploy.md).
     db_prepared_statements: bool = True
     # inline: a submit returns after its Redis push; background: after its commit, the
-    # push follows on a thread of its own (adapters/redis/pusher.py).  from_env picks
+    # push made on a thread of its own (adapters/redis/pusher.py).  from_env picks
     # default_submit_push(); constructed directly (tests, tools) it is inline.
     submit_push: str = "inline"
     rate_limit_per_minute: int = 100

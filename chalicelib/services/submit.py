@@ -1,9 +1,13 @@
 """Submit use case: persist tasks first, then tell Redis.
 
-A task is accepted only after its row is committed.  The push to Redis comes
-afterwards and may fail (Redis down, a timeout): the row is QUEUED all the same
-and the sweeper's reconciliation pushes it later, so an accepted task is never
-lost; it may only start later than usual.
+A task is accepted only after its row is committed.  The push to Redis may fail
+(Redis down, a timeout): the row is QUEUED all the same and the sweeper's
+reconciliation pushes it later, so an accepted task is never lost; it may only
+start later than usual.  A lone task due now is pushed while its commit is on its
+way (``Store.insert_tasks``' ``inserted``; ``adapters/postgres/early_row.py``): a
+drainer that gets it first waits in its claim for that commit, and drops the id if
+the commit failed, as the submit then answers an error.  Every other push follows
+the commit.
 """
 
 from __future__ import annotations
@@ -95,8 +99,8 @@ def _submit_plain(
     about a third of the Python this module ran per submit (issue 14 round 6)."""
     tenants.check_queue_quota(rt, tenant, 1)
     new = _new_tasks(tenant, [request], traces, None)
-    inserted = rt.store.insert_tasks(new, actor=actor)
-    _enqueue(rt, inserted)
+    # The push goes while the INSERT's commit is on its way (Store.insert_tasks).
+    inserted = rt.store.insert_tasks(new, actor=actor, inserted=lambda tasks: _enqueue(rt, tasks))
     metrics.log_submitted(tenant, inserted, actor=actor, duplicates=1 - len(inserted))
     if inserted:
         return Submitted(inserted[0])
@@ -319,8 +323,8 @@ def _new_tasks(
 
 
 def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
-    """Tell Redis about the committed ``tasks``: now (``submit_push=inline``), or on the
-    process's pusher thread (``background``: the caller returns at its commit)."""
+    """Tell Redis about ``tasks`` (committed, or with their commit on its way): now
+    (``submit_push=inline``), or on the process's pusher thread (``background``)."""
     if rt.settings.submit_push == "background":
         if tasks:
             rt.pusher(_push_failed).push(tasks)  # their entries are made on its thread

@@ -101,6 +101,10 @@ SELECT id::text AS id, status, run_at, enqueued_at, created_at, unique_until FRO
 -- an extra index probe and WAL record), and nothing to decide, so no CASE and one
 -- column back: 532k -> 428k PostgreSQL instructions a submit (issue 14 round 9,
 -- bench/RESULTS.md).  The task, its trail and its count are those insert_task makes.
+-- The advisory lock (class 7301955, early_row.SUBMIT_LOCK_CLASS) is held until the
+-- commit: Store.insert_tasks pushes the id before the commit is durable
+-- (adapters/postgres/early_row.py), and a claim that finds no row for an id waits on
+-- it (migration 0042).
 WITH ins AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds, run_at,
                        enqueued_at, callback_url, trace_context, expires_at, created_by, created_status)
@@ -110,8 +114,10 @@ WITH ins AS (
     RETURNING name, created_at
 ), counted AS (
     INSERT INTO task_metric_deltas (name, metric, n) SELECT name, 'submitted', 1 FROM ins
+), held AS (
+    SELECT pg_advisory_xact_lock(7301955, uuid_hash(%(id)s::uuid))
 )
-SELECT created_at FROM ins;
+SELECT created_at FROM ins, held;
 
 -- name: insert_batch
 -- Rows: BatchRecord (core/batches.py).

@@ -27,21 +27,18 @@ from psycopg_pool import ConnectionPool
 from chalicelib.adapters.postgres.archive import ArchiveQueries, archive_may_hold, read_both
 from chalicelib.adapters.postgres.audit import AuditQueries
 from chalicelib.adapters.postgres.batches import BatchQueries
-from chalicelib.adapters.postgres.bulkcopy import COPY_MIN, BulkCopy
+from chalicelib.adapters.postgres.bulkcopy import BulkCopy
 from chalicelib.adapters.postgres.claim_order import id_array, in_given_order
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
+from chalicelib.adapters.postgres.early_row import EarlyInsert
 from chalicelib.adapters.postgres.errors import TRANSLATED, first_line, translated
 from chalicelib.adapters.postgres.followers import FollowerQueries
 from chalicelib.adapters.postgres.held import HeldConnection, hold
+from chalicelib.adapters.postgres.inserts import InsertQueries
 from chalicelib.adapters.postgres.jsontext import dumps
 from chalicelib.adapters.postgres.rows import (
-    accepted,
-    due_now_without_key,
-    encode,
     finish_params,
-    new_task_row,
-    one_task_params,
 )
 from chalicelib.adapters.postgres.sessions import connection_options, snapshot
 from chalicelib.adapters.postgres.sqlfile import queries
@@ -49,13 +46,12 @@ from chalicelib.adapters.postgres.tenants import TenantQueries
 from chalicelib.core.audit import AuditAction
 from chalicelib.core.errors import ConflictError, StoreError, ValidationError
 from chalicelib.core.ids import new_ids
-from chalicelib.core.model import Accepted, Claimed, NewTask, Outcome, Status, Task
+from chalicelib.core.model import Claimed, Outcome, Status, Task
 from chalicelib.core.records import (
     ApiKeyRecord,
     Cancellation,
     ExpiredLease,
     HeldLease,
-    IdempotentTask,
     LiveTask,
     NewApiKey,
     ReadyTask,
@@ -86,6 +82,7 @@ _BEGINNING = datetime.min.replace(tzinfo=UTC)
 
 
 class Store(
+    InsertQueries,
     AuditQueries,
     FollowerQueries,
     ControlQueries,
@@ -124,6 +121,7 @@ class Store(
         )
         self._opened = False
         self._q = {**queries(), "list_tasks_anywhere": read_both(queries()["list_tasks"])}
+        self._early = EarlyInsert(self._q["insert_task_now"], prepare=prepare)
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -183,29 +181,6 @@ class Store(
             conn.execute("SELECT 1")
 
     # --- submit and read -----------------------------------------------------------
-
-    def insert_tasks(self, tasks: Sequence[NewTask], *, actor: str = "api") -> list[Task]:
-        """Insert tasks with one statement; returns those inserted (idempotency
-        conflicts are left out: see ``tasks_by_idempotency_keys``); many go by COPY."""
-        if len(tasks) >= COPY_MIN:
-            return self.copy_tasks(tasks, actor)
-        if len(tasks) == 1 and tasks[0].unique_key is None and tasks[0].batch_id is None:  # its own statement
-            t = tasks[0]
-            if due_now_without_key(t):  # most single submits: QUEUED now, nothing to decide
-                row = self._all("insert_task_now", one_task_params(t, actor))[0]
-                return [Accepted.queued_now(t, row["created_at"])]
-            return accepted(tasks, self._all("insert_task", one_task_params(t, actor)))
-        if not tasks:
-            return []
-        return accepted(tasks, self._all("insert_tasks", self._insert_params(tasks, actor)))
-
-    def _insert_params(self, tasks: Sequence[NewTask], actor: str) -> dict[str, Any]:
-        return {"tasks": encode([new_task_row(t) for t in tasks]), "actor": actor}
-
-    def tasks_by_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, IdempotentTask]:
-        """The tenant's tasks holding ``keys``, by key."""
-        rows = self._all("tasks_by_idempotency_keys", {"tenant": tenant, "keys": list(keys)})
-        return {r["idempotency_key"]: IdempotentTask.from_row(r) for r in rows}
 
     def get_task(self, tenant: str, task_id: str) -> Task | None:
         """The task, in ``tasks`` or, finished, in ``tasks_archive`` (migration 0027)."""
