@@ -222,12 +222,12 @@ def context_lines(results: dict[str, Any]) -> str:
 
 
 SPLIT_ROWS = (
-    ("client call -> INSERT committed", "split_submit_commit_p50_ms"),
-    ("Redis push (ZADD + wake token)", "split_redis_push_p50_ms"),
+    ("client call -> row inserted and pushed (ZADD + wake token; the commit on its way)", "split_submit_push_p50_ms"),
+    ("client call -> INSERT committed (durable; beside the steps below)", "split_submit_commit_p50_ms"),
     ("pushed -> drainer wakes (BLPOP returns, or its next claim starts)", "split_wake_p50_ms"),
     ("wake -> claim script starts (mark_alive)", "split_loop_p50_ms"),
     ("Redis claim script", "split_claim_script_p50_ms"),
-    ("claim UPDATE committed", "split_claim_commit_p50_ms"),
+    ("claim UPDATE committed (with any wait for the submit's commit)", "split_claim_commit_p50_ms"),
     ("claim committed -> executor starts (hand-off to a lane)", "split_handoff_p50_ms"),
     ("**e2e p50 (client call -> executor starts)**", "p50_ms"),
 )

@@ -105,6 +105,7 @@ SELECT id::text AS id, status, run_at, enqueued_at, created_at, unique_until FRO
 -- commit: Store.insert_tasks pushes the id before the commit is durable
 -- (adapters/postgres/early_row.py), and a claim that finds no row for an id waits on
 -- it (migration 0042).
+-- shares advisory lock 7301955, * with migration 0042
 WITH ins AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds, run_at,
                        enqueued_at, callback_url, trace_context, expires_at, created_by, created_status)
