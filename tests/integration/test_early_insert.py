@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
-from chalicelib.adapters.postgres.early_row import SUBMIT_LOCK_CLASS, numbered
+from chalicelib.adapters.postgres.direct import numbered
+from chalicelib.adapters.postgres.early_row import SUBMIT_LOCK_CLASS
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.core.errors import ConflictError, ValidationError
 from chalicelib.core.model import NewTask, Status, Task
@@ -179,7 +180,7 @@ def test_a_session_that_lost_the_prepared_statement_prepares_it_again(database_u
         new = _new()
         assert [t.id for t in store.insert_tasks([new], actor="t", inserted=lambda tasks: None)] == [new.id]
         # And one prepared behind its back (a run whose bookkeeping was lost).
-        store._early._prepared.clear()  # the state under test
+        store._early._statement._sessions.clear()  # the state under test
         other = _new()
         assert [t.id for t in store.insert_tasks([other], actor="t", inserted=lambda tasks: None)] == [other.id]
         assert _visible(database_url, new.id) and _visible(database_url, other.id)

@@ -13,7 +13,8 @@ from typing import Any, Protocol
 import psycopg
 
 from chalicelib.adapters.postgres.bulkcopy import COPY_MIN
-from chalicelib.adapters.postgres.early_row import EarlyInsert, Unsuitable
+from chalicelib.adapters.postgres.direct import Unsuitable
+from chalicelib.adapters.postgres.early_row import EarlyInsert
 from chalicelib.adapters.postgres.rows import accepted, due_now_without_key, encode, new_task_row, one_task_params
 from chalicelib.core.model import Accepted, NewTask, Task
 from chalicelib.core.records import IdempotentTask

@@ -1,0 +1,198 @@
+"""Hot statements sent through libpq directly (``psycopg.pq``), their rows loaded by
+psycopg's own loaders (``psycopg.adapt.Transformer``).
+
+A cursor's ``execute`` and ``fetchall`` cost a one-task claim about 110 µs of client
+CPU on our 2-core VM beyond the statement itself (the prepare bookkeeping, the
+parameter dumpers, the cursor and its result handling), on the path from a drainer's
+wake-up to the task's start (issue 14 round 11).  A statement prepared once per
+session under a name of ours, parameters sent as text and the result loaded in one
+call costs about half.  Used for the claim (``DirectStatement``) and for a single
+submit's INSERT with its commit in flight (``early_row``).
+
+Parameters go as libpq text, which libpq reads as C strings: a NUL would cut one
+short, so a value that holds one (or cannot be encoded) raises ``Unsuitable`` before
+anything is sent, and the caller takes the ordinary path, whose errors users see.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.adapt import Transformer
+
+Row = dict[str, Any]
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+class Unsuitable(Exception):
+    """A parameter libpq's text form cannot carry as psycopg would; nothing was sent."""
+
+
+def numbered(sql: str) -> tuple[bytes, tuple[str, ...]]:
+    """``%(name)s`` placeholders as ``$n`` (one number per name) and the names in order."""
+    names: list[str] = []
+
+    def number(m: re.Match[str]) -> str:
+        if m.group(1) not in names:
+            names.append(m.group(1))
+        return f"${names.index(m.group(1)) + 1}"
+
+    return _PLACEHOLDER.sub(number, sql).encode(), tuple(names)
+
+
+def text_param(value: Any) -> bytes | None:
+    """``value`` in PostgreSQL's text input form (str, int, float, an aware datetime)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or (not isinstance(value, str | int | float) and not hasattr(value, "isoformat")):
+        raise Unsuitable(type(value).__name__)
+    text = value.isoformat() if hasattr(value, "isoformat") else repr(value) if isinstance(value, float) else str(value)
+    if "\x00" in text:
+        raise Unsuitable("NUL")
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:
+        raise Unsuitable("encoding") from exc
+
+
+class Prepared:
+    """A statement of ours, prepared once per session under ``name`` (or sent unnamed
+    each time, ``prepare=False``: behind a proxy that must not see session state)."""
+
+    def __init__(self, name: str, sql: str, *, prepare: bool) -> None:
+        self.name = name.encode()
+        self.sql, self.names = numbered(sql)
+        self.prepare = prepare
+        # Connections whose session holds the statement: a session lives as long as its
+        # connection object, and the pool drops a broken one.
+        self._sessions: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+    def values(self, params: Mapping[str, Any]) -> list[bytes | None]:
+        return [text_param(params[n]) for n in self.names]
+
+    def send(self, conn: psycopg.Connection[Any], values: list[bytes | None], *, binary: bool = False) -> bool:
+        """Queue the statement (preparing it first where the session lacks it); True
+        when a prepare's result comes first."""
+        pg = conn.pgconn
+        fmt = pq.Format.BINARY if binary else pq.Format.TEXT
+        if not self.prepare:
+            pg.send_query_params(self.sql, values, result_format=fmt)
+            return False
+        preparing = conn not in self._sessions
+        if preparing:
+            pg.send_prepare(self.name, self.sql)
+        pg.send_query_prepared(self.name, values, result_format=fmt)
+        return preparing
+
+    def prepared(self, conn: psycopg.Connection[Any]) -> None:
+        self._sessions.add(conn)
+
+    def retrying(self, conn: psycopg.Connection[Any], run: Callable[[], Any]) -> Any:
+        """``run()``, once more after the session turned out to lack the statement
+        (``DISCARD ALL``) or to hold it already (bookkeeping lost); neither error leaves
+        anything done."""
+        try:
+            return run()
+        except psycopg.errors.InvalidSqlStatementName:
+            self._sessions.discard(conn)
+        except psycopg.errors.DuplicatePreparedStatement:
+            self._sessions.add(conn)
+        return run()
+
+
+class DirectStatement:
+    """``rows(conn, params)``: what ``conn.execute(sql, params).fetchall()`` returns (dict
+    rows), through libpq directly."""
+
+    def __init__(self, name: str, sql: str, *, prepare: bool) -> None:
+        self._statement = Prepared(name, sql, prepare=prepare)
+
+    def rows(self, conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> list[Row]:
+        values = self._statement.values(params)
+        return self._statement.retrying(conn, lambda: self._rows(conn, values))  # type: ignore[no-any-return]
+
+    def _rows(self, conn: psycopg.Connection[Any], values: list[bytes | None]) -> list[Row]:
+        pg = conn.pgconn
+        with conn.lock:
+            pg.enter_pipeline_mode()
+            try:
+                preparing = self._statement.send(conn, values)
+                pg.pipeline_sync()
+                send(pg)
+                error: psycopg.Error | None = None
+                if preparing:
+                    error = check(conn, next_result(pg), pq.ExecStatus.COMMAND_OK)
+                    if error is None:
+                        self._statement.prepared(conn)
+                res = next_result(pg)
+                error = error or check(conn, res, pq.ExecStatus.TUPLES_OK)
+                synced(conn)
+                if error is not None:
+                    raise error
+                tx = Transformer.from_context(conn)
+                tx.set_pgresult(res)
+                names = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
+                return tx.load_rows(0, res.ntuples, lambda values: dict(zip(names, values, strict=True)))
+            finally:
+                leave_pipeline(conn)
+
+
+def send(pg: pq.abc.PGconn) -> None:
+    """Write everything queued."""
+    while pg.flush():
+        select.select([], [pg.socket], [])
+
+
+def next_result(pg: pq.abc.PGconn) -> pq.abc.PGresult:
+    """The pipeline's next result, waiting for it (libpq ends each query's results with
+    a NULL, skipped here; nothing follows the Sync's, so no caller reads past it)."""
+    while True:
+        pg.consume_input()  # raises OperationalError when the connection broke
+        if not pg.is_busy():
+            res = pg.get_result()
+            if res is not None:
+                return res
+            continue
+        select.select([pg.socket], [], [])
+
+
+def check(conn: psycopg.Connection[Any], res: pq.abc.PGresult, expected: pq.ExecStatus) -> psycopg.Error | None:
+    """None when ``res`` has the ``expected`` status, else the error it stands for."""
+    if res.status == expected:
+        return None
+    if res.status == pq.ExecStatus.PIPELINE_ABORTED:
+        return psycopg.errors.PipelineAborted("pipeline aborted")
+    return psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
+
+
+def synced(conn: psycopg.Connection[Any]) -> None:
+    """Read up to the Sync's answer; its transaction's error (a failed commit), if any,
+    comes first and is raised."""
+    pg = conn.pgconn
+    error: psycopg.Error | None = None
+    while True:
+        res = next_result(pg)
+        if res.status == pq.ExecStatus.PIPELINE_SYNC:
+            break
+        if res.status == pq.ExecStatus.FATAL_ERROR and error is None:
+            error = psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
+    if error is not None:
+        raise error
+
+
+def leave_pipeline(conn: psycopg.Connection[Any]) -> None:
+    pg = conn.pgconn
+    if pg.status != pq.ConnStatus.OK:
+        return  # broken: the pool replaces it
+    try:
+        pg.exit_pipeline_mode()
+    except psycopg.Error:
+        # Results left unread (an exception between the send and the Sync's answer):
+        # the session's state is unknown, so the pool must not hand it out again.
+        conn.close()

@@ -1,0 +1,71 @@
+"""``direct.DirectStatement``: the rows a cursor would return, through libpq directly,
+prepared once per session (or unnamed behind a proxy), again after the session lost it;
+its errors are the driver's, and the connection stays usable after one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from chalicelib.adapters.postgres.direct import DirectStatement, Unsuitable, text_param
+
+SQL = """SELECT %(id)s::uuid::text AS id, %(n)s::int AS n, %(x)s::float8 AS x, %(at)s::timestamptz AS at,
+                %(doc)s::jsonb AS doc, %(none)s::text AS none, %(id)s::uuid IS NOT NULL AS again,
+                generate_series(1, %(n)s::int) AS i"""
+PARAMS = {
+    "id": str(uuid.uuid4()),
+    "n": 3,
+    "x": 0.1,
+    "at": datetime(2026, 12, 3, 15, 0, 0, 123456, tzinfo=UTC),
+    "doc": '{"a": [1, "é"]}',
+    "none": None,
+}
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection[dict[str, object]]]:
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as c:
+        yield c
+
+
+@pytest.mark.parametrize("prepare", [True, False], ids=["prepared", "unprepared"])
+def test_rows_are_the_cursors(conn: psycopg.Connection[dict[str, object]], prepare: bool) -> None:
+    statement = DirectStatement("tasklane_test_rows", SQL, prepare=prepare)
+    expected = conn.execute(SQL, PARAMS).fetchall()
+    for _ in range(3):  # the first prepares, the rest reuse it
+        assert statement.rows(conn, PARAMS) == expected
+    assert expected[0]["doc"] == {"a": [1, "é"]} and expected[2]["i"] == 3
+
+
+def test_a_session_that_lost_the_statement_gets_it_again(conn: psycopg.Connection[dict[str, object]]) -> None:
+    statement = DirectStatement("tasklane_test_lost", SQL, prepare=True)
+    statement.rows(conn, PARAMS)
+    conn.execute("DEALLOCATE ALL")
+    assert len(statement.rows(conn, PARAMS)) == 3
+
+
+def test_an_error_is_the_drivers_and_the_connection_stays_usable(
+    conn: psycopg.Connection[dict[str, object]],
+) -> None:
+    statement = DirectStatement("tasklane_test_error", SQL, prepare=True)
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        statement.rows(conn, {**PARAMS, "id": "not-a-uuid"})
+    assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+    assert len(statement.rows(conn, PARAMS)) == 3
+
+
+def test_values_libpq_cannot_carry_are_refused_before_sending() -> None:
+    with pytest.raises(Unsuitable):
+        text_param("a\x00b")
+    with pytest.raises(Unsuitable):
+        text_param("\udcff")
+    with pytest.raises(Unsuitable):
+        text_param(True)
+    with pytest.raises(Unsuitable):
+        text_param(b"bytes")
+    assert text_param(None) is None and text_param(2.5) == b"2.5" and text_param(-3) == b"-3"
