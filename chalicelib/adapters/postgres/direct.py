@@ -19,7 +19,8 @@ from __future__ import annotations
 import re
 import select
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -76,22 +77,40 @@ class Prepared:
     def values(self, params: Mapping[str, Any]) -> list[bytes | None]:
         return [text_param(params[n]) for n in self.names]
 
-    def send(self, conn: psycopg.Connection[Any], values: list[bytes | None], *, binary: bool = False) -> bool:
-        """Queue the statement (preparing it first where the session lacks it); True
-        when a prepare's result comes first."""
+    def result(
+        self, conn: psycopg.Connection[Any], values: list[bytes | None], *, binary: bool = False, early: bool = False
+    ) -> pq.abc.PGresult:
+        """Send the statement and a Sync in one write (preparing it first where the
+        session lacks it; inside ``pipeline``) and return its result.  ``early``: a Flush
+        before the Sync, so the result arrives before the transaction's commit, which the
+        caller then reads with ``synced``; else the Sync's answer is read here too.  An
+        error is raised once the Sync's answer is read."""
         pg = conn.pgconn
         fmt = pq.Format.BINARY if binary else pq.Format.TEXT
+        preparing = False
         if not self.prepare:
             pg.send_query_params(self.sql, values, result_format=fmt)
-            return False
-        preparing = conn not in self._sessions
+        else:
+            preparing = conn not in self._sessions
+            if preparing:
+                pg.send_prepare(self.name, self.sql)
+            pg.send_query_prepared(self.name, values, result_format=fmt)
+        if early:
+            pg.send_flush_request()
+        pg.pipeline_sync()
+        send(pg)
+        error: psycopg.Error | None = None
         if preparing:
-            pg.send_prepare(self.name, self.sql)
-        pg.send_query_prepared(self.name, values, result_format=fmt)
-        return preparing
-
-    def prepared(self, conn: psycopg.Connection[Any]) -> None:
-        self._sessions.add(conn)
+            error = check(conn, next_result(pg), pq.ExecStatus.COMMAND_OK)
+            if error is None:
+                self._sessions.add(conn)
+        res = next_result(pg)
+        error = error or check(conn, res, pq.ExecStatus.TUPLES_OK)
+        if error is not None or not early:
+            synced(conn)
+        if error is not None:
+            raise error
+        return res
 
     def retrying(self, conn: psycopg.Connection[Any], run: Callable[[], Any]) -> Any:
         """``run()``, once more after the session turned out to lack the statement
@@ -118,29 +137,23 @@ class DirectStatement:
         return self._statement.retrying(conn, lambda: self._rows(conn, values))  # type: ignore[no-any-return]
 
     def _rows(self, conn: psycopg.Connection[Any], values: list[bytes | None]) -> list[Row]:
-        pg = conn.pgconn
-        with conn.lock:
-            pg.enter_pipeline_mode()
-            try:
-                preparing = self._statement.send(conn, values)
-                pg.pipeline_sync()
-                send(pg)
-                error: psycopg.Error | None = None
-                if preparing:
-                    error = check(conn, next_result(pg), pq.ExecStatus.COMMAND_OK)
-                    if error is None:
-                        self._statement.prepared(conn)
-                res = next_result(pg)
-                error = error or check(conn, res, pq.ExecStatus.TUPLES_OK)
-                synced(conn)
-                if error is not None:
-                    raise error
-                tx = Transformer.from_context(conn)
-                tx.set_pgresult(res)
-                names = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
-                return tx.load_rows(0, res.ntuples, lambda values: dict(zip(names, values, strict=True)))
-            finally:
-                leave_pipeline(conn)
+        with pipeline(conn):
+            res = self._statement.result(conn, values)
+        tx = Transformer.from_context(conn)
+        tx.set_pgresult(res)
+        names = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
+        return tx.load_rows(0, res.ntuples, lambda values: dict(zip(names, values, strict=True)))
+
+
+@contextmanager
+def pipeline(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """libpq's pipeline mode on ``conn`` for the block (psycopg's lock held)."""
+    with conn.lock:
+        conn.pgconn.enter_pipeline_mode()
+        try:
+            yield
+        finally:
+            leave_pipeline(conn)
 
 
 def send(pg: pq.abc.PGconn) -> None:

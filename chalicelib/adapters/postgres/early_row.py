@@ -29,9 +29,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import pq
 
-from chalicelib.adapters.postgres.direct import Prepared, check, leave_pipeline, next_result, send, synced
+from chalicelib.adapters.postgres.direct import Prepared, pipeline, synced
 
 # The advisory lock class (two-int form) of a submit's commit in flight; the claim
 # waits on it (migration 0042).  tests/unit/test_advisory_locks.py keeps it unique.
@@ -61,34 +60,16 @@ class EarlyInsert:
     def _run(
         self, conn: psycopg.Connection[Any], values: list[bytes | None], before_commit: Callable[[datetime], None]
     ) -> datetime:
-        pg = conn.pgconn
-        with conn.lock:
-            pg.enter_pipeline_mode()
+        with pipeline(conn):
+            res = self._statement.result(conn, values, binary=True, early=True)  # the row, the commit on its way
+            micros = int.from_bytes(res.get_value(0, 0) or b"", "big", signed=True)
+            created_at = (_EPOCH + timedelta(microseconds=micros)).astimezone(conn.info.timezone)
+            failure: BaseException | None = None
             try:
-                preparing = self._statement.send(conn, values, binary=True)
-                pg.send_flush_request()  # the row now, before the Sync's commit
-                pg.pipeline_sync()
-                send(pg)
-                error: psycopg.Error | None = None
-                if preparing:
-                    error = check(conn, next_result(pg), pq.ExecStatus.COMMAND_OK)
-                    if error is None:
-                        self._statement.prepared(conn)
-                res = next_result(pg)
-                error = error or check(conn, res, pq.ExecStatus.TUPLES_OK)
-                if error is not None:
-                    synced(conn)
-                    raise error
-                micros = int.from_bytes(res.get_value(0, 0) or b"", "big", signed=True)
-                created_at = (_EPOCH + timedelta(microseconds=micros)).astimezone(conn.info.timezone)
-                failure: BaseException | None = None
-                try:
-                    before_commit(created_at)
-                except BaseException as exc:  # noqa: BLE001 - raised below, once the commit is read
-                    failure = exc
-                synced(conn)
-                if failure is not None:
-                    raise failure
-                return created_at
-            finally:
-                leave_pipeline(conn)
+                before_commit(created_at)
+            except BaseException as exc:  # noqa: BLE001 - raised below, once the commit is read
+                failure = exc
+            synced(conn)
+            if failure is not None:
+                raise failure
+            return created_at
