@@ -39,7 +39,8 @@ class BatchSizer:
 
     def observe(self, asked: int, got: int, seconds: float) -> None:
         """After a claim of ``asked`` ids returned ``got`` and they ran for ``seconds``
-        (claim to the batch's last outcome)."""
+        (the first task's start to the batch's last outcome: the claim statements and
+        the recording are fixed costs of a batch, which a larger one shares)."""
         if got and seconds > self.target_seconds:
             self.size = max(self.smallest, got // 2)
         elif got >= asked:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
@@ -81,3 +82,26 @@ def test_an_idle_drainer_claims_once_per_wake_and_starts_each_task_at_once(
 def _status(rt: Container, task_id: str) -> Status | None:
     task = rt.store.get_task(TENANT, task_id)
     return task.status if task else None
+
+
+def test_a_slow_claim_statement_does_not_slow_the_ramp(make_rt: Callable[..., Container]) -> None:
+    # A first claim on a fresh connection (connect, the function's first plan) took
+    # 50-120 ms on a busy machine: the sizer must not read that as slow tasks.
+    rt = make_rt(drain_batch_size=100, drain_batch_min=10)
+    submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(300)])
+    drainer = Drainer(rt, name="slow-claims")
+    seen = _claims(rt, drainer)
+    real = rt.store.claim
+
+    def slow_claim(*args: Any, **kw: Any) -> Any:
+        time.sleep(0.15)  # a batch's claim over a 1/8 of the target would cap growth at 2x
+        return real(*args, **kw)
+
+    rt.store.claim = slow_claim  # type: ignore[method-assign]
+    try:
+        stats = drain_once(rt, drainer=drainer)
+    finally:
+        drainer.close()
+    assert stats["completed"] == 300
+    full = [asked for asked, got in seen if got == asked]
+    assert full[:3] == [10, 80, 100], seen
