@@ -101,6 +101,7 @@ class Drainer:
         # Its claim statements likewise go on one connection of the store's pool that
         # it keeps (None for a small pool); the recorder's finishes share the rest.
         self._held_pg = rt.store.hold_connection()
+        self._warmed = False
 
     def run(self, remaining: Clock, *, idle_exit_seconds: float | None = None) -> DrainStats:
         """Drain until ``remaining()`` drops below the margin, or the queue has been
@@ -124,6 +125,8 @@ class Drainer:
             try:
                 wait = min(s.drain_idle_wait_seconds, remaining() - s.drain_margin_seconds)
                 if dry and wait > 0:
+                    if not self._warmed:
+                        self._warm()
                     self.summary.flush_due()
                     self.rt.queue.wait_for_work(wait, held=self._held)
                 asked = self.sizer.size
@@ -153,6 +156,22 @@ class Drainer:
         self._wait_recording(stats)
         self.summary.flush()
         return stats
+
+    def _warm(self) -> None:
+        """Open the claim's held PostgreSQL connection and one for the recorder's
+        finishes, once, the first time the loop is about to wait for work.  Both open
+        lazily (a Lambda that imports the app costs no connection), so otherwise the
+        first burst paid for them: a backend's start-up and its first statement, about
+        20-45 ms each on a busy 2-core machine, on the critical path of every drainer's
+        first two batches at once (issue 14, round 11).  A failure is left to the
+        claims, which back off as for any outage."""
+        self._warmed = True
+        try:
+            self.rt.store.ping(self._held_pg)
+            if self._held_pg is not None:
+                self.rt.store.ping()
+        except UnavailableError as exc:
+            logger.info("drainer could not open its connections yet", extra={"error": str(exc)})
 
     def close(self) -> None:
         self.runner.close()

@@ -77,7 +77,9 @@ def test_the_drain_loop_claims_on_a_postgresql_connection_of_its_own(
             assert stats["completed"] == 1 and not stats["errors"]
     finally:
         drainer.close()
-    assert checked_out == [1]  # once, by the holder, for three claims
+    # Once by the holder, for three claims; once more the first time the loop went
+    # idle, opening the recorder's connection ahead of the next burst (``Drainer._warm``).
+    assert checked_out == [1, 1]
     for task in tasks:
         assert rt.store.get_task(TENANT, task.id).status is Status.COMPLETED  # type: ignore[union-attr]
 
@@ -209,3 +211,32 @@ def test_an_armed_wait_that_times_out_still_runs_the_command(make_rt: Callable[.
     finally:
         rt.queue.client.delete("loop-conn:not-a-list")
         held.close()
+
+
+def test_an_idle_drainer_opens_its_connections_once_before_the_first_task(
+    make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both open lazily; a burst's first batches paid for them on every drainer at once.
+    rt = make_rt()
+    pings: list[object] = []
+    real_ping = rt.store.ping
+
+    def ping(held: HeldConnection | None = None) -> None:
+        pings.append(held)
+        real_ping(held)
+
+    monkeypatch.setattr(rt.store, "ping", ping)
+    drainer = Drainer(rt, name="warm")
+    try:
+        assert drain_once(rt, drainer=drainer)["claimed"] == 0  # an empty queue: claim, then wait
+        held = drainer._held_pg
+        assert held is not None and held._conn is not None and not held._conn.closed
+        stats = rt.store._pool.get_stats()
+        assert stats["pool_size"] >= 2 and stats.get("pool_available", 0) >= 1, stats  # the recorder's
+        drain_once(rt, drainer=drainer)
+        first = submit(rt, TENANT, request()).task
+        assert drain_once(rt, drainer=drainer)["completed"] == 1
+    finally:
+        drainer.close()
+    assert pings == [held, None]  # once per drainer, not once per wait
+    assert rt.store.get_task(TENANT, first.id).status is Status.COMPLETED  # type: ignore[union-attr]

@@ -177,9 +177,10 @@ class Store(
             self._pool.close()
             self._opened = False
 
-    def ping(self) -> None:
-        """Raise ``StoreError`` unless PostgreSQL answers."""
-        with self.connection() as conn:
+    def ping(self, held: HeldConnection | None = None) -> None:
+        """Raise ``StoreError`` unless PostgreSQL answers (on ``held``'s connection, if
+        given: that opens it)."""
+        with self.connection(held) as conn:
             conn.execute("SELECT 1")
 
     # --- submit and read -----------------------------------------------------------
