@@ -77,9 +77,16 @@ def start_stack(
     env: dict[str, str] | None = None,
     database: str | None = None,
     timeout: float = 90.0,
+    aws: bool = False,
 ) -> Stack:
     """Start a stack on a fresh migrated database (or ``database``, made the same way
-    when missing) and a free port (or ``env["TASKLANE_PORT"]``)."""
+    when missing) and a free port (or ``env["TASKLANE_PORT"]``).
+
+    ``aws``: with its AWS emulator (moto's server on a free port, seeded), as ``make
+    run`` starts it.  A stack for a test that sends no AWS call goes without
+    (``TASKLANE_AWS_EMULATOR=off``, what a user who deploys to AWS or runs no AWS task
+    types sets): moto's import and the seeding were about 7 of a stack's 15 s to come
+    up on a slow 2-core machine, and the suite starts a stack some twenty times."""
     name = database or devservices.test_database_name("e2e")
     db_url = migrated_database(pg_server, name)  # the stack's own migrate then finds nothing to do
     port = int((env or {}).get("TASKLANE_PORT") or devservices.find_free_port())
@@ -100,6 +107,7 @@ def start_stack(
         "TASKLANE_LOG_LEVEL": "WARNING",
         "TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE": "1000000",
         "TASKLANE_AWS_EMULATOR_PORT": str(aws_port),
+        "TASKLANE_AWS_EMULATOR": "auto" if aws else "off",
         **(env or {}),
     }
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +121,11 @@ def start_stack(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    aws_endpoint = full_env.get("TASKLANE_AWS_ENDPOINT") or f"http://127.0.0.1:{full_env['TASKLANE_AWS_EMULATOR_PORT']}"
+    aws_endpoint = (
+        full_env.get("TASKLANE_AWS_ENDPOINT") or f"http://127.0.0.1:{full_env['TASKLANE_AWS_EMULATOR_PORT']}"
+        if aws
+        else ""
+    )
     stack = Stack(f"http://127.0.0.1:{port}", key, db_url, redis_server_url, proc, log_path, aws_endpoint)
 
     def exited_or_up() -> bool:

@@ -35,7 +35,7 @@ def aws_stack(pg_server: str, redis_server: str) -> Iterator[Stack]:
     redis_url = redis_server.rsplit("/", 1)[0] + f"/{AWS_REDIS_DB}"
     redis.Redis.from_url(redis_url).flushdb()
     env = {"TASKLANE_FAULT_INJECTION": "1", "TASKLANE_LOG_LEVEL": "INFO"}  # INFO: replays are logged
-    s = start_stack(pg_server, redis_url, ROOT / "test-artifacts", env=env)
+    s = start_stack(pg_server, redis_url, ROOT / "test-artifacts", env=env, aws=True)
     try:
         yield s
     finally:

@@ -125,7 +125,7 @@ def test_supervisor_killed_then_started_again_at_once_on_the_same_port(
         first = start_stack(pg_server, redis_url, tmp_path / "first", env=env, database=database)
         stacks.append(first)
         children = descendants(first.proc.pid)
-        assert len(children) >= 5, children  # 2 API, 2 drainers, sweeper (+ the AWS emulator)
+        assert len(children) >= 5, children  # 2 API, 2 drainers, sweeper
         first.proc.kill()  # the supervisor only: nothing stops its children for it
         first.proc.wait(timeout=10)
 
