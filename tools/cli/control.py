@@ -15,13 +15,13 @@ it back on resume; the process sees the same task types as the functions
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.config import get_settings
-from chalicelib.container import Container
 from chalicelib.core.control import GLOBAL
-from chalicelib.services import control
 from tools.cli.render import table
+
+if TYPE_CHECKING:
+    from chalicelib.container import Container
 
 
 def add_commands(sub: Any) -> None:
@@ -39,6 +39,11 @@ def add_commands(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, actor: str) -> int:
+    # Imported here: the runtime (PostgreSQL, Redis, the task types) is ~1.5 s of imports on
+    # a slow machine, which every other command of the tool would pay for nothing.
+    from chalicelib.config import get_settings
+    from chalicelib.container import Container
+
     rt = Container.build(get_settings())
     try:
         code: int = args.control(rt, args, actor)
@@ -52,6 +57,8 @@ def _scope(tenant: str | None) -> str:
 
 
 def pause_cmd(rt: Container, args: argparse.Namespace, actor: str) -> int:
+    from chalicelib.services import control
+
     done = control.pause(rt, args.tenant or GLOBAL, args.name, actor=actor)
     if done.pause.changed:
         print(f"paused {args.name} for {_scope(args.tenant)} ({done.moved} queued tasks held back)")
@@ -61,6 +68,8 @@ def pause_cmd(rt: Container, args: argparse.Namespace, actor: str) -> int:
 
 
 def resume_cmd(rt: Container, args: argparse.Namespace, actor: str) -> int:
+    from chalicelib.services import control
+
     done = control.resume(rt, args.tenant or GLOBAL, args.name, actor=actor)
     if done.lifted is None:
         print(f"{args.name} was not paused for {_scope(args.tenant)}")
@@ -71,6 +80,8 @@ def resume_cmd(rt: Container, args: argparse.Namespace, actor: str) -> int:
 
 
 def paused_cmd(rt: Container, args: argparse.Namespace, actor: str) -> int:
+    from chalicelib.services import control
+
     rows = [
         {"name": p.name, "tenant": p.tenant or "*", "paused_at": p.paused_at, "paused_by": p.paused_by}
         for p in control.pauses(rt, args.tenant)

@@ -31,16 +31,17 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.adapters.postgres.store import Store
 from chalicelib.config import DEFAULT_DATABASE_URL, ConfigError, parse_rate
 from chalicelib.core.audit import cli_actor
 from chalicelib.core.errors import TasklaneError
-from chalicelib.services.apikeys import create_key
 from tools.cli import control as controlcli
 from tools.cli import ops as opscli
 from tools.cli.render import table
+
+if TYPE_CHECKING:
+    from chalicelib.adapters.postgres.store import Store
 
 
 def rate_limit_per_minute(text: str) -> int:
@@ -72,6 +73,8 @@ def operator() -> str:
 
 def keys_create(store: Store, args: argparse.Namespace) -> int:
     expires = datetime.now(UTC) + timedelta(days=args.expires_in_days) if args.expires_in_days else None
+    from chalicelib.services.apikeys import create_key
+
     secret, key = create_key(
         store,
         args.tenant,
@@ -219,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "control"):
             return controlcli.run(args, operator())
+        # Imported here, as control's runtime is: the HTTP commands above need neither.
+        from chalicelib.adapters.postgres.store import Store
+
         store = Store(_database_url())
         try:
             code: int = args.fn(store, args)
