@@ -31,21 +31,21 @@ def ops(stack: Stack, key: str | None, *args: str, timeout: float = 120) -> subp
 
 def test_bulk_submit_stats_status_and_dead_letters(stack: Stack) -> None:
     tenant, key = tenant_key(stack)
-    done = ops(stack, key, "submit", "noop", "--payload", '{"hello": "cli"}', "--priority", "high", "--count", "1200")
+    done = ops(stack, key, "submit", "noop", "--payload", '{"hello": "cli"}', "--priority", "high", "--count", "600")
     assert done.returncode == 0, done.stderr
-    assert "submitted 1200 noop task(s)" in done.stdout
-    assert "1200/1200 (100%" in done.stderr  # progress (plain lines when not a terminal)
+    assert "submitted 600 noop task(s)" in done.stdout
+    assert "600/600 (100%" in done.stderr  # progress (plain lines when not a terminal)
     one = ops(stack, key, "submit", "fail", "--payload", '{"permanent": true, "message": "boom"}')
     assert one.returncode == 0, one.stderr
     failed_id = one.stdout.splitlines()[1].split()[0]
-    wait_for(lambda: tenant_counts(stack, tenant) == {"COMPLETED": 1200, "FAILED": 1}, timeout=60)
+    wait_for(lambda: tenant_counts(stack, tenant) == {"COMPLETED": 600, "FAILED": 1}, timeout=60)
 
     stats = ops(stack, key, "stats")
     assert stats.returncode == 0, stats.stderr
     assert f"tenant {tenant}" in stats.stdout
-    assert "submitted 1201  completed 1200  failed 1" in stats.stdout
+    assert "submitted 601  completed 600  failed 1" in stats.stdout
     high = next(line for line in stats.stdout.splitlines() if line.startswith("high "))
-    assert high.split()[1:3] == ["1200", "1200"]
+    assert high.split()[1:3] == ["600", "600"]
 
     status = ops(stack, key, "status", failed_id)
     assert status.returncode == 0, status.stderr
