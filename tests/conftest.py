@@ -261,12 +261,33 @@ def make_cluster_rt(database_url: str, redis_cluster: RedisClusterHandle) -> Ite
     yield from _runtimes(database_url, redis_cluster.url, redis_cluster=True)
 
 
+# The longest modules, handed to the xdist workers first (``--dist loadfile`` deals
+# modules out in collection order): collected in folder order, test_packaging (1.5
+# minutes of packaging on a slow machine) came near the end and one worker ran it
+# alone while the other sat idle.
+LONGEST_FIRST = (
+    "tests/integration/test_packaging.py",
+    "tests/fault/test_stack_kill.py",
+    "tests/fault/test_redis_cluster_loss.py",
+    "tests/e2e/test_ops_cli.py",
+    "tests/fault/test_postgres_outage.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Layers by folder, so `-m unit` etc. select them.
     for item in items:
         layer = Path(str(item.fspath)).parent.name
         if layer in {"unit", "integration", "e2e", "fault"}:
             item.add_marker(getattr(pytest.mark, layer))
+    root = Path(str(config.rootpath))
+
+    def rank(item: pytest.Item) -> int:
+        path = Path(str(item.fspath))
+        relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else ""
+        return LONGEST_FIRST.index(relative) if relative in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
 
 
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
