@@ -21,6 +21,7 @@ import select
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -51,9 +52,16 @@ def text_param(value: Any) -> bytes | None:
     """``value`` in PostgreSQL's text input form (str, int, float, an aware datetime)."""
     if value is None:
         return None
-    if isinstance(value, bool) or (not isinstance(value, str | int | float) and not hasattr(value, "isoformat")):
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, datetime):
+        text = value.isoformat()
+    elif isinstance(value, float):
+        text = repr(value)  # every digit back, as psycopg sends it
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    else:
         raise Unsuitable(type(value).__name__)
-    text = value.isoformat() if hasattr(value, "isoformat") else repr(value) if isinstance(value, float) else str(value)
     if "\x00" in text:
         raise Unsuitable("NUL")
     try:
