@@ -15,6 +15,7 @@ it back on resume; the process sees the same task types as the functions
 from __future__ import annotations
 
 import argparse
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.control import GLOBAL
@@ -39,14 +40,16 @@ def add_commands(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, actor: str) -> int:
-    # Imported here: the runtime (PostgreSQL, Redis, the task types) is ~1.5 s of imports on
-    # a slow machine, which every other command of the tool would pay for nothing.
+    # Imported here, and handed to the command: the runtime and the control service
+    # (PostgreSQL, Redis, the task types) are ~1.8 s of imports on a slow machine, which
+    # every other command of the tool would pay for nothing.
     from chalicelib.config import get_settings
     from chalicelib.container import Container
+    from chalicelib.services import control
 
     rt = Container.build(get_settings())
     try:
-        code: int = args.control(rt, args, actor)
+        code: int = args.control(rt, control, args, actor)
         return code
     finally:
         rt.close()
@@ -56,9 +59,7 @@ def _scope(tenant: str | None) -> str:
     return f"tenant {tenant!r}" if tenant else "every tenant"
 
 
-def pause_cmd(rt: Container, args: argparse.Namespace, actor: str) -> int:
-    from chalicelib.services import control
-
+def pause_cmd(rt: Container, control: ModuleType, args: argparse.Namespace, actor: str) -> int:
     done = control.pause(rt, args.tenant or GLOBAL, args.name, actor=actor)
     if done.pause.changed:
         print(f"paused {args.name} for {_scope(args.tenant)} ({done.moved} queued tasks held back)")
@@ -67,9 +68,7 @@ def pause_cmd(rt: Container, args: argparse.Namespace, actor: str) -> int:
     return 0
 
 
-def resume_cmd(rt: Container, args: argparse.Namespace, actor: str) -> int:
-    from chalicelib.services import control
-
+def resume_cmd(rt: Container, control: ModuleType, args: argparse.Namespace, actor: str) -> int:
     done = control.resume(rt, args.tenant or GLOBAL, args.name, actor=actor)
     if done.lifted is None:
         print(f"{args.name} was not paused for {_scope(args.tenant)}")
@@ -79,9 +78,7 @@ def resume_cmd(rt: Container, args: argparse.Namespace, actor: str) -> int:
     return 0
 
 
-def paused_cmd(rt: Container, args: argparse.Namespace, actor: str) -> int:
-    from chalicelib.services import control
-
+def paused_cmd(rt: Container, control: ModuleType, args: argparse.Namespace, actor: str) -> int:
     rows = [
         {"name": p.name, "tenant": p.tenant or "*", "paused_at": p.paused_at, "paused_by": p.paused_by}
         for p in control.pauses(rt, args.tenant)

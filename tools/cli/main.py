@@ -72,9 +72,9 @@ def operator() -> str:
 
 
 def keys_create(store: Store, args: argparse.Namespace) -> int:
-    expires = datetime.now(UTC) + timedelta(days=args.expires_in_days) if args.expires_in_days else None
-    from chalicelib.services.apikeys import create_key
+    from chalicelib.services.apikeys import create_key  # with the store: see main
 
+    expires = datetime.now(UTC) + timedelta(days=args.expires_in_days) if args.expires_in_days else None
     secret, key = create_key(
         store,
         args.tenant,
