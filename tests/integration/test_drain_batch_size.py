@@ -31,15 +31,19 @@ def _claims(rt: Container, drainer: Drainer) -> list[tuple[int, int]]:
     return seen
 
 
+def _drain_and_close(rt: Container, drainer: Drainer) -> dict[str, Any]:
+    try:
+        return drain_once(rt, drainer=drainer)
+    finally:
+        drainer.close()
+
+
 def test_a_backlog_is_claimed_in_growing_batches_up_to_the_largest(make_rt: Callable[..., Container]) -> None:
     rt = make_rt(drain_batch_size=100, drain_batch_min=10)
     submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(300)])
     drainer = Drainer(rt, name="sizes")
     seen = _claims(rt, drainer)
-    try:
-        stats = drain_once(rt, drainer=drainer)
-    finally:
-        drainer.close()
+    stats = _drain_and_close(rt, drainer)
     assert stats["completed"] == 300
     full = [asked for asked, got in seen if got == asked]
     # Each full batch at least doubles the next (up to 8x when it ran in a small part
@@ -98,10 +102,7 @@ def test_a_slow_claim_statement_does_not_slow_the_ramp(make_rt: Callable[..., Co
         return real(*args, **kw)
 
     rt.store.claim = slow_claim  # type: ignore[method-assign]
-    try:
-        stats = drain_once(rt, drainer=drainer)
-    finally:
-        drainer.close()
+    stats = _drain_and_close(rt, drainer)
     assert stats["completed"] == 300
     full = [asked for asked, got in seen if got == asked]
     assert full[:3] == [10, 80, 100], seen
