@@ -69,3 +69,10 @@ def test_values_libpq_cannot_carry_are_refused_before_sending() -> None:
     with pytest.raises(Unsuitable):
         text_param(b"bytes")
     assert text_param(None) is None and text_param(2.5) == b"2.5" and text_param(-3) == b"-3"
+
+
+def test_a_value_libpq_cannot_carry_goes_through_psycopg(conn: psycopg.Connection[dict[str, object]]) -> None:
+    statement = DirectStatement("tasklane_test_fallback", "SELECT %(b)s::bool AS b, %(t)s::text AS t", prepare=True)
+    assert statement.rows(conn, {"b": True, "t": "x"}) == [{"b": True, "t": "x"}]
+    with pytest.raises(psycopg.DataError, match="NUL"):
+        statement.rows(conn, {"b": False, "t": "a\x00b"})  # refused whole, never cut short

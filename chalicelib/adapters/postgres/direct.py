@@ -135,13 +135,18 @@ class Prepared:
 
 class DirectStatement:
     """``rows(conn, params)``: what ``conn.execute(sql, params).fetchall()`` returns (dict
-    rows), through libpq directly."""
+    rows), through libpq directly; through that very call for parameters libpq's text
+    form cannot carry (``Unsuitable``)."""
 
     def __init__(self, name: str, sql: str, *, prepare: bool) -> None:
+        self._sql = sql
         self._statement = Prepared(name, sql, prepare=prepare)
 
     def rows(self, conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> list[Row]:
-        values = self._statement.values(params)
+        try:
+            values = self._statement.values(params)
+        except Unsuitable:
+            return conn.execute(self._sql, params).fetchall()
         return self._statement.retrying(conn, lambda: self._rows(conn, values))  # type: ignore[no-any-return]
 
     def _rows(self, conn: psycopg.Connection[Any], values: list[bytes | None]) -> list[Row]:

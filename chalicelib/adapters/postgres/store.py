@@ -31,7 +31,7 @@ from chalicelib.adapters.postgres.bulkcopy import BulkCopy
 from chalicelib.adapters.postgres.claim_order import id_array, in_given_order
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
-from chalicelib.adapters.postgres.direct import DirectStatement, Unsuitable
+from chalicelib.adapters.postgres.direct import DirectStatement
 from chalicelib.adapters.postgres.early_row import EarlyInsert
 from chalicelib.adapters.postgres.errors import TRANSLATED, first_line, translated
 from chalicelib.adapters.postgres.followers import FollowerQueries
@@ -238,10 +238,7 @@ class Store(
             return []
         params = {"ids": id_array(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
         with self.connection(held) as conn:
-            try:
-                rows = self._claim.rows(conn, params)  # libpq directly: the hot path (direct.py)
-            except Unsuitable:
-                rows = conn.execute(self._q["claim"], params).fetchall()
+            rows = self._claim.rows(conn, params)  # libpq directly: the hot path (direct.py)
         return [Claimed.from_row(r) for r in in_given_order(rows, ids)]
 
     def finish(self, outcomes: Sequence[Outcome], *, actor: str) -> list[Recorded]:
