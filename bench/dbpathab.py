@@ -84,7 +84,8 @@ SUBMIT_SQL["no_on_conflict"] = _Q["insert_task"].replace(
 )
 # What a single submit due now without an idempotency key sends (round 9): the submit
 # scripts' tasks are of that kind, so this is their real statement; base keeps
-# insert_task, the general one.
+# insert_task, the general one.  Since round 12 the early path (early_row.py) sends
+# submit_lock before it in the same transaction, which this variant leaves out.
 SUBMIT_SQL["insert_task_now"] = _Q["insert_task_now"]
 CLAIM_SQL: dict[str, str] = {}
 FINISH_SQL: dict[str, str] = {}

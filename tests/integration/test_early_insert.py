@@ -1,9 +1,10 @@
 """``insert_task_now`` with its commit in flight (``adapters/postgres/early_row``): the
-row is handed to ``inserted`` while the commit is on its way, holding the id's advisory
-lock until then; a commit that fails after the hand-off fails the call; the callback's
-own error comes after the commit; values libpq's text parameters cannot carry take the
-ordinary path; a session that lost the prepared statement gets it again; the path
-without prepared statements (a proxy) works the same."""
+task is handed to ``inserted`` once the id's advisory lock is held, while the INSERT and
+its commit are on their way, and the lock is held until then; an INSERT or a commit that
+fails after the hand-off fails the call; the callback's own error comes after the
+commit; values libpq's text parameters cannot carry take the ordinary path; a session
+that lost the prepared statements gets them again; the path without prepared
+statements (a proxy) works the same."""
 
 from __future__ import annotations
 
@@ -149,15 +150,22 @@ def test_an_error_of_the_callback_comes_after_the_commit(store: Store, database_
     assert [t.id for t in store.insert_tasks([again], actor="t", inserted=lambda tasks: None)] == [again.id]
 
 
-def test_an_error_of_the_insert_is_the_ordinary_one_and_nothing_is_handed_over(store: Store) -> None:
+def test_an_error_of_the_insert_comes_after_the_handover_and_is_the_ordinary_one(
+    store: Store, database_url: str
+) -> None:
+    """The id is handed over once its lock is held, before the INSERT runs: an INSERT
+    refused then (here a second task with the first one's id) fails the call with the
+    error the ordinary path gives, after the hand-off, and leaves the key free."""
     first = _new()
     store.insert_tasks([first], actor="t", inserted=lambda tasks: None)
     handed: list[list[Task]] = []
     with pytest.raises(ConflictError, match="already exists"):
-        store.insert_tasks([_new(id=first.id)], actor="t", inserted=handed.append)
-    assert handed == []
+        store.insert_tasks([_new(id=first.id, tenant="early-other")], actor="t", inserted=handed.append)
+    assert [[t.id for t in tasks] for tasks in handed] == [[first.id]]
+    assert _key_free(database_url, first.id)
+    assert store.get_task("early-other", first.id) is None
     ok = _new()
-    assert [t.id for t in store.insert_tasks([ok], actor="t", inserted=handed.append)] == [ok.id]
+    assert [t.id for t in store.insert_tasks([ok], actor="t", inserted=lambda tasks: None)] == [ok.id]
 
 
 @pytest.mark.parametrize("field", ["tenant", "name"])
@@ -171,7 +179,7 @@ def test_a_nul_takes_the_ordinary_path_and_is_refused_whole(store: Store, databa
     assert handed == [] and not _visible(database_url, new.id)
 
 
-def test_a_session_that_lost_the_prepared_statement_prepares_it_again(database_url: str) -> None:
+def test_a_session_that_lost_the_prepared_statements_prepares_them_again(database_url: str) -> None:
     store = Store(database_url, max_size=1)
     try:
         store.insert_tasks([_new()], actor="t", inserted=lambda tasks: None)
@@ -179,11 +187,22 @@ def test_a_session_that_lost_the_prepared_statement_prepares_it_again(database_u
             conn.execute("DEALLOCATE ALL")
         new = _new()
         assert [t.id for t in store.insert_tasks([new], actor="t", inserted=lambda tasks: None)] == [new.id]
-        # And one prepared behind its back (a run whose bookkeeping was lost).
-        store._early._statement._sessions.clear()  # the state under test
+        # Only the INSERT lost: the lock ran and the task was handed over before the
+        # INSERT failed; the run is retried whole, so it is handed over again (a second
+        # push of one id is one entry in Redis) and inserted once.
+        with store.connection() as conn:
+            conn.execute("DEALLOCATE tasklane_insert_task_now")
+        handed: list[list[Task]] = []
+        half = _new()
+        assert [t.id for t in store.insert_tasks([half], actor="t", inserted=handed.append)] == [half.id]
+        assert {t.id for tasks in handed for t in tasks} == {half.id} and len(handed) == 2
+        # And both prepared behind its back (a run whose bookkeeping was lost).
+        for statement in (store._early._lock, store._early._insert):  # the state under test
+            statement._sessions.clear()
         other = _new()
         assert [t.id for t in store.insert_tasks([other], actor="t", inserted=lambda tasks: None)] == [other.id]
-        assert _visible(database_url, new.id) and _visible(database_url, other.id)
+        for task_id in (new.id, half.id, other.id):
+            assert _visible(database_url, task_id)
     finally:
         store.close()
 

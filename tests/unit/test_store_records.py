@@ -42,6 +42,7 @@ SCALAR = {
     "rotate_webhook_secret",
     "schema_version",
     "set_progress",
+    "submit_lock",
     "try_fold_lock",
     "webhook_secret",
 }

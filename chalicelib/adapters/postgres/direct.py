@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import select
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -85,52 +85,71 @@ class Prepared:
     def values(self, params: Mapping[str, Any]) -> list[bytes | None]:
         return [text_param(params[n]) for n in self.names]
 
-    def result(
-        self, conn: psycopg.Connection[Any], values: list[bytes | None], *, binary: bool = False, early: bool = False
-    ) -> pq.abc.PGresult:
-        """Send the statement and a Sync in one write (preparing it first where the
-        session lacks it; inside ``pipeline``) and return its result.  ``early``: a Flush
-        before the Sync, so the result arrives before the transaction's commit, which the
-        caller then reads with ``synced``; else the Sync's answer is read here too.  An
-        error is raised once the Sync's answer is read."""
+    def lost(self, conn: psycopg.Connection[Any]) -> None:
+        """``conn``'s session does not hold the statement (it is prepared at next use)."""
+        self._sessions.discard(conn)
+
+    def held(self, conn: psycopg.Connection[Any]) -> None:
+        """``conn``'s session holds the statement already."""
+        self._sessions.add(conn)
+
+    def queue(self, conn: psycopg.Connection[Any], values: list[bytes | None], *, binary: bool = False) -> bool:
+        """Queue the statement (its Parse first where the session lacks it; inside
+        ``pipeline``, nothing written yet); True when a Parse was queued (``take``
+        reads its answer first)."""
         pg = conn.pgconn
         fmt = pq.Format.BINARY if binary else pq.Format.TEXT
-        preparing = False
         if not self.prepare:
             pg.send_query_params(self.sql, values, result_format=fmt)
-        else:
-            preparing = conn not in self._sessions
-            if preparing:
-                pg.send_prepare(self.name, self.sql)
-            pg.send_query_prepared(self.name, values, result_format=fmt)
-        if early:
-            pg.send_flush_request()
-        pg.pipeline_sync()
-        send(pg)
+            return False
+        preparing = conn not in self._sessions
+        if preparing:
+            pg.send_prepare(self.name, self.sql)
+        pg.send_query_prepared(self.name, values, result_format=fmt)
+        return preparing
+
+    def take(self, conn: psycopg.Connection[Any], preparing: bool) -> tuple[pq.abc.PGresult, psycopg.Error | None]:
+        """The statement's result, once it is in, and the error it stands for (None:
+        rows), after the Parse's answer when ``queue`` queued one."""
+        pg = conn.pgconn
         error: psycopg.Error | None = None
         if preparing:
             error = check(conn, next_result(pg), pq.ExecStatus.COMMAND_OK)
             if error is None:
-                self._sessions.add(conn)
+                self.held(conn)
         res = next_result(pg)
-        error = error or check(conn, res, pq.ExecStatus.TUPLES_OK)
-        if error is not None or not early:
-            synced(conn)
+        return res, error or check(conn, res, pq.ExecStatus.TUPLES_OK)
+
+    def result(
+        self, conn: psycopg.Connection[Any], values: list[bytes | None], *, binary: bool = False
+    ) -> pq.abc.PGresult:
+        """Send the statement and a Sync in one write (inside ``pipeline``) and return its
+        result once the Sync's answer is read too; an error is raised then."""
+        preparing = self.queue(conn, values, binary=binary)
+        conn.pgconn.pipeline_sync()
+        send(conn.pgconn)
+        res, error = self.take(conn, preparing)
+        synced(conn)
         if error is not None:
             raise error
         return res
 
-    def retrying(self, conn: psycopg.Connection[Any], run: Callable[[], Any]) -> Any:
-        """``run()``, once more after the session turned out to lack the statement
-        (``DISCARD ALL``) or to hold it already (bookkeeping lost); neither error leaves
-        anything done."""
+
+def retrying(conn: psycopg.Connection[Any], statements: Sequence[Prepared], run: Callable[[], Any]) -> Any:
+    """``run()``, again after the session turned out to lack ``statements`` (``DISCARD
+    ALL``) or to hold one already (bookkeeping lost: each such error names one, so a run
+    per statement at most); neither error leaves anything committed."""
+    for _ in statements:
         try:
             return run()
         except psycopg.errors.InvalidSqlStatementName:
-            self._sessions.discard(conn)
-        except psycopg.errors.DuplicatePreparedStatement:
-            self._sessions.add(conn)
-        return run()
+            for statement in statements:
+                statement.lost(conn)
+        except psycopg.errors.DuplicatePreparedStatement as exc:
+            for statement in statements:
+                if statement.name.decode() in str(exc):
+                    statement.held(conn)
+    return run()
 
 
 class DirectStatement:
@@ -147,7 +166,7 @@ class DirectStatement:
             values = self._statement.values(params)
         except Unsuitable:
             return conn.execute(self._sql, params).fetchall()
-        return self._statement.retrying(conn, lambda: self._rows(conn, values))  # type: ignore[no-any-return]
+        return retrying(conn, [self._statement], lambda: self._rows(conn, values))  # type: ignore[no-any-return]
 
     def _rows(self, conn: psycopg.Connection[Any], values: list[bytes | None]) -> list[Row]:
         with pipeline(conn):

@@ -43,11 +43,13 @@ class InsertQueries:
         """Insert tasks with one statement; returns those inserted (idempotency
         conflicts are left out: see ``tasks_by_idempotency_keys``); many go by COPY.
 
-        ``inserted``, if given, is called with them once they exist: for one task due
-        now without a key (most single submits) while its commit is on its way, so the
-        push that wakes a drainer overlaps the WAL flush (``early_row``; a claim waits
-        for that commit); for the others after the commit.  Either way this returns, or
-        raises, once the commit's outcome is known; an exception of ``inserted`` is
+        ``inserted``, if given, is called with them: for one task due now without a key
+        (most single submits) once its id's submit lock is held and its INSERT and commit
+        are on their way, so the push that wakes a drainer overlaps both (``early_row``;
+        a claim waits for that lock); for the others after the commit.  Either way this
+        returns, or raises, once the outcome is known: for the first kind an INSERT
+        refused after the hand-off raises too (a claim of the pushed id finds no row and
+        drops it, as for a commit that fails).  An exception of ``inserted`` is
         raised after that."""
         if len(tasks) == 1 and tasks[0].unique_key is None and tasks[0].batch_id is None:  # its own statement
             t = tasks[0]
@@ -70,7 +72,7 @@ class InsertQueries:
             task: list[Task] = []
 
             def before_commit(created_at: datetime) -> None:
-                task.append(Accepted.queued_now(t, created_at))
+                task[:] = [Accepted.queued_now(t, created_at)]  # a retried run hands it over again
                 inserted(task)
 
             try:

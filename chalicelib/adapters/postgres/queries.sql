@@ -100,12 +100,9 @@ SELECT id::text AS id, status, run_at, enqueued_at, created_at, unique_until FRO
 -- the row cannot meet tasks_idempotency, so no ON CONFLICT (a speculative insertion:
 -- an extra index probe and WAL record), and nothing to decide, so no CASE and one
 -- column back: 532k -> 428k PostgreSQL instructions a submit (issue 14 round 9,
--- bench/RESULTS.md).  The task, its trail and its count are those insert_task makes.
--- The advisory lock (class 7301955, early_row.SUBMIT_LOCK_CLASS) is held until the
--- commit: Store.insert_tasks pushes the id before the commit is durable
--- (adapters/postgres/early_row.py), and a claim that finds no row for an id waits on
--- it (migration 0042).
--- shares advisory lock 7301955, * with migration 0042
+-- bench/RESULTS.md).  The task, its trail and its count are those insert_task made.
+-- Its commit in flight, it follows submit_lock in the same transaction
+-- (adapters/postgres/early_row.py); sent alone, the caller pushes after its commit.
 WITH ins AS (
     INSERT INTO tasks (id, tenant, name, status, priority, payload, max_retries, timeout_seconds, run_at,
                        enqueued_at, callback_url, trace_context, expires_at, created_by, created_status)
@@ -115,10 +112,21 @@ WITH ins AS (
     RETURNING name, created_at
 ), counted AS (
     INSERT INTO task_metric_deltas (name, metric, n) SELECT name, 'submitted', 1 FROM ins
-), held AS (
+)
+SELECT created_at FROM ins;
+
+-- name: submit_lock
+-- The first statement of a single submit whose id is pushed before its commit
+-- (adapters/postgres/early_row.py): the id's advisory key (class 7301955,
+-- early_row.SUBMIT_LOCK_CLASS), held until the transaction ends, which a claim that finds
+-- no row for the id waits on (migration 0042); and now(), the transaction's start, which
+-- is the created_at (and run_at, enqueued_at) insert_task_now gives the row next.  Its
+-- answer comes back before the INSERT runs, so the push overlaps the INSERT and its commit.
+-- shares advisory lock 7301955, * with migration 0042
+WITH held AS (
     SELECT pg_advisory_xact_lock(7301955, uuid_hash(%(id)s::uuid))
 )
-SELECT created_at FROM ins, held;
+SELECT now() AS created_at FROM held;
 
 -- name: insert_batch
 -- Rows: BatchRecord (core/batches.py).

@@ -122,7 +122,7 @@ class Store(
         )
         self._opened = False
         self._q = {**queries(), "list_tasks_anywhere": read_both(queries()["list_tasks"])}
-        self._early = EarlyInsert(self._q["insert_task_now"], prepare=prepare)
+        self._early = EarlyInsert(self._q["submit_lock"], self._q["insert_task_now"], prepare=prepare)
         self._claim = DirectStatement("tasklane_claim", self._q["claim"], prepare=prepare)
 
     # --- plumbing -------------------------------------------------------------------
