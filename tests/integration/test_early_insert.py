@@ -9,8 +9,10 @@ statements (a proxy) works the same."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
@@ -21,7 +23,7 @@ from chalicelib.adapters.postgres.direct import numbered
 from chalicelib.adapters.postgres.early_row import SUBMIT_LOCK_CLASS
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.core.errors import ConflictError, ValidationError
-from chalicelib.core.model import NewTask, Status, Task
+from chalicelib.core.model import Claimed, NewTask, Status, Task
 
 TENANT = "early-tenant"
 
@@ -63,18 +65,41 @@ def _key_free(database_url: str, task_id: str) -> bool:
 @contextmanager
 def _at_commit(database_url: str, name: str, tenant: str, body: str) -> Iterator[None]:
     """A deferred trigger that runs ``body`` at the commit of a row of ``tenant``."""
+    with _trigger(
+        database_url, name, tenant, body, "CONSTRAINT TRIGGER {name} AFTER INSERT", "DEFERRABLE INITIALLY DEFERRED"
+    ):
+        yield
+
+
+@contextmanager
+def _trigger(database_url: str, name: str, tenant: str, body: str, kind: str, timing: str = "") -> Iterator[None]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN IF NEW.tenant = '{tenant}' THEN {body}; END IF; RETURN NULL; END $$;
-                CREATE CONSTRAINT TRIGGER {name} AFTER INSERT ON tasks
-                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {name}()"""
+                BEGIN IF NEW.tenant = '{tenant}' THEN {body}; END IF; RETURN NEW; END $$;
+                CREATE {kind.format(name=name)} ON tasks {timing} FOR EACH ROW EXECUTE FUNCTION {name}()"""
         )
     try:
         yield
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f"DROP TRIGGER {name} ON tasks; DROP FUNCTION {name}()")
+
+
+def _claim_waiting(database_url: str, deadline: float = 5.0) -> bool:
+    """Whether a claim comes to wait on a submit's key within ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < end:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND classid = %s AND objsubid = 2",
+                (SUBMIT_LOCK_CLASS,),
+            ).fetchone()
+            if row and row[0]:
+                return True
+            time.sleep(0.01)
+    return False
 
 
 def test_the_row_is_handed_over_before_its_commit_with_the_lock_held(store: Store, database_url: str) -> None:
@@ -118,6 +143,41 @@ def test_the_handover_precedes_the_commit_when_the_commit_is_slow(database_url: 
         assert isinstance(handed, datetime) and done - handed >= timedelta(seconds=0.2)
         assert _visible(database_url, new.id)
     store.close()
+
+
+def test_a_claim_sent_while_the_insert_runs_waits_for_the_commit_and_claims_the_task(database_url: str) -> None:
+    """The hand-off comes before the INSERT runs (here a trigger holds the INSERT 0.5 s):
+    a claim of the id sent then finds no row, waits on the id's key, and claims the task
+    once the submit has committed, in the same call."""
+    store, claimer = Store(database_url, max_size=1), Store(database_url, max_size=1)
+    pool = ThreadPoolExecutor(max_workers=1)
+    slow = "PERFORM pg_sleep(0.5)"
+    try:
+        with _trigger(database_url, "early_slow_insert", "early-slow-insert", slow, "TRIGGER {name} BEFORE INSERT"):
+            new = _new(tenant="early-slow-insert")
+            claims: list[Future[list[Claimed]]] = []
+            seen: dict[str, bool] = {}
+
+            handed: list[float] = []
+
+            def inserted(tasks: list[Task]) -> None:
+                handed.append(time.monotonic())
+                claims.append(pool.submit(claimer.claim, [new.id], str(uuid.uuid4()), 30, actor="t"))
+                seen["waited"] = _claim_waiting(database_url)
+                seen["visible"] = _visible(database_url, new.id)
+
+            [task] = store.insert_tasks([new], actor="t", inserted=inserted)
+            returned = time.monotonic()
+            [claimed] = claims[0].result(timeout=5)
+        assert seen == {"waited": True, "visible": False}
+        assert returned - handed[0] >= 0.4  # handed over before the INSERT's trigger slept
+        assert claimed.id == task.id and claimed.attempts == 1
+        row = store.get_task("early-slow-insert", new.id)
+        assert row is not None and row.status is Status.PROCESSING
+    finally:
+        pool.shutdown()
+        store.close()
+        claimer.close()
 
 
 def test_a_commit_that_fails_after_the_handover_fails_the_call(database_url: str) -> None:
