@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from chalicelib.adapters.postgres.early_row import SUBMIT_LOCK_CLASS
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.container import Container
 from chalicelib.core.model import Priority
@@ -173,6 +174,22 @@ def peak_running(database_url: str, where: str, *params: Any) -> int:
         running += step
         peak = max(peak, running)
     return peak
+
+
+def claim_waiting_on_a_submit(database_url: str, *, timeout: float = 5.0) -> None:
+    """Until some backend waits for a submit's key, ``(7301955, uuid_hash(id))`` (a claim
+    that found no row for an id has reached its wait: migration 0042)."""
+
+    def waiting() -> bool:
+        rows = query(
+            database_url,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND classid = %s AND objsubid = 2",
+            SUBMIT_LOCK_CLASS,
+        )
+        return bool(rows[0][0])
+
+    wait_for(waiting, timeout=timeout, interval=0.01, message="no claim waited for the submit's key")
 
 
 def metric_count(database_url: str, metric: str) -> int:

@@ -24,6 +24,7 @@ from chalicelib.adapters.postgres.rows import one_task_params
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.container import Container
 from chalicelib.core.model import Claimed, NewTask, Status
+from tests.helpers import claim_waiting_on_a_submit
 
 TENANT = "claim-wait"
 SUBMIT_KEY = 7301955  # classid of the two-int advisory key a submit in flight holds
@@ -45,22 +46,6 @@ def _in_flight(database_url: str, task: NewTask) -> Iterator[psycopg.Connection[
             yield conn
         finally:
             conn.rollback()  # a no-op after the caller's commit
-
-
-def _waiting_on_a_submit(database_url: str, deadline: float = 5.0) -> None:
-    """Until some backend waits for a submit key (the claim has reached its wait)."""
-    end = time.monotonic() + deadline
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        while time.monotonic() < end:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND classid = %s AND objsubid = 2",
-                (SUBMIT_KEY,),
-            ).fetchone()
-            if row and row[0]:
-                return
-            time.sleep(0.01)
-    raise AssertionError("no claim waited for the submit's key")
 
 
 def _claiming(rt: Container, ids: list[str]) -> tuple[ThreadPoolExecutor, Future[list[Claimed]]]:
@@ -89,7 +74,7 @@ def test_a_claim_of_a_submit_in_flight_waits_for_its_commit_and_claims_it(databa
     task = _new()
     with _in_flight(database_url, task) as submit:
         pool, claim = _claiming(rt, [task.id])
-        _waiting_on_a_submit(database_url)
+        claim_waiting_on_a_submit(database_url)
         time.sleep(0.3)
         assert not claim.done()
         submit.commit()
@@ -104,7 +89,7 @@ def test_a_claim_of_a_submit_that_rolls_back_returns_nothing_at_its_rollback(dat
     task = _new()
     with _in_flight(database_url, task) as submit:
         pool, claim = _claiming(rt, [task.id])
-        _waiting_on_a_submit(database_url)
+        claim_waiting_on_a_submit(database_url)
         submit.rollback()
         ended = time.monotonic()
         assert claim.result(timeout=5) == []
@@ -124,7 +109,7 @@ def test_a_claim_of_several_with_one_in_flight_claims_them_all(database_url: str
     task = _new()
     with _in_flight(database_url, task) as submit:
         pool, claim = _claiming(rt, [*visible, task.id])
-        _waiting_on_a_submit(database_url)
+        claim_waiting_on_a_submit(database_url)
         assert not claim.done()
         submit.commit()
         claimed = claim.result(timeout=5)

@@ -24,6 +24,7 @@ from chalicelib.adapters.postgres.early_row import SUBMIT_LOCK_CLASS
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.core.errors import ConflictError, ValidationError
 from chalicelib.core.model import Claimed, NewTask, Status, Task
+from tests.helpers import claim_waiting_on_a_submit
 
 TENANT = "early-tenant"
 
@@ -84,22 +85,6 @@ def _trigger(database_url: str, name: str, tenant: str, body: str, kind: str, ti
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(f"DROP TRIGGER {name} ON tasks; DROP FUNCTION {name}()")
-
-
-def _claim_waiting(database_url: str, deadline: float = 5.0) -> bool:
-    """Whether a claim comes to wait on a submit's key within ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        while time.monotonic() < end:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND classid = %s AND objsubid = 2",
-                (SUBMIT_LOCK_CLASS,),
-            ).fetchone()
-            if row and row[0]:
-                return True
-            time.sleep(0.01)
-    return False
 
 
 def test_the_row_is_handed_over_before_its_commit_with_the_lock_held(store: Store, database_url: str) -> None:
@@ -163,13 +148,13 @@ def test_a_claim_sent_while_the_insert_runs_waits_for_the_commit_and_claims_the_
             def inserted(tasks: list[Task]) -> None:
                 handed.append(time.monotonic())
                 claims.append(pool.submit(claimer.claim, [new.id], str(uuid.uuid4()), 30, actor="t"))
-                seen["waited"] = _claim_waiting(database_url)
+                claim_waiting_on_a_submit(database_url)
                 seen["visible"] = _visible(database_url, new.id)
 
             [task] = store.insert_tasks([new], actor="t", inserted=inserted)
             returned = time.monotonic()
             [claimed] = claims[0].result(timeout=5)
-        assert seen == {"waited": True, "visible": False}
+        assert seen == {"visible": False}
         assert returned - handed[0] >= 0.4  # handed over before the INSERT's trigger slept
         assert claimed.id == task.id and claimed.attempts == 1
         row = store.get_task("early-slow-insert", new.id)
