@@ -608,6 +608,18 @@ print(json.dumps({{"loaded": loaded, "compiled": [p for p in compiled if p.start
 """
 
 
+def _lambda_pyc_name(source: str) -> str:
+    """Where Lambda's Python looks for ``source``'s bytecode: ``__pycache__`` beside it.
+    This interpreter may have a pycache prefix (PYTHONPYCACHEPREFIX: the suite sets one
+    for its processes when PYTHONDONTWRITEBYTECODE is set, tests/conftest.py), which
+    ``cache_from_source`` would put in front; Lambda has none."""
+    prefix, sys.pycache_prefix = sys.pycache_prefix, None
+    try:
+        return importlib.util.cache_from_source(source)
+    finally:
+        sys.pycache_prefix = prefix
+
+
 def _pyc_header(pyc: bytes) -> tuple[bytes, int, bytes]:
     """(magic, flags, source hash) of a hash-based .pyc (PEP 552)."""
     return pyc[:4], int.from_bytes(pyc[4:8], "little"), pyc[8:16]
@@ -625,7 +637,7 @@ def test_package_has_unchecked_bytecode_of_every_module_for_its_runtime(
         sources = sorted(n for n in names if n.endswith(".py"))
         missing, wrong = [], []
         for source in sources:
-            pyc_name = importlib.util.cache_from_source(source)
+            pyc_name = _lambda_pyc_name(source)
             code = bundle.read(source)
             if pyc_name not in names:
                 try:
