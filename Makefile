@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-needs lint unit venv checkov-venv bench package clean stop-services chromium servers
+.PHONY: run test test-needs lint unit venv checkov-venv bench package clean stop-services chromium servers pgbouncer
 
 # pip byte-compiles every installed module (9,500 files in .venv, ~30 CPU-s); without
 # it Python compiles, once, only what is imported.
@@ -46,7 +46,7 @@ lint: venv
 
 # What the suite needs comes first, two jobs at a time (-j2: the two virtualenvs do not
 # depend on each other, and lint runs while checkov's installs).
-test-needs: venv checkov-venv lint chromium servers
+test-needs: venv checkov-venv lint chromium servers pgbouncer
 
 # Two workers (the tests mostly wait on drainers and servers, so two overlap well on
 # two cores); --dist loadfile keeps a module's tests, and its module-scoped stack, on one.
@@ -99,6 +99,23 @@ servers: venv
 	  else \
 	    echo "$$missing missing and cannot be installed here (needs root and apt-get): the fault tests will fail;" \
 	      "install them (Debian: apt-get install postgresql redis-server redis-tools)"; \
+	  fi; }
+
+# The proxy test runs the submit and claim paths through a PgBouncer in transaction mode
+# (what TASKLANE_DB_PREPARED_STATEMENTS=false is for).  Debian's package is fetched and
+# unpacked under .tasklane/pgbouncer when none is on the PATH (apt-get download and
+# dpkg -x: no root, no service started); otherwise the test fails saying so.
+PGBOUNCER_DIR := .tasklane/pgbouncer
+pgbouncer:
+	@command -v pgbouncer >/dev/null 2>&1 || [ -x $(PGBOUNCER_DIR)/usr/sbin/pgbouncer ] || { \
+	  if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then \
+	    echo "fetching Debian's pgbouncer into $(PGBOUNCER_DIR) for the proxy test"; \
+	    mkdir -p $(PGBOUNCER_DIR)/debs && \
+	    { (cd $(PGBOUNCER_DIR)/debs && apt-get download -qq pgbouncer libc-ares2 2>/dev/null) && \
+	      for deb in $(PGBOUNCER_DIR)/debs/*.deb; do dpkg -x "$$deb" $(PGBOUNCER_DIR); done; } \
+	      || echo "could not fetch pgbouncer: the proxy test will fail"; \
+	  else \
+	    echo "pgbouncer is missing and cannot be fetched here (needs apt-get): the proxy test will fail"; \
 	  fi; }
 
 unit: venv

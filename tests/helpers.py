@@ -10,7 +10,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +22,7 @@ import psycopg
 from chalicelib.adapters.postgres.early_row import SUBMIT_LOCK_CLASS
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.container import Container
-from chalicelib.core.model import Priority
+from chalicelib.core.model import Claimed, NewTask, Priority, Task
 from chalicelib.core.requests import TaskRequest
 from chalicelib.services.apikeys import ensure_key
 from chalicelib.services.drain import Drainer
@@ -190,6 +192,57 @@ def claim_waiting_on_a_submit(database_url: str, *, timeout: float = 5.0) -> Non
         return bool(rows[0][0])
 
     wait_for(waiting, timeout=timeout, interval=0.01, message="no claim waited for the submit's key")
+
+
+@contextmanager
+def tasks_trigger(database_url: str, name: str, tenant: str, body: str, kind: str, timing: str = "") -> Iterator[None]:
+    """A row trigger on tasks (``kind``: "TRIGGER {name} BEFORE INSERT", ...) that runs
+    ``body`` for rows of ``tenant``; dropped afterwards."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN IF NEW.tenant = '{tenant}' THEN {body}; END IF; RETURN NEW; END $$;
+                CREATE {kind.format(name=name)} ON tasks {timing} FOR EACH ROW EXECUTE FUNCTION {name}()"""
+        )
+    try:
+        yield
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(f"DROP TRIGGER {name} ON tasks; DROP FUNCTION {name}()")
+
+
+@dataclass
+class SlowInsertClaim:
+    task: Task  # what the submit returned
+    claimed: list[Claimed]  # what the claim sent at the hand-off returned
+    handed_early_by: float  # seconds between the hand-off and the submit's return
+    visible_at_handover: bool  # whether another session saw the row when the claim waited
+
+
+def claim_during_a_slow_insert(database_url: str, submitter: Store, claimer: Store, tenant: str) -> SlowInsertClaim:
+    """A single submit whose INSERT a BEFORE INSERT trigger holds 0.5 s, and a claim of its
+    id sent (on ``claimer``, from another thread) as soon as the submit hands the task
+    over; returns once the claim has answered, the claim having first reached its wait on
+    the id's key (``claim_waiting_on_a_submit``)."""
+    new = NewTask(str(uuid.uuid4()), tenant, "noop", "normal", '{"n": 1}', 3, 30)
+    slow, name = "PERFORM pg_sleep(0.5)", f"slow_insert_{uuid.uuid4().hex[:8]}"
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        tasks_trigger(database_url, name, tenant, slow, "TRIGGER {name} BEFORE INSERT"),
+    ):
+        claims: list[Future[list[Claimed]]] = []
+        seen: dict[str, float | bool] = {}
+
+        def inserted(tasks: list[Task]) -> None:
+            seen["handed"] = time.monotonic()
+            claims.append(pool.submit(claimer.claim, [new.id], str(uuid.uuid4()), 30, actor="t"))
+            claim_waiting_on_a_submit(database_url)
+            seen["visible"] = bool(query(database_url, "SELECT count(*) FROM tasks WHERE id = %s", new.id)[0][0])
+
+        [task] = submitter.insert_tasks([new], actor="t", inserted=inserted)
+        returned = time.monotonic()
+        claimed = claims[0].result(timeout=5)
+    return SlowInsertClaim(task, claimed, returned - float(seen["handed"]), bool(seen["visible"]))
 
 
 def metric_count(database_url: str, metric: str) -> int:

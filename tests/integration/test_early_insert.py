@@ -9,10 +9,8 @@ statements (a proxy) works the same."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
@@ -23,8 +21,8 @@ from chalicelib.adapters.postgres.direct import numbered
 from chalicelib.adapters.postgres.early_row import SUBMIT_LOCK_CLASS
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.core.errors import ConflictError, ValidationError
-from chalicelib.core.model import Claimed, NewTask, Status, Task
-from tests.helpers import claim_waiting_on_a_submit
+from chalicelib.core.model import NewTask, Status, Task
+from tests.helpers import claim_during_a_slow_insert, tasks_trigger
 
 TENANT = "early-tenant"
 
@@ -66,25 +64,10 @@ def _key_free(database_url: str, task_id: str) -> bool:
 @contextmanager
 def _at_commit(database_url: str, name: str, tenant: str, body: str) -> Iterator[None]:
     """A deferred trigger that runs ``body`` at the commit of a row of ``tenant``."""
-    with _trigger(
+    with tasks_trigger(
         database_url, name, tenant, body, "CONSTRAINT TRIGGER {name} AFTER INSERT", "DEFERRABLE INITIALLY DEFERRED"
     ):
         yield
-
-
-@contextmanager
-def _trigger(database_url: str, name: str, tenant: str, body: str, kind: str, timing: str = "") -> Iterator[None]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN IF NEW.tenant = '{tenant}' THEN {body}; END IF; RETURN NEW; END $$;
-                CREATE {kind.format(name=name)} ON tasks {timing} FOR EACH ROW EXECUTE FUNCTION {name}()"""
-        )
-    try:
-        yield
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f"DROP TRIGGER {name} ON tasks; DROP FUNCTION {name}()")
 
 
 def test_the_row_is_handed_over_before_its_commit_with_the_lock_held(store: Store, database_url: str) -> None:
@@ -135,32 +118,14 @@ def test_a_claim_sent_while_the_insert_runs_waits_for_the_commit_and_claims_the_
     a claim of the id sent then finds no row, waits on the id's key, and claims the task
     once the submit has committed, in the same call."""
     store, claimer = Store(database_url, max_size=1), Store(database_url, max_size=1)
-    pool = ThreadPoolExecutor(max_workers=1)
-    slow = "PERFORM pg_sleep(0.5)"
     try:
-        with _trigger(database_url, "early_slow_insert", "early-slow-insert", slow, "TRIGGER {name} BEFORE INSERT"):
-            new = _new(tenant="early-slow-insert")
-            claims: list[Future[list[Claimed]]] = []
-            seen: dict[str, bool] = {}
-
-            handed: list[float] = []
-
-            def inserted(tasks: list[Task]) -> None:
-                handed.append(time.monotonic())
-                claims.append(pool.submit(claimer.claim, [new.id], str(uuid.uuid4()), 30, actor="t"))
-                claim_waiting_on_a_submit(database_url)
-                seen["visible"] = _visible(database_url, new.id)
-
-            [task] = store.insert_tasks([new], actor="t", inserted=inserted)
-            returned = time.monotonic()
-            [claimed] = claims[0].result(timeout=5)
-        assert seen == {"visible": False}
-        assert returned - handed[0] >= 0.4  # handed over before the INSERT's trigger slept
-        assert claimed.id == task.id and claimed.attempts == 1
-        row = store.get_task("early-slow-insert", new.id)
+        run = claim_during_a_slow_insert(database_url, store, claimer, "early-slow-insert")
+        assert not run.visible_at_handover
+        assert run.handed_early_by >= 0.4  # handed over before the INSERT's trigger slept
+        assert [(c.id, c.attempts) for c in run.claimed] == [(run.task.id, 1)]
+        row = store.get_task("early-slow-insert", run.task.id)
         assert row is not None and row.status is Status.PROCESSING
     finally:
-        pool.shutdown()
         store.close()
         claimer.close()
 
