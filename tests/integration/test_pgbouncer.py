@@ -37,28 +37,24 @@ FETCHED = ROOT / ".tasklane" / "pgbouncer"
 TENANT = "pooled"
 
 
-def _pgbouncer() -> tuple[str, dict[str, str]]:
-    """The binary and its environment: one on the PATH, else the one ``make test`` unpacked."""
-    found = shutil.which("pgbouncer")
-    if found:
-        return found, dict(os.environ)
-    binary = FETCHED / "usr" / "sbin" / "pgbouncer"
-    if not binary.exists():
+def _pgbouncer() -> Path | None:
+    """The unpacked tree (its ``usr``) of the binary ``make test`` fetched, or None when
+    one is on the PATH."""
+    if shutil.which("pgbouncer"):
+        return None
+    if not (FETCHED / "usr" / "sbin" / "pgbouncer").exists():
         pytest.fail(
             "pgbouncer not found: install it (Debian: apt-get install pgbouncer) or run `make pgbouncer`, "
             f"which unpacks Debian's package under {FETCHED}"
         )
-    libs = [str(p) for p in (FETCHED / "usr" / "lib").glob("*") if p.is_dir()]
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
-    return str(binary), env
+    return FETCHED / "usr"
 
 
 @pytest.fixture(scope="module")
 def pooled_url(database_url: str) -> Iterator[str]:
     """``database_url`` through a private PgBouncer in transaction mode, two server
     connections at most."""
-    binary, env = _pgbouncer()
+    unpacked = _pgbouncer()
     target = conninfo_to_dict(database_url)
     port = find_free_port()
     user = target.get("user") or "postgres"
@@ -67,16 +63,16 @@ def pooled_url(database_url: str) -> Iterator[str]:
     # of the unpacked binary (a checkout under /root is not that user's to read).
     home = Path(tempfile.mkdtemp(prefix="tasklane-pgbouncer-"))
     run_as = _pg_run_as()
+    if unpacked is not None and run_as:
+        unpacked = Path(shutil.copytree(unpacked, home / "usr"))
+    env = dict(os.environ)
+    if unpacked is not None:
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(str(p) for p in (unpacked / "lib").glob("*") if p.is_dir())
     if run_as:
-        if not binary.startswith("/usr/"):
-            shutil.copytree(Path(binary).parents[1], home / "usr")
-            binary = str(home / "usr" / "sbin" / "pgbouncer")
-            libs = [str(p) for p in (home / "usr" / "lib").glob("*") if p.is_dir()]
-            env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
         owner = pwd.getpwnam(PG_SYSTEM_USER)
         for path in (home, *home.rglob("*")):
             os.chown(path, owner.pw_uid, owner.pw_gid)
-    argv = [*run_as, binary]
+    argv = [*run_as, str(unpacked / "sbin" / "pgbouncer") if unpacked else "pgbouncer"]
     (home / "pgbouncer.ini").write_text(
         f"""[databases]
 * = host={target.get("host") or "127.0.0.1"} port={target.get("port") or 5432} user={user}

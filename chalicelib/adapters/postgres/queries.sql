@@ -100,7 +100,7 @@ SELECT id::text AS id, status, run_at, enqueued_at, created_at, unique_until FRO
 -- the row cannot meet tasks_idempotency, so no ON CONFLICT (a speculative insertion:
 -- an extra index probe and WAL record), and nothing to decide, so no CASE and one
 -- column back: 532k -> 428k PostgreSQL instructions a submit (issue 14 round 9,
--- bench/RESULTS.md).  The task, its trail and its count are those insert_task made.
+-- bench/RESULTS.md).  The task, its trail and its count are those insert_task makes.
 -- Its commit in flight, it follows submit_lock in the same transaction
 -- (adapters/postgres/early_row.py); sent alone, the caller pushes after its commit.
 WITH ins AS (
