@@ -1,7 +1,8 @@
 """The claim waits for a submit still in flight (migration 0042).
 
-A single submit pushes its id to Redis while its commit is still being flushed, its
-INSERT holding ``pg_advisory_xact_lock(7301955, uuid_hash(id))`` until it ends.  A claim
+A single submit pushes its id to Redis while its INSERT and commit are still on their
+way, its transaction holding the id's key, ``pg_advisory_xact_lock(7301955,
+uuid_hash(id))`` (``submit_lock``), until it ends.  A claim
 of an id with no row at all waits for that key (shared), then claims the row its commit
 made visible, in the same call; a rollback, an id nobody submits, a row that exists but
 is not claimable and a caller outside READ COMMITTED do not wait, and a submit that
@@ -27,7 +28,6 @@ from chalicelib.core.model import Claimed, NewTask, Status
 from tests.helpers import claim_waiting_on_a_submit
 
 TENANT = "claim-wait"
-SUBMIT_KEY = 7301955  # classid of the two-int advisory key a submit in flight holds
 BOUND = 2.0  # the wait's bound in the migration
 
 
@@ -37,11 +37,11 @@ def _new() -> NewTask:
 
 @contextmanager
 def _in_flight(database_url: str, task: NewTask) -> Iterator[psycopg.Connection[dict[str, object]]]:
-    """A submit's transaction after its INSERT and before its commit: the row is there
-    for it alone and its id's key is held.  The caller commits or rolls back."""
+    """A submit's transaction (``submit_lock``, the INSERT) before its commit: the row is
+    there for it alone and its id's key is held.  The caller commits or rolls back."""
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        conn.execute(queries()["submit_lock"], {"id": task.id})
         conn.execute(queries()["insert_task_now"], one_task_params(task, "t"))
-        conn.execute("SELECT pg_advisory_xact_lock(%s, uuid_hash(%s::uuid))", (SUBMIT_KEY, task.id))
         try:
             yield conn
         finally:
@@ -134,7 +134,7 @@ def test_a_row_that_is_not_claimable_is_not_waited_for(database_url: str, rt: Co
         got = rt.store.get_task(TENANT, task.id)
         assert got is not None and got.status is Status.CANCELLED
     with psycopg.connect(database_url) as holder:
-        holder.execute("SELECT pg_advisory_xact_lock(%s, uuid_hash(%s::uuid))", (SUBMIT_KEY, task.id))
+        holder.execute(queries()["submit_lock"], {"id": task.id})
         started = time.monotonic()
         assert rt.store.claim([task.id], str(uuid.uuid4()), 30, actor="t") == []
         assert time.monotonic() - started < BOUND / 4

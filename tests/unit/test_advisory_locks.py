@@ -1,10 +1,11 @@
 """Every advisory lock constant has one purpose: each is taken in one file only (the
 migrations' runner, the event partitions of 0019, the archive of 0027, the metrics
 fold, and in the two-int form, key ``7301955, *``, a submit in flight: the submit's
-INSERT holds ``(7301955, uuid_hash(id))`` until its commit, and the claim of 0042 waits
-for it).  Two purposes sharing one constant would make each skip its work while the
-other holds it (the archive's try-lock once shared the fold's).  The two-int form is a
-key space of its own (``pg_locks.objsubid`` 2), so ``7301955, *`` is not ``7301955``."""
+``submit_lock`` takes ``(7301955, uuid_hash(id))`` before its INSERT and holds it until
+the commit, and the claim of 0042 waits for it).  Two purposes sharing one constant would
+make each skip its work while the other holds it (the archive's try-lock once shared the
+fold's).  The two-int form is a key space of its own (``pg_locks.objsubid`` 2), so
+``7301955, *`` is not ``7301955``."""
 
 from __future__ import annotations
 
