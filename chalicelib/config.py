@@ -57,6 +57,8 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0)
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):  # float() takes "nan", which no comparison refuses, and "inf"
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
