@@ -139,7 +139,7 @@ def test_a_lone_task_is_pushed_on_a_connection_of_its_own(
     def pool_path(**kw: object) -> None:
         raise AssertionError("a lone push went through the client's pool")
 
-    monkeypatch.setattr(rt.queue, "_push_one", pool_path)
+    monkeypatch.setattr(rt.queue, "_push_ready", pool_path)
     tasks = [submit(rt, TENANT, request()).task for _ in range(3)]
     assert rt.flush_pushes(5.0) and {t.id for t in tasks} <= _ready_ids(rt)
 
@@ -151,13 +151,13 @@ def test_an_inline_push_takes_the_pool_while_another_thread_holds_the_connection
     through the client's pool instead of waiting for it (or sharing its socket)."""
     rt = make_rt(submit_push="inline")
     pooled: list[int] = []
-    real = rt.queue._push_one
+    real = rt.queue._push_ready
 
     def pool_path(**kw: object) -> object:
         pooled.append(1)
         return real(**kw)
 
-    monkeypatch.setattr(rt.queue, "_push_one", pool_path)
+    monkeypatch.setattr(rt.queue, "_push_ready", pool_path)
     first = submit(rt, TENANT, request()).task  # the held connection, made on first use
     assert not pooled
     with rt.held_push()._lock:  # another thread's push in progress

@@ -7,8 +7,9 @@ Redis.  So a long-running process (the local API server, a script) need not wait
 for it: the submitting thread hands the tasks to one pusher thread and returns.
 The pusher sends whatever has piled up as one ``Queue.push`` (one round trip), so
 concurrent requests share their pushes; a lone task (most pushes: 70 % of them with 8
-HTTP clients, all of them with one) goes on a Redis connection the thread holds
-(``client.HeldScript``) instead of through the client's pool.
+HTTP clients, all of them with one), or a few of one tenant, is one script call on a
+Redis connection the thread holds (``client.HeldScript``) instead of a pipeline through
+the client's pool.
 
 Not for Lambda: a frozen execution environment would hold the pushes until its
 next invocation (``config.default_submit_push`` keeps Lambda inline).  Pushes still
@@ -26,7 +27,7 @@ from queue import SimpleQueue
 
 from chalicelib.adapters.redis.client import HeldScript
 from chalicelib.adapters.redis.queue import Queue
-from chalicelib.adapters.redis.scripts import PUSH_ONE
+from chalicelib.adapters.redis.scripts import PUSH_READY
 from chalicelib.core.errors import QueueError
 from chalicelib.core.model import QueueEntry, Task
 from chalicelib.observability.log import logger
@@ -59,7 +60,7 @@ class HeldPush:
             if self._pid != os.getpid():
                 # First use, or a forked child: the parent's socket is not this process's.
                 self._pid = os.getpid()
-                self._held = HeldScript.of(self._queue.client, PUSH_ONE)
+                self._held = HeldScript.of(self._queue.client, PUSH_READY)
             self._queue.push(entries, held=self._held)
         finally:
             self._lock.release()
@@ -130,10 +131,11 @@ class BackgroundPusher:
         self._thread.start()
 
     def _run(self) -> None:
-        # A lone task's push (most of them: one per single submit) is PUSH_ONE, the
-        # script ``Queue.push`` runs for one task; this thread runs it on a connection
-        # of its own instead of through the client's pool (``client.HeldScript``).
-        held = HeldScript.of(self._queue.client, PUSH_ONE)
+        # A lone task's push (most of them: one per single submit), or a few of one
+        # tenant's, is PUSH_READY, the script ``Queue.push`` runs for them; this thread
+        # runs it on a connection of its own instead of through the client's pool
+        # (``client.HeldScript``).
+        held = HeldScript.of(self._queue.client, PUSH_READY)
         try:
             self._loop(held)
         finally:

@@ -37,7 +37,7 @@ from chalicelib.adapters.redis.client import HeldConnection, RedisLike, ScriptLi
 from chalicelib.adapters.redis.heads import Heads, read_heads
 from chalicelib.adapters.redis.keys import MAX_PARTITIONS, Keys, partition_of
 from chalicelib.adapters.redis.presence import Presence
-from chalicelib.adapters.redis.scripts import CLAIM, EXPIRED, EXTEND, PUSH_ONE
+from chalicelib.adapters.redis.scripts import CLAIM, EXPIRED, EXTEND, PUSH_READY
 from chalicelib.adapters.redis.scripts import READY_SCORE_LUA as READY_SCORE_LUA  # the aging test runs it
 from chalicelib.adapters.redis.upkeep import QueueUpkeep
 from chalicelib.adapters.redis.views import QueueViews
@@ -58,6 +58,9 @@ def head_starts(aging_seconds: float) -> list[float]:
 
 _RANK_PREFIX = {p: f"{p.rank}:" for p in Priority}  # a tenant ready set's member: "<rank>:<id>"
 _WAKE_TOKENS = 8  # enough to rouse every idle drainer; bounded so the list never grows
+# The most entries one PUSH_READY call takes (Lua's unpack has a stack limit of ~8,000
+# values); a bulk submit's push is one pipeline.
+_SCRIPT_PUSH_MOST = 64
 # How long a process trusts its list of tenants with a max_running quota (acks and
 # heartbeats touch only their running sets).  A tenant capped since then has its slots
 # freed by their lease deadline instead of the ack, for at most this long.
@@ -119,7 +122,7 @@ class Queue(QueueUpkeep, QueueViews):
         self._claim = client.register_script(CLAIM)
         self._extend = client.register_script(EXTEND)
         self._expired = client.register_script(EXPIRED)
-        self._push_one = client.register_script(PUSH_ONE)
+        self._push_ready = client.register_script(PUSH_READY)
 
     @property
     def partitions(self) -> int:
@@ -199,11 +202,17 @@ class Queue(QueueUpkeep, QueueViews):
         drainers; one round trip (one pipeline, whatever partitions the entries go to).
         ``only_new`` keeps existing scores (rebuilds must not reorder what is already
         there); ``partitions`` keeps only the entries that can live in those (a rebuild
-        of some partitions); ``held``, a lone push's script on a connection (pusher.py)."""
+        of some partitions); ``held``, the ``PUSH_READY`` script on a connection of its
+        own (pusher.py)."""
         if partitions is not None:
             entries = [e for e in entries if not set(self._places(e.id)).isdisjoint(partitions)]
         entries = list(entries)
-        if len(entries) == 1 and len(self.parts) == 1 and not only_new and self._pushed_one(entries[0], held):
+        if (
+            0 < len(entries) <= _SCRIPT_PUSH_MOST
+            and len(self.parts) == 1
+            and not only_new
+            and self._pushed_ready(entries, held)
+        ):
             return
         try:
             with translate():
@@ -215,17 +224,23 @@ class Queue(QueueUpkeep, QueueViews):
                 raise
             self._push_each(entries, only_new=only_new)
 
-    def _pushed_one(self, e: QueueEntry, held: ScriptLike | None = None) -> bool:
-        """A single submit's push (one ready id, no limits, one partition) as one script
-        call; False for any other entry, which ``push`` then pipelines."""
-        if e.delayed or self._limited(e.name):
-            return False
+    def _pushed_ready(self, entries: list[QueueEntry], held: ScriptLike | None = None) -> bool:
+        """A single submit's push, or a few coalesced ones (ready ids of one tenant, no
+        limits, one partition), as one script call; False for anything else, which
+        ``push`` then pipelines."""
+        tenant = entries[0].tenant
+        members: dict[str, float] = {}  # one member, and one token, per id, as ``_add`` makes them
+        aging = self.aging_seconds
+        for e in entries:
+            if e.delayed or e.tenant != tenant or self._limited(e.name):
+                return False
+            members[_RANK_PREFIX[e.priority] + e.id] = ready_score(e.at_ms, e.priority, aging)
+        args: list[str | float] = [tenant, _WAKE_TOKENS]
+        for member, score in members.items():
+            args += (score, member)
         part = self.parts[0]
-        args = [ready_score(e.at_ms, e.priority, self.aging_seconds), _RANK_PREFIX[e.priority] + e.id, e.tenant]
         with translate():
-            (held or self._push_one)(
-                keys=[part.tenant_ready(e.tenant), part.active_tenants, self.keys.wake], args=[*args, _WAKE_TOKENS]
-            )
+            (held or self._push_ready)(keys=[part.tenant_ready(tenant), part.active_tenants, self.keys.wake], args=args)
         return True
 
     def _push_each(self, entries: list[QueueEntry], *, only_new: bool) -> None:

@@ -301,17 +301,25 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 """
 
-# One ready id of an unlimited type into a single-partition queue (a single submit's
-# push): the ZADD, SADD, LPUSH and LTRIM of ``Queue._add`` as one command.  Through
-# redis-py a four-command pipeline cost the submitting process 333k instructions, this
-# script call 196k (callgrind; issue 14 round 6, bench/RESULTS.md).  In one step the
-# SADD still follows the ZADD, so a claim emptying the set in between cannot strand the id.
-PUSH_ONE = """
+# Ready ids of one tenant, of unlimited types, into a single-partition queue (a single
+# submit's push, or the few the pusher thread coalesced): the ZADD, SADD, LPUSH and LTRIM
+# of ``Queue._add`` as one command.  Through redis-py a four-command pipeline cost the
+# submitting process 333k instructions, this script call for one id 196k (callgrind;
+# issue 14 round 6, bench/RESULTS.md); the pusher's coalesced pushes (30 % of them with
+# 8 HTTP clients) took the pipeline until round 14.  In one step the SADD still follows
+# the ZADD, so a claim emptying the set in between cannot strand an id.  One token an
+# id, at most ARGV[2], as ``_wake`` pushes them.
+PUSH_READY = """
 -- KEYS[1] the tenant's ready set, KEYS[2] active tenants, KEYS[3] wake tokens
--- ARGV[1] ready score, ARGV[2] member ("<rank>:<id>"), ARGV[3] tenant, ARGV[4] most tokens
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-redis.call('LPUSH', KEYS[3], '1')
-redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+-- ARGV[1] tenant, ARGV[2] most tokens, ARGV[3..] score and member ("<rank>:<id>") pairs
+redis.call('ZADD', KEYS[1], unpack(ARGV, 3))
+redis.call('SADD', KEYS[2], ARGV[1])
+local most = tonumber(ARGV[2])
+local tokens = {}
+for i = 1, math.min((#ARGV - 2) / 2, most) do
+    tokens[i] = '1'
+end
+redis.call('LPUSH', KEYS[3], unpack(tokens))
+redis.call('LTRIM', KEYS[3], 0, most - 1)
 return 1
 """
