@@ -1,0 +1,116 @@
+"""Where the local stack's CPU goes under 8 keep-alive HTTP clients, process by process.
+
+    .venv/bin/python -m bench.stacksplit [rounds] [seconds]
+
+Each round starts the whole local stack (``python -m tools.devstack run``: the API
+process, its drainers and the sweeper) on this run's own database and Redis, warms it,
+then runs the bench's HTTP workload (``ours._concurrent_submits``: 8 keep-alive clients
+of single submits) for ``seconds``.  It prints the rate and, per request, the CPU (ms)
+of each of the stack's processes by role, of the PostgreSQL backends serving this
+database, of the Redis server and of this process (the 8 clients), with the machine's
+busy share of the window (``/proc/stat``).  On a 2-core machine the stack saturates both
+cores, so the rate follows the machine's speed of the minute (the split stays put while
+the rate moves by a third: bench/RESULTS.md, round 14); the split says what to cut.  The
+database and the Redis are removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from bench import ours, stats
+from bench.common import BenchError, wait_for
+from bench.env import BenchEnv, bench_env
+from tools.devstack import services as devservices
+
+# The stack's processes by what their command line runs (``tools.devstack``'s roles).
+ROLES = (("devstack api", "api"), ("devstack drain", "drainers"), ("devstack sweep", "sweeper"))
+
+
+def _role(pid: int) -> str:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "ended"
+    return next((role for marker, role in ROLES if marker in cmdline), "supervisor")
+
+
+def _busy() -> tuple[int, int]:
+    """Busy and total jiffies of the whole machine."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def split_round(env: BenchEnv, seconds: float) -> dict[str, float]:
+    env.flush_redis()
+    port = devservices.find_free_port()
+    key = "split-" + uuid.uuid4().hex
+    stack_env = env.child_env(
+        TASKLANE_PORT=str(port),
+        TASKLANE_BOOTSTRAP_API_KEY=key,
+        TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE="10000000",
+    )
+    stack = env.python("stack", "-m", "tools.devstack", "run", env=stack_env)
+
+    def up() -> bool:
+        if not stack.alive():
+            raise BenchError(f"the local stack exited:\n{stack.log_tail()}")
+        return "Tasklane is up" in stack.log_tail(200)
+
+    try:
+        wait_for(up, timeout=120, interval=0.1, what="the local stack")
+        headers = {"X-API-Key": key, "Content-Type": "application/json"}
+        body = json.dumps({"name": "noop", "payload": {"n": 1}}).encode()
+        for _ in range(3):
+            ours._concurrent_submits(port, headers, body, clients=8, seconds=0.5)
+        pids = stack.pids()
+        roles = {pid: _role(pid) for pid in pids}
+        before = {p: stats.proc_cpu_seconds(p) for p in pids}
+        servers, client, busy = env.server_cpu(), _self_cpu(), _busy()
+        run = ours._concurrent_submits(port, headers, body, clients=8, seconds=seconds)
+        after = {p: stats.proc_cpu_seconds(p) for p in pids}
+        server_delta, client_cpu = env.server_cpu_delta(servers), _self_cpu() - client
+        busy_after = _busy()
+    finally:
+        stack.stop()
+    requests = run["concurrent8_rate"] * seconds
+    by_role: Counter[str] = Counter()
+    for pid in pids:
+        if after[pid] == after[pid] and before[pid] == before[pid]:  # NaN: the process ended
+            by_role[roles[pid]] += after[pid] - before[pid]
+    ms = {role: cpu / requests * 1000 for role, cpu in by_role.items()}
+    ms |= {
+        "postgres": server_delta["pg"] / requests * 1000,
+        "redis": server_delta["redis"] / requests * 1000,
+        "clients": client_cpu / requests * 1000,
+    }
+    return {
+        "rate": run["concurrent8_rate"],
+        **{f"{k}_ms": v for k, v in sorted(ms.items())},
+        "total_ms": sum(ms.values()),
+        "machine_busy": (busy_after[0] - busy[0]) / max(busy_after[1] - busy[1], 1),
+    }
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 4.0
+    with bench_env() as env:
+        for r in range(rounds):
+            res = split_round(env, seconds)
+            print(r, json.dumps({k: round(v, 3) for k, v in res.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
