@@ -443,13 +443,13 @@ def latency_run(
 # --- HTTP --------------------------------------------------------------------------------------
 
 
-def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int | None = None) -> dict[str, Any]:
-    """Sequential POST /api/v1/tasks against a live local stack (API, 2 drainers, sweeper),
-    then 8 keep-alive clients; ``processes`` sets TASKLANE_API_PROCESSES (else the stack's default)."""
-    env.flush_redis()
+def start_stack(env: BenchEnv, **extra: str) -> tuple[Proc, int, str, dict[str, str]]:
+    """The whole local stack (``python -m tools.devstack run``: the API, drainers and
+    sweeper) on the bench's servers, up: the process, its port, its bootstrap API key
+    (no practical rate limit) and its environment (``extra`` added).  Stopped again if
+    it does not come up."""
     port = devservices.find_free_port()
     key = "bench-" + uuid.uuid4().hex
-    extra = {"TASKLANE_API_PROCESSES": str(processes)} if processes else {}
     stack_env = env.child_env(
         TASKLANE_PORT=str(port),
         TASKLANE_BOOTSTRAP_API_KEY=key,
@@ -457,7 +457,6 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int
         **extra,
     )
     stack = env.python("stack", "-m", "tools.devstack", "run", env=stack_env)
-    base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
         if not stack.alive():
@@ -466,6 +465,20 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int
 
     try:
         wait_for(up, timeout=120, interval=0.1, what="the local stack")
+    except BaseException:
+        stop_workers(env, [stack])
+        raise
+    return stack, port, key, stack_env
+
+
+def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int | None = None) -> dict[str, Any]:
+    """Sequential POST /api/v1/tasks against a live local stack (API, 2 drainers, sweeper),
+    then 8 keep-alive clients; ``processes`` sets TASKLANE_API_PROCESSES (else the stack's default)."""
+    env.flush_redis()
+    extra = {"TASKLANE_API_PROCESSES": str(processes)} if processes else {}
+    stack, port, key, stack_env = start_stack(env, **extra)
+    base = f"http://127.0.0.1:{port}"
+    try:
         headers = {"X-API-Key": key, "Content-Type": "application/json"}
         # Headers and body leave in two sends whatever the body's type (Python 3.11's
         # http.client and urllib3 2 both send the body after ``endheaders``); neither waits

@@ -17,16 +17,12 @@ database and the Redis are removed at the end.
 from __future__ import annotations
 
 import json
-import resource
 import sys
-import uuid
-from collections import Counter
 from pathlib import Path
 
 from bench import ours, stats
-from bench.common import BenchError, wait_for
+from bench.common import self_cpu
 from bench.env import BenchEnv, bench_env
-from tools.devstack import services as devservices
 
 # The stack's processes by what their command line runs (``tools.devstack``'s roles).
 ROLES = (("devstack api", "api"), ("devstack drain", "drainers"), ("devstack sweep", "sweeper"))
@@ -47,29 +43,10 @@ def _busy() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def _self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def split_round(env: BenchEnv, seconds: float) -> dict[str, float]:
     env.flush_redis()
-    port = devservices.find_free_port()
-    key = "split-" + uuid.uuid4().hex
-    stack_env = env.child_env(
-        TASKLANE_PORT=str(port),
-        TASKLANE_BOOTSTRAP_API_KEY=key,
-        TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE="10000000",
-    )
-    stack = env.python("stack", "-m", "tools.devstack", "run", env=stack_env)
-
-    def up() -> bool:
-        if not stack.alive():
-            raise BenchError(f"the local stack exited:\n{stack.log_tail()}")
-        return "Tasklane is up" in stack.log_tail(200)
-
+    stack, port, key, _ = ours.start_stack(env)
     try:
-        wait_for(up, timeout=120, interval=0.1, what="the local stack")
         headers = {"X-API-Key": key, "Content-Type": "application/json"}
         body = json.dumps({"name": "noop", "payload": {"n": 1}}).encode()
         for _ in range(3):
@@ -77,18 +54,18 @@ def split_round(env: BenchEnv, seconds: float) -> dict[str, float]:
         pids = stack.pids()
         roles = {pid: _role(pid) for pid in pids}
         before = {p: stats.proc_cpu_seconds(p) for p in pids}
-        servers, client, busy = env.server_cpu(), _self_cpu(), _busy()
+        servers, client, busy = env.server_cpu(), self_cpu(), _busy()
         run = ours._concurrent_submits(port, headers, body, clients=8, seconds=seconds)
         after = {p: stats.proc_cpu_seconds(p) for p in pids}
-        server_delta, client_cpu = env.server_cpu_delta(servers), _self_cpu() - client
+        server_delta, client_cpu = env.server_cpu_delta(servers), self_cpu() - client
         busy_after = _busy()
     finally:
         stack.stop()
     requests = run["concurrent8_rate"] * seconds
-    by_role: Counter[str] = Counter()
+    by_role: dict[str, float] = {}
     for pid in pids:
         if after[pid] == after[pid] and before[pid] == before[pid]:  # NaN: the process ended
-            by_role[roles[pid]] += after[pid] - before[pid]
+            by_role[roles[pid]] = by_role.get(roles[pid], 0.0) + after[pid] - before[pid]
     ms = {role: cpu / requests * 1000 for role, cpu in by_role.items()}
     ms |= {
         "postgres": server_delta["pg"] / requests * 1000,
