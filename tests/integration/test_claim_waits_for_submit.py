@@ -1,4 +1,5 @@
-"""The claim waits for a submit still in flight (migration 0042).
+"""The claim waits for a submit still in flight (migration 0042), and stamps what it
+claims after the wait with the time it claims it (0043).
 
 A single submit pushes its id to Redis while its INSERT and commit are still on their
 way, its transaction holding the id's key, ``pg_advisory_xact_lock(7301955,
@@ -191,3 +192,39 @@ def test_a_repeatable_read_claim_does_not_wait(database_url: str, rt: Container)
         assert time.monotonic() - started < BOUND / 4
         caller.rollback()
         submit.rollback()
+
+
+def test_a_row_claimed_after_the_wait_is_stamped_when_it_is_claimed(database_url: str, rt: Container) -> None:
+    """A claim that waits for a submit in flight takes the rows that became claimable
+    meanwhile: here a retry the sweeper promoted once it fell due.  Its start, its
+    event and its lease are the time it was claimed, not the claim's transaction start
+    (which was before the retry was due: tests/fault/test_load_mix.py saw a retry
+    'start' 1.7 ms before its run_at)."""
+    [retry] = rt.store.insert_tasks([_new()], actor="t")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE tasks SET status = 'PENDING', enqueued_at = NULL, run_at = now() + interval '0.3 seconds'"
+            " WHERE id = %s",
+            (retry.id,),
+        )
+    task = _new()
+    with _in_flight(database_url, task) as submit:
+        pool, claim = _claiming(rt, [retry.id, task.id])
+        claim_waiting_on_a_submit(database_url)
+        time.sleep(0.5)  # the retry falls due while the claim waits
+        assert [r.id for r in rt.store.promote_due(limit=10)] == [retry.id]
+        submit.commit()
+        claimed = claim.result(timeout=5)
+    pool.shutdown()
+    assert sorted(c.id for c in claimed) == sorted([retry.id, task.id])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT t.run_at, t.started_at, t.lease_expires_at - t.started_at AS lease, e.at"
+            " FROM tasks t JOIN task_events e ON e.task_id = t.id AND e.to_status = 'PROCESSING'"
+            " WHERE t.id = %s",
+            (retry.id,),
+        ).fetchone()
+    assert row is not None
+    run_at, started_at, lease, at = row
+    assert started_at >= run_at and at >= run_at, row
+    assert lease.total_seconds() == 30
