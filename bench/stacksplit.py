@@ -8,7 +8,7 @@ then runs the bench's HTTP workload (``ours._concurrent_submits``: 8 keep-alive 
 of single submits) for ``seconds``.  It prints the rate and, per request, the CPU (ms)
 of each of the stack's processes by role, of the PostgreSQL backends serving this
 database, of the Redis server and of this process (the 8 clients), with the machine's
-busy share of the window (``/proc/stat``).  On a 2-core machine the stack saturates both
+busy share of the window (``stats.system_cpu_busy``).  On a 2-core machine the stack saturates both
 cores, so the rate follows the machine's speed of the minute (the split stays put while
 the rate moves by a third: bench/RESULTS.md, round 14); the split says what to cut.  The
 database and the Redis are removed at the end.
@@ -36,13 +36,6 @@ def _role(pid: int) -> str:
     return next((role for marker, role in ROLES if marker in cmdline), "supervisor")
 
 
-def _busy() -> tuple[int, int]:
-    """Busy and total jiffies of the whole machine."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
 def split_round(env: BenchEnv, seconds: float) -> dict[str, float]:
     env.flush_redis()
     stack, port, key, _ = ours.start_stack(env)
@@ -54,13 +47,13 @@ def split_round(env: BenchEnv, seconds: float) -> dict[str, float]:
         pids = stack.pids()
         roles = {pid: _role(pid) for pid in pids}
         before = {p: stats.proc_cpu_seconds(p) for p in pids}
-        servers, client, busy = env.server_cpu(), self_cpu(), _busy()
+        servers, client, busy = env.server_cpu(), self_cpu(), stats.system_cpu_busy()
         run = ours._concurrent_submits(port, headers, body, clients=8, seconds=seconds)
         after = {p: stats.proc_cpu_seconds(p) for p in pids}
         server_delta, client_cpu = env.server_cpu_delta(servers), self_cpu() - client
-        busy_after = _busy()
+        busy_after = stats.system_cpu_busy()
     finally:
-        stack.stop()
+        ours.stop_workers(env, [stack])
     requests = run["concurrent8_rate"] * seconds
     by_role: dict[str, float] = {}
     for pid in pids:

@@ -26,7 +26,7 @@ from chalicelib.adapters.postgres.rows import one_task_params
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.container import Container
 from chalicelib.core.model import Claimed, NewTask, Status
-from tests.helpers import claim_waiting_on_a_submit
+from tests.helpers import claim_waiting_on_a_submit, wait_for
 
 TENANT = "claim-wait"
 BOUND = 2.0  # the wait's bound in the migration
@@ -211,8 +211,9 @@ def test_a_row_claimed_after_the_wait_is_stamped_when_it_is_claimed(database_url
     with _in_flight(database_url, task) as submit:
         pool, claim = _claiming(rt, [retry.id, task.id])
         claim_waiting_on_a_submit(database_url)
-        time.sleep(0.5)  # the retry falls due while the claim waits
-        assert [r.id for r in rt.store.promote_due(limit=10)] == [retry.id]
+        # The retry falls due while the claim waits, and the sweeper's promotion takes it.
+        promoted = wait_for(lambda: rt.store.promote_due(limit=10), timeout=5, message="the retry promoted")
+        assert [r.id for r in promoted] == [retry.id]
         submit.commit()
         claimed = claim.result(timeout=5)
     pool.shutdown()
