@@ -1,5 +1,5 @@
 """Redis pushes off the submitting thread (``TASKLANE_SUBMIT_PUSH=background``), and
-the inline one of a lone task on a connection of its own (``HeldPush``).
+the inline one on a connection of its own (``HeldPush``).
 
 A submit is accepted at its PostgreSQL commit; the push that tells the drainers is
 only a hint the sweeper's reconciliation repeats for any QUEUED task left out of
@@ -36,14 +36,16 @@ OnError = Callable[[int, QueueError], None]
 
 
 class HeldPush:
-    """The inline push (``submit_push=inline``: Lambda) of a lone task on a Redis
-    connection held for it (``client.HeldScript``), not through the client's pool.
+    """The inline push (``submit_push=inline``: Lambda) on a Redis connection held for
+    it (``client.HeldScript``), not through the client's pool: a lone task's, or a few
+    of one tenant's (``PUSH_READY``; what that script does not take is a pipeline on the
+    pool as ever, ``Queue.push``).
 
     The pool's check-out and return were about 60 % of a single push's client CPU
     (round 8); on the push from a submit's commit to the drainer's wake-up this saved
     20-60 µs a push (round 10).  One thread uses the connection at a time: a push that
-    finds it in use, and any push of several entries, takes the pool as before, so a
-    threaded process gets one connection more, not one a thread."""
+    finds it in use takes the pool, so a threaded process gets one connection more, not
+    one a thread."""
 
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
@@ -53,7 +55,7 @@ class HeldPush:
 
     def push(self, entries: list[QueueEntry]) -> None:
         """``Queue.push(entries)``; its errors are the caller's (``QueueError``)."""
-        if len(entries) != 1 or not self._lock.acquire(blocking=False):
+        if not self._lock.acquire(blocking=False):
             self._queue.push(entries)
             return
         try:
