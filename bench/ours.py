@@ -68,6 +68,9 @@ class DeferredQueue:
 
     def __init__(self, real: Any) -> None:
         self.real = real
+        # The submit's inline push (``pusher.HeldPush``) holds a connection of the real
+        # client for its script; what it pushes through still comes to ``push`` here.
+        self.client = real.client
         self.ready: list[QueueEntry] = []
 
     def push(self, entries: Iterable[QueueEntry], **kw: Any) -> None:
