@@ -134,6 +134,8 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         if peer in med:
             ratio = advantage(d2, _get(med[peer], "drain2", "rate"), higher_is_better=True)
             add(f"drain vs {PEER_TITLES[peer]}", f">= {factor}x", ratio, ratio >= factor, f"{ratio:.1f}x")
+    r4 = _get(o, "drain4_vs_2")
+    add("4 drainers vs 2 (same tasks, back to back)", ">= 1.0x", r4, r4 >= 1.0, f"{fmt(r4, 2)}x")
     b = _get(o, "bulk", "rate")
     add("bulk submit", ">= 30,000 tasks/s", b, b >= 30_000, fmt(b))
     ratio = _get(o, "single_vs_insert")

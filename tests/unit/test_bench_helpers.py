@@ -84,6 +84,7 @@ def _results() -> dict:
                 "api": {"p50_ms": 1.2, "p99_ms": 2.0},
                 "http": {"rate": 400.0, "concurrent8_rate": 900.0},
                 "single_vs_insert": 0.85,
+                "drain4_vs_2": 0.97,
             },
             "naive": {
                 "drain2": {"rate": 500.0, "cpu_s_per_1000": 1.0, "rss_mb": 40.0},
@@ -103,6 +104,7 @@ def test_goals_are_judged_from_the_medians() -> None:
     assert goals["drain vs naive seed"] is True  # 21x >= 4x
     assert goals["drain vs Dramatiq"] is True  # 2.1x >= 2x
     assert "drain vs Procrastinate" not in goals  # peer missing: no verdict
+    assert goals["4 drainers vs 2 (same tasks, back to back)"] is False  # 0.97x < 1.0x
     assert goals["bulk submit"] is True
     assert goals["single submit vs bare INSERT"] is True
     assert goals["e2e latency p50 at 200/s, fresh table"] is True
