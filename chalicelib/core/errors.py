@@ -106,6 +106,15 @@ class QueueError(UnavailableError):
     code = "queue_unavailable"
 
 
+class PartialPushError(QueueError):
+    """A push whose entries were split over several masters (queue partitions on a
+    Redis Cluster) reached some of them: ``unpushed`` of its entries did not go in."""
+
+    def __init__(self, unpushed: int, total: int, cause: QueueError) -> None:
+        super().__init__(f"{unpushed} of {total} entries not pushed: {cause}")
+        self.unpushed = unpushed
+
+
 class LeaseLostError(TasklaneError):
     """A worker's lease was taken over; its outcome was not recorded (fencing)."""
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from chalicelib.adapters.postgres.jsontext import dumps
 from chalicelib.container import Container
 from chalicelib.core.batches import BatchRecord, BatchSpec, NewBatch
-from chalicelib.core.errors import ConflictError, QueueError, ValidationError
+from chalicelib.core.errors import ConflictError, PartialPushError, QueueError, ValidationError
 from chalicelib.core.ids import new_ids
 from chalicelib.core.model import NewTask, QueueEntry, Task
 from chalicelib.core.requests import TaskRequest, WorkflowRequest
@@ -339,6 +339,8 @@ def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
 
 
 def _push_failed(count: int, exc: QueueError) -> None:
+    if isinstance(exc, PartialPushError):
+        count = exc.unpushed  # the partitions on the live masters got theirs
     logger.warning(
         "tasks persisted but not pushed to Redis; the sweeper will enqueue them",
         extra={"count": count, "error": str(exc)},

@@ -18,6 +18,8 @@ import redis
 import requests
 
 from chalicelib.adapters.redis.keys import Keys, partition_of
+from chalicelib.core.errors import PartialPushError
+from chalicelib.core.model import QueueEntry
 from chalicelib.services.submit import submit_many
 from chalicelib.services.sweep import sweep
 from tests.fault.conftest import TENANT, make_runtime, queue_is_empty
@@ -129,12 +131,17 @@ def test_partitions_on_live_masters_keep_draining_while_another_master_is_dead(
         sweep(rt)
         victim.kill()
         started = time.monotonic()
-        ids = [r.task.id for r in submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(80)])]
+        tasks = [r.task for r in submit_many(rt, TENANT, [request("noop", {"i": i}) for i in range(80)])]
         # A dead master costs a submit a few quick retries, not redis-py's default ten
         # with backoff to 1 s: 4-7 s measured, against 0.05-0.2 s now.
         assert time.monotonic() - started < 2.0
+        ids = [t.id for t in tasks]
         stranded = {i for i in ids if partition_of(i, 4) in on_victim}
         assert stranded and len(stranded) < len(ids)
+        # The failed push says how many did not go in (what the submit logs), not all 80.
+        with pytest.raises(PartialPushError) as failed:
+            rt.queue.push(QueueEntry.of_submitted(tasks))  # again: a no-op where it went in
+        assert failed.value.unpushed == len(stranded)
         drain_and_sweep_until(
             rt, lambda: status_counts(fault_db).get("COMPLETED", 0) == len(ids) - len(stranded), timeout=30
         )

@@ -42,7 +42,7 @@ from chalicelib.adapters.redis.scripts import READY_SCORE_LUA as READY_SCORE_LUA
 from chalicelib.adapters.redis.upkeep import QueueUpkeep
 from chalicelib.adapters.redis.views import QueueViews
 from chalicelib.config import TypeLimit
-from chalicelib.core.errors import QueueError
+from chalicelib.core.errors import PartialPushError, QueueError
 from chalicelib.core.model import Priority, QueueEntry, head_start_ms, ready_score
 
 # The scripts live in ``scripts.py``; these names are what the tests hold to the contract.
@@ -246,13 +246,14 @@ class Queue(QueueUpkeep, QueueViews):
     def _push_each(self, entries: list[QueueEntry], *, only_new: bool) -> None:
         """One pipeline per partition: a pipeline that spans an unreachable master fails
         whole, and the partitions on the other masters should still get their ids.
-        Raises the first failure after trying them all (what failed, the sweeper's
-        reconciliation pushes again)."""
+        Raises ``PartialPushError`` (how many did not go in, the first failure) after
+        trying them all: what failed, the sweeper's reconciliation pushes again."""
         capped = self._capped_tenants()
         groups: dict[int, list[QueueEntry]] = {}
         for e in entries:
             groups.setdefault(self._home(e.id, e.name, e.tenant, capped), []).append(e)
         failed: QueueError | None = None
+        unpushed = 0
         for group in groups.values():
             try:
                 with translate():
@@ -261,8 +262,9 @@ class Queue(QueueUpkeep, QueueViews):
                         pipe.execute()
             except QueueError as exc:
                 failed = failed or exc
+                unpushed += len(group)
         if failed is not None:
-            raise failed
+            raise PartialPushError(unpushed, len(entries), failed) from failed
 
     def _add(self, pipe: Any, entries: Iterable[QueueEntry], *, only_new: bool = False) -> bool:
         """Queue the ZADDs for ``entries`` and their wake tokens on ``pipe``; False when
