@@ -19,6 +19,7 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
 import argparse
 import datetime as dt
+import functools
 import json
 import platform
 import subprocess
@@ -217,7 +218,7 @@ def run_all(env: BenchEnv, plan: Plan, parts: set[str]) -> Run:
             # machine's speed drifts by a third from one minute to the next.
             order = [2, 4] if rep % 2 == 0 else [4, 2]
             drained = {
-                d: run.record("ours", f"drain{d}", lambda d=d: ours.drain_run(env, drainers=d, n=p.drain_n))
+                d: run.record("ours", f"drain{d}", functools.partial(ours.drain_run, env, drainers=d, n=p.drain_n))
                 for d in order
             }
             if drained[2] and drained[4]:
@@ -228,7 +229,7 @@ def run_all(env: BenchEnv, plan: Plan, parts: set[str]) -> Run:
             run.record(
                 "naive",
                 "drain2",
-                lambda cpu_ms=cpu_ms: naive.drain_run(env, workers=2, n=p.naive_n, submit_cpu_ms=cpu_ms),
+                functools.partial(naive.drain_run, env, workers=2, n=p.naive_n, submit_cpu_ms=cpu_ms),
             )
         if "dramatiq" in parts:
             run.record("dramatiq", "drain2", lambda: peer_dramatiq.drain_run(env, processes=2, n=p.dramatiq_n))
@@ -279,7 +280,7 @@ def run_all(env: BenchEnv, plan: Plan, parts: set[str]) -> Run:
 
 
 def environment(env: BenchEnv, args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("psycopg", "redis", "dramatiq", "procrastinate", "py-spy"):
         try:
             versions[pkg] = metadata.version(pkg)

@@ -24,7 +24,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from bench import ours, stats
 from bench.env import BenchEnv
@@ -138,7 +138,7 @@ def reuse(env: BenchEnv, name: str, rows: int) -> str:
             " + (SELECT count(*) FROM tasks_archive WHERE tenant = %(t)s)",
             {"t": HISTORY_TENANT},
         ).fetchone()
-    held = row[0] if row else 0
+    held = cast(int, row[0]) if row else 0  # count(*) + count(*): bigint
     if held < rows:
         raise RuntimeError(f"database {name} holds {held:,} history tasks, not {rows:,}")
     return url

@@ -59,8 +59,8 @@ def worker(db: str, mode: str, claims: int, size: int) -> dict[str, float]:
     # The drain loop's path: a connection it holds, where the checkout has one.
     held = claimer.hold_connection() if hasattr(claimer, "hold_connection") else None
     kw: dict[str, Any] = {} if held is None else {"held": held}
-    with claimer.connection(**kw) as conn:
-        row = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
+    with claimer.connection(**kw) as claim_conn:
+        row = claim_conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
         assert row is not None
         pid = int(row["pid"])
     token = str(uuid.uuid4())

@@ -18,7 +18,7 @@ class BenchError(RuntimeError):
     """A workload could not run (a peer failed to start, a deadline passed, ...)."""
 
 
-def wait_for(condition: Callable[[], T], *, timeout: float, interval: float = 0.02, what: str = "") -> T:
+def wait_for(condition: Callable[[], T | None], *, timeout: float, interval: float = 0.02, what: str = "") -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import redis
@@ -198,7 +198,7 @@ class BenchEnv:
         the bench database) and of the bench's private Redis server."""
         with self.connect(dsn) as conn:
             pids = [
-                r[0]
+                cast(int, r[0])  # pg_stat_activity.pid: integer
                 for r in conn.execute(
                     "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 ).fetchall()

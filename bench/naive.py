@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import redis
@@ -75,7 +75,7 @@ def worker(database_url: str, redis_url: str) -> int:
         popped = r.brpop([QUEUE_KEY], timeout=1)
         if popped is None:
             continue
-        task_id = popped[1].decode()
+        task_id = cast(bytes, popped[1]).decode()  # a client without decode_responses
         row = pg.execute(SELECT, (task_id,)).fetchone()
         if row is None or row[4] != "QUEUED":
             continue
@@ -163,7 +163,7 @@ def drain_run(env: BenchEnv, *, workers: int, n: int, submit_cpu_ms: float, time
                     "FROM tasks WHERE tenant = %s",
                     (tenant,),
                 ).fetchone()
-                return row if row and row[0] >= n else None
+                return row if row and cast(int, row[0]) >= n else None
 
             row = wait_for(done, timeout=timeout, interval=0.1, what="naive drain")
         cpu = sum(p.cpu_seconds() - c for p, c in zip(procs, cpu0, strict=True))
@@ -188,6 +188,12 @@ def drain_run(env: BenchEnv, *, workers: int, n: int, submit_cpu_ms: float, time
     }
 
 
+def _completed(conn: psycopg.Connection[tuple[object, ...]], tenant: str) -> int:
+    row = conn.execute("SELECT count(*) FROM tasks WHERE tenant = %s AND status = 'COMPLETED'", (tenant,)).fetchone()
+    assert row is not None  # an aggregate without GROUP BY always has its one row
+    return cast(int, row[0])
+
+
 def _burst(env: BenchEnv, r: redis.Redis, n: int, timeout: float = 240) -> float:
     """``n`` noop tasks (COPY + LPUSH) drained by the running worker: the table then
     holds a burst's dead row versions, as in Tasklane's ``latency_burst``."""
@@ -201,9 +207,8 @@ def _burst(env: BenchEnv, r: redis.Redis, n: int, timeout: float = 240) -> float
                 cp.write_row((tid, tenant, "noop", "QUEUED", "normal", '{"n":1}', "now"))
         for i in range(0, n, 1000):
             r.lpush(QUEUE_KEY, *ids[i : i + 1000])
-        sql = "SELECT count(*) FROM tasks WHERE tenant = %s AND status = 'COMPLETED'"
         wait_for(
-            lambda: r.llen(QUEUE_KEY) == 0 and conn.execute(sql, (tenant,)).fetchone()[0] >= n,  # type: ignore[index]
+            lambda: r.llen(QUEUE_KEY) == 0 and _completed(conn, tenant) >= n,
             timeout=timeout,
             interval=0.1,
             what="the naive burst to drain",
@@ -230,12 +235,7 @@ def latency_run(env: BenchEnv, *, per_second: float, count: int, burst: int = 0)
         sent, seconds = paced(per_second, count, count / per_second * 1.5 + 5, one)
         with env.connect() as conn:
             wait_for(
-                lambda: (
-                    conn.execute(
-                        "SELECT count(*) FROM tasks WHERE tenant = %s AND status = 'COMPLETED'", (tenant,)
-                    ).fetchone()[0]
-                    >= sent
-                ),  # type: ignore[index]
+                lambda: _completed(conn, tenant) >= sent,
                 timeout=60,
                 interval=0.1,
                 what="naive latency tasks",
@@ -247,7 +247,7 @@ def latency_run(env: BenchEnv, *, per_second: float, count: int, burst: int = 0)
         c.close()
         for p in procs:
             p.stop()
-    lat = [x[0] for x in rows]
+    lat = [cast(float, x[0]) for x in rows]  # float8 - float8
     return {
         "achieved_rate": rate(sent, seconds),
         **stats.latency_summary(lat),

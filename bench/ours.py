@@ -14,13 +14,15 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, SupportsFloat, cast
 
+import redis
 import requests
 
 from bench import stats
 from bench.common import BenchError, blocked_clients, paced, rate, self_cpu, wait_for
 from bench.env import BENCH_REDIS_DB, BENCH_REDIS_PREFIX, BenchEnv, Proc
+from chalicelib.adapters.redis.client import ClusterClient
 from chalicelib.adapters.redis.keys import Keys
 from chalicelib.config import Settings, default_submit_push
 from chalicelib.container import Container
@@ -59,7 +61,8 @@ def request(name: str = "noop", payload: dict[str, Any] | None = None) -> TaskRe
 def close_runtime(rt: Container) -> None:
     """Close the pool and the Redis connections (``Container.close`` keeps the latter)."""
     rt.close()
-    rt.queue.client.close()
+    # Queue types its client as the subset it uses (RedisLike: no close); it is client.connect's.
+    cast("redis.Redis | ClusterClient", rt.queue.client).close()
 
 
 class DeferredQueue:
@@ -220,7 +223,7 @@ def _wait_drained(env: BenchEnv, rt: Container, tenant: str, n: int, timeout: fl
         def all_done() -> tuple[Any, ...] | None:
             row = conn.execute(q, (tenant,)).fetchone()
             assert row is not None
-            return row if row[0] >= n else None
+            return row if cast(int, row[0]) >= n else None
 
         try:
             row = wait_for(all_done, timeout=30, interval=0.05, what=f"{n} COMPLETED rows")
@@ -228,7 +231,8 @@ def _wait_drained(env: BenchEnv, rt: Container, tenant: str, n: int, timeout: fl
             counts = conn.execute(
                 "SELECT status, count(*) FROM tasks WHERE tenant = %s GROUP BY 1", (tenant,)
             ).fetchall()
-            raise BenchError(f"{exc}; statuses {dict(counts)}; redis {rt.queue.depths()}") from None
+            statuses = {status: count for status, count in counts}
+            raise BenchError(f"{exc}; statuses {statuses}; redis {rt.queue.depths()}") from None
     return {"completed": row[0], "last_finish": float(row[1]), "first_start": float(row[2]), "retried": row[3]}
 
 
@@ -418,11 +422,18 @@ def latency_run(
     finally:
         close_runtime(rt)
         stop_workers(env, [*procs, sweep])
-    exec_lat = [r[1] for r in rows]
-    db_lat = [float(r[2]) for r in rows]
-    finish_lat = [float(r[5]) for r in rows]
+    # The columns' SQL types: text, float8, extract()'s numeric, float8, jsonb (the
+    # executor's dict), numeric.
+    exec_lat = [cast(float, r[1]) for r in rows]
+    db_lat = [float(cast(SupportsFloat, r[2])) for r in rows]
+    finish_lat = [float(cast(SupportsFloat, r[5])) for r in rows]
     stamps = [
-        {**client.get(r[0], {}), "t0": r[3], **{k: v for k, v in r[4].items() if isinstance(v, float)}} for r in rows
+        {
+            **client.get(cast(str, r[0]), {}),
+            "t0": cast(float, r[3]),
+            **{k: v for k, v in cast("dict[str, Any]", r[4]).items() if isinstance(v, float)},
+        }
+        for r in rows
     ]
     return {
         "achieved_rate": rate(sent, seconds),
@@ -439,7 +450,7 @@ def latency_run(
         "cpu_s_per_1000": cpu / sent * 1000,
         "burst": burst,
         "burst_seconds": burst_seconds,
-        "dead_tuples_after": float(dead[0]) if dead else math.nan,
+        "dead_tuples_after": float(cast(int, dead[0])) if dead else math.nan,  # n_dead_tup: bigint
     }
 
 

@@ -104,7 +104,7 @@ def drain_run(env: BenchEnv, *, processes: int, n: int, timeout: float = 60) -> 
             return total, last
 
         _total, last = wait_for(
-            lambda: (c := counts())[0] >= n and c, timeout=timeout, interval=0.05, what="dramatiq messages"
+            lambda: c if (c := counts())[0] >= n else None, timeout=timeout, interval=0.05, what="dramatiq messages"
         )
         worker_cpu = proc.cpu_seconds() - worker_cpu0
         servers = env.server_cpu_delta(servers0)

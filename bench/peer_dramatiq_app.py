@@ -17,6 +17,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
+from redis.typing import EncodableT, FieldT
 
 # Set by the bench to its private Redis: never a default that could be someone else's.
 REDIS_URL = os.environ.get("BENCH_REDIS_URL") or sys.exit("BENCH_REDIS_URL is not set: run this under python -m bench")
@@ -63,11 +64,11 @@ class BenchStats(Middleware):
         if self.client is None:
             return
         with self.lock:
-            data = {"count": self.count, "first": self.first, "last": self.last}
+            data: dict[FieldT, EncodableT] = {"count": self.count, "first": self.first, "last": self.last}
         self.client.hset(f"{STATS_PREFIX}{os.getpid()}", mapping=data)
 
 
-broker = RedisBroker(url=REDIS_URL)
+broker = RedisBroker(url=REDIS_URL)  # type: ignore[no-untyped-call]  # dramatiq leaves __init__ unannotated
 broker.add_middleware(BenchStats())
 dramatiq.set_broker(broker)
 

@@ -62,7 +62,7 @@ def _start(env: BenchEnv, workers: int) -> list[Proc]:
         for p in procs:
             if not p.alive():
                 raise BenchError(f"{p.name} exited early:\n{p.log_tail()}")
-        return _listeners(_dsn) >= workers  # type: ignore[arg-type]
+        return _listeners(_dsn) >= workers
 
     wait_for(ready, timeout=90, interval=0.1, what="procrastinate workers")
     time.sleep(0.3)

@@ -100,6 +100,12 @@ def drain_in_threads(rt: Container, drainers: int, *, seconds: float = 15.0) -> 
         t.join()
 
 
+def _until(deadline: float) -> Callable[[], float]:
+    """A ``Drainer.run`` clock for a budget ending at ``deadline`` (monotonic), bound
+    now: the callers move their deadline on in a loop."""
+    return lambda: deadline - time.monotonic()
+
+
 def drain_and_sweep_until(rt: Container, done: Callable[[], bool], *, timeout: float = 30.0) -> None:
     """Alternate drain and sweep (as the scheduler would) until ``done()``."""
     drainer = Drainer(rt, name="test-drain")
@@ -109,7 +115,7 @@ def drain_and_sweep_until(rt: Container, done: Callable[[], bool], *, timeout: f
             if time.monotonic() > deadline:
                 raise AssertionError("timed out draining")
             budget = time.monotonic() + 0.5
-            drainer.run(lambda b=budget: b - time.monotonic(), idle_exit_seconds=0.05)
+            drainer.run(_until(budget), idle_exit_seconds=0.05)
             sweep(rt)
     finally:
         drainer.close()
@@ -127,7 +133,7 @@ def running_workers(rt: Container, drainers: int, sweepers: int = 1) -> Iterator
         try:
             while not stop.is_set():
                 budget = time.monotonic() + 0.3
-                d.run(lambda b=budget: b - time.monotonic(), idle_exit_seconds=0.05)
+                d.run(_until(budget), idle_exit_seconds=0.05)
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -262,7 +268,7 @@ def status_counts(database_url: str) -> dict[str, int]:
 
 def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(database_url) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params).fetchall()
 
 
 # --- task stories: each task's row with its audit trail, and what contradicts it -------
