@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
@@ -32,15 +32,20 @@ _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 10}
 
 
 def _cluster_retry() -> Retry:
-    """Three quick retries of a cluster command that failed on a connection error.
+    """No retry of a cluster command that failed on a connection error or a timeout:
+    it costs at most one connect or read timeout, as on a single server.
 
     redis-py's default (10 retries, backoff up to 1 s) made every call that touched a
-    dead master wait 2.4-4.6 s before failing: a submit's push (7 s with 4 partitions),
-    each claim, each sweep step, for as long as the master stayed down.  Each retry
-    refreshes the slot map first, so three still find a replica promoted by a failover;
-    what fails after them is PostgreSQL's and the sweeper's to catch up (the submit is
-    accepted at its commit, the reconciliation pushes it)."""
-    return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 3)
+    dead master wait 2.4-4.6 s before failing (a submit's push 7-8 s with 4
+    partitions, each claim and each sweep step as long, for as long as the master
+    stayed down), and 11 read timeouts (110 s) on a hung one: 3 retries took 40 s
+    there, 1 took 20.  With one retry a request that can meet a hung master twice
+    (the rate limiter's refill, the push) would outlast API Gateway's 29 s after its
+    task was committed, and its caller would submit it again.  The
+    failed command asks for a slot-map refresh, so the next one finds a replica a
+    failover promoted; what failed meanwhile is PostgreSQL's and the sweeper's to
+    catch up (a submit is accepted at its commit, the reconciliation pushes it)."""
+    return Retry(NoBackoff(), 0)
 
 
 class ScriptLike(Protocol):
