@@ -151,8 +151,13 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         p99 = _get(o, section, "p99_ms")
         add(f"e2e latency p50 at 200/s, {when}", "<= 2 ms", p50, p50 <= 2, f"{fmt(p50, 2)} ms")
         add(f"e2e latency p99 at 200/s, {when}", "<= 5 ms", p99, p99 <= 5, f"{fmt(p99, 2)} ms")
-        if naive:
-            # The naive design after its own burst when the run has it, else fresh.
+        paired = _get(o, f"{section}_vs_naive")
+        if not (isinstance(paired, float) and math.isnan(paired)):
+            # The median of each repeat's back-to-back pair (runs since round 16).
+            add(f"e2e p50, {when}, vs naive seed (back to back)", ">= 1.0x", paired, paired >= 1.0, f"{paired:.2f}x")
+        elif naive:
+            # An older run: the ratio of the medians.  The naive design after its own
+            # burst when the run has it, else fresh.
             naive_p50 = _get(naive, section, "p50_ms")
             if isinstance(naive_p50, float) and math.isnan(naive_p50):
                 naive_p50 = _get(naive, "latency", "p50_ms")
