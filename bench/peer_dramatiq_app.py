@@ -68,7 +68,7 @@ class BenchStats(Middleware):
         self.client.hset(f"{STATS_PREFIX}{os.getpid()}", mapping=data)
 
 
-broker = RedisBroker(url=REDIS_URL)  # type: ignore[no-untyped-call]  # dramatiq leaves __init__ unannotated
+broker = RedisBroker(url=REDIS_URL)
 broker.add_middleware(BenchStats())
 dramatiq.set_broker(broker)
 
