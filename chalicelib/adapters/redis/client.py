@@ -41,10 +41,10 @@ def _cluster_retry() -> Retry:
     stayed down), and 11 read timeouts (110 s) on a hung one: 3 retries took 40 s
     there, 1 took 20.  With one retry a request that can meet a hung master twice
     (the rate limiter's refill, the push) would outlast API Gateway's 29 s after its
-    task was committed, and its caller would submit it again.  The
-    failed command asks for a slot-map refresh, so the next one finds a replica a
-    failover promoted; what failed meanwhile is PostgreSQL's and the sweeper's to
-    catch up (a submit is accepted at its commit, the reconciliation pushes it)."""
+    task was committed, and its caller would submit it again.  The failed command
+    asks for a slot-map refresh, so the next one finds a replica a failover promoted;
+    what failed meanwhile is PostgreSQL's and the sweeper's to catch up (a submit is
+    accepted at its commit, the reconciliation pushes it)."""
     return Retry(NoBackoff(), 0)
 
 
