@@ -198,6 +198,10 @@ class Settings:
     # False behind RDS Proxy (or PgBouncer in transaction mode): no server-side
     # prepared statements, which would pin a proxied connection (infra/deploy.md).
     db_prepared_statements: bool = True
+    # How long a PostgreSQL connection may go without an answer from the server's host
+    # (TCP: unacknowledged data, or keepalive probes) before it is given up
+    # (sessions.connection_options): a host that vanished without a reset.
+    db_tcp_timeout_seconds: float = 20.0
     # inline: a submit returns after its Redis push; background: after its commit, the
     # push made on a thread of its own (adapters/redis/pusher.py).  from_env picks
     # default_submit_push(); constructed directly (tests, tools) it is inline.
@@ -317,6 +321,7 @@ def _connections(e: dict[str, str], secret_arn: str | None) -> dict[str, Any]:
         "database_url": e.get("TASKLANE_DATABASE_URL") or ("" if secret_arn else DEFAULT_DATABASE_URL),
         "pool_max_size": _int(e, "TASKLANE_POOL_MAX_SIZE", 4, 1),
         "db_prepared_statements": _bool(e, "TASKLANE_DB_PREPARED_STATEMENTS", True),
+        "db_tcp_timeout_seconds": _float(e, "TASKLANE_DB_TCP_TIMEOUT_SECONDS", 20.0, 1.0),
         "redis_url": e.get("TASKLANE_REDIS_URL") or DEFAULT_REDIS_URL,
         "redis_prefix": e.get("TASKLANE_REDIS_PREFIX") or "tasklane",
         "redis_cluster": _bool(e, "TASKLANE_REDIS_CLUSTER", False),

@@ -43,6 +43,7 @@ class Container:
                 database_url(settings),
                 max_size=settings.pool_max_size,
                 prepare=settings.db_prepared_statements,
+                tcp_timeout_seconds=settings.db_tcp_timeout_seconds,
                 webhook_max_retries=settings.webhook_max_retries,
                 webhook_timeout_seconds=settings.webhook_timeout_seconds,
             ),

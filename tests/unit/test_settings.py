@@ -12,6 +12,7 @@ FLOATS = {
     "TASKLANE_RETRY_BASE_SECONDS": "retry_base_seconds",
     "TASKLANE_DRAIN_IDLE_WAIT_SECONDS": "drain_idle_wait_seconds",
     "TASKLANE_RETENTION_DAYS": "retention_days",
+    "TASKLANE_DB_TCP_TIMEOUT_SECONDS": "db_tcp_timeout_seconds",
 }
 
 
@@ -29,3 +30,18 @@ def test_a_float_setting_still_takes_a_number_and_refuses_words(name: str) -> No
     assert getattr(Settings.from_env({name: "12.5"}), FLOATS[name]) == 12.5
     with pytest.raises(ConfigError, match=f"{name} must be a number"):
         Settings.from_env({name: "soon"})
+
+
+def test_the_database_tcp_timeout_is_at_least_a_second_and_becomes_libpq_options() -> None:
+    from chalicelib.adapters.postgres.sessions import connection_options
+
+    assert Settings.from_env({}).db_tcp_timeout_seconds == 20.0
+    with pytest.raises(ConfigError, match=r"TASKLANE_DB_TCP_TIMEOUT_SECONDS must be >= 1\.0"):
+        Settings.from_env({"TASKLANE_DB_TCP_TIMEOUT_SECONDS": "0.5"})
+    # Unanswered keepalives give up after about idle + 3 intervals; sent data after the
+    # user timeout (ms): both near the setting.
+    options = connection_options(tcp_timeout_seconds=20.0)
+    assert (options["keepalives_idle"], options["keepalives_interval"], options["keepalives_count"]) == (10, 3, 3)
+    assert options["tcp_user_timeout"] == 20_000 and options["keepalives"] == 1
+    short = connection_options(tcp_timeout_seconds=1.0)
+    assert short["keepalives_idle"] == 1 and short["keepalives_interval"] == 1 and short["tcp_user_timeout"] == 1000

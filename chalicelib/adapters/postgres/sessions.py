@@ -26,7 +26,7 @@ from psycopg.rows import dict_row
 PREPARE_THRESHOLD = 5
 
 
-def connection_options(*, prepare: bool = True) -> dict[str, Any]:
+def connection_options(*, prepare: bool = True, tcp_timeout_seconds: float = 20.0) -> dict[str, Any]:
     """The pool's ``kwargs`` for each new connection."""
     return {
         "autocommit": True,
@@ -35,6 +35,28 @@ def connection_options(*, prepare: bool = True) -> dict[str, Any]:
         # None: psycopg never names a server-side prepared statement, the session
         # state that pins a proxied connection.
         "prepare_threshold": PREPARE_THRESHOLD if prepare else None,
+        **dead_host_options(tcp_timeout_seconds),
+    }
+
+
+def dead_host_options(seconds: float) -> dict[str, int]:
+    """libpq's TCP options that give up on a server host silent for about ``seconds``.
+
+    A database host that vanishes without a TCP reset (a failover that moves the
+    address, a crashed instance) leaves a query in flight waiting for an answer, and
+    a query sent afterwards retransmitting: by Linux's defaults two hours of idle
+    before the first keepalive probe, and about 15 minutes of retransmissions, while
+    a pool hands out its dead connections one after another.  ``tcp_user_timeout``
+    bounds how long sent data may go unacknowledged; keepalive probes, which the
+    server's kernel answers however long its backend works on a statement, find a
+    silent host while the client only waits.  Both are socket options of the client:
+    nothing the server or a proxy (RDS Proxy, PgBouncer) keeps."""
+    return {
+        "keepalives": 1,
+        "keepalives_idle": max(1, round(seconds / 2)),
+        "keepalives_interval": max(1, round(seconds / 6)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": round(seconds * 1000),
     }
 
 

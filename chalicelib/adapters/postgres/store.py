@@ -106,6 +106,7 @@ class Store(
         max_size: int = 4,
         timeout: float = 5.0,
         prepare: bool = True,
+        tcp_timeout_seconds: float = 20.0,
         webhook_max_retries: int = 5,
         webhook_timeout_seconds: int = 10,
     ) -> None:
@@ -117,7 +118,7 @@ class Store(
             max_size=max_size,
             timeout=timeout,
             open=False,
-            kwargs=connection_options(prepare=prepare),
+            kwargs=connection_options(prepare=prepare, tcp_timeout_seconds=tcp_timeout_seconds),
             name="tasklane",
         )
         self._opened = False
