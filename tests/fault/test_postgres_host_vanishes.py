@@ -25,11 +25,11 @@ NO_VETH = 3  # the probe's exit code when the kernel gives no veth pair
 
 
 def test_queries_to_a_vanished_database_host_fail_within_the_tcp_timeout() -> None:
-    if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("unshare", "nsenter", "ip")):
-        pytest.skip("needs root, unshare, nsenter and ip for network namespaces of its own")
-    done = subprocess.run(
-        ["unshare", "-n", sys.executable, str(PROBE)], capture_output=True, text=True, timeout=150, check=False
-    )
+    if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("unshare", "nsenter", "ip", "setpriv")):
+        pytest.skip("needs root, unshare, nsenter, ip and setpriv for network namespaces of its own")
+    # The probe dies with this process (pdeathsig), and its namespaces with it.
+    argv = ["setpriv", "--pdeathsig", "KILL", "unshare", "-n", sys.executable, str(PROBE)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=150, check=False)
     if done.returncode == NO_VETH:
         pytest.skip(done.stderr.strip().splitlines()[-1])
     assert done.returncode == 0, done.stderr[-3000:]

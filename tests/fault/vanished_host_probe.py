@@ -40,6 +40,7 @@ HERE, THERE = "10.123.0.1", "10.123.0.2"
 PORT = 5432
 TIMEOUT = 2.0
 PATIENCE = 30.0
+DIE_WITH_ME = ("setpriv", "--pdeathsig", "KILL")
 NO_VETH = 3  # exit code: the kernel gives no veth pair (the test skips)
 URL = f"postgresql://probe@{THERE}:{PORT}/probe?sslmode=disable"
 
@@ -96,7 +97,9 @@ def timed(call: Callable[[], Any]) -> dict[str, Any]:
 
 def main() -> None:
     sh("ip", "link", "set", "lo", "up")
-    peer = subprocess.Popen(["unshare", "-n", "sleep", "600"])
+    # Killed by the kernel when this process dies, however it dies (no leftover sleep
+    # or server): exec'd in place by setpriv, unshare and nsenter, this is their parent.
+    peer = subprocess.Popen([*DIE_WITH_ME, "unshare", "-n", "sleep", "600"])
     try:
         time.sleep(0.2)  # unshare has made the namespace and exec'd sleep
         there = ["nsenter", "-t", str(peer.pid), "-n"]
@@ -111,7 +114,7 @@ def main() -> None:
         sh(*there, "ip", "link", "set", "lo", "up")
         sh(*there, "ip", "addr", "add", f"{THERE}/30", "dev", "vb")
         sh(*there, "ip", "link", "set", "vb", "up")
-        server = subprocess.Popen([*there, sys.executable, "-c", _SERVER, THERE, str(PORT)])
+        server = subprocess.Popen([*there, *DIE_WITH_ME, sys.executable, "-c", _SERVER, THERE, str(PORT)])
         try:
             print(json.dumps(cases(lambda up: sh(*there, "ip", "link", "set", "vb", "up" if up else "down"))))
         finally:
