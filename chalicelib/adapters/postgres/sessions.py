@@ -11,6 +11,9 @@ one (infra/deploy.md, "RDS Proxy").
 - Server-side prepared statements (psycopg prepares a query run ``prepare_threshold``
   times on a connection) are optional: ``TASKLANE_DB_PREPARED_STATEMENTS=false``
   turns them off for a proxy.
+- TCP keepalives and a user timeout (``dead_host_options``,
+  ``TASKLANE_DB_TCP_TIMEOUT_SECONDS``): socket options of the client, which give up
+  on a server host that vanished without a reset.
 """
 
 from __future__ import annotations
