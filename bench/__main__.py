@@ -155,7 +155,7 @@ def medians(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
 
 
 def run_all(env: BenchEnv, plan: Plan, parts: set[str]) -> Run:
-    from bench import naive, ours, peer_dramatiq, peer_procrastinate
+    from bench import naive, ours, ours_api, peer_dramatiq, peer_procrastinate
 
     run = Run(env, plan)
     p = plan
@@ -240,7 +240,7 @@ def run_all(env: BenchEnv, plan: Plan, parts: set[str]) -> Run:
         if "ours" in parts:
             run.record("ours", "drain1", lambda: ours.drain_run(env, drainers=1, n=p.drain_n_side))
             run.record("ours", "drain2_b100", lambda: ours.drain_run(env, drainers=2, n=p.drain_n_side, batch_size=100))
-            run.record("ours", "api", lambda: ours.api_in_process(env, seconds=p.api_seconds, max_count=20_000))
+            run.record("ours", "api", lambda: ours_api.api_in_process(env, seconds=p.api_seconds, max_count=20_000))
         # Latency: ours and the naive design back to back, on a fresh table and then
         # straight after a burst, which goes first alternating by repeat; the pair's ratio
         # (naive p50 / ours p50) is the goal's.  The ratio of the two medians compared
@@ -274,7 +274,7 @@ def run_all(env: BenchEnv, plan: Plan, parts: set[str]) -> Run:
         )
     if "http" in parts:
         print("-- HTTP against a live local stack", flush=True)
-        run.record("ours", "http", lambda: ours.http_submit(env, seconds=p.http_seconds, max_count=20_000))
+        run.record("ours", "http", lambda: ours_api.http_submit(env, seconds=p.http_seconds, max_count=20_000))
     if "hardware" in parts:
         hardware.cleanup(env)
     return run

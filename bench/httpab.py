@@ -6,7 +6,7 @@ Each round starts A's and B's API server (``python -m tools.devstack api``, the 
 from that checkout, ``@N``: N processes on one port with ``--processes N``; alternating
 which side goes first), warms it, then runs the bench's
 HTTP workload against it: ``seconds`` of single submits (POST /api/v1/tasks) from 8
-keep-alive clients (``bench.ours._concurrent_submits``), then ``seconds`` from one.
+keep-alive clients (``bench.ours_api.concurrent_submits``), then ``seconds`` from one.
 Per side it prints the rates, the p50s and the API processes' CPU per request
 (``/proc``, the server and any processes it started), then the medians and B/A.  No
 drainer runs: the ids wait in the private Redis, which is flushed between sides.  The
@@ -14,7 +14,7 @@ database and the Redis are this run's own and are removed at the end.  On a load
 machine only the ratios mean anything.
 
 With ``--stack`` each side is instead the bench's own HTTP workload
-(``ours.http_submit``: the whole local stack, ``TASKLANE_API_PROCESSES=N``, its two
+(``ours_api.http_submit``: the whole local stack, ``TASKLANE_API_PROCESSES=N``, its two
 drainers and sweeper draining what is submitted): the sequential rate and p50, the 8
 clients' rate and p50, and the stack's CPU per request during the 8 clients' window.
 """
@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench import ours
+from bench import ours_api
 from bench.env import BenchEnv, bench_env
 from tests.helpers import wait_for
 from tools.devstack import services as devservices
@@ -58,12 +58,12 @@ def side(env: BenchEnv, root: Path, processes: int, key: str, seconds: float) ->
         # ms of CPU a process): each call opens 8 new connections, which go to whichever
         # process accepts first, so a cold one, idle, gets its share within a few calls.
         for _ in range(2 * processes):
-            ours._concurrent_submits(port, headers, body, clients=8, seconds=0.5)
+            ours_api.concurrent_submits(port, headers, body, clients=8, seconds=0.5)
         cpu0 = sum(proc.cpu_seconds() for proc in procs)
-        many = ours._concurrent_submits(port, headers, body, clients=8, seconds=seconds)
+        many = ours_api.concurrent_submits(port, headers, body, clients=8, seconds=seconds)
         cpu = sum(proc.cpu_seconds() for proc in procs) - cpu0
         cpu8 = cpu / (many["concurrent8_rate"] * seconds) * 1000
-        one = ours._concurrent_submits(port, headers, body, clients=1, seconds=seconds)
+        one = ours_api.concurrent_submits(port, headers, body, clients=1, seconds=seconds)
         one = {"rate1": one["concurrent8_rate"], "p50_1_ms": one["concurrent8_p50_ms"]}
         return {**many, **one, "api_cpu8_ms": cpu8}
     finally:
@@ -72,10 +72,10 @@ def side(env: BenchEnv, root: Path, processes: int, key: str, seconds: float) ->
 
 
 def stack_side(env: BenchEnv, root: Path, processes: int, seconds: float) -> dict[str, Any]:
-    """The bench's own HTTP workload (``ours.http_submit``: the whole local stack, its
+    """The bench's own HTTP workload (``ours_api.http_submit``: the whole local stack, its
     drainers draining what is submitted) with ``processes`` API processes."""
     env.code_root = root
-    res = ours.http_submit(env, seconds=seconds, max_count=20_000, processes=processes)
+    res = ours_api.http_submit(env, seconds=seconds, max_count=20_000, processes=processes)
     return {k: res[k] for k in ("concurrent8_rate", "concurrent8_p50_ms", "stack_cpu8_ms", "rate", "p50_ms")}
 
 

@@ -4,7 +4,7 @@
 
 Each round starts the whole local stack (``python -m tools.devstack run``: the API
 process, its drainers and the sweeper) on this run's own database and Redis, warms it,
-then runs the bench's HTTP workload (``ours._concurrent_submits``: 8 keep-alive clients
+then runs the bench's HTTP workload (``ours_api.concurrent_submits``: 8 keep-alive clients
 of single submits) for ``seconds``.  It prints the rate and, per request, the CPU (ms)
 of each of the stack's processes by role, of the PostgreSQL backends serving this
 database, of the Redis server and of this process (the 8 clients), with the machine's
@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench import ours, stats
+from bench import ours, ours_api, stats
 from bench.common import self_cpu
 from bench.env import BenchEnv, bench_env
 
@@ -38,17 +38,17 @@ def _role(pid: int) -> str:
 
 def split_round(env: BenchEnv, seconds: float) -> dict[str, float]:
     env.flush_redis()
-    stack, port, key, _ = ours.start_stack(env)
+    stack, port, key, _ = ours_api.start_stack(env)
     try:
         headers = {"X-API-Key": key, "Content-Type": "application/json"}
         body = json.dumps({"name": "noop", "payload": {"n": 1}}).encode()
         for _ in range(3):
-            ours._concurrent_submits(port, headers, body, clients=8, seconds=0.5)
+            ours_api.concurrent_submits(port, headers, body, clients=8, seconds=0.5)
         pids = stack.pids()
         roles = {pid: _role(pid) for pid in pids}
         before = {p: stats.proc_cpu_seconds(p) for p in pids}
         servers, client, busy = env.server_cpu(), self_cpu(), stats.system_cpu_busy()
-        run = ours._concurrent_submits(port, headers, body, clients=8, seconds=seconds)
+        run = ours_api.concurrent_submits(port, headers, body, clients=8, seconds=seconds)
         after = {p: stats.proc_cpu_seconds(p) for p in pids}
         server_delta, client_cpu = env.server_cpu_delta(servers), self_cpu() - client
         busy_after = stats.system_cpu_busy()

@@ -1,0 +1,175 @@
+"""Tasklane's API workloads: single and batch submits over HTTP against the whole local
+stack (``python -m tools.devstack run``), 8 keep-alive clients at once, and the API
+function invoked in-process as Lambda invokes it (``bench.apicost``)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import requests
+
+from bench import stats
+from bench.common import BenchError, rate, wait_for
+from bench.env import BenchEnv, Proc
+from bench.ours import stop_workers
+from tools.devstack import services as devservices
+from tools.devstack.supervisor import api_processes
+
+
+def start_stack(env: BenchEnv, **extra: str) -> tuple[Proc, int, str, dict[str, str]]:
+    """The whole local stack (``python -m tools.devstack run``: the API, drainers and
+    sweeper) on the bench's servers, up: the process, its port, its bootstrap API key
+    (no practical rate limit) and its environment (``extra`` added).  Stopped again if
+    it does not come up."""
+    port = devservices.find_free_port()
+    key = "bench-" + uuid.uuid4().hex
+    stack_env = env.child_env(
+        TASKLANE_PORT=str(port),
+        TASKLANE_BOOTSTRAP_API_KEY=key,
+        TASKLANE_BOOTSTRAP_RATE_LIMIT_PER_MINUTE="10000000",
+        **extra,
+    )
+    stack = env.python("stack", "-m", "tools.devstack", "run", env=stack_env)
+
+    def up() -> bool:
+        if not stack.alive():
+            raise BenchError(f"the local stack exited:\n{stack.log_tail()}")
+        return "Tasklane is up" in stack.log_tail(200)
+
+    try:
+        wait_for(up, timeout=120, interval=0.1, what="the local stack")
+    except BaseException:
+        stop_workers(env, [stack])
+        raise
+    return stack, port, key, stack_env
+
+
+def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int | None = None) -> dict[str, Any]:
+    """Sequential POST /api/v1/tasks against a live local stack (API, 2 drainers, sweeper),
+    then 8 keep-alive clients; ``processes`` sets TASKLANE_API_PROCESSES (else the stack's default)."""
+    env.flush_redis()
+    extra = {"TASKLANE_API_PROCESSES": str(processes)} if processes else {}
+    stack, port, key, stack_env = start_stack(env, **extra)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        headers = {"X-API-Key": key, "Content-Type": "application/json"}
+        # Headers and body leave in two sends whatever the body's type (Python 3.11's
+        # http.client and urllib3 2 both send the body after ``endheaders``); neither waits
+        # on a delayed ACK here (urllib3 sets TCP_NODELAY; for http.client without it the
+        # body still arrived with the head: bench/RESULTS.md, round 10).
+        body = json.dumps({"name": "noop", "payload": {"n": 1}}).encode()
+        with requests.Session() as s:
+            for _ in range(20):
+                s.post(base + "/api/v1/tasks", data=body, headers=headers, timeout=10).raise_for_status()
+            lat: list[float] = []
+            start = time.perf_counter()
+            for _ in range(max_count):
+                t = time.perf_counter()
+                r = s.post(base + "/api/v1/tasks", data=body, headers=headers, timeout=10)
+                lat.append(time.perf_counter() - t)
+                if r.status_code != 201:
+                    raise BenchError(f"HTTP submit answered {r.status_code}: {r.text[:200]}")
+                if t - start > seconds:
+                    break
+            wall = time.perf_counter() - start
+            batch = json.dumps({"tasks": [{"name": "noop", "payload": {"n": 1}}] * 500}).encode()
+            blat = []
+            bstart = time.perf_counter()
+            for _ in range(max(2, int(seconds))):
+                t = time.perf_counter()
+                r = s.post(base + "/api/v1/tasks/batch", data=batch, headers=headers, timeout=30)
+                blat.append(time.perf_counter() - t)
+                if r.status_code not in (200, 201, 207):
+                    raise BenchError(f"HTTP batch answered {r.status_code}: {r.text[:200]}")
+            bwall = time.perf_counter() - bstart
+        # The sessions above reached one API process; with several (TASKLANE_API_PROCESSES),
+        # new connections warm the others (their first requests' imports) before the count.
+        for _ in range(2 * (api_processes(stack_env) - 1)):
+            concurrent_submits(port, headers, body, clients=8, seconds=0.5)
+        cpu0 = stack.cpu_seconds()
+        concurrent = concurrent_submits(port, headers, body, clients=8, seconds=seconds)
+        # The stack's CPU (API processes, drainers, sweeper) per request of that window.
+        stack_cpu = (stack.cpu_seconds() - cpu0) / (concurrent["concurrent8_rate"] * seconds) * 1000
+    finally:
+        stop_workers(env, [stack])
+    return {
+        "rate": rate(len(lat), wall),
+        **stats.latency_summary(lat),
+        "batch_rate": rate(len(blat) * 500, bwall),
+        **concurrent,
+        "stack_cpu8_ms": stack_cpu,
+        "api_processes": api_processes(stack_env),  # what the stack started (TASKLANE_API_PROCESSES or cores)
+    }
+
+
+def concurrent_submits(
+    port: int, headers: dict[str, str], body: bytes, *, clients: int, seconds: float, max_each: int = 20_000
+) -> dict[str, Any]:
+    """``clients`` threads, each with its own keep-alive connection (http.client: little
+    client CPU per request), POSTing single submits for ``seconds``."""
+    lats: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+    barrier = threading.Barrier(clients + 1)
+
+    def client(mine: list[float]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            barrier.wait(timeout=30)
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end and len(mine) < max_each:
+                t = time.perf_counter()
+                conn.request("POST", "/api/v1/tasks", body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                mine.append(time.perf_counter() - t)
+                if resp.status != 201:
+                    errors.append(f"HTTP {resp.status}")
+                    return
+        except Exception as exc:  # reported below; a thread must not die silently
+            errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(mine,), daemon=True) for mine in lats]
+    for th in threads:
+        th.start()
+    barrier.wait(timeout=30)
+    start = time.perf_counter()
+    for th in threads:
+        th.join(timeout=seconds + 30)
+    wall = time.perf_counter() - start
+    if errors:
+        raise BenchError(f"concurrent HTTP submit: {errors[0]}")
+    every = [x for mine in lats for x in mine]
+    summary = stats.latency_summary(every)
+    return {
+        "concurrent8_rate": rate(len(every), wall),
+        "concurrent8_p50_ms": summary["p50_ms"],
+        "concurrent8_p99_ms": summary["p99_ms"],
+    }
+
+
+def api_in_process(env: BenchEnv, *, seconds: float, max_count: int) -> dict[str, Any]:
+    """``python -m bench.apicost``: API Gateway proxy events into ``app.app`` in a
+    process of its own (see bench/apicost.py); no drainer runs, so the ids wait in
+    Redis until the next workload flushes the bench's db."""
+    env.flush_redis()
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.apicost", str(seconds), str(max_count)],
+        cwd=env.code_root,
+        env=env.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
+    if out.returncode != 0:
+        raise BenchError(f"bench.apicost failed: {out.stderr.strip()[-500:] or out.stdout[-500:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
