@@ -11,16 +11,19 @@ another machine: the two namespaces have no other interface.
 
 Three cases, each on a connection made with the store's options
 (``sessions.connection_options``) and a TCP timeout of ``TIMEOUT`` seconds:
-``in_flight``, the host vanishes while a query waits for its answer; ``sent_after``, it
-vanishes while the connection is idle and a query is sent afterwards; ``store``, the
-same through ``Store`` (its pool, its error translation).  Prints one JSON line: the
-seconds each case took to fail and what it raised, or None where it was still waiting
-after ``PATIENCE`` seconds.
+``in_flight``, a query the host has received and never answers is still waiting after
+three timeouts (``alive_after_3_timeouts``: a long statement is not cut), then the host
+vanishes; ``sent_after``, the host vanishes while the connection is idle and a query is
+sent afterwards; ``store``, the same through ``Store`` (its pool, its error
+translation).  Prints one JSON line: the seconds each case took to fail once the host
+was gone and what it raised, or None where it was still waiting after ``PATIENCE``
+seconds.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -32,6 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from chalicelib.adapters.postgres.sessions import connection_options
 from chalicelib.adapters.postgres.store import Store
@@ -45,7 +49,8 @@ NO_VETH = 3  # exit code: the kernel gives no veth pair (the test skips)
 URL = f"postgresql://probe@{THERE}:{PORT}/probe?sslmode=disable"
 
 # PostgreSQL's side of the start-up (protocol 3.0): refuse SSL and GSS encryption,
-# then AuthenticationOk, BackendKeyData and ReadyForQuery; afterwards read and say nothing.
+# then AuthenticationOk, BackendKeyData and ReadyForQuery; afterwards read, say nothing
+# to the client, and print a line for each read.
 _SERVER = r"""
 import socket, struct, sys, threading
 HOST, PORT = sys.argv[1], int(sys.argv[2])
@@ -60,7 +65,7 @@ def serve(c):
     ok, key = b"R" + struct.pack("!ii", 8, 0), b"K" + struct.pack("!iii", 12, 1, 2)
     c.sendall(ok + key + b"Z" + struct.pack("!i", 5) + b"I")
     while c.recv(65536):
-        pass
+        print("query", flush=True)  # the probe waits for this before cutting the link
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((HOST, PORT))
@@ -75,22 +80,41 @@ def sh(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True)
 
 
-def timed(call: Callable[[], Any]) -> dict[str, Any]:
-    """``call`` on a thread; how long it took to raise (None if still waiting after
-    PATIENCE: the thread is a daemon and dies with this process)."""
+def until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout} s for {what}")
+        time.sleep(0.02)
+
+
+def _net_ns(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return ""
+
+
+def timed(call: Callable[[], Any], *, then: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """``call`` on a thread; how long it took to raise, from when ``then`` (run meanwhile)
+    returned (None if still waiting after PATIENCE more: the thread is a daemon and dies
+    with this process)."""
     out: dict[str, Any] = {"seconds": None, "error": None}
 
+    started = [time.monotonic()]
+
     def run() -> None:
-        started = time.monotonic()
         try:
             call()
             out["error"] = "returned"
         except Exception as exc:  # what it raised is the finding
             out["error"] = f"{type(exc).__name__}: {exc}"
-        out["seconds"] = round(time.monotonic() - started, 2)
+        out["seconds"] = round(time.monotonic() - started[0], 2)
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
+    then()
+    started[0] = time.monotonic()
     t.join(PATIENCE)
     return out
 
@@ -101,7 +125,7 @@ def main() -> None:
     # or server): exec'd in place by setpriv, unshare and nsenter, this is their parent.
     peer = subprocess.Popen([*DIE_WITH_ME, "unshare", "-n", "sleep", "600"])
     try:
-        time.sleep(0.2)  # unshare has made the namespace and exec'd sleep
+        until(lambda: _net_ns(peer.pid) != _net_ns(os.getpid()), "the peer's network namespace")
         there = ["nsenter", "-t", str(peer.pid), "-n"]
         try:
             sh("ip", "link", "add", "va", "type", "veth", "peer", "name", "vb")
@@ -114,16 +138,23 @@ def main() -> None:
         sh(*there, "ip", "link", "set", "lo", "up")
         sh(*there, "ip", "addr", "add", f"{THERE}/30", "dev", "vb")
         sh(*there, "ip", "link", "set", "vb", "up")
-        server = subprocess.Popen([*there, *DIE_WITH_ME, sys.executable, "-c", _SERVER, THERE, str(PORT)])
+        argv = [*there, *DIE_WITH_ME, sys.executable, "-c", _SERVER, THERE, str(PORT)]
+        server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         try:
-            print(json.dumps(cases(lambda up: sh(*there, "ip", "link", "set", "vb", "up" if up else "down"))))
+            assert server.stdout is not None
+            queries = server.stdout
+
+            def link(up: bool) -> None:
+                sh(*there, "ip", "link", "set", "vb", "up" if up else "down")
+
+            print(json.dumps(cases(link, lambda: queries.readline())))
         finally:
             server.kill()
     finally:
         peer.kill()
 
 
-def cases(link: Callable[[bool], None]) -> dict[str, Any]:
+def cases(link: Callable[[bool], None], query_arrived: Callable[[], object]) -> dict[str, Any]:
     options = connection_options(tcp_timeout_seconds=TIMEOUT)
     deadline = time.monotonic() + 10
     while True:  # the server's first moments in its namespace
@@ -136,21 +167,31 @@ def cases(link: Callable[[bool], None]) -> dict[str, Any]:
             time.sleep(0.1)
     result: dict[str, Any] = {}
 
-    # A query waits for its answer; then the host vanishes.
-    threading.Timer(0.5, link, (False,)).start()
-    result["in_flight"] = timed(lambda: conn.execute("SELECT 1"))
+    def query() -> None:
+        conn.execute("SELECT 1")
+
+    # A query the host never answers, as when a statement runs long.  While the host is
+    # there (its kernel acknowledges) the timeout must not cut it: it is still waiting
+    # after three timeouts.  Then the host vanishes, and it must fail.
+    def alive_then_cut() -> None:
+        query_arrived()
+        time.sleep(3 * TIMEOUT)  # the length of the check, not a wait for something
+        result["alive_after_3_timeouts"] = conn.info.transaction_status == TransactionStatus.ACTIVE
+        link(False)
+
+    result["in_flight"] = timed(query, then=alive_then_cut)
     link(True)
 
     # The host vanishes while the connection is idle; then a query is sent.
     conn = psycopg.connect(URL, **options)
     link(False)
-    result["sent_after"] = timed(lambda: conn.execute("SELECT 1"))
+    result["sent_after"] = timed(query)
     link(True)
 
     # Through the store: its pool's connection, opened before the host vanishes.
     store = Store(URL, tcp_timeout_seconds=TIMEOUT, max_size=1)
-    with store.connection() as held:
-        held.pgconn.socket  # a connection exists  # noqa: B018
+    with store.connection():
+        pass
     link(False)
     result["store"] = timed(lambda: store.get_task("probe", "00000000-0000-7000-8000-000000000000"))
     link(True)
