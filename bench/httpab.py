@@ -6,7 +6,8 @@ Each round starts A's and B's API server (``python -m tools.devstack api``, the 
 from that checkout, ``@N``: N processes on one port with ``--processes N``; alternating
 which side goes first), warms it, then runs the bench's
 HTTP workload against it: ``seconds`` of single submits (POST /api/v1/tasks) from 8
-keep-alive clients (``bench.ours_api.concurrent_submits``), then ``seconds`` from one.
+keep-alive clients (``bench.ours_api.concurrent_submits``, the lean load client), then
+``seconds`` from one.
 Per side it prints the rates, the p50s and the API processes' CPU per request
 (``/proc``, the server and any processes it started), then the medians and B/A.  No
 drainer runs: the ids wait in the private Redis, which is flushed between sides.  The

@@ -4,6 +4,7 @@ function invoked in-process as Lambda invokes it (``bench.apicost``)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -18,6 +20,7 @@ import requests
 from bench import stats
 from bench.common import BenchError, rate, wait_for
 from bench.env import BenchEnv, Proc
+from bench.loadclient import KeepAlive
 from bench.ours import stop_workers
 from tools.devstack import services as devservices
 from tools.devstack.supervisor import api_processes
@@ -53,7 +56,8 @@ def start_stack(env: BenchEnv, **extra: str) -> tuple[Proc, int, str, dict[str, 
 
 def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int | None = None) -> dict[str, Any]:
     """Sequential POST /api/v1/tasks against a live local stack (API, 2 drainers, sweeper),
-    then 8 keep-alive clients; ``processes`` sets TASKLANE_API_PROCESSES (else the stack's default)."""
+    batches of 500, then 8 keep-alive clients with the lean load client and with
+    http.client; ``processes`` sets TASKLANE_API_PROCESSES (else the stack's default)."""
     env.flush_redis()
     extra = {"TASKLANE_API_PROCESSES": str(processes)} if processes else {}
     stack, port, key, stack_env = start_stack(env, **extra)
@@ -93,54 +97,88 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int
         # new connections warm the others (their first requests' imports) before the count.
         for _ in range(2 * (api_processes(stack_env) - 1)):
             concurrent_submits(port, headers, body, clients=8, seconds=0.5)
+        # 8 clients twice: the lean load client (the goal's figure: one write a request,
+        # little CPU of the cores the stack runs on), then http.client (the figure of
+        # the runs before round 17).  Each window's stack CPU (API processes, drainers,
+        # sweeper) per request.
         cpu0 = stack.cpu_seconds()
-        concurrent = concurrent_submits(port, headers, body, clients=8, seconds=seconds)
-        # The stack's CPU (API processes, drainers, sweeper) per request of that window.
-        stack_cpu = (stack.cpu_seconds() - cpu0) / (concurrent["concurrent8_rate"] * seconds) * 1000
+        lean = concurrent_submits(port, headers, body, clients=8, seconds=seconds)
+        cpu1 = stack.cpu_seconds()
+        concurrent = concurrent_submits(port, headers, body, clients=8, seconds=seconds, client="http.client")
+        cpu2 = stack.cpu_seconds()
     finally:
         stop_workers(env, [stack])
     return {
         "rate": rate(len(lat), wall),
         **stats.latency_summary(lat),
         "batch_rate": rate(len(blat) * 500, bwall),
+        **{k.replace("concurrent8", "lean8"): v for k, v in lean.items()},
+        "stack_cpu_lean8_ms": (cpu1 - cpu0) / (lean["concurrent8_rate"] * seconds) * 1000,
         **concurrent,
-        "stack_cpu8_ms": stack_cpu,
+        "stack_cpu8_ms": (cpu2 - cpu1) / (concurrent["concurrent8_rate"] * seconds) * 1000,
         "api_processes": api_processes(stack_env),  # what the stack started (TASKLANE_API_PROCESSES or cores)
     }
 
 
 def concurrent_submits(
-    port: int, headers: dict[str, str], body: bytes, *, clients: int, seconds: float, max_each: int = 20_000
+    port: int,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    clients: int,
+    seconds: float,
+    max_each: int = 20_000,
+    client: str = "lean",
 ) -> dict[str, Any]:
-    """``clients`` threads, each with its own keep-alive connection (http.client: little
-    client CPU per request), POSTing single submits for ``seconds``."""
+    """``clients`` threads, each with its own keep-alive connection, POSTing single
+    submits for ``seconds``: through ``bench.loadclient`` (``client="lean"``: one write a
+    request, about a quarter of http.client's CPU) or ``http.client``."""
+    if client not in ("lean", "http.client"):
+        raise ValueError(f"unknown client {client!r}")
     lats: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
     barrier = threading.Barrier(clients + 1)
 
-    def client(mine: list[float]) -> None:
+    def connect() -> tuple[Callable[[], int], Callable[[], None]]:
+        """One client's POST (its answer's status) and its close."""
+        if client == "lean":
+            lean = KeepAlive(port, "/api/v1/tasks", headers)
+            return (lambda: lean.post(body)[0]), lean.close
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        def post() -> int:
+            conn.request("POST", "/api/v1/tasks", body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+
+        return post, conn.close
+
+    def run(mine: list[float]) -> None:
+        close: Callable[[], None] | None = None
         try:
+            post, close = connect()
             barrier.wait(timeout=30)
             end = time.perf_counter() + seconds
             while time.perf_counter() < end and len(mine) < max_each:
                 t = time.perf_counter()
-                conn.request("POST", "/api/v1/tasks", body=body, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
+                status = post()
                 mine.append(time.perf_counter() - t)
-                if resp.status != 201:
-                    errors.append(f"HTTP {resp.status}")
+                if status != 201:
+                    errors.append(f"HTTP {status}")
                     return
         except Exception as exc:  # reported below; a thread must not die silently
             errors.append(f"{type(exc).__name__}: {exc}")
+            barrier.abort()  # the others, and the clock below, stop waiting for this one
         finally:
-            conn.close()
+            if close is not None:
+                close()
 
-    threads = [threading.Thread(target=client, args=(mine,), daemon=True) for mine in lats]
+    threads = [threading.Thread(target=run, args=(mine,), daemon=True) for mine in lats]
     for th in threads:
         th.start()
-    barrier.wait(timeout=30)
+    with contextlib.suppress(threading.BrokenBarrierError):  # a client failed: reported below
+        barrier.wait(timeout=30)
     start = time.perf_counter()
     for th in threads:
         th.join(timeout=seconds + 30)

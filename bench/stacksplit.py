@@ -5,7 +5,7 @@
 Each round starts the whole local stack (``python -m tools.devstack run``: the API
 process, its drainers and the sweeper) on this run's own database and Redis, warms it,
 then runs the bench's HTTP workload (``ours_api.concurrent_submits``: 8 keep-alive clients
-of single submits) for ``seconds``.  It prints the rate and, per request, the CPU (ms)
+of single submits, the lean load client) for ``seconds``.  It prints the rate and, per request, the CPU (ms)
 of each of the stack's processes by role, of the PostgreSQL backends serving this
 database, of the Redis server and of this process (the 8 clients), with the machine's
 busy share of the window (``stats.system_cpu_busy``).  On a 2-core machine the stack saturates both

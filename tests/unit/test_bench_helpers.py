@@ -128,6 +128,17 @@ def test_e2e_vs_naive_is_judged_from_the_back_to_back_pairs_when_the_run_has_the
     assert "e2e p50, fresh table, vs naive seed" not in goals
 
 
+def test_the_http_goal_takes_the_lean_clients_rate_and_names_both_clients() -> None:
+    results = _results()
+    # A run before round 17: http.client only, and said so.
+    older = {g["goal"]: g for g in report.goals(results)}["HTTP single submits, 8 keep-alive clients"]
+    assert older["measured"] == "900 (http.client)"
+    results["medians"]["ours"]["http"] |= {"lean8_rate": 1_600.0, "api_processes": 1}
+    newer = {g["goal"]: g for g in report.goals(results)}["HTTP single submits, 8 keep-alive clients"]
+    assert newer["met"] is True
+    assert newer["measured"] == "1,600 (lean client; http.client 900/s; 1 API process)"
+
+
 def test_render_has_every_section_and_the_ratio_direction() -> None:
     text = report.render(_results())
     assert "### Goals" in text and "### Hardware baselines" in text
