@@ -29,12 +29,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import redis
-from psycopg import sql
 
-from chalicelib.config import Settings
 from chalicelib.container import Container
 from tests.databases import drop_templates, migrated_database, templates_on
+from tests.state import clean, empty_tables, fast_settings, redis_db_url
 from tools.devstack import services as devservices
 from tools.devstack.services.redis_cluster import RedisClusterHandle, start_private_cluster
 
@@ -119,11 +117,6 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         handle.stop()
 
 
-def _redis_db_url(server_url: str, db: int) -> str:
-    base = server_url.rsplit("/", 1)[0] if server_url.count("/") > 2 else server_url
-    return f"{base}/{db}"
-
-
 @pytest.fixture(scope="session")
 def database_url(pg_server: str) -> Iterator[str]:
     """A fresh, migrated database for this test run."""
@@ -134,78 +127,7 @@ def database_url(pg_server: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url(redis_server: str) -> str:
-    return _redis_db_url(redis_server, INTEGRATION_REDIS_DB)
-
-
-def fast_settings(database_url: str, redis_url: str, **overrides: object) -> Settings:
-    """Settings with short leases and backoffs so failure paths run in seconds."""
-    values: dict[str, object] = {
-        "database_url": database_url,
-        "redis_url": redis_url,
-        "lease_seconds": 2.0,
-        "sweep_interval_seconds": 0.5,
-        "retry_base_seconds": 0.05,
-        "retry_max_seconds": 0.5,
-        "drain_margin_seconds": 0.0,
-        "drain_idle_wait_seconds": 0.1,
-        "drain_idle_exit_seconds": 0.3,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-# Every table a test may write (task_deps and schedule_runs go with tasks and schedules:
-# their foreign keys cascade).
-TEST_TABLES = (
-    "tasks",
-    "tasks_archive",
-    "task_events",
-    "api_keys",
-    "schedules",
-    "schedule_runs",
-    "audit_log",
-    "paused_task_types",
-    "batches",
-    "task_unique_keys",
-    "tenant_limits",
-    "tenant_settings",
-    "workflows",
-    "task_outbox",
-    "retention_cursors",
-    "task_metric_deltas",
-    "task_metric_totals",
-)
-_APPEND_ONLY = "audit_log"  # its trigger refuses DELETE
-
-
-def _empty_tables_sql() -> sql.Composed:
-    tables = [sql.Identifier(t) for t in TEST_TABLES]
-    deletes = [sql.SQL("DELETE FROM {}").format(t) for t in tables if t != sql.Identifier(_APPEND_ONLY)]
-    return sql.SQL("; ").join(
-        [sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.SQL(", ").join(tables)), *deletes]
-    )
-
-
-def _truncate(database_url: str) -> None:
-    """Empty every test table.
-
-    DELETE rather than TRUNCATE: TRUNCATE gives every table and index a new file,
-    about a second for these seventeen tables on a busy machine (0.4-1.1 s a test,
-    measured), while deleting the rows one test leaves takes milliseconds.  The lock
-    first keeps what TRUNCATE's own lock gave: it waits for any transaction still
-    touching a table, so nothing a previous test left running writes after the
-    clean.  audit_log is append-only (its trigger refuses DELETE), so it alone is
-    truncated, and only when a test wrote to it."""
-    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
-        conn.execute(_empty_tables_sql())
-        audit = sql.Identifier(_APPEND_ONLY)
-        if conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(audit)).fetchone() == (True,):
-            conn.execute(sql.SQL("TRUNCATE {}").format(audit))
-
-
-def _clean(database_url: str, redis_url: str) -> None:
-    _truncate(database_url)
-    redis.Redis.from_url(redis_url).flushdb()
+    return redis_db_url(redis_server, INTEGRATION_REDIS_DB)
 
 
 def _drop_schedules(database_url: str) -> None:
@@ -218,7 +140,7 @@ def _drop_schedules(database_url: str) -> None:
 @pytest.fixture
 def rt(database_url: str, redis_url: str) -> Iterator[Container]:
     """A runtime on clean tables and an empty Redis db."""
-    _clean(database_url, redis_url)
+    clean(database_url, redis_url)
     runtime = Container.build(fast_settings(database_url, redis_url))
     try:
         yield runtime
@@ -248,7 +170,7 @@ def _runtimes(database_url: str, redis_url: str, **fixed: object) -> Iterator[ob
 @pytest.fixture
 def make_rt(database_url: str, redis_url: str) -> Iterator[object]:
     """Factory for runtimes with other settings (cleans once, closes all at the end)."""
-    _clean(database_url, redis_url)
+    clean(database_url, redis_url)
     yield from _runtimes(database_url, redis_url)
 
 
@@ -256,7 +178,7 @@ def make_rt(database_url: str, redis_url: str) -> Iterator[object]:
 def make_cluster_rt(database_url: str, redis_cluster: RedisClusterHandle) -> Iterator[object]:
     """``make_rt`` on the Redis Cluster (``TASKLANE_REDIS_CLUSTER``): every master is
     flushed first."""
-    _truncate(database_url)
+    empty_tables(database_url)
     redis_cluster.flush_all()
     yield from _runtimes(database_url, redis_cluster.url, redis_cluster=True)
 

@@ -22,15 +22,11 @@ from chalicelib.config import Settings
 from chalicelib.container import Container
 from tests.databases import migrated_database
 from tests.fault.workers import Workers, worker_env
+from tests.state import redis_db_url
 from tools.devstack import services as devservices
 
 FAULT_REDIS_DB = 10  # 10, 11 and 12 belong to this layer; 13-15 to the others
 TENANT = "fault"
-
-
-def redis_db_url(server_url: str, db: int) -> str:
-    base = server_url.rsplit("/", 1)[0] if server_url.count("/") > 2 else server_url
-    return f"{base}/{db}"
 
 
 @pytest.fixture

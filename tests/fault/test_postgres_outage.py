@@ -15,9 +15,9 @@ from typing import Any
 import redis
 import requests
 
-from tests.fault.conftest import redis_db_url
 from tests.fault.load import Reply, SubmitLoad, live_stack, wait_on_stack
 from tests.helpers import FINAL_STATES, query, story_problems, task_stories
+from tests.state import redis_db_url
 from tools.devstack import services as devservices
 
 OUTAGE_REDIS_DB = 11

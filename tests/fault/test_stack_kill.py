@@ -9,10 +9,10 @@ from typing import Any
 
 import redis
 
-from tests.fault.conftest import redis_db_url
 from tests.fault.load import SubmitLoad, descendants, kill_tree, shutdown_stack, wait_on_stack
 from tests.helpers import FINAL_STATES, query, story_problems, task_stories, wait_for
 from tests.stack import start_stack
+from tests.state import redis_db_url
 from tools.devstack import services as devservices
 
 STACK_KILL_REDIS_DB = 12

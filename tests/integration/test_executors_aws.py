@@ -27,8 +27,8 @@ from chalicelib.services.submit import submit
 from chalicelib.tasktypes import TaskContext
 from chalicelib.tasktypes.aws import once_per_task
 from chalicelib.tasktypes.http_request import http_request
-from tests.conftest import _clean, _redis_db_url, fast_settings
 from tests.helpers import drain_and_sweep_until, request, wait_for
+from tests.state import clean, fast_settings, redis_db_url
 
 # A Redis db of its own: idempotency records must not be flushed by another test run's
 # cleanup of the shared integration db (15) while a test here is in flight.
@@ -56,8 +56,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def make_aws_rt(database_url: str, redis_server: str) -> Iterator[Callable[..., Container]]:
-    redis_url = _redis_db_url(redis_server, AWS_REDIS_DB)
-    _clean(database_url, redis_url)
+    redis_url = redis_db_url(redis_server, AWS_REDIS_DB)
+    clean(database_url, redis_url)
     made: list[Container] = []
 
     def factory(**overrides: object) -> Container:

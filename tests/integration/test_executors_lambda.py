@@ -23,8 +23,8 @@ from chalicelib import entrypoints as functions
 from chalicelib.adapters.aws import clients as awsclients
 from chalicelib.container import Container
 from chalicelib.services.submit import submit
-from tests.conftest import _clean, _redis_db_url, fast_settings
 from tests.helpers import lease_lapsed, request, status_counts, wait_for
+from tests.state import clean, fast_settings, redis_db_url
 
 LAMBDA_REDIS_DB = 6  # its own db: see tests/integration/test_executors_aws.py
 
@@ -32,8 +32,8 @@ LAMBDA_REDIS_DB = 6  # its own db: see tests/integration/test_executors_aws.py
 @pytest.fixture
 def install(database_url: str, redis_server: str) -> Iterator[Callable[..., Container]]:
     """Make the app's process-wide runtime one built from test settings."""
-    redis_url = _redis_db_url(redis_server, LAMBDA_REDIS_DB)
-    _clean(database_url, redis_url)
+    redis_url = redis_db_url(redis_server, LAMBDA_REDIS_DB)
+    clean(database_url, redis_url)
     built: list[Container] = []
 
     def factory(**overrides: object) -> Container:

@@ -13,8 +13,8 @@ import pytest
 from chalice.test import Client
 
 from chalicelib.container import Container
-from tests.conftest import _clean, fast_settings
 from tests.integration.app_client import api_for
+from tests.state import clean, fast_settings
 
 JSON = {"Content-Type": "application/json"}
 
@@ -23,7 +23,7 @@ JSON = {"Content-Type": "application/json"}
 def api(database_url: str, redis_url: str) -> Iterator[tuple[Client, dict[str, str]]]:
     """The app serving a container built from test settings, and a key of a tenant of
     its own (schedule names are unique per tenant)."""
-    _clean(database_url, redis_url)
+    clean(database_url, redis_url)
     rt = Container.build(fast_settings(database_url, redis_url))
     try:
         with api_for(rt, f"http-{uuid.uuid4()}") as api:

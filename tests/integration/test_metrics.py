@@ -25,8 +25,8 @@ from chalicelib.services.health import Condition, health
 from chalicelib.services.lifecycle import CancelOutcome, cancel, redrive_one
 from chalicelib.services.submit import submit, submit_many
 from chalicelib.services.sweep import sweep
-from tests.conftest import _truncate, fast_settings
 from tests.helpers import drain_and_sweep_until, drain_once, lease_lapsed, query, request, status_counts, wait_for
+from tests.state import empty_tables, fast_settings
 
 TENANT = "acme"
 
@@ -39,7 +39,7 @@ def mrt(database_url: str, redis_server: str) -> Iterator[Container]:
     """A runtime on empty tables (metric tables included) and an empty Redis db."""
     redis_url = redis_server.rsplit("/", 1)[0] + f"/{METRICS_REDIS_DB}"
     redis.Redis.from_url(redis_url).flushdb()
-    _truncate(database_url)  # every test table, the metric ones included (DELETE: see there)
+    empty_tables(database_url)  # every test table, the metric ones included (DELETE: see there)
     runtime = Container.build(fast_settings(database_url, redis_url))
     yield runtime
     runtime.close()
