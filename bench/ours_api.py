@@ -54,10 +54,13 @@ def start_stack(env: BenchEnv, **extra: str) -> tuple[Proc, int, str, dict[str, 
     return stack, port, key, stack_env
 
 
-def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int | None = None) -> dict[str, Any]:
+def http_submit(
+    env: BenchEnv, *, seconds: float, max_count: int, processes: int | None = None, lean_first: bool = True
+) -> dict[str, Any]:
     """Sequential POST /api/v1/tasks against a live local stack (API, 2 drainers, sweeper),
     batches of 500, then 8 keep-alive clients with the lean load client and with
-    http.client; ``processes`` sets TASKLANE_API_PROCESSES (else the stack's default)."""
+    http.client (the lean one first unless ``lean_first`` is false); ``processes`` sets
+    TASKLANE_API_PROCESSES (else the stack's default)."""
     env.flush_redis()
     extra = {"TASKLANE_API_PROCESSES": str(processes)} if processes else {}
     stack, port, key, stack_env = start_stack(env, **extra)
@@ -98,24 +101,26 @@ def http_submit(env: BenchEnv, *, seconds: float, max_count: int, processes: int
         for _ in range(2 * (api_processes(stack_env) - 1)):
             concurrent_submits(port, headers, body, clients=8, seconds=0.5)
         # 8 clients twice: the lean load client (the goal's figure: one write a request,
-        # little CPU of the cores the stack runs on), then http.client (the figure of
-        # the runs before round 17).  Each window's stack CPU (API processes, drainers,
+        # little CPU of the cores the stack runs on) and http.client (the figure of the
+        # runs before round 17).  Each window's stack CPU (API processes, drainers,
         # sweeper) per request.
-        cpu0 = stack.cpu_seconds()
-        lean = concurrent_submits(port, headers, body, clients=8, seconds=seconds)
-        cpu1 = stack.cpu_seconds()
-        concurrent = concurrent_submits(port, headers, body, clients=8, seconds=seconds, client="http.client")
-        cpu2 = stack.cpu_seconds()
+        windows: dict[str, tuple[dict[str, Any], float]] = {}
+        for client in ("lean", "http.client") if lean_first else ("http.client", "lean"):
+            cpu0 = stack.cpu_seconds()
+            got = concurrent_submits(port, headers, body, clients=8, seconds=seconds, client=client)
+            cpu_ms = (stack.cpu_seconds() - cpu0) / (got["concurrent8_rate"] * seconds) * 1000
+            windows[client] = got, cpu_ms
     finally:
         stop_workers(env, [stack])
+    (lean, lean_cpu), (concurrent, concurrent_cpu) = windows["lean"], windows["http.client"]
     return {
         "rate": rate(len(lat), wall),
         **stats.latency_summary(lat),
         "batch_rate": rate(len(blat) * 500, bwall),
         **{k.replace("concurrent8", "lean8"): v for k, v in lean.items()},
-        "stack_cpu_lean8_ms": (cpu1 - cpu0) / (lean["concurrent8_rate"] * seconds) * 1000,
+        "stack_cpu_lean8_ms": lean_cpu,
         **concurrent,
-        "stack_cpu8_ms": (cpu2 - cpu1) / (concurrent["concurrent8_rate"] * seconds) * 1000,
+        "stack_cpu8_ms": concurrent_cpu,
         "api_processes": api_processes(stack_env),  # what the stack started (TASKLANE_API_PROCESSES or cores)
     }
 
