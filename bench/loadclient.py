@@ -25,21 +25,20 @@ _MAX_HEAD = 64 * 1024
 
 
 class KeepAlive:
-    """One connection to ``127.0.0.1:port``, for POSTs of a fixed path and headers."""
+    """One connection to ``127.0.0.1:port`` that POSTs the same request again and again:
+    ``body`` to ``path`` with ``headers``, prepared once."""
 
-    def __init__(self, port: int, path: str, headers: dict[str, str], *, timeout: float = 10.0) -> None:
+    def __init__(self, port: int, path: str, headers: dict[str, str], body: bytes, *, timeout: float = 10.0) -> None:
         lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self._head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{lines}".encode()
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{lines}Content-Length: {len(body)}\r\n\r\n"
+        self._request = head.encode() + body
         self._sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buf = b""
-        self._prepared: tuple[bytes, bytes] | None = None
 
-    def post(self, body: bytes) -> tuple[int, bytes]:
-        """POST ``body`` in one write; the answer's status and body."""
-        if self._prepared is None or self._prepared[0] is not body:
-            self._prepared = (body, self._head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        self._sock.sendall(self._prepared[1])
+    def post(self) -> tuple[int, bytes]:
+        """Send the request in one write; the answer's status and body."""
+        self._sock.sendall(self._request)
         return self._answer()
 
     def _answer(self) -> tuple[int, bytes]:

@@ -147,8 +147,8 @@ def concurrent_submits(
     def connect() -> tuple[Callable[[], int], Callable[[], None]]:
         """One client's POST (its answer's status) and its close."""
         if client == "lean":
-            lean = KeepAlive(port, "/api/v1/tasks", headers)
-            return (lambda: lean.post(body)[0]), lean.close
+            lean = KeepAlive(port, "/api/v1/tasks", headers, body)
+            return (lambda: lean.post()[0]), lean.close
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
         def post() -> int:

@@ -70,9 +70,10 @@ def test_the_server_reads_the_prepared_request_and_answers_come_back_in_order(se
             conn.sendall(_answer(201, b'{"n": %d}' % n))
 
     port, reads = serve(script)
-    client = KeepAlive(port, "/api/v1/tasks", {"X-API-Key": "k", "Content-Type": "application/json"})
+    headers = {"X-API-Key": "k", "Content-Type": "application/json"}
+    client = KeepAlive(port, "/api/v1/tasks", headers, b'{"name": "noop"}')
     try:
-        got = [client.post(b'{"name": "noop"}') for _ in range(3)]
+        got = [client.post() for _ in range(3)]
     finally:
         client.close()
     assert got == [(201, b'{"n": 0}'), (201, b'{"n": 1}'), (201, b'{"n": 2}')]
@@ -93,10 +94,10 @@ def test_an_answer_split_byte_by_byte_is_read_whole(serve: Serve) -> None:
         conn.sendall(_answer(201, b""))
 
     port, _ = serve(script)
-    client = KeepAlive(port, "/x", {})
+    client = KeepAlive(port, "/x", {}, b"{}")
     try:
-        assert client.post(b"{}") == (400, b'{"error": "bad"}')
-        assert client.post(b"{}") == (201, b"")  # nothing of the first answer left over
+        assert client.post() == (400, b'{"error": "bad"}')
+        assert client.post() == (201, b"")  # nothing of the first answer left over
     finally:
         client.close()
 
@@ -118,9 +119,9 @@ def test_what_it_does_not_read_is_an_error_not_a_guess(serve: Serve, answer: byt
         conn.shutdown(socket.SHUT_WR)
 
     port, _ = serve(script)
-    client = KeepAlive(port, "/x", {})
+    client = KeepAlive(port, "/x", {}, b"{}")
     try:
         with pytest.raises(BenchError, match=message):
-            client.post(b"{}")
+            client.post()
     finally:
         client.close()
