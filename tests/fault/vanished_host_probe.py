@@ -39,6 +39,7 @@ from psycopg.pq import TransactionStatus
 
 from chalicelib.adapters.postgres.sessions import connection_options
 from chalicelib.adapters.postgres.store import Store
+from tests.helpers import wait_for
 
 HERE, THERE = "10.123.0.1", "10.123.0.2"
 PORT = 5432
@@ -80,14 +81,6 @@ def sh(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True)
 
 
-def until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout} s for {what}")
-        time.sleep(0.02)
-
-
 def _net_ns(pid: int) -> str:
     try:
         return os.readlink(f"/proc/{pid}/ns/net")
@@ -125,7 +118,7 @@ def main() -> None:
     # or server): exec'd in place by setpriv, unshare and nsenter, this is their parent.
     peer = subprocess.Popen([*DIE_WITH_ME, "unshare", "-n", "sleep", "600"])
     try:
-        until(lambda: _net_ns(peer.pid) != _net_ns(os.getpid()), "the peer's network namespace")
+        wait_for(lambda: _net_ns(peer.pid) != _net_ns(os.getpid()), timeout=10, message="the peer's network namespace")
         there = ["nsenter", "-t", str(peer.pid), "-n"]
         try:
             sh("ip", "link", "add", "va", "type", "veth", "peer", "name", "vb")
