@@ -33,9 +33,11 @@ def test_a_float_setting_still_takes_a_number_and_refuses_words(name: str) -> No
 
 
 def test_the_database_tcp_timeout_is_at_least_a_second_and_becomes_libpq_options() -> None:
-    from chalicelib.adapters.postgres.sessions import connection_options
+    from chalicelib.adapters.postgres.sessions import TCP_TIMEOUT_SECONDS, connection_options
 
     assert Settings.from_env({}).db_tcp_timeout_seconds == 20.0
+    # The store's own default (a Store made without settings: tools, tests) is the same.
+    assert Settings().db_tcp_timeout_seconds == TCP_TIMEOUT_SECONDS == 20.0
     with pytest.raises(ConfigError, match=r"TASKLANE_DB_TCP_TIMEOUT_SECONDS must be >= 1\.0"):
         Settings.from_env({"TASKLANE_DB_TCP_TIMEOUT_SECONDS": "0.5"})
     # Unanswered keepalives give up after about idle + 3 intervals; sent data after the

@@ -27,9 +27,11 @@ from psycopg.rows import dict_row
 
 # psycopg's default: a query run this many times on a connection gets prepared.
 PREPARE_THRESHOLD = 5
+# TASKLANE_DB_TCP_TIMEOUT_SECONDS' default (config.Settings.db_tcp_timeout_seconds).
+TCP_TIMEOUT_SECONDS = 20.0
 
 
-def connection_options(*, prepare: bool = True, tcp_timeout_seconds: float = 20.0) -> dict[str, Any]:
+def connection_options(*, prepare: bool = True, tcp_timeout_seconds: float = TCP_TIMEOUT_SECONDS) -> dict[str, Any]:
     """The pool's ``kwargs`` for each new connection."""
     return {
         "autocommit": True,

@@ -41,7 +41,7 @@ from chalicelib.adapters.postgres.jsontext import dumps
 from chalicelib.adapters.postgres.rows import (
     finish_params,
 )
-from chalicelib.adapters.postgres.sessions import connection_options, snapshot
+from chalicelib.adapters.postgres.sessions import TCP_TIMEOUT_SECONDS, connection_options, snapshot
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.adapters.postgres.tenants import TenantQueries
 from chalicelib.core.audit import AuditAction
@@ -106,7 +106,7 @@ class Store(
         max_size: int = 4,
         timeout: float = 5.0,
         prepare: bool = True,
-        tcp_timeout_seconds: float = 20.0,
+        tcp_timeout_seconds: float = TCP_TIMEOUT_SECONDS,
         webhook_max_retries: int = 5,
         webhook_timeout_seconds: int = 10,
     ) -> None:
