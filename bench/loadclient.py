@@ -4,8 +4,8 @@ write, each answer is read into one buffer and checked for its status and length
 Why not ``http.client``: on the bench's 2-core machine the load shares the cores with
 the stack it measures.  ``http.client`` costs 0.20-0.26 ms of CPU a request (the
 request built header by header, the answer's headers parsed by the ``email``
-package), about a sixth of the whole stack's, and it writes the head and the body of a
-POST in two sends, so the server wakes twice for each request.  A load tool (wrk, k6)
+package), 11-13 % of all the CPU that load takes, and it writes the head and the body
+of a POST in two sends, so the server reads each request in two parts.  A load tool (wrk, k6)
 spends a fraction of that and sends a small request in one write; this client does
 the same, at 0.05-0.07 ms a request (bench/RESULTS.md, round 17).
 
