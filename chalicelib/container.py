@@ -14,6 +14,7 @@ from chalicelib.adapters.aws.secrets import database_url, with_secrets
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.adapters.redis.pusher import BackgroundPusher, HeldPush, OnError
 from chalicelib.adapters.redis.queue import Queue
+from chalicelib.adapters.redis.unawaited import UnawaitedPush
 from chalicelib.config import Settings, get_settings
 from chalicelib.core.retry import RetryPolicy
 from chalicelib.execution.remote import registry_for
@@ -30,6 +31,7 @@ class Container:
     retry: RetryPolicy
     _pusher: BackgroundPusher | None = field(default=None, init=False, repr=False, compare=False)
     _held_push: HeldPush | None = field(default=None, init=False, repr=False, compare=False)
+    _unawaited: UnawaitedPush | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -72,6 +74,24 @@ class Container:
                 self._pusher = BackgroundPusher(self.queue, on_error)
             return self._pusher
 
+    def unawaited_push(self, on_error: OnError) -> UnawaitedPush:
+        """The process's unawaited pusher of lone tasks (``submit_push=background``); what
+        it does not take, or cannot confirm, goes to ``pusher(on_error)``."""
+        found = self._unawaited
+        if found is None:
+            with _lock:
+                found = self._unawaited
+                if found is None:
+                    found = self._unawaited = UnawaitedPush(
+                        self.queue, lambda tasks: self.pusher(on_error).push(tasks), on_error
+                    )
+        return found
+
+    def read_push_replies(self) -> None:
+        """Read the replies to unawaited pushes already in (never waits)."""
+        if self._unawaited is not None:
+            self._unawaited.collect()
+
     def held_push(self) -> HeldPush:
         """The process's inline pusher of lone tasks (``submit_push=inline``)."""
         found = self._held_push
@@ -83,10 +103,14 @@ class Container:
         return found
 
     def flush_pushes(self, timeout: float = 5.0) -> bool:
-        """Wait for the background pushes handed in so far (True when there are none)."""
-        return self._pusher.flush(timeout) if self._pusher is not None else True
+        """Wait for the background pushes handed in so far, the unawaited ones' replies
+        included (True when there are none)."""
+        settled = self._unawaited.settle(timeout) if self._unawaited is not None else True
+        return (self._pusher.flush(timeout) if self._pusher is not None else True) and settled
 
     def close(self) -> None:
+        if self._unawaited is not None:
+            self._unawaited.close()  # before the pusher: it may hand tasks over to it
         if self._pusher is not None:
             self._pusher.close()
         if self._held_push is not None:

@@ -102,6 +102,7 @@ def _submit_plain(
     # The push goes while the INSERT's commit is on its way (Store.insert_tasks).
     inserted = rt.store.insert_tasks(new, actor=actor, inserted=lambda tasks: _enqueue(rt, tasks))
     metrics.log_submitted(tenant, inserted, actor=actor, duplicates=1 - len(inserted))
+    rt.read_push_replies()  # the push's, written while the commit was on its way
     if inserted:
         return Submitted(inserted[0])
     return _replays(rt, tenant, new, [0]).get(0) or _unanswered(new[0])
@@ -326,7 +327,9 @@ def _enqueue(rt: Container, tasks: Sequence[Task]) -> None:
     """Tell Redis about ``tasks`` (committed, or with their commit on its way): now
     (``submit_push=inline``), or on the process's pusher thread (``background``)."""
     if rt.settings.submit_push == "background":
-        if tasks:
+        # A lone task from a thread submitting alone is written now and its reply read
+        # later (unawaited.py); the rest goes to the pusher thread, which coalesces.
+        if tasks and not (len(tasks) == 1 and rt.unawaited_push(_push_failed).try_push(tasks)):
             rt.pusher(_push_failed).push(tasks)  # their entries are made on its thread
         return
     entries = QueueEntry.of_submitted(tasks)

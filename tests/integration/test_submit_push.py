@@ -1,7 +1,9 @@
 """``TASKLANE_SUBMIT_PUSH=background``: a submit returns at its commit and the push
-follows on the pusher thread; concurrent submits share pushes; a push that fails
-leaves the tasks to the sweeper and the pusher keeps going; a forked child gets a
-pusher thread of its own.  Lone tasks' pushes, inline or not, skip the client's pool."""
+follows on the pusher thread, or, for a thread submitting alone, is written on a
+connection of its own without waiting for the reply (``unawaited.UnawaitedPush``);
+concurrent submits share the pusher thread's pushes; a push that fails leaves the tasks
+to the sweeper and the pusher keeps going; a forked child gets a pusher thread and a
+connection of its own.  Lone tasks' pushes, inline or not, skip the client's pool."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from dataclasses import replace
 import pytest
 import redis
 
+from chalicelib.adapters.redis.client import ScriptLike
 from chalicelib.config import Settings, default_submit_push
 from chalicelib.container import Container
 from chalicelib.core.errors import QueueError
-from chalicelib.core.model import Status
+from chalicelib.core.model import QueueEntry, Status
 from chalicelib.services.submit import submit, submit_many
 from chalicelib.services.sweep import sweep
 from tests.helpers import drain_once, in_forked_child, request, wait_for
@@ -70,24 +73,111 @@ def test_concurrent_submitters_share_the_pusher(make_rt: Callable[..., Container
         th.join(30)
     assert rt.flush_pushes(5.0)
     assert len(ids) == 100 and set(ids) <= _ready_ids(rt)
+    assert rt._pusher is not None  # several threads at once: the pusher thread coalesces
+
+
+def test_a_thread_submitting_alone_writes_its_pushes_and_reads_the_replies_later(
+    make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = make_rt(submit_push="background")
+    written: list[int] = []
+    real = rt.queue.push_script_only
+
+    def counted(entries: list[QueueEntry], held: ScriptLike) -> bool:
+        written.append(len(entries))
+        return real(entries, held)
+
+    monkeypatch.setattr(rt.queue, "push_script_only", counted)
+    tasks = [submit(rt, TENANT, request()).task for _ in range(5)]
+    assert written == [1] * 5
+    assert rt._pusher is None  # never needed: no thread started
+    unawaited = rt.unawaited_push(lambda count, exc: None)
+    assert rt.flush_pushes(5.0) and not unawaited._owed
+    assert {t.id for t in tasks} <= _ready_ids(rt)
+
+
+def test_an_error_reply_to_an_unawaited_push_leaves_the_task_to_the_sweeper(
+    make_rt: Callable[..., Container], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reply is read after the commit; an error in it (here WRONGTYPE: the tenant's
+    ready key holds a string) is logged and the next push goes on as usual."""
+    rt = make_rt(submit_push="background")
+    first = submit(rt, TENANT, request()).task
+    assert rt.flush_pushes(5.0) and first.id in _ready_ids(rt)
+    rt.queue.client.set(rt.queue.keys.tenant_ready("broken-tenant"), "not a sorted set")
+    with caplog.at_level("WARNING"):
+        lost = submit(rt, "broken-tenant", request()).task
+        assert rt.flush_pushes(5.0)
+    assert any("not pushed to Redis" in r.getMessage() for r in caplog.records)
+    assert rt.store.get_task("broken-tenant", lost.id).status is Status.QUEUED  # type: ignore[union-attr]
+    after = submit(rt, TENANT, request()).task
+    assert rt.flush_pushes(5.0) and after.id in _ready_ids(rt)
+    assert rt._pusher is None  # the error reply was this push's alone: nothing handed over
+
+
+def test_an_unawaited_push_reconnects_when_the_server_closed_its_connection(
+    make_rt: Callable[..., Container],
+) -> None:
+    rt = make_rt(submit_push="background")
+    first = submit(rt, TENANT, request()).task
+    assert rt.flush_pushes(5.0) and first.id in _ready_ids(rt)
+    conn = rt.unawaited_push(lambda count, exc: None)._conn
+    host, port = conn._sock.getsockname()[:2]
+    assert rt.queue.client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}") == 1  # this connection only
+    # Its write goes into the closed socket (or fails): either way the push is not
+    # confirmed, and the pusher thread pushes the task.
+    second = submit(rt, TENANT, request()).task
+    assert rt.flush_pushes(5.0) and second.id in _ready_ids(rt)
+    third = submit(rt, TENANT, request()).task  # a fresh connection, no cool-off
+    fresh = rt.unawaited_push(lambda count, exc: None)._conn
+    assert fresh is not None and fresh is not conn
+    assert rt.flush_pushes(5.0) and third.id in _ready_ids(rt)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_writes_its_pushes_on_a_connection_of_its_own(
+    make_rt: Callable[..., Container], redis_url: str
+) -> None:
+    rt = make_rt(submit_push="background")
+    submit(rt, TENANT, request())  # the parent's connection is open
+    assert rt.flush_pushes(5.0)
+    parent_conn = rt.unawaited_push(lambda count, exc: None)._conn
+
+    def child_submits() -> str:
+        child = Container.build(rt.settings)  # its own PostgreSQL pool
+        child._unawaited = rt._unawaited  # what a process forked after its first submit holds
+        task = submit(child, TENANT, request()).task
+        fresh = child.unawaited_push(lambda count, exc: None)._conn is not parent_conn
+        return task.id if fresh and child.flush_pushes(5.0) else ""
+
+    child_id = in_forked_child(child_submits)
+    ready = redis.Redis.from_url(redis_url).zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
+    assert child_id and f"2:{child_id}".encode() in ready
+    after = submit(rt, TENANT, request()).task  # the parent's connection was left alone
+    assert rt.flush_pushes(5.0) and after.id in _ready_ids(rt)
+    assert rt.unawaited_push(lambda count, exc: None)._conn is parent_conn
 
 
 def test_a_failed_background_push_is_left_to_the_sweeper(
     make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rt = make_rt(submit_push="background")
-    real_push = rt.queue.push
+    real_push, real_script_push = rt.queue.push, rt.queue.push_script_only
     failures: list[int] = []
 
-    def failing(entries: object, **kw: object) -> None:
+    def failing(entries: object, *args: object, **kw: object) -> None:
         failures.append(1)
         raise QueueError("Redis is unreachable or failed: injected")
 
+    # The unawaited push's write fails (it hands the task to the pusher thread), then the
+    # thread's push does.
     monkeypatch.setattr(rt.queue, "push", failing)
+    monkeypatch.setattr(rt.queue, "push_script_only", failing)
     lost = submit(rt, TENANT, request()).task
-    assert rt.flush_pushes(5.0) and failures
+    assert rt.flush_pushes(5.0) and failures == [1, 1]
     assert lost.id not in _ready_ids(rt)
     monkeypatch.setattr(rt.queue, "push", real_push)
+    monkeypatch.setattr(rt.queue, "push_script_only", real_script_push)
     kept = submit(rt, TENANT, request()).task  # the pusher thread survived the failure
     assert rt.flush_pushes(5.0) and kept.id in _ready_ids(rt)
     # The reconciliation pushes a QUEUED task missing from Redis once it is older than

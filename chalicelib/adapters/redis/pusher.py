@@ -11,6 +11,11 @@ HTTP clients, all of them with one), or a few of one tenant, is one script call 
 Redis connection the thread holds (``client.HeldScript``) instead of a pipeline through
 the client's pool.
 
+A thread that submits alone (nothing else submitting in the last second) writes a
+lone task's push itself, without waiting for its reply (``unawaited.UnawaitedPush``):
+for it the hand-off to this thread cost more than the push.  What that path does not
+take, or cannot confirm, comes here.
+
 Not for Lambda: a frozen execution environment would hold the pushes until its
 next invocation (``config.default_submit_push`` keeps Lambda inline).  Pushes still
 pending when the process dies are lost like a failed push: the sweeper pushes

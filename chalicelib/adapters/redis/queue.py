@@ -224,6 +224,10 @@ class Queue(QueueUpkeep, QueueViews):
                 raise
             self._push_each(entries, only_new=only_new)
 
+    def push_script_only(self, entries: list[QueueEntry], held: ScriptLike) -> bool:
+        """``push(entries, held=held)`` if that is one ``PUSH_READY`` call, else False (nothing sent)."""
+        return 0 < len(entries) <= _SCRIPT_PUSH_MOST and len(self.parts) == 1 and self._pushed_ready(entries, held)
+
     def _pushed_ready(self, entries: list[QueueEntry], held: ScriptLike | None = None) -> bool:
         """A single submit's push, or a few coalesced ones (ready ids of one tenant, no
         limits, one partition), as one script call; False for anything else, which

@@ -1,0 +1,273 @@
+"""A lone submit's push, written to Redis and not waited for (``UnawaitedPush``).
+
+In a long-running process (``TASKLANE_SUBMIT_PUSH=background``) a submit hands its push
+to the pusher thread (``pusher.BackgroundPusher``), so that a hung Redis never holds a
+request.  For a thread that submits alone (a script, a producer loop, one keep-alive
+client of the local API) that hand-off cost more than the push itself: waking the
+thread and passing the GIL back and forth took a sequential submit about 35 µs of CPU
+more, and 6 % more time (issue 14, round 18; bench/RESULTS.md).
+
+Here the submitting thread writes the push itself (``PUSH_READY`` by EVALSHA, the
+script a lone push runs anyway), while the submit's commit is on its way, on a Redis
+connection of this object's, and does not wait for the reply: replies are read once
+they are in, after the commit or before the next push.  What a reply says is handled
+as the pusher thread would: NOSCRIPT (a script cache flushed under a live connection)
+hands those tasks to the pusher thread, whose script reloads itself; another error
+reply is logged and left to the sweeper's reconciliation, as for any failed push.
+(Waiting for the reply, as the inline push does, was faster for a submit alone on the
+machine, and slower over HTTP with the drainers running: the reply then competes with
+the drainer it wakes.)
+
+``try_push`` answers False, and the caller hands the push to the pusher thread, when:
+
+- several threads submit at once (a threaded server under load): the pusher thread
+  coalesces their pushes into fewer round trips and drainer wake-ups; a push per
+  request cost the 8-client HTTP load 11 % more CPU a request;
+- the connection is in use by another thread, or the push is not one script call
+  (several partitions, a type with limits: ``Queue.push_script_only``);
+- Redis does not answer (a reply owed longer than ``OWED_SECONDS``, or ``MOST_OWED``
+  of them) or a connect failed: the pusher thread takes every push for
+  ``COOL_OFF_SECONDS``.
+
+When the connection breaks, or Redis does not answer, the tasks whose replies were
+owed go to the pusher thread: whether their push happened is unknown, and one more is
+harmless (the same members, scores and wake tokens).  A submitting thread waits on
+Redis only to connect, at its first push and after a lost connection: at most
+``CONNECT_SECONDS`` for the connect and as much for the script load, then a cool-off.
+Not for Lambda, whose frozen execution environment would leave the replies unread
+until its next invocation: there the push is inline (``pusher.HeldPush``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
+
+from chalicelib.adapters.redis.pusher import OnError
+from chalicelib.adapters.redis.queue import Queue
+from chalicelib.adapters.redis.scripts import PUSH_READY
+from chalicelib.core.errors import QueueError
+from chalicelib.core.model import QueueEntry, Task
+from chalicelib.observability.log import logger
+
+# The connect and the script load on the submitting thread, each at most this long.
+CONNECT_SECONDS = 0.25
+# Replies owed longer than this, or this many, mean a Redis that does not answer.
+OWED_SECONDS = 1.0
+MOST_OWED = 64
+# After a failed connect, or a Redis that does not answer, the pusher thread takes every
+# push for this long.
+COOL_OFF_SECONDS = 30.0
+# A push from another thread within this long of the last one: the process submits
+# from several threads at once, and the pusher thread coalesces their pushes.
+SHARED_SECONDS = 1.0
+
+Handoff = Callable[[Sequence[Task]], None]
+
+
+class UnawaitedPush:
+    """Lone pushes written on a connection of this object's, their replies read later.
+
+    ``try_push`` takes a lone task's push or answers False; the caller then hands it to
+    the pusher thread, as ``handoff`` does with the tasks whose push this object could
+    not confirm.  A push Redis refused (an error reply) is reported to ``on_error``, as
+    the pusher thread reports its failures, and left to the sweeper.  Thread-safe: one
+    thread uses the connection at a time; another that finds it in use gets False."""
+
+    def __init__(self, queue: Queue, handoff: Handoff, on_error: OnError) -> None:
+        self._queue = queue
+        self._handoff = handoff
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._conn: Any = None  # a redis-py Connection, once connected
+        self._pid = -1
+        self._sha = hashlib.sha1(PUSH_READY.encode(), usedforsecurity=False).hexdigest()
+        # What each reply on the wire answers, in order: the tasks of a push, or None
+        # for a SCRIPT LOAD; with the monotonic time it was written.
+        self._owed: deque[tuple[Sequence[Task] | None, float]] = deque()
+        self._cool_until = 0.0
+        self._shared_until = 0.0
+        self._last_thread = 0
+        self._last_at = 0.0
+        # A cluster client or a fake has no connection of this kind to hold; several
+        # partitions take a pipeline: the pusher thread for those.
+        self._usable = isinstance(queue.client, redis.Redis) and len(queue.parts) == 1
+
+    def try_push(self, tasks: Sequence[Task]) -> bool:
+        """Write the push of ``tasks`` (one task, or a few of one tenant); False when it
+        is not this object's to take (see the module's docstring)."""
+        if not self._usable or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            now = time.monotonic()
+            me = threading.get_ident()
+            if me != self._last_thread:
+                if now - self._last_at < SHARED_SECONDS:
+                    self._shared_until = now + SHARED_SECONDS
+                self._last_thread = me
+            self._last_at = now
+            if now < self._shared_until or now < self._cool_until:
+                return False
+            if self._pid != os.getpid():
+                # First use, or a forked child: the parent's socket is not the child's to
+                # use or to shut down; it is dropped, not closed.
+                self._conn, self._owed, self._pid = None, deque(), os.getpid()
+            if self._owed:
+                self._read_replies(now)
+            if self._conn is None and not self._connect(now):
+                return False
+            entries = QueueEntry.of_submitted(tasks)
+            if not entries:
+                return True
+            try:
+                taken = self._queue.push_script_only(entries, self._write)
+            except QueueError as exc:  # the write failed, and redis-py dropped the socket
+                self._lost(f"write: {exc}")
+                return False
+            if taken:
+                self._owed.append((tasks, now))
+            return taken
+        finally:
+            self._lock.release()
+
+    def collect(self) -> None:
+        """Read the replies already in; never waits (a thread writing: left for later)."""
+        if self._owed and self._lock.acquire(blocking=False):
+            try:
+                if self._pid == os.getpid() and self._conn is not None:
+                    self._read_replies(time.monotonic())
+            finally:
+                self._lock.release()
+
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Wait up to ``timeout`` for the owed replies; False when some are still owed
+        (their tasks then go to the pusher thread, as for a Redis that does not answer)."""
+        with self._lock:
+            if self._pid != os.getpid() or self._conn is None:
+                return True
+            deadline = time.monotonic() + timeout
+            try:
+                while self._owed and self._conn.can_read(max(0.0, deadline - time.monotonic())):
+                    self._read_one()
+            except RedisError as exc:
+                self._lost(f"read: {exc}")
+                return False
+            if self._owed:
+                self._unanswered(f"{len(self._owed)} replies owed after {timeout:.1f} s")
+                return False
+            return True
+
+    def close(self, timeout: float = 2.0) -> None:
+        """``settle``, then drop the connection."""
+        self.settle(timeout)
+        with self._lock:
+            if self._pid == os.getpid():
+                self._drop()
+
+    # --- with the lock held --------------------------------------------------------
+
+    def _connect(self, now: float) -> bool:
+        if now < self._cool_until:
+            return False
+        pool = self._queue.client.connection_pool  # type: ignore[attr-defined]  # a redis.Redis (_usable)
+        kwargs = dict(pool.connection_kwargs)
+        for key in ("socket_timeout", "socket_connect_timeout", "orig_socket_timeout", "orig_socket_connect_timeout"):
+            if key in kwargs or not key.startswith("orig_"):
+                kwargs[key] = CONNECT_SECONDS
+        # No health check: its PING would read a push's reply.  No retries: a failure is
+        # this object's to handle (the pusher thread takes over).
+        kwargs.update(health_check_interval=0, retry=Retry(NoBackoff(), 0))
+        conn = pool.connection_class(**kwargs)
+        try:
+            conn.connect()
+            conn.send_command("SCRIPT", "LOAD", PUSH_READY)
+            conn.read_response()
+        except RedisError as exc:
+            conn.disconnect()
+            self._cool_off(f"connect: {exc}", [])
+            return False
+        self._conn = conn
+        return True
+
+    def _write(self, keys: Sequence[str] | None = None, args: Iterable[Any] | None = None) -> None:
+        """``Queue.push_script_only``'s script call: EVALSHA written, its reply owed."""
+        conn = self._conn
+        keys = list(keys or [])
+        conn.send_packed_command(conn.pack_command("EVALSHA", self._sha, len(keys), *keys, *(args or [])), False)
+
+    def _read_replies(self, now: float) -> None:
+        """Read the owed replies that are in; one owed too long, or too many owed: Redis
+        does not answer.  (A socket the server closed while nothing was owed is found
+        by the next push: its reply, or its write, fails, and the task goes to the
+        pusher thread.)"""
+        try:
+            while self._owed and self._conn.can_read(0):
+                self._read_one()
+        except RedisError as exc:
+            self._lost(f"read: {exc}")
+            return
+        if self._owed and (len(self._owed) >= MOST_OWED or now - self._owed[0][1] > OWED_SECONDS):
+            self._unanswered(f"{len(self._owed)} replies owed, the oldest for {now - self._owed[0][1]:.1f} s")
+
+    def _read_one(self) -> None:
+        tasks, _ = self._owed.popleft()
+        try:
+            self._conn.read_response()
+        except NoScriptError:
+            # The script cache was flushed under this connection: the pusher thread's
+            # script reloads itself; this connection loads it again for the next push.
+            if tasks is not None:
+                self._handoff(tasks)
+                self._conn.send_command("SCRIPT", "LOAD", PUSH_READY)
+                self._owed.append((None, time.monotonic()))
+        except redis.ResponseError as exc:  # an error reply: this push did not happen
+            if tasks is not None:
+                self._on_error(len(tasks), QueueError(f"Redis refused a push: {exc}"))
+        except RedisError:
+            self._owed.appendleft((tasks, 0.0))  # not read: still owed, for _lost to hand over
+            raise
+
+    def _lost(self, why: str) -> None:
+        """The connection broke: drop it and hand the tasks of the owed replies to the
+        pusher thread (whether those pushes happened is unknown; one more is harmless).
+        The next push connects afresh (a restarted server); a connect that fails then
+        cools off."""
+        owed = self._owed_tasks()
+        self._drop()
+        logger.info("unawaited Redis push connection lost", extra={"reason": why, "handed_over": len(owed)})
+        if owed:
+            self._handoff(owed)
+
+    def _unanswered(self, why: str) -> None:
+        """Redis does not answer: as ``_lost``, and the pusher thread takes every push
+        for ``COOL_OFF_SECONDS``."""
+        owed = self._owed_tasks()
+        self._drop()
+        self._cool_off(why, owed)
+
+    def _cool_off(self, why: str, owed: list[Task]) -> None:
+        self._cool_until = time.monotonic() + COOL_OFF_SECONDS
+        logger.warning(
+            "unawaited Redis pushes paused; the pusher thread takes them",
+            extra={"reason": why, "handed_over": len(owed), "seconds": COOL_OFF_SECONDS},
+        )
+        if owed:
+            self._handoff(owed)
+
+    def _owed_tasks(self) -> list[Task]:
+        return [t for tasks, _ in self._owed if tasks is not None for t in tasks]
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()
+        self._conn, self._owed = None, deque()
