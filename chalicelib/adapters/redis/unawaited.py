@@ -4,8 +4,9 @@ In a long-running process (``TASKLANE_SUBMIT_PUSH=background``) a submit hands i
 to the pusher thread (``pusher.BackgroundPusher``), so that a hung Redis never holds a
 request.  For a thread that submits alone (a script, a producer loop, one keep-alive
 client of the local API) that hand-off cost more than the push itself: waking the
-thread and passing the GIL back and forth took a sequential submit about 35 µs of CPU
-more, and 6 % more time (issue 14, round 18; bench/RESULTS.md).
+thread and passing the GIL back and forth cost a sequential submit 14-58 µs more CPU
+than this path in five runs, and in some blocks of them a fifth more time (issue 14,
+round 18; bench/RESULTS.md).
 
 Here the submitting thread writes the push itself (``PUSH_READY`` by EVALSHA, the
 script a lone push runs anyway), while the submit's commit is on its way, on a Redis
