@@ -86,9 +86,12 @@ def test_a_held_script_reloads_after_script_flush_and_keeps_its_connection(
         client.close()
 
 
+@pytest.mark.parametrize("trigger", ["a reply owed too long", "too many replies owed"])
 def test_a_hung_redis_never_holds_a_submit_and_loses_no_push(
-    rt: Container, private_redis: devservices.RedisHandle
+    rt: Container, private_redis: devservices.RedisHandle, monkeypatch: pytest.MonkeyPatch, trigger: str
 ) -> None:
+    if trigger == "too many replies owed":
+        monkeypatch.setattr(unawaited, "OWED_SECONDS", 3600.0)  # only the count can pause it
     failures: list[tuple[int, QueueError]] = []
     rt.pusher(lambda count, exc: failures.append((count, exc)))  # the process's pusher, reporting here
     ids = [submit(rt, TENANT, request()).task.id]
@@ -107,9 +110,12 @@ def test_a_hung_redis_never_holds_a_submit_and_loses_no_push(
             slowest = max(slowest, time.monotonic() - t)
             return pusher._cool_until > time.monotonic()
 
-        # Replies owed past OWED_SECONDS: the owed tasks go to the pusher thread (which
-        # waits on the hung server off the submitting thread), and so do later pushes.
-        wait_for(paused, timeout=unawaited.OWED_SECONDS + 10, interval=0.1, message="the unawaited push paused")
+        # Replies owed past OWED_SECONDS, or MOST_OWED of them: the owed tasks go to the
+        # pusher thread (which waits on the hung server off the submitting thread), and so
+        # do later pushes.
+        wait_for(paused, timeout=20, interval=0.1 if trigger.startswith("a reply") else 0.0, message="paused")
+        if trigger == "too many replies owed":
+            assert len(ids) - 1 >= unawaited.MOST_OWED  # every push written until then
         ids.append(submit(rt, TENANT, request()).task.id)
     finally:
         os.kill(pid, signal.SIGCONT)
