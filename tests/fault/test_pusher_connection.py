@@ -133,7 +133,7 @@ def test_a_flushed_script_cache_hands_the_push_to_the_pusher_thread(
 ) -> None:
     first = submit(rt, TENANT, request()).task
     assert rt.flush_pushes(10) and first.id in _ready(rt)
-    conn = rt.unawaited_push(lambda count, exc: None)._conn
+    conn = rt.unawaited_push(lambda count, exc: None)._held
     client = redis.Redis.from_url(private_redis.url)
     try:
         client.script_flush()  # this test's own server: NOSCRIPT for the next EVALSHA
@@ -144,4 +144,4 @@ def test_a_flushed_script_cache_hands_the_push_to_the_pusher_thread(
     assert rt._pusher is not None  # the pusher thread's script reloaded itself and pushed it
     third = submit(rt, TENANT, request()).task  # on the same connection, its script loaded again
     assert rt.flush_pushes(10) and third.id in _ready(rt)
-    assert rt.unawaited_push(lambda count, exc: None)._conn is conn
+    assert rt.unawaited_push(lambda count, exc: None)._held is conn

@@ -121,15 +121,16 @@ def test_an_unawaited_push_reconnects_when_the_server_closed_its_connection(
     rt = make_rt(submit_push="background")
     first = submit(rt, TENANT, request()).task
     assert rt.flush_pushes(5.0) and first.id in _ready_ids(rt)
-    conn = rt.unawaited_push(lambda count, exc: None)._conn
-    host, port = conn._sock.getsockname()[:2]
+    conn = rt.unawaited_push(lambda count, exc: None)._held
+    assert conn is not None
+    host, port = conn._conn._sock.getsockname()[:2]
     assert rt.queue.client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}") == 1  # this connection only
     # Its write goes into the closed socket (or fails): either way the push is not
     # confirmed, and the pusher thread pushes the task.
     second = submit(rt, TENANT, request()).task
     assert rt.flush_pushes(5.0) and second.id in _ready_ids(rt)
     third = submit(rt, TENANT, request()).task  # a fresh connection, no cool-off
-    fresh = rt.unawaited_push(lambda count, exc: None)._conn
+    fresh = rt.unawaited_push(lambda count, exc: None)._held
     assert fresh is not None and fresh is not conn
     assert rt.flush_pushes(5.0) and third.id in _ready_ids(rt)
 
@@ -141,13 +142,13 @@ def test_a_forked_child_writes_its_pushes_on_a_connection_of_its_own(
     rt = make_rt(submit_push="background")
     submit(rt, TENANT, request())  # the parent's connection is open
     assert rt.flush_pushes(5.0)
-    parent_conn = rt.unawaited_push(lambda count, exc: None)._conn
+    parent_conn = rt.unawaited_push(lambda count, exc: None)._held
 
     def child_submits() -> str:
         child = Container.build(rt.settings)  # its own PostgreSQL pool
         child._unawaited = rt._unawaited  # what a process forked after its first submit holds
         task = submit(child, TENANT, request()).task
-        fresh = child.unawaited_push(lambda count, exc: None)._conn is not parent_conn
+        fresh = child.unawaited_push(lambda count, exc: None)._held is not parent_conn
         return task.id if fresh and child.flush_pushes(5.0) else ""
 
     child_id = in_forked_child(child_submits)
@@ -155,7 +156,7 @@ def test_a_forked_child_writes_its_pushes_on_a_connection_of_its_own(
     assert child_id and f"2:{child_id}".encode() in ready
     after = submit(rt, TENANT, request()).task  # the parent's connection was left alone
     assert rt.flush_pushes(5.0) and after.id in _ready_ids(rt)
-    assert rt.unawaited_push(lambda count, exc: None)._conn is parent_conn
+    assert rt.unawaited_push(lambda count, exc: None)._held is parent_conn
 
 
 def test_a_failed_background_push_is_left_to_the_sweeper(

@@ -115,16 +115,21 @@ class HeldConnection:
     callers translate them as for any client call.  Not thread-safe: one thread only."""
 
     @classmethod
-    def of(cls, client: RedisLike) -> HeldConnection | None:
+    def of(cls, client: RedisLike, *, timeout: float | None = None) -> HeldConnection | None:
         """One on ``client``'s settings; None for a cluster client or a fake, which keep
         the client's own path."""
-        return cls(client) if isinstance(client, redis.Redis) else None
+        return cls(client, timeout=timeout) if isinstance(client, redis.Redis) else None
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, timeout: float | None = None) -> None:
         pool = client.connection_pool
         # The pool's class and settings (URL, timeouts, health check, retry), but not
         # one of its connections: the pool neither counts nor hands out this one.
-        self._conn = pool.connection_class(**pool.connection_kwargs)
+        kwargs = dict(pool.connection_kwargs)
+        if timeout is not None:  # its own connect and read timeouts instead of the client's
+            kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+            # redis-py versions that keep the configured ones apart (orig_*) restore those.
+            kwargs.update({k: timeout for k in ("orig_socket_timeout", "orig_socket_connect_timeout") if k in kwargs})
+        self._conn = pool.connection_class(**kwargs)
         self._scripts: dict[str, HeldScript] = {}
         self._armed: list[Any] = []  # a blocking command sent ahead of the next one (``arm``)
 
@@ -178,6 +183,20 @@ class HeldConnection:
     def pack(self, *args: Any) -> Any:
         return self._conn.pack_command(*args)
 
+    def write(self, packed: Any) -> None:
+        """Send ``packed`` and leave its reply on the wire (``readable``, ``read``); no
+        health check, whose PING would read a reply owed to the caller.  Connects first
+        if need be."""
+        self._conn.send_packed_command(packed, check_health=False)
+
+    def readable(self, timeout: float = 0) -> bool:
+        """Whether a reply is in (or comes within ``timeout``)."""
+        return bool(self._conn.can_read(timeout))
+
+    def read(self) -> Any:
+        """The next reply (a ``ResponseError`` reply is raised)."""
+        return self._conn.read_response()
+
     def close(self) -> None:
         self._armed = []
         self._conn.disconnect()
@@ -208,6 +227,16 @@ class HeldScript:
         except NoScriptError:
             held.round_trip(held.pack("SCRIPT", "LOAD", self._script))
             return held.round_trip(packed)
+
+    def write(self, keys: Sequence[str] | None = None, args: Iterable[Any] | None = None) -> None:
+        """EVALSHA sent, its reply left to the caller (``HeldConnection.read``); a NOSCRIPT
+        reply is the caller's to answer (``write_load``)."""
+        keys = list(keys or [])
+        self._held.write(self._held.pack("EVALSHA", self._sha, len(keys), *keys, *(args or [])))
+
+    def write_load(self) -> None:
+        """SCRIPT LOAD sent, its reply left to the caller."""
+        self._held.write(self._held.pack("SCRIPT", "LOAD", self._script))
 
     def close(self) -> None:
         self._held.close()

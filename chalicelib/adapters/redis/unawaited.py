@@ -41,19 +41,15 @@ until its next invocation: there the push is inline (``pusher.HeldPush``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from chalicelib.adapters.redis.client import HeldConnection, HeldScript
 from chalicelib.adapters.redis.pusher import OnError
 from chalicelib.adapters.redis.queue import Queue
 from chalicelib.adapters.redis.scripts import PUSH_READY
@@ -90,9 +86,9 @@ class UnawaitedPush:
         self._handoff = handoff
         self._on_error = on_error
         self._lock = threading.Lock()
-        self._conn: Any = None  # a redis-py Connection, once connected
+        self._held: HeldConnection | None = None  # once connected, with its script:
+        self._script: HeldScript | None = None
         self._pid = -1
-        self._sha = hashlib.sha1(PUSH_READY.encode(), usedforsecurity=False).hexdigest()
         # What each reply on the wire answers, in order: the tasks of a push, or None
         # for a SCRIPT LOAD; with the monotonic time it was written.
         self._owed: deque[tuple[Sequence[Task] | None, float]] = deque()
@@ -100,9 +96,9 @@ class UnawaitedPush:
         self._shared_until = 0.0
         self._last_thread = 0
         self._last_at = 0.0
-        # A cluster client or a fake has no connection of this kind to hold; several
-        # partitions take a pipeline: the pusher thread for those.
-        self._usable = isinstance(queue.client, redis.Redis) and len(queue.parts) == 1
+        # Several partitions take a pipeline: the pusher thread for those (and for a
+        # client that has no connection to hold: _connect).
+        self._usable = len(queue.parts) == 1
 
     def try_push(self, tasks: Sequence[Task]) -> bool:
         """Write the push of ``tasks`` (one task, or a few of one tenant); False when it
@@ -122,16 +118,17 @@ class UnawaitedPush:
             if self._pid != os.getpid():
                 # First use, or a forked child: the parent's socket is not the child's to
                 # use or to shut down; it is dropped, not closed.
-                self._conn, self._owed, self._pid = None, deque(), os.getpid()
+                self._held, self._script, self._owed, self._pid = None, None, deque(), os.getpid()
             if self._owed:
                 self._read_replies(now)
-            if self._conn is None and not self._connect(now):
+            script = self._script or self._connect(now)
+            if script is None:
                 return False
             entries = QueueEntry.of_submitted(tasks)
             if not entries:
                 return True
             try:
-                taken = self._queue.push_script_only(entries, self._write)
+                taken = self._queue.push_script_only(entries, script.write)
             except QueueError as exc:  # the write failed, and redis-py dropped the socket
                 self._lost(f"write: {exc}")
                 return False
@@ -145,7 +142,7 @@ class UnawaitedPush:
         """Read the replies already in; never waits (a thread writing: left for later)."""
         if self._owed and self._lock.acquire(blocking=False):
             try:
-                if self._pid == os.getpid() and self._conn is not None:
+                if self._pid == os.getpid() and self._held is not None:
                     self._read_replies(time.monotonic())
             finally:
                 self._lock.release()
@@ -154,11 +151,11 @@ class UnawaitedPush:
         """Wait up to ``timeout`` for the owed replies; False when some are still owed
         (their tasks then go to the pusher thread, as for a Redis that does not answer)."""
         with self._lock:
-            if self._pid != os.getpid() or self._conn is None:
+            if self._pid != os.getpid() or self._held is None:
                 return True
             deadline = time.monotonic() + timeout
             try:
-                while self._owed and self._conn.can_read(max(0.0, deadline - time.monotonic())):
+                while self._owed and self._held.readable(max(0.0, deadline - time.monotonic())):
                     self._read_one()
             except RedisError as exc:
                 self._lost(f"read: {exc}")
@@ -177,42 +174,32 @@ class UnawaitedPush:
 
     # --- with the lock held --------------------------------------------------------
 
-    def _connect(self, now: float) -> bool:
+    def _connect(self, now: float) -> HeldScript | None:
+        """A fresh connection with the script loaded; None while cooling off or when it
+        cannot be had."""
         if now < self._cool_until:
-            return False
-        pool = self._queue.client.connection_pool  # type: ignore[attr-defined]  # a redis.Redis (_usable)
-        kwargs = dict(pool.connection_kwargs)
-        for key in ("socket_timeout", "socket_connect_timeout", "orig_socket_timeout", "orig_socket_connect_timeout"):
-            if key in kwargs or not key.startswith("orig_"):
-                kwargs[key] = CONNECT_SECONDS
-        # No health check: its PING would read a push's reply.  No retries: a failure is
-        # this object's to handle (the pusher thread takes over).
-        kwargs.update(health_check_interval=0, retry=Retry(NoBackoff(), 0))
-        conn = pool.connection_class(**kwargs)
+            return None
+        held = HeldConnection.of(self._queue.client, timeout=CONNECT_SECONDS)
+        if held is None:  # a cluster client or a fake: no connection of this kind to hold
+            self._usable = False
+            return None
         try:
-            conn.connect()
-            conn.send_command("SCRIPT", "LOAD", PUSH_READY)
-            conn.read_response()
+            held.command("SCRIPT", "LOAD", PUSH_READY)  # connects
         except RedisError as exc:
-            conn.disconnect()
+            held.close()
             self._cool_off(f"connect: {exc}", [])
-            return False
-        self._conn = conn
-        return True
-
-    def _write(self, keys: Sequence[str] | None = None, args: Iterable[Any] | None = None) -> None:
-        """``Queue.push_script_only``'s script call: EVALSHA written, its reply owed."""
-        conn = self._conn
-        keys = list(keys or [])
-        conn.send_packed_command(conn.pack_command("EVALSHA", self._sha, len(keys), *keys, *(args or [])), False)
+            return None
+        self._held, self._script = held, held.script(PUSH_READY)
+        return self._script
 
     def _read_replies(self, now: float) -> None:
         """Read the owed replies that are in; one owed too long, or too many owed: Redis
         does not answer.  (A socket the server closed while nothing was owed is found
         by the next push: its reply, or its write, fails, and the task goes to the
         pusher thread.)"""
+        held = self._held
         try:
-            while self._owed and self._conn.can_read(0):
+            while self._owed and held is not None and held.readable(0):
                 self._read_one()
         except RedisError as exc:
             self._lost(f"read: {exc}")
@@ -221,17 +208,19 @@ class UnawaitedPush:
             self._unanswered(f"{len(self._owed)} replies owed, the oldest for {now - self._owed[0][1]:.1f} s")
 
     def _read_one(self) -> None:
+        held, script = self._held, self._script
+        assert held is not None and script is not None  # replies are owed on a connection
         tasks, _ = self._owed.popleft()
         try:
-            self._conn.read_response()
+            held.read()
         except NoScriptError:
             # The script cache was flushed under this connection: the pusher thread's
             # script reloads itself; this connection loads it again for the next push.
             if tasks is not None:
                 self._handoff(tasks)
-                self._conn.send_command("SCRIPT", "LOAD", PUSH_READY)
+                script.write_load()
                 self._owed.append((None, time.monotonic()))
-        except redis.ResponseError as exc:  # an error reply: this push did not happen
+        except ResponseError as exc:  # an error reply: this push did not happen
             if tasks is not None:
                 self._on_error(len(tasks), QueueError(f"Redis refused a push: {exc}"))
         except RedisError:
@@ -269,6 +258,6 @@ class UnawaitedPush:
         return [t for tasks, _ in self._owed if tasks is not None for t in tasks]
 
     def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.disconnect()
-        self._conn, self._owed = None, deque()
+        if self._held is not None:
+            self._held.close()
+        self._held, self._script, self._owed = None, None, deque()
