@@ -240,17 +240,30 @@ def latency_run(env: BenchEnv, *, per_second: float, count: int, burst: int = 0)
                 interval=0.1,
                 what="naive latency tasks",
             )
+            # The same three figures as Tasklane's latency_run: the executor's start, the
+            # DB clock's created_at -> started_at, and the client's call -> finished_at
+            # (the outcome statement's now(), on the same host clock; its commit follows).
             rows = conn.execute(
-                "SELECT (result->>'t1')::float8 - (payload->>'t0')::float8 FROM tasks WHERE tenant = %s", (tenant,)
+                """SELECT (result->>'t1')::float8 - (payload->>'t0')::float8,
+                          extract(epoch FROM started_at - created_at)::float8,
+                          extract(epoch FROM finished_at)::float8 - (payload->>'t0')::float8
+                   FROM tasks WHERE tenant = %s""",
+                (tenant,),
             ).fetchall()
     finally:
         c.close()
         for p in procs:
             p.stop()
     lat = [cast(float, x[0]) for x in rows]  # float8 - float8
+    db_lat = [cast(float, x[1]) for x in rows]
+    finish_lat = [cast(float, x[2]) for x in rows]
     return {
         "achieved_rate": rate(sent, seconds),
         **stats.latency_summary(lat),
+        "db_p50_ms": stats.percentile(db_lat, 50) * 1000,
+        "db_p99_ms": stats.percentile(db_lat, 99) * 1000,
+        "finish_p50_ms": stats.percentile(finish_lat, 50) * 1000,
+        "finish_p99_ms": stats.percentile(finish_lat, 99) * 1000,
         "burst": burst,
         "burst_seconds": burst_seconds,
     }

@@ -345,6 +345,7 @@ SPLIT = (
     ("split_claim_script_p50_ms", "script_start", "script"),  # the Redis claim script
     ("split_claim_commit_p50_ms", "script", "commit"),  # the claim UPDATE + events, committed
     ("split_handoff_p50_ms", "commit", "t1"),  # rows to Claimed, a lane picks the task up
+    ("split_finish_p50_ms", "t1", "finished"),  # the executor's start -> the finish statement's now()
 )
 
 
@@ -424,6 +425,7 @@ def latency_run(
         {
             **client.get(cast(str, r[0]), {}),
             "t0": cast(float, r[3]),
+            "finished": cast(float, r[3]) + float(cast(SupportsFloat, r[5])),
             **{k: v for k, v in cast("dict[str, Any]", r[4]).items() if isinstance(v, float)},
         }
         for r in rows

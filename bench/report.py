@@ -164,6 +164,22 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 naive_p50 = _get(naive, "latency", "p50_ms")
             r = advantage(p50, naive_p50, higher_is_better=False)
             add(f"e2e p50, {when}, vs naive seed", ">= 1.0x", r, r >= 1.0, f"{r:.2f}x")
+        # Until the task finishes (the client's call -> the outcome statement's now()),
+        # measured since round 19; the naive design's beside it in the same pairs.
+        f50 = _get(o, section, "finish_p50_ms")
+        if not (isinstance(f50, float) and math.isnan(f50)):
+            f99 = _get(o, section, "finish_p99_ms")
+            add(f"submit -> finished p50 at 200/s, {when}", "<= 2 ms", f50, f50 <= 2, f"{fmt(f50, 2)} ms")
+            add(f"submit -> finished p99 at 200/s, {when}", "<= 5 ms", f99, f99 <= 5, f"{fmt(f99, 2)} ms")
+        fpaired = _get(o, f"{section}_finish_vs_naive")
+        if not (isinstance(fpaired, float) and math.isnan(fpaired)):
+            add(
+                f"submit -> finished p50, {when}, vs naive seed (back to back)",
+                ">= 1.0x",
+                fpaired,
+                fpaired >= 1.0,
+                f"{fpaired:.2f}x",
+            )
     api = _get(o, "api", "p50_ms")
     add("API function per submit, in-process, p50", "<= 1.5 ms", api, api <= 1.5, f"{fmt(api, 2)} ms")
     # Since round 17 the lean load client's rate (bench/loadclient.py), with
@@ -247,6 +263,8 @@ SPLIT_ROWS = (
     ("claim UPDATE committed (with any wait for the submit's commit)", "split_claim_commit_p50_ms"),
     ("claim committed -> executor starts (hand-off to a lane)", "split_handoff_p50_ms"),
     ("**e2e p50 (client call -> executor starts)**", "p50_ms"),
+    ("executor starts -> outcome statement starts (its now(), the finished_at)", "split_finish_p50_ms"),
+    ("**client call -> finished (finished_at)**", "finish_p50_ms"),
 )
 
 

@@ -128,6 +128,19 @@ def test_e2e_vs_naive_is_judged_from_the_back_to_back_pairs_when_the_run_has_the
     assert "e2e p50, fresh table, vs naive seed" not in goals
 
 
+def test_until_finished_is_judged_like_until_started_when_the_run_measured_it() -> None:
+    results = _results()
+    goals = {g["goal"] for g in report.goals(results)}
+    assert not any(g.startswith("submit -> finished") for g in goals)  # a run before round 19
+    results["medians"]["ours"]["latency"] |= {"finish_p50_ms": 1.9, "finish_p99_ms": 5.5}
+    results["medians"]["ours"]["latency_finish_vs_naive"] = 0.78
+    judged = {g["goal"]: g for g in report.goals(results)}
+    assert judged["submit -> finished p50 at 200/s, fresh table"]["met"] is True
+    assert judged["submit -> finished p99 at 200/s, fresh table"]["met"] is False  # 5.5 ms > 5 ms
+    paired = judged["submit -> finished p50, fresh table, vs naive seed (back to back)"]
+    assert paired["met"] is False and paired["measured"] == "0.78x"
+
+
 def test_the_http_goal_takes_the_lean_clients_rate_and_names_both_clients() -> None:
     results = _results()
     # A run before round 17: http.client only, and said so.
