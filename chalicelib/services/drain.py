@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from chalicelib.adapters.aws.wake import mark_alive
+from chalicelib.adapters.postgres.sent_finish import SentFinish
 from chalicelib.container import Container
 from chalicelib.core.batchsize import BatchSizer
 from chalicelib.core.errors import QueueError, StoreError, UnavailableError
@@ -245,8 +246,12 @@ class Drainer:
         ran = time.monotonic() - started
         self._wait_recording(stats)
         if outcomes:
+            # The statement leaves now, from this thread; the recorder reads its answer.
+            # Handing it over whole cost each finish 0.17-0.24 ms before the statement left
+            # (waking that thread, which then waited for the GIL: sent_finish.py).
+            sent = self.rt.store.send_finish(outcomes, actor=self.name)
             self._recording.append(
-                self._recorder.submit(self._finish_batch, outcomes, names, tenants, claimed_at, stats)
+                self._recorder.submit(self._finish_batch, outcomes, names, tenants, claimed_at, stats, sent)
             )
         return ran
 
@@ -257,9 +262,11 @@ class Drainer:
         tenants: dict[str, str],
         claimed_at: float,
         stats: DrainStats,
+        sent: SentFinish | None = None,
     ) -> None:
-        """Record a batch's outcomes, then ack its leases and queue retries and hooks."""
-        recorded = self._record(outcomes)
+        """Record a batch's outcomes (``sent``: their statement, already written), then
+        ack its leases and queue retries and hooks."""
+        recorded = self._record(outcomes, sent)
         duration = time.monotonic() - claimed_at
         tally = metrics.log_finished(self.name, outcomes, recorded, duration)
         by_id = {r.id: r for r in recorded}
@@ -298,9 +305,12 @@ class Drainer:
         # Last: when its period is over, the summary writes its INFO line here.
         self.summary.add(tally, len(outcomes), len(lost), duration * 1000)
 
-    def _record(self, outcomes: list[Outcome]) -> list[Recorded]:
+    def _record(self, outcomes: list[Outcome], sent: SentFinish | None = None) -> list[Recorded]:
         """Record outcomes, riding out a short PostgreSQL outage: the work is done and
         redoing it is the costlier choice.  Gives up before the leases expire."""
+        recorded = sent.recorded() if sent is not None else None
+        if recorded is not None:
+            return recorded
         deadline = time.monotonic() + self.rt.settings.lease_seconds * 0.8
         delay = 0.05
         while True:

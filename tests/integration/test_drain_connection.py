@@ -63,8 +63,9 @@ def test_the_drain_loop_claims_on_a_postgresql_connection_of_its_own(
             checked_out.append(1)
         return getconn(*args, **kw)
 
-    # The loop runs on this thread (its outcomes are recorded on the recorder's, through
-    # the pool): for noop tasks its only PostgreSQL statements are the claims.
+    # The loop runs on this thread: for noop tasks its PostgreSQL statements are the
+    # claims, and each batch's finish, which it writes on a connection of the pool and
+    # the recorder thread reads and gives back (sent_finish.py).
     monkeypatch.setattr(rt.store._pool, "getconn", counted)
     drainer = Drainer(rt, name="held-pg")
     tasks = []
@@ -78,8 +79,12 @@ def test_the_drain_loop_claims_on_a_postgresql_connection_of_its_own(
     finally:
         drainer.close()
     # Once by the holder, for three claims; once more the first time the loop went
-    # idle, opening the recorder's connection ahead of the next burst (``Drainer._warm``).
-    assert checked_out == [1, 1]
+    # idle, opening the recorder's connection ahead of the next burst (``Drainer._warm``);
+    # once for each of the three finishes.
+    assert checked_out == [1] * 5
+    # Every connection is back in the pool: the finishes', and the held one (closed).
+    stats = rt.store._pool.get_stats()
+    assert stats["pool_available"] == stats["pool_size"]
     for task in tasks:
         assert rt.store.get_task(TENANT, task.id).status is Status.COMPLETED  # type: ignore[union-attr]
 

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from chalicelib.adapters.postgres.claim_order import id_array
 from chalicelib.core.model import Accepted, NewTask, Outcome, Task
 
 encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -86,7 +87,7 @@ def finish_params(
                 for o in outcomes
             ]
         ),
-        "ids": [o.id for o in outcomes],
+        "ids": id_array([o.id for o in outcomes]),  # text: the sent finish's libpq parameter
         "actor": actor,
         "webhook_max_retries": webhook_max_retries,
         "webhook_timeout": webhook_timeout,

@@ -41,6 +41,7 @@ from chalicelib.adapters.postgres.jsontext import dumps
 from chalicelib.adapters.postgres.rows import (
     finish_params,
 )
+from chalicelib.adapters.postgres.sent_finish import FinishSender, SentFinish
 from chalicelib.adapters.postgres.sessions import TCP_TIMEOUT_SECONDS, connection_options, snapshot
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.adapters.postgres.tenants import TenantQueries
@@ -125,6 +126,7 @@ class Store(
         self._q = {**queries(), "list_tasks_anywhere": read_both(queries()["list_tasks"])}
         self._early = EarlyInsert(self._q["submit_lock"], self._q["insert_task_now"], prepare=prepare)
         self._claim = DirectStatement("tasklane_claim", self._q["claim"], prepare=prepare)
+        self._finish_sender = FinishSender(self._pool, self._ensure_open, self._q["finish"], prepare=prepare)
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -248,6 +250,13 @@ class Store(
             return []
         with self.connection() as conn:
             return self._finish(conn, outcomes, actor)
+
+    def send_finish(self, outcomes: Sequence[Outcome], *, actor: str) -> SentFinish | None:
+        """``finish``'s statement written now, its answer left for ``SentFinish.recorded``
+        on another thread (``sent_finish.py``); None when it cannot go that way."""
+        if not outcomes:
+            return None
+        return self._finish_sender.send(finish_params(outcomes, actor, **self._webhook))
 
     def _finish(self, conn: psycopg.Connection[Row], outcomes: Sequence[Outcome], actor: str) -> list[Recorded]:
         params = finish_params(outcomes, actor, **self._webhook)

@@ -1,0 +1,112 @@
+"""A batch's finish statement written by the drain loop, its answer read by the
+drain's recorder thread (``SentFinish``).
+
+Why: the drain loop hands a batch's outcomes to its recorder thread, so that the
+finish and its commit overlap the loop's next claim.  Waking that thread cost the
+finish 0.17-0.24 ms before its statement even left, at 200 tasks/s on our 2-core VM:
+the woken thread then waited for the GIL while the loop went on to its next wait
+(issue 14, round 19).  That delay was the largest step between a task's executor
+ending and its ``finished_at``, the statement's ``now()``.
+
+So the loop writes the statement itself, through libpq directly (``direct.Prepared``,
+as the claim: a few tens of µs), and hands over only the reading of its answer.  The
+statement is one implicit transaction (its Sync), which commits on the server whether
+or not its answer has been read yet.  The connection is the pool's, checked out by
+the loop and put back by the reader; nothing else uses it in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Transformer
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from chalicelib.adapters.postgres.direct import Prepared, Unsuitable, leave_pipeline, send, synced
+from chalicelib.core.records import Recorded
+from chalicelib.observability.log import logger
+
+Row = dict[str, Any]
+
+# How long the loop waits for a free connection of the pool before it leaves the whole
+# finish to the recorder thread instead (which waits for one as long as it takes).
+CHECKOUT_SECONDS = 0.05
+
+
+class FinishSender:
+    """``send`` writes the finish statement on a connection of ``pool``."""
+
+    def __init__(self, pool: ConnectionPool[Any], ensure_open: Callable[[], None], sql: str, *, prepare: bool) -> None:
+        self._pool = pool
+        self._ensure_open = ensure_open
+        self._statement = Prepared("tasklane_finish", sql, prepare=prepare)
+
+    def send(self, params: Mapping[str, Any]) -> SentFinish | None:
+        """The statement written with its Sync; None when it cannot go this way (a value
+        libpq's text form cannot carry, no free connection, or the write failed): the
+        caller then records the ordinary way, which reports what went wrong."""
+        try:
+            values = self._statement.values(params)
+        except Unsuitable:
+            return None
+        try:
+            self._ensure_open()
+            conn = self._pool.getconn(timeout=CHECKOUT_SECONDS)
+        except (PoolTimeout, psycopg.Error):
+            return None
+        try:
+            conn.pgconn.enter_pipeline_mode()
+            preparing = self._statement.queue(conn, values)
+            conn.pgconn.pipeline_sync()
+            send(conn.pgconn)
+        except (psycopg.Error, OSError):
+            leave_pipeline(conn)
+            self._pool.putconn(conn)
+            return None
+        return SentFinish(self._pool, self._statement, conn, preparing)
+
+
+class SentFinish:
+    """A finish statement on its way; ``recorded`` reads its answer (once, on any
+    thread) and gives the connection back to the pool."""
+
+    def __init__(
+        self, pool: ConnectionPool[Any], statement: Prepared, conn: psycopg.Connection[Any], preparing: bool
+    ) -> None:
+        self._pool = pool
+        self._statement = statement
+        self._conn = conn
+        self._preparing = preparing
+
+    def recorded(self) -> list[Recorded] | None:
+        """The tasks the statement changed (``Store.finish``'s answer); None when it
+        failed, for the caller to record the ordinary way (whether an answer lost with
+        its connection had committed is unknown: a second finish then matches none of
+        those tasks, which the caller reports as lost leases, as after any such
+        failure).  The connection goes back to the pool either way (closed when its
+        state is unknown: ``leave_pipeline``)."""
+        conn = self._conn
+        try:
+            try:
+                res, error = self._statement.take(conn, self._preparing)
+                synced(conn)
+            finally:
+                leave_pipeline(conn)
+            if error is not None:
+                raise error
+            tx = Transformer.from_context(conn)
+            tx.set_pgresult(res)
+            names = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
+            rows: list[Row] = tx.load_rows(0, res.ntuples, lambda values: dict(zip(names, values, strict=True)))
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.errors.InvalidSqlStatementName):
+                self._statement.lost(conn)  # a DISCARD ALL: prepared again at the next send
+            elif isinstance(exc, psycopg.errors.DuplicatePreparedStatement):
+                self._statement.held(conn)
+            logger.info("sent finish failed; recording again", extra={"error": str(exc).strip()[:200]})
+            return None
+        finally:
+            self._pool.putconn(conn)
+        return [Recorded.from_row(r) for r in rows]

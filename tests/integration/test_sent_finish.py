@@ -1,0 +1,118 @@
+"""A batch's finish statement written by the drain loop and read by its recorder thread
+(``adapters/postgres/sent_finish.py``, issue 14 round 19): what it records, and that a
+failed one leaves the pool whole and the outcome recorded the ordinary way."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from chalicelib.container import Container
+from chalicelib.core.model import Outcome, Status
+from chalicelib.services.drain import Drainer
+from chalicelib.services.submit import submit
+from tests.helpers import drain_once, request, wait_for
+
+TENANT = "sent-finish"
+
+
+def _claimed(rt: Container) -> tuple[str, str]:
+    task = submit(rt, TENANT, request()).task
+    token = uuid.uuid4().hex
+    assert [c.id for c in rt.store.claim([task.id], token, 60, actor="t")] == [task.id]
+    return task.id, token
+
+
+def _all_back(rt: Container) -> bool:
+    stats = rt.store._pool.get_stats()
+    return bool(stats["pool_available"] == stats["pool_size"])
+
+
+def test_a_sent_finish_records_on_another_thread_and_gives_its_connection_back(
+    make_rt: Callable[..., Container],
+) -> None:
+    rt = make_rt()
+    task_id, token = _claimed(rt)
+    sent = rt.store.send_finish([Outcome(task_id, token, Status.COMPLETED, result_json='{"ok":1}')], actor="t")
+    assert sent is not None
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.append(sent.recorded()))
+    reader.start()
+    reader.join(10)
+    assert [r.id for r in got[0]] == [task_id] and got[0][0].status is Status.COMPLETED
+    task = rt.store.get_task(TENANT, task_id)
+    assert task is not None and task.status is Status.COMPLETED and task.result == {"ok": 1}
+    assert _all_back(rt)
+    # A stale token's outcome changes nothing, as through ``finish``.
+    again = rt.store.send_finish([Outcome(task_id, token, Status.FAILED, error="late")], actor="t")
+    assert again is not None and again.recorded() == []
+    assert _all_back(rt)
+
+
+def test_a_finish_the_server_refuses_answers_none_and_leaves_the_pool_whole(
+    make_rt: Callable[..., Container],
+) -> None:
+    rt = make_rt()
+    task_id, token = _claimed(rt)
+    # Not JSON: tasklane_finish's cast of the result fails, and the statement with it.
+    sent = rt.store.send_finish([Outcome(task_id, token, Status.COMPLETED, result_json="{not json")], actor="t")
+    assert sent is not None and sent.recorded() is None
+    assert _all_back(rt)
+    task = rt.store.get_task(TENANT, task_id)
+    assert task is not None and task.status is Status.PROCESSING
+    # The pool's connections still work, the statement's session state included.
+    for _ in range(rt.store._pool.get_stats()["pool_size"] + 1):
+        task_id, token = _claimed(rt)
+        ok = rt.store.send_finish([Outcome(task_id, token, Status.COMPLETED, result_json="1")], actor="t")
+        assert ok is not None and [r.id for r in ok.recorded() or []] == [task_id]
+
+
+class _Doomed:
+    """The sender's pool, whose first check-out hands over a connection whose backend
+    was terminated (and is gone) first."""
+
+    def __init__(self, pool: Any, database_url: str) -> None:
+        self._pool = pool
+        self._url = database_url
+        self.killed: list[int] = []
+
+    def getconn(self, *args: Any, **kw: Any) -> Any:
+        conn = self._pool.getconn(*args, **kw)
+        if not self.killed:
+            pid = conn.info.backend_pid
+            with psycopg.connect(self._url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                wait_for(
+                    lambda: admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None,
+                    timeout=10,
+                )
+            self.killed.append(pid)
+        return conn
+
+    def putconn(self, conn: Any) -> None:
+        self._pool.putconn(conn)
+
+
+def test_the_drainer_records_the_ordinary_way_when_its_sent_finish_is_lost(
+    make_rt: Callable[..., Container], database_url: str
+) -> None:
+    """The backend the finish was written to is gone before it could run: the recorder
+    finds no answer, finishes the task on another connection, and nothing is lost."""
+    rt = make_rt()
+    doomed = _Doomed(rt.store._pool, database_url)
+    rt.store._finish_sender._pool = doomed  # type: ignore[assignment]
+    task = submit(rt, TENANT, request()).task
+    drainer = Drainer(rt, name="sent-lost")
+    try:
+        stats = drain_once(rt, drainer=drainer)
+    finally:
+        drainer.close()
+    assert doomed.killed, "no finish went to the sender's pool"
+    assert stats["completed"] == 1 and stats["lease_lost"] == 0 and not stats["errors"]
+    got = rt.store.get_task(TENANT, task.id)
+    assert got is not None and got.status is Status.COMPLETED
+    assert _all_back(rt)
