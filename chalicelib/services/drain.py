@@ -144,7 +144,7 @@ class Drainer:
                 if len(ids) == asked:
                     # More is probably waiting: let an idle peer start on it now.
                     self.rt.queue.wake()
-                self.sizer.observe(asked, len(ids), self._run_batch(ids, stats))
+                self.sizer.observe(asked, len(ids), self._run_batch(ids, stats, send_finish=dry))
                 failures = 0
             except UnavailableError as exc:
                 # PostgreSQL or Redis is away.  Ids already moved to the lease set stay
@@ -194,13 +194,21 @@ class Drainer:
                 stats.errors.append(str(exc))
                 logger.warning("outcomes not recorded; the sweeper will rescue them", extra={"error": str(exc)})
 
-    def _run_batch(self, names: dict[str, str], stats: DrainStats) -> float:
+    def _run_batch(self, names: dict[str, str], stats: DrainStats, *, send_finish: bool = False) -> float:
         """``names`` maps the claimed ids to their task type (as Redis knows it).
         Returns the seconds the batch's tasks ran (0.0 if none did): what the batch
         sizer goes by.  Not the claim statement or the wait for the previous batch's
         recording: on a fresh connection those took 50-120 ms on a busy 2-core machine,
         the sizer read them as slow tasks, and each drainer ramped 10, 29, 139, 500
-        instead of 10, 80, 500 (issue 14, round 11)."""
+        instead of 10, 80, 500 (issue 14, round 11).
+
+        ``send_finish``: the claim found the queue dry, so the batch's finish statement
+        leaves from this thread at once and the recorder only reads its answer.  Handing
+        the whole finish over cost it 0.15-0.24 ms before it left (the recorder's
+        wake-up, then its wait for the GIL: ``sent_finish.py``).  After a full claim the
+        loop's next claim counts more, and the recorder takes the whole finish as before
+        (encoding and sending a large batch's outcomes here cost 2 drainers 2-3 % of
+        their rate in 10 alternating pairs, issue 14 round 19)."""
         s = self.rt.settings
         token = next(self._tokens)
         ids = list(names)
@@ -246,10 +254,7 @@ class Drainer:
         ran = time.monotonic() - started
         self._wait_recording(stats)
         if outcomes:
-            # The statement leaves now, from this thread; the recorder reads its answer.
-            # Handing it over whole cost each finish 0.17-0.24 ms before the statement left
-            # (waking that thread, which then waited for the GIL: sent_finish.py).
-            sent = self.rt.store.send_finish(outcomes, actor=self.name)
+            sent = self.rt.store.send_finish(outcomes, actor=self.name) if send_finish else None
             self._recording.append(
                 self._recorder.submit(self._finish_batch, outcomes, names, tenants, claimed_at, stats, sent)
             )
