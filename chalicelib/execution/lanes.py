@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from chalicelib.core.model import Claimed
@@ -44,8 +45,11 @@ class Item:
 class BatchState:
     """The queue the lanes share, and how many tasks are not finished yet."""
 
-    def __init__(self, items: list[Item]) -> None:
+    def __init__(self, items: list[Item], send_last: Callable[[list[Item]], None] | None = None) -> None:
         self.items = items
+        # Called on the lane that decides the batch's last outcome, with the decided items
+        # not handed over yet, before the supervisor wakes (``BatchRunner.run``'s on_last).
+        self.send_last = send_last
         self.queue: deque[Item] = deque(items)
         self.remaining = len(items)
         self.lock = threading.Lock()
@@ -92,4 +96,19 @@ def lane(state: BatchState) -> None:
                 continue
             item.value = value
             item.error = error
-            state.finish(item)
+            if state.send_last is None or state.remaining > 1:
+                state.finish(item)
+                continue
+            # The batch's last outcome: decided now (no timeout can take it) and taken
+            # with the others not handed over (nor can the early hand-over), but the
+            # batch counts as finished, and the supervisor wakes, only once they are sent.
+            item.done = True
+            taken = state.take_decided()
+        try:
+            state.send_last(taken)
+        except BaseException:  # noqa: BLE001 - left to the supervisor's collection instead
+            for i in taken:
+                i.handed_over = False
+        with state.lock:
+            state.remaining -= 1
+            state.wake.set()

@@ -22,7 +22,7 @@ from chalicelib.container import Container
 from chalicelib.core.batchsize import BatchSizer
 from chalicelib.core.errors import QueueError, StoreError, UnavailableError
 from chalicelib.core.ids import lease_tokens
-from chalicelib.core.model import Outcome, QueueEntry, Status
+from chalicelib.core.model import Claimed, Outcome, QueueEntry, Status
 from chalicelib.core.records import Recorded
 from chalicelib.execution.runner import BatchRunner
 from chalicelib.observability import metrics
@@ -200,15 +200,7 @@ class Drainer:
         sizer goes by.  Not the claim statement or the wait for the previous batch's
         recording: on a fresh connection those took 50-120 ms on a busy 2-core machine,
         the sizer read them as slow tasks, and each drainer ramped 10, 29, 139, 500
-        instead of 10, 80, 500 (issue 14, round 11).
-
-        ``send_finish``: the claim found the queue dry, so the batch's finish statement
-        leaves from this thread at once and the recorder only reads its answer.  Handing
-        the whole finish over cost it 0.15-0.24 ms before it left (the recorder's
-        wake-up, then its wait for the GIL: ``sent_finish.py``).  After a full claim the
-        loop's next claim counts more, and the recorder takes the whole finish as before
-        (encoding and sending a large batch's outcomes here cost 2 drainers 2-3 % of
-        their rate in 10 alternating pairs, issue 14 round 19)."""
+        instead of 10, 80, 500 (issue 14, round 11).  ``send_finish``: see ``_run``."""
         s = self.rt.settings
         token = next(self._tokens)
         ids = list(names)
@@ -230,6 +222,30 @@ class Drainer:
         if not batch:
             return 0.0
         names.update({t.id: t.name for t in batch})
+        return self._run(batch, token, names, claimed_at, stats, send_finish)
+
+    def _run(
+        self,
+        batch: list[Claimed],
+        token: str,
+        names: dict[str, str],
+        claimed_at: float,
+        stats: DrainStats,
+        send_finish: bool,
+    ) -> float:
+        """Run a claimed batch and hand its outcomes to the recorder; the seconds it ran.
+
+        ``send_finish``: the claim found the queue dry, so the batch's finish statement
+        leaves at once, from the lane thread that decides its last outcome (this thread
+        when the supervisor decided it), and the recorder only reads its answer
+        (``sent_finish.py``).  Handing the whole finish to the recorder cost it 0.15-0.24
+        ms before it left (the recorder's wake-up, then its wait for the GIL); sent from
+        this thread, woken by the lane, its statement started 0.12-0.13 ms after the send
+        against 0.02-0.04 from the lane (this thread's Python went on beside the backend
+        it had just woken), at 200 tasks/s on our 2-core VM (issue 14, round 19).  After a full claim the loop's next claim
+        counts more, and the recorder takes the whole finish: encoding and sending a
+        large batch's outcomes on this thread cost 2 drainers 2-3 % of their rate."""
+        s = self.rt.settings
         tenants = {t.id: t.tenant for t in batch}
 
         def heartbeat(still_running: list[str]) -> set[str]:
@@ -247,16 +263,27 @@ class Drainer:
                 self._recorder.submit(self._finish_batch, outcomes, names, tenants, claimed_at, stats)
             )
 
+        sent: list[tuple[list[Outcome], SentFinish | None]] = []
+
+        def send_last(outcomes: list[Outcome]) -> None:  # on the lane's thread
+            sent.append((outcomes, self.rt.store.send_finish(outcomes, actor=self.name)))
+
         started = time.monotonic()
         outcomes = self.runner.run(
-            batch, token, heartbeat=heartbeat, heartbeat_every=s.lease_seconds / 3, on_outcomes=record_early
+            batch,
+            token,
+            heartbeat=heartbeat,
+            heartbeat_every=s.lease_seconds / 3,
+            on_outcomes=record_early,
+            on_last=send_last if send_finish else None,
         )
         ran = time.monotonic() - started
         self._wait_recording(stats)
-        if outcomes:
-            sent = self.rt.store.send_finish(outcomes, actor=self.name) if send_finish else None
+        if outcomes:  # not sent by a lane: a full claim, or the supervisor decided the last
+            sent.append((outcomes, self.rt.store.send_finish(outcomes, actor=self.name) if send_finish else None))
+        for done, statement in sent:
             self._recording.append(
-                self._recorder.submit(self._finish_batch, outcomes, names, tenants, claimed_at, stats, sent)
+                self._recorder.submit(self._finish_batch, done, names, tenants, claimed_at, stats, statement)
             )
         return ran
 

@@ -245,6 +245,61 @@ def test_every_outcome_leaves_the_batch_exactly_once() -> None:
     assert len(early) == len(set(early)) and not set(early) & set(rest)
 
 
+def _last_run(*batch: Claimed, on_last: Any) -> tuple[list[tuple[float, list[str]]], dict[str, Any]]:
+    """Runs ``batch`` with an early sink and ``on_last``; returns what the early sink got
+    and the outcomes returned."""
+    runner = BatchRunner(registry(), RetryPolicy(base_seconds=2, jitter=0), concurrency=4, max_result_bytes=1000)
+    handed: list[tuple[float, list[str]]] = []
+    try:
+        outs = runner.run(
+            list(batch),
+            "tok",
+            heartbeat=lambda ids: set(),
+            heartbeat_every=10.0,
+            on_outcomes=lambda got: handed.append((0.0, [o.id for o in got])),
+            on_last=on_last,
+        )
+    finally:
+        runner.close()
+    return handed, {o.id: o for o in outs}
+
+
+def test_the_lane_that_decides_the_last_outcome_passes_it_on_before_the_batch_ends() -> None:
+    caller = threading.get_ident()
+    seen: list[tuple[int, list[str], list[Status]]] = []
+
+    def on_last(got: list[Any]) -> None:
+        seen.append((threading.get_ident(), [o.id for o in got], [o.status for o in got]))
+
+    batch = [Claimed(f"id-{i}", "t", "ok", "normal", {"p": i}, 1, 3, 5) for i in range(20)]
+    handed, rest = _last_run(*batch, claimed("retry"), on_last=on_last)
+    assert len(seen) == 1 and seen[0][0] != caller  # once, on a lane's thread
+    last = seen[0][1]
+    early = [i for _, ids in handed for i in ids]
+    # Every outcome leaves the batch once: early, by the last lane, or returned (none).
+    assert rest == {}
+    assert sorted(early + last) == sorted([f"id-{i}" for i in range(20)] + ["id-retry"])
+    assert len(set(early + last)) == 21
+    assert "id-retry" in early + last
+
+
+def test_an_on_last_that_raises_leaves_its_outcomes_to_the_batch_end() -> None:
+    def on_last(got: list[Any]) -> None:
+        raise RuntimeError("could not send")
+
+    handed, rest = _last_run(claimed("ok"), on_last=on_last)
+    assert handed == [] and set(rest) == {"id-ok"} and rest["id-ok"].status is Status.COMPLETED
+
+
+def test_a_last_task_that_times_out_is_decided_by_the_supervisor_and_returned() -> None:
+    calls: list[list[str]] = []
+    started = time.monotonic()
+    _, rest = _last_run(claimed("hang", timeout=0.2), on_last=lambda got: calls.append([o.id for o in got]))
+    assert time.monotonic() - started < HANG_SECONDS
+    assert calls == [] and set(rest) == {"id-hang"}
+    assert rest["id-hang"].status is Status.PENDING and rest["id-hang"].error_type == "TimeoutError"
+
+
 def test_a_lone_task_is_never_handed_over_early() -> None:
     handed, rest, _ = _early_run(claimed("ok"))
     assert handed == [] and set(rest) == {"id-ok"}
