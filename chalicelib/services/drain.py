@@ -242,9 +242,10 @@ class Drainer:
         ms before it left (the recorder's wake-up, then its wait for the GIL); sent from
         this thread, woken by the lane, its statement started 0.12-0.13 ms after the send
         against 0.02-0.04 from the lane (this thread's Python went on beside the backend
-        it had just woken), at 200 tasks/s on our 2-core VM (issue 14, round 19).  After a full claim the loop's next claim
-        counts more, and the recorder takes the whole finish: encoding and sending a
-        large batch's outcomes on this thread cost 2 drainers 2-3 % of their rate."""
+        it had just woken), at 200 tasks/s on our 2-core VM (issue 14, round 19).  After
+        a full claim the loop's next claim counts more, and the recorder takes the whole
+        finish: encoding and sending a large batch's outcomes on this thread cost 2
+        drainers 2-3 % of their rate."""
         s = self.rt.settings
         tenants = {t.id: t.tenant for t in batch}
 
