@@ -125,9 +125,19 @@ class Prepared:
     ) -> pq.abc.PGresult:
         """Send the statement and a Sync in one write (inside ``pipeline``) and return its
         result once the Sync's answer is read too; an error is raised then."""
+        return self.answer(conn, self.sent(conn, values, binary=binary))
+
+    def sent(self, conn: psycopg.Connection[Any], values: list[bytes | None], *, binary: bool = False) -> bool:
+        """The statement and a Sync written in one write (in pipeline mode), the answer
+        left for ``answer`` (with what this returns: whether a Parse went first)."""
         preparing = self.queue(conn, values, binary=binary)
         conn.pgconn.pipeline_sync()
         send(conn.pgconn)
+        return preparing
+
+    def answer(self, conn: psycopg.Connection[Any], preparing: bool) -> pq.abc.PGresult:
+        """The result of a statement ``sent``, once the Sync's answer is read too; an
+        error is raised then."""
         res, error = self.take(conn, preparing)
         synced(conn)
         if error is not None:
@@ -135,21 +145,41 @@ class Prepared:
         return res
 
 
+def session_lost(conn: psycopg.Connection[Any], statements: Sequence[Prepared], exc: psycopg.Error) -> bool:
+    """Whether ``exc`` says the session lacks ``statements`` (``DISCARD ALL``) or holds one
+    already (bookkeeping lost); the bookkeeping is put right either way.  Neither error
+    leaves anything committed."""
+    if isinstance(exc, psycopg.errors.InvalidSqlStatementName):
+        for statement in statements:
+            statement.lost(conn)
+        return True
+    if isinstance(exc, psycopg.errors.DuplicatePreparedStatement):
+        for statement in statements:
+            if statement.name.decode() in str(exc):
+                statement.held(conn)
+        return True
+    return False
+
+
 def retrying(conn: psycopg.Connection[Any], statements: Sequence[Prepared], run: Callable[[], Any]) -> Any:
-    """``run()``, again after the session turned out to lack ``statements`` (``DISCARD
-    ALL``) or to hold one already (bookkeeping lost: each such error names one, so a run
-    per statement at most); neither error leaves anything committed."""
+    """``run()``, again after the session turned out to lack ``statements`` or to hold
+    one already (``session_lost``; each such error names one, so a run per statement at
+    most)."""
     for _ in statements:
         try:
             return run()
-        except psycopg.errors.InvalidSqlStatementName:
-            for statement in statements:
-                statement.lost(conn)
-        except psycopg.errors.DuplicatePreparedStatement as exc:
-            for statement in statements:
-                if statement.name.decode() in str(exc):
-                    statement.held(conn)
+        except psycopg.Error as exc:
+            if not session_lost(conn, statements, exc):
+                raise
     return run()
+
+
+def dict_rows(conn: psycopg.Connection[Any], res: pq.abc.PGresult) -> list[Row]:
+    """``res``'s rows as dicts, loaded by psycopg's loaders for ``conn``."""
+    tx = Transformer.from_context(conn)
+    tx.set_pgresult(res)
+    names = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
+    return tx.load_rows(0, res.ntuples, lambda values: dict(zip(names, values, strict=True)))
 
 
 class DirectStatement:
@@ -171,10 +201,7 @@ class DirectStatement:
     def _rows(self, conn: psycopg.Connection[Any], values: list[bytes | None]) -> list[Row]:
         with pipeline(conn):
             res = self._statement.result(conn, values)
-        tx = Transformer.from_context(conn)
-        tx.set_pgresult(res)
-        names = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
-        return tx.load_rows(0, res.ntuples, lambda values: dict(zip(names, values, strict=True)))
+        return dict_rows(conn, res)
 
 
 @contextmanager

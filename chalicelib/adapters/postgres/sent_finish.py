@@ -21,14 +21,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Transformer
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from chalicelib.adapters.postgres.direct import Prepared, Unsuitable, leave_pipeline, send, synced
+from chalicelib.adapters.postgres.direct import Prepared, Unsuitable, dict_rows, leave_pipeline, session_lost
 from chalicelib.core.records import Recorded
 from chalicelib.observability.log import logger
-
-Row = dict[str, Any]
 
 # How long the loop waits for a free connection of the pool before it leaves the whole
 # finish to the recorder thread instead (which waits for one as long as it takes).
@@ -58,9 +55,7 @@ class FinishSender:
             return None
         try:
             conn.pgconn.enter_pipeline_mode()
-            preparing = self._statement.queue(conn, values)
-            conn.pgconn.pipeline_sync()
-            send(conn.pgconn)
+            preparing = self._statement.sent(conn, values)
         except (psycopg.Error, OSError):
             leave_pipeline(conn)
             self._pool.putconn(conn)
@@ -90,21 +85,12 @@ class SentFinish:
         conn = self._conn
         try:
             try:
-                res, error = self._statement.take(conn, self._preparing)
-                synced(conn)
+                res = self._statement.answer(conn, self._preparing)
             finally:
                 leave_pipeline(conn)
-            if error is not None:
-                raise error
-            tx = Transformer.from_context(conn)
-            tx.set_pgresult(res)
-            names = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
-            rows: list[Row] = tx.load_rows(0, res.ntuples, lambda values: dict(zip(names, values, strict=True)))
+            rows = dict_rows(conn, res)
         except psycopg.Error as exc:
-            if isinstance(exc, psycopg.errors.InvalidSqlStatementName):
-                self._statement.lost(conn)  # a DISCARD ALL: prepared again at the next send
-            elif isinstance(exc, psycopg.errors.DuplicatePreparedStatement):
-                self._statement.held(conn)
+            session_lost(conn, [self._statement], exc)  # a DISCARD ALL: prepared again next time
             logger.info("sent finish failed; recording again", extra={"error": str(exc).strip()[:200]})
             return None
         finally:
