@@ -8,7 +8,9 @@ argument; tests build their own instead of patching.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from chalicelib.adapters.aws.secrets import database_url, with_secrets
 from chalicelib.adapters.postgres.store import Store
@@ -20,6 +22,8 @@ from chalicelib.core.retry import RetryPolicy
 from chalicelib.execution.remote import registry_for
 from chalicelib.tasktypes import Registry
 from chalicelib.tasktypes.loading import load_task_types, task_limits
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -69,23 +73,14 @@ class Container:
     def pusher(self, on_error: OnError) -> BackgroundPusher:
         """The process's background pusher for this queue (``submit_push=background``),
         started on first use; ``on_error`` reports a push that failed."""
-        with _lock:
-            if self._pusher is None:
-                self._pusher = BackgroundPusher(self.queue, on_error)
-            return self._pusher
+        return self._once("_pusher", lambda: BackgroundPusher(self.queue, on_error))
 
     def unawaited_push(self, on_error: OnError) -> UnawaitedPush:
         """The process's unawaited pusher of lone tasks (``submit_push=background``); what
         it does not take, or cannot confirm, goes to ``pusher(on_error)``."""
-        found = self._unawaited
-        if found is None:
-            with _lock:
-                found = self._unawaited
-                if found is None:
-                    found = self._unawaited = UnawaitedPush(
-                        self.queue, lambda tasks: self.pusher(on_error).push(tasks), on_error
-                    )
-        return found
+        return self._once(
+            "_unawaited", lambda: UnawaitedPush(self.queue, lambda tasks: self.pusher(on_error).push(tasks), on_error)
+        )
 
     def read_push_replies(self) -> None:
         """Read the replies to unawaited pushes already in (never waits)."""
@@ -94,12 +89,18 @@ class Container:
 
     def held_push(self) -> HeldPush:
         """The process's inline pusher of lone tasks (``submit_push=inline``)."""
-        found = self._held_push
+        return self._once("_held_push", lambda: HeldPush(self.queue))
+
+    def _once(self, attr: str, build: Callable[[], T]) -> T:
+        """The pusher kept in ``attr``, built on first use by one thread (double-checked:
+        a submit's path takes no lock once it exists)."""
+        found: T | None = getattr(self, attr)
         if found is None:
             with _lock:
-                found = self._held_push
+                found = getattr(self, attr)
                 if found is None:
-                    found = self._held_push = HeldPush(self.queue)
+                    found = build()
+                    setattr(self, attr, found)
         return found
 
     def flush_pushes(self, timeout: float = 5.0) -> bool:
