@@ -116,3 +116,26 @@ def test_the_drainer_records_the_ordinary_way_when_its_sent_finish_is_lost(
     got = rt.store.get_task(TENANT, task.id)
     assert got is not None and got.status is Status.COMPLETED
     assert _all_back(rt)
+
+
+def test_a_session_that_lost_its_prepared_finish_is_prepared_again(make_rt: Callable[..., Container]) -> None:
+    """Every idle connection's session is told it holds the statement when it does not
+    (a DISCARD ALL behind the pool's back): each such send answers None, and its session
+    prepares the statement afresh at its next use."""
+    rt = make_rt()
+    task_id, token = _claimed(rt)
+    statement = rt.store._finish_sender._statement
+    idle = list(rt.store._pool._pool)
+    assert idle
+    for conn in idle:
+        statement.held(conn)
+    outcome = Outcome(task_id, token, Status.COMPLETED, result_json="1")
+    answers = []
+    for _ in range(len(idle) + 1):
+        sent = rt.store.send_finish([outcome], actor="t")
+        assert sent is not None
+        answers.append(sent.recorded())
+        if answers[-1] is not None:
+            break
+    assert answers[0] is None and [r.id for r in answers[-1] or []] == [task_id]
+    assert _all_back(rt)
