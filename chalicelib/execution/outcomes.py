@@ -9,6 +9,9 @@ from chalicelib.core.errors import SNOOZED, RetryableError, Snooze, TaskCancelle
 from chalicelib.core.model import Claimed, Outcome, Status
 from chalicelib.core.retry import RetryPolicy, describe, is_permanent
 
+# json.dumps with options builds an encoder per call; one built once encodes the same.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def failure_outcome(
     policy: RetryPolicy, task_id: str, token: str, attempts: int, max_retries: int, exc: BaseException
@@ -67,7 +70,7 @@ class Outcomes:
 
     def _completed(self, task: Claimed, token: str, value: Any) -> Outcome:
         try:
-            result_json = json.dumps(value, separators=(",", ":"))
+            result_json = _compact(value)
         except (TypeError, ValueError) as err:
             return Outcome(task.id, token, Status.FAILED, error=f"result is not JSON: {err}", error_type="ResultError")
         if len(result_json) > self.max_result_bytes:
