@@ -10,8 +10,10 @@ BLPOP on the wake list returned; the claim's start when it did not block), when 
 Redis claim script answered and when the claim statement committed.  A wait armed
 ahead of the claim (one partition, the loop's held connection) answers together with
 the claim script: the wake is stamped when both replies are in, so the wake-up step
-holds the claim script and the claim script step is 0.  The executor
-returns those stamps in its result, so the bench reads them from PostgreSQL."""
+holds the claim script and the claim script step is 0.  A claim the loop writes and a
+lane reads (``adapters/postgres/sent_claim.py``) is stamped when the lane has its rows.
+The executor returns those stamps in its result, so the bench reads them from
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ import sys
 import time
 from typing import Any
 
+from chalicelib.adapters.postgres.sent_claim import SentClaim
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.adapters.redis.queue import Queue
+from chalicelib.core.model import Claimed
 from chalicelib.tasktypes import TaskContext, registry
 
 # task id -> {"wake": ..., "script": ..., "commit": ...} (epoch seconds)
@@ -31,6 +35,7 @@ ARMED = -1.0
 
 def _instrument() -> None:
     wait_for_work, redis_claim, store_claim = Queue.wait_for_work, Queue.claim, Store.claim
+    sent_batch = SentClaim.batch
 
     def timed_wait(self: Queue, timeout: float, **kw: Any) -> bool | None:
         woke = wait_for_work(self, timeout, **kw)
@@ -59,9 +64,20 @@ def _instrument() -> None:
                 _STAMPS[i]["commit"] = end
         return rows
 
+    def timed_sent_claim(self: SentClaim) -> list[Claimed]:
+        # A claim the loop wrote and a lane read (after a dry claim): stamped when the
+        # lane has its rows, on its way to running the first of them.
+        batch = sent_batch(self)
+        end = time.time()
+        for task in batch:
+            if task.id in _STAMPS:
+                _STAMPS[task.id]["commit"] = end
+        return batch
+
     Queue.wait_for_work = timed_wait  # type: ignore[method-assign]
     Queue.claim = timed_redis_claim  # type: ignore[method-assign]
     Store.claim = timed_store_claim  # type: ignore[method-assign]
+    SentClaim.batch = timed_sent_claim  # type: ignore[method-assign]
 
 
 @registry.task("bench_stamp")

@@ -45,7 +45,12 @@ class Item:
 class BatchState:
     """The queue the lanes share, and how many tasks are not finished yet."""
 
-    def __init__(self, items: list[Item], send_last: Callable[[list[Item]], None] | None = None) -> None:
+    def __init__(
+        self,
+        items: list[Item],
+        send_last: Callable[[list[Item]], None] | None = None,
+        wake: threading.Event | None = None,
+    ) -> None:
         self.items = items
         # Called on the lane that decides the batch's last outcome, with the decided items
         # not handed over yet, before the supervisor wakes (``BatchRunner.run``'s on_last).
@@ -55,7 +60,7 @@ class BatchState:
         self.lock = threading.Lock()
         # Set after the last task, and by the first task decided since the supervisor
         # last took the decided ones (``decided_since``): at most one wake-up per look.
-        self.wake = threading.Event()
+        self.wake = wake if wake is not None else threading.Event()
         self.decided_since: float | None = None
 
     def finish(self, item: Item) -> None:

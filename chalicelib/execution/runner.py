@@ -12,6 +12,7 @@ into an ``Outcome`` to ``outcomes``.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,12 +29,19 @@ from chalicelib.tasktypes.context import NO_PORTS, TaskContext, TaskPorts
 Heartbeat = Callable[[list[str]], set[str]]
 # Receives outcomes decided before the rest of their batch (see ``BatchRunner.run``).
 OutcomeSink = Callable[[list[Outcome]], None]
+LastSink = Callable[[list[Item]], None]
 
 # How long a decided outcome waits for its batch's other tasks before it is handed
 # over on its own.  A batch of quick tasks ends within this and is recorded with one
 # statement, as before; a quick task beside a slow one is recorded ~this much after
 # it ends instead of when the slow one does.
 HAND_OVER_AFTER_SECONDS = 0.005
+
+# How often a thread in ``run_read`` looks for the batch a lane reads.  The lane does
+# not wake it for the batch (woken beside the task's start, it would compete for the
+# GIL with it): it wakes at the batch's end, at its first decided outcome, or by this,
+# and then supervises.  A longer task is supervised from this long after its start.
+LAUNCH_LOOK_SECONDS = 0.05
 
 
 class BatchRunner:
@@ -79,15 +87,73 @@ class BatchRunner:
         The rest are returned."""
         items, outcomes = self._prepare(batch, token)
         if items:
-            last = None if on_last is None else (lambda taken: on_last(self._collect(taken, token)))
-            state = BatchState(items, last)
+            state = BatchState(items, self._last(on_last, token))
             self._start_lanes(state, min(self.concurrency, len(items)))
-            early = None
-            if on_outcomes is not None:
-                early = _Early(on_outcomes, lambda decided: self._collect(decided, token))
-            self._supervise(state, [t.id for t in batch], heartbeat, heartbeat_every, early)
-            outcomes.extend(self._collect([i for i in items if not i.handed_over], token))
+            self._supervised(state, batch, token, heartbeat, heartbeat_every, on_outcomes, outcomes)
         return outcomes
+
+    def run_read(
+        self,
+        read: Callable[[], Sequence[Claimed]],
+        token: str,
+        *,
+        heartbeat: Heartbeat,
+        heartbeat_every: float,
+        on_outcomes: OutcomeSink | None = None,
+        on_last: OutcomeSink | None = None,
+    ) -> tuple[list[Claimed], list[Outcome]]:
+        """``run`` for the batch ``read()`` returns, and that batch: ``read`` is called on
+        a lane, which starts the batch's other lanes and then runs tasks itself, so the
+        first task starts on the thread that read its claim, without a wake-up of
+        another thread in between (``adapters/postgres/sent_claim.py``).  This thread
+        waits, and raises what ``read`` raised."""
+        launch = _Launch()
+        self._pool.submit(self._launched, launch, read, token, self._last(on_last, token))
+        state = launch.wait()
+        if state is not None:
+            self._supervised(state, launch.batch, token, heartbeat, heartbeat_every, on_outcomes, launch.outcomes)
+        return launch.batch, launch.outcomes
+
+    def _launched(
+        self, launch: _Launch, read: Callable[[], Sequence[Claimed]], token: str, last: LastSink | None
+    ) -> None:
+        """``run_read``'s lane: read the batch, publish it, start the other lanes, run."""
+        try:
+            batch = list(read())
+            items, outcomes = self._prepare(batch, token)
+        except BaseException as exc:  # noqa: BLE001 - raised again on the supervising thread
+            launch.failed(exc)
+            return
+        state = BatchState(items, last, launch.wake) if items else None
+        # Published before the other lanes start: the supervisor may replace the pool
+        # only once a task it can see overran, and none has started yet.
+        pool = self._pool
+        launch.publish(batch, outcomes, state)
+        if state is not None:
+            for _ in range(min(self.concurrency, len(items)) - 1):
+                pool.submit(lane, state)
+            lane(state)
+
+    def _last(self, on_last: OutcomeSink | None, token: str) -> LastSink | None:
+        return None if on_last is None else (lambda taken: on_last(self._collect(taken, token)))
+
+    def _supervised(
+        self,
+        state: BatchState,
+        batch: Sequence[Claimed],
+        token: str,
+        heartbeat: Heartbeat,
+        heartbeat_every: float,
+        on_outcomes: OutcomeSink | None,
+        outcomes: list[Outcome],
+    ) -> None:
+        """Supervise ``state`` until its batch is decided; its outcomes not handed over
+        (early, or by ``on_last``) are added to ``outcomes``."""
+        early = None
+        if on_outcomes is not None:
+            early = _Early(on_outcomes, lambda decided: self._collect(decided, token))
+        self._supervise(state, [t.id for t in batch], heartbeat, heartbeat_every, early)
+        outcomes.extend(self._collect([i for i in state.items if not i.handed_over], token))
 
     def _prepare(self, batch: Sequence[Claimed], token: str) -> tuple[list[Item], list[Outcome]]:
         """An ``Item`` per task with a registered type; an outcome for the others."""
@@ -220,3 +286,34 @@ class _Early:
             taken = state.take_decided()
         if taken:
             self.sink(self.collect(taken))
+
+
+class _Launch:
+    """What ``run_read``'s lane found: its batch, or the error reading it raised."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()  # the batch's ``BatchState.wake`` too
+        self.ready = False
+        self.batch: list[Claimed] = []
+        self.outcomes: list[Outcome] = []
+        self.state: BatchState | None = None
+        self.error: BaseException | None = None
+
+    def publish(self, batch: list[Claimed], outcomes: list[Outcome], state: BatchState | None) -> None:
+        self.batch, self.outcomes, self.state = batch, outcomes, state
+        self.ready = True
+        if state is None:
+            self.wake.set()  # nothing to run: nothing else would wake the supervisor
+
+    def failed(self, error: BaseException) -> None:
+        self.error = error
+        self.ready = True
+        self.wake.set()
+
+    def wait(self) -> BatchState | None:
+        """The published batch's state (None: nothing to run), or the error raised."""
+        while not self.ready:
+            self.wake.wait(LAUNCH_LOOK_SECONDS)
+        if self.error is not None:
+            raise self.error
+        return self.state

@@ -60,6 +60,27 @@ class DrainStats:
         }
 
 
+class _Claim:
+    """One claim's lease token, the ids' task types and tenants, and when it was read."""
+
+    def __init__(self, rt: Container, token: str, names: dict[str, str]) -> None:
+        self.rt = rt
+        self.token = token
+        self.names = names
+        self.tenants: dict[str, str] = {}
+        self.claimed_at = 0.0
+
+    def took(self, batch: list[Claimed]) -> list[Claimed]:
+        """``batch``, the claim's answer, with its parents' results where it needs them
+        (on whichever thread read the answer; the loop waits for it)."""
+        if any(t.has_parents for t in batch):
+            batch = dependencies.with_parent_results(self.rt, batch)
+        self.claimed_at = time.monotonic()
+        self.tenants.update({t.id: t.tenant for t in batch})
+        self.names.update({t.id: t.name for t in batch})
+        return batch
+
+
 def worker_id() -> str:
     return f"drain:{socket.gethostname()}:{os.getpid()}"
 
@@ -200,40 +221,52 @@ class Drainer:
         sizer goes by.  Not the claim statement or the wait for the previous batch's
         recording: on a fresh connection those took 50-120 ms on a busy 2-core machine,
         the sizer read them as slow tasks, and each drainer ramped 10, 29, 139, 500
-        instead of 10, 80, 500 (issue 14, round 11).  ``send_finish``: see ``_run``."""
+        instead of 10, 80, 500 (issue 14, round 11).
+
+        ``send_finish``: the claim that found these ids also found the queue dry, so
+        the next claim can wait.  Then the claim statement is written here and its rows
+        read by the lane that runs the first task (``sent_claim.py``), and the batch's
+        finish statement leaves from the lane that decides its last outcome (``_run``)."""
         s = self.rt.settings
-        token = next(self._tokens)
+        claim = _Claim(self.rt, next(self._tokens), names)
         ids = list(names)
-        batch = self.rt.store.claim(ids, token, s.lease_seconds, actor=self.name, held=self._held_pg)
-        if any(t.has_parents for t in batch):
-            batch = dependencies.with_parent_results(self.rt, batch)
-        claimed_at = time.monotonic()
+        store = self.rt.store
+        if send_finish:
+            sent = store.send_claim(ids, claim.token, s.lease_seconds, actor=self.name, held=self._held_pg)
+            if sent is not None:
+                batch, ran = self._run(claim, stats, send_finish, read=lambda: claim.took(sent.batch()))
+                self._tally(claim, batch, ids, stats)
+                return ran
+        batch = claim.took(store.claim(ids, claim.token, s.lease_seconds, actor=self.name, held=self._held_pg))
+        self._tally(claim, batch, ids, stats)
+        if not batch:
+            return 0.0
+        return self._run(claim, stats, send_finish, batch=batch)[1]
+
+    def _tally(self, claim: _Claim, batch: list[Claimed], ids: list[str], stats: DrainStats) -> None:
+        """Count a claim, and let go of the ids it did not claim."""
         metrics.log_claimed(self.name, batch)
         stats.batches += 1
         stats.claimed += len(batch)
-        claimed_ids = {t.id for t in batch}
-        stale = [i for i in ids if i not in claimed_ids]
+        stale = [i for i in ids if i not in claim.tenants]
         if stale:
             # Duplicates, cancelled, finished, paused or expired tasks: nothing to run,
             # drop the lease entry; those past their deadline are finalised now.  (A
             # tenant running slot one took, if any, frees itself at the lease deadline.)
-            self.rt.queue.ack(stale, names=names)
+            self.rt.queue.ack(stale, names=claim.names)
             stats.expired += deadlines.expire_refused(self.rt, stale, actor=self.name)
-        if not batch:
-            return 0.0
-        names.update({t.id: t.name for t in batch})
-        return self._run(batch, token, names, claimed_at, stats, send_finish)
 
     def _run(
         self,
-        batch: list[Claimed],
-        token: str,
-        names: dict[str, str],
-        claimed_at: float,
+        claim: _Claim,
         stats: DrainStats,
         send_finish: bool,
-    ) -> float:
-        """Run a claimed batch and hand its outcomes to the recorder; the seconds it ran.
+        *,
+        batch: list[Claimed] | None = None,
+        read: Callable[[], list[Claimed]] | None = None,
+    ) -> tuple[list[Claimed], float]:
+        """Run a claimed batch (``batch``, or what ``read()`` returns, on a lane) and
+        hand its outcomes to the recorder; the batch and the seconds it ran.
 
         ``send_finish``: the claim found the queue dry, so the batch's finish statement
         leaves at once, from the lane thread that decides its last outcome (this thread
@@ -247,7 +280,7 @@ class Drainer:
         finish: encoding and sending a large batch's outcomes on this thread cost 2
         drainers 2-3 % of their rate."""
         s = self.rt.settings
-        tenants = {t.id: t.tenant for t in batch}
+        token, names, tenants = claim.token, claim.names, claim.tenants
 
         def heartbeat(still_running: list[str]) -> set[str]:
             try:
@@ -261,7 +294,7 @@ class Drainer:
         def record_early(outcomes: list[Outcome]) -> None:
             # In order on the one recorder thread, behind the previous batch's outcomes.
             self._recording.append(
-                self._recorder.submit(self._finish_batch, outcomes, names, tenants, claimed_at, stats)
+                self._recorder.submit(self._finish_batch, outcomes, names, tenants, claim.claimed_at, stats)
             )
 
         sent: list[tuple[list[Outcome], SentFinish | None]] = []
@@ -269,24 +302,26 @@ class Drainer:
         def send_last(outcomes: list[Outcome]) -> None:  # on the lane's thread
             sent.append((outcomes, self.rt.store.send_finish(outcomes, actor=self.name)))
 
+        every, last = s.lease_seconds / 3, send_last if send_finish else None
         started = time.monotonic()
-        outcomes = self.runner.run(
-            batch,
-            token,
-            heartbeat=heartbeat,
-            heartbeat_every=s.lease_seconds / 3,
-            on_outcomes=record_early,
-            on_last=send_last if send_finish else None,
-        )
-        ran = time.monotonic() - started
+        if read is not None:
+            batch, outcomes = self.runner.run_read(
+                read, token, heartbeat=heartbeat, heartbeat_every=every, on_outcomes=record_early, on_last=last
+            )
+            started = claim.claimed_at  # the tasks ran from when the lane had the rows
+        else:
+            outcomes = self.runner.run(
+                batch or [], token, heartbeat=heartbeat, heartbeat_every=every, on_outcomes=record_early, on_last=last
+            )
+        ran = time.monotonic() - started if batch else 0.0
         self._wait_recording(stats)
         if outcomes:  # not sent by a lane: a full claim, or the supervisor decided the last
             sent.append((outcomes, self.rt.store.send_finish(outcomes, actor=self.name) if send_finish else None))
         for done, statement in sent:
             self._recording.append(
-                self._recorder.submit(self._finish_batch, done, names, tenants, claimed_at, stats, statement)
+                self._recorder.submit(self._finish_batch, done, names, tenants, claim.claimed_at, stats, statement)
             )
-        return ran
+        return batch or [], ran
 
     def _finish_batch(
         self,

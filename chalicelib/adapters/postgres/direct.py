@@ -203,6 +203,36 @@ class DirectStatement:
             res = self._statement.result(conn, values)
         return dict_rows(conn, res)
 
+    def send(self, conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> Callable[[], list[Row]] | None:
+        """``rows`` in two halves: the statement written now, and what reads its rows,
+        which may run on another thread (one at a time: ``conn`` is the caller's until
+        then).  None, with nothing sent, for parameters only ``rows`` can carry."""
+        try:
+            values = self._statement.values(params)
+        except Unsuitable:
+            return None
+        conn.pgconn.enter_pipeline_mode()
+        try:
+            preparing = self._statement.sent(conn, values)
+        except BaseException:
+            leave_pipeline(conn)
+            raise
+
+        def read() -> list[Row]:
+            try:
+                try:
+                    res = self._statement.answer(conn, preparing)
+                finally:
+                    leave_pipeline(conn)
+            except psycopg.Error as exc:
+                if not session_lost(conn, [self._statement], exc):
+                    raise
+                # Refused before it ran (the session lacked the statement): once more.
+                return self.rows(conn, params)
+            return dict_rows(conn, res)
+
+        return read
+
 
 @contextmanager
 def pipeline(conn: psycopg.Connection[Any]) -> Iterator[None]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -41,6 +41,7 @@ from chalicelib.adapters.postgres.jsontext import dumps
 from chalicelib.adapters.postgres.rows import (
     finish_params,
 )
+from chalicelib.adapters.postgres.sent_claim import SentClaim
 from chalicelib.adapters.postgres.sent_finish import FinishSender, SentFinish
 from chalicelib.adapters.postgres.sessions import TCP_TIMEOUT_SECONDS, connection_options, snapshot
 from chalicelib.adapters.postgres.sqlfile import queries
@@ -243,6 +244,17 @@ class Store(
         with self.connection(held) as conn:
             rows = self._claim.rows(conn, params)  # libpq directly: the hot path (direct.py)
         return [Claimed.from_row(r) for r in in_given_order(rows, ids)]
+
+    def send_claim(
+        self, ids: Sequence[str], token: str, lease_seconds: float, *, actor: str, held: HeldConnection | None = None
+    ) -> SentClaim | None:
+        """``claim``'s statement written now, its rows left for ``SentClaim.batch`` on
+        another thread (``sent_claim.py``); None, with nothing sent, when it cannot go
+        that way (``claim`` then)."""
+        params = {"ids": id_array(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
+        with ExitStack() as stack:
+            read = self._claim.send(stack.enter_context(self.connection(held)), params)
+            return None if read is None else SentClaim(stack.pop_all(), read, list(ids))
 
     def finish(self, outcomes: Sequence[Outcome], *, actor: str) -> list[Recorded]:
         """Record outcomes; returns the tasks that changed (the others lost their lease)."""
