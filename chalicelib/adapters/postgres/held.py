@@ -13,7 +13,8 @@ once (``putconn`` rolls it back or replaces it, as for any caller) and the next 
 checks out another.  A statement is not retried on another connection: whether a
 claim that failed mid-way committed is unknown, and its ids stay in Redis's lease set
 for the sweeper, as before.  The store translates errors (``Store.connection``).  Not
-thread-safe: one thread only.
+thread-safe: one thread at a time (the loop, and between a claim it sends and the end
+of that claim's read, the lane that reads it: ``sent_claim.py``).
 """
 
 from __future__ import annotations
