@@ -344,7 +344,7 @@ SPLIT = (
     ("split_loop_p50_ms", "wake", "script_start"),  # mark_alive, back to the claim
     ("split_claim_script_p50_ms", "script_start", "script"),  # the Redis claim script
     ("split_claim_commit_p50_ms", "script", "commit"),  # the claim UPDATE + events, committed
-    ("split_handoff_p50_ms", "commit", "t1"),  # rows to Claimed, a lane picks the task up
+    ("split_handoff_p50_ms", "commit", "t1"),  # rows read -> the executor (on the reading lane after a dry claim)
     ("split_finish_p50_ms", "t1", "finished"),  # the executor's start -> the finish statement's now()
 )
 

@@ -157,7 +157,7 @@ def test_render_has_every_section_and_the_ratio_direction() -> None:
     assert "### Goals" in text and "### Hardware baselines" in text
     assert "| drain, 2 drainers / workers (tasks/s) | 10,500 | 500 | 5,000 | 21.0x | 2.1x |" in text
     assert "failed: procrastinate/single" in text
-    assert "| claim UPDATE committed (with any wait for the submit's commit) | 0.61 | n/a |" in text
+    assert "| claim UPDATE committed, its rows read (with any wait for the submit's commit) | 0.61 | n/a |" in text
     assert "| e2e latency at 200/s after a burst, p50 / p99 (ms) | 2.60 / 6.00 |" in text
 
 
