@@ -44,6 +44,16 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 20.0, interval: flo
     return last
 
 
+def terminate_backend(pid: int, database_url: str) -> None:
+    """End the PostgreSQL backend ``pid`` (a connection of ours) and wait until it is gone."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_for(
+            lambda: admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None,
+            timeout=10,
+        )
+
+
 def request(name: str = "noop", payload: dict[str, Any] | None = None, **kw: Any) -> TaskRequest:
     return TaskRequest(
         name=name,

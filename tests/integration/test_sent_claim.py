@@ -7,21 +7,32 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
 import pytest
 
+from chalicelib.adapters.postgres.held import HeldConnection
 from chalicelib.adapters.postgres.store import Store
 from chalicelib.container import Container
 from chalicelib.core.errors import UnavailableError
 from chalicelib.core.model import Status
-from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit
-from tests.helpers import drain_once, request, wait_for
+from tests.helpers import drain_once, request, terminate_backend
 
 TENANT = "sent-claim"
+
+
+@pytest.fixture
+def held(make_rt: Callable[..., Container]) -> Iterator[tuple[Container, HeldConnection]]:
+    """A runtime and a connection of its store's pool held as the drain loop holds one."""
+    rt = make_rt()
+    kept = rt.store.hold_connection()
+    assert kept is not None
+    try:
+        yield rt, kept
+    finally:
+        kept.close()
 
 
 def _read_elsewhere(read: Callable[[], Any]) -> Any:
@@ -43,82 +54,56 @@ def _outcome(read: Callable[[], Any]) -> tuple[Any, BaseException | None]:
 
 
 def test_a_sent_claim_is_read_on_another_thread_and_the_held_connection_stays(
-    make_rt: Callable[..., Container],
+    held: tuple[Container, HeldConnection],
 ) -> None:
-    rt = make_rt()
-    held = rt.store.hold_connection()
-    assert held is not None
-    try:
-        ids = [submit(rt, TENANT, request()).task.id for _ in range(3)]
-        token = str(uuid.uuid4())
-        order = [ids[2], ids[0], str(uuid.uuid4()), ids[1]]  # one id no task has
-        sent = rt.store.send_claim(order, token, 60, actor="t", held=held)
-        assert sent is not None
-        batch = _read_elsewhere(sent.batch)
-        assert [t.id for t in batch] == [ids[2], ids[0], ids[1]] and all(t.attempts == 1 for t in batch)
-        for task_id in ids:
-            task = rt.store.get_task(TENANT, task_id)
-            assert task is not None and task.status is Status.PROCESSING
-        with held.connection() as kept:
-            pid = kept.info.backend_pid
-        # The same connection claims again, the ordinary way and sent.
-        more = submit(rt, TENANT, request()).task.id
-        again = rt.store.send_claim([more], str(uuid.uuid4()), 60, actor="t", held=held)
-        assert again is not None and [t.id for t in again.batch()] == [more]
-        with held.connection() as kept:
-            assert kept.info.backend_pid == pid
-    finally:
-        held.close()
+    rt, kept = held
+    ids = [submit(rt, TENANT, request()).task.id for _ in range(3)]
+    order = [ids[2], ids[0], str(uuid.uuid4()), ids[1]]  # one id no task has
+    sent = rt.store.send_claim(order, str(uuid.uuid4()), 60, actor="t", held=kept)
+    assert sent is not None
+    batch = _read_elsewhere(sent.batch)
+    assert [t.id for t in batch] == [ids[2], ids[0], ids[1]] and all(t.attempts == 1 for t in batch)
+    for task_id in ids:
+        task = rt.store.get_task(TENANT, task_id)
+        assert task is not None and task.status is Status.PROCESSING
+    with kept.connection() as conn:
+        pid = conn.info.backend_pid
+    # The same connection claims again.
+    more = submit(rt, TENANT, request()).task.id
+    again = rt.store.send_claim([more], str(uuid.uuid4()), 60, actor="t", held=kept)
+    assert again is not None and [t.id for t in again.batch()] == [more]
+    with kept.connection() as conn:
+        assert conn.info.backend_pid == pid
 
 
-def test_a_session_that_lost_its_prepared_claim_still_claims(make_rt: Callable[..., Container]) -> None:
+def test_a_session_that_lost_its_prepared_claim_still_claims(held: tuple[Container, HeldConnection]) -> None:
     """The session is told it holds the statement when it does not (a DISCARD ALL behind
     our back): the read finds it refused before it ran, and claims once more."""
-    rt = make_rt()
-    held = rt.store.hold_connection()
-    assert held is not None
-    try:
-        task_id = submit(rt, TENANT, request()).task.id
-        with held.connection() as conn:
-            conn.execute("DEALLOCATE ALL")
-            rt.store._claim._statement.held(conn)
-        sent = rt.store.send_claim([task_id], str(uuid.uuid4()), 60, actor="t", held=held)
-        assert sent is not None
-        assert [t.id for t in _read_elsewhere(sent.batch)] == [task_id]
-    finally:
-        held.close()
-
-
-def _terminate(conn: psycopg.Connection[Any], database_url: str) -> None:
-    pid = conn.info.backend_pid
-    with psycopg.connect(database_url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        wait_for(
-            lambda: admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None,
-            timeout=10,
-        )
+    rt, kept = held
+    task_id = submit(rt, TENANT, request()).task.id
+    with kept.connection() as conn:
+        conn.execute("DEALLOCATE ALL")
+        rt.store._claim._statement.held(conn)
+    sent = rt.store.send_claim([task_id], str(uuid.uuid4()), 60, actor="t", held=kept)
+    assert sent is not None
+    assert [t.id for t in _read_elsewhere(sent.batch)] == [task_id]
 
 
 def test_a_sent_claim_whose_backend_died_raises_unavailable_and_the_next_claim_works(
-    make_rt: Callable[..., Container], database_url: str
+    held: tuple[Container, HeldConnection], database_url: str
 ) -> None:
-    rt = make_rt()
-    held = rt.store.hold_connection()
-    assert held is not None
-    try:
-        task_id = submit(rt, TENANT, request()).task.id
-        with held.connection() as conn:
-            _terminate(conn, database_url)
-        with pytest.raises(UnavailableError):
-            sent = rt.store.send_claim([task_id], str(uuid.uuid4()), 60, actor="t", held=held)
-            assert sent is not None  # the write may still have gone; the read cannot
-            _read_elsewhere(sent.batch)
-        task = rt.store.get_task(TENANT, task_id)
-        assert task is not None and task.status is Status.QUEUED
-        sent = rt.store.send_claim([task_id], str(uuid.uuid4()), 60, actor="t", held=held)
-        assert sent is not None and [t.id for t in _read_elsewhere(sent.batch)] == [task_id]
-    finally:
-        held.close()
+    rt, kept = held
+    task_id = submit(rt, TENANT, request()).task.id
+    with kept.connection() as conn:
+        terminate_backend(conn.info.backend_pid, database_url)
+    with pytest.raises(UnavailableError):
+        sent = rt.store.send_claim([task_id], str(uuid.uuid4()), 60, actor="t", held=kept)
+        assert sent is not None  # the write may still have gone; the read cannot
+        _read_elsewhere(sent.batch)
+    task = rt.store.get_task(TENANT, task_id)
+    assert task is not None and task.status is Status.QUEUED
+    sent = rt.store.send_claim([task_id], str(uuid.uuid4()), 60, actor="t", held=kept)
+    assert sent is not None and [t.id for t in _read_elsewhere(sent.batch)] == [task_id]
 
 
 def test_the_drainer_runs_a_task_from_a_dry_claim_through_the_sent_claim(
@@ -137,11 +122,7 @@ def test_the_drainer_runs_a_task_from_a_dry_claim_through_the_sent_claim(
 
     monkeypatch.setattr(Store, "send_claim", spy)
     task = submit(rt, TENANT, request()).task
-    drainer = Drainer(rt, name="sent-claim")
-    try:
-        stats = drain_once(rt, drainer=drainer)
-    finally:
-        drainer.close()
+    stats = drain_once(rt)
     assert stats["completed"] == 1 and not stats["errors"]
     assert read_on and read_on[0] != threading.get_ident()  # a lane read it
     got = rt.store.get_task(TENANT, task.id)

@@ -9,13 +9,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
-
 from chalicelib.container import Container
 from chalicelib.core.model import Outcome, Status
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit
-from tests.helpers import drain_once, request, wait_for
+from tests.helpers import drain_once, request, terminate_backend
 
 TENANT = "sent-finish"
 
@@ -83,14 +81,8 @@ class _Doomed:
     def getconn(self, *args: Any, **kw: Any) -> Any:
         conn = self._pool.getconn(*args, **kw)
         if not self.killed:
-            pid = conn.info.backend_pid
-            with psycopg.connect(self._url, autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-                wait_for(
-                    lambda: admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None,
-                    timeout=10,
-                )
-            self.killed.append(pid)
+            terminate_backend(conn.info.backend_pid, self._url)
+            self.killed.append(conn.info.backend_pid)
         return conn
 
     def putconn(self, conn: Any) -> None:
