@@ -1,5 +1,5 @@
 """The claim waits for a submit still in flight (migration 0042), and stamps what it
-claims after the wait with the time it claims it (0043).
+claims after the wait (0043), or in its second look (0044), with the time it claims it.
 
 A single submit pushes its id to Redis while its INSERT and commit are still on their
 way, its transaction holding the id's key, ``pg_advisory_xact_lock(7301955,
@@ -26,7 +26,7 @@ from chalicelib.adapters.postgres.rows import one_task_params
 from chalicelib.adapters.postgres.sqlfile import queries
 from chalicelib.container import Container
 from chalicelib.core.model import Claimed, NewTask, Status
-from tests.helpers import claim_waiting_on_a_submit, wait_for
+from tests.helpers import claim_waiting_on_a_submit, query, wait_for
 
 TENANT = "claim-wait"
 BOUND = 2.0  # the wait's bound in the migration
@@ -218,6 +218,50 @@ def test_a_row_claimed_after_the_wait_is_stamped_when_it_is_claimed(database_url
         claimed = claim.result(timeout=5)
     pool.shutdown()
     assert sorted(c.id for c in claimed) == sorted([retry.id, task.id])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT t.run_at, t.started_at, t.lease_expires_at - t.started_at AS lease, e.at"
+            " FROM tasks t JOIN task_events e ON e.task_id = t.id AND e.to_status = 'PROCESSING'"
+            " WHERE t.id = %s",
+            (retry.id,),
+        ).fetchone()
+    assert row is not None
+    run_at, started_at, lease, at = row
+    assert started_at >= run_at and at >= run_at, row
+    assert lease.total_seconds() == 30
+
+
+def test_a_row_locked_by_the_claims_second_look_is_stamped_when_it_is_claimed(database_url: str, rt: Container) -> None:
+    """No submit in flight, but the claim's first statement blocks on another claimer's
+    row lock while a retry among its ids falls due and the sweeper promotes it: the
+    claim's second look (a new snapshot, migration 0042) locks the retry.  It is stamped
+    when it is claimed, not with the claim's transaction start, before it was due
+    (tests/fault/test_load_mix.py saw a retry 'start' 10.5 ms before its run_at; 0044)."""
+    retry, other = rt.store.insert_tasks([_new(), _new()], actor="t")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE tasks SET status = 'PENDING', enqueued_at = NULL, run_at = now() + interval '0.3 seconds'"
+            " WHERE id = %s",
+            (retry.id,),
+        )
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (other.id,))
+        pool, claim = _claiming(rt, [retry.id, other.id])
+        wait_for(
+            lambda: query(
+                database_url,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted",
+            )[0][0],
+            timeout=5,
+            interval=0.01,
+            message="the claim never waited for the row lock",
+        )
+        promoted = wait_for(lambda: rt.store.promote_due(limit=10), timeout=5, message="the retry promoted")
+        assert [r.id for r in promoted] == [retry.id]
+        holder.rollback()
+        claimed = claim.result(timeout=5)
+    pool.shutdown()
+    assert sorted(c.id for c in claimed) == sorted([retry.id, other.id])
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT t.run_at, t.started_at, t.lease_expires_at - t.started_at AS lease, e.at"
