@@ -20,6 +20,10 @@ from chalicelib.execution.attempt import run_attempt
 from chalicelib.tasktypes.catalog import Registered
 from chalicelib.tasktypes.context import TaskContext
 
+# Receives the decided items of a batch's last outcome (``BatchState.send_last``); may
+# return what its lane calls once the batch counts as finished.
+SendLast = Callable[[list["Item"]], Callable[[], object] | None]
+
 
 class Item:
     """One task of a batch on its way through a lane."""
@@ -48,12 +52,13 @@ class BatchState:
     def __init__(
         self,
         items: list[Item],
-        send_last: Callable[[list[Item]], None] | None = None,
+        send_last: SendLast | None = None,
         wake: threading.Event | None = None,
     ) -> None:
         self.items = items
         # Called on the lane that decides the batch's last outcome, with the decided items
-        # not handed over yet, before the supervisor wakes (``BatchRunner.run``'s on_last).
+        # not handed over yet, before the supervisor wakes (``BatchRunner.run``'s on_last);
+        # what it returns, that lane calls once the batch counts as finished.
         self.send_last = send_last
         self.queue: deque[Item] = deque(items)
         self.remaining = len(items)
@@ -109,11 +114,14 @@ def lane(state: BatchState) -> None:
             # batch counts as finished, and the supervisor wakes, only once they are sent.
             item.done = True
             taken = state.take_decided()
+        after: Callable[[], object] | None = None
         try:
-            state.send_last(taken)
+            after = state.send_last(taken)
         except BaseException:  # noqa: BLE001 - left to the supervisor's collection instead
             for i in taken:
                 i.handed_over = False
         with state.lock:
             state.remaining -= 1
             state.wake.set()
+        if after is not None:
+            after()

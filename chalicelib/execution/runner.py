@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from chalicelib.core.model import Claimed, Outcome
 from chalicelib.core.retry import RetryPolicy
-from chalicelib.execution.lanes import BatchState, Item, lane
+from chalicelib.execution.lanes import BatchState, Item, SendLast, lane
 from chalicelib.execution.outcomes import Outcomes
 from chalicelib.tasktypes.catalog import Registry
 from chalicelib.tasktypes.context import NO_PORTS, TaskContext, TaskPorts
@@ -29,7 +29,9 @@ from chalicelib.tasktypes.context import NO_PORTS, TaskContext, TaskPorts
 Heartbeat = Callable[[list[str]], set[str]]
 # Receives outcomes decided before the rest of their batch (see ``BatchRunner.run``).
 OutcomeSink = Callable[[list[Outcome]], None]
-LastSink = Callable[[list[Item]], None]
+# Receives a batch's last outcomes on the lane that decided them (``BatchRunner.run``'s
+# ``on_last``); may return what that lane calls once the batch counts as finished.
+LastSink = Callable[[list[Outcome]], Callable[[], object] | None]
 
 # How long a decided outcome waits for its batch's other tasks before it is handed
 # over on its own.  A batch of quick tasks ends within this and is recorded with one
@@ -73,7 +75,7 @@ class BatchRunner:
         heartbeat: Heartbeat,
         heartbeat_every: float,
         on_outcomes: OutcomeSink | None = None,
-        on_last: OutcomeSink | None = None,
+        on_last: LastSink | None = None,
     ) -> list[Outcome]:
         """Run ``batch`` (held under lease ``token``) and return one outcome per task.
 
@@ -84,7 +86,8 @@ class BatchRunner:
         ``on_last`` itself, before this thread wakes: the drainer sends their finish
         statement from there, without the lane's wake-up of this thread on the way
         (issue 14, round 19).  Should ``on_last`` raise, they are returned instead.
-        The rest are returned."""
+        What ``on_last`` returns, if anything, that lane calls once the batch counts as
+        finished (the drainer reads the finish's answer there).  The rest are returned."""
         items, outcomes = self._prepare(batch, token)
         if items:
             state = BatchState(items, self._last(on_last, token))
@@ -100,7 +103,7 @@ class BatchRunner:
         heartbeat: Heartbeat,
         heartbeat_every: float,
         on_outcomes: OutcomeSink | None = None,
-        on_last: OutcomeSink | None = None,
+        on_last: LastSink | None = None,
     ) -> tuple[list[Claimed], list[Outcome]]:
         """``run`` for the batch ``read()`` returns, and that batch: ``read`` is called on
         a lane, which starts the batch's other lanes and then runs tasks itself, so the
@@ -115,7 +118,7 @@ class BatchRunner:
         return launch.batch, launch.outcomes
 
     def _launched(
-        self, launch: _Launch, read: Callable[[], Sequence[Claimed]], token: str, last: LastSink | None
+        self, launch: _Launch, read: Callable[[], Sequence[Claimed]], token: str, last: SendLast | None
     ) -> None:
         """``run_read``'s lane: read the batch, publish it, start the other lanes, run."""
         try:
@@ -134,7 +137,7 @@ class BatchRunner:
                 pool.submit(lane, state)
             lane(state)
 
-    def _last(self, on_last: OutcomeSink | None, token: str) -> LastSink | None:
+    def _last(self, on_last: LastSink | None, token: str) -> SendLast | None:
         return None if on_last is None else (lambda taken: on_last(self._collect(taken, token)))
 
     def _supervised(

@@ -299,8 +299,12 @@ class Drainer:
 
         sent: list[tuple[list[Outcome], SentFinish | None]] = []
 
-        def send_last(outcomes: list[Outcome]) -> None:  # on the lane's thread
-            sent.append((outcomes, self.rt.store.send_finish(outcomes, actor=self.name)))
+        def send_last(outcomes: list[Outcome]) -> Callable[[], object] | None:  # on the lane's thread
+            statement = self.rt.store.send_finish(outcomes, actor=self.name)
+            sent.append((outcomes, statement))
+            # The lane reads the answer once the batch is done, so the connection is back in
+            # the pool without waiting behind the recorder's queue (sent_finish.py).
+            return None if statement is None else statement.recorded
 
         every, last = s.lease_seconds / 3, send_last if send_finish else None
         started = time.monotonic()

@@ -9,8 +9,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from chalicelib.container import Container
 from chalicelib.core.model import Outcome, Status
+from chalicelib.services import drain as drain_module
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit
 from tests.helpers import drain_once, request, terminate_backend
@@ -130,4 +133,54 @@ def test_a_session_that_lost_its_prepared_finish_is_prepared_again(make_rt: Call
         if answers[-1] is not None:
             break
     assert answers[0] is None and [r.id for r in answers[-1] or []] == [task_id]
+    assert _all_back(rt)
+
+
+def test_a_sent_finish_is_read_at_once_so_the_recorder_queue_never_waits_on_its_connection(
+    make_rt: Callable[..., Container], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool has one connection free.  The recorder is still on the first batch's job
+    when the second batch's lane sends its finish on that connection, and that job then
+    needs a connection.  Read only when the recorder reached it, the finish kept it for
+    the pool's timeout (the loop waits for the first job before it hands over the
+    second); the lane that sent it reads it as soon as its batch is done instead."""
+    rt = make_rt(pool_max_size=3)
+    rt.store._ensure_open()
+    rt.store._pool.timeout = 1.0
+    drainer = Drainer(rt, name="sent-read")
+    sends: list[object] = []
+    second_sent = threading.Event()
+    real_send = rt.store.send_finish
+
+    def counting_send(*args: Any, **kw: Any) -> Any:
+        statement = real_send(*args, **kw)
+        sends.append(statement)
+        if len(sends) == 2:
+            second_sent.set()
+        return statement
+
+    monkeypatch.setattr(rt.store, "send_finish", counting_send)
+    real_log = drain_module.metrics.log_finished
+    first_job = [True]
+
+    def slow_first_job(*args: Any, **kw: Any) -> Any:
+        if first_job[0]:
+            first_job[0] = False
+            submit(rt, TENANT, request())  # the second batch
+            assert second_sent.wait(10), "the second batch's finish was never sent"
+            rt.store.ping()  # a connection of the pool, as an outbox release takes one
+        return real_log(*args, **kw)
+
+    monkeypatch.setattr(drain_module.metrics, "log_finished", slow_first_job)
+    outside = rt.store._pool.getconn()  # with the drainer's held one: one left
+    try:
+        first = submit(rt, TENANT, request()).task
+        stats = drain_once(rt, drainer=drainer, seconds=5)
+    finally:
+        rt.store._pool.putconn(outside)
+        drainer.close()
+    assert all(s is not None for s in sends[:2]), "a finish did not go the sent way"
+    assert stats["completed"] == 2 and stats["lease_lost"] == 0 and not stats["errors"], stats
+    got = rt.store.get_task(TENANT, first.id)
+    assert got is not None and got.status is Status.COMPLETED
     assert _all_back(rt)

@@ -352,3 +352,22 @@ def test_parent_results_cross_the_lambda_boundary_only_for_tasks_with_parents() 
     event = event_for("noop", {"x": 1}, child)
     assert event["task"]["parent_results"] == {"a": 1}
     assert handle(event, None) == {"payload": {"x": 1}, "parents": {"a": 1}}
+
+
+def test_what_on_last_returns_its_lane_calls_once_the_batch_is_finished() -> None:
+    sent_on: list[int] = []
+    after: list[tuple[int, int]] = []
+    called = threading.Event()
+
+    def read_answer() -> None:
+        after.append((threading.get_ident(), len(sent_on)))
+        called.set()
+
+    def on_last(got: list[Any]) -> Any:
+        sent_on.append(threading.get_ident())
+        return read_answer
+
+    handed, rest = _last_run(claimed("ok"), on_last=on_last)
+    assert called.wait(5)
+    assert rest == {} and handed == []
+    assert after == [(sent_on[0], 1)]  # once, on the lane that sent, after the send

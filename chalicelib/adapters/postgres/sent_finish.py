@@ -17,6 +17,7 @@ the loop and put back by the reader; nothing else uses it in between.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -65,7 +66,15 @@ class FinishSender:
 
 class SentFinish:
     """A finish statement on its way; ``recorded`` reads its answer (once, on any
-    thread) and gives the connection back to the pool."""
+    thread; later calls get the same answer) and gives the connection back to the pool.
+
+    The lane that sent it reads it too, as soon as its batch counts as finished (the
+    drainer's ``send_last`` returns ``recorded``): the recorder thread reaches it only
+    after the jobs queued before it, and those may need a connection of the pool
+    themselves (an ordinary finish, an outbox release).  With this one held until the
+    recorder came to it, a small pool had none left for them: the drain loop waited for
+    those jobs and they for the pool's timeout, longer than a lease (issue 14, round 20;
+    tests/fault/test_dependency_race.py saw tasks run twice)."""
 
     def __init__(
         self, pool: ConnectionPool[Any], statement: Prepared, conn: psycopg.Connection[Any], preparing: bool
@@ -74,6 +83,9 @@ class SentFinish:
         self._statement = statement
         self._conn = conn
         self._preparing = preparing
+        self._lock = threading.Lock()
+        self._read = False
+        self._answer: list[Recorded] | None = None
 
     def recorded(self) -> list[Recorded] | None:
         """The tasks the statement changed (``Store.finish``'s answer); None when it
@@ -82,6 +94,13 @@ class SentFinish:
         those tasks, which the caller reports as lost leases, as after any such
         failure).  The connection goes back to the pool either way (closed when its
         state is unknown: ``leave_pipeline``)."""
+        with self._lock:
+            if not self._read:
+                self._read = True
+                self._answer = self._read_answer()
+            return self._answer
+
+    def _read_answer(self) -> list[Recorded] | None:
         conn = self._conn
         try:
             try:
