@@ -1,5 +1,6 @@
 """The claim waits for a submit still in flight (migration 0042), and stamps what it
-claims after the wait (0043), or in its second look (0044), with the time it claims it.
+claims after the wait (0043), or in its second look (0044), with the time it claims it,
+and leaves a row whose deadline passed before that time unclaimed (0045).
 
 A single submit pushes its id to Redis while its INSERT and commit are still on their
 way, its transaction holding the id's key, ``pg_advisory_xact_lock(7301955,
@@ -273,3 +274,45 @@ def test_a_row_locked_by_the_claims_second_look_is_stamped_when_it_is_claimed(da
     run_at, started_at, lease, at = row
     assert started_at >= run_at and at >= run_at, row
     assert lease.total_seconds() == 30
+
+
+def test_a_row_locked_before_the_second_look_is_not_claimed_past_its_deadline(database_url: str, rt: Container) -> None:
+    """The claim's first statement locks a row with a deadline, then waits for another
+    claimer's row lock until that deadline has passed; an id with no row sends it to a
+    second look, which claims at its own time (0044).  The row locked first is claimable
+    no longer: it is left for the drainer to expire, never started past its deadline
+    (tests/integration/test_deadlines.py saw one; 0045)."""
+    early, late = sorted(rt.store.insert_tasks([_new(), _new()], actor="t"), key=lambda t: t.id)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE tasks SET expires_at = now() + interval '0.3 seconds' WHERE id = %s", (early.id,))
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (late.id,))
+        pool, claim = _claiming(rt, [early.id, late.id, str(uuid.uuid4())])
+        wait_for(
+            lambda: query(
+                database_url,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted",
+            )[0][0],
+            timeout=5,
+            interval=0.01,
+            message="the claim never waited for the row lock",
+        )
+        wait_for(
+            lambda: query(database_url, "SELECT expires_at < clock_timestamp() FROM tasks WHERE id = %s", early.id)[0][
+                0
+            ],
+            timeout=5,
+            message="the deadline",
+        )
+        holder.rollback()
+        claimed = claim.result(timeout=5)
+    pool.shutdown()
+    assert [c.id for c in claimed] == [late.id]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        status, started = conn.execute("SELECT status, started_at FROM tasks WHERE id = %s", (early.id,)).fetchone()  # type: ignore[misc]
+        late_events = conn.execute(
+            "SELECT count(*) FROM task_events e JOIN tasks t ON t.id = e.task_id"
+            " WHERE e.to_status = 'PROCESSING' AND t.expires_at IS NOT NULL AND e.at >= t.expires_at"
+        ).fetchone()
+    assert (status, started) == ("QUEUED", None)
+    assert late_events == (0,)
