@@ -195,6 +195,54 @@ def test_a_repeatable_read_claim_does_not_wait(database_url: str, rt: Container)
         submit.rollback()
 
 
+def _due_in_a_moment(database_url: str, task_id: str) -> None:
+    """``task_id`` made a retry that falls due 0.3 s from now."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE tasks SET status = 'PENDING', enqueued_at = NULL, run_at = now() + interval '0.3 seconds'"
+            " WHERE id = %s",
+            (task_id,),
+        )
+
+
+def _assert_stamped_after_run_at(database_url: str, task_id: str) -> None:
+    """The task's start, its PROCESSING event and its lease: from its claim, after its run_at."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT t.run_at, t.started_at, t.lease_expires_at - t.started_at AS lease, e.at"
+            " FROM tasks t JOIN task_events e ON e.task_id = t.id AND e.to_status = 'PROCESSING'"
+            " WHERE t.id = %s",
+            (task_id,),
+        ).fetchone()
+    assert row is not None
+    run_at, started_at, lease, at = row
+    assert started_at >= run_at and at >= run_at, row
+    assert lease.total_seconds() == 30
+
+
+@contextmanager
+def _claim_blocked_on(rt: Container, database_url: str, ids: list[str], held: str) -> Iterator[Future[list[Claimed]]]:
+    """A claim of ``ids`` whose first statement waits for the row lock another transaction
+    holds on ``held``; the lock is let go when the block ends."""
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (held,))
+        pool, claim = _claiming(rt, ids)
+        try:
+            wait_for(
+                lambda: query(
+                    database_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+                )[0][0],
+                timeout=5,
+                interval=0.01,
+                message="the claim never waited for the row lock",
+            )
+            yield claim
+        finally:
+            holder.rollback()
+            claim.result(timeout=5)  # answered once the lock is gone
+            pool.shutdown()
+
+
 def test_a_row_claimed_after_the_wait_is_stamped_when_it_is_claimed(database_url: str, rt: Container) -> None:
     """A claim that waits for a submit in flight takes the rows that became claimable
     meanwhile: here a retry the sweeper promoted once it fell due.  Its start, its
@@ -202,12 +250,7 @@ def test_a_row_claimed_after_the_wait_is_stamped_when_it_is_claimed(database_url
     (which was before the retry was due: tests/fault/test_load_mix.py saw a retry
     'start' 1.7 ms before its run_at)."""
     [retry] = rt.store.insert_tasks([_new()], actor="t")
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE tasks SET status = 'PENDING', enqueued_at = NULL, run_at = now() + interval '0.3 seconds'"
-            " WHERE id = %s",
-            (retry.id,),
-        )
+    _due_in_a_moment(database_url, retry.id)
     task = _new()
     with _in_flight(database_url, task) as submit:
         pool, claim = _claiming(rt, [retry.id, task.id])
@@ -219,17 +262,7 @@ def test_a_row_claimed_after_the_wait_is_stamped_when_it_is_claimed(database_url
         claimed = claim.result(timeout=5)
     pool.shutdown()
     assert sorted(c.id for c in claimed) == sorted([retry.id, task.id])
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT t.run_at, t.started_at, t.lease_expires_at - t.started_at AS lease, e.at"
-            " FROM tasks t JOIN task_events e ON e.task_id = t.id AND e.to_status = 'PROCESSING'"
-            " WHERE t.id = %s",
-            (retry.id,),
-        ).fetchone()
-    assert row is not None
-    run_at, started_at, lease, at = row
-    assert started_at >= run_at and at >= run_at, row
-    assert lease.total_seconds() == 30
+    _assert_stamped_after_run_at(database_url, retry.id)
 
 
 def test_a_row_locked_by_the_claims_second_look_is_stamped_when_it_is_claimed(database_url: str, rt: Container) -> None:
@@ -239,41 +272,12 @@ def test_a_row_locked_by_the_claims_second_look_is_stamped_when_it_is_claimed(da
     when it is claimed, not with the claim's transaction start, before it was due
     (tests/fault/test_load_mix.py saw a retry 'start' 10.5 ms before its run_at; 0044)."""
     retry, other = rt.store.insert_tasks([_new(), _new()], actor="t")
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE tasks SET status = 'PENDING', enqueued_at = NULL, run_at = now() + interval '0.3 seconds'"
-            " WHERE id = %s",
-            (retry.id,),
-        )
-    with psycopg.connect(database_url) as holder:
-        holder.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (other.id,))
-        pool, claim = _claiming(rt, [retry.id, other.id])
-        wait_for(
-            lambda: query(
-                database_url,
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted",
-            )[0][0],
-            timeout=5,
-            interval=0.01,
-            message="the claim never waited for the row lock",
-        )
+    _due_in_a_moment(database_url, retry.id)
+    with _claim_blocked_on(rt, database_url, [retry.id, other.id], other.id) as claim:
         promoted = wait_for(lambda: rt.store.promote_due(limit=10), timeout=5, message="the retry promoted")
         assert [r.id for r in promoted] == [retry.id]
-        holder.rollback()
-        claimed = claim.result(timeout=5)
-    pool.shutdown()
-    assert sorted(c.id for c in claimed) == sorted([retry.id, other.id])
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT t.run_at, t.started_at, t.lease_expires_at - t.started_at AS lease, e.at"
-            " FROM tasks t JOIN task_events e ON e.task_id = t.id AND e.to_status = 'PROCESSING'"
-            " WHERE t.id = %s",
-            (retry.id,),
-        ).fetchone()
-    assert row is not None
-    run_at, started_at, lease, at = row
-    assert started_at >= run_at and at >= run_at, row
-    assert lease.total_seconds() == 30
+    assert sorted(c.id for c in claim.result()) == sorted([retry.id, other.id])
+    _assert_stamped_after_run_at(database_url, retry.id)
 
 
 def test_a_row_locked_before_the_second_look_is_not_claimed_past_its_deadline(database_url: str, rt: Container) -> None:
@@ -285,18 +289,7 @@ def test_a_row_locked_before_the_second_look_is_not_claimed_past_its_deadline(da
     early, late = sorted(rt.store.insert_tasks([_new(), _new()], actor="t"), key=lambda t: t.id)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE tasks SET expires_at = now() + interval '0.3 seconds' WHERE id = %s", (early.id,))
-    with psycopg.connect(database_url) as holder:
-        holder.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (late.id,))
-        pool, claim = _claiming(rt, [early.id, late.id, str(uuid.uuid4())])
-        wait_for(
-            lambda: query(
-                database_url,
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted",
-            )[0][0],
-            timeout=5,
-            interval=0.01,
-            message="the claim never waited for the row lock",
-        )
+    with _claim_blocked_on(rt, database_url, [early.id, late.id, str(uuid.uuid4())], late.id) as claim:
         wait_for(
             lambda: query(database_url, "SELECT expires_at < clock_timestamp() FROM tasks WHERE id = %s", early.id)[0][
                 0
@@ -304,10 +297,7 @@ def test_a_row_locked_before_the_second_look_is_not_claimed_past_its_deadline(da
             timeout=5,
             message="the deadline",
         )
-        holder.rollback()
-        claimed = claim.result(timeout=5)
-    pool.shutdown()
-    assert [c.id for c in claimed] == [late.id]
+    assert [c.id for c in claim.result()] == [late.id]
     with psycopg.connect(database_url, autocommit=True) as conn:
         status, started = conn.execute("SELECT status, started_at FROM tasks WHERE id = %s", (early.id,)).fetchone()  # type: ignore[misc]
         late_events = conn.execute(
