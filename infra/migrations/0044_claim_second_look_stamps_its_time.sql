@@ -1,4 +1,4 @@
--- A claim's second look stamps what it claims with the time it claims it (issue 14).
+-- A claim's second look claims at its own time, and not past a deadline (issue 14).
 --
 -- The claim's first statement locks the claimable rows of its ids in the snapshot of
 -- the transaction's start.  When it locked fewer rows than ids, a second look, in a new
@@ -12,9 +12,16 @@
 -- (tests/fault/test_load_mix.py saw 10.5 ms; test_claim_waits_for_submit reproduces it
 -- by holding a row lock for 0.3 s).
 --
--- The function is 0043's with one change: claim_time becomes clock_timestamp() when the
--- second look starts, whether or not a wait came first.  A claim that locks all its ids
--- in its first statement (nearly all) does what it did.
+-- So claim_time becomes clock_timestamp() when the second look starts, whether or not a
+-- wait came first.  The rows the first statement locked were checked against the
+-- transaction's start, though: one whose expires_at fell between the two would be
+-- claimed, and started, past its deadline (tests/integration/test_deadlines.py saw it;
+-- 0043 could do the same after a wait).  The second look keeps of those rows only the
+-- ones still before their deadline at its time; the others stay QUEUED, and the
+-- drainer, which finds them unclaimed, expires them (deadlines.expire_refused).
+--
+-- The function is 0043's with those two changes; a claim that locks all its ids in its
+-- first statement (nearly all) does what it did.
 -- shares advisory lock 7301955, * with migration 0042
 
 CREATE OR REPLACE FUNCTION tasklane_claim(claim_ids uuid[], claim_token uuid, lease_seconds float8,
@@ -108,6 +115,16 @@ BEGIN
             -- statement's own waits for row locks: what is claimed from here (the rows
             -- locked before too) is claimed now.
             claim_time := clock_timestamp();
+            -- The rows locked before were claimable at the transaction's start; those whose
+            -- deadline has passed since are not claimed now (they stay as they are, locked
+            -- until the commit, and the drainer expires them: deadlines.expire_refused).
+            IF locked IS NOT NULL THEN
+                SELECT array_agg(l.tid ORDER BY l.n), array_agg(l.status ORDER BY l.n)
+                INTO locked, was
+                FROM unnest(locked, was) WITH ORDINALITY AS l(tid, status, n)
+                JOIN tasks t ON t.ctid = l.tid
+                WHERE t.expires_at IS NULL OR t.expires_at > claim_time;
+            END IF;
             -- A new statement, so a new snapshot: the rows committed meanwhile, with the
             -- lock's conditions.  SKIP LOCKED: these rows are locked after others this
             -- call holds, out of id order, so waiting here could deadlock with a claimer

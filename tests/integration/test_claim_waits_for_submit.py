@@ -1,6 +1,6 @@
 """The claim waits for a submit still in flight (migration 0042), and stamps what it
 claims after the wait (0043), or in its second look (0044), with the time it claims it,
-and leaves a row whose deadline passed before that time unclaimed (0045).
+and leaves a row whose deadline passed before that time unclaimed (0044).
 
 A single submit pushes its id to Redis while its INSERT and commit are still on their
 way, its transaction holding the id's key, ``pg_advisory_xact_lock(7301955,
@@ -283,9 +283,9 @@ def test_a_row_locked_by_the_claims_second_look_is_stamped_when_it_is_claimed(da
 def test_a_row_locked_before_the_second_look_is_not_claimed_past_its_deadline(database_url: str, rt: Container) -> None:
     """The claim's first statement locks a row with a deadline, then waits for another
     claimer's row lock until that deadline has passed; an id with no row sends it to a
-    second look, which claims at its own time (0044).  The row locked first is claimable
+    second look, which claims at its own time.  The row locked first is claimable
     no longer: it is left for the drainer to expire, never started past its deadline
-    (tests/integration/test_deadlines.py saw one; 0045)."""
+    (tests/integration/test_deadlines.py saw one; 0044)."""
     early, late = sorted(rt.store.insert_tasks([_new(), _new()], actor="t"), key=lambda t: t.id)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE tasks SET expires_at = now() + interval '0.3 seconds' WHERE id = %s", (early.id,))
