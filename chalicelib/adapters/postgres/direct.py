@@ -135,6 +135,26 @@ class Prepared:
         send(conn.pgconn)
         return preparing
 
+    def send_apart(self, conn: psycopg.Connection[Any], values: list[bytes | None]) -> bool:
+        """``sent`` outside a ``pipeline`` block, its rows left for ``rows_apart`` (maybe on
+        another thread, the connection the reader's until then): pipeline mode is entered
+        for it, and left again if the write fails."""
+        conn.pgconn.enter_pipeline_mode()
+        try:
+            return self.sent(conn, values)
+        except BaseException:
+            leave_pipeline(conn)
+            raise
+
+    def rows_apart(self, conn: psycopg.Connection[Any], preparing: bool) -> list[Row]:
+        """The dict rows of a statement ``send_apart`` wrote; pipeline mode left either way
+        (the connection closed when its state is unknown: ``leave_pipeline``)."""
+        try:
+            res = self.answer(conn, preparing)
+        finally:
+            leave_pipeline(conn)
+        return dict_rows(conn, res)
+
     def answer(self, conn: psycopg.Connection[Any], preparing: bool) -> pq.abc.PGresult:
         """The result of a statement ``sent``, once the Sync's answer is read too; an
         error is raised then."""
@@ -211,25 +231,16 @@ class DirectStatement:
             values = self._statement.values(params)
         except Unsuitable:
             return None
-        conn.pgconn.enter_pipeline_mode()
-        try:
-            preparing = self._statement.sent(conn, values)
-        except BaseException:
-            leave_pipeline(conn)
-            raise
+        preparing = self._statement.send_apart(conn, values)
 
         def read() -> list[Row]:
             try:
-                try:
-                    res = self._statement.answer(conn, preparing)
-                finally:
-                    leave_pipeline(conn)
+                return self._statement.rows_apart(conn, preparing)
             except psycopg.Error as exc:
                 if not session_lost(conn, [self._statement], exc):
                     raise
                 # Refused before it ran (the session lacked the statement): once more.
                 return self.rows(conn, params)
-            return dict_rows(conn, res)
 
         return read
 

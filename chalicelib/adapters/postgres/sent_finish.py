@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from chalicelib.adapters.postgres.direct import Prepared, Unsuitable, dict_rows, leave_pipeline, session_lost
+from chalicelib.adapters.postgres.direct import Prepared, Unsuitable, session_lost
 from chalicelib.core.records import Recorded
 from chalicelib.observability.log import logger
 
@@ -55,10 +55,8 @@ class FinishSender:
         except (PoolTimeout, psycopg.Error):
             return None
         try:
-            conn.pgconn.enter_pipeline_mode()
-            preparing = self._statement.sent(conn, values)
+            preparing = self._statement.send_apart(conn, values)
         except (psycopg.Error, OSError):
-            leave_pipeline(conn)
             self._pool.putconn(conn)
             return None
         return SentFinish(self._pool, self._statement, conn, preparing)
@@ -103,11 +101,7 @@ class SentFinish:
     def _read_answer(self) -> list[Recorded] | None:
         conn = self._conn
         try:
-            try:
-                res = self._statement.answer(conn, self._preparing)
-            finally:
-                leave_pipeline(conn)
-            rows = dict_rows(conn, res)
+            rows = self._statement.rows_apart(conn, self._preparing)
         except psycopg.Error as exc:
             session_lost(conn, [self._statement], exc)  # a DISCARD ALL: prepared again next time
             logger.info("sent finish failed; recording again", extra={"error": str(exc).strip()[:200]})
