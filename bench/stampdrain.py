@@ -33,6 +33,14 @@ _last_wake = [0.0]
 ARMED = -1.0
 
 
+def _stamp_commit(ids: Any) -> None:
+    """When the claim of ``ids`` came back (its rows read), for the ids the Redis claim stamped."""
+    end = time.time()
+    for i in ids:
+        if i in _STAMPS:
+            _STAMPS[i]["commit"] = end
+
+
 def _instrument() -> None:
     wait_for_work, redis_claim, store_claim = Queue.wait_for_work, Queue.claim, Store.claim
     sent_batch = SentClaim.batch
@@ -58,20 +66,14 @@ def _instrument() -> None:
 
     def timed_store_claim(self: Store, ids: Any, token: str, lease_seconds: float, **kw: Any) -> Any:
         rows = store_claim(self, ids, token, lease_seconds, **kw)
-        end = time.time()
-        for i in ids:
-            if i in _STAMPS:
-                _STAMPS[i]["commit"] = end
+        _stamp_commit(ids)
         return rows
 
     def timed_sent_claim(self: SentClaim) -> list[Claimed]:
         # A claim the loop wrote and a lane read (after a dry claim): stamped when the
         # lane has its rows, on its way to running the first of them.
         batch = sent_batch(self)
-        end = time.time()
-        for task in batch:
-            if task.id in _STAMPS:
-                _STAMPS[task.id]["commit"] = end
+        _stamp_commit([task.id for task in batch])
         return batch
 
     Queue.wait_for_work = timed_wait  # type: ignore[method-assign]
