@@ -82,11 +82,6 @@ class Container:
             "_unawaited", lambda: UnawaitedPush(self.queue, lambda tasks: self.pusher(on_error).push(tasks), on_error)
         )
 
-    def read_push_replies(self) -> None:
-        """Read the replies to unawaited pushes already in (never waits)."""
-        if self._unawaited is not None:
-            self._unawaited.collect()
-
     def held_push(self) -> HeldPush:
         """The process's inline pusher of lone tasks (``submit_push=inline``)."""
         return self._once("_held_push", lambda: HeldPush(self.queue))

@@ -96,11 +96,27 @@ def test_a_thread_submitting_alone_writes_its_pushes_and_reads_the_replies_later
     assert {t.id for t in tasks} <= _ready_ids(rt)
 
 
+def test_a_submit_leaves_its_reply_for_the_next_push_to_read(make_rt: Callable[..., Container]) -> None:
+    """Not read after the commit (a poll and a read on the submit's path): the next push
+    reads it first, so the replies owed never pile up."""
+    rt = make_rt(submit_push="background")
+    unawaited = rt.unawaited_push(lambda count, exc: None)
+    tasks = [submit(rt, TENANT, request()).task]
+    for _ in range(3):
+        assert len(unawaited._owed) == 1  # this submit's own reply
+        assert unawaited._held is not None and unawaited._held.readable(5.0)  # it is in
+        tasks.append(submit(rt, TENANT, request()).task)
+    assert len(unawaited._owed) == 1 and rt._pusher is None
+    assert rt.flush_pushes(5.0) and not unawaited._owed
+    assert {t.id for t in tasks} <= _ready_ids(rt)
+
+
 def test_an_error_reply_to_an_unawaited_push_leaves_the_task_to_the_sweeper(
     make_rt: Callable[..., Container], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The reply is read after the commit; an error in it (here WRONGTYPE: the tenant's
-    ready key holds a string) is logged and the next push goes on as usual."""
+    """The reply is read before the next push or by a flush; an error in it (here
+    WRONGTYPE: the tenant's ready key holds a string) is logged and the next push goes
+    on as usual."""
     rt = make_rt(submit_push="background")
     first = submit(rt, TENANT, request()).task
     assert rt.flush_pushes(5.0) and first.id in _ready_ids(rt)

@@ -8,16 +8,20 @@ thread and passing the GIL back and forth cost a sequential submit 14-58 µs mor
 than this path in five runs, and in some blocks of them a fifth more time (issue 14,
 round 18; bench/RESULTS.md).
 
-Here the submitting thread writes the push itself (``PUSH_READY`` by EVALSHA, the
-script a lone push runs anyway), while the submit's commit is on its way, on a Redis
-connection of this object's, and does not wait for the reply: replies are read once
-they are in, after the commit or before the next push.  What a reply says is handled
-as the pusher thread would: NOSCRIPT (a script cache flushed under a live connection)
-hands those tasks to the pusher thread, whose script reloads itself; another error
-reply is logged and left to the sweeper's reconciliation, as for any failed push.
-(Waiting for the reply, as the inline push does, was faster for a submit alone on the
-machine, and slower over HTTP with the drainers running: the reply then competes with
-the drainer it wakes.)
+Here the submitting thread writes the push itself (``PUSH_READY`` by EVALSHA, the script
+a lone push runs anyway), while the submit's commit is on its way, on a Redis connection
+of this object's, and does not wait for the reply.  Replies are read before the next
+push, while that submit's commit is on its way, and by ``settle`` (a flush, a close).
+Reading them after each commit instead put a poll and a read on every submit's path
+after its answer: without them, 7 % more sequential submits a second (6 alternating
+pairs, 1.00-1.24; issue 14, round 21).  So a reply to a process's last push before it
+goes quiet is read at its next push or its close, and what it says is reported then.
+What a reply says is handled as the pusher thread would: NOSCRIPT (a script cache
+flushed under a live connection) hands those tasks to the pusher thread, whose script
+reloads itself; another error reply is logged and left to the sweeper's reconciliation,
+as for any failed push.  (Waiting for the reply, as the inline push does, was faster for
+a submit alone on the machine, and slower over HTTP with the drainers running: the reply
+then competes with the drainer it wakes.)
 
 ``try_push`` answers False, and the caller hands the push to the pusher thread, when:
 
@@ -138,18 +142,11 @@ class UnawaitedPush:
         finally:
             self._lock.release()
 
-    def collect(self) -> None:
-        """Read the replies already in; never waits (a thread writing: left for later)."""
-        if self._owed and self._lock.acquire(blocking=False):
-            try:
-                if self._pid == os.getpid() and self._held is not None:
-                    self._read_replies(time.monotonic())
-            finally:
-                self._lock.release()
-
     def settle(self, timeout: float = 5.0) -> bool:
         """Wait up to ``timeout`` for the owed replies; False when some are still owed
-        (their tasks then go to the pusher thread, as for a Redis that does not answer)."""
+        (their tasks then go to the pusher thread, as for a Redis that does not answer).
+        A broken connection hands its owed tasks to the pusher thread too, and counts as
+        settled: the pusher's flush (``Container.flush_pushes``) says whether they went."""
         with self._lock:
             if self._pid != os.getpid() or self._held is None:
                 return True
@@ -159,7 +156,7 @@ class UnawaitedPush:
                     self._read_one()
             except RedisError as exc:
                 self._lost(f"read: {exc}")
-                return False
+                return True
             if self._owed:
                 self._unanswered(f"{len(self._owed)} replies owed after {timeout:.1f} s")
                 return False
