@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 import redis
 
-from chalicelib.adapters.redis.client import ScriptLike
+from chalicelib.adapters.redis.client import HeldConnection, ScriptLike
 from chalicelib.config import Settings, default_submit_push
 from chalicelib.container import Container
 from chalicelib.core.errors import QueueError
@@ -141,14 +141,26 @@ def test_an_unawaited_push_reconnects_when_the_server_closed_its_connection(
     assert conn is not None
     host, port = conn._conn._sock.getsockname()[:2]
     assert rt.queue.client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}") == 1  # this connection only
-    # Its write goes into the closed socket (or fails): either way the push is not
-    # confirmed, and the pusher thread pushes the task.
+    # Nothing was owed on it: the next push finds it closed before writing, and goes on a
+    # fresh connection at once, not at a later push or flush (no reply is read after a
+    # submit), nor through the pusher thread.
+    wait_for(lambda: _closed_by_server(conn), timeout=5.0)
     second = submit(rt, TENANT, request()).task
-    assert rt.flush_pushes(5.0) and second.id in _ready_ids(rt)
-    third = submit(rt, TENANT, request()).task  # a fresh connection, no cool-off
     fresh = rt.unawaited_push(lambda count, exc: None)._held
     assert fresh is not None and fresh is not conn
+    wait_for(lambda: second.id in _ready_ids(rt), timeout=5.0)
+    assert rt._pusher is None
+    third = submit(rt, TENANT, request()).task  # the fresh connection, no cool-off
+    assert rt.unawaited_push(lambda count, exc: None)._held is fresh
     assert rt.flush_pushes(5.0) and third.id in _ready_ids(rt)
+
+
+def _closed_by_server(conn: HeldConnection) -> bool:
+    """Whether the server's close of ``conn`` has reached its socket (its EOF is in)."""
+    try:
+        return bool(conn.readable(0))
+    except redis.RedisError:
+        return True
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -36,7 +36,9 @@ then competes with the drainer it wakes.)
 
 When the connection breaks, or Redis does not answer, the tasks whose replies were
 owed go to the pusher thread: whether their push happened is unknown, and one more is
-harmless (the same members, scores and wake tokens).  A submitting thread waits on
+harmless (the same members, scores and wake tokens).  A connection the server closed
+while nothing was owed (a restart, an idle timeout) is found before the next write, by
+one poll, and that push goes on a fresh connection.  A submitting thread waits on
 Redis only to connect, at its first push and after a lost connection: at most
 ``CONNECT_SECONDS`` for the connect and as much for the script load, then a cool-off.
 Not for Lambda, whose frozen execution environment would leave the replies unread
@@ -125,6 +127,8 @@ class UnawaitedPush:
                 self._held, self._script, self._owed, self._pid = None, None, deque(), os.getpid()
             if self._owed:
                 self._read_replies(now)
+            elif self._held is not None:
+                self._check_idle()
             script = self._script or self._connect(now)
             if script is None:
                 return False
@@ -192,8 +196,7 @@ class UnawaitedPush:
     def _read_replies(self, now: float) -> None:
         """Read the owed replies that are in; one owed too long, or too many owed: Redis
         does not answer.  (A socket the server closed while nothing was owed is found
-        by the next push: its reply, or its write, fails, and the task goes to the
-        pusher thread.)"""
+        by ``_check_idle`` before the next write.)"""
         held = self._held
         try:
             while self._owed and held is not None and held.readable(0):
@@ -203,6 +206,21 @@ class UnawaitedPush:
             return
         if self._owed and (len(self._owed) >= MOST_OWED or now - self._owed[0][1] > OWED_SECONDS):
             self._unanswered(f"{len(self._owed)} replies owed, the oldest for {now - self._owed[0][1]:.1f} s")
+
+    def _check_idle(self) -> None:
+        """With nothing owed, the socket has nothing to say: something to read means the
+        server closed it (a restart, an idle timeout) or broke the protocol.  Found here,
+        before the write: no reply is read after a submit any more, so a push written
+        into a dead socket would wait for the next push, or for the sweeper, to be
+        noticed.  One poll, while the submit's commit is on its way."""
+        assert self._held is not None
+        try:
+            broken = self._held.readable(0)
+        except RedisError as exc:
+            self._lost(f"closed while idle: {exc}")
+            return
+        if broken:
+            self._lost("unexpected data while no reply was owed")
 
     def _read_one(self) -> None:
         held, script = self._held, self._script
