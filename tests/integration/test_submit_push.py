@@ -8,6 +8,7 @@ connection of its own.  Lone tasks' pushes, inline or not, skip the client's poo
 from __future__ import annotations
 
 import os
+import select
 import threading
 import uuid
 from collections.abc import Callable
@@ -155,12 +156,32 @@ def test_an_unawaited_push_reconnects_when_the_server_closed_its_connection(
     assert rt.flush_pushes(5.0) and third.id in _ready_ids(rt)
 
 
+def test_an_unawaited_push_reconnects_when_the_server_closed_its_connection_after_a_reply(
+    make_rt: Callable[..., Container],
+) -> None:
+    """The reply of the last push is in, unread, when the server closes the connection
+    (an idle timeout): the next push reads the reply, then finds the connection closed
+    before writing into it."""
+    rt = make_rt(submit_push="background")
+    first = submit(rt, TENANT, request()).task
+    unawaited = rt.unawaited_push(lambda count, exc: None)
+    conn = unawaited._held
+    assert conn is not None and unawaited._owed and conn.readable(5.0)  # its reply is in, unread
+    host, port = conn._conn._sock.getsockname()[:2]
+    assert rt.queue.client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}") == 1
+    wait_for(lambda: _closed_by_server(conn), timeout=5.0)
+    second = submit(rt, TENANT, request()).task
+    assert unawaited._held is not None and unawaited._held is not conn
+    wait_for(lambda: {first.id, second.id} <= _ready_ids(rt), timeout=5.0)
+    assert rt._pusher is None
+
+
 def _closed_by_server(conn: HeldConnection) -> bool:
-    """Whether the server's close of ``conn`` has reached its socket (its EOF is in)."""
-    try:
-        return bool(conn.readable(0))
-    except redis.RedisError:
-        return True
+    """Whether the server's close of ``conn`` has reached its socket, replies not read yet
+    or not (POLLRDHUP: the peer shut down its side)."""
+    poller = select.poll()
+    poller.register(conn._conn._sock, select.POLLRDHUP)
+    return bool(poller.poll(0))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -127,7 +127,7 @@ class UnawaitedPush:
                 self._held, self._script, self._owed, self._pid = None, None, deque(), os.getpid()
             if self._owed:
                 self._read_replies(now)
-            elif self._held is not None:
+            if not self._owed and self._held is not None:
                 self._check_idle()
             script = self._script or self._connect(now)
             if script is None:
