@@ -1,5 +1,5 @@
-"""The claim's ids as its statement takes them, and its rows in the order the drainer
-asked for them (``Store.claim``).
+"""The claim's parameters as its statement takes them, and its rows in the order the
+drainer asked for them (``Store.claim``, ``Store.send_claim``).
 
 The claim statement returns its rows in no particular order (UPDATE ... RETURNING
 promises none); ordering them here costs less than the join, aggregate and sort the
@@ -10,6 +10,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from typing import Any
+
+from chalicelib.core.model import Claimed
+
+
+def claimed(rows: list[dict[str, Any]], ids: Sequence[str]) -> list[Claimed]:
+    """The claim's answer: its rows as tasks, in the order of ``ids``."""
+    return [Claimed.from_row(r) for r in in_given_order(rows, ids)]
+
+
+def claim_params(ids: Sequence[str], token: str, lease_seconds: float, actor: str) -> dict[str, Any]:
+    """The claim statement's parameters (``queries.sql``'s ``claim``)."""
+    return {"ids": id_array(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
 
 
 def in_given_order(rows: list[dict[str, Any]], ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 
-from chalicelib.adapters.postgres.claim_order import in_given_order
+from chalicelib.adapters.postgres.claim_order import claimed
 from chalicelib.adapters.postgres.direct import Row
 from chalicelib.core.model import Claimed
 
@@ -35,4 +35,4 @@ class SentClaim:
         """``Store.claim``'s answer: the claimed tasks in the order of the ids."""
         with self._stack:
             rows = self._read()
-        return [Claimed.from_row(r) for r in in_given_order(rows, self._ids)]
+        return claimed(rows, self._ids)

@@ -28,7 +28,7 @@ from chalicelib.adapters.postgres.archive import ArchiveQueries, archive_may_hol
 from chalicelib.adapters.postgres.audit import AuditQueries
 from chalicelib.adapters.postgres.batches import BatchQueries
 from chalicelib.adapters.postgres.bulkcopy import BulkCopy
-from chalicelib.adapters.postgres.claim_order import id_array, in_given_order
+from chalicelib.adapters.postgres.claim_order import claim_params, claimed
 from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
 from chalicelib.adapters.postgres.direct import DirectStatement
@@ -240,10 +240,10 @@ class Store(
         ``held``: the statement runs on that connection (``hold_connection``)."""
         if not ids:
             return []
-        params = {"ids": id_array(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
         with self.connection(held) as conn:
-            rows = self._claim.rows(conn, params)  # libpq directly: the hot path (direct.py)
-        return [Claimed.from_row(r) for r in in_given_order(rows, ids)]
+            # libpq directly: the hot path (direct.py)
+            rows = self._claim.rows(conn, claim_params(ids, token, lease_seconds, actor))
+        return claimed(rows, ids)
 
     def send_claim(
         self, ids: Sequence[str], token: str, lease_seconds: float, *, actor: str, held: HeldConnection | None = None
@@ -251,7 +251,7 @@ class Store(
         """``claim``'s statement written now, its rows left for ``SentClaim.batch`` on
         another thread (``sent_claim.py``); None, with nothing sent, when it cannot go
         that way (``claim`` then)."""
-        params = {"ids": id_array(ids), "token": token, "lease_seconds": lease_seconds, "actor": actor}
+        params = claim_params(ids, token, lease_seconds, actor)
         with ExitStack() as stack:
             read = self._claim.send(stack.enter_context(self.connection(held)), params)
             return None if read is None else SentClaim(stack.pop_all(), read, list(ids))
