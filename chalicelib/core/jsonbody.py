@@ -109,11 +109,16 @@ def _path(path: tuple[str | int, ...]) -> str:
     return out or "the request body"
 
 
-def _text_error(text: str, path: tuple[str | int, ...]) -> ValidationError:
+def _unstorable(text: str) -> str:
+    """What in ``text`` cannot be stored (it holds a ``_BAD_TEXT`` character)."""
     bad = _BAD_TEXT.search(text)
     assert bad is not None
     char = bad.group()
-    what = "U+0000 (NUL), which cannot be stored" if char == "\x00" else f"a lone surrogate U+{ord(char):04X}"
+    return "U+0000 (NUL), which cannot be stored" if char == "\x00" else f"a lone surrogate U+{ord(char):04X}"
+
+
+def _text_error(text: str, path: tuple[str | int, ...]) -> ValidationError:
+    what = _unstorable(text)
     where = _path(path)
     return ValidationError(
         f"{where} contains {what}; send valid Unicode text without NUL characters",
@@ -151,3 +156,29 @@ def check_value(value: Any) -> None:
                 f"{where}: {shown} cannot be used; numbers must be finite (no NaN or Infinity) and within ±1.8e308",
                 details={"field": where},
             )
+
+
+def storable_text(text: str) -> str:
+    """``text`` with what PostgreSQL cannot store (U+0000, a lone surrogate) replaced by
+    U+FFFD: for text that did not come through a request body, such as the message of
+    an exception a task raised."""
+    return _BAD_TEXT.sub("\ufffd", text) if _BAD_TEXT.search(text) else text
+
+
+def unstorable_text(value: Any) -> str | None:
+    """Where a JSON value (as ``json.loads`` makes it) holds text PostgreSQL cannot store,
+    and what: ``"[2].k contains U+0000 (NUL), ..."``; None when it holds none."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if _BAD_TEXT.search(node):
+                return f"{storable_text(_path(path)) if path else 'it'} contains {_unstorable(node)}"
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if _BAD_TEXT.search(key):
+                    return f"the key {storable_text(_path((*path, key)))} contains {_unstorable(key)}"
+                stack.append((child, (*path, key)))
+        elif isinstance(node, list):
+            stack.extend((child, (*path, i)) for i, child in enumerate(node))
+    return None

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 
 from chalicelib.core.errors import PermanentError, RetryableError
+from chalicelib.core.jsonbody import storable_text
 from chalicelib.core.model import Status
 
 
@@ -35,13 +36,14 @@ class RetryPolicy:
 
     def snooze_delay(self, asked: float) -> float:
         """A snooze's delay, bounded like a ``retry_after``."""
-        return float(min(max(asked, 0.0), self.max_retry_after_seconds)) if math.isfinite(asked) else 0.0
+        seconds = _seconds(asked)
+        return float(min(max(seconds, 0.0), self.max_retry_after_seconds)) if seconds is not None else 0.0
 
     def delay(self, attempt: int, exc: BaseException, rand: random.Random | None = None) -> float:
         """Delay before the retry after failed attempt ``attempt``: the delay the error asks
         for (``RetryableError.retry_after``, bounded), else the backoff."""
-        asked = exc.retry_after if isinstance(exc, RetryableError) else None
-        if asked is not None and math.isfinite(asked):
+        asked = _seconds(exc.retry_after) if isinstance(exc, RetryableError) else None
+        if asked is not None:
             return float(min(max(asked, 0.0), self.max_retry_after_seconds))
         return self.backoff(attempt, rand)
 
@@ -61,6 +63,22 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> tuple[str, str]:
-    """``(message, type name)`` of an exception, the message bounded for storage."""
-    message = str(exc) or type(exc).__name__
-    return message[:2000], type(exc).__name__
+    """``(message, type name)`` of an exception, bounded and storable: a task's exception
+    may carry a NUL or a lone surrogate, which PostgreSQL refuses (and with them the
+    whole finish of its batch), or a ``__str__`` that raises."""
+    kind = type(exc).__name__  # a type's name holds neither (type() refuses them)
+    try:
+        message = str(exc)[:2000]
+    except Exception as err:  # noqa: BLE001 - the exception is the task's, and so is its __str__
+        message = f"{kind} (its message could not be read: {type(err).__name__})"
+    return storable_text(message or kind), kind
+
+
+def _seconds(value: object) -> float | None:
+    """A finite number of seconds, or None: what a task passed as ``retry_after`` or a
+    snooze's seconds is not checked by anyone before (a string, NaN)."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return seconds if math.isfinite(seconds) else None

@@ -6,11 +6,13 @@ import json
 from typing import Any
 
 from chalicelib.core.errors import SNOOZED, RetryableError, Snooze, TaskCancelled
+from chalicelib.core.jsonbody import storable_text, unstorable_text
 from chalicelib.core.model import Claimed, Outcome, Status
 from chalicelib.core.retry import RetryPolicy, describe, is_permanent
 
 # json.dumps with options builds an encoder per call; one built once encodes the same.
-_compact = json.JSONEncoder(separators=(",", ":")).encode
+# No NaN or Infinity: jsonb refuses them, and with them the finish of the whole batch.
+_compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def failure_outcome(
@@ -31,7 +33,22 @@ class Outcomes:
         self.max_result_bytes = max_result_bytes
 
     def ended(self, task: Claimed, token: str, value: Any, exc: BaseException | None) -> Outcome:
-        """The attempt returned ``value`` or raised ``exc``."""
+        """The attempt returned ``value`` or raised ``exc``.  Never raises: both are the
+        task's, and an error here would lose the outcomes of the task's whole batch
+        (they are collected together), whose siblings would then all run again."""
+        try:
+            return self._ended(task, token, value, exc)
+        except Exception as err:  # noqa: BLE001 - see above; the outcome says what went wrong
+            message, kind = describe(err)
+            return Outcome(
+                task.id,
+                token,
+                Status.FAILED,
+                error=f"the attempt's end could not be turned into an outcome: {kind}: {message}"[:2000],
+                error_type="OutcomeError",
+            )
+
+    def _ended(self, task: Claimed, token: str, value: Any, exc: BaseException | None) -> Outcome:
         if exc is None:
             return self._completed(task, token, value)
         if isinstance(exc, TaskCancelled):
@@ -50,7 +67,13 @@ class Outcomes:
         delay = self.retry.snooze_delay(snooze.seconds)
         message = f"snoozed for {delay:g} s" + (f": {snooze.reason}" if snooze.reason else "")
         return Outcome(
-            task.id, token, Status.PENDING, error=message[:2000], error_type=SNOOZED, delay_seconds=delay, snooze=True
+            task.id,
+            token,
+            Status.PENDING,
+            error=storable_text(message[:2000]),
+            error_type=SNOOZED,
+            delay_seconds=delay,
+            snooze=True,
         )
 
     def failed(self, task: Claimed, token: str, exc: BaseException) -> Outcome:
@@ -71,8 +94,13 @@ class Outcomes:
     def _completed(self, task: Claimed, token: str, value: Any) -> Outcome:
         try:
             result_json = _compact(value)
-        except (TypeError, ValueError) as err:
-            return Outcome(task.id, token, Status.FAILED, error=f"result is not JSON: {err}", error_type="ResultError")
+        except Exception as err:  # noqa: BLE001 - whatever the value raises (RecursionError when deep)
+            return self._result_error(task, token, f"result is not JSON: {describe(err)[0]}")
+        # ASCII JSON: a NUL or a surrogate (of an emoji, or a lone one) is a \u escape.
+        if "\\u0000" in result_json or "\\ud" in result_json:
+            unstorable = unstorable_text(json.loads(result_json))
+            if unstorable is not None:
+                return self._result_error(task, token, f"result cannot be stored: {unstorable}")
         if len(result_json) > self.max_result_bytes:
             return Outcome(
                 task.id,
@@ -83,3 +111,21 @@ class Outcomes:
                 error_type="ResultTooLarge",
             )
         return Outcome(task.id, token, Status.COMPLETED, result_json=result_json)
+
+    @staticmethod
+    def _result_error(task: Claimed, token: str, message: str) -> Outcome:
+        return Outcome(task.id, token, Status.FAILED, error=storable_text(message[:2000]), error_type="ResultError")
+
+
+def refused_outcome(outcome: Outcome, refusal: Exception) -> Outcome:
+    """What is recorded instead of ``outcome`` when PostgreSQL refuses it (a value none
+    of the checks above caught): the task fails, with the refusal as its error, rather
+    than staying PROCESSING until its lease expires and running again, to the same end."""
+    message, _ = describe(refusal)
+    return Outcome(
+        outcome.id,
+        outcome.token,
+        Status.FAILED,
+        error=f"the outcome ({outcome.status.value}) could not be stored: {message}"[:2000],
+        error_type="OutcomeRefused",
+    )

@@ -20,10 +20,11 @@ from chalicelib.adapters.aws.wake import mark_alive
 from chalicelib.adapters.postgres.sent_finish import SentFinish
 from chalicelib.container import Container
 from chalicelib.core.batchsize import BatchSizer
-from chalicelib.core.errors import QueueError, StoreError, UnavailableError
+from chalicelib.core.errors import QueueError, StoreError, UnavailableError, ValidationError
 from chalicelib.core.ids import lease_tokens
 from chalicelib.core.model import Claimed, Outcome, QueueEntry, Status
 from chalicelib.core.records import Recorded
+from chalicelib.execution.outcomes import refused_outcome
 from chalicelib.execution.runner import BatchRunner
 from chalicelib.observability import metrics
 from chalicelib.observability.batchlog import FinishedSummary
@@ -214,6 +215,9 @@ class Drainer:
             except UnavailableError as exc:
                 stats.errors.append(str(exc))
                 logger.warning("outcomes not recorded; the sweeper will rescue them", extra={"error": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - a bug here must not stop every later batch too
+                stats.errors.append(f"{type(exc).__name__}: {exc}")
+                logger.exception("recording a batch failed; the sweeper will rescue its tasks")
 
     def _run_batch(self, names: dict[str, str], stats: DrainStats, *, send_finish: bool = False) -> float:
         """``names`` maps the claimed ids to their task type (as Redis knows it).
@@ -379,10 +383,30 @@ class Drainer:
 
     def _record(self, outcomes: list[Outcome], sent: SentFinish | None = None) -> list[Recorded]:
         """Record outcomes, riding out a short PostgreSQL outage: the work is done and
-        redoing it is the costlier choice.  Gives up before the leases expire."""
+        redoing it is the costlier choice.  Gives up before the leases expire.
+
+        An outcome PostgreSQL refuses (a value the outcome's own checks missed) fails
+        the one statement of its whole batch.  Then each is recorded alone, and the
+        refused ones as failures that say why: neither the siblings nor the drainer
+        go down with it, and the task does not run again to the same end."""
         recorded = sent.recorded() if sent is not None else None
         if recorded is not None:
             return recorded
+        try:
+            return self._finish(outcomes)
+        except ValidationError as exc:
+            logger.error("outcomes refused; recording them one by one", extra={"error": str(exc)[:500]})
+        alone: list[Recorded] = []
+        for outcome in outcomes:
+            try:
+                alone.extend(self._finish([outcome]))
+            except ValidationError as exc:
+                logger.error("outcome refused; recorded as failed", extra={"task_id": outcome.id, "error": str(exc)})
+                alone.extend(self._finish([refused_outcome(outcome, exc)]))
+        return alone
+
+    def _finish(self, outcomes: list[Outcome]) -> list[Recorded]:
+        """``Store.finish``, again after a ``StoreError`` until 80 % of a lease is gone."""
         deadline = time.monotonic() + self.rt.settings.lease_seconds * 0.8
         delay = 0.05
         while True:
