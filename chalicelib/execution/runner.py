@@ -212,11 +212,20 @@ class BatchRunner:
         """The next moment something may be due, or None once every task is decided."""
         now = time.monotonic()
         wake_at = next_beat
+        running: list[Item] = []
+        unstarted = False
         with state.lock:
             if state.remaining == 0:
                 return None
-            unstarted = bool(state.queue)
-            running = [i for i in state.items if not i.done and i.ctx.started_monotonic > 0]
+            # Not started is not only still queued: a lane pops a task before its attempt
+            # starts the clock, and a task seen in between must count as one to look at
+            # again soon, or a hang that starts right after is timed out a heartbeat late.
+            for item in state.items:
+                if not item.done:
+                    if item.ctx.started_monotonic > 0:
+                        running.append(item)
+                    else:
+                        unstarted = True
         for item in running:
             wake_at = min(wake_at, item.ctx.started_monotonic + item.ctx.timeout_seconds)
         if unstarted:

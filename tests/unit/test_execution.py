@@ -371,3 +371,38 @@ def test_what_on_last_returns_its_lane_calls_once_the_batch_is_finished() -> Non
     assert called.wait(5)
     assert rest == {} and handed == []
     assert after == [(sent_on[0], 1)]  # once, on the lane that sent, after the send
+
+
+def test_a_task_popped_but_not_started_yet_is_looked_at_again_before_the_heartbeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between a lane's pop and its attempt's clock, a task is neither queued nor
+    running; a supervisor that looked then slept until the next heartbeat, and a hang
+    right after was timed out that late.  The gap is a few bytecodes; stretched here."""
+    import chalicelib.execution.lanes as lanes
+
+    real = lanes.run_attempt
+    popped = threading.Event()
+
+    def slow_to_start(entry: Any, payload: Any, ctx: TaskContext) -> Any:
+        if ctx.name == "hang":
+            popped.set()
+            time.sleep(0.3)  # the supervisor, woken by the first outcome, looks now
+        return real(entry, payload, ctx)
+
+    monkeypatch.setattr(lanes, "run_attempt", slow_to_start)
+    runner = BatchRunner(registry(), RetryPolicy(base_seconds=2, jitter=0), concurrency=1, max_result_bytes=1000)
+    started = time.monotonic()
+    try:
+        outs = runner.run(
+            [claimed("ok"), claimed("hang", timeout=0.5)],
+            "tok",
+            heartbeat=lambda ids: set(),
+            heartbeat_every=HANG_SECONDS,
+            on_outcomes=lambda outcomes: None,
+        )
+    finally:
+        runner.close()
+    assert popped.is_set()
+    assert [o.error_type for o in outs] == ["TimeoutError"]
+    assert time.monotonic() - started < HANG_SECONDS  # not the heartbeat's wake-up
