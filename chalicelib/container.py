@@ -7,6 +7,7 @@ argument; tests build their own instead of patching.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,6 +117,14 @@ class Container:
 
 _lock = threading.Lock()
 _runtime: Container | None = None
+
+
+def _new_lock() -> None:
+    global _lock
+    _lock = threading.Lock()  # a fork may have copied it held (core/forks.py says why)
+
+
+os.register_at_fork(after_in_child=_new_lock)
 
 
 def get_container() -> Container:

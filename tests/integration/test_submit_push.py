@@ -17,6 +17,7 @@ from dataclasses import replace
 import pytest
 import redis
 
+import chalicelib.container as container_module
 from chalicelib.adapters.redis.client import HeldConnection, ScriptLike
 from chalicelib.config import Settings, default_submit_push
 from chalicelib.container import Container
@@ -324,3 +325,48 @@ def test_a_forked_child_pushes_inline_on_a_connection_of_its_own(
     assert child_id and f"2:{child_id}".encode() in ready
     after = submit(rt, TENANT, request()).task  # the parent's connection still answers its own
     assert rt.held_push()._held is parent_conn and after.id in _ready_ids(rt)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_the_push_locks_are_held_submits_flushes_and_closes(
+    make_rt: Callable[..., Container], redis_url: str
+) -> None:
+    """A fork copies only the forking thread: a lock another thread held then (a flush
+    waiting on a slow Redis, a connect) stayed held in the child, whose flush and close
+    then waited for good (core/forks.py)."""
+    rt = make_rt(submit_push="background")
+    submit(rt, TENANT, request())
+    assert rt.flush_pushes(5.0)
+    unawaited, pusher = rt._unawaited, rt.pusher(lambda count, exc: None)
+    held_push = rt.held_push()
+    locks = [unawaited._lock, pusher._start_lock, held_push._lock, container_module._lock]
+    for lock in locks:  # held as another thread of the parent may hold them at the fork
+        assert lock.acquire(timeout=5)
+
+    def child_submits() -> str:
+        child = Container.build(rt.settings)
+        child._unawaited, child._pusher = unawaited, pusher
+        answer: list[str] = []
+
+        def go() -> None:
+            task = submit(child, TENANT, request()).task
+            child.held_push()  # built under the module's lock
+            child._held_push = held_push
+            answer.append(task.id if child.flush_pushes(5.0) else "not flushed")
+            child.close()
+            answer.append("closed")
+
+        worker = threading.Thread(target=go, daemon=True)
+        worker.start()
+        worker.join(15)
+        return ",".join(answer) if not worker.is_alive() else f"hung after {answer}"
+
+    try:
+        answer = in_forked_child(child_submits)
+    finally:
+        for lock in locks:
+            lock.release()
+    child_id, _, closed = answer.partition(",")
+    assert closed == "closed", answer
+    ready = redis.Redis.from_url(redis_url).zrange(rt.queue.keys.tenant_ready(TENANT), 0, -1)
+    assert f"2:{child_id}".encode() in ready

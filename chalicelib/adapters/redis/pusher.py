@@ -34,6 +34,7 @@ from chalicelib.adapters.redis.client import HeldScript
 from chalicelib.adapters.redis.queue import Queue
 from chalicelib.adapters.redis.scripts import PUSH_READY
 from chalicelib.core.errors import QueueError
+from chalicelib.core.forks import relock_after_fork
 from chalicelib.core.model import QueueEntry, Task
 from chalicelib.observability.log import logger
 
@@ -55,6 +56,7 @@ class HeldPush:
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
         self._lock = threading.Lock()
+        relock_after_fork(self, "_lock")
         self._held: HeldScript | None = None
         self._pid = -1
 
@@ -97,6 +99,7 @@ class BackgroundPusher:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        relock_after_fork(self, "_start_lock")
         atexit.register(self.flush, 2.0)
 
     def push(self, tasks: Sequence[Task]) -> None:
@@ -132,10 +135,12 @@ class BackgroundPusher:
             self._thread.join(timeout)
 
     def _start(self) -> None:
-        self._pid = os.getpid()
         self._inbox, self._closed = SimpleQueue(), False
         self._thread = threading.Thread(target=self._run, name="tasklane-pusher", daemon=True)
         self._thread.start()
+        # Last: a thread that sees this pid skips the start and puts on the inbox, which
+        # must be the new one, read by the new thread (else its tasks sat on the old one).
+        self._pid = os.getpid()
 
     def _run(self) -> None:
         # A lone task's push (most of them: one per single submit), or a few of one

@@ -60,6 +60,7 @@ from chalicelib.adapters.redis.pusher import OnError
 from chalicelib.adapters.redis.queue import Queue
 from chalicelib.adapters.redis.scripts import PUSH_READY
 from chalicelib.core.errors import QueueError
+from chalicelib.core.forks import relock_after_fork
 from chalicelib.core.model import QueueEntry, Task
 from chalicelib.observability.log import logger
 
@@ -92,6 +93,7 @@ class UnawaitedPush:
         self._handoff = handoff
         self._on_error = on_error
         self._lock = threading.Lock()
+        relock_after_fork(self, "_lock")
         self._held: HeldConnection | None = None  # once connected, with its script:
         self._script: HeldScript | None = None
         self._pid = -1
