@@ -5,7 +5,7 @@ its errors are the driver's, and the connection stays usable after one."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -13,6 +13,11 @@ import pytest
 from psycopg.rows import dict_row
 
 from chalicelib.adapters.postgres.direct import DirectStatement, Unsuitable, text_param
+from chalicelib.config import Settings
+from chalicelib.container import Container
+from chalicelib.services.submit import submit
+from tests.helpers import drain_once, query, request
+from tests.state import fast_settings
 
 SQL = """SELECT %(id)s::uuid::text AS id, %(n)s::int AS n, %(x)s::float8 AS x, %(at)s::timestamptz AS at,
                 %(doc)s::jsonb AS doc, %(none)s::text AS none, %(id)s::uuid IS NOT NULL AS again,
@@ -76,3 +81,32 @@ def test_a_value_libpq_cannot_carry_goes_through_psycopg(conn: psycopg.Connectio
     assert statement.rows(conn, {"b": True, "t": "x"}) == [{"b": True, "t": "x"}]
     with pytest.raises(psycopg.DataError, match="NUL"):
         statement.rows(conn, {"b": False, "t": "a\x00b"})  # refused whole, never cut short
+
+
+def test_text_sent_past_psycopg_is_stored_as_written_when_the_connection_is_not_utf8(
+    database_url: str, redis_url: str, make_rt: Callable[..., Container]
+) -> None:
+    """The single submit's INSERT, the claim and the sent finish go through libpq
+    directly with UTF-8 text; on a connection of another client_encoding they take
+    psycopg's path, which encodes for it (before, 'café' was stored as 'cafÃ©')."""
+    make_rt()  # clean tables
+    sep = "&" if "?" in database_url else "?"
+    settings: Settings = fast_settings(f"{database_url}{sep}client_encoding=LATIN1", redis_url)
+    rt = Container.build(settings)
+    try:
+        rt.registry.task("échec")(lambda payload, ctx: (_ for _ in ()).throw(ValueError("raté: ü")))
+        rt.registry.task("réussite")(lambda payload, ctx: {"mot": "déjà"})
+        failed = submit(rt, "ténant", request("échec", max_retries=0)).task.id
+        done = submit(rt, "ténant", request("réussite")).task.id
+        assert drain_once(rt, seconds=5.0)["completed"] == 1
+    finally:
+        rt.close()
+    rows = query(
+        database_url,
+        "SELECT id::text, tenant, name, last_error, result->>'mot' FROM tasks WHERE id = ANY(%s::uuid[])",
+        [failed, done],
+    )
+    assert {r[0]: r[1:] for r in rows} == {
+        failed: ("ténant", "échec", "raté: ü", None),
+        done: ("ténant", "réussite", None, "déjà"),
+    }

@@ -11,7 +11,9 @@ submit's INSERT with its commit in flight (``early_row``).
 
 Parameters go as libpq text, which libpq reads as C strings: a NUL would cut one
 short, so a value that holds one (or cannot be encoded) raises ``Unsuitable`` before
-anything is sent, and the caller takes the ordinary path, whose errors users see.
+anything is sent, and the caller takes the ordinary path, whose errors users see.  The
+text is UTF-8, so a connection whose ``client_encoding`` is another (a LATIN1 database,
+``PGCLIENTENCODING``) takes that path too: psycopg encodes for the connection.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from psycopg.adapt import Transformer
 
 Row = dict[str, Any]
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+_UTF8 = (b"UTF8", b"UNICODE")  # what the server reports as client_encoding for UTF-8
 
 
 class Unsuitable(Exception):
@@ -82,7 +85,12 @@ class Prepared:
         # connection object, and the pool drops a broken one.
         self._sessions: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
-    def values(self, params: Mapping[str, Any]) -> list[bytes | None]:
+    def values(self, conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> list[bytes | None]:
+        """``params`` as ``conn`` takes them; ``Unsuitable`` when one cannot go as text, or
+        when ``conn`` does not take UTF-8 (``text_param``'s bytes would be read as another
+        encoding's characters: psycopg encodes for the connection)."""
+        if conn.pgconn.parameter_status(b"client_encoding") not in _UTF8:
+            raise Unsuitable("client_encoding")
         return [text_param(params[n]) for n in self.names]
 
     def lost(self, conn: psycopg.Connection[Any]) -> None:
@@ -213,7 +221,7 @@ class DirectStatement:
 
     def rows(self, conn: psycopg.Connection[Any], params: Mapping[str, Any]) -> list[Row]:
         try:
-            values = self._statement.values(params)
+            values = self._statement.values(conn, params)
         except Unsuitable:
             return conn.execute(self._sql, params).fetchall()
         return retrying(conn, [self._statement], lambda: self._rows(conn, values))  # type: ignore[no-any-return]
@@ -228,7 +236,7 @@ class DirectStatement:
         which may run on another thread (one at a time: ``conn`` is the caller's until
         then).  None, with nothing sent, for parameters only ``rows`` can carry."""
         try:
-            values = self._statement.values(params)
+            values = self._statement.values(conn, params)
         except Unsuitable:
             return None
         preparing = self._statement.send_apart(conn, values)

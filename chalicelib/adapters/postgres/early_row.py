@@ -60,8 +60,8 @@ class EarlyInsert:
         Raises ``Unsuitable`` before anything is sent, psycopg's errors after: the lock's
         (``before_commit`` not called), the INSERT's or the commit's (it was).  An
         exception of ``before_commit`` is raised after the commit's answer is read."""
-        lock_values = self._lock.values(params)
-        values = self._insert.values(params)
+        lock_values = self._lock.values(conn, params)
+        values = self._insert.values(conn, params)
         return retrying(  # type: ignore[no-any-return]
             conn, [self._lock, self._insert], lambda: self._run(conn, lock_values, values, before_commit)
         )

@@ -46,17 +46,13 @@ class FinishSender:
         libpq's text form cannot carry, no free connection, or the write failed): the
         caller then records the ordinary way, which reports what went wrong."""
         try:
-            values = self._statement.values(params)
-        except Unsuitable:
-            return None
-        try:
             self._ensure_open()
             conn = self._pool.getconn(timeout=CHECKOUT_SECONDS)
         except (PoolTimeout, psycopg.Error):
             return None
         try:
-            preparing = self._statement.send_apart(conn, values)
-        except (psycopg.Error, OSError):
+            preparing = self._statement.send_apart(conn, self._statement.values(conn, params))
+        except (Unsuitable, psycopg.Error, OSError):
             self._pool.putconn(conn)
             return None
         return SentFinish(self._pool, self._statement, conn, preparing)
