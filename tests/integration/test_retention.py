@@ -266,3 +266,21 @@ def test_workflow_pruning_reads_a_page_a_sweep(make_rt: Callable[..., Container]
     assert left() == ids
     assert rt.store.prune_workflows(_DAY, limit=_PAGE) == 1
     assert left() == ids[:3]
+
+
+def test_a_parent_stays_while_a_task_that_depends_on_it_may_still_run(make_rt: Callable[..., Container]) -> None:
+    """A child reads its parents' results from their rows when it runs, and deleting a
+    parent deletes its edge: pruned, the child ran with that result missing."""
+    rt = make_rt(retention_days=1)
+    parent = submit(rt, TENANT, request(payload={"v": "parent"})).task.id
+    drain_once(rt)
+    child = submit(rt, TENANT, request(payload={"v": "child"}, delay_seconds=3600, depends_on=[parent])).task.id
+    _age(rt, parent, "finished_at", "30 days")
+    assert sweep(rt).pruned == 0 and _exists(rt, parent)[0]
+    query(rt.settings.database_url, "UPDATE tasks SET run_at = now() WHERE id = %s RETURNING id", child)
+    sweep(rt)  # promotes the child
+    drain_once(rt)
+    [(status, result)] = query(rt.settings.database_url, "SELECT status, result FROM tasks WHERE id = %s", child)
+    assert status == "COMPLETED" and result["parents"] == {parent: {"v": "parent"}}
+    assert sweep(rt).pruned == 1  # the child has ended: now the parent may go
+    assert not _exists(rt, parent)[0]

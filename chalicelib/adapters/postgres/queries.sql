@@ -483,11 +483,16 @@ FROM tasks t WHERE id = ANY(%(ids)s::uuid[]);
 -- (drop_event_partition), at most a day later.  FAILED tasks are the dead-letter
 -- queue: they stay until redriven or purged (purge_dead_letters).  The "pruned"
 -- counter (by task name) is written by the same statement, like the trigger's
--- counters.
+-- counters.  A parent stays while a task that depends on it may still run (any child
+-- not COMPLETED or CANCELLED: waiting, due later, or a dead letter that can be
+-- redriven): the child's parent_results are read from its parents' rows, and deleting
+-- one deletes its edge too, so the child would run without that parent's result.
 WITH doomed AS (
     SELECT id FROM tasks
     WHERE status IN ('COMPLETED', 'CANCELLED')
       AND finished_at < now() - make_interval(secs => %(retention_seconds)s)
+      AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks c ON c.id = d.child_id
+                      WHERE d.parent_id = tasks.id AND c.status NOT IN ('COMPLETED', 'CANCELLED'))
     ORDER BY finished_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
