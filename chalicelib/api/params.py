@@ -101,10 +101,11 @@ def int_param(query: Mapping[str, str], name: str, default: int, lo: int, hi: in
     raw = query.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"{name} must be an integer", details={"field": name}) from None
+    # ASCII digits only: int() also takes "5_0", "+5", " 5 " and other scripts' digits.
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 18):
+        raise ValidationError(f"{name} must be an integer", details={"field": name})
+    value = int(raw)
     if not lo <= value <= hi:
         raise ValidationError(f"{name} must be from {lo} to {hi}", details={"field": name})
     return value
@@ -133,7 +134,8 @@ def submission(body: Any, header_key: str | None, settings: Settings, registry: 
             raise ValidationError("the task must be a JSON object")
         if "idempotency_key" not in body:
             body = {**body, "idempotency_key": header_key}
-        elif body["idempotency_key"] != header_key:
+        elif isinstance(body["idempotency_key"], str) and body["idempotency_key"] != header_key:
+            # (a field that is no string at all is the schema's 400 below, not a conflict)
             raise ConflictError("the Idempotency-Key header and the idempotency_key field differ; send one")
     return parse_task(body, settings, registry)
 

@@ -169,6 +169,7 @@ def get_batch(key: ApiKey, batch_id: str) -> Response:
     from chalicelib.api import params, presenters
     from chalicelib.services import batches
 
+    params.no_params(_query())
     found = batches.get_batch(_rt(), key.tenant, params.uuid_param(batch_id, "batch"))
     return json_response(presenters.batch_detail(found))
 
@@ -179,6 +180,7 @@ def get_task(key: ApiKey, task_id: str) -> Response:
     from chalicelib.api import params, presenters
     from chalicelib.services import reads
 
+    params.no_params(_query())
     detail = reads.task_detail(_rt(), key.tenant, params.task_id_param(task_id))
     return json_response(presenters.task_with_errors(detail))
 
@@ -189,6 +191,7 @@ def task_events(key: ApiKey, task_id: str) -> Response:
     from chalicelib.api import params, presenters
     from chalicelib.services import reads
 
+    params.no_params(_query())
     detail = reads.task_detail(_rt(), key.tenant, params.task_id_param(task_id))
     return json_response(presenters.task_events(detail))
 
@@ -229,6 +232,7 @@ def get_workflow(key: ApiKey, workflow_id: str) -> Response:
     from chalicelib.api import params, presenters
     from chalicelib.services import dependencies
 
+    params.no_params(_query())
     view = dependencies.get_workflow(_rt(), key.tenant, params.uuid_param(workflow_id, "workflow"))
     return json_response(presenters.workflow(view))
 
@@ -300,9 +304,10 @@ def create_schedule(key: ApiKey) -> Response:
 @bp.route("/api/v1/schedules", methods=["GET"])
 @authed
 def list_schedules(key: ApiKey) -> Response:
-    from chalicelib.api import presenters
+    from chalicelib.api import params, presenters
     from chalicelib.services import schedules
 
+    params.no_params(_query())
     return json_response(presenters.schedules(schedules.list_all(_rt(), key.tenant)))
 
 
@@ -312,6 +317,7 @@ def get_schedule(key: ApiKey, schedule_id: str) -> Response:
     from chalicelib.api import params, presenters
     from chalicelib.services import schedules
 
+    params.no_params(_query())
     detail = schedules.get(_rt(), key.tenant, params.uuid_param(schedule_id, "schedule"))
     return json_response(presenters.schedule_detail(detail))
 
@@ -350,9 +356,10 @@ def delete_schedule(key: ApiKey, schedule_id: str) -> Response:
 @bp.route("/api/v1/webhook-secret", methods=["GET"])
 @authed
 def webhook_secret(key: ApiKey) -> Response:
-    from chalicelib.api import presenters
+    from chalicelib.api import params, presenters
     from chalicelib.services.webhook_secret import webhook_secret as tenant_webhook_secret
 
+    params.no_params(_query())
     return json_response(presenters.webhook_secret(tenant_webhook_secret(_rt(), key.tenant)))
 
 
@@ -391,8 +398,10 @@ def audit_log(key: ApiKey) -> Response:
 @bp.route("/api/v1/task-types", methods=["GET"])
 @authed
 def task_types(key: ApiKey) -> Response:
+    from chalicelib.api import params
     from chalicelib.api.task_types import present_task_types
     from chalicelib.services import control
 
+    params.no_params(_query())
     rt = _rt()
     return json_response(present_task_types(rt.registry, rt.settings, control.pauses(rt, key.tenant)))

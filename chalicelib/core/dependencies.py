@@ -31,7 +31,7 @@ def step_order(after: Mapping[str, Sequence[str]]) -> list[str]:
     """The steps in an order where every step comes after its parents (Kahn's
     algorithm); a ``ValidationError`` naming the problem when a step names itself, an
     unknown step, or the steps form a cycle."""
-    bad = sorted(name for name in after if not STEP_NAME.match(name))
+    bad = sorted(name for name in after if not STEP_NAME.fullmatch(name))  # $ passes a final \n
     if bad:
         raise ValidationError(
             f"step names must be {STEP_NAME_RULE}; got {', '.join(repr(b) for b in bad[:5])}",

@@ -27,7 +27,12 @@ def check_cron(cron: Any, timezone: str) -> str:
 
     A cron finer than the sweep interval, down to every second, is accepted on
     purpose: each sweep fires the latest due tick once (catch-up "once"), so it
-    means "on every sweep", with no pile-up of missed ticks."""
+    means "on every sweep", with no pile-up of missed ticks.
+
+    Returned with its fields one space apart: a tab or a newline between them (which
+    croniter reads too) is not kept, nor shown back, as part of the schedule."""
+    if isinstance(cron, str):
+        cron = " ".join(cron.split())
     if not isinstance(cron, str) or len(cron.split()) not in (5, 6) or not _readable(cron):
         raise ValidationError(
             f"cron {cron!r} is not a valid cron expression (5 fields, or 6 with seconds last)",

@@ -19,8 +19,13 @@ MAX_CALLBACK_URL = 2000
 # after it (percent-encode anything else).  No \s or \S: Python's and JSON Schema's
 # (ECMA) regex dialects disagree on what whitespace is, and /openapi.json publishes
 # this same pattern, so clients and the API agree.
-_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
-HTTP_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:" + _PORT + r")?(/[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]*)?$"
+# A host is dot-separated labels of letters, digits and inner hyphens (RFC 1123), with an
+# optional final dot; a port is 1 to 65535 (0 cannot be connected to).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = _LABEL + r"(?:\." + _LABEL + r")*\.?"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+HTTP_URL_PATTERN = r"^https?://" + _HOST + r"(:" + _PORT + r")?(/[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]*)?$"
+MAX_HOST = 253
 CALLBACK_URL_PATTERN = HTTP_URL_PATTERN
 # A last label of digits (or 0x...) makes the host an IPv4 literal in one of the
 # forms resolvers accept (127.1, 0177.0.0.1, 2130706433); no top-level domain is numeric.
@@ -35,7 +40,8 @@ def check_callback_url(url: str, *, allow_private: bool) -> None:
         raise PayloadError(f"must be at most {MAX_CALLBACK_URL} characters")
     if not re.fullmatch(CALLBACK_URL_PATTERN, url):
         raise PayloadError(
-            "must be an http:// or https:// URL with a host, a valid port and only RFC 3986 characters"
+            "must be an http:// or https:// URL with a host name (letters, digits, inner hyphens, dots), a port"
+            " from 1 to 65535 and only RFC 3986 characters"
             " (percent-encode others)"
         )
     try:
@@ -47,6 +53,8 @@ def check_callback_url(url: str, *, allow_private: bool) -> None:
         raise PayloadError("must be an http:// or https:// URL")
     if not parts.hostname:
         raise PayloadError("has no host")
+    if len(parts.hostname.rstrip(".")) > MAX_HOST:
+        raise PayloadError(f"has a host name longer than {MAX_HOST} characters")
     if parts.username or parts.password:
         raise PayloadError("must not carry credentials; sign with the webhook secret instead")
     if not allow_private:
@@ -58,7 +66,7 @@ def refuse_non_public_literal(host: str) -> None:
     name = host.rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):
         raise PayloadError(f"host {host!r} is this machine; refused here")
-    if not _NUMERIC_LABEL.match(name.rsplit(".", 1)[-1]):
+    if not _NUMERIC_LABEL.fullmatch(name.rsplit(".", 1)[-1]):
         return
     try:
         address = ipaddress.IPv4Address(name)

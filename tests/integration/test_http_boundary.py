@@ -122,3 +122,80 @@ def test_pages_link_with_cursors_and_batches_pick_their_status(api: tuple[Client
     assert r.status_code == 200 and json.loads(r.body)["errors"] == []
     events = json.loads(client.http.get(f"/api/v1/tasks/{seen[0]}/events", headers=key).body)
     assert events["task_id"] == seen[0] and events["events"][0]["to_status"] == "QUEUED"
+
+
+def _task_id(client: Client, key: dict[str, str]) -> str:
+    r = client.http.post("/api/v1/tasks", headers={**key, **JSON}, body=json.dumps({"name": "noop"}))
+    assert r.status_code == 201, r.body
+    return str(json.loads(r.body)["id"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/tasks/{task}",
+        "/api/v1/tasks/{task}/events",
+        "/api/v1/schedules",
+        "/api/v1/schedules/{schedule}",
+        "/api/v1/webhook-secret",
+        "/api/v1/task-types",
+    ],
+)
+def test_a_query_parameter_a_route_does_not_take_is_a_400_on_every_get(
+    api: tuple[Client, dict[str, str]], path: str
+) -> None:
+    """As on the list routes: a parameter silently ignored reads as if it had worked
+    (``?limit=1`` on a task's events returned them all)."""
+    client, key = api
+    path = path.replace("{task}", _task_id(client, key)).replace("{schedule}", _schedule_id(client, key))
+    assert client.http.get(path, headers=key).status_code == 200
+    r = client.http.get(f"{path}?limit=1", headers=key)
+    assert r.status_code == 400, r.body
+    assert "limit" in json.loads(r.body)["error"]["message"]
+
+
+@pytest.mark.parametrize("limit", ["5_0", "+5", "%205%20", "%D9%A5", "1e1", "99999999999999999999999"])
+def test_a_limit_must_be_ascii_digits(api: tuple[Client, dict[str, str]], limit: str) -> None:
+    client, key = api
+    r = client.http.get(f"/api/v1/tasks?limit={limit}", headers=key)
+    assert r.status_code == 400, (limit, r.body)
+    assert client.http.get("/api/v1/tasks?limit=5", headers=key).status_code == 200
+
+
+@pytest.mark.parametrize("field", [None, 5, ["k"]])
+def test_an_idempotency_key_field_of_the_wrong_type_is_a_400_beside_the_header(
+    api: tuple[Client, dict[str, str]], field: Any
+) -> None:
+    client, key = api
+    body = json.dumps({"name": "noop", "idempotency_key": field})
+    r = client.http.post("/api/v1/tasks", headers={**key, **JSON, "Idempotency-Key": "k"}, body=body)
+    assert r.status_code == 400, r.body
+    assert "idempotency_key" in json.loads(r.body)["error"]["message"]
+
+
+def test_a_workflow_step_name_with_a_final_newline_is_refused(api: tuple[Client, dict[str, str]]) -> None:
+    client, key = api
+    body = json.dumps({"steps": {"a\n": {"name": "noop"}}})
+    r = client.http.post("/api/v1/workflows", headers={**key, **JSON}, body=body)
+    assert r.status_code == 400, r.body
+    assert "step names must be" in json.loads(r.body)["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://-/", "http://../", "http://./", "http://a..b/", "http://a-.example/", "http://1.1.1.1:0/"]
+)
+def test_a_callback_url_whose_host_or_port_cannot_be_connected_to_is_refused(
+    api: tuple[Client, dict[str, str]], url: str
+) -> None:
+    client, key = api
+    body = json.dumps({"name": "noop", "callback_url": url})
+    r = client.http.post("/api/v1/tasks", headers={**key, **JSON}, body=body)
+    assert r.status_code == 400, (url, r.body)
+
+
+def test_a_cron_is_kept_with_its_fields_one_space_apart(api: tuple[Client, dict[str, str]]) -> None:
+    client, key = api
+    body = {"name": "tabs", "cron": "0\t9  *\n* *", "task": {"name": "noop"}}
+    r = client.http.post("/api/v1/schedules", headers={**key, **JSON}, body=json.dumps(body))
+    assert r.status_code == 201, r.body
+    assert json.loads(r.body)["cron"] == "0 9 * * *"
