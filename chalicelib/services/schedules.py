@@ -107,6 +107,12 @@ def delete(rt: Container, tenant: str, schedule_id: str, *, actor: str) -> None:
         raise NotFoundError(f"no schedule {schedule_id}")
 
 
+# Due schedules locked, fired and advanced a transaction; at most so many pages a sweep
+# (the rest wait for the next sweep).
+SCHEDULE_PAGE = 100
+SCHEDULE_PAGES_PER_SWEEP = 50
+
+
 def fire_due(rt: Container, *, actor: str = "sweep") -> list[Task]:
     """The sweeper's step: fire due ticks (exactly once each) and push their tasks."""
     grace = timedelta(seconds=rt.settings.schedule_grace_seconds)
@@ -125,10 +131,25 @@ def fire_due(rt: Container, *, actor: str = "sweep") -> list[Task]:
             return None, following
         return fire_at, following
 
-    created = rt.store.fire_due_schedules(plan, actor=actor)
-    if created:
-        try:
-            rt.queue.push([QueueEntry.of(t) for t in created])
-        except QueueError as exc:
-            logger.warning("scheduled tasks persisted; Redis push failed", extra={"error": str(exc)})
+    # Page after page while pages come back full: a schedule left for the next sweep
+    # would by then have a newer tick due, and catch-up "once" fires only that one, so
+    # the tick it was due for was lost (250 every-minute schedules fired 100 a sweep).
+    created: list[Task] = []
+    for _ in range(SCHEDULE_PAGES_PER_SWEEP):
+        planned = 0
+
+        def counted(schedule: Schedule, now: datetime) -> tuple[datetime | None, datetime]:
+            nonlocal planned
+            planned += 1
+            return plan(schedule, now)
+
+        page = rt.store.fire_due_schedules(counted, limit=SCHEDULE_PAGE, actor=actor)
+        if page:
+            try:
+                rt.queue.push([QueueEntry.of(t) for t in page])
+            except QueueError as exc:
+                logger.warning("scheduled tasks persisted; Redis push failed", extra={"error": str(exc)})
+        created += page
+        if planned < SCHEDULE_PAGE:
+            break
     return created

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from chalicelib.container import Container
 from chalicelib.core.records import Schedule, ScheduleSpec
 from chalicelib.core.schedules import parse_schedule
@@ -166,3 +168,21 @@ def test_a_second_schedule_with_the_same_name_is_a_conflict(rt: Container) -> No
             create(rt, {"name": "x", "cron": "0 9 * * *", "task": {"name": "noop"}}).id,
             actor=ACTOR,
         )
+
+
+def test_one_sweep_fires_every_schedule_due_not_only_a_page_of_them(
+    rt: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schedule left for the next sweep has a newer tick due by then, and catch-up
+    "once" fires only that: the tick it was due for was lost (250 every-minute
+    schedules fired 100 a sweep).  Pages of 10 here, 25 schedules."""
+    monkeypatch.setattr(schedules, "SCHEDULE_PAGE", 10)
+    made = [create(rt, {"name": f"s{i}", "cron": "* * * * *", "task": {"name": "noop"}}) for i in range(25)]
+    query(
+        rt.settings.database_url,
+        "UPDATE schedules SET next_fire_at = now() - interval '1 second' WHERE id = ANY(%s::uuid[]) RETURNING id",
+        [s.id for s in made],
+    )
+    assert sweep(rt).scheduled == 25
+    [(due,)] = query(rt.settings.database_url, "SELECT count(*) FROM schedules WHERE next_fire_at <= now()")
+    assert due == 0

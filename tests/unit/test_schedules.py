@@ -21,6 +21,25 @@ def test_next_fire_times_follow_local_time_across_dst() -> None:
     assert winter.hour == 8
 
 
+def test_a_cron_naming_its_hour_fires_once_on_the_night_the_clocks_go_back() -> None:
+    """01:30 happens twice in New York on 2024-11-03 (EDT, then EST); croniter gives
+    both, and a daily job ran twice.  As in Vixie cron: the first only."""
+    night = datetime(2024, 11, 3, 4, 0, tzinfo=UTC)
+    ticks = next_fire_times("30 1 * * *", "America/New_York", night, 2)
+    assert [t.isoformat() for t in ticks] == ["2024-11-03T05:30:00+00:00", "2024-11-04T06:30:00+00:00"]
+    after_both = datetime(2024, 11, 3, 7, 0, tzinfo=UTC)
+    assert latest_tick("30 1 * * *", "America/New_York", after_both) == ticks[0]
+    assert latest_tick("30 1 * * * 15", "America/New_York", after_both).isoformat() == "2024-11-03T05:30:15+00:00"
+
+
+def test_a_cron_with_a_wildcard_hour_runs_on_through_the_repeated_hour() -> None:
+    night = datetime(2024, 11, 3, 4, 0, tzinfo=UTC)
+    hourly = next_fire_times("0 * * * *", "America/New_York", night, 4)
+    assert [t.hour for t in hourly] == [5, 6, 7, 8]  # 01:00 EDT, 01:00 EST, 02:00, 03:00
+    ranged = next_fire_times("30 1-2 * * *", "America/New_York", night, 2)
+    assert [t.hour for t in ranged] == [5, 7]  # named hours: 01:30 EDT, then 02:30 EST
+
+
 def test_latest_tick_includes_an_exact_tick() -> None:
     at = datetime(2026, 5, 1, 10, 15, tzinfo=UTC)
     assert latest_tick("*/15 * * * *", "UTC", at) == at
