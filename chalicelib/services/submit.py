@@ -22,12 +22,12 @@ from chalicelib.container import Container
 from chalicelib.core.batches import BatchRecord, BatchSpec, NewBatch
 from chalicelib.core.errors import ConflictError, PartialPushError, QueueError, ValidationError
 from chalicelib.core.ids import new_ids
-from chalicelib.core.model import NewTask, QueueEntry, Task
+from chalicelib.core.model import NewTask, QueueEntry, Status, Task
 from chalicelib.core.requests import TaskRequest, WorkflowRequest
 from chalicelib.core.tracecontext import TraceContext, new_root, new_root_headers
 from chalicelib.observability import metrics
 from chalicelib.observability.log import logger
-from chalicelib.services import dependencies, tenants
+from chalicelib.services import dependencies, outbox, tenants
 
 
 @dataclass(frozen=True)
@@ -211,6 +211,8 @@ class _Rounds:
             task = dependencies.insert_dependent(self.rt, self.tenant, self.deps[n.id], n, actor=self.actor)
             if task is not None:
                 out[task.id] = task
+        if any(t.status is Status.CANCELLED and t.callback_url for t in out.values()):
+            outbox.release_quietly(self.rt)  # its completion webhook, created with it
         return out
 
     def _duplicates(self, keyed: Sequence[int]) -> dict[int, Result]:

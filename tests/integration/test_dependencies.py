@@ -225,3 +225,27 @@ def test_dependents_cancelled_by_a_failed_parent_get_completion_webhooks(make_rt
     )
     assert hooks == [(2, 3, True, "dependencies")] * 2
     assert _status(rt, quiet.id) is Status.CANCELLED
+
+
+def test_a_dependent_created_cancelled_gets_its_completion_webhook_too(make_rt: Callable[..., Container]) -> None:
+    """Its parent had failed before it was submitted: it is created CANCELLED, and its
+    callback_url was never called (the trigger path, above, was the only one)."""
+    rt = make_rt(webhook_max_retries=2, webhook_timeout_seconds=3)
+    with receiving() as receiver:
+        parent = submit(rt, TENANT, request("fail", {"permanent": True})).task
+        drain_once(rt)
+        assert _status(rt, parent.id) is Status.FAILED
+        child = submit(rt, TENANT, request(depends_on=[parent.id], callback_url=receiver.url)).task
+        assert child.status is Status.CANCELLED
+        drain_once(rt)  # the webhook was released to Redis at submit: no sweep needed
+        assert len(receiver.calls) == 1
+        event = json.loads(receiver.calls[0]["body"])
+    assert (event["event"], event["task"]["id"], event["task"]["last_error_type"]) == (
+        "task.cancelled",
+        child.id,
+        "DependencyFailed",
+    )
+    hooks = query(
+        rt.settings.database_url, "SELECT max_retries, timeout_seconds FROM tasks WHERE name = 'tasklane.webhook'"
+    )
+    assert hooks == [(2, 3)]

@@ -23,6 +23,7 @@ Row = dict[str, Any]
 
 class _Store(Protocol):
     _q: dict[str, str]
+    _webhook: dict[str, int]
 
     def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]: ...
     def _one(self, name: str, params: dict[str, Any]) -> Row | None: ...
@@ -80,7 +81,7 @@ class FollowerQueries:
                 for r in conn.execute(self._q["lock_parents"], {"tenant": tenant, "ids": list(parents)})
             ]
             task, edges = build(found)
-            params = {"tasks": _linked_json([task]), "edges": _edges_json(edges), "actor": actor}
+            params = {"tasks": _linked_json([task]), "edges": _edges_json(edges), "actor": actor, **self._webhook}
             row = conn.execute(self._q["insert_linked_tasks"], params).fetchone()
             return Task.from_row(row) if row else None
 
@@ -96,7 +97,7 @@ class FollowerQueries:
     ) -> list[Task]:
         """A workflow's tasks, edges and row in one transaction."""
         with self.connection() as conn, conn.transaction():
-            params = {"tasks": _linked_json(tasks), "edges": _edges_json(edges), "actor": actor}
+            params = {"tasks": _linked_json(tasks), "edges": _edges_json(edges), "actor": actor, **self._webhook}
             rows = conn.execute(self._q["insert_linked_tasks"], params).fetchall()
             conn.execute(self._q["insert_workflow"], {"id": workflow_id, "tenant": tenant, "steps": encode(steps)})
             return [Task.from_row(r) for r in rows]

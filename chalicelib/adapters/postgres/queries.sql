@@ -1317,6 +1317,16 @@ WITH n AS (
     CROSS JOIN LATERAL (VALUES ('submitted'), (CASE WHEN status = 'CANCELLED' THEN 'cancelled' END)) AS m(metric)
     WHERE m.metric IS NOT NULL
     GROUP BY name, m.metric
+), hooks AS (
+    -- A task created CANCELLED (a parent had already failed) with a callback_url gets its
+    -- completion webhook, as one its parent's failure cancels later does (migration
+    -- 0020), through the outbox, which the caller releases.
+    SELECT * FROM tasklane_completion_webhooks(
+        (SELECT jsonb_agg(to_jsonb(i)) FROM ins i WHERE i.status = 'CANCELLED' AND i.callback_url IS NOT NULL),
+        %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer, %(actor)s::text)
+    WHERE EXISTS (SELECT 1 FROM ins WHERE ins.status = 'CANCELLED' AND ins.callback_url IS NOT NULL)
+), ob AS (
+    INSERT INTO task_outbox (task_id) SELECT id FROM hooks ON CONFLICT DO NOTHING
 )
 SELECT * FROM ins;
 
