@@ -230,10 +230,12 @@ def _requeue_orphan_leases(rt: Container, report: SweepReport, actor: str) -> No
     ]
     # PROCESSING ones are PostgreSQL's to rescue (step 3); anything else is done with.
     done = [tid for tid in ids if tid not in by_id or by_id[tid].status is not Status.PROCESSING]
-    rt.queue.push(back, only_new=True)
+    # The leases go before the ids go back (a claim takes an id of a limited type with a
+    # live lease for a duplicate); one that does not go back, the reconcile pushes later.
     rt.queue.ack(
         done, names={tid: t.name for tid, t in by_id.items()}, tenants={tid: t.tenant for tid, t in by_id.items()}
     )
+    rt.queue.push(back, only_new=True)
     report.requeued_leases += len(back)
 
 

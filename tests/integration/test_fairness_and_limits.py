@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
+
+import redis
 
 from chalicelib.config import TypeLimit
 from chalicelib.container import Container
+from chalicelib.core.model import QueueEntry
 from chalicelib.services.drain import Drainer
 from chalicelib.services.submit import submit, submit_many
 from tests.helpers import peak_running, query, request, start_drainers, status_counts, wait_for
@@ -113,3 +117,30 @@ def test_flood_of_high_priority_cannot_starve_low_beyond_the_bound(make_rt: Call
         low.id,
     )
     assert overtook == [(0,)], "high work submitted past the aging bound started before the low task"
+
+
+def test_a_duplicate_push_of_a_running_task_cannot_free_its_concurrency_slot(
+    make_rt: Callable[..., Container],
+) -> None:
+    """The sweeper's reconcile reads QUEUED rows, then ZADD NX's them to Redis; a claim
+    between the two takes one into its lease, and the push put it back.  The drainer
+    that popped that duplicate found nothing to claim in PostgreSQL and acked it as
+    stale, which removed the running task's slot: a third task of a type limited to 2
+    ran.  Now a claim drops a ready id whose lease is live."""
+    rt = make_rt(task_limits={"noop": TypeLimit(concurrency=2)})
+    tasks = [submit(rt, TENANT, request("noop", {"i": i})).task for i in range(3)]
+    entries = [QueueEntry.of(t) for t in tasks]
+    assert rt.flush_pushes(5.0)
+    first = rt.queue.claim(1, 30.0)
+    assert list(first) == [tasks[0].id]
+    assert [c.id for c in rt.store.claim(list(first), uuid.uuid4().hex, 30.0, actor="drainer-1")] == [tasks[0].id]
+    rt.queue.push(entries[:1], only_new=True)  # the reconcile's push, a moment late
+    second = rt.queue.claim(1, 30.0)
+    assert tasks[0].id not in second  # the duplicate is dropped, not handed out
+    claimed = rt.store.claim(list(second), uuid.uuid4().hex, 30.0, actor="drainer-2")
+    rt.queue.ack([i for i in second if i not in {c.id for c in claimed}], names=dict(second))
+    rt.queue.claim(2, 30.0)  # at most one more: two slots, one of them the first task's
+    [(running,)] = query(rt.settings.database_url, "SELECT count(*) FROM tasks WHERE status = 'PROCESSING'")
+    assert running <= 2
+    inflight = redis.Redis.from_url(rt.settings.redis_url).zrange(rt.queue.keys.inflight("noop"), 0, -1)
+    assert tasks[0].id.encode() in inflight and len(inflight) == 2

@@ -520,14 +520,14 @@ class Queue(QueueUpkeep, QueueViews):
                 leases.setdefault(p, []).append(tid)
         with translate():
             pipe = self.client.pipeline(transaction=False)
-            added = self._add(pipe, requeue)
+            # Leases first: a claim drops a limited type's ready id whose lease is live (CLAIM).
             for p, members in leases.items():
                 pipe.zrem(self.parts[p].leases, *members)
             for name, members in slots.items():
                 pipe.zrem(self.keys.inflight(name), *members)
-            for tenant, members in running.items():
-                # No wake token for these: the acking drainer claims again itself right away.
+            for tenant, members in running.items():  # no wake token: the acking drainer claims again
                 pipe.zrem(self.keys.tenant_running(tenant), *members)
+            added = self._add(pipe, requeue)
             if slots:
                 # A freed slot may unblock a throttled type: let an idle drainer look.
                 _wake(pipe, self.keys.wake, 1)

@@ -206,13 +206,19 @@ for _ = 1, count do
     ci = ci + 1
     local lim = limited[c[3]]
     redis.call('ZREM', lim.ready, c[2])
-    if lim.conc > 0 then
-      redis.call('ZADD', lim.inflight, deadline, c[2])
+    -- An id whose lease is live is running: this entry is a duplicate (the sweeper's
+    -- reconcile read the row QUEUED just before a claim took it).  Handed out, its
+    -- claim would fail, and its stale ack would free the running task's slot.
+    local held = lim.conc > 0 and tonumber(redis.call('ZSCORE', KEYS[2], c[2]))
+    if not held or held <= now then
+      if lim.conc > 0 then
+        redis.call('ZADD', lim.inflight, deadline, c[2])
+      end
+      taken[c[3]] = (taken[c[3]] or 0) + 1
+      redis.call('ZADD', KEYS[2], deadline, c[2])
+      out[#out + 1] = c[2]
+      out[#out + 1] = c[3]
     end
-    taken[c[3]] = (taken[c[3]] or 0) + 1
-    redis.call('ZADD', KEYS[2], deadline, c[2])
-    out[#out + 1] = c[2]
-    out[#out + 1] = c[3]
   elseif best then
     local rank = string.sub(best.items[best.pos * 2 - 1], 1, 1)
     local other = math.huge
