@@ -109,6 +109,9 @@ def sweep(rt: Container, *, actor: str = "sweep") -> SweepReport:
         except UnavailableError as exc:
             report.errors.append(f"{step.__name__.strip('_')}: {exc}")
             logger.warning("sweep step failed", extra={"step": step.__name__, "error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a bug in one step must not skip the others, every sweep
+            report.errors.append(f"{step.__name__.strip('_')}: {type(exc).__name__}: {exc}")
+            logger.exception("sweep step failed unexpectedly", extra={"step": step.__name__})
     metrics.fold(rt.store)
     try:
         rt.queue.mark_swept()

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from chalicelib.container import Container
+from chalicelib.core.errors import ValidationError
 from chalicelib.core.records import Schedule, ScheduleSpec
 from chalicelib.core.schedules import parse_schedule
 from chalicelib.services import schedules
+from chalicelib.services.submit import submit
 from chalicelib.services.sweep import sweep
-from tests.helpers import query, wait_for
+from tests.helpers import query, request, wait_for
 
 TENANT = "cron"
 ACTOR = "key:test"
@@ -186,3 +188,20 @@ def test_one_sweep_fires_every_schedule_due_not_only_a_page_of_them(
     assert sweep(rt).scheduled == 25
     [(due,)] = query(rt.settings.database_url, "SELECT count(*) FROM schedules WHERE next_fire_at <= now()")
     assert due == 0
+
+
+def test_a_sweep_step_that_fails_unexpectedly_does_not_skip_the_steps_after_it(
+    rt: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only outages (UnavailableError) were caught: any other error of one step, such
+    as a value the database refused, skipped every step after it, on every sweep."""
+
+    def refused(*args: object, **kwargs: object) -> list[object]:
+        raise ValidationError("invalid value: refused by the database")
+
+    monkeypatch.setattr(schedules, "fire_due", refused)
+    due = submit(rt, TENANT, request(delay_seconds=3600)).task
+    query(rt.settings.database_url, "UPDATE tasks SET run_at = now() WHERE id = %s RETURNING id", due.id)
+    report = sweep(rt)
+    assert report.errors == ["fire_schedules: ValidationError: invalid value: refused by the database"]
+    assert report.promoted == 1  # a step after the one that failed
