@@ -132,6 +132,12 @@ class Call(Generic[T]):
 
 # Transport errors after which the request surely never reached the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class _OutOfTime(Exception):
+    """A retry would start past the caller's deadline (``exchange``)."""
+
+
 # Transport errors after which it may have: retried only for replay-safe calls.
 _MAYBE_SENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
@@ -190,9 +196,10 @@ class Core:
             return None  # longer than we agreed to wait: hand the 429/503 to the caller
         return retry_after
 
-    def exchange(self, call: Call[T]) -> Plan[T]:
+    def exchange(self, call: Call[T], deadline: float | None = None) -> Plan[T]:
         """Send ``call`` (the same request every attempt), retrying as configured, and
-        return its parsed answer or raise the typed error."""
+        return its parsed answer or raise the typed error; ``_OutOfTime`` instead of a
+        retry that would start after ``deadline`` (``time.monotonic``)."""
         send = self.send_action(call)
         retry = 0
         while True:
@@ -212,6 +219,8 @@ class Core:
                     if response.is_success:
                         return call.parse(response)
                     raise error_from_response(response)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise _OutOfTime
             yield Sleep(delay)
             retry += 1
 
@@ -381,8 +390,16 @@ class Core:
         start = time.monotonic()
         interval = poll_interval
         call = self.get_call(task_id)
+        # Once a state was seen, a poll's retries (a 429's Retry-After, a network error's
+        # backoff) end at the timeout too: WaitTimeoutError, not minutes later.
+        deadline = None if timeout is None else start + timeout
+        task: Task | None = None
         while True:
-            task = yield from self.exchange(call)
+            try:
+                task = yield from self.exchange(call, deadline if task is not None else None)
+            except _OutOfTime:
+                assert task is not None and timeout is not None
+                raise WaitTimeoutError(task, timeout) from None
             if task.is_final:
                 return task
             elapsed = time.monotonic() - start

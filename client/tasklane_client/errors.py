@@ -9,6 +9,7 @@ Errors the API answers are :class:`ApiError` subclasses chosen from the body's
 from __future__ import annotations
 
 import email.utils
+import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +22,11 @@ def parse_retry_after(value: str | None) -> float | None:
     if value is None or not value.strip():
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(seconds, 0.0)  # NaN: no delay at all (sleep(nan) fails)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -486,11 +486,12 @@ class ScheduleRun:
 
     fire_at: datetime
     task_id: str
-    status: str
+    status: str | None  # None once the task is gone (pruned after retention)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScheduleRun:
-        return cls(_required_datetime(data["fire_at"]), str(data["task_id"]), str(data["status"]))
+        status = data.get("status")
+        return cls(_required_datetime(data["fire_at"]), str(data["task_id"]), None if status is None else str(status))
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,8 @@ def verify_webhook(
     # Compare against every secret (no early exit) so timing does not reveal which matched.
     matched = False
     for candidate in secrets:
-        matched |= hmac.compare_digest(sign_webhook(candidate, ts, raw), signature)
+        # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a 400).
+        matched |= hmac.compare_digest(sign_webhook(candidate, ts, raw).encode(), signature.encode(errors="replace"))
     if not matched:
         raise WebhookVerificationError("signature does not match")
     try:

@@ -24,6 +24,7 @@ from tasklane_client import (
     NotFoundError,
     PayloadTooLargeError,
     RateLimitedError,
+    ScheduleRun,
     ServerError,
     TaskCancelledError,
     TaskFailedError,
@@ -36,6 +37,7 @@ from tasklane_client import (
     ValidationError,
     WaitTimeoutError,
 )
+from tasklane_client.errors import parse_retry_after
 
 BASE = "http://tasklane.test"
 KEY = "tl_test-key"
@@ -387,6 +389,32 @@ def test_wait_raises_on_cancelled_and_times_out() -> None:
     client, _ = make_client(Recorder(httpx.Response(200, json=task_json("FAILED"))))
     with client:
         assert client.wait_task("x").status is TaskStatus.FAILED  # no raise
+
+
+def test_wait_stops_at_its_timeout_even_inside_a_polls_retries() -> None:
+    """A 429 during a poll waited its Retry-After (55 s, three times) and then raised
+    RateLimitedError, from wait(timeout=2): WaitTimeoutError at the timeout instead."""
+    rate_limited = error(429, "rate_limited", headers={"Retry-After": "55"})
+    client, slept = make_client(Recorder(httpx.Response(200, json=task_json("QUEUED")), rate_limited))
+    with client, pytest.raises(WaitTimeoutError) as caught:
+        client.wait("x", timeout=2)
+    assert caught.value.task.status is TaskStatus.QUEUED and 55.0 not in slept
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan"])
+def test_a_retry_after_that_is_not_a_number_takes_the_backoff(value: str) -> None:
+    """time.sleep(nan) raised ValueError; asyncio.sleep(nan) never returned."""
+    assert parse_retry_after(value) is None
+    rec = Recorder(error(429, "rate_limited", headers={"Retry-After": value}), httpx.Response(201, json=task_json()))
+    client, slept = make_client(rec)
+    with client:
+        client.submit("noop")
+    assert len(slept) == 1 and slept[0] == slept[0] and len(rec.requests) == 2
+
+
+def test_a_schedule_run_whose_task_is_gone_has_no_status() -> None:
+    run = ScheduleRun.from_dict({"fire_at": "2026-01-01T00:00:00+00:00", "task_id": "t", "status": None})
+    assert run.status is None
 
 
 # --- the rest of the surface -------------------------------------------------------------

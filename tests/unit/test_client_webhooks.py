@@ -86,3 +86,13 @@ def test_garbage_is_rejected() -> None:
         verify_webhook(SECRET, signed(b"not json"), b"not json")
     with pytest.raises(WebhookVerificationError, match="no secret"):
         verify_webhook([], signed(), BODY)
+
+
+@pytest.mark.parametrize("bad", ["v1=é", "v1=\udc80", "é"])
+def test_a_signature_with_non_ascii_characters_is_rejected_not_a_type_error(bad: str) -> None:
+    """Frameworks decode header bytes as latin-1; hmac.compare_digest raised TypeError on
+    such a str, which the documented ``except WebhookVerificationError`` did not catch."""
+    headers = signed()
+    headers["Tasklane-Signature"] = bad
+    with pytest.raises(WebhookVerificationError):
+        verify_webhook(SECRET, headers, BODY)
