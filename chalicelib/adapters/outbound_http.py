@@ -14,7 +14,8 @@ follow the same rules (README, "Outbound HTTP"):
   loopback serves there is the runtime and extensions APIs.
 - Refused unless ``allow_private``: any address that is not globally routable
   (loopback, RFC 1918, CGNAT, unique-local, unspecified, ...).
-- IPv6 addresses that carry an IPv4 address (mapped, 6to4, NAT64) are judged by it.
+- IPv6 addresses that carry an IPv4 address (mapped, compatible, translated, 6to4,
+  NAT64) are judged by it.
 - Redirects are followed only when the caller asks (``max_redirects``), each hop
   through the same guard; credentials headers are dropped when the origin changes.
 """
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
+from chalicelib.adapters.exchange_deadline import Deadline, connection_classes
 from chalicelib.core.errors import PermanentError, RetryableError
 
 if TYPE_CHECKING:
@@ -44,6 +46,12 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 ORIGIN_BOUND_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "host"})
 _METADATA_V6 = ipaddress.ip_network("fd00:ec2::/64")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 forms that carry an IPv4 address in their last 32 bits besides mapped, 6to4 and
+# NAT64: IPv4-compatible (::a.b.c.d, deprecated) and IPv4-translated (::ffff:0:a.b.c.d).
+_LOW_32 = (ipaddress.ip_network("::/96"), ipaddress.ip_network("::ffff:0:0:0/96"))
+# Not global, whatever this Python's ipaddress says of them (older releases call them
+# global): local-use NAT64 (RFC 8215) and site-local (deprecated, RFC 3879).
+_NOT_GLOBAL = (ipaddress.ip_network("64:ff9b:1::/48"), ipaddress.ip_network("fec0::/10"))
 
 
 class RefusedTarget(PermanentError):
@@ -71,7 +79,7 @@ def _embedded_ipv4(address: IPAddress) -> IPAddress:
             return address.ipv4_mapped
         if address.sixtofour is not None:
             return address.sixtofour
-        if address in _NAT64:
+        if address in _NAT64 or (any(address in n for n in _LOW_32) and int(address) > 1):  # not :: or ::1
             return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
@@ -95,7 +103,7 @@ class AddressGuard:
             return "a link-local or metadata address (instance and container credentials live there)"
         if self.in_lambda and (inner.is_loopback or inner.is_unspecified):
             return "loopback inside Lambda (the runtime and extensions APIs)"
-        if not self.allow_private and not inner.is_global:
+        if not self.allow_private and (not inner.is_global or any(inner in n for n in _NOT_GLOBAL)):
             return "not a public address (set the allow-private setting to reach private ranges)"
         return None
 
@@ -164,6 +172,7 @@ class Exchange:
     response: BaseHTTPResponse
     url: str
     redirects: int
+    deadline: Deadline | None = None  # the exchange's; ended by release
 
     @property
     def status(self) -> int:
@@ -173,24 +182,37 @@ class Exchange:
         """Give the connection back: to the pool when the body was read to its end,
         else closed (an unread rest must not be taken for the next answer)."""
         release(self.response)
+        if self.deadline is not None:
+            self.deadline.end()
 
     def discard(self, limit: int = 65536) -> None:
         """Read and drop up to ``limit`` bytes of the body (so the connection can be
         reused), then release."""
-        discard(self.response, limit)
+        try:
+            discard(self.response, limit)
+        finally:
+            if self.deadline is not None:
+                self.deadline.end()
 
     def read_body(self, limit: int, where: str) -> bytes:
         """Up to ``limit + 1`` bytes of the body (one more than kept, so the caller can
-        tell it was cut), then release.  A body that breaks off mid-read is a
-        ``RetryableError``: the far side may answer whole next time."""
+        tell it was cut), then release.  A body that breaks off mid-read, or that the
+        exchange's deadline cut short, is a ``RetryableError``: the far side may answer
+        whole, and in time, next time."""
         from urllib3.exceptions import HTTPError
 
+        late = RetryableError(f"{where}: the answer did not arrive within the call's time")
         try:
-            return self.response.read(limit + 1, decode_content=True) or b""
+            data = self.response.read(limit + 1, decode_content=True) or b""
         except (HTTPError, OSError) as exc:
+            if self.deadline is not None and self.deadline.expired:
+                raise late from exc
             raise RetryableError(f"{where}: reading the answer failed: {exc}") from exc
         finally:
             self.release()
+        if self.deadline is not None and self.deadline.expired:
+            raise late
+        return data
 
 
 def release(response: BaseHTTPResponse) -> None:
@@ -231,6 +253,8 @@ class OutboundHttp:
                 import urllib3
 
                 self._manager = urllib3.PoolManager(num_pools=50, maxsize=8, retries=False)
+                http_pool, https_pool = connection_classes()  # each exchange's deadline holds
+                self._manager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
             return self._manager
 
     def request(
@@ -255,22 +279,30 @@ class OutboundHttp:
         deadline = time.monotonic() + timeout
         sent = with_trace(headers or {}, trace)
         hop = plan_hop(url, guard)
-        for redirects in range(max_redirects + 1):
-            response = self._send(method, hop, sent, body, deadline)
-            location = response.headers.get("location")
-            if max_redirects == 0 or response.status not in REDIRECT_STATUSES or not location:
-                return Exchange(response, hop.url, redirects)
-            discard(response)
-            if redirects == max_redirects:
-                break
-            following = plan_hop(urljoin(hop.url, location), guard)
-            if following.origin != hop.origin:
-                sent = {k: v for k, v in sent.items() if k.lower() not in ORIGIN_BOUND_HEADERS}
-            hop = following
+        watch = Deadline(deadline)  # a server that drips its answer cannot hold the call longer
+        try:
+            for redirects in range(max_redirects + 1):
+                with watch.serving():
+                    response = self._send(method, hop, sent, body, deadline, watch)
+                location = response.headers.get("location")
+                if max_redirects == 0 or response.status not in REDIRECT_STATUSES or not location:
+                    return Exchange(response, hop.url, redirects, watch)
+                with watch.serving():
+                    discard(response)
+                if redirects == max_redirects:
+                    break
+                following = plan_hop(urljoin(hop.url, location), guard)
+                if following.origin != hop.origin:
+                    sent = {k: v for k, v in sent.items() if k.lower() not in ORIGIN_BOUND_HEADERS}
+                hop = following
+        except BaseException:
+            watch.end()
+            raise
+        watch.end()
         raise PermanentError(f"{method} {url} redirected more than {max_redirects} times")
 
     def _send(
-        self, method: str, hop: Hop, headers: dict[str, str], body: bytes | None, deadline: float
+        self, method: str, hop: Hop, headers: dict[str, str], body: bytes | None, deadline: float, watch: Deadline
     ) -> BaseHTTPResponse:
         import urllib3
         from urllib3.exceptions import HTTPError, LocationParseError, ProtocolError, TimeoutError
@@ -299,6 +331,8 @@ class OutboundHttp:
         except TimeoutError as exc:
             raise RetryableError(f"{method} {hop.url} timed out: {exc}") from None
         except (ProtocolError, HTTPError, OSError) as exc:
+            if watch.expired:
+                raise RetryableError(f"{method} {hop.url} timed out: no whole answer in the call's time") from None
             raise RetryableError(f"{method} {hop.url} failed: {exc}") from None
         return response
 

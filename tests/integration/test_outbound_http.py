@@ -182,3 +182,77 @@ def test_the_namespace_probe_catches_a_broken_guard() -> None:
     report = _probe("--broken")
     assert report["hits_before_control"].get("metadata-v4", 0) >= 1
     assert report["hits_before_control"].get("runtime-api", 0) == 1
+
+
+class _Drip:
+    """A TCP server on loopback that answers one byte at a time, each just inside a
+    1 s read timeout: the headers (phase "headers") or, after whole headers, the body."""
+
+    def __init__(self, phase: str, gap: float = 0.3, total: int = 200) -> None:
+        import socket
+
+        self.phase, self.gap, self.total = phase, gap, total
+        self.stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: Any) -> None:
+        with conn:
+            conn.recv(65536)
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {self.total}\r\nX-Pad: ".encode()
+            if self.phase == "body":
+                conn.sendall(head + b"x\r\n\r\n")
+                drip = b"y" * self.total
+            else:
+                drip = head + b"z" * self.total
+            for i in range(len(drip)):
+                if self.stop.wait(self.gap):
+                    return
+                try:
+                    conn.sendall(drip[i : i + 1])
+                except OSError:
+                    return  # the caller gave up and shut its end: what the test wants
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_a_server_that_drips_its_answer_cannot_hold_the_call_past_its_timeout(phase: str) -> None:
+    """urllib3's read timeout bounds each read, not the call: one byte every 0.3 s held
+    a 1 s call for as many reads as the server sent bytes (here 60 s and more)."""
+    from chalicelib.adapters.outbound_http import client
+
+    drip = _Drip(phase)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RetryableError, match="time"):
+            exchange = client().request("GET", drip.url, guard=LOCAL, timeout=1.0)
+            exchange.read_body(65536, "GET drip")
+        # The bound is the 1 s deadline; the margin is for a loaded machine, far below
+        # the 60 s the drip lasts.
+        assert time.monotonic() - started < 15
+    finally:
+        drip.close()
+
+
+def test_a_deadline_leaves_a_connection_another_exchange_took_alone(server: Server) -> None:
+    """The deadline of an exchange whose connection went back to the pool must not shut
+    the socket down under the next exchange using it."""
+    from chalicelib.adapters.outbound_http import client
+
+    first = client().request("GET", server.url + "/", guard=LOCAL, timeout=0.3)
+    first.read_body(65536, "first")  # released: the connection is back in the pool
+    second = client().request("GET", server.url + "/", guard=LOCAL, timeout=30)
+    time.sleep(0.5)  # past the first exchange's deadline, on purpose: it must do nothing
+    assert second.status == 200 and json.loads(second.read_body(65536, "second")) == {"path": "/"}
