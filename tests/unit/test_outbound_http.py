@@ -76,13 +76,29 @@ PUBLIC = "93.184.216.34"
         "::ffff:169.254.169.254",  # IPv4-mapped
         "2002:a9fe:a9fe::1",  # 6to4 carrying 169.254.169.254
         "64:ff9b::a9fe:a9fe",  # NAT64 carrying 169.254.169.254
+        "::169.254.169.254",  # IPv4-compatible (deprecated)
+        "::ffff:0:a9fe:a9fe",  # IPv4-translated
     ],
 )
 def test_metadata_and_link_local_are_refused_even_when_private_is_allowed(address: str) -> None:
     assert AddressGuard(allow_private=True).refusal(ipaddress.ip_address(address)) is not None
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "192.168.0.1", "100.64.0.1", "0.0.0.0", "::1", "fc00::1"])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "::1",
+        "fc00::1",
+        "::127.0.0.1",  # IPv4-compatible loopback
+        "64:ff9b:1::a00:1",  # local-use NAT64
+        "fec0::1",  # site-local
+    ],
+)
 def test_private_ranges_need_the_setting(address: str) -> None:
     ip = ipaddress.ip_address(address)
     assert AddressGuard(allow_private=False).refusal(ip) is not None
