@@ -130,3 +130,17 @@ def _new(i: int, **kw: object) -> NewTask:
     }
     fields.update(kw)
     return NewTask(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("delay", [123.4567895, 3600.0000005, 0.0000005, 0.0000015, 86399.9999995])
+def test_a_copied_tasks_delay_is_rounded_as_make_interval_rounds_it(rt: Container, delay: float) -> None:
+    """The same task alone (make_interval in SQL) and in a COPY batch was due 1 µs
+    apart for some delays: timedelta(seconds=...) rounds the float's exact value,
+    make_interval the double delay * 1e6, half to even."""
+    from chalicelib.adapters.postgres.bulkcopy import _due
+
+    task = NewTask(id=str(uuid.uuid4()), tenant="t", name="noop", priority="normal", payload_json="{}",
+                   max_retries=3, timeout_seconds=30, delay_seconds=delay)  # fmt: skip
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    [(interval,)] = query(rt.settings.database_url, "SELECT make_interval(secs => %s::float8)", delay)
+    assert _due(task, now) - now == interval

@@ -153,10 +153,12 @@ class _Rows:
 
 def _due(t: NewTask, now: datetime) -> datetime:
     """``coalesce(run_at, now() + make_interval(secs => delay))`` as the statement
-    computes it (both round the delay to the microsecond, half to even)."""
+    computes it: make_interval rounds the double ``secs * 1e6`` half to even (rint),
+    which ``round`` of the same product does; ``timedelta(seconds=delay)`` rounds the
+    float's exact value instead, 1 µs off for some delays (123.4567895 s)."""
     if t.run_at is not None:
         return t.run_at
-    return now + timedelta(seconds=t.delay_seconds or 0)
+    return now + timedelta(microseconds=round((t.delay_seconds or 0) * 1_000_000))
 
 
 def _json(text: str) -> str:
