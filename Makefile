@@ -58,12 +58,16 @@ test-needs: venv checkov-venv lint chromium servers pgbouncer
 # connections never count against the max_connections (100) of the server the workers'
 # stacks share.  Its output follows the suite's; make test fails if either fails.
 FUZZ := tests/e2e/test_fuzz_openapi.py
+# On Ctrl-C or a SIGTERM of make the recipe's shell stops the fuzzer's session too (a
+# background job ignores SIGINT; tests/conftest.py makes SIGTERM tear a session down
+# as Ctrl-C does) and removes its log: nothing of it runs on after make has ended.
 test:
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-needs
 	@fuzz_log=$$(mktemp); \
 	TASKLANE_PRIVATE_SERVICES=1 TASKLANE_TEST_STATE_DIR=.tasklane/fuzz $(BIN)/python -m pytest $(FUZZ) >"$$fuzz_log" 2>&1 & fuzz=$$!; \
+	trap 'kill -TERM $$fuzz 2>/dev/null; wait $$fuzz; rm -f "$$fuzz_log"; exit 130' INT TERM; \
 	$(BIN)/python -m pytest -n 2 --dist loadfile --ignore=$(FUZZ); suite=$$?; \
-	wait $$fuzz; fuzzed=$$?; \
+	wait $$fuzz; fuzzed=$$?; trap - INT TERM; \
 	echo "--- $(BIN)/python -m pytest $(FUZZ)  (ran alongside the suite)"; \
 	cat "$$fuzz_log"; rm -f "$$fuzz_log"; \
 	[ $$suite -eq 0 ] && [ $$fuzzed -eq 0 ]
@@ -128,8 +132,14 @@ bench: venv
 package: venv
 	bash infra/package.sh
 
+# make run's servers (.tasklane), the tests' (.tasklane/test) and the fuzzer's (.tasklane/fuzz).
+STATE_DIRS := .tasklane .tasklane/test .tasklane/fuzz
 stop-services: venv
-	$(BIN)/python -m tools.devstack.services stop --state-dir .tasklane
+	@for d in $(STATE_DIRS); do $(BIN)/python -m tools.devstack.services stop --state-dir $$d; done
 
-clean: stop-services
+# --purge: a cluster kept outside the checkout (root, with a checkout the postgres user
+# cannot reach: under /tmp/tasklane-pg) goes too.
+clean:
+	@if [ -x $(BIN)/python ]; then for d in $(STATE_DIRS); do \
+	  $(BIN)/python -m tools.devstack.services stop --purge --state-dir $$d; done; fi
 	rm -rf $(VENV) $(CHECKOV_VENV) .tasklane

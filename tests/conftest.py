@@ -6,7 +6,7 @@
   Tables are emptied before each test, and schedules again after it (``rt``,
   ``make_rt``), so no cron schedule outlives the test that made it.
 - PostgreSQL: ``TASKLANE_DATABASE_URL`` when set, else the usual local port, else a
-  private instance under ``.tasklane/`` (see tools.devstack.services).  The suite only
+  private instance under ``.tasklane/test/`` (see tools.devstack.services).  The suite only
   creates and drops databases named ``tasklane_test_*``/``tasklane_e2e_*``/
   ``tasklane_fault_*``; stale ones left by an interrupted run are dropped at start.
 - Redis: always a private server of this run's own, on a free port, stopped at the
@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,9 +39,11 @@ from tools.devstack import services as devservices
 from tools.devstack.services.redis_cluster import RedisClusterHandle, start_private_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
-# Where a private PostgreSQL lives; make test gives the fuzzer's session a server of
-# its own (TASKLANE_TEST_STATE_DIR=.tasklane/fuzz, with TASKLANE_PRIVATE_SERVICES=1).
-STATE_DIR = ROOT / os.environ.get("TASKLANE_TEST_STATE_DIR", ".tasklane")
+# Where a private PostgreSQL lives: not `make run`'s (.tasklane), whose server a test
+# session would stop under it at its end, or it under the tests; make test gives the
+# fuzzer's session a server of its own (TASKLANE_TEST_STATE_DIR=.tasklane/fuzz, with
+# TASKLANE_PRIVATE_SERVICES=1).
+STATE_DIR = ROOT / os.environ.get("TASKLANE_TEST_STATE_DIR", ".tasklane/test")
 INTEGRATION_REDIS_DB = 15
 
 
@@ -229,3 +233,14 @@ if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCAC
 # Every Redis server this run starts dies with it, even when the run is killed
 # outright (tools/devstack/services/redis_server.py: ENV_DIE_WITH_PARENT).
 os.environ[devservices.ENV_DIE_WITH_PARENT] = "1"
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# SIGTERM ends a session as Ctrl-C does, its fixtures torn down (stacks, servers,
+# databases): Python's default would end it on the spot and leave them running.  make
+# test sends it to the fuzzer's session, whose SIGINT a background job ignores.
+if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _interrupted)

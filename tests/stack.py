@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,8 +114,12 @@ def start_stack(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"stack-{port}.log"
     with log_path.open("wb") as log:
+        # The supervisor gets SIGTERM the moment this process is gone (kill -9 of pytest
+        # too) and stops its API, drainers and sweeper in order: they would run on else.
+        setpriv = shutil.which("setpriv")
+        dies_with_us = [setpriv, "--pdeathsig", "TERM"] if setpriv else []
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.devstack", "run"],
+            [*dies_with_us, sys.executable, "-m", "tools.devstack", "run"],
             cwd=ROOT,
             env=full_env,
             stdout=log,

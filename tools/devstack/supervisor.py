@@ -327,9 +327,14 @@ def run_stack(args: argparse.Namespace) -> int:
     processes = api_processes(os.environ)
     _check_task_types(settings)
     _wait_for_port(settings.port)
-    pg = devservices.ensure_postgres(STATE_DIR)
-    rd = devservices.ensure_redis(STATE_DIR)
+    # Until _supervise takes SIGTERM over: a SIGTERM while the servers start, the schema
+    # migrates or the emulator is seeded unwinds through the finally below (Python's
+    # default would end the process there and leave private servers it started running).
+    signal.signal(signal.SIGTERM, _interrupted)
+    pg = rd = None
     try:
+        pg = devservices.ensure_postgres(STATE_DIR)
+        rd = devservices.ensure_redis(STATE_DIR)
         if os.environ.get("TASKLANE_DATABASE_URL"):
             db_url = os.environ["TASKLANE_DATABASE_URL"]
             dbname = db_url.rsplit("/", 1)[-1].split("?", 1)[0]
@@ -363,8 +368,14 @@ def run_stack(args: argparse.Namespace) -> int:
         ]
         return _supervise(children, env, settings.port, db_url, redis_url, applied, processes)
     finally:
-        rd.stop()
-        pg.stop()
+        if rd is not None:
+            rd.stop()
+        if pg is not None:
+            pg.stop()
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def aws_emulator(env: dict[str, str], db_url: str, redis_url: str) -> Child | None:

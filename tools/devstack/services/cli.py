@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,11 +41,14 @@ stop:   stop the private servers recorded in --state-dir (never the shared ones)
 """
 
 
-def stop_private_services(state_dir: Path) -> list[str]:
+def stop_private_services(state_dir: Path, *, purge: bool = False) -> list[str]:
     """Stop the private PostgreSQL and Redis recorded in ``state_dir``.
 
-    Only servers this module started there are touched (never 5432/6379).
-    Returns a line per server stopped.
+    Only servers this module started there are touched (never 5432/6379).  ``purge``
+    also deletes a cluster kept outside ``state_dir`` (as root, under the temporary
+    directory's ``tasklane-pg``, when the postgres user cannot reach the checkout:
+    pg_tools), which removing the checkout's ``.tasklane`` would leave behind.
+    Returns a line per server stopped or cluster deleted.
     """
     state_dir = Path(os.path.abspath(state_dir))
     stopped: list[str] = []
@@ -52,6 +57,10 @@ def stop_private_services(state_dir: Path) -> list[str]:
     if isinstance(data_dir, str) and isinstance(bindir, str) and _postmaster_pid(Path(data_dir)):
         _pg_stop(Path(bindir), Path(data_dir), _pg_run_as())
         stopped.append(f"postgresql {data_dir}")
+    outside = Path(tempfile.gettempdir()) / "tasklane-pg"
+    if purge and isinstance(data_dir, str) and Path(data_dir).parent == outside and Path(data_dir).is_dir():
+        shutil.rmtree(data_dir, ignore_errors=True)
+        stopped.append(f"deleted {data_dir}")
     redis_dir = state_dir / "redis"
     port = _record_int(_read_json(redis_dir / _REDIS_RECORD), "port")
     if port is not None and port not in (SHARED_PG_PORT, SHARED_REDIS_PORT):
@@ -72,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=("ensure", "stop"))
     parser.add_argument("--state-dir", type=Path, default=Path(".tasklane"))
     parser.add_argument("--force-private", action="store_true", help="skip the shared servers on 5432/6379")
+    parser.add_argument("--purge", action="store_true", help="stop: also delete a cluster kept outside --state-dir")
     args = parser.parse_args(argv)
     try:
         if args.command == "ensure":
@@ -80,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"export {ENV_DATABASE_URL}={shlex.quote(pg.url)}")
             print(f"export {ENV_REDIS_URL}={shlex.quote(rd.url)}")
         else:
-            for line in stop_private_services(args.state_dir):
+            for line in stop_private_services(args.state_dir, purge=args.purge):
                 print(f"stopped {line}", file=sys.stderr)
     except (RuntimeError, TimeoutError, ValueError) as exc:
         print(f"devservices: {exc}", file=sys.stderr)
