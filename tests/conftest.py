@@ -236,6 +236,9 @@ os.environ[devservices.ENV_DIE_WITH_PARENT] = "1"
 
 
 def _interrupted(signum: int, frame: object) -> None:
+    # Once: a second SIGTERM (make's to its process group, then the recipe's trap) must
+    # not break off the teardown the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

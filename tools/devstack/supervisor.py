@@ -375,6 +375,7 @@ def run_stack(args: argparse.Namespace) -> int:
 
 
 def _interrupted(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second must not break off the unwinding
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -56,7 +56,7 @@ def stop_private_services(state_dir: Path, *, purge: bool = False) -> list[str]:
     data_dir, bindir = pg_record.get("data_dir"), pg_record.get("bindir")
     if isinstance(data_dir, str) and isinstance(bindir, str) and _postmaster_pid(Path(data_dir)):
         _pg_stop(Path(bindir), Path(data_dir), _pg_run_as())
-        stopped.append(f"postgresql {data_dir}")
+        stopped.append(f"stopped postgresql {data_dir}")
     outside = Path(tempfile.gettempdir()) / "tasklane-pg"
     if purge and isinstance(data_dir, str) and Path(data_dir).parent == outside and Path(data_dir).is_dir():
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -67,7 +67,7 @@ def stop_private_services(state_dir: Path, *, purge: bool = False) -> list[str]:
         pid = _redis_record_pid(redis_dir, port)
         if pid is not None:
             RedisHandle(redis_url(port), True, redis_dir, port, None, None, pid).stop()
-            stopped.append(f"redis {redis_dir} (port {port})")
+            stopped.append(f"stopped redis {redis_dir} (port {port})")
     return stopped
 
 
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"export {ENV_REDIS_URL}={shlex.quote(rd.url)}")
         else:
             for line in stop_private_services(args.state_dir, purge=args.purge):
-                print(f"stopped {line}", file=sys.stderr)
+                print(line, file=sys.stderr)
     except (RuntimeError, TimeoutError, ValueError) as exc:
         print(f"devservices: {exc}", file=sys.stderr)
         return 1
