@@ -45,7 +45,8 @@ lint: venv
 	$(BIN)/mypy
 
 # What the suite needs comes first, two jobs at a time (-j2: the two virtualenvs do not
-# depend on each other, and lint runs while checkov's installs).
+# depend on each other, and lint runs while checkov's installs).  The targets that may
+# run apt-get take .tasklane/apt.lock first: two at once would fight over dpkg's lock.
 test-needs: venv checkov-venv lint chromium servers pgbouncer
 
 # Two workers (the tests mostly wait on drainers and servers, so two overlap well on
@@ -79,7 +80,7 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing chromium for the dashboard's browser test"; \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    mkdir -p .tasklane; flock .tasklane/apt.lock sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null' \
 	      || echo "could not install chromium: the browser test will fail"; \
 	  else \
 	    echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will fail"; \
@@ -98,7 +99,7 @@ servers: venv
 	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing $$missing for the tests' private servers"; \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+	    mkdir -p .tasklane; flock .tasklane/apt.lock sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null" \
 	      || echo "could not install $$missing: the fault tests will fail"; \
 	  else \
 	    echo "$$missing missing and cannot be installed here (needs root and apt-get): the fault tests will fail;" \
@@ -115,7 +116,8 @@ pgbouncer:
 	  if command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1; then \
 	    echo "fetching Debian's pgbouncer into $(PGBOUNCER_DIR) for the proxy test"; \
 	    mkdir -p $(PGBOUNCER_DIR)/debs && \
-	    { (cd $(PGBOUNCER_DIR)/debs && apt-get download -qq pgbouncer libc-ares2 2>/dev/null) && \
+	    { (cd $(PGBOUNCER_DIR)/debs && { apt-get download -qq pgbouncer libc-ares2 2>/dev/null || \
+	        { [ "$$(id -u)" = 0 ] && flock ../../apt.lock apt-get update -qq && apt-get download -qq pgbouncer libc-ares2; }; }) && \
 	      for deb in $(PGBOUNCER_DIR)/debs/*.deb; do dpkg -x "$$deb" $(PGBOUNCER_DIR); done; } \
 	      || echo "could not fetch pgbouncer: the proxy test will fail"; \
 	  else \
