@@ -100,6 +100,10 @@ def pg_server() -> Iterator[str]:
                     handle.started = True  # a test session started it: the last one out stops it
                     handle.stop()
                     marker.unlink()
+                    # Kept outside the checkout (as root, when the postgres user cannot
+                    # reach it: under /tmp/tasklane-pg), its cluster would outlive a
+                    # throwaway clone, as CI's is: deleted with the server.
+                    devservices.stop_private_services(STATE_DIR, purge=True)
 
 
 @pytest.fixture(scope="session")
