@@ -201,7 +201,20 @@ class _Rounds:
             todo = [i for i in lost if i not in self.results and new[i].unique_key]
             if not todo or round_no == max_rounds:
                 break
+        self._count_followers()
         metrics.log_submitted(self.tenant, self.created, actor=self.actor, duplicates=len(new) - len(self.created))
+
+    def _count_followers(self) -> None:
+        """The 'deduplicated' counter for the submits whose key's first one in this request
+        created the task they are answered with (``unique_key_holders`` counts the ones
+        answered with a holder it found)."""
+        created = {t.id for t in self.created}
+        per_name: Counter[str] = Counter()
+        for i, j in self.follows.items():
+            got = self.results.get(j)
+            if i != j and isinstance(got, Submitted) and got.task.id in created:
+                per_name[self.new[i].name] += 1
+        self.rt.store.count_deduplicated(per_name)
 
     def _insert_dependent(self, rows: Sequence[NewTask]) -> dict[str, Task]:
         """Tasks with depends_on: one transaction each, their parents locked until it is in

@@ -119,3 +119,19 @@ def test_redrive_takes_the_key_again_when_it_is_free(rt: Container) -> None:
     lifecycle.redrive_one(rt, TENANT, dead.task.id)
     dup = submit(rt, TENANT, request(unique_key="r"))
     assert dup.duplicate and dup.task.id == dead.task.id
+
+
+def test_repeats_of_a_unique_key_in_one_request_are_counted_as_deduplicated(rt: Container, database_url: str) -> None:
+    """The first of them creates the task and the others are answered with it; only
+    the holders found in the table were counted (three of u2 counted 0, not 2)."""
+    before = metric_count(database_url, "deduplicated")
+    first = submit_many(rt, TENANT, [request(unique_key="u2"), request(unique_key="u2"), request(unique_key="u2")])
+    assert [(r.created, r.duplicate) for r in first if isinstance(r, Submitted)] == [
+        (True, False),
+        (False, True),
+        (False, True),
+    ]
+    assert metric_count(database_url, "deduplicated") - before == 2
+    again = submit_many(rt, TENANT, [request(unique_key="u2"), request(unique_key="u3"), request(unique_key="u3")])
+    assert [isinstance(r, Submitted) and r.duplicate for r in again] == [True, False, True]
+    assert metric_count(database_url, "deduplicated") - before == 4

@@ -7,7 +7,7 @@ unique key is part of the submit statement itself (``insert_tasks``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from chalicelib.core.records import ExpiredTask, UniqueHolder
@@ -33,6 +33,11 @@ class DeadlineQueries:
         passed), so the submit may try again."""
         rows = self._all("unique_key_holders", {"tenant": tenant, "keys": list(keys)})
         return {h.key: h for h in (UniqueHolder.from_row(r) for r in rows)}
+
+    def count_deduplicated(self: _Queries, per_name: Mapping[str, int]) -> None:
+        """Count submits answered with a task their own request created for its unique key."""
+        if per_name:
+            self._rowcount("count_deduplicated", {"names": list(per_name), "counts": list(per_name.values())})
 
     def expire_waiting(
         self: _Queries, *, ids: Sequence[str] | None = None, limit: int = 1000, actor: str = "sweep"

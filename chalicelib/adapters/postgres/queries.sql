@@ -128,6 +128,13 @@ WITH held AS (
 )
 SELECT now() AS created_at FROM held;
 
+-- name: count_deduplicated
+-- Submits answered with a task the same request created for their unique key (its
+-- first one with the key): the 'deduplicated' counter unique_key_holders writes for a
+-- holder it finds, by task name.
+INSERT INTO task_metric_deltas (name, metric, n)
+SELECT name, 'deduplicated', n FROM unnest(%(names)s::text[], %(counts)s::bigint[]) AS c(name, n);
+
 -- name: insert_batch
 -- Rows: BatchRecord (core/batches.py).
 -- The batch of the tasks insert_tasks has just created in this transaction (their
