@@ -125,6 +125,13 @@ def handle(event: dict[str, Any], context: Any) -> Any:
     )
     try:
         return run_attempt(entry, event.get("payload"), ctx)
+    except PermanentError as exc:
+        if type(exc).__name__ in PERMANENT_TYPES:
+            raise
+        # Lambda names the error by its class, and the drainer knows only these names:
+        # a subclass (RefusedTarget, a team's own) would be decoded as retryable and run
+        # again until its retries ran out.  Its name goes into the message instead.
+        raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
     except RetryableError as exc:
         if exc.retry_after is None:
             raise

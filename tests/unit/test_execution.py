@@ -406,3 +406,21 @@ def test_a_task_popped_but_not_started_yet_is_looked_at_again_before_the_heartbe
     assert popped.is_set()
     assert [o.error_type for o in outs] == ["TimeoutError"]
     assert time.monotonic() - started < HANG_SECONDS  # not the heartbeat's wake-up
+
+
+def test_a_permanent_error_subclass_stays_permanent_across_the_lambda_boundary() -> None:
+    """Lambda reports an error by its class name; the drainer decoded only three names
+    as permanent, so a refused address (RefusedTarget) or a team's own PermanentError
+    subclass was retried until its retries ran out, where inline mode failed at once."""
+    import json
+
+    from chalicelib.core.errors import PermanentError
+    from chalicelib.execution.remote import decode_response
+
+    task = {"id": "id-x", "name": "http-request", "tenant": "t", "attempt": 1, "max_retries": 3, "timeout_seconds": 5}
+    with pytest.raises(PermanentError) as raised:  # refused before any connection is made
+        handle({"tasklane": 1, "task": task, "payload": {"url": "http://169.254.169.254/"}}, None)
+    exc = raised.value
+    answer = json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
+    with pytest.raises(PermanentError, match="RefusedTarget: refusing"):
+        decode_response({"FunctionError": "Unhandled", "StatusCode": 200}, answer)
