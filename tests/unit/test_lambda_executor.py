@@ -201,6 +201,8 @@ def test_wake_looks_only_after_accepted_work() -> None:
     on = FakeRuntime().settings
     assert wake.worth_waking(on, "POST", "/api/v1/tasks", 201)
     assert wake.worth_waking(on, "POST", "/api/v1/dead-letters/redrive", 200)
+    assert wake.worth_waking(on, "POST", "/api/v1/workflows", 201)  # its first steps are ready
+    assert wake.worth_waking(on, "POST", "/api/v1/task-types/{name}/resume", 200)  # pushed again
     assert not wake.worth_waking(on, "POST", "/api/v1/tasks", 400)
     assert not wake.worth_waking(on, "GET", "/api/v1/tasks", 200)
     assert not wake.worth_waking(on, "POST", "/api/v1/schedules", 201)

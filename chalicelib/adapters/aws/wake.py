@@ -30,11 +30,15 @@ from chalicelib.core.errors import QueueError
 from chalicelib.observability.log import logger
 
 _last_mark = 0.0
+# The routes that make work ready at once: submits, redrives, a workflow's first
+# steps, and a paused type's tasks pushed again on resume.
 WAKE_PATHS = {
     "/api/v1/tasks",
     "/api/v1/tasks/batch",
+    "/api/v1/workflows",
     "/api/v1/dead-letters/redrive",
     "/api/v1/dead-letters/{task_id}/redrive",
+    "/api/v1/task-types/{name}/resume",
 }
 
 
