@@ -63,7 +63,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "dead_lettered": ("tasklane_tasks_dead_lettered", "Tasks that reached FAILED (the dead-letter queue)."),
     "cancelled": ("tasklane_tasks_cancelled", "Tasks cancelled (waiting, or honoured while running)."),
     "redriven": ("tasklane_tasks_redriven", "Dead letters sent back to QUEUED."),
-    "rescued": ("tasklane_tasks_rescued", "Attempts whose lease expired (worker died or stalled); also failed."),
+    "rescued": (
+        "tasklane_tasks_rescued",
+        "Attempts whose lease expired (worker died or stalled); also failed, or cancelled when that was requested.",
+    ),
     "snoozed": ("tasklane_tasks_snoozed", "Attempts that snoozed the task (no failure; the attempt is given back)."),
     "expired": ("tasklane_tasks_expired", "Waiting tasks past their expires_at, never started (also cancelled)."),
     # Written by the prune_finished, purge_dead_letters and unique_key_holders statements.
