@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.control import GLOBAL
+from tools.cli import args as cliargs
 from tools.cli.render import table
 
 if TYPE_CHECKING:
@@ -28,14 +29,16 @@ if TYPE_CHECKING:
 def add_commands(sub: Any) -> None:
     pause = sub.add_parser("pause", help="pause a task type (every tenant, or --tenant)")
     pause.add_argument("name")
-    pause.add_argument("--tenant", default=None, help="only this tenant (default: every tenant)")
+    pause.add_argument("--tenant", type=cliargs.tenant, default=None, help="only this tenant (default: every tenant)")
     pause.set_defaults(control=pause_cmd)
     resume = sub.add_parser("resume", help="resume a paused task type and push its waiting tasks")
     resume.add_argument("name")
-    resume.add_argument("--tenant", default=None, help="lift this tenant's pause (default: the global one)")
+    resume.add_argument(
+        "--tenant", type=cliargs.tenant, default=None, help="lift this tenant's pause (default: the global one)"
+    )
     resume.set_defaults(control=resume_cmd)
     paused = sub.add_parser("paused", help="list the pauses in force")
-    paused.add_argument("--tenant", default=None, help="those this tenant is under (default: all)")
+    paused.add_argument("--tenant", type=cliargs.tenant, default=None, help="those this tenant is under (default: all)")
     paused.set_defaults(control=paused_cmd)
 
 

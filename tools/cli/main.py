@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.config import DEFAULT_DATABASE_URL, ConfigError, parse_rate
 from chalicelib.core.audit import cli_actor
 from chalicelib.core.errors import TasklaneError
+from tools.cli import args as cliargs
 from tools.cli import control as controlcli
 from tools.cli import ops as opscli
 from tools.cli.render import table
@@ -51,13 +53,37 @@ def rate_limit_per_minute(text: str) -> int:
         per_minute = parse_rate(text, bare_unit="min") * 60
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if not math.isfinite(per_minute) or per_minute > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"rate limit must be a finite number of requests; got {text!r}")
     if per_minute < 1:
         raise argparse.ArgumentTypeError("rate limit must be at least 1 request per minute")
     return int(per_minute + 1e-9)  # 7/min is 7, not 6.999...
 
 
+_days = cliargs.seconds(0, 36_500, open_lo=True)  # --expires-in-days: the same rule, in days
+
+
 def _database_url() -> str:
     return os.environ.get("TASKLANE_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def _checked_database_url() -> str:
+    """The database URL, once libpq can read it: a password with an unescaped space,
+    '#' or '@' broke it, and the pool's warnings printed the password on every retry."""
+    import logging
+
+    import psycopg
+
+    url = _database_url()
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise ConfigError(
+            "TASKLANE_DATABASE_URL is not a valid connection URL: percent-encode spaces, '#', '@' and"
+            " '/' in the user name and password"
+        ) from None
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # this tool says what failed, once
+    return url
 
 
 def operator() -> str:
@@ -74,7 +100,7 @@ def operator() -> str:
 def keys_create(store: Store, args: argparse.Namespace) -> int:
     from chalicelib.services.apikeys import create_key  # with the store: see main
 
-    expires = datetime.now(UTC) + timedelta(days=args.expires_in_days) if args.expires_in_days else None
+    expires = datetime.now(UTC) + timedelta(days=args.expires_in_days) if args.expires_in_days is not None else None
     secret, key = create_key(
         store,
         args.tenant,
@@ -182,13 +208,13 @@ def _tenant_commands(sub: Any) -> None:
     tenants = sub.add_parser("tenants", help="fair-share weights and quotas (needs TASKLANE_DATABASE_URL)")
     tenants_sub = tenants.add_subparsers(dest="command", required=True)
     st = tenants_sub.add_parser("set", help="set a tenant's weight and/or quotas (others stay)")
-    st.add_argument("tenant")
+    st.add_argument("tenant", type=cliargs.tenant)
     st.add_argument("--weight", type=_weight, default=None, help="share of the drainers (default 1)")
     st.add_argument("--max-queued", type=_quota, default=None, help="most ready tasks; 'none' drops it")
     st.add_argument("--max-running", type=_quota, default=None, help="most tasks running; 'none' drops it")
     st.set_defaults(fn=tenants_set)
     lst = tenants_sub.add_parser("list", help="tenants with limits")
-    lst.add_argument("--tenant", default=None)
+    lst.add_argument("--tenant", type=cliargs.tenant, default=None)
     lst.set_defaults(fn=tenants_list)
 
 
@@ -198,13 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="manage API keys (needs TASKLANE_DATABASE_URL or the local default)")
     keys_sub = keys.add_subparsers(dest="command", required=True)
     create = keys_sub.add_parser("create", help="create a key and print it (shown once)")
-    create.add_argument("--tenant", required=True)
-    create.add_argument("--name", default="")
+    create.add_argument("--tenant", type=cliargs.tenant, required=True)
+    create.add_argument("--name", type=cliargs.key_name, default="")
     create.add_argument("--rate-limit", type=rate_limit_per_minute, default=None, help="e.g. 600/min or 10/s")
-    create.add_argument("--expires-in-days", type=float, default=None)
+    create.add_argument("--expires-in-days", type=_days, default=None, help="more than 0, at most 36500")
     create.set_defaults(fn=keys_create)
     lst = keys_sub.add_parser("list", help="list keys (never their secrets)")
-    lst.add_argument("--tenant", default=None)
+    lst.add_argument("--tenant", type=cliargs.tenant, default=None)
     lst.set_defaults(fn=keys_list)
     revoke = keys_sub.add_parser("revoke", help="disable a key by id or shown prefix")
     revoke.add_argument("key")
@@ -225,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Imported here, as control's runtime is: the HTTP commands above need neither.
         from chalicelib.adapters.postgres.store import Store
 
-        store = Store(_database_url())
+        store = Store(_checked_database_url())
         try:
             code: int = args.fn(store, args)
             return code
@@ -234,6 +260,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TasklaneError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        import psycopg
+
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            print(
+                "error: the database has no Tasklane tables yet: apply the migrations"
+                " (python -m chalicelib.adapters.postgres.migrate, or make run)",
+                file=sys.stderr,
+            )
+            return 2
+        raise
 
 
 if __name__ == "__main__":

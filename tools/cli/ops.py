@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 from tasklane_client import Client, NetworkError, NewTask, TasklaneError
 
+from tools.cli import args as cliargs
 from tools.cli.render import table
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -97,11 +98,7 @@ def _run_time(task: dict[str, Any]) -> str:
 
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
-    try:
-        payload = json.loads(args.payload) if args.payload else {}
-    except ValueError as exc:
-        print(f"error: --payload is not JSON: {exc}", file=sys.stderr)
-        return 2
+    payload = args.payload if args.payload is not None else {}
     task = NewTask(args.name, payload, priority=args.priority, delay_seconds=args.delay)
     if args.count == 1:
         created = client.submit(args.name, payload, priority=args.priority, delay_seconds=args.delay)
@@ -383,14 +380,14 @@ def add_commands(sub: Any) -> None:
 
     submit = sub.add_parser("submit", parents=[common], help="submit tasks (bulk with --count, via the batch API)")
     submit.add_argument("name")
-    submit.add_argument("--payload", default=None, help="a JSON object")
+    submit.add_argument("--payload", type=cliargs.json_object, default=None, help="a JSON object")
     submit.add_argument(
         "--priority",
         default=None,
         choices=["critical", "high", "normal", "low"],
         help="default: the task type's own priority, else normal",
     )
-    submit.add_argument("--delay", type=float, default=None, help="seconds before it may run")
+    submit.add_argument("--delay", type=cliargs.seconds(0, 31_536_000), default=None, help="seconds before it may run")
     submit.add_argument("--count", type=_positive, default=1)
     submit.set_defaults(api=cmd_submit)
 
@@ -401,9 +398,21 @@ def add_commands(sub: Any) -> None:
     tail = sub.add_parser("tail", parents=[common], help="follow tasks as they finish (Ctrl-C stops)")
     tail.add_argument("--name", default=None)
     tail.add_argument("--status", default=None, choices=list(FINAL))
-    tail.add_argument("--since", type=float, default=60.0, help="also show tasks created this many seconds ago")
-    tail.add_argument("--interval", type=float, default=1.0, help="poll interval in seconds")
-    tail.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    tail.add_argument(
+        "--since",
+        type=cliargs.seconds(0, 31_536_000),
+        default=60.0,
+        help="also show tasks created this many seconds ago",
+    )
+    tail.add_argument(
+        "--interval", type=cliargs.seconds(0, 3600, open_lo=True), default=1.0, help="poll interval in seconds"
+    )
+    tail.add_argument(
+        "--duration",
+        type=cliargs.seconds(0, 31_536_000, open_lo=True),
+        default=None,
+        help="stop after this many seconds",
+    )
     tail.set_defaults(api=cmd_tail)
 
     dlq = sub.add_parser("dlq", help="the dead-letter queue")
@@ -473,6 +482,14 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("TASKLANE_API_KEY")
     if not api_key:
         print("error: set TASKLANE_API_KEY or pass --api-key", file=sys.stderr)
+        return 2
+    if not (api_key.isascii() and api_key.isprintable() and api_key.strip() == api_key):
+        # An HTTP header cannot carry it (a key read from a file with its line break):
+        # said without echoing the key, which the client's error would.
+        print(
+            "error: the API key holds spaces, line breaks or non-ASCII characters; check how it was set",
+            file=sys.stderr,
+        )
         return 2
     try:
         with Client(api_url, api_key, timeout=30.0, max_retries=CLI_RETRIES) as client:
