@@ -60,7 +60,13 @@ def _params(**values: str | int | None) -> dict[str, str]:
 
 
 def _seg(value: str) -> str:
-    return quote(str(value), safe="")
+    """``value`` as one path segment.  Empty, "." and ".." would name another resource
+    (``/api/v1/tasks/`` is the task list; dot segments are resolved away), so they are a
+    ``ValueError`` before any request, like the client's other argument errors."""
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise ValueError(f"{text!r} is not an id or a name")
+    return quote(text, safe="")
 
 
 def new_idempotency_key() -> str:

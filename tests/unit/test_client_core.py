@@ -506,6 +506,9 @@ def test_argument_errors_are_raised_before_any_request() -> None:
             client.redrive_many()
         with pytest.raises(ValueError, match="at least one field"):
             client.update_schedule("s")
+        for odd in ("", ".", ".."):  # the task list, or a path resolved away
+            with pytest.raises(ValueError, match="not an id"):
+                client.get(odd)
     assert rec.requests == []
     with pytest.raises(ValueError, match="api_key"):
         Client(BASE, "")

@@ -501,3 +501,6 @@ def run(args: argparse.Namespace) -> int:
     except TasklaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # the client's argument errors, raised before any request
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
