@@ -49,10 +49,7 @@ def drain(context: LambdaContextLike | None, *, idle_exit_seconds: float | None 
     rt = get_container()
     if idle_exit_seconds is None:
         idle_exit_seconds = rt.settings.drain_idle_exit_seconds
-    # A Lambda invocation ends for good when its time does: tasks it could not finish are
-    # handed back unstarted (Drainer.run).  A direct call's minute is a budget only.
-    hard = context is not None and hasattr(context, "get_remaining_time_in_millis")
-    return _get_drainer().run(remaining, idle_exit_seconds=idle_exit_seconds, hard_deadline=hard).as_dict()
+    return _get_drainer().run(remaining, idle_exit_seconds=idle_exit_seconds).as_dict()
 
 
 def sweep() -> dict[str, Any]:

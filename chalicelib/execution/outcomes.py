@@ -82,20 +82,6 @@ class Outcomes:
     def timed_out(self, task: Claimed, token: str) -> Outcome:
         return self.failed(task, token, TimeoutError(f"attempt exceeded {task.timeout_seconds:g} s"))
 
-    def handed_back(self, task: Claimed, token: str, left: float) -> Outcome:
-        """Not started: the invocation would end before the attempt's timeout.  Given
-        back like a snooze (no attempt spent), due at once, for a drainer with time."""
-        return Outcome(
-            task.id,
-            token,
-            Status.PENDING,
-            error=f"handed back unstarted: the drain invocation had {max(left, 0):.0f} s left,"
-            f" the attempt may take {task.timeout_seconds:g} s",
-            error_type=SNOOZED,
-            delay_seconds=0.0,
-            snooze=True,
-        )
-
     def unknown_task(self, task: Claimed, token: str) -> Outcome:
         return Outcome(
             task.id,

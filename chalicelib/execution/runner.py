@@ -63,7 +63,6 @@ class BatchRunner:
         self.concurrency = concurrency
         self.ports = ports
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="tasklane-exec")
-        self.handed_back = 0  # tasks given back unstarted, for want of time (``until``)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -77,7 +76,6 @@ class BatchRunner:
         heartbeat_every: float,
         on_outcomes: OutcomeSink | None = None,
         on_last: LastSink | None = None,
-        until: float | None = None,
     ) -> list[Outcome]:
         """Run ``batch`` (held under lease ``token``) and return one outcome per task.
 
@@ -89,11 +87,8 @@ class BatchRunner:
         statement from there, without the lane's wake-up of this thread on the way
         (issue 14, round 19).  Should ``on_last`` raise, they are returned instead.
         What ``on_last`` returns, if anything, that lane calls once the batch counts as
-        finished (the drainer reads the finish's answer there).  The rest are returned.
-
-        ``until`` (``time.monotonic``): when the caller's process ends for good (a Lambda
-        invocation's); a task whose timeout reaches past it is handed back unstarted."""
-        items, outcomes = self._prepare(batch, token, until)
+        finished (the drainer reads the finish's answer there).  The rest are returned."""
+        items, outcomes = self._prepare(batch, token)
         if items:
             state = BatchState(items, self._last(on_last, token))
             self._start_lanes(state, min(self.concurrency, len(items)))
@@ -109,7 +104,6 @@ class BatchRunner:
         heartbeat_every: float,
         on_outcomes: OutcomeSink | None = None,
         on_last: LastSink | None = None,
-        until: float | None = None,
     ) -> tuple[list[Claimed], list[Outcome]]:
         """``run`` for the batch ``read()`` returns, and that batch: ``read`` is called on
         a lane, which starts the batch's other lanes and then runs tasks itself, so the
@@ -117,24 +111,19 @@ class BatchRunner:
         another thread in between (``adapters/postgres/sent_claim.py``).  This thread
         waits, and raises what ``read`` raised."""
         launch = _Launch()
-        self._pool.submit(self._launched, launch, read, token, self._last(on_last, token), until)
+        self._pool.submit(self._launched, launch, read, token, self._last(on_last, token))
         state = launch.wait()
         if state is not None:
             self._supervised(state, launch.batch, token, heartbeat, heartbeat_every, on_outcomes, launch.outcomes)
         return launch.batch, launch.outcomes
 
     def _launched(
-        self,
-        launch: _Launch,
-        read: Callable[[], Sequence[Claimed]],
-        token: str,
-        last: SendLast | None,
-        until: float | None,
+        self, launch: _Launch, read: Callable[[], Sequence[Claimed]], token: str, last: SendLast | None
     ) -> None:
         """``run_read``'s lane: read the batch, publish it, start the other lanes, run."""
         try:
             batch = list(read())
-            items, outcomes = self._prepare(batch, token, until)
+            items, outcomes = self._prepare(batch, token)
         except BaseException as exc:  # noqa: BLE001 - raised again on the supervising thread
             launch.failed(exc)
             return
@@ -169,24 +158,14 @@ class BatchRunner:
         self._supervise(state, [t.id for t in batch], heartbeat, heartbeat_every, early)
         outcomes.extend(self._collect([i for i in state.items if not i.handed_over], token))
 
-    def _prepare(
-        self, batch: Sequence[Claimed], token: str, until: float | None = None
-    ) -> tuple[list[Item], list[Outcome]]:
-        """An ``Item`` per task with a registered type and time to run; an outcome for
-        the others."""
+    def _prepare(self, batch: Sequence[Claimed], token: str) -> tuple[list[Item], list[Outcome]]:
+        """An ``Item`` per task with a registered type; an outcome for the others."""
         items: list[Item] = []
         outcomes: list[Outcome] = []
-        left = None if until is None else until - time.monotonic()
         for task in batch:
             entry = self.registry.get(task.name)
             if entry is None:
                 outcomes.append(self.outcomes.unknown_task(task, token))
-                continue
-            if left is not None and task.timeout_seconds > left:
-                # Killed with the invocation, it would run again only after its lease
-                # expired, an attempt spent and its side effects perhaps done twice.
-                outcomes.append(self.outcomes.handed_back(task, token, left))
-                self.handed_back += 1
                 continue
             ctx = TaskContext(
                 task_id=task.id,

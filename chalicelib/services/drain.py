@@ -125,20 +125,12 @@ class Drainer:
         # it keeps (None for a small pool); the recorder's finishes share the rest.
         self._held_pg = rt.store.hold_connection()
         self._warmed = False
-        self._until: Callable[[], float] | None = None  # run's hard deadline, less the margin
 
-    def run(
-        self, remaining: Clock, *, idle_exit_seconds: float | None = None, hard_deadline: bool = False
-    ) -> DrainStats:
+    def run(self, remaining: Clock, *, idle_exit_seconds: float | None = None) -> DrainStats:
         """Drain until ``remaining()`` drops below the margin, or the queue has been
-        empty for ``idle_exit_seconds`` (None: until the budget is spent).
-        ``hard_deadline`` (a Lambda invocation, which ends with ``remaining()``): a task
-        whose timeout reaches past the margin is handed back unstarted, for a drainer
-        with the time to run it, and this run claims no more (``BatchRunner.run``)."""
+        empty for ``idle_exit_seconds`` (None: until the budget is spent)."""
         s = self.rt.settings
         stats = DrainStats()
-        self._until = (lambda: time.monotonic() + remaining() - s.drain_margin_seconds) if hard_deadline else None
-        self.runner.handed_back = 0
         idle_since: float | None = None
         failures = 0
         # After a claim that came back short the queue was dry: wait for a wake token
@@ -150,7 +142,7 @@ class Drainer:
         # connection the wait goes to Redis in one write with the claim that follows:
         # Redis runs the claim as the token arrives (``HeldConnection.arm``).
         dry = False
-        while remaining() > s.drain_margin_seconds and not self.runner.handed_back:
+        while remaining() > s.drain_margin_seconds:
             # Lets the API see a live drainer (chalicelib.adapters.aws.wake).
             mark_alive(self.rt.settings, self.rt.queue.presence)
             try:
@@ -319,19 +311,16 @@ class Drainer:
             return None if statement is None else statement.recorded
 
         every, last = s.lease_seconds / 3, send_last if send_finish else None
-        until = self._until() if self._until is not None else None
         started = time.monotonic()
         if read is not None:
             batch, outcomes = self.runner.run_read(
-                read, token, heartbeat=heartbeat, heartbeat_every=every, on_outcomes=record_early, on_last=last,
-                until=until,
-            )  # fmt: skip
+                read, token, heartbeat=heartbeat, heartbeat_every=every, on_outcomes=record_early, on_last=last
+            )
             started = claim.claimed_at  # the tasks ran from when the lane had the rows
         else:
             outcomes = self.runner.run(
-                batch or [], token, heartbeat=heartbeat, heartbeat_every=every, on_outcomes=record_early, on_last=last,
-                until=until,
-            )  # fmt: skip
+                batch or [], token, heartbeat=heartbeat, heartbeat_every=every, on_outcomes=record_early, on_last=last
+            )
         ran = time.monotonic() - started if batch else 0.0
         self._wait_recording(stats)
         if outcomes:  # not sent by a lane: a full claim, or the supervisor decided the last

@@ -82,30 +82,3 @@ def test_a_snooze_under_a_lost_lease_changes_nothing(rt: Container) -> None:
     held = rt.store.get_task(TENANT, task.id)
     assert held is not None and (held.status, held.attempts, held.snoozes) == (Status.PROCESSING, 1, 0)
     Drainer(rt).close()
-
-
-def test_a_drain_invocation_hands_back_a_task_it_has_no_time_left_for(rt: Container) -> None:
-    """In Lambda the invocation ends with its time: a task whose timeout reaches past
-    it goes back unstarted (no attempt spent, due at once) and the invocation claims
-    no more; the next drainer runs it."""
-    import time
-
-    from tests.helpers import drain_once, query
-
-    long = submit(rt, "t", request("noop", {"k": "long"}, timeout_seconds=60)).task
-    budget = time.monotonic() + 20  # 20 s left, 5 s of margin: a 60 s attempt cannot fit
-    drainer = Drainer(rt, name="lambda")
-    try:
-        stats = drainer.run(lambda: budget - time.monotonic(), idle_exit_seconds=0.5, hard_deadline=True)
-    finally:
-        drainer.close()
-    assert stats.claimed == 1 and stats.completed == 0 and time.monotonic() < budget
-    [(status, attempts, snoozes)] = query(
-        rt.settings.database_url, "SELECT status, attempts, snoozes FROM tasks WHERE id = %s", long.id
-    )
-    assert (status, attempts, snoozes) == ("PENDING", 0, 1)
-    drain_and_sweep_until(rt, lambda: rt.store.get_task("t", long.id).status is Status.COMPLETED)  # type: ignore[union-attr]
-    [(attempts,)] = query(rt.settings.database_url, "SELECT attempts FROM tasks WHERE id = %s", long.id)
-    assert attempts == 1
-    assert story_problems(task_stories(rt.settings.database_url, [long.id])) == []
-    assert drain_once is not None

@@ -424,32 +424,3 @@ def test_a_permanent_error_subclass_stays_permanent_across_the_lambda_boundary()
     answer = json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
     with pytest.raises(PermanentError, match="RefusedTarget: refusing"):
         decode_response({"FunctionError": "Unhandled", "StatusCode": 200}, answer)
-
-
-def test_a_task_whose_timeout_reaches_past_until_is_handed_back_unstarted() -> None:
-    """A drain Lambda ends for good with its time: a task started anyway was killed with
-    it and ran again only after its lease expired, an attempt spent."""
-    ran: list[str] = []
-    reg = registry()
-
-    @reg.task("long")
-    def long(payload: Any, ctx: TaskContext) -> Any:
-        ran.append(ctx.task_id)
-        return "ran"
-
-    runner = BatchRunner(reg, RetryPolicy(base_seconds=2, jitter=0), concurrency=4, max_result_bytes=1000)
-    try:
-        outs = runner.run(
-            [claimed("ok", timeout=5), claimed("long", timeout=60)],
-            "tok",
-            heartbeat=lambda ids: set(),
-            heartbeat_every=10.0,
-            until=time.monotonic() + 30,
-        )
-    finally:
-        runner.close()
-    by_id = {o.id: o for o in outs}
-    assert by_id["id-ok"].status is Status.COMPLETED
-    back = by_id["id-long"]
-    assert (back.status, back.snooze, back.delay_seconds, back.error_type) == (Status.PENDING, True, 0.0, "Snoozed")
-    assert "handed back unstarted" in (back.error or "") and ran == [] and runner.handed_back == 1
