@@ -23,6 +23,7 @@ SCALAR = {
     "archive_drop_lock_wait",
     "archive_finished",
     "count_archive_partition",
+    "count_deduplicated",
     "drop_archive_partition",
     "ensure_archive_partitions",
     "restore_archived",

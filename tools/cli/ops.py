@@ -372,6 +372,15 @@ def cmd_stats(client: Client, args: argparse.Namespace) -> int:
 # --- wiring -------------------------------------------------------------------------------
 
 
+def _tail_times(tail: argparse.ArgumentParser) -> None:
+    """``tail``'s times: finite, and a poll interval and duration above zero."""
+    a_year = 31_536_000
+    since_help = "also show tasks created this many seconds ago"
+    tail.add_argument("--since", type=cliargs.seconds(0, a_year), default=60.0, help=since_help)
+    tail.add_argument("--interval", type=cliargs.seconds(0, 3600, open_lo=True), default=1.0, help="poll interval (s)")
+    tail.add_argument("--duration", type=cliargs.seconds(0, a_year, open_lo=True), default=None, help="stop after (s)")
+
+
 def add_commands(sub: Any) -> None:
     """Add the API commands to ``python -m tools.cli``'s subparsers."""
     common = argparse.ArgumentParser(add_help=False)
@@ -398,21 +407,7 @@ def add_commands(sub: Any) -> None:
     tail = sub.add_parser("tail", parents=[common], help="follow tasks as they finish (Ctrl-C stops)")
     tail.add_argument("--name", default=None)
     tail.add_argument("--status", default=None, choices=list(FINAL))
-    tail.add_argument(
-        "--since",
-        type=cliargs.seconds(0, 31_536_000),
-        default=60.0,
-        help="also show tasks created this many seconds ago",
-    )
-    tail.add_argument(
-        "--interval", type=cliargs.seconds(0, 3600, open_lo=True), default=1.0, help="poll interval in seconds"
-    )
-    tail.add_argument(
-        "--duration",
-        type=cliargs.seconds(0, 31_536_000, open_lo=True),
-        default=None,
-        help="stop after this many seconds",
-    )
+    _tail_times(tail)
     tail.set_defaults(api=cmd_tail)
 
     dlq = sub.add_parser("dlq", help="the dead-letter queue")
