@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from chalicelib.container import Container
 from tests.databases import drop_templates, migrated_database, templates_on
 from tests.state import clean, empty_tables, fast_settings, redis_db_url
 from tools.devstack import services as devservices
+from tools.devstack.orphans import sigterm_as_interrupt
 from tools.devstack.services.redis_cluster import RedisClusterHandle, start_private_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,16 +238,9 @@ if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCAC
 # outright (tools/devstack/services/redis_server.py: ENV_DIE_WITH_PARENT).
 os.environ[devservices.ENV_DIE_WITH_PARENT] = "1"
 
-
-def _interrupted(signum: int, frame: object) -> None:
-    # Once: a second SIGTERM (make's to its process group, then the recipe's trap) must
-    # not break off the teardown the first one started.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 # SIGTERM ends a session as Ctrl-C does, its fixtures torn down (stacks, servers,
-# databases): Python's default would end it on the spot and leave them running.  make
-# test sends it to the fuzzer's session, whose SIGINT a background job ignores.
+# databases), and a second one (make's to its process group, then the recipe's trap)
+# does not break that off.  make test sends it to the fuzzer's session, whose SIGINT a
+# background job ignores.
 if threading.current_thread() is threading.main_thread():
-    signal.signal(signal.SIGTERM, _interrupted)
+    sigterm_as_interrupt()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import requests
 from tests.databases import migrated_database
 from tests.helpers import wait_for
 from tools.devstack import services as devservices
+from tools.devstack.orphans import parent_death_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,10 +116,8 @@ def start_stack(
     with log_path.open("wb") as log:
         # The supervisor gets SIGTERM the moment this process is gone (kill -9 of pytest
         # too) and stops its API, drainers and sweeper in order: they would run on else.
-        setpriv = shutil.which("setpriv")
-        dies_with_us = [setpriv, "--pdeathsig", "TERM"] if setpriv else []
         proc = subprocess.Popen(
-            [*dies_with_us, sys.executable, "-m", "tools.devstack", "run"],
+            [*parent_death_argv("TERM"), sys.executable, "-m", "tools.devstack", "run"],
             cwd=ROOT,
             env=full_env,
             stdout=log,

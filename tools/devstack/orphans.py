@@ -22,9 +22,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import shutil
 import signal
 import sys
 import threading
+from typing import Any
 
 SUPERVISOR_PID_ENV = "TASKLANE_SUPERVISOR_PID"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -66,3 +68,25 @@ def stop_with_parent(stop: threading.Event, interval: float = 1.0) -> None:
                 stop.set()
 
     threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+
+
+def parent_death_argv(sig: str) -> list[str]:
+    """``setpriv --pdeathsig SIG``, to go before a command line: the kernel sends the
+    program it starts ``sig`` the moment the thread that started it is gone (the flag
+    survives the exec).  util-linux's setpriv, not ``preexec_fn``, because a
+    ``preexec_fn`` in a process with threads can deadlock.  Empty without setpriv."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", sig] if setpriv else []
+
+
+def sigterm_as_interrupt() -> None:
+    """From now on the first SIGTERM raises ``KeyboardInterrupt`` in the main thread, as
+    Ctrl-C does, so ``finally`` blocks and fixtures' teardowns run (Python's default ends
+    the process on the spot and leaves what it started running).  A second SIGTERM is
+    ignored: it must not break off the unwinding the first one started."""
+
+    def interrupted(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools.devstack.orphans import SUPERVISOR_PID_ENV, stop_with_parent
+from tools.devstack.orphans import SUPERVISOR_PID_ENV, sigterm_as_interrupt, stop_with_parent
 
 if TYPE_CHECKING:
     from chalicelib.config import Settings
@@ -330,7 +330,7 @@ def run_stack(args: argparse.Namespace) -> int:
     # Until _supervise takes SIGTERM over: a SIGTERM while the servers start, the schema
     # migrates or the emulator is seeded unwinds through the finally below (Python's
     # default would end the process there and leave private servers it started running).
-    signal.signal(signal.SIGTERM, _interrupted)
+    sigterm_as_interrupt()
     pg = rd = None
     try:
         pg = devservices.ensure_postgres(STATE_DIR)
@@ -372,11 +372,6 @@ def run_stack(args: argparse.Namespace) -> int:
             rd.stop()
         if pg is not None:
             pg.stop()
-
-
-def _interrupted(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second must not break off the unwinding
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def aws_emulator(env: dict[str, str], db_url: str, redis_url: str) -> Child | None:

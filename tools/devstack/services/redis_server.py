@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from tools.devstack.orphans import parent_death_argv
 from tools.devstack.services.common import (
     ENV_REDIS_URL,
     LOCALHOST,
@@ -261,13 +262,8 @@ def _launch_redis(
 
 def _death_signal_wrapper() -> list[str]:
     """``setpriv --pdeathsig KILL`` when a test run asked for it: the kernel then kills
-    the server the moment the thread that started it is gone (the flag survives the
-    exec into redis-server).  util-linux's setpriv, not ``preexec_fn``, because a
-    ``preexec_fn`` in a process with threads can deadlock."""
-    if os.environ.get(ENV_DIE_WITH_PARENT) != "1":
-        return []
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
+    the server the moment the thread that started it is gone."""
+    return parent_death_argv("KILL") if os.environ.get(ENV_DIE_WITH_PARENT) == "1" else []
 
 
 def _start_private_redis(directory: Path, port: int | None) -> tuple[RedisHandle, bool]:
