@@ -7,7 +7,7 @@ argument; tests build their own instead of patching.
 
 from __future__ import annotations
 
-import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +19,7 @@ from chalicelib.adapters.redis.pusher import BackgroundPusher, HeldPush, OnError
 from chalicelib.adapters.redis.queue import Queue
 from chalicelib.adapters.redis.unawaited import UnawaitedPush
 from chalicelib.config import Settings, get_settings
+from chalicelib.core.forks import relock_after_fork
 from chalicelib.core.retry import RetryPolicy
 from chalicelib.execution.remote import registry_for
 from chalicelib.tasktypes import Registry
@@ -119,12 +120,7 @@ _lock = threading.Lock()
 _runtime: Container | None = None
 
 
-def _new_lock() -> None:
-    global _lock
-    _lock = threading.Lock()  # a fork may have copied it held (core/forks.py says why)
-
-
-os.register_at_fork(after_in_child=_new_lock)
+relock_after_fork(sys.modules[__name__], "_lock")  # a fork may copy it held (core/forks.py)
 
 
 def get_container() -> Container:

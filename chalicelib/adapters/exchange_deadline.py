@@ -20,6 +20,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _current = threading.local()  # .deadline: the Deadline of the exchange this thread runs
@@ -37,9 +39,14 @@ class Deadline:
         self._timer.daemon = True
         self._timer.start()
 
-    def serving(self) -> _Serving:
+    @contextmanager
+    def serving(self) -> Iterator[None]:
         """Within the block, requests written on this thread are this exchange's hops."""
-        return _Serving(self)
+        _current.deadline = self
+        try:
+            yield
+        finally:
+            _current.deadline = None
 
     def watch(self, conn: Any) -> None:
         """``conn`` carries this exchange's hop now."""
@@ -76,17 +83,6 @@ def _shut(conn: Any) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
         pass  # closed already
-
-
-class _Serving:
-    def __init__(self, deadline: Deadline) -> None:
-        self._deadline = deadline
-
-    def __enter__(self) -> None:
-        _current.deadline = self._deadline
-
-    def __exit__(self, *exc: object) -> None:
-        _current.deadline = None
 
 
 def connection_classes() -> tuple[type[Any], type[Any]]:

@@ -172,7 +172,7 @@ class Exchange:
     response: BaseHTTPResponse
     url: str
     redirects: int
-    deadline: Deadline | None = None  # the exchange's; ended by release
+    deadline: Deadline  # the exchange's; ended by release
 
     @property
     def status(self) -> int:
@@ -182,8 +182,7 @@ class Exchange:
         """Give the connection back: to the pool when the body was read to its end,
         else closed (an unread rest must not be taken for the next answer)."""
         release(self.response)
-        if self.deadline is not None:
-            self.deadline.end()
+        self.deadline.end()
 
     def discard(self, limit: int = 65536) -> None:
         """Read and drop up to ``limit`` bytes of the body (so the connection can be
@@ -191,8 +190,7 @@ class Exchange:
         try:
             discard(self.response, limit)
         finally:
-            if self.deadline is not None:
-                self.deadline.end()
+            self.deadline.end()
 
     def read_body(self, limit: int, where: str) -> bytes:
         """Up to ``limit + 1`` bytes of the body (one more than kept, so the caller can
@@ -205,12 +203,12 @@ class Exchange:
         try:
             data = self.response.read(limit + 1, decode_content=True) or b""
         except (HTTPError, OSError) as exc:
-            if self.deadline is not None and self.deadline.expired:
+            if self.deadline.expired:
                 raise late from exc
             raise RetryableError(f"{where}: reading the answer failed: {exc}") from exc
         finally:
             self.release()
-        if self.deadline is not None and self.deadline.expired:
+        if self.deadline.expired:
             raise late
         return data
 
@@ -295,11 +293,10 @@ class OutboundHttp:
                 if following.origin != hop.origin:
                     sent = {k: v for k, v in sent.items() if k.lower() not in ORIGIN_BOUND_HEADERS}
                 hop = following
+            raise PermanentError(f"{method} {url} redirected more than {max_redirects} times")
         except BaseException:
-            watch.end()
+            watch.end()  # no Exchange to end it
             raise
-        watch.end()
-        raise PermanentError(f"{method} {url} redirected more than {max_redirects} times")
 
     def _send(
         self, method: str, hop: Hop, headers: dict[str, str], body: bytes | None, deadline: float, watch: Deadline

@@ -246,13 +246,46 @@ def test_a_server_that_drips_its_answer_cannot_hold_the_call_past_its_timeout(ph
         drip.close()
 
 
-def test_a_deadline_leaves_a_connection_another_exchange_took_alone(server: Server) -> None:
+def test_a_deadline_leaves_a_connection_another_exchange_took_alone() -> None:
     """The deadline of an exchange whose connection went back to the pool must not shut
-    the socket down under the next exchange using it."""
+    the socket down under the next exchange using it.  A keep-alive server answers the
+    second request's headers, then its body only once the first deadline has fired."""
     from chalicelib.adapters.outbound_http import client
 
-    first = client().request("GET", server.url + "/", guard=LOCAL, timeout=0.3)
-    first.read_body(65536, "first")  # released: the connection is back in the pool
-    second = client().request("GET", server.url + "/", guard=LOCAL, timeout=30)
-    time.sleep(0.5)  # past the first exchange's deadline, on purpose: it must do nothing
-    assert second.status == 200 and json.loads(second.read_body(65536, "second")) == {"path": "/"}
+    fired = threading.Event()
+    answered = 0
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # the connection goes back to the pool for reuse
+
+        def do_GET(self) -> None:
+            nonlocal answered
+            answered += 1
+            body = json.dumps({"n": answered}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            if answered == 2:
+                fired.wait(10)
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    try:
+        first = client().request("GET", url, guard=LOCAL, timeout=30)
+        first.response.read()  # read to its end: urllib3 puts the connection back in the pool
+        second = client().request("GET", url, guard=LOCAL, timeout=30)
+        assert first.deadline._conn is second.deadline._conn  # the same connection
+        first.deadline._expire()  # as if the first exchange's timer fired now
+        fired.set()
+        assert second.status == 200 and json.loads(second.read_body(65536, "second")) == {"n": 2}
+        first.release()
+    finally:
+        fired.set()
+        httpd.shutdown()
+        httpd.server_close()
