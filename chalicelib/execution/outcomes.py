@@ -15,6 +15,12 @@ from chalicelib.core.retry import RetryPolicy, describe, is_permanent
 _compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
+def _dead(task_id: str, token: str, error_type: str, message: str) -> Outcome:
+    """FAILED at once, without a retry (what a retry would meet again), the message
+    bounded and storable."""
+    return Outcome(task_id, token, Status.FAILED, error=storable_text(message[:2000]), error_type=error_type)
+
+
 def failure_outcome(
     policy: RetryPolicy, task_id: str, token: str, attempts: int, max_retries: int, exc: BaseException
 ) -> Outcome:
@@ -40,12 +46,11 @@ class Outcomes:
             return self._ended(task, token, value, exc)
         except Exception as err:  # noqa: BLE001 - see above; the outcome says what went wrong
             message, kind = describe(err)
-            return Outcome(
+            return _dead(
                 task.id,
                 token,
-                Status.FAILED,
-                error=f"the attempt's end could not be turned into an outcome: {kind}: {message}"[:2000],
-                error_type="OutcomeError",
+                "OutcomeError",
+                f"the attempt's end could not be turned into an outcome: {kind}: {message}",
             )
 
     def _ended(self, task: Claimed, token: str, value: Any, exc: BaseException | None) -> Outcome:
@@ -83,38 +88,27 @@ class Outcomes:
         return self.failed(task, token, TimeoutError(f"attempt exceeded {task.timeout_seconds:g} s"))
 
     def unknown_task(self, task: Claimed, token: str) -> Outcome:
-        return Outcome(
-            task.id,
-            token,
-            Status.FAILED,
-            error=f"no executor is registered for task name {task.name!r}",
-            error_type="UnknownTaskName",
-        )
+        return _dead(task.id, token, "UnknownTaskName", f"no executor is registered for task name {task.name!r}")
 
     def _completed(self, task: Claimed, token: str, value: Any) -> Outcome:
         try:
             result_json = _compact(value)
         except Exception as err:  # noqa: BLE001 - whatever the value raises (RecursionError when deep)
-            return self._result_error(task, token, f"result is not JSON: {describe(err)[0]}")
+            return _dead(task.id, token, "ResultError", f"result is not JSON: {describe(err)[0]}")
         # ASCII JSON: a NUL or a surrogate (of an emoji, or a lone one) is a \u escape.
         if "\\u0000" in result_json or "\\ud" in result_json:
             unstorable = unstorable_text(json.loads(result_json))
             if unstorable is not None:
-                return self._result_error(task, token, f"result cannot be stored: {unstorable}")
+                return _dead(task.id, token, "ResultError", f"result cannot be stored: {unstorable}")
         if len(result_json) > self.max_result_bytes:
-            return Outcome(
+            return _dead(
                 task.id,
                 token,
-                Status.FAILED,
-                error=f"result is {len(result_json)} bytes; the limit is {self.max_result_bytes}"
+                "ResultTooLarge",
+                f"result is {len(result_json)} bytes; the limit is {self.max_result_bytes}"
                 " (store large outputs elsewhere, e.g. S3, and return a reference)",
-                error_type="ResultTooLarge",
             )
         return Outcome(task.id, token, Status.COMPLETED, result_json=result_json)
-
-    @staticmethod
-    def _result_error(task: Claimed, token: str, message: str) -> Outcome:
-        return Outcome(task.id, token, Status.FAILED, error=storable_text(message[:2000]), error_type="ResultError")
 
 
 def refused_outcome(outcome: Outcome, refusal: Exception) -> Outcome:
@@ -122,10 +116,9 @@ def refused_outcome(outcome: Outcome, refusal: Exception) -> Outcome:
     of the checks above caught): the task fails, with the refusal as its error, rather
     than staying PROCESSING until its lease expires and running again, to the same end."""
     message, _ = describe(refusal)
-    return Outcome(
+    return _dead(
         outcome.id,
         outcome.token,
-        Status.FAILED,
-        error=f"the outcome ({outcome.status.value}) could not be stored: {message}"[:2000],
-        error_type="OutcomeRefused",
+        "OutcomeRefused",
+        f"the outcome ({outcome.status.value}) could not be stored: {message}",
     )
