@@ -108,8 +108,8 @@ def parse_rate(text: str, *, bare_unit: str = "s") -> float:
         value = float(count) / _PER[unit.strip() or bare_unit]
     except (ValueError, KeyError):
         raise ConfigError(f"rate must look like 10/s, 600/min or 100/h, got {text!r}") from None
-    if value <= 0:
-        raise ConfigError(f"rate must be positive, got {text!r}")
+    if not math.isfinite(value) or value <= 0:  # "nan/s" passed `<= 0`, "inf" any bound
+        raise ConfigError(f"rate must be a positive, finite number, got {text!r}")
     return value
 
 

@@ -42,3 +42,10 @@ def test_cli_rate_limit_is_whole_requests_per_minute(text: str, per_minute: int)
 def test_cli_rate_limit_below_one_a_minute_or_malformed_is_a_usage_error(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         rate_limit_per_minute(text)
+
+
+@pytest.mark.parametrize("text", ["nan/s", "NaN", "inf/min", "-inf", "1e400/h"])
+def test_a_rate_that_is_no_finite_number_is_refused_where_every_rate_is_parsed(text: str) -> None:
+    """NaN passed ``<= 0`` and reached a task type's token bucket (and the CLI's int())."""
+    with pytest.raises(ConfigError, match="finite"):
+        parse_rate(text)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -53,8 +52,8 @@ def rate_limit_per_minute(text: str) -> int:
         per_minute = parse_rate(text, bare_unit="min") * 60
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if not math.isfinite(per_minute) or per_minute > 2**31 - 1:
-        raise argparse.ArgumentTypeError(f"rate limit must be a finite number of requests; got {text!r}")
+    if per_minute > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"rate limit must be at most {2**31 - 1} requests per minute; got {text!r}")
     if per_minute < 1:
         raise argparse.ArgumentTypeError("rate limit must be at least 1 request per minute")
     return int(per_minute + 1e-9)  # 7/min is 7, not 6.999...
