@@ -36,8 +36,8 @@ def key_name(text: str) -> str:
     return printable(text, "a key name") if text else text
 
 
-def seconds(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[str], float]:
-    """A finite number of seconds from ``lo`` (excluded with ``open_lo``) to ``hi``."""
+def number(lo: float, hi: float, *, open_lo: bool = False) -> Callable[[str], float]:
+    """A finite number from ``lo`` (excluded with ``open_lo``) to ``hi``: seconds, days."""
 
     def parse(text: str) -> float:
         try:

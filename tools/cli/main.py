@@ -59,7 +59,7 @@ def rate_limit_per_minute(text: str) -> int:
     return int(per_minute + 1e-9)  # 7/min is 7, not 6.999...
 
 
-_days = cliargs.seconds(0, 36_500, open_lo=True)  # --expires-in-days: the same rule, in days
+_days = cliargs.number(0, 36_500, open_lo=True)  # --expires-in-days
 
 
 def _database_url() -> str:

@@ -376,9 +376,9 @@ def _tail_times(tail: argparse.ArgumentParser) -> None:
     """``tail``'s times: finite, and a poll interval and duration above zero."""
     a_year = 31_536_000
     since_help = "also show tasks created this many seconds ago"
-    tail.add_argument("--since", type=cliargs.seconds(0, a_year), default=60.0, help=since_help)
-    tail.add_argument("--interval", type=cliargs.seconds(0, 3600, open_lo=True), default=1.0, help="poll interval (s)")
-    tail.add_argument("--duration", type=cliargs.seconds(0, a_year, open_lo=True), default=None, help="stop after (s)")
+    tail.add_argument("--since", type=cliargs.number(0, a_year), default=60.0, help=since_help)
+    tail.add_argument("--interval", type=cliargs.number(0, 3600, open_lo=True), default=1.0, help="poll interval (s)")
+    tail.add_argument("--duration", type=cliargs.number(0, a_year, open_lo=True), default=None, help="stop after (s)")
 
 
 def add_commands(sub: Any) -> None:
@@ -396,7 +396,7 @@ def add_commands(sub: Any) -> None:
         choices=["critical", "high", "normal", "low"],
         help="default: the task type's own priority, else normal",
     )
-    submit.add_argument("--delay", type=cliargs.seconds(0, 31_536_000), default=None, help="seconds before it may run")
+    submit.add_argument("--delay", type=cliargs.number(0, 31_536_000), default=None, help="seconds before it may run")
     submit.add_argument("--count", type=_positive, default=1)
     submit.set_defaults(api=cmd_submit)
 
