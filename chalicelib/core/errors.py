@@ -95,6 +95,12 @@ class StoreError(UnavailableError):
     code = "database_unavailable"
 
 
+class StoreConflict(StoreError):
+    """PostgreSQL rolled a transaction back to end a conflict with a concurrent one (a
+    deadlock, a serialization failure): nothing of it was written, and running it again
+    is safe; the store does, a few times, before a caller sees this."""
+
+
 class QueueError(UnavailableError):
     """Redis failed; PostgreSQL still holds every task and the sweeper re-enqueues.
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from chalicelib.adapters.postgres.errors import retry_conflicts
 from chalicelib.core.batches import BatchRecord, NewBatch
 from chalicelib.core.model import NewTask, Status, Task
 
@@ -34,24 +35,28 @@ class BatchQueries:
     ) -> tuple[list[Task], BatchRecord | None]:
         """Insert ``tasks`` (each carrying ``batch.id``) and open the batch of those
         inserted, in one transaction.  No batch when none was (every one replayed)."""
-        with self.connection() as conn, conn.transaction():
-            inserted = self.insert_in(conn, tasks, actor)  # many by COPY, as insert_tasks does
-            if not inserted:
-                return inserted, None
-            params = {
-                "id": batch.id,
-                "tenant": batch.tenant,
-                "total": len(inserted),
-                "pending": sum(1 for t in inserted if t.status is Status.PENDING),
-                "callback_url": batch.callback_url,
-                "on_complete": batch.on_complete_json,
-                "callback_max_retries": batch.callback_max_retries,
-                "callback_timeout_seconds": batch.callback_timeout_seconds,
-                "trace_context": batch.trace_context,
-            }
-            row = conn.execute(self._q["insert_batch"], params).fetchone()
-            assert row is not None
-            return inserted, BatchRecord.from_row(row)
+
+        def run() -> tuple[list[Task], BatchRecord | None]:
+            with self.connection() as conn, conn.transaction():
+                inserted = self.insert_in(conn, tasks, actor)  # many by COPY, as insert_tasks does
+                if not inserted:
+                    return inserted, None
+                params = {
+                    "id": batch.id,
+                    "tenant": batch.tenant,
+                    "total": len(inserted),
+                    "pending": sum(1 for t in inserted if t.status is Status.PENDING),
+                    "callback_url": batch.callback_url,
+                    "on_complete": batch.on_complete_json,
+                    "callback_max_retries": batch.callback_max_retries,
+                    "callback_timeout_seconds": batch.callback_timeout_seconds,
+                    "trace_context": batch.trace_context,
+                }
+                row = conn.execute(self._q["insert_batch"], params).fetchone()
+                assert row is not None
+                return inserted, BatchRecord.from_row(row)
+
+        return retry_conflicts(run)
 
     def prune_batches(self: _Store, retention_seconds: float, *, limit: int = 5000) -> int:
         """Delete batches completed before the retention period whose tasks are all

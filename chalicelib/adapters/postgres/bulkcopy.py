@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from chalicelib.adapters.postgres.errors import retry_conflicts
 from chalicelib.adapters.postgres.rows import accepted
 from chalicelib.core.model import Accepted, NewTask, Status, Task
 from chalicelib.core.schemas import MAX_DELAY_SECONDS
@@ -76,8 +77,12 @@ class BulkCopy:
 
     def copy_tasks(self: _Store, tasks: Sequence[NewTask], actor: str) -> list[Task]:
         """``insert_tasks`` for many, in a transaction of its own (``copy_in``)."""
-        with self.connection() as conn, conn.transaction():
-            return self.copy_in(conn, tasks, actor)
+
+        def run() -> list[Task]:
+            with self.connection() as conn, conn.transaction():
+                return self.copy_in(conn, tasks, actor)
+
+        return retry_conflicts(run)
 
     def insert_in(self: _Store, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]:
         """``insert_tasks`` in the open transaction: by COPY from ``COPY_MIN`` tasks, by

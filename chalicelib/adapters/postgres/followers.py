@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import psycopg
 
+from chalicelib.adapters.postgres.errors import retry_conflicts
 from chalicelib.adapters.postgres.rows import encode, new_task_row
 from chalicelib.core.dependencies import Edge, ParentResult, ParentState, TaskLink, Workflow
 from chalicelib.core.model import NewTask, Task
@@ -73,17 +74,22 @@ class FollowerQueries:
     ) -> Task | None:
         """Lock the tenant's ``parents`` (marking them has_followers), let ``build``
         decide the new task from their states (an exception it raises rolls all of it
-        back), and insert the task with its edges, in one transaction.  None when its
-        idempotency key exists already."""
-        with self.connection() as conn, conn.transaction():
-            found = [
-                ParentState.from_row(r)
-                for r in conn.execute(self._q["lock_parents"], {"tenant": tenant, "ids": list(parents)})
-            ]
-            task, edges = build(found)
-            params = {"tasks": _linked_json([task]), "edges": _edges_json(edges), "actor": actor, **self._webhook}
-            row = conn.execute(self._q["insert_linked_tasks"], params).fetchone()
-            return Task.from_row(row) if row else None
+        back), and insert the task with its edges, in one transaction, run again (``build``
+        too) when PostgreSQL rolls it back to end a deadlock (``retry_conflicts``).  None
+        when its idempotency key exists already."""
+
+        def run() -> Task | None:
+            with self.connection() as conn, conn.transaction():
+                found = [
+                    ParentState.from_row(r)
+                    for r in conn.execute(self._q["lock_parents"], {"tenant": tenant, "ids": list(parents)})
+                ]
+                task, edges = build(found)
+                params = {"tasks": _linked_json([task]), "edges": _edges_json(edges), "actor": actor, **self._webhook}
+                row = conn.execute(self._q["insert_linked_tasks"], params).fetchone()
+                return Task.from_row(row) if row else None
+
+        return retry_conflicts(run)
 
     def insert_workflow(
         self: _Store,
@@ -95,12 +101,16 @@ class FollowerQueries:
         *,
         actor: str,
     ) -> list[Task]:
-        """A workflow's tasks, edges and row in one transaction."""
-        with self.connection() as conn, conn.transaction():
-            params = {"tasks": _linked_json(tasks), "edges": _edges_json(edges), "actor": actor, **self._webhook}
-            rows = conn.execute(self._q["insert_linked_tasks"], params).fetchall()
-            conn.execute(self._q["insert_workflow"], {"id": workflow_id, "tenant": tenant, "steps": encode(steps)})
-            return [Task.from_row(r) for r in rows]
+        """A workflow's tasks, edges and row in one transaction (``retry_conflicts``)."""
+
+        def run() -> list[Task]:
+            with self.connection() as conn, conn.transaction():
+                params = {"tasks": _linked_json(tasks), "edges": _edges_json(edges), "actor": actor, **self._webhook}
+                rows = conn.execute(self._q["insert_linked_tasks"], params).fetchall()
+                conn.execute(self._q["insert_workflow"], {"id": workflow_id, "tenant": tenant, "steps": encode(steps)})
+                return [Task.from_row(r) for r in rows]
+
+        return retry_conflicts(run)
 
     def prune_workflows(self: _Store, retention_seconds: float, *, limit: int = 5000) -> int:
         """Delete workflows created before the retention period whose steps' tasks are

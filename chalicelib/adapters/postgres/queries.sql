@@ -304,8 +304,10 @@ SELECT * FROM tasklane_claim(%(ids)s::uuid[], %(token)s::uuid, %(lease_seconds)s
 -- The rows returned are exactly the transitions this statement made (the callers log
 -- and count dead letters from them, never from the outcomes they presented); redrives
 -- (migration 0031) tells a redriven task's new dead letter from a repeated one.
--- The statement is tasklane_finish (migration 0038): a function, so that its plans are
+-- The statement is tasklane_finish (migrations 0038, 0045): a function, so that its plans are
 -- made once per session instead of on every call (bench/RESULTS.md round 8).
+-- When a task here has followers, the function locks all their WAITING children in id
+-- order before any is settled (0045), so it cannot deadlock with a submit naming them.
 SELECT * FROM tasklane_finish(%(outcomes)s::jsonb, %(ids)s::uuid[], %(actor)s::text,
                               %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer);
 

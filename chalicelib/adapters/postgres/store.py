@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -33,7 +33,7 @@ from chalicelib.adapters.postgres.control import ControlQueries
 from chalicelib.adapters.postgres.deadlines import DeadlineQueries
 from chalicelib.adapters.postgres.direct import DirectStatement
 from chalicelib.adapters.postgres.early_row import EarlyInsert
-from chalicelib.adapters.postgres.errors import TRANSLATED, first_line, translated
+from chalicelib.adapters.postgres.errors import TRANSLATED, first_line, retry_conflicts, translated
 from chalicelib.adapters.postgres.followers import FollowerQueries
 from chalicelib.adapters.postgres.held import HeldConnection, hold
 from chalicelib.adapters.postgres.inserts import InsertQueries
@@ -72,6 +72,7 @@ from chalicelib.core.stats import (
 )
 
 Row = dict[str, Any]
+T = TypeVar("T")
 # Before any event: the lower bound of a trail read without the task's created_at.
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 
@@ -158,16 +159,24 @@ class Store(
             raise translated(exc) from exc
 
     def _all(self, name: str, params: dict[str, Any]) -> list[Row]:
-        with self.connection() as conn:
-            return conn.execute(self._q[name], params).fetchall()
+        return self._statement(name, params, psycopg.Cursor.fetchall)
 
     def _one(self, name: str, params: dict[str, Any]) -> Row | None:
-        with self.connection() as conn:
-            return conn.execute(self._q[name], params).fetchone()
+        return self._statement(name, params, psycopg.Cursor.fetchone)
 
     def _rowcount(self, name: str, params: dict[str, Any]) -> int:
-        with self.connection() as conn:
-            return conn.execute(self._q[name], params).rowcount
+        return self._statement(name, params, lambda cur: cur.rowcount)
+
+    def _statement(self, name: str, params: dict[str, Any], take: Callable[[psycopg.Cursor[Row]], T]) -> T:
+        """One statement in autocommit, what ``take`` reads of its cursor; run again when
+        PostgreSQL rolled it back to end a deadlock (two keyed batches' INSERTs, a cancel
+        settling a parent's children: ``retry_conflicts``)."""
+
+        def run() -> T:
+            with self.connection() as conn:
+                return take(conn.execute(self._q[name], params))
+
+        return retry_conflicts(run)
 
     def close(self) -> None:
         if self._opened:
@@ -351,23 +360,27 @@ class Store(
         """Cancel a waiting task, or request cancellation of a running one; a final
         task is left as it is.  None when the tenant has no such task.  A completion
         webhook the cancellation created is in the result, for the caller to push."""
-        with self.connection() as conn, conn.transaction():
-            row = conn.execute(self._q["lock_task"], {"id": task_id, "tenant": tenant}).fetchone()
-            if row is None:
-                # Moved to the archive (migration 0027): final, so left as it is.
-                row = conn.execute(self._q["archived_task"], {"id": task_id, "tenant": tenant}).fetchone()
-                return Cancellation(Task.from_row(row), Status(row["status"]), None) if row else None
-            before = Status(row["status"])
-            hook = None
-            if before in (Status.WAITING, Status.PENDING, Status.QUEUED):
-                params = {"id": task_id, "from_status": before.value, "actor": actor, **self._webhook}
-                row = conn.execute(self._q["cancel_waiting"], params).fetchone()
-                if row is not None and row["hook_id"] is not None:
-                    hook = WebhookHook(str(row["hook_id"]), row["hook_enqueued_ms"])
-            elif before is Status.PROCESSING:
-                row = conn.execute(self._q["request_cancel"], {"id": task_id}).fetchone()
-            assert row is not None  # the row is locked: it cannot vanish in between
-            return Cancellation(Task.from_row(row), before, hook)
+
+        def run() -> Cancellation | None:
+            with self.connection() as conn, conn.transaction():
+                row = conn.execute(self._q["lock_task"], {"id": task_id, "tenant": tenant}).fetchone()
+                if row is None:
+                    # Moved to the archive (migration 0027): final, so left as it is.
+                    row = conn.execute(self._q["archived_task"], {"id": task_id, "tenant": tenant}).fetchone()
+                    return Cancellation(Task.from_row(row), Status(row["status"]), None) if row else None
+                before = Status(row["status"])
+                hook = None
+                if before in (Status.WAITING, Status.PENDING, Status.QUEUED):
+                    params = {"id": task_id, "from_status": before.value, "actor": actor, **self._webhook}
+                    row = conn.execute(self._q["cancel_waiting"], params).fetchone()
+                    if row is not None and row["hook_id"] is not None:
+                        hook = WebhookHook(str(row["hook_id"]), row["hook_enqueued_ms"])
+                elif before is Status.PROCESSING:
+                    row = conn.execute(self._q["request_cancel"], {"id": task_id}).fetchone()
+                assert row is not None  # the row is locked: it cannot vanish in between
+                return Cancellation(Task.from_row(row), before, hook)
+
+        return retry_conflicts(run)
 
     def list_dead_letters(
         self, tenant: str, *, name: str | None, limit: int, after: tuple[datetime, str] | None

@@ -1,0 +1,137 @@
+"""Row locks between finishes and submits of dependent tasks: no deadlock where the
+order can be fixed, and a retry where PostgreSQL breaks one.
+
+A finish whose tasks have followers settles them (``tasklane_settle_dependents``, a row
+trigger per parent), locking each parent's WAITING children.  A submit with
+``depends_on`` locks its parents in id order (``lock_parents``).  Before migration 0045
+the finish locked the children parent by parent, so a submit naming two children of
+its batch in the other order deadlocked with it; PostgreSQL aborted one, and the
+submit's caller got a 503.  Now the finish locks every child of its batch in id order
+first, as the submit does, and a statement or transaction that PostgreSQL still rolls
+back to end a deadlock is run again (``retry_conflicts``)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+from chalicelib.adapters.postgres import errors as pg_errors
+from chalicelib.container import Container
+from chalicelib.core.errors import StoreConflict
+from chalicelib.core.model import Outcome, Status
+from chalicelib.services.submit import submit
+from tests.helpers import query, request, wait_for
+
+TENANT = "dep-locks"
+T = TypeVar("T")
+
+
+def _ids(rt: Container, n: int, **kw: Any) -> list[str]:
+    return sorted(submit(rt, TENANT, request(**kw)).task.id for _ in range(n))
+
+
+def _waiting(database_url: str) -> int:
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    return int(query(database_url, sql)[0][0])
+
+
+def _blocked(database_url: str, n: int, what: str) -> None:
+    wait_for(lambda: _waiting(database_url) >= n, timeout=5, interval=0.01, message=what)
+
+
+@contextmanager
+def _holding(database_url: str, task_id: str) -> Iterator[psycopg.Connection[Any]]:
+    """A transaction holding ``task_id``'s row lock until the block ends (rolled back)."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+def _in_thread(pool: ThreadPoolExecutor, work: Callable[[], T]) -> Future[T]:
+    return pool.submit(work)
+
+
+@pytest.fixture
+def no_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deadlock reaches the caller: what the lock order alone gives."""
+    monkeypatch.setattr(pg_errors, "CONFLICT_ATTEMPTS", 1)
+
+
+def test_a_finish_and_a_submit_naming_two_of_its_children_do_not_deadlock(
+    database_url: str, rt: Container, no_retries: None
+) -> None:
+    """The finish of parents (a1 < a2) whose children are hi (of a1) and lo (of a2), and a
+    submit that depends on lo and hi.  Parent by parent the finish would lock hi, then
+    lo; the submit locks lo, then hi.  A third transaction holds hi until both wait."""
+    a1, a2 = _ids(rt, 2)
+    token = str(uuid.uuid4())
+    assert {c.id for c in rt.store.claim([a1, a2], token, 30, actor="t")} == {a1, a2}
+    first = submit(rt, TENANT, request(depends_on=(a1,))).task.id
+    second = submit(rt, TENANT, request(depends_on=(a2,))).task.id
+    lo, hi = sorted([first, second])
+    parent_of = {first: a1, second: a2}
+    if parent_of[hi] != a1:  # the first parent's child must be the higher id
+        a1, a2 = a2, a1
+    outcomes = [Outcome(a, token, Status.COMPLETED, result_json="null") for a in (a1, a2)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with _holding(database_url, hi):
+            finishing = _in_thread(pool, lambda: rt.store.finish(outcomes, actor="t"))
+            _blocked(database_url, 1, "the finish never waited for the held child")
+            submitting = _in_thread(pool, lambda: submit(rt, TENANT, request(depends_on=(lo, hi))))
+            _blocked(database_url, 2, "the submit never waited")
+        assert {r.id for r in finishing.result(timeout=10)} == {a1, a2}
+        child = submitting.result(timeout=10).task
+    assert child.status is Status.WAITING  # on lo and hi, which the finish made QUEUED
+    rows = query(database_url, "SELECT id::text, status FROM tasks WHERE id = ANY(%s::uuid[])", [lo, hi])
+    assert dict(rows) == {lo: "QUEUED", hi: "QUEUED"}
+
+
+def test_a_deadlocked_statement_is_run_again(database_url: str, rt: Container) -> None:
+    """A statement PostgreSQL rolled back to end a deadlock is run again, and its answer
+    is the caller's; with no attempts left the error says what happened (503)."""
+    r1, r2 = _ids(rt, 2)
+    rt.store._q["test_lock_both"] = "SELECT id::text FROM tasks WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE"
+    runs = 0
+    real = rt.store.connection
+
+    @contextmanager
+    def counted(*args: Any, **kw: Any) -> Iterator[Any]:
+        nonlocal runs
+        runs += 1
+        with real(*args, **kw) as conn:
+            yield conn
+
+    rt.store.connection = counted  # type: ignore[method-assign]
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool, psycopg.connect(database_url) as other:
+            other.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (r2,))
+            locking = _in_thread(pool, lambda: rt.store._all("test_lock_both", {"ids": [r1, r2]}))
+            _blocked(database_url, 1, "the statement never waited for r2")
+            taken = threading.Event()
+            # Waits for r1, which the statement holds: a cycle; the statement waited first,
+            # so its deadlock check runs first and PostgreSQL aborts it, not this one.
+            other.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (r1,))
+            taken.set()
+            other.commit()
+            rows = locking.result(timeout=10)
+    finally:
+        del rt.store.connection
+        del rt.store._q["test_lock_both"]
+    assert taken.is_set() and [r["id"] for r in rows] == [r1, r2]
+    assert runs == 2
+
+
+def test_a_conflict_past_its_attempts_is_a_503_that_says_so() -> None:
+    error = pg_errors.translated(psycopg.errors.DeadlockDetected("deadlock detected\nDETAIL: ..."))
+    assert isinstance(error, StoreConflict) and error.status == 503
+    assert "deadlock detected" in str(error) and "unreachable" not in str(error)
