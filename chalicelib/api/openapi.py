@@ -78,7 +78,7 @@ def _op(
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         op["responses"].setdefault("413", _error("body larger than the configured limit"))
         op["responses"].setdefault(
-            "415", _error("Content-Type missing or not application/json (parameters such as charset are allowed)")
+            "415", _error("Content-Type missing or not application/json (parameters allowed; a charset only if UTF-8)")
         )
     if params:
         op["parameters"] = params

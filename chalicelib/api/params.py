@@ -45,20 +45,37 @@ def json_body(request: Request, max_bytes: int) -> Any:
     """The decoded JSON body of a route that takes one.
 
     One rule for every such route: the request says ``Content-Type: application/json``
-    (parameters such as ``charset`` allowed), else 415.  Chalice checks only that a
-    *given* type is in the route's list, and takes a missing one for JSON; ``*/*`` or
-    a list of types passes it too."""
+    (parameters allowed; a ``charset`` only if it is UTF-8), else 415.  Chalice checks
+    only that a *given* type is in the route's list, and takes a missing one for JSON;
+    ``*/*`` or a list of types passes it too."""
     declared = request.headers.get("content-type")
-    media_type = (declared or "").split(";", 1)[0].strip().lower()
-    if media_type != JSON_MEDIA_TYPE:
+    media_type, _, parameters = (declared or "").partition(";")
+    if media_type.strip().lower() != JSON_MEDIA_TYPE:
         shown = f"Content-Type {declared!r}" if declared else "no Content-Type"
         raise UnsupportedMediaTypeError(
             f"the request has {shown}; send the body as JSON with Content-Type: application/json"
         )
+    if parameters:
+        _utf8_only(parameters)
     raw = request.raw_body
     if raw is not None and len(raw) > max_bytes:
         raise PayloadTooLargeError(f"the request body is {len(raw)} bytes; the limit is {max_bytes}")
     return parse_json(raw)
+
+
+def _utf8_only(parameters: str) -> None:
+    """JSON between systems is UTF-8 (RFC 8259, section 8.1), and the body is read as
+    such: a body declared in another charset (UTF-16, Latin-1) would be read wrongly,
+    or refused as invalid JSON with a misleading message, so it is a 415."""
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+            if charset not in ("utf-8", "utf8"):
+                raise UnsupportedMediaTypeError(
+                    f"the request's charset is {value.strip()[:40]!r}; send the JSON body as UTF-8"
+                    " (Content-Type: application/json; charset=utf-8, or no charset)"
+                )
 
 
 # --- path ids ---------------------------------------------------------------------------

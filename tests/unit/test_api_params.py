@@ -66,6 +66,27 @@ def test_anything_but_declared_json_is_415(headers: dict[str, str]) -> None:
     assert "Content-Type: application/json" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json; charset=utf-16",
+        "application/json; charset=ISO-8859-1",
+        'application/json; q=1; Charset="utf-32"',
+        "application/json;charset=",
+    ],
+)
+def test_a_charset_other_than_utf8_is_415(content_type: str) -> None:
+    """Read as UTF-8, a UTF-16 body would be refused as invalid JSON, and a Latin-1 one
+    stored with its accented letters wrong."""
+    with pytest.raises(UnsupportedMediaTypeError, match="send the JSON body as UTF-8"):
+        params.json_body(request('{"a": "\u00e9"}', {"Content-Type": content_type}), 1000)
+
+
+@pytest.mark.parametrize("content_type", ['application/json; charset="UTF-8"', "application/json; charset=utf8"])
+def test_utf8_spelled_otherwise_is_read(content_type: str) -> None:
+    assert params.json_body(request('{"a": 1}', {"Content-Type": content_type}), 1000) == {"a": 1}
+
+
 def test_the_body_rule_comes_before_size_and_syntax() -> None:
     with pytest.raises(UnsupportedMediaTypeError):
         params.json_body(request("x" * 2000, {}), 1000)
