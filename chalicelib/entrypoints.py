@@ -40,8 +40,11 @@ def _get_drainer() -> Drainer:
 def drain(context: LambdaContextLike | None, *, idle_exit_seconds: float | None = None) -> dict[str, Any]:
     """Drain until the invocation's time is nearly spent or the queue stays empty.
 
-    Without a context (a direct call), the budget is one minute."""
-    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+    Without a context (a direct call), the budget is one minute, and every task claimed
+    is run; an invocation ends for good with its time, so a task that would outlast it
+    is handed back unstarted for one that has the time (``execution/window.py``)."""
+    hard = context is not None and hasattr(context, "get_remaining_time_in_millis")
+    if context is not None and hard:
         remaining = lambda: context.get_remaining_time_in_millis() / 1000.0  # noqa: E731
     else:
         deadline = time.monotonic() + 60.0
@@ -49,7 +52,7 @@ def drain(context: LambdaContextLike | None, *, idle_exit_seconds: float | None 
     rt = get_container()
     if idle_exit_seconds is None:
         idle_exit_seconds = rt.settings.drain_idle_exit_seconds
-    return _get_drainer().run(remaining, idle_exit_seconds=idle_exit_seconds).as_dict()
+    return _get_drainer().run(remaining, idle_exit_seconds=idle_exit_seconds, hard_deadline=hard).as_dict()
 
 
 def sweep() -> dict[str, Any]:

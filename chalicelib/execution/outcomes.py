@@ -87,6 +87,21 @@ class Outcomes:
     def timed_out(self, task: Claimed, token: str) -> Outcome:
         return self.failed(task, token, TimeoutError(f"attempt exceeded {task.timeout_seconds:g} s"))
 
+    def handed_back(self, task: Claimed, token: str, left: float) -> Outcome:
+        """Not started: the drain invocation ends before the attempt's timeout could
+        (``execution/window.py``).  Given back like a snooze (no attempt spent), due once
+        this invocation stops claiming, so another one, with the time, runs it."""
+        return Outcome(
+            task.id,
+            token,
+            Status.PENDING,
+            error=f"handed back unstarted: the drain invocation had {max(left, 0):.1f} s left"
+            f" and the attempt may take {task.timeout_seconds:g} s",
+            error_type=SNOOZED,
+            delay_seconds=max(left, 0.0),
+            snooze=True,
+        )
+
     def unknown_task(self, task: Claimed, token: str) -> Outcome:
         return _dead(task.id, token, "UnknownTaskName", f"no executor is registered for task name {task.name!r}")
 

@@ -21,6 +21,7 @@ from chalicelib.core.model import Claimed, Outcome
 from chalicelib.core.retry import RetryPolicy
 from chalicelib.execution.lanes import BatchState, Item, SendLast, lane
 from chalicelib.execution.outcomes import Outcomes
+from chalicelib.execution.window import Window
 from chalicelib.tasktypes.catalog import Registry
 from chalicelib.tasktypes.context import NO_PORTS, TaskContext, TaskPorts
 
@@ -63,6 +64,11 @@ class BatchRunner:
         self.concurrency = concurrency
         self.ports = ports
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="tasklane-exec")
+        # The drain Lambda invocation's time, set by its drainer before each batch (None:
+        # a process with a budget, not a hard end): a task that would outlast it is
+        # handed back unstarted (``execution/window.py``).
+        self.window: Window | None = None
+        self.handed_back = 0  # how many so far
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -159,13 +165,20 @@ class BatchRunner:
         outcomes.extend(self._collect([i for i in state.items if not i.handed_over], token))
 
     def _prepare(self, batch: Sequence[Claimed], token: str) -> tuple[list[Item], list[Outcome]]:
-        """An ``Item`` per task with a registered type; an outcome for the others."""
+        """An ``Item`` per task with a registered type and the time to run; an outcome
+        for the others."""
         items: list[Item] = []
         outcomes: list[Outcome] = []
+        window = self.window
+        left = 0.0 if window is None else window.left()
         for task in batch:
             entry = self.registry.get(task.name)
             if entry is None:
                 outcomes.append(self.outcomes.unknown_task(task, token))
+                continue
+            if window is not None and window.hands_back(task.timeout_seconds, left):
+                outcomes.append(self.outcomes.handed_back(task, token, left))
+                self.handed_back += 1
                 continue
             ctx = TaskContext(
                 task_id=task.id,

@@ -26,6 +26,7 @@ from chalicelib.core.model import Claimed, Outcome, QueueEntry, Status
 from chalicelib.core.records import Recorded
 from chalicelib.execution.outcomes import refused_outcome
 from chalicelib.execution.runner import BatchRunner
+from chalicelib.execution.window import Window
 from chalicelib.observability import metrics
 from chalicelib.observability.batchlog import FinishedSummary
 from chalicelib.observability.log import logger
@@ -45,6 +46,7 @@ class DrainStats:
     cancelled: int = 0
     expired: int = 0
     lease_lost: int = 0
+    handed_back: int = 0  # not started: the invocation would have ended first (window.py)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -57,6 +59,7 @@ class DrainStats:
             "cancelled": self.cancelled,
             "expired": self.expired,
             "lease_lost": self.lease_lost,
+            "handed_back": self.handed_back,
             "errors": self.errors[-5:],
         }
 
@@ -125,12 +128,19 @@ class Drainer:
         # it keeps (None for a small pool); the recorder's finishes share the rest.
         self._held_pg = rt.store.hold_connection()
         self._warmed = False
+        self._window: Callable[[], Window] | None = None  # run's, under a hard deadline
 
-    def run(self, remaining: Clock, *, idle_exit_seconds: float | None = None) -> DrainStats:
+    def run(
+        self, remaining: Clock, *, idle_exit_seconds: float | None = None, hard_deadline: bool = False
+    ) -> DrainStats:
         """Drain until ``remaining()`` drops below the margin, or the queue has been
-        empty for ``idle_exit_seconds`` (None: until the budget is spent)."""
+        empty for ``idle_exit_seconds`` (None: until the budget is spent).
+        ``hard_deadline``: the process ends with ``remaining()`` (a Lambda invocation), so
+        a task that would outlast it is handed back unstarted (``execution/window.py``)."""
         s = self.rt.settings
         stats = DrainStats()
+        self._window = self._windows(remaining) if hard_deadline else None
+        handed_back = self.runner.handed_back
         idle_since: float | None = None
         failures = 0
         # After a claim that came back short the queue was dry: wait for a wake token
@@ -178,7 +188,15 @@ class Drainer:
                 time.sleep(delay)
         self._wait_recording(stats)
         self.summary.flush()
+        stats.handed_back = self.runner.handed_back - handed_back
         return stats
+
+    def _windows(self, remaining: Clock) -> Callable[[], Window]:
+        """The invocation's window as of each batch; a fresh invocation's time is this
+        one's at its start (the function's timeout, less a cold start)."""
+        margin = self.rt.settings.drain_margin_seconds
+        fresh = remaining() - margin
+        return lambda: Window(time.monotonic() + remaining() - margin, fresh)
 
     def _warm(self) -> None:
         """Open the claim's held PostgreSQL connection and one for the recorder's
@@ -311,6 +329,7 @@ class Drainer:
             return None if statement is None else statement.recorded
 
         every, last = s.lease_seconds / 3, send_last if send_finish else None
+        self.runner.window = None if self._window is None else self._window()
         started = time.monotonic()
         if read is not None:
             batch, outcomes = self.runner.run_read(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -82,3 +83,41 @@ def test_a_snooze_under_a_lost_lease_changes_nothing(rt: Container) -> None:
     held = rt.store.get_task(TENANT, task.id)
     assert held is not None and (held.status, held.attempts, held.snoozes) == (Status.PROCESSING, 1, 0)
     Drainer(rt).close()
+
+
+def test_a_drain_invocation_hands_back_what_it_has_no_time_left_for(rt: Container) -> None:
+    """A Lambda invocation ends with its time: a task whose timeout reaches past that end
+    goes back unstarted (no attempt spent) and falls due once the invocation stops
+    claiming; one that fits runs, and so does one no invocation could fit (it would be
+    handed back forever).  The run goes on claiming after a hand-back."""
+    from tests.helpers import query
+
+    ids = {
+        label: submit(rt, TENANT, request("noop", {"k": label}, timeout_seconds=timeout)).task.id
+        for label, timeout in (("short", 1), ("long", 4), ("huge", 100))
+    }
+    margin = rt.settings.drain_margin_seconds
+    # A fresh invocation has 30 s beyond its margin; this one is 3 s from its end: the
+    # 4 s task fits the first and not the second.
+    end = time.monotonic() + margin + 3
+    calls = iter([margin + 30.0])
+    drainer = Drainer(rt, name="lambda")
+    try:
+        stats = drainer.run(lambda: next(calls, end - time.monotonic()), idle_exit_seconds=0.3, hard_deadline=True)
+    finally:
+        drainer.close()
+    assert (stats.claimed, stats.completed, stats.handed_back) == (3, 2, 1)
+    rows = query(
+        rt.settings.database_url,
+        "SELECT id::text, status, attempts, snoozes, run_at - updated_at,"
+        " (SELECT error FROM task_events e WHERE e.task_id = t.id AND e.error_type = 'Snoozed')"
+        " FROM tasks t WHERE id = ANY(%s::uuid[])",
+        list(ids.values()),
+    )
+    by_id = {r[0]: r[1:] for r in rows}
+    assert by_id[ids["short"]][:3] == by_id[ids["huge"]][:3] == ("COMPLETED", 1, 0)
+    status, attempts, snoozes, delay, error = by_id[ids["long"]]
+    assert (status, attempts, snoozes) == ("PENDING", 0, 1)
+    assert 0 < delay.total_seconds() <= 3 and "handed back unstarted" in error
+    drain_and_sweep_until(rt, lambda: rt.store.get_task(TENANT, ids["long"]).status is Status.COMPLETED)  # type: ignore[union-attr]
+    assert story_problems(task_stories(rt.settings.database_url, list(ids.values()))) == []

@@ -13,6 +13,7 @@ from chalicelib.core.model import Claimed, Status
 from chalicelib.core.retry import RetryPolicy
 from chalicelib.execution.remote import handle
 from chalicelib.execution.runner import BatchRunner
+from chalicelib.execution.window import Window
 from chalicelib.tasktypes import Registry, TaskContext, require
 from chalicelib.tasktypes.context import NO_PORTS, TaskPorts
 
@@ -424,3 +425,33 @@ def test_a_permanent_error_subclass_stays_permanent_across_the_lambda_boundary()
     answer = json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode()
     with pytest.raises(PermanentError, match="RefusedTarget: refusing"):
         decode_response({"FunctionError": "Unhandled", "StatusCode": 200}, answer)
+
+
+def test_a_task_that_would_outlast_the_invocation_is_handed_back_unstarted() -> None:
+    """A drain Lambda ends for good with its time: a task started anyway was killed with
+    it and ran again only after its lease expired, an attempt spent.  One longer than a
+    whole invocation runs all the same: handed back, it would never run."""
+    ran: list[str] = []
+    reg = registry()
+
+    @reg.task("long")
+    def long(payload: Any, ctx: TaskContext) -> Any:
+        ran.append(ctx.task_id)
+        return "ran"
+
+    runner = BatchRunner(reg, RetryPolicy(base_seconds=2, jitter=0), concurrency=4, max_result_bytes=1000)
+    runner.window = Window(until=time.monotonic() + 30, fresh=100)
+    try:
+        outs = runner.run(
+            [claimed("long", timeout=5), claimed("long", timeout=60), claimed("long", timeout=200)],
+            "tok",
+            heartbeat=lambda ids: set(),
+            heartbeat_every=10.0,
+        )
+    finally:
+        runner.close()
+    statuses = sorted((o.status.value, o.snooze) for o in outs)
+    assert statuses == [("COMPLETED", False), ("COMPLETED", False), ("PENDING", True)]
+    back = next(o for o in outs if o.status is Status.PENDING)
+    assert back.error_type == "Snoozed" and "handed back unstarted" in (back.error or "")
+    assert 29 < (back.delay_seconds or 0) <= 30 and len(ran) == 2 and runner.handed_back == 1
