@@ -12,7 +12,9 @@ everything behind it:
 - at most ``MAX_DEPTH`` nested arrays/objects;
 - numbers finite and within a double's range (±1.8e308), integers included, so
   that ``float()``, ``math.isfinite`` and range checks work on every one of them;
-- text (keys and values) valid Unicode without U+0000.
+- text (keys and values) valid Unicode without U+0000;
+- no key twice in one object (I-JSON, RFC 7493: which one wins differs between
+  parsers, so a proxy in front and Tasklane could each read another value).
 
 The message names the offending field by its path (``tasks[2].payload.k``).
 """
@@ -55,7 +57,24 @@ def _parse_float(text: str) -> float | _Unholdable:
     return value if math.isfinite(value) else _Unholdable(text)
 
 
-_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float, parse_constant=_Unholdable)
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):  # rare: only then look for which key it was
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return value
+
+
+_DECODER = json.JSONDecoder(
+    parse_int=_parse_int, parse_float=_parse_float, parse_constant=_Unholdable, object_pairs_hook=_object
+)
 
 
 def _decode(raw: bytes | str) -> str:
@@ -89,6 +108,13 @@ def parse_json(raw: bytes | str | None) -> Any:
         value = _loads(text)
     except RecursionError:
         raise _too_deep() from None
+    except _DuplicateKey as exc:
+        key = str(exc.args[0])
+        shown = repr(key[:60]) + ("..." if len(key) > 60 else "")
+        raise ValidationError(
+            f"the request body has the key {shown} twice in one object; send each key once",
+            details={"duplicate_key": key[:200]},
+        ) from None
     except ValueError as exc:
         raise ValidationError(f"the request body is not valid JSON: {exc}") from None
     check_value(value)

@@ -87,3 +87,29 @@ def test_bodies_json_refuses_are_a_400_with_jsons_own_reason(raw: bytes | str) -
     with pytest.raises(ValidationError) as refused:
         parse_json(raw)
     assert str(refused.value) == f"the request body is not valid JSON: {expected.value}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": "noop", "name": "other"}',
+        '{"name": "noop", "payload": {"to": "a", "b": 1, "to": "evil"}}',
+        '{"tasks": [{"name": "a"}, {"name": "b", "payload": {"k": [{"x": 1, "x": 1}]}}]}',
+    ],
+)
+def test_a_key_twice_in_one_object_is_a_400_naming_it(body: str) -> None:
+    """Which of the two wins differs between parsers (a proxy in front may read the
+    first, Python the last), so neither is taken."""
+    err = refused(body)
+    assert "twice in one object" in err.message
+    assert err.details["duplicate_key"] in ("name", "to", "x")
+
+
+def test_the_same_key_in_different_objects_is_fine() -> None:
+    assert parse_json('{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}') == {"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}
+
+
+def test_a_long_duplicate_key_is_shown_cut() -> None:
+    key = "k" * 5000
+    err = refused(f'{{"{key}": 1, "{key}": 2}}')
+    assert len(err.message) < 200 and len(err.details["duplicate_key"]) == 200
