@@ -11,7 +11,7 @@ the task is CANCELLED at once, or runs, as it chose).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -26,25 +26,33 @@ if TYPE_CHECKING:
     from chalicelib.core.requests import TaskRequest, WorkflowRequest
 
 
-def _not_found(missing: Sequence[str]) -> ValidationError:
+def _not_found(missing: Sequence[str], where: str = "") -> ValidationError:
     return ValidationError(
-        f"depends_on names task(s) not found: {', '.join(missing)}",
-        details={"field": "depends_on", "not_found": list(missing)},
+        f"{where}depends_on names task(s) not found: {', '.join(missing)}",
+        details={"field": f"{where}depends_on", "not_found": list(missing)},
     )
 
 
-def check_dependent(rt: Container, tenant: str, requests: Sequence[TaskRequest], *, in_batch: bool) -> None:
+def check_dependent(
+    rt: Container, tenant: str, requests: Mapping[int, TaskRequest], *, in_batch: bool, many: bool
+) -> None:
     """A 400 before anything is written: what ``depends_on`` cannot be combined with, and
-    every ``depends_on`` id the tenant has no task for (another tenant's is simply not found)."""
+    every ``depends_on`` id the tenant has no task for (another tenant's is simply not
+    found).  ``requests``: by their place in the request; ``many``: a list of tasks,
+    whose first offending item the error names (``tasks[2].depends_on``)."""
     if in_batch:
         raise ValidationError('a task with depends_on cannot be in a batch ("batch"); use a workflow')
-    if any(r.unique_key is not None for r in requests):
-        raise ValidationError("depends_on and unique_key cannot be combined", details={"field": "unique_key"})
-    wanted = list(dict.fromkeys(p for r in requests for p in r.depends_on))
+    where = {i: f"tasks[{i}]." if many else "" for i in requests}
+    for i, r in requests.items():
+        if r.unique_key is not None:
+            field = f"{where[i]}unique_key"
+            raise ValidationError(f"{field}: depends_on and unique_key cannot be combined", details={"field": field})
+    wanted = list(dict.fromkeys(p for r in requests.values() for p in r.depends_on))
     found = set(rt.store.existing_ids(tenant, wanted))
-    missing = [p for p in wanted if p not in found]
-    if missing:
-        raise _not_found(missing)
+    for i, r in requests.items():
+        missing = [p for p in r.depends_on if p not in found]
+        if missing:
+            raise _not_found(missing, where[i])
 
 
 def _decide(new: NewTask, request: TaskRequest, found: list[ParentState]) -> tuple[NewTask, list[Edge]]:

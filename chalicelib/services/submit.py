@@ -147,14 +147,20 @@ def _submit(
     actor: str,
     traces: Sequence[TraceContext] | None = None,
     batch: NewBatch | None = None,
+    places: Sequence[int] | None = None,
 ) -> tuple[list[Submitted | ConflictError], BatchRecord | None]:
-    """``submit_many``, opening ``batch`` with the tasks it creates when given."""
+    """``submit_many``, opening ``batch`` with the tasks it creates when given.
+    ``places``: each request's index in the client's list, for the errors that name one
+    (default: its index here)."""
     tenants.check_queue_quota(rt, tenant, len(requests))
     new = _new_tasks(tenant, requests, traces, batch.id if batch else None)
     deps = {n.id: r for n, r in zip(new, requests, strict=True) if r.depends_on}
     if deps:
         # Before anything is written: a batch is refused whole (400) rather than half stored.
-        dependencies.check_dependent(rt, tenant, list(deps.values()), in_batch=batch is not None)
+        where = places or range(len(requests))
+        dependent = {i: r for i, r in zip(where, requests, strict=True) if r.depends_on}
+        many = places is not None or len(requests) > 1
+        dependencies.check_dependent(rt, tenant, dependent, in_batch=batch is not None, many=many)
     rounds = _Rounds(rt, tenant, new, actor, deps)
     # A batch opens once, with the tasks of its one INSERT: no second round.
     rounds.run(batch, UNIQUE_ROUNDS if batch is None else 1)
@@ -382,7 +388,8 @@ def submit_batch(
     opened = None
     if valid:
         batch = _new_batch(rt, tenant, spec) if spec is not None else None
-        outcomes, opened = _submit(rt, tenant, [r for _, r in valid], actor=actor, batch=batch)
+        places = [i for i, _ in valid]
+        outcomes, opened = _submit(rt, tenant, [r for _, r in valid], actor=actor, batch=batch, places=places)
     slots = [BatchItem(i, error=item) for i, item in enumerate(items) if isinstance(item, ValidationError)]
     for (i, _), out in zip(valid, outcomes, strict=True):
         slots.append(BatchItem(i, error=out) if isinstance(out, ConflictError) else BatchItem(i, submitted=out))

@@ -166,9 +166,14 @@ def test_a_batch_naming_an_unknown_parent_is_refused_whole(rt: Container, databa
 
     parent = submit(rt, TENANT, request()).task
     items = [request(), request(depends_on=(parent.id,)), request(depends_on=("00000000-0000-4000-8000-000000000001",))]
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as err:
         submit_batch(rt, TENANT, items)
+    assert err.value.message.startswith("tasks[2].depends_on names task(s) not found: 00000000-")
+    assert err.value.details == {"field": "tasks[2].depends_on", "not_found": ["00000000-0000-4000-8000-000000000001"]}
     assert query(database_url, "SELECT count(*) FROM tasks")[0][0] == 1
+    invalid = ValidationError("refused by validation")  # its slot keeps its place
+    with pytest.raises(ValidationError, match=r"^tasks\[2\]\.unique_key: depends_on and unique_key"):
+        submit_batch(rt, TENANT, [request(), invalid, request(depends_on=(parent.id,), unique_key="k")])
 
 
 def test_redriving_a_failed_parent_leaves_cancelled_dependents_cancelled(recording: Container) -> None:
