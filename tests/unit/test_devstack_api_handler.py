@@ -11,6 +11,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -92,9 +93,7 @@ SAME = [
     b"GET /items/none HTTP/1.1\r\n\r\n",
     b"GET /items/text HTTP/1.1\r\n\r\n",
     b"DELETE /items/x%20y HTTP/1.1\r\n\r\n",
-    b"GET /nowhere HTTP/1.1\r\n\r\n",
-    b"GET /nowhere HTTP/1.1\r\nAuthorization: token\r\n\r\n",
-    b"POST /items/abc HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    b"POST /items/abc HTTP/1.1\r\nContent-Length: 0\r\n\r\n",  # a 405 from the gateway, as chalice's
     b"OPTIONS /echo HTTP/1.1\r\n\r\n",
     b"GET //items/abc HTTP/1.1\r\n\r\n",
 ]
@@ -149,6 +148,46 @@ def test_refusals_are_json_4xx_and_close(ports: tuple[int, int], request_bytes: 
     got, error, head = _json_status(answer)
     assert (got, bool(error["code"]), bool(error["message"])) == (status, True, True)
     assert b"Connection: close" in head and b"after" not in answer
+
+
+def _gateway_responses() -> dict[str, Any]:
+    """API Gateway's own answers, as infra/app-overrides.json gives them to the stack."""
+    overrides = json.loads((Path(__file__).parents[2] / "infra" / "app-overrides.json").read_text())
+    body: dict[str, Any] = overrides["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    return dict(body["x-amazon-apigateway-gateway-responses"])
+
+
+NO_ROUTE = [b"GET /nowhere HTTP/1.1\r\n\r\n", b"GET /nowhere HTTP/1.1\r\nAuthorization: token\r\n\r\n"]
+
+
+@pytest.mark.parametrize("request_bytes", NO_ROUTE)
+def test_no_route_is_the_json_404_api_gateway_answers(ports: tuple[int, int], request_bytes: bytes) -> None:
+    """Where chalice's server answers 403 "Missing Authentication Token" for a path no
+    route serves (as API Gateway does by default), ours answers what the stack's gateway response makes API Gateway
+    answer, word for word, and keeps the connection."""
+    theirs, ours = ports
+    assert _exchange(theirs, request_bytes + b"GET /items/after HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 403")
+    answer = _exchange(ours, request_bytes, b"GET /items/after HTTP/1.1\r\nConnection: close\r\n\r\n")
+    first, _, rest = answer.partition(b"HTTP/1.1 200 OK")
+    status, error, _ = _json_status(first)
+    responses = _gateway_responses()
+    gateway = responses["MISSING_AUTHENTICATION_TOKEN"]
+    assert status == int(gateway["statusCode"]) == 404
+    assert {"error": error} == json.loads(gateway["responseTemplates"]["application/json"])
+    assert b'{"item":"after"' in rest
+
+
+def test_the_gateway_responses_are_json_in_the_error_shape() -> None:
+    """API Gateway's own refusals (throttled, too large, any other 4xx or 5xx) answer in
+    the shape the API's do; $context.error.messageString is a quoted JSON string."""
+    responses = _gateway_responses()
+    assert {"THROTTLED", "REQUEST_TOO_LARGE", "DEFAULT_4XX", "DEFAULT_5XX"} <= set(responses)
+    for response in responses.values():
+        body = response["responseTemplates"]["application/json"].replace(
+            "$context.error.messageString", json.dumps('a "quoted" message')
+        )
+        error = json.loads(body)["error"]
+        assert set(error) == {"code", "message"} and error["code"] and error["message"]
 
 
 def test_an_unknown_method_is_a_json_405_with_allow(ports: tuple[int, int]) -> None:

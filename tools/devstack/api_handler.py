@@ -18,7 +18,8 @@ JSON 405; a Content-Length that is not a plain non-negative number (``abc``, ``1
 without reading the body (chalice's handler called ``int()`` on it unguarded, and the
 exception dropped the connection); whatever the parser refuses (a malformed request
 line, an over-long header or too many of them, an unknown HTTP version) is answered
-in the same JSON error shape, as a 4xx, and the connection closed.
+in the same JSON error shape, as a 4xx, and the connection closed.  A path or method no
+route serves is a JSON 404, as API Gateway answers it with this stack's template.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 _DIGITS = re.compile("[0-9]{1,15}")
 _CODES = {
     400: "validation_error",
+    404: "not_found",
     405: "method_not_allowed",
     408: "request_timeout",
     413: "payload_too_large",
@@ -54,6 +56,12 @@ METHODS = frozenset({"GET", "PUT", "POST", "HEAD", "DELETE", "PATCH", "OPTIONS"}
 _PHRASES = {code: short for code, (short, _) in BaseHTTPRequestHandler.responses.items()}
 SERVER_HEADER = f"Server: {BaseHTTPRequestHandler.server_version} {BaseHTTPRequestHandler.sys_version}\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# A path or method no route serves: chalice's gateway answers a 403 "Missing
+# Authentication Token" (another message with an Authorization header), as API Gateway
+# does; both answer this 404 instead (API Gateway through the MISSING_AUTHENTICATION_TOKEN
+# response of infra/app-overrides.json).  No route of ours uses IAM signatures, the only
+# other reason for chalice's 403.
+NO_ROUTE = "no such route: check the method and the path (GET /openapi.json lists them)"
 
 
 class _Clock:
@@ -167,6 +175,9 @@ class ApiHandler(socketserver.StreamRequestHandler):
         try:
             response = self.gateway.handle_request(method=head.method, path=head.path, headers=head.headers, body=body)
         except self.gateway_error as error:
+            if error.CODE == 403 and error.headers.get("x-amzn-ErrorType") == "UnauthorizedException":
+                self._json_error(404, NO_ROUTE)
+                return
             self._send(error.CODE, error.headers, error.body)
             return
         headers = response["headers"].copy()
