@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from chalice.app import Request, Response
 
 from chalicelib.api.responses import guarded, mark_guarded
-from chalicelib.core.errors import QueueError, RateLimitedError, UnauthorizedError
+from chalicelib.core.errors import QueueError, RateLimitedError, UnauthorizedError, ValidationError
 from chalicelib.observability.log import logger
 from chalicelib.services.apikeys import ApiKey, hash_key
 
@@ -130,6 +130,21 @@ def _first_access() -> Access:
         return _access
 
 
+def single_header(request: Request, name: str) -> str | None:
+    """The value of header ``name`` (lower case), refused (400) when the request sends it
+    twice with different values: API Gateway hands the app the last one, a proxy in
+    front may have judged the first (the local server refuses such a request itself:
+    ``tools/devstack/http_request.py``)."""
+    event = request.to_original_event()
+    for sent, values in (event.get("multiValueHeaders") or {}).items():
+        if len(values) > 1 and sent.lower() == name and len(set(values)) > 1:
+            raise ValidationError(
+                f"the request has {len(values)} {sent} headers with different values; send one",
+                details={"header": name},
+            )
+    return request.headers.get(name)
+
+
 def requires_key(
     access: Callable[[], Access], request: Callable[[], Request]
 ) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
@@ -143,7 +158,7 @@ def requires_key(
             rate_headers: dict[str, str] = {}
 
             def call() -> Response:
-                key, headers = access().check(request().headers.get("x-api-key"))
+                key, headers = access().check(single_header(request(), "x-api-key"))
                 rate_headers.update(headers)
                 return fn(key, *args, **kwargs)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Request, Response
 
-from chalicelib.api.access import get_access, requires_key
+from chalicelib.api.access import get_access, requires_key, single_header
 from chalicelib.api.responses import handle_errors, json_response
 from chalicelib.observability import tracing
 
@@ -96,7 +96,7 @@ def submit_task(key: ApiKey) -> Response:
     request = _request()
     parsed = params.submission(
         params.json_body(request, rt.settings.max_payload_bytes),
-        request.headers.get("idempotency-key"),
+        single_header(request, "idempotency-key"),
         rt.settings,
         rt.registry,
     )

@@ -191,3 +191,29 @@ def test_a_redrive_selection() -> None:
         with pytest.raises(ValidationError) as caught:
             params.redrive_selection(body)
         assert needle in caught.value.message, (body, caught.value.message)
+
+
+def _gateway_request(multi: dict[str, list[str]]) -> Request:
+    """A request as API Gateway builds it: ``headers`` the last value of each."""
+    return Request(
+        {
+            "multiValueQueryStringParameters": None,
+            "headers": {k.lower(): v[-1] for k, v in multi.items()},
+            "multiValueHeaders": multi,
+            "pathParameters": None,
+            "requestContext": {"httpMethod": "POST", "resourcePath": "/api/v1/tasks"},
+            "body": "{}",
+            "isBase64Encoded": False,
+            "stageVariables": None,
+        }
+    )
+
+
+def test_a_credential_sent_twice_with_different_values_is_a_400() -> None:
+    from chalicelib.api.access import single_header
+
+    with pytest.raises(ValidationError, match="2 X-Api-Key headers with different values"):
+        single_header(_gateway_request({"X-Api-Key": ["first", "second"], "Accept": ["a", "b"]}), "x-api-key")
+    same = _gateway_request({"x-api-key": ["k", "k"], "Idempotency-Key": ["i"]})
+    assert single_header(same, "x-api-key") == "k" and single_header(same, "idempotency-key") == "i"
+    assert single_header(_gateway_request({}), "x-api-key") is None

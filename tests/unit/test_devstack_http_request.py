@@ -74,6 +74,10 @@ def test_two_requests_on_one_connection_are_read_one_after_the_other() -> None:
         (b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\n: no name\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", 400),
+        # The app would read one key, a proxy in front may have judged the other.
+        (b"GET / HTTP/1.1\r\nX-API-Key: a\r\nx-api-key: b\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\n\r\n", 400),
     ],
 )
 def test_what_is_refused(raw: bytes, status: int) -> None:
@@ -85,3 +89,8 @@ def test_what_is_refused(raw: bytes, status: int) -> None:
 def test_exactly_the_limits_are_accepted() -> None:
     head = read_head(io.BytesIO(b"GET / HTTP/1.1\r\n" + b"X: v\r\n" * MAX_HEADERS + b"\r\n"))
     assert head is not None and head.headers == {"X": "v"}
+
+
+def test_a_single_valued_header_sent_twice_alike_is_read() -> None:
+    head = read_head(io.BytesIO(b"GET / HTTP/1.1\r\nX-API-Key: k\r\nX-API-Key: k\r\n\r\n"))
+    assert head is not None and head.headers == {"X-API-Key": "k"}

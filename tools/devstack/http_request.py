@@ -20,6 +20,11 @@ from typing import Protocol
 
 MAX_LINE = 65536  # http.server's and http.client's limit for the request line and each header line
 MAX_HEADERS = 100  # http.client's _MAXHEADERS
+# Headers whose two different values make a request ambiguous: the app reads one
+# value (this server passes the first, API Gateway the last), a proxy in front may
+# have judged the other.  Refused, as the app refuses them behind API Gateway
+# (``chalicelib.api.access.single_header``).
+SINGLE_VALUED = frozenset({"x-api-key", "idempotency-key", "authorization", "content-type"})
 _VERSION = re.compile(r"HTTP/([0-9]{1,10})\.([0-9]{1,10})")
 # A field name is a token; the email parser took any printable ASCII but the colon.
 _NAME = re.compile(r"[!-9;-~]+")
@@ -104,6 +109,8 @@ def read_head(rfile: LineReader) -> RequestHead | None:
         value = value.lstrip(" \t")
         low = name.lower()
         known = first.setdefault(low, value)
+        if known != value and low in SINGLE_VALUED:
+            raise Refused(400, f"conflicting {name} headers; send one")
         headers.setdefault(name, known)
         if low == "content-length":
             lengths.append(value)
