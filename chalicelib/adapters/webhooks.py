@@ -73,7 +73,10 @@ def deliver(
     check_callback_url(url, allow_private=allow_private)  # a PayloadError is permanent
     # A batch's completion reports the batch; every other event reports its task.
     subject = "batch" if "batch" in payload else "task"
-    body = json.dumps({"event": payload.get("event"), subject: payload.get(subject)}, separators=(",", ":")).encode()
+    # The delivery id rides in the signed body too: a receiver deduplicating on the
+    # Tasklane-Delivery header alone could be fed a replay with another id in it.
+    event = {"event": payload.get("event"), "delivery": delivery_id, subject: payload.get(subject)}
+    body = json.dumps(event, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",

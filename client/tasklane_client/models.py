@@ -581,7 +581,8 @@ class WebhookEvent:
     """A verified completion webhook: ``event`` (e.g. ``task.completed``) and the task's
     summary (``id``, ``name``, ``status``, ``attempts``, ``result``, ``last_error``, ...);
     for ``batch.completed``, ``batch`` (``id``, ``total``, ``completed``, ``failed``,
-    ``cancelled``, ``follow_up_task_id``, ...) and an empty ``task``."""
+    ``cancelled``, ``follow_up_task_id``, ...) and an empty ``task``.  ``delivery_id``:
+    the signed body's ``delivery`` (the same across redeliveries: deduplicate on it)."""
 
     event: str
     task: dict[str, Any]

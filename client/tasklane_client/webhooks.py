@@ -88,14 +88,12 @@ def verify_webhook(
         raise WebhookVerificationError("body is not JSON") from None
     if not isinstance(data, dict):
         raise WebhookVerificationError('body is not {"event": ..., "task": {...}}')
+    # The signed body's delivery id; the header's only from a server that predates it.
+    delivery = data.get("delivery")
+    delivery_id = delivery if isinstance(delivery, str) else _header(headers, DELIVERY_HEADER)
     batch = data.get("batch")
     if isinstance(batch, dict):  # batch.completed: the batch, no task
-        return WebhookEvent(str(data.get("event")), {}, ts, _header(headers, DELIVERY_HEADER), batch)
+        return WebhookEvent(str(data.get("event")), {}, ts, delivery_id, batch)
     if not isinstance(data.get("task"), dict):
         raise WebhookVerificationError('body is not {"event": ..., "task": {...}} (or "batch": {...})')
-    return WebhookEvent(
-        event=str(data.get("event")),
-        task=data["task"],
-        timestamp=ts,
-        delivery_id=_header(headers, DELIVERY_HEADER),
-    )
+    return WebhookEvent(event=str(data.get("event")), task=data["task"], timestamp=ts, delivery_id=delivery_id)

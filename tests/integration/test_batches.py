@@ -69,7 +69,7 @@ def test_batch_fires_one_signed_webhook_and_one_follow_up_with_the_counts(rt: Co
     assert verify(secret, headers["Tasklane-Timestamp"], call["body"], headers["Tasklane-Signature"])
     assert headers["Tasklane-Delivery"] == done.callback_task_id
     event = json.loads(call["body"])
-    assert event["event"] == "batch.completed" and "task" not in event
+    assert event["event"] == "batch.completed" and "task" not in event and event["delivery"] == done.callback_task_id
     assert event["batch"]["id"] == batch_id
     assert (event["batch"]["total"], event["batch"]["completed"], event["batch"]["failed"]) == (3, 2, 1)
     assert event["batch"]["follow_up_task_id"] == done.follow_up_task_id

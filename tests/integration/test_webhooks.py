@@ -36,7 +36,7 @@ def test_completed_task_posts_a_signed_event_that_verifies(rt: Container, receiv
     assert verify(secret, headers["Tasklane-Timestamp"], call["body"], headers["Tasklane-Signature"])
     assert not verify("wrong-secret", headers["Tasklane-Timestamp"], call["body"], headers["Tasklane-Signature"])
     event = json.loads(call["body"])
-    assert event["event"] == "task.completed"
+    assert event["event"] == "task.completed" and event["delivery"] == headers["Tasklane-Delivery"]
     assert event["task"]["id"] == task.id and event["task"]["result"] == {"x": 1}
     drain_and_sweep_until(rt, lambda: [r[0] for r in _webhook_tasks(rt)] == ["COMPLETED"])
 

@@ -96,3 +96,13 @@ def test_a_signature_with_non_ascii_characters_is_rejected_not_a_type_error(bad:
     headers["Tasklane-Signature"] = bad
     with pytest.raises(WebhookVerificationError):
         verify_webhook(SECRET, headers, BODY)
+
+
+def test_the_delivery_id_is_the_signed_bodys_not_the_headers() -> None:
+    """A replay with another Tasklane-Delivery header must not pass a receiver's
+    deduplication: the id it gets is the one the signature covers."""
+    body = json.dumps({"event": "task.completed", "delivery": "d-signed", "task": {"id": "7b6f"}}).encode()
+    headers = {**signed(body), "Tasklane-Delivery": "d-forged"}
+    assert verify_webhook(SECRET, headers, body).delivery_id == "d-signed"
+    batch = json.dumps({"event": "batch.completed", "delivery": "d-b", "batch": {"id": "b"}}).encode()
+    assert verify_webhook(SECRET, {**signed(batch), "Tasklane-Delivery": "x"}, batch).delivery_id == "d-b"
