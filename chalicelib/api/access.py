@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 _CACHE_SECONDS = 5.0  # a revoked key stops working within this long on a warm process
 _MISS_SECONDS = 2.0  # unknown keys are remembered briefly so a flood of them cannot hammer PostgreSQL
+_CACHED_KEYS = 10_000  # per cache (known, unknown); a full one starts over
 
 
 class Authenticator:
@@ -43,7 +44,10 @@ class Authenticator:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Known and unknown keys apart, each bounded: a flood of random keys fills (and
+        # empties) only the second, and the tenants' own keys stay cached through it.
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._misses: dict[str, tuple[float, ApiKey | None]] = {}
         self._lock = threading.Lock()
 
     def authenticate(self, presented: str | None) -> ApiKey:
@@ -52,7 +56,7 @@ class Authenticator:
         digest = hash_key(presented)
         now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(digest)
+            hit = self._cache.get(digest) or self._misses.get(digest)
         if hit and hit[0] > now:
             if hit[1] is None:
                 raise UnauthorizedError("unknown API key")
@@ -76,9 +80,11 @@ class Authenticator:
 
     def _remember(self, digest: str, until: float, key: ApiKey | None) -> None:
         with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (until, key)
+            cache, other = (self._cache, self._misses) if key is not None else (self._misses, self._cache)
+            other.pop(digest, None)  # a key created or revoked meanwhile
+            if len(cache) >= _CACHED_KEYS:
+                cache.clear()
+            cache[digest] = (until, key)
 
 
 class Access:
