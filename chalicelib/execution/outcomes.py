@@ -9,6 +9,7 @@ from chalicelib.core.errors import SNOOZED, RetryableError, Snooze, TaskCancelle
 from chalicelib.core.jsonbody import storable_text, unstorable_text
 from chalicelib.core.model import Claimed, Outcome, Status
 from chalicelib.core.retry import RetryPolicy, describe, is_permanent
+from chalicelib.execution.window import MAX_DELAY_SECONDS
 
 # json.dumps with options builds an encoder per call; one built once encodes the same.
 # No NaN or Infinity: jsonb refuses them, and with them the finish of the whole batch.
@@ -90,7 +91,8 @@ class Outcomes:
     def handed_back(self, task: Claimed, token: str, left: float) -> Outcome:
         """Not started: the drain invocation ends before the attempt's timeout could
         (``execution/window.py``).  Given back like a snooze (no attempt spent), due once
-        this invocation stops claiming, so another one, with the time, runs it."""
+        this invocation stops claiming (at most a minute on), so another one, with the
+        time, runs it."""
         return Outcome(
             task.id,
             token,
@@ -98,7 +100,7 @@ class Outcomes:
             error=f"handed back unstarted: the drain invocation had {max(left, 0):.1f} s left"
             f" and the attempt may take {task.timeout_seconds:g} s",
             error_type=SNOOZED,
-            delay_seconds=max(left, 0.0),
+            delay_seconds=min(max(left, 0.0), MAX_DELAY_SECONDS),
             snooze=True,
         )
 

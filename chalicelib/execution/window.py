@@ -4,8 +4,8 @@ An invocation ends for good when its time does: a task it starts whose timeout r
 past that end is killed with it, and runs again only once its lease has expired, an
 attempt spent and its side effects perhaps done twice.  So such a task is handed back
 unstarted (``Outcomes.handed_back``: no attempt spent), due when this invocation stops
-claiming, for an invocation with the time to run it (the drain function is invoked every
-minute, each with its full timeout).
+claiming or within a minute, for an invocation with the time to run it (the drain
+function is invoked every minute, each with its full timeout).
 
 Only when a fresh invocation could run it: a task whose timeout is longer than a whole
 invocation (task timeouts go up to 900 s, the drain function's own) would otherwise be
@@ -17,6 +17,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
+# A task handed back is due again once this invocation stops claiming, or after this
+# long if that is sooner: the drain function is invoked every minute, and a newer
+# invocation (with more time) should not wait for an old one's end, which may be
+# nearly a task timeout away.  If the old one claims it again meanwhile it hands it
+# back again (each time a snooze, no attempt).
+MAX_DELAY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
