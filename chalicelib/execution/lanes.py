@@ -17,6 +17,7 @@ from typing import Any
 
 from chalicelib.core.model import Claimed
 from chalicelib.execution.attempt import run_attempt
+from chalicelib.execution.window import Window
 from chalicelib.tasktypes.catalog import Registered
 from chalicelib.tasktypes.context import TaskContext
 
@@ -54,8 +55,10 @@ class BatchState:
         items: list[Item],
         send_last: SendLast | None = None,
         wake: threading.Event | None = None,
+        window: Window | None = None,
     ) -> None:
         self.items = items
+        self.window = window  # a drain Lambda invocation's time: see execution/window.py
         # Called on the lane that decides the batch's last outcome, with the decided items
         # not handed over yet, before the supervisor wakes (``BatchRunner.run``'s on_last);
         # what it returns, that lane calls once the batch counts as finished.
@@ -96,11 +99,13 @@ def lane(state: BatchState) -> None:
         except IndexError:
             return
         value: Any = None
-        error: BaseException | None = None
-        try:
-            value = run_attempt(item.entry, item.task.payload, item.ctx)
-        except BaseException as exc:  # noqa: BLE001 - recorded as the attempt's outcome, as a future would
-            error = exc
+        window = state.window
+        error: BaseException | None = None if window is None else window.refusal(item.ctx.timeout_seconds)
+        if error is None:
+            try:
+                value = run_attempt(item.entry, item.task.payload, item.ctx)
+            except BaseException as exc:  # noqa: BLE001 - recorded as the attempt's outcome, as a future would
+                error = exc
         with state.lock:
             if item.done:  # timed out meanwhile: the outcome is already decided
                 continue

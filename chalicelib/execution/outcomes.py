@@ -9,7 +9,7 @@ from chalicelib.core.errors import SNOOZED, RetryableError, Snooze, TaskCancelle
 from chalicelib.core.jsonbody import storable_text, unstorable_text
 from chalicelib.core.model import Claimed, Outcome, Status
 from chalicelib.core.retry import RetryPolicy, describe, is_permanent
-from chalicelib.execution.window import MAX_DELAY_SECONDS
+from chalicelib.execution.window import HandedBack
 
 # json.dumps with options builds an encoder per call; one built once encodes the same.
 # No NaN or Infinity: jsonb refuses them, and with them the finish of the whole batch.
@@ -62,6 +62,8 @@ class Outcomes:
             return Outcome(task.id, token, Status.CANCELLED, error=message, error_type=kind)
         if isinstance(exc, Snooze):
             return self._snoozed(task, token, exc)
+        if isinstance(exc, HandedBack):
+            return self.handed_back(task, token, exc.left)
         return self.failed(task, token, exc)
 
     def _snoozed(self, task: Claimed, token: str, snooze: Snooze) -> Outcome:
@@ -90,9 +92,8 @@ class Outcomes:
 
     def handed_back(self, task: Claimed, token: str, left: float) -> Outcome:
         """Not started: the drain invocation ends before the attempt's timeout could
-        (``execution/window.py``).  Given back like a snooze (no attempt spent), due once
-        this invocation stops claiming (at most a minute on), so another one, with the
-        time, runs it."""
+        (``execution/window.py``).  Given back like a snooze (no attempt spent), due at
+        once: this invocation claims no more, and another one, with the time, runs it."""
         return Outcome(
             task.id,
             token,
@@ -100,7 +101,7 @@ class Outcomes:
             error=f"handed back unstarted: the drain invocation had {max(left, 0):.1f} s left"
             f" and the attempt may take {task.timeout_seconds:g} s",
             error_type=SNOOZED,
-            delay_seconds=min(max(left, 0.0), MAX_DELAY_SECONDS),
+            delay_seconds=0.0,
             snooze=True,
         )
 

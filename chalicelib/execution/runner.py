@@ -21,7 +21,7 @@ from chalicelib.core.model import Claimed, Outcome
 from chalicelib.core.retry import RetryPolicy
 from chalicelib.execution.lanes import BatchState, Item, SendLast, lane
 from chalicelib.execution.outcomes import Outcomes
-from chalicelib.execution.window import Window
+from chalicelib.execution.window import HandedBack, Window
 from chalicelib.tasktypes.catalog import Registry
 from chalicelib.tasktypes.context import NO_PORTS, TaskContext, TaskPorts
 
@@ -69,6 +69,7 @@ class BatchRunner:
         # handed back unstarted (``execution/window.py``).
         self.window: Window | None = None
         self.handed_back = 0  # how many so far
+        self._count_lock = threading.Lock()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -96,7 +97,7 @@ class BatchRunner:
         finished (the drainer reads the finish's answer there).  The rest are returned."""
         items, outcomes = self._prepare(batch, token)
         if items:
-            state = BatchState(items, self._last(on_last, token))
+            state = BatchState(items, self._last(on_last, token), window=self.window)
             self._start_lanes(state, min(self.concurrency, len(items)))
             self._supervised(state, batch, token, heartbeat, heartbeat_every, on_outcomes, outcomes)
         return outcomes
@@ -133,7 +134,7 @@ class BatchRunner:
         except BaseException as exc:  # noqa: BLE001 - raised again on the supervising thread
             launch.failed(exc)
             return
-        state = BatchState(items, last, launch.wake) if items else None
+        state = BatchState(items, last, launch.wake, self.window) if items else None
         # Published before the other lanes start: the supervisor may replace the pool
         # only once a task it can see overran, and none has started yet.
         pool = self._pool
@@ -165,20 +166,13 @@ class BatchRunner:
         outcomes.extend(self._collect([i for i in state.items if not i.handed_over], token))
 
     def _prepare(self, batch: Sequence[Claimed], token: str) -> tuple[list[Item], list[Outcome]]:
-        """An ``Item`` per task with a registered type and the time to run; an outcome
-        for the others."""
+        """An ``Item`` per task with a registered type; an outcome for the others."""
         items: list[Item] = []
         outcomes: list[Outcome] = []
-        window = self.window
-        left = 0.0 if window is None else window.left()
         for task in batch:
             entry = self.registry.get(task.name)
             if entry is None:
                 outcomes.append(self.outcomes.unknown_task(task, token))
-                continue
-            if window is not None and window.hands_back(task.timeout_seconds, left):
-                outcomes.append(self.outcomes.handed_back(task, token, left))
-                self.handed_back += 1
                 continue
             ctx = TaskContext(
                 task_id=task.id,
@@ -288,6 +282,10 @@ class BatchRunner:
 
     def _collect(self, items: list[Item], token: str) -> list[Outcome]:
         """The outcomes in batch order, once every item is decided."""
+        back = sum(1 for item in items if isinstance(item.error, HandedBack))
+        if back:
+            with self._count_lock:  # lanes and the supervisor collect
+                self.handed_back += back
         return [
             self.outcomes.timed_out(item.task, token)
             if item.timed_out

@@ -134,13 +134,12 @@ class Drainer:
         self, remaining: Clock, *, idle_exit_seconds: float | None = None, hard_deadline: bool = False
     ) -> DrainStats:
         """Drain until ``remaining()`` drops below the margin, or the queue has been
-        empty for ``idle_exit_seconds`` (None: until the budget is spent).
-        ``hard_deadline``: the process ends with ``remaining()`` (a Lambda invocation), so
-        a task that would outlast it is handed back unstarted (``execution/window.py``)."""
+        empty for ``idle_exit_seconds`` (None: until the budget is spent).  ``hard_deadline``
+        (a Lambda invocation, which ends with ``remaining()``): a task that would outlast
+        it is handed back unstarted and the run claims no more (``execution/window.py``)."""
         s = self.rt.settings
         stats = DrainStats()
         self._window = self._windows(remaining) if hard_deadline else None
-        handed_back = self.runner.handed_back
         idle_since: float | None = None
         failures = 0
         # After a claim that came back short the queue was dry: wait for a wake token
@@ -178,6 +177,8 @@ class Drainer:
                     self.rt.queue.wake()
                 self.sizer.observe(asked, len(ids), self._run_batch(ids, stats, send_finish=dry))
                 failures = 0
+                if stats.handed_back:
+                    break  # out of time for what the queue holds: the next invocation runs it (window.py)
             except UnavailableError as exc:
                 # PostgreSQL or Redis is away.  Ids already moved to the lease set stay
                 # there and the sweeper hands them out again; back off and retry.
@@ -188,7 +189,6 @@ class Drainer:
                 time.sleep(delay)
         self._wait_recording(stats)
         self.summary.flush()
-        stats.handed_back = self.runner.handed_back - handed_back
         return stats
 
     def _windows(self, remaining: Clock) -> Callable[[], Window]:
@@ -330,6 +330,7 @@ class Drainer:
 
         every, last = s.lease_seconds / 3, send_last if send_finish else None
         self.runner.window = None if self._window is None else self._window()
+        handed_back = self.runner.handed_back
         started = time.monotonic()
         if read is not None:
             batch, outcomes = self.runner.run_read(
@@ -341,6 +342,7 @@ class Drainer:
                 batch or [], token, heartbeat=heartbeat, heartbeat_every=every, on_outcomes=record_early, on_last=last
             )
         ran = time.monotonic() - started if batch else 0.0
+        stats.handed_back += self.runner.handed_back - handed_back  # every outcome is collected by now
         self._wait_recording(stats)
         if outcomes:  # not sent by a lane: a full claim, or the supervisor decided the last
             sent.append((outcomes, self.rt.store.send_finish(outcomes, actor=self.name) if send_finish else None))

@@ -454,5 +454,27 @@ def test_a_task_that_would_outlast_the_invocation_is_handed_back_unstarted() -> 
     assert statuses == [("COMPLETED", False), ("COMPLETED", False), ("PENDING", True)]
     back = next(o for o in outs if o.status is Status.PENDING)
     assert back.error_type == "Snoozed" and "handed back unstarted" in (back.error or "")
-    # due when the invocation stops claiming, 90 s on, but a newer one may take it after 60
-    assert back.delay_seconds == 60 and len(ran) == 2 and runner.handed_back == 1
+    assert back.delay_seconds == 0 and len(ran) == 2 and runner.handed_back == 1
+
+
+def test_the_time_left_is_judged_when_a_lane_starts_the_task() -> None:
+    """On one lane the second task starts after the first: with 1.5 s of the window left
+    by then, its 1 s timeout still fits, and after the first's 1 s, not any more."""
+    reg = registry()
+
+    @reg.task("paced")
+    def paced(payload: Any, ctx: TaskContext) -> Any:
+        time.sleep(payload["p"])  # a task's own pace, not a wait for a condition
+        return "ran"
+
+    runner = BatchRunner(reg, RetryPolicy(base_seconds=2, jitter=0), concurrency=1, max_result_bytes=1000)
+    runner.window = Window(until=time.monotonic() + 1.5, fresh=100)
+    first = Claimed("a", "t", "paced", "normal", {"p": 1.0}, 1, 3, 1.2)
+    second = Claimed("b", "t", "paced", "normal", {"p": 0.0}, 1, 3, 1.0)
+    try:
+        outs = runner.run([first, second], "tok", heartbeat=lambda ids: set(), heartbeat_every=10.0)
+    finally:
+        runner.close()
+    by_id = {o.id: o for o in outs}
+    assert by_id["a"].status is Status.COMPLETED
+    assert by_id["b"].status is Status.PENDING and by_id["b"].snooze and runner.handed_back == 1
