@@ -12,9 +12,9 @@
 -- (tests/integration/test_dependency_locks.py reproduces it).
 --
 -- Now tasklane_finish, when any of its tasks has followers, first locks the WAITING
--- children of all of them in id order, in one statement, so a finish takes its
--- children's locks in the same order as every other taker of several of them; the
--- trigger then finds them held.  The finish is otherwise that of 0038, unchanged; its
+-- children of all of them in id order, in one statement, after its own tasks; the
+-- trigger then finds them held.  lock_parents (queries.sql) takes a submit's parents
+-- in the same order: those not WAITING by id, then the WAITING ones by id.  The finish is otherwise that of 0038, unchanged; its
 -- first statement also collects which tasks have followers (one aggregate more), and a
 -- batch without followers pays only that.  A cancellation cascading to grandchildren
 -- still locks them level by level, and any other statement that ends a parent

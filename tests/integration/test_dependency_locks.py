@@ -135,3 +135,27 @@ def test_a_conflict_past_its_attempts_is_a_503_that_says_so() -> None:
     error = pg_errors.translated(psycopg.errors.DeadlockDetected("deadlock detected\nDETAIL: ..."))
     assert isinstance(error, StoreConflict) and error.status == 503
     assert "deadlock detected" in str(error) and "unreachable" not in str(error)
+
+
+def test_a_finish_and_a_submit_naming_one_of_its_tasks_and_a_waiting_child_do_not_deadlock(
+    database_url: str, rt: Container, no_retries: None
+) -> None:
+    """The finish of a1 and a2 locks them, then a1's WAITING child c; a submit depending
+    on c and a2 (c < a2) locked c, then a2, until lock_parents took the tasks that are
+    not WAITING first, as the finish does.  A third transaction holds a2 until both wait."""
+    a1 = submit(rt, TENANT, request()).task.id
+    c = submit(rt, TENANT, request(depends_on=(a1,))).task.id
+    a2 = submit(rt, TENANT, request()).task.id
+    assert a1 < c < a2  # time-ordered ids
+    token = str(uuid.uuid4())
+    assert {x.id for x in rt.store.claim([a1, a2], token, 30, actor="t")} == {a1, a2}
+    outcomes = [Outcome(a, token, Status.COMPLETED, result_json="null") for a in (a1, a2)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with _holding(database_url, a2):
+            finishing = _in_thread(pool, lambda: rt.store.finish(outcomes, actor="t"))
+            _blocked(database_url, 1, "the finish never waited for a2")
+            submitting = _in_thread(pool, lambda: submit(rt, TENANT, request(depends_on=(c, a2))))
+            _blocked(database_url, 2, "the submit never waited")
+        assert {r.id for r in finishing.result(timeout=10)} == {a1, a2}
+        child = submitting.result(timeout=10).task
+    assert child.status is Status.WAITING  # on c, which a1's end made QUEUED; a2 is COMPLETED

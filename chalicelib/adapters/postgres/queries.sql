@@ -307,7 +307,10 @@ SELECT * FROM tasklane_claim(%(ids)s::uuid[], %(token)s::uuid, %(lease_seconds)s
 -- The statement is tasklane_finish (migrations 0038, 0045): a function, so that its plans are
 -- made once per session instead of on every call (bench/RESULTS.md round 8).
 -- When a task here has followers, the function locks all their WAITING children in id
--- order before any is settled (0045), so it cannot deadlock with a submit naming them.
+-- order before any is settled (0045): its tasks, then their children, as lock_parents
+-- orders a depends_on submit's parents, so the two cannot deadlock.  A cancellation
+-- cascading to grandchildren still locks them level by level; what PostgreSQL rolls
+-- back to end a deadlock is run again (Store.finish: retry_conflicts).
 SELECT * FROM tasklane_finish(%(outcomes)s::jsonb, %(ids)s::uuid[], %(actor)s::text,
                               %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer);
 
@@ -1264,14 +1267,18 @@ ORDER BY tenant;
 
 -- name: lock_parents
 -- Rows: ParentState (core/dependencies.py).
--- The would-be parents of a new task, locked (in id order, so concurrent submits
--- cannot deadlock) until the task and its edges commit: a parent cannot end unseen
--- in between, since its finish waits for the lock and then settles the new edge.
--- Marks them has_followers, so their end goes through the settling trigger.
+-- The would-be parents of a new task, locked until the task and its edges commit: a
+-- parent cannot end unseen in between, since its finish waits for the lock and then
+-- settles the new edge.  Marks them has_followers, so their end goes through the
+-- settling trigger.  Locked in the order a finish takes its rows (tasklane_finish,
+-- migration 0045): the tasks that are not WAITING (those a finish may be ending) in id
+-- order, then the WAITING ones (the children it settles) in id order, so a submit
+-- naming both a finishing task and a waiting child of another one cannot deadlock
+-- with that finish, nor with another submit.
 WITH l AS (
     SELECT id, status, has_followers FROM tasks
     WHERE tenant = %(tenant)s AND id = ANY(%(ids)s::uuid[])
-    ORDER BY id
+    ORDER BY status = 'WAITING', id
     FOR UPDATE
 ), f AS (
     UPDATE tasks t SET has_followers = true FROM l WHERE t.id = l.id AND NOT l.has_followers

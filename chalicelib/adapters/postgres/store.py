@@ -262,8 +262,12 @@ class Store(
         """Record outcomes; returns the tasks that changed (the others lost their lease)."""
         if not outcomes:
             return []
-        with self.connection() as conn:
-            return self._finish(conn, outcomes, actor)
+
+        def run() -> list[Recorded]:  # one statement, fenced by its tokens: safe to run again
+            with self.connection() as conn:
+                return self._finish(conn, outcomes, actor)
+
+        return retry_conflicts(run)
 
     def send_finish(self, outcomes: Sequence[Outcome], *, actor: str) -> SentFinish | None:
         """``finish``'s statement written now, its answer left for ``SentFinish.recorded``
