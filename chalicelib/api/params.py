@@ -71,7 +71,7 @@ def _utf8_only(parameters: str) -> None:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset":
             charset = value.strip().strip('"').lower()
-            if charset not in ("utf-8", "utf8"):
+            if charset not in ("utf-8", "utf8", "us-ascii", "ascii"):  # ASCII is UTF-8 byte for byte
                 raise UnsupportedMediaTypeError(
                     f"the request's charset is {value.strip()[:40]!r}; send the JSON body as UTF-8"
                     " (Content-Type: application/json; charset=utf-8, or no charset)"

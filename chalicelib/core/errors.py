@@ -98,7 +98,13 @@ class StoreError(UnavailableError):
 class StoreConflict(StoreError):
     """PostgreSQL rolled a transaction back to end a conflict with a concurrent one (a
     deadlock, a serialization failure): nothing of it was written, and running it again
-    is safe; the store does, a few times, before a caller sees this."""
+    is safe; the store does, a few times, before a caller sees this.  Not an outage: a
+    code of its own, and a client may retry at once."""
+
+    code = "database_conflict"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
 
 
 class QueueError(UnavailableError):

@@ -218,6 +218,7 @@ _BY_CODE: dict[str, type[ApiError]] = {
     "unavailable": UnavailableError,
     "database_unavailable": UnavailableError,
     "queue_unavailable": UnavailableError,
+    "database_conflict": UnavailableError,
     "internal_error": ServerError,
 }
 

@@ -133,7 +133,8 @@ def test_a_deadlocked_statement_is_run_again(database_url: str, rt: Container) -
 
 def test_a_conflict_past_its_attempts_is_a_503_that_says_so() -> None:
     error = pg_errors.translated(psycopg.errors.DeadlockDetected("deadlock detected\nDETAIL: ..."))
-    assert isinstance(error, StoreConflict) and error.status == 503
+    assert isinstance(error, StoreConflict) and error.status == 503 and error.code == "database_conflict"
+    assert error.headers == {"Retry-After": "1"}
     assert "deadlock detected" in str(error) and "unreachable" not in str(error)
 
 

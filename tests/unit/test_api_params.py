@@ -82,7 +82,10 @@ def test_a_charset_other_than_utf8_is_415(content_type: str) -> None:
         params.json_body(request('{"a": "\u00e9"}', {"Content-Type": content_type}), 1000)
 
 
-@pytest.mark.parametrize("content_type", ['application/json; charset="UTF-8"', "application/json; charset=utf8"])
+@pytest.mark.parametrize(
+    "content_type",
+    ['application/json; charset="UTF-8"', "application/json; charset=utf8", "application/json; charset=US-ASCII"],
+)
 def test_utf8_spelled_otherwise_is_read(content_type: str) -> None:
     assert params.json_body(request('{"a": 1}', {"Content-Type": content_type}), 1000) == {"a": 1}
 

@@ -170,6 +170,7 @@ def test_get_parses_errors_progress_and_timestamps() -> None:
         (429, "rate_limited", RateLimitedError),
         (503, "unavailable", UnavailableError),
         (503, "database_unavailable", UnavailableError),
+        (503, "database_conflict", UnavailableError),
         (500, "internal_error", ServerError),
         (405, "method_not_allowed", ClientError),
         (418, "teapot", ClientError),

@@ -19,7 +19,7 @@ import pytest
 from chalice import Chalice, Response
 from chalice.local import ChaliceRequestHandler, LambdaContext, LocalDevServer, RouteMatcher
 
-from tools.devstack.api_handler import LocalContext, RememberingMatcher, make_gateway, make_handler
+from tools.devstack.api_handler import NOT_SIGNED, LocalContext, RememberingMatcher, make_gateway, make_handler
 
 CONFIG = SimpleNamespace(lambda_timeout=None, function_name="t", lambda_memory_size=128)
 
@@ -157,7 +157,20 @@ def _gateway_responses() -> dict[str, Any]:
     return dict(body["x-amazon-apigateway-gateway-responses"])
 
 
-NO_ROUTE = [b"GET /nowhere HTTP/1.1\r\n\r\n", b"GET /nowhere HTTP/1.1\r\nAuthorization: token\r\n\r\n"]
+def test_no_route_with_an_authorization_header_is_the_json_403_api_gateway_answers(ports: tuple[int, int]) -> None:
+    """With an Authorization header, chalice's server (as API Gateway) answers a 403 about
+    its signature; ours answers it in the error shape, as the stack's DEFAULT_4XX makes
+    API Gateway do."""
+    request_bytes = b'GET /nowhere HTTP/1.1\r\nAuthorization: "x\r\nConnection: close\r\n\r\n'
+    theirs = _exchange(ports[0], request_bytes)
+    status, error, _ = _json_status(_exchange(ports[1], request_bytes))
+    assert theirs.startswith(b"HTTP/1.1 403") and status == 403
+    assert error == {"code": "request_refused", "message": NOT_SIGNED}
+    template = _gateway_responses()["DEFAULT_4XX"]["responseTemplates"]["application/json"]
+    assert json.loads(template.replace("$context.error.messageString", '"m"'))["error"]["code"] == "request_refused"
+
+
+NO_ROUTE = [b"GET /nowhere HTTP/1.1\r\n\r\n", b"GET /api/v1/nope/x HTTP/1.1\r\nX-API-Key: k\r\n\r\n"]
 
 
 @pytest.mark.parametrize("request_bytes", NO_ROUTE)

@@ -56,12 +56,15 @@ METHODS = frozenset({"GET", "PUT", "POST", "HEAD", "DELETE", "PATCH", "OPTIONS"}
 _PHRASES = {code: short for code, (short, _) in BaseHTTPRequestHandler.responses.items()}
 SERVER_HEADER = f"Server: {BaseHTTPRequestHandler.server_version} {BaseHTTPRequestHandler.sys_version}\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# A path or method no route serves: chalice's gateway answers a 403 "Missing
-# Authentication Token" (another message with an Authorization header), as API Gateway
-# does; both answer this 404 instead (API Gateway through the MISSING_AUTHENTICATION_TOKEN
-# response of infra/app-overrides.json).  No route of ours uses IAM signatures, the only
-# other reason for chalice's 403.
+# A path no route serves: chalice's gateway answers a 403 "Missing Authentication
+# Token", as API Gateway does; both answer this 404 instead (API Gateway through the
+# MISSING_AUTHENTICATION_TOKEN response of infra/app-overrides.json).  With an
+# Authorization header both answer a 403 about its signature instead, which API
+# Gateway's DEFAULT_4XX response puts in the error shape: so does this server.
 NO_ROUTE = "no such route: check the method and the path (GET /openapi.json lists them)"
+_MISSING_TOKEN = b'{"message": "Missing Authentication Token"}'
+# chalice's message embeds the header's value unescaped (not always JSON): not kept.
+NOT_SIGNED = "no route here; an Authorization header is read as an AWS signature, which this one is not"
 
 
 class _Clock:
@@ -175,8 +178,11 @@ class ApiHandler(socketserver.StreamRequestHandler):
         try:
             response = self.gateway.handle_request(method=head.method, path=head.path, headers=head.headers, body=body)
         except self.gateway_error as error:
-            if error.CODE == 403 and error.headers.get("x-amzn-ErrorType") == "UnauthorizedException":
+            if error.CODE == 403 and error.body == _MISSING_TOKEN:
                 self._json_error(404, NO_ROUTE)
+                return
+            if error.CODE == 403:  # the Authorization header's signature: see NO_ROUTE
+                self._json_error(403, NOT_SIGNED, code="request_refused")
                 return
             self._send(error.CODE, error.headers, error.body)
             return
@@ -214,8 +220,10 @@ class ApiHandler(socketserver.StreamRequestHandler):
         elif value.lower() == "keep-alive":
             self.close_connection = False
 
-    def _json_error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps({"error": {"code": _CODES.get(status, "error"), "message": message}}).encode()
+    def _json_error(
+        self, status: int, message: str, headers: dict[str, str] | None = None, *, code: str | None = None
+    ) -> None:
+        body = json.dumps({"error": {"code": code or _CODES.get(status, "error"), "message": message}}).encode()
         extra = {**(headers or {}), "Content-Type": "application/json", "Content-Length": str(len(body))}
         if self.close_connection:
             extra["Connection"] = "close"
