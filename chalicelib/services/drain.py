@@ -46,7 +46,7 @@ class DrainStats:
     cancelled: int = 0
     expired: int = 0
     lease_lost: int = 0
-    handed_back: int = 0  # not started: the invocation would have ended first (window.py)
+    handed_back: int = 0  # not started, the invocation would end first (window.py); in retried too, as snoozes are
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
