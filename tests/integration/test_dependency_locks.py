@@ -26,7 +26,9 @@ from chalicelib.adapters.postgres import errors as pg_errors
 from chalicelib.container import Container
 from chalicelib.core.errors import StoreConflict
 from chalicelib.core.model import Outcome, Status
-from chalicelib.services.submit import submit
+from chalicelib.core.requests import parse_workflow
+from chalicelib.services import lifecycle
+from chalicelib.services.submit import submit, submit_workflow
 from tests.helpers import query, request, wait_for
 
 TENANT = "dep-locks"
@@ -160,3 +162,60 @@ def test_a_finish_and_a_submit_naming_one_of_its_tasks_and_a_waiting_child_do_no
         assert {r.id for r in finishing.result(timeout=10)} == {a1, a2}
         child = submitting.result(timeout=10).task
     assert child.status is Status.WAITING  # on c, which a1's end made QUEUED; a2 is COMPLETED
+
+
+def _workflow_with(rt: Container, steps: dict[str, Any], ordered: Callable[[dict[str, str]], bool]) -> dict[str, str]:
+    """A workflow whose step ids (random within a millisecond) satisfy ``ordered``."""
+    for _ in range(200):
+        wf = submit_workflow(rt, TENANT, parse_workflow({"steps": steps}, rt.settings, rt.registry))
+        ids = {name: task.id for name, task in wf.steps.items()}
+        if ordered(ids):
+            return ids
+    raise AssertionError("no workflow with the wanted id order in 200 tries")
+
+
+def test_a_failing_finish_and_a_submit_naming_a_grandchild_below_its_child_do_not_deadlock(
+    database_url: str, rt: Container, no_retries: None
+) -> None:
+    """p fails: its child c is cancelled, then c's child g (g < c).  Locked level by level
+    (0045) the finish held c and wanted g, while a submit depending on g and c held g and
+    wanted c.  The finish now locks g and c together, in id order (0046)."""
+    steps = {"p": {"name": "noop"}, "c": {"name": "noop", "after": ["p"]}, "g": {"name": "noop", "after": ["c"]}}
+    ids = _workflow_with(rt, steps, lambda i: i["g"] < i["c"])
+    token = str(uuid.uuid4())
+    assert [x.id for x in rt.store.claim([ids["p"]], token, 30, actor="t")] == [ids["p"]]
+    failed = [Outcome(ids["p"], token, Status.FAILED, error="no", error_type="Boom")]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with _holding(database_url, ids["c"]):
+            finishing = _in_thread(pool, lambda: rt.store.finish(failed, actor="t"))
+            _blocked(database_url, 1, "the finish never waited for c")
+            submitting = _in_thread(pool, lambda: submit(rt, TENANT, request(depends_on=(ids["g"], ids["c"]))))
+            _blocked(database_url, 2, "the submit never waited")
+        assert [r.id for r in finishing.result(timeout=10)] == [ids["p"]]
+        child = submitting.result(timeout=10).task
+    assert child.status is Status.CANCELLED  # its parents were cancelled by p's failure first
+    rows = query(database_url, "SELECT status FROM tasks WHERE id = ANY(%s::uuid[])", [ids["c"], ids["g"]])
+    assert [r[0] for r in rows] == ["CANCELLED", "CANCELLED"]
+
+
+def test_a_cancel_and_a_finish_locking_its_children_do_not_deadlock(
+    database_url: str, rt: Container, no_retries: None
+) -> None:
+    """p's children are t and d (d < t), and d also waits for t.  The finish of p locks
+    d, then t; a cancel of t locked t, then (cancelling it) its child d.  It now locks t's
+    cascade in the same order first.  A third transaction holds d until both wait."""
+    steps = {"p": {"name": "noop"}, "t": {"name": "noop", "after": ["p"]}, "d": {"name": "noop", "after": ["p", "t"]}}
+    ids = _workflow_with(rt, steps, lambda i: i["d"] < i["t"])
+    token = str(uuid.uuid4())
+    assert [x.id for x in rt.store.claim([ids["p"]], token, 30, actor="t")] == [ids["p"]]
+    done = [Outcome(ids["p"], token, Status.COMPLETED, result_json="null")]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with _holding(database_url, ids["d"]):
+            finishing = _in_thread(pool, lambda: rt.store.finish(done, actor="t"))
+            _blocked(database_url, 1, "the finish never waited for d")
+            cancelling = _in_thread(pool, lambda: lifecycle.cancel(rt, TENANT, ids["t"]))
+            _blocked(database_url, 2, "the cancel never waited")
+        assert [r.id for r in finishing.result(timeout=10)] == [ids["p"]]
+        cancelling.result(timeout=10)
+    rows = query(database_url, "SELECT id::text, status FROM tasks WHERE id = ANY(%s::uuid[])", [ids["t"], ids["d"]])
+    assert dict(rows) == {ids["t"]: "CANCELLED", ids["d"]: "CANCELLED"}

@@ -34,6 +34,7 @@ SCALAR = {
     "existing_ids",
     "insert_workflow",
     "lock_archive",
+    "lock_cancel_cascade",
     "forget_idempotency_keys",
     "insert_task_now",
     "prune_batches",

@@ -306,11 +306,12 @@ SELECT * FROM tasklane_claim(%(ids)s::uuid[], %(token)s::uuid, %(lease_seconds)s
 -- (migration 0031) tells a redriven task's new dead letter from a repeated one.
 -- The statement is tasklane_finish (migrations 0038, 0045): a function, so that its plans are
 -- made once per session instead of on every call (bench/RESULTS.md round 8).
--- When a task here has followers, the function locks all their WAITING children in id
--- order before any is settled (0045): its tasks, then their children, as lock_parents
--- orders a depends_on submit's parents, so the two cannot deadlock.  A cancellation
--- cascading to grandchildren still locks them level by level; what PostgreSQL rolls
--- back to end a deadlock is run again (Store.finish: retry_conflicts).
+-- When a task here has followers, the function locks the WAITING tasks it may settle
+-- in id order before any is settled (0045, 0046: the children, and below a task ending
+-- FAILED or CANCELLED its whole WAITING subtree): its tasks, then those, as lock_parents
+-- orders a depends_on submit's parents and a cancel its cascade.  What PostgreSQL
+-- still rolls back to end a deadlock (a row whose status changed between two
+-- statements' snapshots sorts differently in each) is run again (retry_conflicts).
 SELECT * FROM tasklane_finish(%(outcomes)s::jsonb, %(ids)s::uuid[], %(actor)s::text,
                               %(webhook_max_retries)s::integer, %(webhook_timeout)s::integer);
 
@@ -340,6 +341,29 @@ FOR UPDATE SKIP LOCKED;
 -- name: lock_task
 -- Rows: Task (core/model.py).
 SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s FOR UPDATE;
+
+-- name: lock_cancel_cascade
+-- Rows: none read (the locks are what it is for).
+-- Before a cancel: the task and the WAITING tasks its cancellation may cascade to (its
+-- subtree through unresolved edges: tasklane_settle_dependents cancels them level by
+-- level), locked in the order lock_parents and tasklane_finish use (not WAITING first,
+-- then WAITING, each by id; migrations 0045, 0046).  Locked parent first and child
+-- after, a child with the lower id deadlocked with a finish locking both.
+-- Planned as primary-key probes (checked with EXPLAIN, custom and generic): the edges
+-- through task_deps' key, the CASE keeping them off task_deps_open (a scan of every
+-- open edge), the tasks by id = ANY, not by an OR that made it a sequential scan.
+WITH RECURSIVE below(id) AS (
+    SELECT d.child_id FROM task_deps d
+    WHERE d.parent_id = %(id)s AND CASE WHEN d.resolved THEN false ELSE true END
+    UNION
+    SELECT d.child_id FROM below JOIN task_deps d ON d.parent_id = below.id
+    WHERE CASE WHEN d.resolved THEN false ELSE true END
+)
+SELECT t.id FROM tasks t
+WHERE t.id = ANY(ARRAY(SELECT %(id)s::uuid UNION ALL SELECT id FROM below))
+  AND t.tenant = %(tenant)s AND (t.id = %(id)s OR t.status = 'WAITING')
+ORDER BY t.status = 'WAITING', t.id
+FOR UPDATE OF t;
 
 -- name: cancel_waiting
 -- Rows: Task (core/model.py), plus the completion webhook it created (hook_id,
@@ -1271,10 +1295,12 @@ ORDER BY tenant;
 -- parent cannot end unseen in between, since its finish waits for the lock and then
 -- settles the new edge.  Marks them has_followers, so their end goes through the
 -- settling trigger.  Locked in the order a finish takes its rows (tasklane_finish,
--- migration 0045): the tasks that are not WAITING (those a finish may be ending) in id
--- order, then the WAITING ones (the children it settles) in id order, so a submit
--- naming both a finishing task and a waiting child of another one cannot deadlock
--- with that finish, nor with another submit.
+-- migrations 0045, 0046): the tasks that are not WAITING (those a finish may be
+-- ending) in id order, then the WAITING ones (those it settles) in id order, so a
+-- submit naming both a finishing task and a waiting child of another one does not
+-- deadlock with that finish.  The order is each statement's snapshot's: a parent whose
+-- status changes between two submits' snapshots can still make them deadlock (rare;
+-- run again, retry_conflicts).
 WITH l AS (
     SELECT id, status, has_followers FROM tasks
     WHERE tenant = %(tenant)s AND id = ANY(%(ids)s::uuid[])

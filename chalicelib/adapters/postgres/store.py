@@ -367,6 +367,7 @@ class Store(
 
         def run() -> Cancellation | None:
             with self.connection() as conn, conn.transaction():
+                conn.execute(self._q["lock_cancel_cascade"], {"id": task_id, "tenant": tenant})
                 row = conn.execute(self._q["lock_task"], {"id": task_id, "tenant": tenant}).fetchone()
                 if row is None:
                     # Moved to the archive (migration 0027): final, so left as it is.
