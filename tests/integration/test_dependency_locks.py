@@ -12,10 +12,9 @@ back to end a deadlock is run again (``retry_conflicts``)."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -32,7 +31,8 @@ from chalicelib.services.submit import submit, submit_workflow
 from tests.helpers import query, request, wait_for
 
 TENANT = "dep-locks"
-T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 def _ids(rt: Container, n: int, **kw: Any) -> list[str]:
@@ -59,8 +59,16 @@ def _holding(database_url: str, task_id: str) -> Iterator[psycopg.Connection[Any
             conn.rollback()
 
 
-def _in_thread(pool: ThreadPoolExecutor, work: Callable[[], T]) -> Future[T]:
-    return pool.submit(work)
+def _race(database_url: str, held: str, first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+    """``first``, then ``second``, each on a thread of its own, while a third transaction
+    holds ``held``'s row lock until both wait for a lock; then both answers."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        with _holding(database_url, held):
+            one = pool.submit(first)
+            _blocked(database_url, 1, "the first never waited for the held row")
+            two = pool.submit(second)
+            _blocked(database_url, 2, "the second never waited")
+        return one.result(timeout=10), two.result(timeout=10)
 
 
 @pytest.fixture
@@ -85,14 +93,14 @@ def test_a_finish_and_a_submit_naming_two_of_its_children_do_not_deadlock(
     if parent_of[hi] != a1:  # the first parent's child must be the higher id
         a1, a2 = a2, a1
     outcomes = [Outcome(a, token, Status.COMPLETED, result_json="null") for a in (a1, a2)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        with _holding(database_url, hi):
-            finishing = _in_thread(pool, lambda: rt.store.finish(outcomes, actor="t"))
-            _blocked(database_url, 1, "the finish never waited for the held child")
-            submitting = _in_thread(pool, lambda: submit(rt, TENANT, request(depends_on=(lo, hi))))
-            _blocked(database_url, 2, "the submit never waited")
-        assert {r.id for r in finishing.result(timeout=10)} == {a1, a2}
-        child = submitting.result(timeout=10).task
+    recorded, answer = _race(
+        database_url,
+        hi,
+        lambda: rt.store.finish(outcomes, actor="t"),
+        lambda: submit(rt, TENANT, request(depends_on=(lo, hi))),
+    )
+    assert {r.id for r in recorded} == {a1, a2}
+    child = answer.task
     assert child.status is Status.WAITING  # on lo and hi, which the finish made QUEUED
     rows = query(database_url, "SELECT id::text, status FROM tasks WHERE id = ANY(%s::uuid[])", [lo, hi])
     assert dict(rows) == {lo: "QUEUED", hi: "QUEUED"}
@@ -117,19 +125,17 @@ def test_a_deadlocked_statement_is_run_again(database_url: str, rt: Container) -
     try:
         with ThreadPoolExecutor(max_workers=1) as pool, psycopg.connect(database_url) as other:
             other.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (r2,))
-            locking = _in_thread(pool, lambda: rt.store._all("test_lock_both", {"ids": [r1, r2]}))
+            locking = pool.submit(lambda: rt.store._all("test_lock_both", {"ids": [r1, r2]}))
             _blocked(database_url, 1, "the statement never waited for r2")
-            taken = threading.Event()
             # Waits for r1, which the statement holds: a cycle; the statement waited first,
             # so its deadlock check runs first and PostgreSQL aborts it, not this one.
             other.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (r1,))
-            taken.set()
             other.commit()
             rows = locking.result(timeout=10)
     finally:
         del rt.store.connection
         del rt.store._q["test_lock_both"]
-    assert taken.is_set() and [r["id"] for r in rows] == [r1, r2]
+    assert [r["id"] for r in rows] == [r1, r2]
     assert runs == 2
 
 
@@ -153,14 +159,14 @@ def test_a_finish_and_a_submit_naming_one_of_its_tasks_and_a_waiting_child_do_no
     token = str(uuid.uuid4())
     assert {x.id for x in rt.store.claim([a1, a2], token, 30, actor="t")} == {a1, a2}
     outcomes = [Outcome(a, token, Status.COMPLETED, result_json="null") for a in (a1, a2)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        with _holding(database_url, a2):
-            finishing = _in_thread(pool, lambda: rt.store.finish(outcomes, actor="t"))
-            _blocked(database_url, 1, "the finish never waited for a2")
-            submitting = _in_thread(pool, lambda: submit(rt, TENANT, request(depends_on=(c, a2))))
-            _blocked(database_url, 2, "the submit never waited")
-        assert {r.id for r in finishing.result(timeout=10)} == {a1, a2}
-        child = submitting.result(timeout=10).task
+    recorded, answer = _race(
+        database_url,
+        a2,
+        lambda: rt.store.finish(outcomes, actor="t"),
+        lambda: submit(rt, TENANT, request(depends_on=(c, a2))),
+    )
+    assert {r.id for r in recorded} == {a1, a2}
+    child = answer.task
     assert child.status is Status.WAITING  # on c, which a1's end made QUEUED; a2 is COMPLETED
 
 
@@ -185,14 +191,14 @@ def test_a_failing_finish_and_a_submit_naming_a_grandchild_below_its_child_do_no
     token = str(uuid.uuid4())
     assert [x.id for x in rt.store.claim([ids["p"]], token, 30, actor="t")] == [ids["p"]]
     failed = [Outcome(ids["p"], token, Status.FAILED, error="no", error_type="Boom")]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        with _holding(database_url, ids["c"]):
-            finishing = _in_thread(pool, lambda: rt.store.finish(failed, actor="t"))
-            _blocked(database_url, 1, "the finish never waited for c")
-            submitting = _in_thread(pool, lambda: submit(rt, TENANT, request(depends_on=(ids["g"], ids["c"]))))
-            _blocked(database_url, 2, "the submit never waited")
-        assert [r.id for r in finishing.result(timeout=10)] == [ids["p"]]
-        child = submitting.result(timeout=10).task
+    recorded, answer = _race(
+        database_url,
+        ids["c"],
+        lambda: rt.store.finish(failed, actor="t"),
+        lambda: submit(rt, TENANT, request(depends_on=(ids["g"], ids["c"]))),
+    )
+    assert [r.id for r in recorded] == [ids["p"]]
+    child = answer.task
     assert child.status is Status.CANCELLED  # its parents were cancelled by p's failure first
     rows = query(database_url, "SELECT status FROM tasks WHERE id = ANY(%s::uuid[])", [ids["c"], ids["g"]])
     assert [r[0] for r in rows] == ["CANCELLED", "CANCELLED"]
@@ -209,13 +215,12 @@ def test_a_cancel_and_a_finish_locking_its_children_do_not_deadlock(
     token = str(uuid.uuid4())
     assert [x.id for x in rt.store.claim([ids["p"]], token, 30, actor="t")] == [ids["p"]]
     done = [Outcome(ids["p"], token, Status.COMPLETED, result_json="null")]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        with _holding(database_url, ids["d"]):
-            finishing = _in_thread(pool, lambda: rt.store.finish(done, actor="t"))
-            _blocked(database_url, 1, "the finish never waited for d")
-            cancelling = _in_thread(pool, lambda: lifecycle.cancel(rt, TENANT, ids["t"]))
-            _blocked(database_url, 2, "the cancel never waited")
-        assert [r.id for r in finishing.result(timeout=10)] == [ids["p"]]
-        cancelling.result(timeout=10)
+    recorded, _ = _race(
+        database_url,
+        ids["d"],
+        lambda: rt.store.finish(done, actor="t"),
+        lambda: lifecycle.cancel(rt, TENANT, ids["t"]),
+    )
+    assert [r.id for r in recorded] == [ids["p"]]
     rows = query(database_url, "SELECT id::text, status FROM tasks WHERE id = ANY(%s::uuid[])", [ids["t"], ids["d"]])
     assert dict(rows) == {ids["t"]: "CANCELLED", ids["d"]: "CANCELLED"}
