@@ -4,24 +4,25 @@ tasks, read one.  The counting and the completion are the trigger's (migration 0
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 
-from chalicelib.adapters.postgres.errors import retry_conflicts
 from chalicelib.core.batches import BatchRecord, NewBatch
 from chalicelib.core.model import NewTask, Status, Task
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 
 class _Store(Protocol):
     _q: dict[str, str]
 
     def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]: ...
+    def _transaction(self, work: Callable[[psycopg.Connection[Row]], T]) -> T: ...
     def _one(self, name: str, params: dict[str, Any]) -> Row | None: ...
     def _insert_params(self, tasks: Sequence[NewTask], actor: str) -> dict[str, Any]: ...
     def insert_in(self, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]: ...
@@ -36,27 +37,26 @@ class BatchQueries:
         """Insert ``tasks`` (each carrying ``batch.id``) and open the batch of those
         inserted, in one transaction.  No batch when none was (every one replayed)."""
 
-        def run() -> tuple[list[Task], BatchRecord | None]:
-            with self.connection() as conn, conn.transaction():
-                inserted = self.insert_in(conn, tasks, actor)  # many by COPY, as insert_tasks does
-                if not inserted:
-                    return inserted, None
-                params = {
-                    "id": batch.id,
-                    "tenant": batch.tenant,
-                    "total": len(inserted),
-                    "pending": sum(1 for t in inserted if t.status is Status.PENDING),
-                    "callback_url": batch.callback_url,
-                    "on_complete": batch.on_complete_json,
-                    "callback_max_retries": batch.callback_max_retries,
-                    "callback_timeout_seconds": batch.callback_timeout_seconds,
-                    "trace_context": batch.trace_context,
-                }
-                row = conn.execute(self._q["insert_batch"], params).fetchone()
-                assert row is not None
-                return inserted, BatchRecord.from_row(row)
+        def work(conn: psycopg.Connection[Row]) -> tuple[list[Task], BatchRecord | None]:
+            inserted = self.insert_in(conn, tasks, actor)  # many by COPY, as insert_tasks does
+            if not inserted:
+                return inserted, None
+            params = {
+                "id": batch.id,
+                "tenant": batch.tenant,
+                "total": len(inserted),
+                "pending": sum(1 for t in inserted if t.status is Status.PENDING),
+                "callback_url": batch.callback_url,
+                "on_complete": batch.on_complete_json,
+                "callback_max_retries": batch.callback_max_retries,
+                "callback_timeout_seconds": batch.callback_timeout_seconds,
+                "trace_context": batch.trace_context,
+            }
+            row = conn.execute(self._q["insert_batch"], params).fetchone()
+            assert row is not None
+            return inserted, BatchRecord.from_row(row)
 
-        return retry_conflicts(run)
+        return self._transaction(work)
 
     def prune_batches(self: _Store, retention_seconds: float, *, limit: int = 5000) -> int:
         """Delete batches completed before the retention period whose tasks are all

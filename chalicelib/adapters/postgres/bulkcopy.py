@@ -16,19 +16,18 @@ the call stays all or nothing, durable at its commit.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 
-from chalicelib.adapters.postgres.errors import retry_conflicts
 from chalicelib.adapters.postgres.rows import accepted
 from chalicelib.core.model import Accepted, NewTask, Status, Task
 from chalicelib.core.schemas import MAX_DELAY_SECONDS
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 # Below this many tasks the one statement (one round trip) costs less than the COPY
 # transaction's six (BEGIN, now(), a COPY of two, the counters, COMMIT) and its per-COPY setup:
@@ -55,7 +54,7 @@ CHUNK = 100
 class _Store(Protocol):
     _q: dict[str, str]
 
-    def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]: ...
+    def _transaction(self, work: Callable[[psycopg.Connection[Row]], T]) -> T: ...
     def _insert_params(self, tasks: Sequence[NewTask], actor: str) -> dict[str, Any]: ...
     def copy_in(self, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]: ...
 
@@ -77,12 +76,7 @@ class BulkCopy:
 
     def copy_tasks(self: _Store, tasks: Sequence[NewTask], actor: str) -> list[Task]:
         """``insert_tasks`` for many, in a transaction of its own (``copy_in``)."""
-
-        def run() -> list[Task]:
-            with self.connection() as conn, conn.transaction():
-                return self.copy_in(conn, tasks, actor)
-
-        return retry_conflicts(run)
+        return self._transaction(lambda conn: self.copy_in(conn, tasks, actor))
 
     def insert_in(self: _Store, conn: psycopg.Connection[Row], tasks: Sequence[NewTask], actor: str) -> list[Task]:
         """``insert_tasks`` in the open transaction: by COPY from ``COPY_MIN`` tasks, by

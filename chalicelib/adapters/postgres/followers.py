@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 
-from chalicelib.adapters.postgres.errors import retry_conflicts
 from chalicelib.adapters.postgres.rows import encode, new_task_row
 from chalicelib.core.dependencies import Edge, ParentResult, ParentState, TaskLink, Workflow
 from chalicelib.core.model import NewTask, Task
 from chalicelib.core.records import LiveTask
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 
 class _Store(Protocol):
@@ -27,6 +27,7 @@ class _Store(Protocol):
     _webhook: dict[str, int]
 
     def connection(self) -> AbstractContextManager[psycopg.Connection[Row]]: ...
+    def _transaction(self, work: Callable[[psycopg.Connection[Row]], T]) -> T: ...
     def _one(self, name: str, params: dict[str, Any]) -> Row | None: ...
     def _all(self, name: str, params: dict[str, Any]) -> list[Row]: ...
     def restore_archived(self, tenant: str, ids: Sequence[str]) -> list[str]: ...
@@ -78,18 +79,17 @@ class FollowerQueries:
         too) when PostgreSQL rolls it back to end a deadlock (``retry_conflicts``).  None
         when its idempotency key exists already."""
 
-        def run() -> Task | None:
-            with self.connection() as conn, conn.transaction():
-                found = [
-                    ParentState.from_row(r)
-                    for r in conn.execute(self._q["lock_parents"], {"tenant": tenant, "ids": list(parents)})
-                ]
-                task, edges = build(found)
-                params = {"tasks": _linked_json([task]), "edges": _edges_json(edges), "actor": actor, **self._webhook}
-                row = conn.execute(self._q["insert_linked_tasks"], params).fetchone()
-                return Task.from_row(row) if row else None
+        def work(conn: psycopg.Connection[Row]) -> Task | None:
+            found = [
+                ParentState.from_row(r)
+                for r in conn.execute(self._q["lock_parents"], {"tenant": tenant, "ids": list(parents)})
+            ]
+            task, edges = build(found)
+            params = {"tasks": _linked_json([task]), "edges": _edges_json(edges), "actor": actor, **self._webhook}
+            row = conn.execute(self._q["insert_linked_tasks"], params).fetchone()
+            return Task.from_row(row) if row else None
 
-        return retry_conflicts(run)
+        return self._transaction(work)
 
     def insert_workflow(
         self: _Store,
@@ -103,14 +103,13 @@ class FollowerQueries:
     ) -> list[Task]:
         """A workflow's tasks, edges and row in one transaction (``retry_conflicts``)."""
 
-        def run() -> list[Task]:
-            with self.connection() as conn, conn.transaction():
-                params = {"tasks": _linked_json(tasks), "edges": _edges_json(edges), "actor": actor, **self._webhook}
-                rows = conn.execute(self._q["insert_linked_tasks"], params).fetchall()
-                conn.execute(self._q["insert_workflow"], {"id": workflow_id, "tenant": tenant, "steps": encode(steps)})
-                return [Task.from_row(r) for r in rows]
+        def work(conn: psycopg.Connection[Row]) -> list[Task]:
+            params = {"tasks": _linked_json(tasks), "edges": _edges_json(edges), "actor": actor, **self._webhook}
+            rows = conn.execute(self._q["insert_linked_tasks"], params).fetchall()
+            conn.execute(self._q["insert_workflow"], {"id": workflow_id, "tenant": tenant, "steps": encode(steps)})
+            return [Task.from_row(r) for r in rows]
 
-        return retry_conflicts(run)
+        return self._transaction(work)
 
     def prune_workflows(self: _Store, retention_seconds: float, *, limit: int = 5000) -> int:
         """Delete workflows created before the retention period whose steps' tasks are

@@ -178,6 +178,17 @@ class Store(
 
         return retry_conflicts(run)
 
+    def _transaction(self, work: Callable[[psycopg.Connection[Row]], T]) -> T:
+        """``work`` in a transaction of its own, run again, all of it, when PostgreSQL
+        rolled it back to end a deadlock (``retry_conflicts``): it may change nothing
+        outside PostgreSQL."""
+
+        def run() -> T:
+            with self.connection() as conn, conn.transaction():
+                return work(conn)
+
+        return retry_conflicts(run)
+
     def close(self) -> None:
         if self._opened:
             self._pool.close()
@@ -262,12 +273,8 @@ class Store(
         """Record outcomes; returns the tasks that changed (the others lost their lease)."""
         if not outcomes:
             return []
-
-        def run() -> list[Recorded]:  # one statement, fenced by its tokens: safe to run again
-            with self.connection() as conn:
-                return self._finish(conn, outcomes, actor)
-
-        return retry_conflicts(run)
+        # One statement, fenced by its tokens: safe to run again after a deadlock (_all).
+        return [Recorded.from_row(r) for r in self._all("finish", finish_params(outcomes, actor, **self._webhook))]
 
     def send_finish(self, outcomes: Sequence[Outcome], *, actor: str) -> SentFinish | None:
         """``finish``'s statement written now, its answer left for ``SentFinish.recorded``
@@ -365,27 +372,26 @@ class Store(
         task is left as it is.  None when the tenant has no such task.  A completion
         webhook the cancellation created is in the result, for the caller to push."""
 
-        def run() -> Cancellation | None:
-            with self.connection() as conn, conn.transaction():
-                conn.execute(self._q["lock_cancel_cascade"], {"id": task_id, "tenant": tenant})
-                row = conn.execute(self._q["lock_task"], {"id": task_id, "tenant": tenant}).fetchone()
-                if row is None:
-                    # Moved to the archive (migration 0027): final, so left as it is.
-                    row = conn.execute(self._q["archived_task"], {"id": task_id, "tenant": tenant}).fetchone()
-                    return Cancellation(Task.from_row(row), Status(row["status"]), None) if row else None
-                before = Status(row["status"])
-                hook = None
-                if before in (Status.WAITING, Status.PENDING, Status.QUEUED):
-                    params = {"id": task_id, "from_status": before.value, "actor": actor, **self._webhook}
-                    row = conn.execute(self._q["cancel_waiting"], params).fetchone()
-                    if row is not None and row["hook_id"] is not None:
-                        hook = WebhookHook(str(row["hook_id"]), row["hook_enqueued_ms"])
-                elif before is Status.PROCESSING:
-                    row = conn.execute(self._q["request_cancel"], {"id": task_id}).fetchone()
-                assert row is not None  # the row is locked: it cannot vanish in between
-                return Cancellation(Task.from_row(row), before, hook)
+        def work(conn: psycopg.Connection[Row]) -> Cancellation | None:
+            conn.execute(self._q["lock_cancel_cascade"], {"id": task_id, "tenant": tenant})
+            row = conn.execute(self._q["lock_task"], {"id": task_id, "tenant": tenant}).fetchone()
+            if row is None:
+                # Moved to the archive (migration 0027): final, so left as it is.
+                row = conn.execute(self._q["archived_task"], {"id": task_id, "tenant": tenant}).fetchone()
+                return Cancellation(Task.from_row(row), Status(row["status"]), None) if row else None
+            before = Status(row["status"])
+            hook = None
+            if before in (Status.WAITING, Status.PENDING, Status.QUEUED):
+                params = {"id": task_id, "from_status": before.value, "actor": actor, **self._webhook}
+                row = conn.execute(self._q["cancel_waiting"], params).fetchone()
+                if row is not None and row["hook_id"] is not None:
+                    hook = WebhookHook(str(row["hook_id"]), row["hook_enqueued_ms"])
+            elif before is Status.PROCESSING:
+                row = conn.execute(self._q["request_cancel"], {"id": task_id}).fetchone()
+            assert row is not None  # the row is locked: it cannot vanish in between
+            return Cancellation(Task.from_row(row), before, hook)
 
-        return retry_conflicts(run)
+        return self._transaction(work)
 
     def list_dead_letters(
         self, tenant: str, *, name: str | None, limit: int, after: tuple[datetime, str] | None
