@@ -4,11 +4,12 @@ order can be fixed, and a retry where PostgreSQL breaks one.
 A finish whose tasks have followers settles them (``tasklane_settle_dependents``, a row
 trigger per parent), locking each parent's WAITING children.  A submit with
 ``depends_on`` locks its parents in id order (``lock_parents``).  Before migration 0045
-the finish locked the children parent by parent, so a submit naming two children of
-its batch in the other order deadlocked with it; PostgreSQL aborted one, and the
-submit's caller got a 503.  Now the finish locks every child of its batch in id order
-first, as the submit does, and a statement or transaction that PostgreSQL still rolls
-back to end a deadlock is run again (``retry_conflicts``)."""
+the finish locked the children parent by parent, and a failure's cascade level by
+level, so a submit naming two of them in the other order deadlocked with it;
+PostgreSQL aborted one, and the submit's caller got a 503.  Now the finish locks every
+WAITING task it may settle in id order first, in the order the submit and a cancel use,
+and a statement or transaction that PostgreSQL still rolls back to end a deadlock is
+run again (``retry_conflicts``)."""
 
 from __future__ import annotations
 
@@ -184,8 +185,8 @@ def test_a_failing_finish_and_a_submit_naming_a_grandchild_below_its_child_do_no
     database_url: str, rt: Container, no_retries: None
 ) -> None:
     """p fails: its child c is cancelled, then c's child g (g < c).  Locked level by level
-    (0045) the finish held c and wanted g, while a submit depending on g and c held g and
-    wanted c.  The finish now locks g and c together, in id order (0046)."""
+    the finish held c and wanted g, while a submit depending on g and c held g and wanted
+    c.  The finish now locks g and c together, in id order (0045)."""
     steps = {"p": {"name": "noop"}, "c": {"name": "noop", "after": ["p"]}, "g": {"name": "noop", "after": ["c"]}}
     ids = _workflow_with(rt, steps, lambda i: i["g"] < i["c"])
     token = str(uuid.uuid4())

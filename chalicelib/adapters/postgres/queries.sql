@@ -307,7 +307,7 @@ SELECT * FROM tasklane_claim(%(ids)s::uuid[], %(token)s::uuid, %(lease_seconds)s
 -- The statement is tasklane_finish (migrations 0038, 0045): a function, so that its plans are
 -- made once per session instead of on every call (bench/RESULTS.md round 8).
 -- When a task here has followers, the function locks the WAITING tasks it may settle
--- in id order before any is settled (0045, 0046: the children, and below a task ending
+-- in id order before any is settled (0045: the children, and below a task ending
 -- FAILED or CANCELLED its whole WAITING subtree): its tasks, then those, as lock_parents
 -- orders a depends_on submit's parents and a cancel its cascade.  What PostgreSQL
 -- still rolls back to end a deadlock (a row whose status changed between two
@@ -347,7 +347,7 @@ SELECT * FROM tasks WHERE id = %(id)s AND tenant = %(tenant)s FOR UPDATE;
 -- Before a cancel: the task and the WAITING tasks its cancellation may cascade to (its
 -- subtree through unresolved edges: tasklane_settle_dependents cancels them level by
 -- level), locked in the order lock_parents and tasklane_finish use (not WAITING first,
--- then WAITING, each by id; migrations 0045, 0046).  Locked parent first and child
+-- then WAITING, each by id; migration 0045).  Locked parent first and child
 -- after, a child with the lower id deadlocked with a finish locking both.
 -- Planned as primary-key probes (checked with EXPLAIN, custom and generic): the edges
 -- through task_deps' key, the CASE keeping them off task_deps_open (a scan of every
@@ -1295,7 +1295,7 @@ ORDER BY tenant;
 -- parent cannot end unseen in between, since its finish waits for the lock and then
 -- settles the new edge.  Marks them has_followers, so their end goes through the
 -- settling trigger.  Locked in the order a finish takes its rows (tasklane_finish,
--- migrations 0045, 0046): the tasks that are not WAITING (those a finish may be
+-- migration 0045): the tasks that are not WAITING (those a finish may be
 -- ending) in id order, then the WAITING ones (those it settles) in id order, so a
 -- submit naming both a finishing task and a waiting child of another one does not
 -- deadlock with that finish.  The order is each statement's snapshot's: a parent whose
